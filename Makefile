@@ -1,0 +1,71 @@
+# Ops and developer targets. Every target runs as a thin wrapper over the `anywhere` CLI or
+# the project's own tools; `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+ANYWHERE := $(BIN)/anywhere
+INVENTORY ?= inventory/example.yml
+LIMIT ?=
+OUT ?= rendered
+DEMO_HOSTS ?= 3
+PYTEST_ARGS ?=
+LIMIT_FLAG = $(if $(LIMIT),--limit '$(LIMIT)',)
+
+.DEFAULT_GOAL := help
+.PHONY: help install lint test test-unit test-e2e demo clean lab-up lab-down plan register \
+        check-fleet deregister render bench
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/activate: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(BIN)/activate
+
+install: $(BIN)/activate ## create .venv and install anywhere (editable) with dev tools
+
+lint: install ## ruff, mypy --strict, import-linter layer contracts
+	$(BIN)/ruff check anywhere tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint ## lint, then every test (unit + e2e on the lab; e2e needs root)
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-unit: install ## pure tests only (no root needed)
+	$(BIN)/pytest -q -m 'not e2e' $(PYTEST_ARGS)
+
+demo: install ## build the lab and register its hosts end to end
+	$(ANYWHERE) lab up --hosts $(DEMO_HOSTS)
+	set -a; eval "$$($(ANYWHERE) lab env)"; set +a; \
+	  $(ANYWHERE) register "$$ANYWHERE_LAB_INVENTORY" --yes --report-json "$${ANYWHERE_LAB_DIR}/report.json"
+
+lab-up: install ## boot the lab (HOSTS=N)
+	$(ANYWHERE) lab up --hosts $(or $(HOSTS),$(DEMO_HOSTS))
+
+lab-down: install ## remove the lab and everything it created
+	$(ANYWHERE) lab down
+
+plan: install ## show what register would do (INVENTORY=… LIMIT=…)
+	$(ANYWHERE) plan $(INVENTORY) $(LIMIT_FLAG)
+
+render: install ## write install scripts to OUT (INVENTORY=… OUT=…)
+	$(ANYWHERE) render $(INVENTORY) --out $(OUT) $(LIMIT_FLAG)
+
+register: install ## register hosts (INVENTORY=… LIMIT=…)
+	$(ANYWHERE) register $(INVENTORY) $(LIMIT_FLAG)
+
+check-fleet: install ## verify hosts are fit for EXTERNAL tasks (INVENTORY=… LIMIT=…)
+	$(ANYWHERE) check $(INVENTORY) $(LIMIT_FLAG)
+
+deregister: install ## take hosts out (INVENTORY=… LIMIT=… required)
+	@test -n "$(LIMIT)" || { echo "deregister needs LIMIT=PATTERN" >&2; exit 2; }
+	$(ANYWHERE) deregister $(INVENTORY) $(LIMIT_FLAG)
+
+clean: ## remove the venv, caches and build output (not the lab: use lab-down)
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache rendered
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,3 @@
+from anywhere.cli import main
+
+main()

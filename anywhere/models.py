@@ -1,0 +1,218 @@
+"""The records that cross module boundaries: frozen, typed, free of I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from types import MappingProxyType
+
+DEFAULT_INSTALLER_URL = "https://amazon-ecs-agent.s3.amazonaws.com/ecs-anywhere-install-latest.sh"
+READY_ATTRIBUTE = "anywhere.ready"
+EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+class Secret:
+    """A value that must never be printed: `repr`/`str` mask it; `reveal()` is explicit.
+
+    Call `reveal()` only where the value leaves the process for its one legitimate
+    destination (a remote command's stdin, the AWS API response we were handed it in).
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickling would carry the value into files or other processes unmasked.
+        raise TypeError("Secret values cannot be pickled")
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """How to reach a host: from `ansible_*` variables."""
+
+    address: str
+    port: int = 22
+    user: str | None = None
+    key_file: str | None = None
+    proxy_jump: str | None = None
+    known_hosts: str | None = None
+    become: bool = True
+    become_user: str = "root"
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """What to make of a host: from `anywhere_*` variables."""
+
+    cluster: str = "default"
+    region: str | None = None
+    iam_role: str = "ecsAnywhereRole"
+    create_iam_role: bool = False
+    create_cluster: bool = False
+    labels: Mapping[str, str] = EMPTY
+    tags: Mapping[str, str] = EMPTY
+    gpu: bool = False
+    proxy: str | None = None
+    no_proxy: tuple[str, ...] = ()
+    docker_install_source: str = "all"
+    installer_url: str = DEFAULT_INSTALLER_URL
+    installer_sha256: str | None = None
+    installer_path: str | None = None
+    activation_ttl_minutes: int = 60
+    ecs_endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    ssh: SshTarget
+    config: HostConfig = field(default_factory=HostConfig)
+    groups: tuple[str, ...] = ()
+    # file:line where the host was (first) defined, for messages.
+    source: str = ""
+    # Every resolved variable, for listing and export (secrets already removed).
+    variables: Mapping[str, object] = EMPTY
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: str
+    hosts: tuple[Host, ...]
+    # group name -> host names (transitively), for --limit patterns.
+    groups: Mapping[str, tuple[str, ...]] = EMPTY
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+@dataclass(frozen=True)
+class Activation:
+    activation_id: str
+    code: Secret
+    host: str
+    expires_at: datetime
+
+
+class Phase(str, Enum):
+    PREFLIGHT = "preflight"
+    DECIDE = "decide"
+    ACTIVATE = "activate"
+    RENDER = "render"
+    INSTALL = "install"
+    VERIFY = "verify"
+    MARK_READY = "mark-ready"
+    DONE = "done"
+
+
+class FailureClass(str, Enum):
+    UNREACHABLE = "unreachable"
+    HOSTKEY = "hostkey"
+    AUTH = "auth"
+    SUDO = "sudo"
+    PREFLIGHT = "preflight"
+    ACTIVATION = "activation"
+    INSTALL = "install"
+    VERIFY = "verify"
+    TIMEOUT = "timeout"
+    INTERRUPTED = "interrupted"
+    ABORTED = "aborted"  # not started: the fail-percent threshold stopped new hosts
+
+
+class Status(str, Enum):
+    READY = "ready"  # registered (or repaired) by this run and verified
+    UNCHANGED = "unchanged"  # already ready; nothing done
+    FAILED = "failed"
+    NOT_RUN = "not-run"
+
+
+class Decision(str, Enum):
+    SKIP_READY = "skip-ready"
+    REGISTER = "register"
+    REREGISTER = "reregister"  # stale local registration: clean, then register
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's verdict: what it saw and, when it failed, what to do about it."""
+
+    name: str
+    ok: bool
+    observed: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class ManagedInstance:
+    """SSM's view of a hybrid node."""
+
+    instance_id: str
+    ping_status: str
+    name: str = ""
+    agent_version: str = ""
+    registration_date: datetime | None = None
+    last_ping: datetime | None = None
+    tags: Mapping[str, str] = EMPTY
+
+
+@dataclass(frozen=True)
+class ContainerInstance:
+    """ECS's view of an external container instance."""
+
+    arn: str
+    ec2_instance_id: str
+    status: str
+    agent_connected: bool
+    cluster: str = ""
+    attributes: Mapping[str, str | None] = EMPTY
+    agent_version: str = ""
+    running_tasks: int = 0
+
+
+@dataclass(frozen=True)
+class HostOutcome:
+    host: str
+    status: Status
+    phase: Phase
+    failure: FailureClass | None = None
+    reason: str = ""
+    hint: str = ""
+    duration_s: float = 0.0
+    decision: Decision | None = None
+    instance_id: str | None = None
+    container_instance_arn: str | None = None
+    agent_versions: Mapping[str, str] = EMPTY
+    checks: tuple[CheckResult, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (Status.READY, Status.UNCHANGED)

@@ -95,3 +95,19 @@ class SudoError(HostError):
 
 class RemoteTimeout(HostError):
     """A remote command did not finish within its time limit."""
+
+
+class PreflightError(HostError):
+    """The host is unfit for registration (OS, arch, clock, credentials, disk, ...)."""
+
+
+class ActivationError(HostError):
+    """AWS refused to create the host's activation (or its role/cluster)."""
+
+
+class InstallError(HostError):
+    """The install script failed on the host."""
+
+
+class VerifyError(HostError):
+    """The host did not become ready within the verification window."""

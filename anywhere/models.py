@@ -65,8 +65,8 @@ class HostConfig:
     iam_role: str = "ecsAnywhereRole"
     create_iam_role: bool = False
     create_cluster: bool = False
-    labels: Mapping[str, str] = EMPTY
-    tags: Mapping[str, str] = EMPTY
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    tags: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     gpu: bool = False
     proxy: str | None = None
     no_proxy: tuple[str, ...] = ()
@@ -87,7 +87,7 @@ class Host:
     # file:line where the host was (first) defined, for messages.
     source: str = ""
     # Every resolved variable, for listing and export (secrets already removed).
-    variables: Mapping[str, object] = EMPTY
+    variables: Mapping[str, object] = field(default_factory=lambda: EMPTY)
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class Inventory:
     path: str
     hosts: tuple[Host, ...]
     # group name -> host names (transitively), for --limit patterns.
-    groups: Mapping[str, tuple[str, ...]] = EMPTY
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -159,6 +159,35 @@ class Decision(str, Enum):
     SKIP_READY = "skip-ready"
     REGISTER = "register"
     REREGISTER = "reregister"  # stale local registration: clean, then register
+    REPAIR = "repair"  # registered and known to AWS, but a service is down: restart, re-verify
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """What a host says about its own registration (read by the preflight)."""
+
+    instance_id: str | None = None  # from /var/lib/amazon/ssm/registration
+    region: str | None = None
+    has_registration_key: bool = False
+    has_ecs_init: bool = False
+    has_agent_db: bool = False
+    ecs_cluster: str | None = None
+
+    @property
+    def has_leftovers(self) -> bool:
+        return self.has_registration_key or self.has_agent_db or self.instance_id is not None
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """What register will do to one host, and why."""
+
+    host: str
+    decision: Decision
+    reasons: tuple[str, ...]
+    steps: tuple[Phase, ...]
+    instance_id: str | None = None
+    stale_instance_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -181,7 +210,7 @@ class ManagedInstance:
     agent_version: str = ""
     registration_date: datetime | None = None
     last_ping: datetime | None = None
-    tags: Mapping[str, str] = EMPTY
+    tags: Mapping[str, str] = field(default_factory=lambda: EMPTY)
 
 
 @dataclass(frozen=True)
@@ -193,7 +222,7 @@ class ContainerInstance:
     status: str
     agent_connected: bool
     cluster: str = ""
-    attributes: Mapping[str, str | None] = EMPTY
+    attributes: Mapping[str, str | None] = field(default_factory=lambda: EMPTY)
     agent_version: str = ""
     running_tasks: int = 0
 
@@ -210,7 +239,7 @@ class HostOutcome:
     decision: Decision | None = None
     instance_id: str | None = None
     container_instance_arn: str | None = None
-    agent_versions: Mapping[str, str] = EMPTY
+    agent_versions: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     checks: tuple[CheckResult, ...] = ()
 
     @property

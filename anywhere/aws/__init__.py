@@ -1,0 +1,18 @@
+"""The AWS adapter: the only package that imports boto3.
+
+The endpoint comes from boto3 itself (`AWS_ENDPOINT_URL`): the lab is just another endpoint.
+"""
+
+from anywhere.aws.adapter import HOST_TAG, RUN_TAG, Aws, RunTaskResult
+from anywhere.aws.calls import AwsClients, CallCounter, make_clients, translate
+
+__all__ = [
+    "HOST_TAG",
+    "RUN_TAG",
+    "Aws",
+    "AwsClients",
+    "CallCounter",
+    "RunTaskResult",
+    "make_clients",
+    "translate",
+]

@@ -1,0 +1,335 @@
+"""The AWS adapter: typed operations over boto3 clients, returning `models` types.
+
+Batching is the point at fleet scale: SSM describes take ≤50 ids a call, ECS describes ≤100
+ARNs, and nothing here makes one call per host on the hot paths (`managed_instances`,
+`container_instances`, `managed_instances_by_host`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from anywhere.aws.calls import AwsClients, Caller
+from anywhere.errors import ActivationError, AwsError
+from anywhere.models import Activation, ContainerInstance, ManagedInstance, Secret
+
+HOST_TAG = "anywhere:host"
+RUN_TAG = "anywhere:run"
+SSM_DESCRIBE_BATCH = 50  # DescribeInstanceInformation: MaxResults 5-50
+SSM_FILTER_VALUES = 100  # InstanceInformationFilterValueSet: at most 100 values
+ECS_DESCRIBE_BATCH = 100  # DescribeContainerInstances: at most 100 ARNs
+ECS_STATE_BATCH = 10  # UpdateContainerInstancesState: at most 10 instances
+MAX_TTL_MINUTES = 30 * 24 * 60  # CreateActivation: expiry at most 30 days ahead
+ROLE_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ssm.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+ROLE_POLICIES = (
+    "policy/AmazonSSMManagedInstanceCore",
+    "policy/service-role/AmazonEC2ContainerServiceforEC2Role",
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RunTaskResult:
+    task_arns: tuple[str, ...]
+    failures: tuple[str, ...]
+
+
+class Aws:
+    """Typed operations over `AwsClients`, returning `models` types."""
+
+    def __init__(
+        self, clients: AwsClients, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        self._c = clients
+        self._now = now
+        self._api = Caller()
+
+    @property
+    def clients(self) -> AwsClients:
+        return self._c
+
+    @property
+    def calls(self) -> Mapping[str, int]:
+        return self._api.counter.snapshot()
+
+    # -- identity, role, cluster ------------------------------------------------------------
+
+    def account(self) -> str:
+        return str(self._api.call(self._c.sts, "GetCallerIdentity")["Account"])
+
+    def ensure_role(self, name: str, create: bool) -> str:
+        """The role's ARN; creates it (and attaches the two policies) only if `create`."""
+        role = self._api.call(self._c.iam, "GetRole", tolerate={"NoSuchEntity"}, RoleName=name)
+        if not role:
+            if not create:
+                raise AwsError(
+                    f"IAM role {name} does not exist: create it (trust ssm.amazonaws.com) "
+                    "or set anywhere_create_iam_role: true"
+                )
+            role = self._api.call(
+                self._c.iam, "CreateRole", RoleName=name,
+                AssumeRolePolicyDocument=json.dumps(ROLE_TRUST),
+                Description="ECS Anywhere hosts (SSM hybrid activation)",
+            )
+        arn = str(role["Role"]["Arn"])
+        trust = role["Role"].get("AssumeRolePolicyDocument", "")
+        if "ssm.amazonaws.com" not in (trust if isinstance(trust, str) else json.dumps(trust)):
+            raise AwsError(f"IAM role {name} does not trust ssm.amazonaws.com")
+        partition = arn.split(":")[1] if arn.count(":") >= 5 else "aws"
+        wanted = [f"arn:{partition}:iam::aws:{p}" for p in ROLE_POLICIES]
+        attached = {
+            p["PolicyArn"]
+            for page in self._api.pages(self._c.iam, "ListAttachedRolePolicies", "Marker", "Marker",
+                                    RoleName=name)
+            for p in page.get("AttachedPolicies", [])
+        }
+        missing = [p for p in wanted if p not in attached]
+        if missing and not create:
+            raise AwsError(
+                f"IAM role {name} lacks {', '.join(missing)}: attach them "
+                "or set anywhere_create_iam_role: true"
+            )
+        for policy in missing:
+            self._api.call(self._c.iam, "AttachRolePolicy", RoleName=name, PolicyArn=policy)
+        return arn
+
+    def ensure_cluster(self, name: str, create: bool) -> str:
+        """The cluster's ARN; creates it only if `create`."""
+        found = self._api.call(self._c.ecs, "DescribeClusters", clusters=[name])
+        for cluster in found.get("clusters", []):
+            if cluster.get("status") == "ACTIVE":
+                return str(cluster["clusterArn"])
+        if not create:
+            raise AwsError(
+                f"ECS cluster {name} does not exist: create it or set anywhere_create_cluster: true"
+            )
+        made = self._api.call(self._c.ecs, "CreateCluster", clusterName=name)
+        return str(made["cluster"]["clusterArn"])
+
+    # -- activations ------------------------------------------------------------------------
+
+    def create_activation(
+        self, host: str, role: str, ttl_minutes: int, tags: Mapping[str, str], run_id: str
+    ) -> Activation:
+        """A single-use activation for `host` that expires after `ttl_minutes`."""
+        if not 1 <= ttl_minutes <= MAX_TTL_MINUTES:
+            raise ActivationError(
+                f"activation TTL {ttl_minutes} min is outside 1..{MAX_TTL_MINUTES}",
+                "set anywhere_activation_ttl_minutes (AWS allows at most 30 days)",
+            )
+        expires = self._now() + timedelta(minutes=ttl_minutes)
+        all_tags = {**tags, HOST_TAG: host, RUN_TAG: run_id}
+        resp = self._api.call(
+            self._c.ssm, "CreateActivation", ActivationError,
+            IamRole=role, RegistrationLimit=1, ExpirationDate=expires,
+            DefaultInstanceName=host, Description=f"anywhere run {run_id}: {host}"[:256],
+            Tags=[{"Key": k, "Value": v} for k, v in all_tags.items()],
+        )
+        # Wrap the code before anything else can see it; drop it from the response dict.
+        code = Secret(str(resp.pop("ActivationCode", "")))
+        if not code.reveal() or "ActivationId" not in resp:
+            raise ActivationError("CreateActivation returned no activation id or code")
+        return Activation(str(resp["ActivationId"]), code, host, expires)
+
+    def delete_activation(self, activation_id: str) -> None:
+        """Delete an activation; one that is already gone is fine."""
+        self._api.call(
+            self._c.ssm, "DeleteActivation", ActivationError,
+            tolerate={"InvalidActivation", "InvalidActivationId"}, ActivationId=activation_id,
+        )
+
+    def leftover_activations(self, host: str) -> list[str]:
+        """Ids of activations we created for `host` (tagged `anywhere:host`)."""
+        out: list[str] = []
+        for page in self._api.pages(
+            self._c.ssm, "DescribeActivations", "NextToken", "NextToken",
+            Filters=[{"FilterKey": "DefaultInstanceName", "FilterValues": [host]}],
+        ):
+            for act in page.get("ActivationList", []):
+                tags = {t["Key"]: t["Value"] for t in act.get("Tags", [])}
+                if tags.get(HOST_TAG) == host:
+                    out.append(str(act["ActivationId"]))
+        return out
+
+    # -- managed instances (SSM) ------------------------------------------------------------
+
+    def managed_instances(
+        self, ids: Sequence[str], *, with_tags: bool = False
+    ) -> dict[str, ManagedInstance]:
+        """SSM's view of `ids` (≤50 per call); ids SSM does not know are absent."""
+        out: dict[str, ManagedInstance] = {}
+        for chunk in _chunks(sorted(set(ids)), SSM_DESCRIBE_BATCH):
+            for info in self._instance_info([{"Key": "InstanceIds", "Values": chunk}]):
+                out[info["InstanceId"]] = _managed(info)
+        if with_tags:
+            for mi, inst in list(out.items()):
+                out[mi] = replace(inst, tags=MappingProxyType(self._tags(mi)))
+        return out
+
+    def managed_instances_by_host(self, hosts: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """host -> mi ids SSM holds under tag `anywhere:host` (for hosts whose local state
+        was wiped). The instance's Name (our DefaultInstanceName) names the host; tags are
+        read only when the Name is not one of the hosts asked about."""
+        found: dict[str, set[str]] = {}
+        for chunk in _chunks(sorted(set(hosts)), SSM_FILTER_VALUES):
+            names = set(chunk)
+            for info in self._instance_info([{"Key": f"tag:{HOST_TAG}", "Values": chunk}]):
+                mi = str(info["InstanceId"])
+                host = info.get("Name", "")
+                if host not in names:
+                    host = chunk[0] if len(chunk) == 1 else self._tags(mi).get(HOST_TAG, "")
+                if host in names:
+                    found.setdefault(host, set()).add(mi)
+        return {h: tuple(sorted(mis)) for h, mis in found.items()}
+
+    def deregister_managed_instance(self, instance_id: str) -> None:
+        """Deregister an mi- id; one that is already gone is fine."""
+        self._api.call(
+            self._c.ssm, "DeregisterManagedInstance",
+            tolerate={"InvalidInstanceId"}, InstanceId=instance_id,
+        )
+
+    def _instance_info(self, filters: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for page in self._api.pages(
+            self._c.ssm, "DescribeInstanceInformation", "NextToken", "NextToken",
+            Filters=filters, MaxResults=SSM_DESCRIBE_BATCH,
+        ):
+            yield from page.get("InstanceInformationList", [])
+
+    def _tags(self, instance_id: str) -> dict[str, str]:
+        resp = self._api.call(
+            self._c.ssm, "ListTagsForResource",
+            ResourceType="ManagedInstance", ResourceId=instance_id,
+        )
+        return {t["Key"]: t["Value"] for t in resp.get("TagList", [])}
+
+    # -- container instances (ECS) ----------------------------------------------------------
+
+    def container_instances(
+        self, cluster: str, mi_ids: Sequence[str]
+    ) -> dict[str, ContainerInstance]:
+        """ECS's view of `mi_ids` in `cluster`, keyed by mi- id: one listing of the cluster
+        (100 per page) and ≤100 ARNs per describe, never a call per host."""
+        wanted = set(mi_ids)
+        if not wanted:
+            return {}
+        arns = [
+            arn
+            for page in self._api.pages(
+                self._c.ecs, "ListContainerInstances", "nextToken", "nextToken",
+                tolerate={"ClusterNotFoundException"}, cluster=cluster, maxResults=100,
+            )
+            for arn in page.get("containerInstanceArns", [])
+        ]
+        out: dict[str, ContainerInstance] = {}
+        for chunk in _chunks(arns, ECS_DESCRIBE_BATCH):
+            resp = self._api.call(
+                self._c.ecs, "DescribeContainerInstances", cluster=cluster,
+                containerInstances=chunk,
+            )
+            for raw in resp.get("containerInstances", []):
+                ci = _container(raw, cluster)
+                known = out.get(ci.ec2_instance_id)
+                # A host re-registered into the cluster may show twice; ACTIVE wins.
+                if ci.ec2_instance_id in wanted and (known is None or known.status != "ACTIVE"):
+                    out[ci.ec2_instance_id] = ci
+        return out
+
+    def set_ready(self, cluster: str, arn: str, attribute: str, ready: bool) -> None:
+        """Put (ready) or delete (not ready) the readiness attribute on a container instance."""
+        attr: dict[str, str] = {
+            "name": attribute, "targetType": "container-instance", "targetId": arn,
+        }
+        if ready:
+            self._api.call(self._c.ecs, "PutAttributes", cluster=cluster,
+                       attributes=[{**attr, "value": "true"}])
+        else:
+            self._api.call(self._c.ecs, "DeleteAttributes", cluster=cluster, attributes=[attr])
+
+    def drain(self, cluster: str, arns: Sequence[str]) -> None:
+        for chunk in _chunks(list(arns), ECS_STATE_BATCH):
+            resp = self._api.call(
+                self._c.ecs, "UpdateContainerInstancesState", cluster=cluster,
+                containerInstances=chunk, status="DRAINING",
+            )
+            failures = [f"{f.get('arn', '?')}: {f.get('reason', '?')}"
+                        for f in resp.get("failures", [])]
+            if failures:
+                raise AwsError(f"cannot drain in {cluster}: {'; '.join(failures)}")
+
+    def deregister_container_instance(self, cluster: str, arn: str, force: bool) -> None:
+        self._api.call(self._c.ecs, "DeregisterContainerInstance", cluster=cluster,
+                   containerInstance=arn, force=force)
+
+    def forget_instance(self, cluster: str, instance_id: str) -> None:
+        """Remove a stale registration from AWS: its container instance (forced) and its mi-."""
+        found = self.container_instances(cluster, [instance_id]).get(instance_id)
+        if found is not None:
+            self.deregister_container_instance(cluster, found.arn, force=True)
+        self.deregister_managed_instance(instance_id)
+
+    def run_task(
+        self,
+        cluster: str,
+        task_definition: str,
+        *,
+        count: int = 1,
+        placement_constraints: Sequence[Mapping[str, str]] = (),
+        started_by: str | None = None,
+    ) -> RunTaskResult:
+        """RunTask with launch type EXTERNAL (external instances have no capacity providers)."""
+        extra: dict[str, Any] = {"startedBy": started_by} if started_by else {}
+        resp = self._api.call(
+            self._c.ecs, "RunTask", cluster=cluster, taskDefinition=task_definition,
+            count=count, launchType="EXTERNAL",
+            placementConstraints=[dict(c) for c in placement_constraints], **extra,
+        )
+        return RunTaskResult(
+            task_arns=tuple(str(t["taskArn"]) for t in resp.get("tasks", [])),
+            failures=tuple(f"{f.get('arn', '?')}: {f.get('reason', '?')}"
+                           for f in resp.get("failures", [])),
+        )
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _managed(info: Mapping[str, Any]) -> ManagedInstance:
+    return ManagedInstance(
+        instance_id=str(info["InstanceId"]),
+        ping_status=str(info.get("PingStatus", "")),
+        name=str(info.get("Name", "")),
+        agent_version=str(info.get("AgentVersion", "")),
+        registration_date=info.get("RegistrationDate"),
+        last_ping=info.get("LastPingDateTime"),
+    )
+
+
+def _container(raw: Mapping[str, Any], cluster: str) -> ContainerInstance:
+    return ContainerInstance(
+        arn=str(raw["containerInstanceArn"]),
+        ec2_instance_id=str(raw.get("ec2InstanceId", "")),
+        status=str(raw.get("status", "")),
+        agent_connected=bool(raw.get("agentConnected", False)),
+        cluster=cluster,
+        attributes=MappingProxyType({a["name"]: a.get("value") for a in raw.get("attributes", [])}),
+        agent_version=str(raw.get("versionInfo", {}).get("agentVersion", "")),
+        running_tasks=int(raw.get("runningTasksCount", 0)),
+    )

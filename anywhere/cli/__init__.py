@@ -1,0 +1,186 @@
+"""The command line: the only module that prints, prompts or exits.
+
+Every command loads settings and the inventory, builds the adapters (composition root), hands
+them to the layer below, then maps what comes back to output and one exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from anywhere import __version__, inventory, report
+from anywhere.errors import AnywhereError, ExitCode, UsageError
+from anywhere.models import Host, Inventory, Phase
+from anywhere.settings import Settings, load
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    every selected host succeeded
+  1    one or more hosts failed (the report says which)
+  2    usage or input error (bad flag, invalid inventory)
+  3    environment error (AWS credentials/permissions/endpoint, missing templates)
+  130  interrupted (Ctrl-C); activations deleted, remote temp files removed
+"""
+
+_LIMIT = click.option(
+    "--limit", "-l", "limit", metavar="PATTERN",
+    help="Ansible-style host pattern: names, groups, globs, a:b, a:&b, a:!b, ~regex.",
+)
+_INVENTORY = click.argument("inventory_path", metavar="INVENTORY", type=click.Path(path_type=Path))
+
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="anywhere")
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (never secrets).")
+@click.pass_context
+def app(ctx: click.Context, verbose: int) -> None:
+    """Register on-prem hosts into Amazon ECS Anywhere, safely and in parallel.
+
+    INVENTORY is an Ansible YAML inventory; anywhere reads ansible_* connection variables
+    and its own anywhere_* variables from it. AWS credentials, region and endpoint come from
+    the usual AWS environment (AWS_PROFILE, AWS_ENDPOINT_URL, …).
+    """
+    ctx.obj = {"verbose": verbose, "settings": load()}
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj["settings"]
+    return settings
+
+
+def _select(path: Path, limit: str | None) -> tuple[Inventory, tuple[Host, ...]]:
+    inv = inventory.load_inventory(path, env=os.environ)
+    return inv, inventory.select(inv, limit)
+
+
+def echo(message: str = "", *, err: bool = False) -> None:
+    click.echo(message, err=err)
+
+
+# --------------------------------------------------------------------------- inventory
+
+
+@app.group("inventory")
+def inventory_group() -> None:
+    """Validate and inspect inventories."""
+
+
+@inventory_group.command("validate")
+@_INVENTORY
+def inventory_validate(inventory_path: Path) -> None:
+    """Check INVENTORY; print every problem as FILE:LINE: message (exit 2 if any)."""
+    inv = inventory.load_inventory(inventory_path, env=os.environ)
+    echo(f"{inventory_path}: ok, {len(inv.hosts)} host(s)")
+
+
+@inventory_group.command("list")
+@_INVENTORY
+@_LIMIT
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per host, fully resolved.")
+def inventory_list(inventory_path: Path, limit: str | None, as_json: bool) -> None:
+    """List the selected hosts with their resolved settings."""
+    _, hosts = _select(inventory_path, limit)
+    records = [inventory.describe(h) for h in hosts]
+    if as_json:
+        echo(json.dumps(records, indent=2, default=str))
+        return
+    _print_table(
+        ("host", "address", "user", "cluster", "region", "groups"),
+        [
+            (h.name, f"{h.ssh.address}:{h.ssh.port}", h.ssh.user or "", h.config.cluster,
+             h.config.region or "", ",".join(h.groups))
+            for h in hosts
+        ],
+    )
+
+
+# --------------------------------------------------------------------------- output helpers
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*headers)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in rows:
+        echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _progress_printer(total: int) -> Callable[[str, Phase, str], None]:
+    """Plain progress lines on stderr (one per phase change), safe from many threads."""
+    import threading
+
+    lock = threading.Lock()
+    finished = {"n": 0}
+    final = {"ready", "unchanged", "failed", "not-run"}
+
+    def progress(host: str, phase: Phase, state: str) -> None:
+        with lock:
+            if state in final:
+                finished["n"] += 1
+                echo(f"[{finished['n']}/{total}] {host}: {state} ({phase.value})", err=True)
+            else:
+                echo(f"          {host}: {phase.value}", err=True)
+
+    return progress
+
+
+def _write(path: Path | None, text: str) -> None:
+    if path is not None:
+        path.write_text(text, encoding="utf-8")
+
+
+def _json_default(value: Any) -> str:
+    return str(value)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _register_subcommands() -> None:
+    # Imported here so `anywhere --help` stays fast and the lab stays optional.
+    from anywhere.cli import fleet_commands
+
+    for command in fleet_commands.COMMANDS:
+        app.add_command(command)
+    try:
+        from anywhere.lab.cli import lab_group
+    except ImportError:  # the lab extra is not installed
+        return
+    app.add_command(lab_group)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    _register_subcommands()
+    try:
+        code = app.main(args=argv, prog_name="anywhere", standalone_mode=False)
+    except click.exceptions.Abort:
+        echo("interrupted", err=True)
+        sys.exit(ExitCode.INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.USAGE)
+    except AnywhereError as exc:
+        echo(f"anywhere: {exc}" if not isinstance(exc, UsageError) else str(exc), err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        echo("interrupted", err=True)
+        sys.exit(ExitCode.INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)
+
+
+__all__ = ["app", "main", "report"]

@@ -1,0 +1,254 @@
+"""`plan`, `render` and `register`: the commands that build the adapters and run the fleet."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from anywhere import inventory, report
+from anywhere.aws import Aws, make_clients
+from anywhere.cli import (
+    _INVENTORY,
+    _LIMIT,
+    _print_table,
+    _progress_printer,
+    _select,
+    _settings,
+    _write,
+    echo,
+)
+from anywhere.errors import ExitCode, UsageError
+from anywhere.fleet import AwsView, run_fleet
+from anywhere.journal import Journal
+from anywhere.models import Host, Secret, Status
+from anywhere.registration import Context, Registrar, probe_only
+from anywhere.render import render_placeholder
+from anywhere.settings import Settings
+from anywhere.ssh import SshOptions, connect
+
+
+def _ssh_options(settings: Settings) -> SshOptions:
+    return SshOptions(
+        connect_timeout_s=settings.connect_timeout_s,
+        command_timeout_s=settings.command_timeout_s,
+        accept_new_host_keys=settings.accept_new_host_keys,
+        become_password=settings.become_password,
+    )
+
+
+def _region(hosts: tuple[Host, ...]) -> str:
+    regions = sorted({h.config.region or "" for h in hosts})
+    if len(regions) != 1 or not regions[0]:
+        raise UsageError(
+            f"selected hosts span regions {', '.join(r or '(none)' for r in regions)}: "
+            "set anywhere_region (or AWS_DEFAULT_REGION) and run once per region with --limit"
+        )
+    return regions[0]
+
+
+def _context(settings: Settings, hosts: tuple[Host, ...], command: str) -> Context:
+    aws = Aws(make_clients(_region(hosts)))
+    aws.account()  # fail fast (exit 3) on credentials or endpoint problems
+    journal = Journal.create(settings.run_dir, command)
+    options = _ssh_options(settings)
+    return Context(
+        aws=aws,
+        view=AwsView(aws, settings.verify_poll_s),
+        connect=lambda host: connect(host.name, host.ssh, options),
+        journal=journal,
+        settings=settings,
+        run_id=journal.run_id,
+        known_by_host=aws.managed_instances_by_host([h.name for h in hosts]),
+    )
+
+
+def _prepare_aws(ctx: Context, hosts: tuple[Host, ...]) -> None:
+    """Ensure each distinct IAM role and cluster once, before any host starts."""
+    roles: dict[str, bool] = {}
+    clusters: dict[str, bool] = {}
+    for h in hosts:
+        roles[h.config.iam_role] = roles.get(h.config.iam_role, False) or h.config.create_iam_role
+        clusters[h.config.cluster] = (
+            clusters.get(h.config.cluster, False) or h.config.create_cluster
+        )
+    for role, create in roles.items():
+        ctx.aws.ensure_role(role, create)
+    for cluster, create in clusters.items():
+        ctx.aws.ensure_cluster(cluster, create)
+
+
+def _become_options(f: click.decorators.FC) -> click.decorators.FC:
+    f = click.option(
+        "--accept-new-host-keys", is_flag=True,
+        help="Record unknown host keys in known_hosts (a changed key is always refused).",
+    )(f)
+    f = click.option(
+        "--ask-become-pass", "-K", is_flag=True,
+        help="Ask once for the sudo password (else ANYWHERE_BECOME_PASSWORD or "
+        "--become-password-file); it is sent over stdin, never on a command line.",
+    )(f)
+    f = click.option(
+        "--become-password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Read the sudo password from this file.",
+    )(f)
+    f = click.option("--concurrency", "-c", type=click.IntRange(1, 1000),
+                     help="Hosts worked on at once (default 50).")(f)
+    return f
+
+
+def _apply_flags(
+    settings: Settings, *, accept_new_host_keys: bool, ask_become_pass: bool,
+    become_password_file: Path | None, concurrency: int | None,
+) -> Settings:
+    password = settings.become_password
+    if become_password_file is not None:
+        password = Secret(become_password_file.read_text(encoding="utf-8").rstrip("\n"))
+    if ask_become_pass:
+        password = Secret(getpass.getpass("sudo password: "))
+    return replace(
+        settings,
+        accept_new_host_keys=accept_new_host_keys or settings.accept_new_host_keys,
+        become_password=password,
+        concurrency=concurrency or settings.concurrency,
+    )
+
+
+@click.command("plan")
+@_INVENTORY
+@_LIMIT
+@_become_options
+@click.pass_context
+def plan_cmd(
+    ctx: click.Context, inventory_path: Path, limit: str | None, accept_new_host_keys: bool,
+    ask_become_pass: bool, become_password_file: Path | None, concurrency: int | None,
+) -> None:
+    """Show, read-only, what register would do to each host and why.
+
+    Connects to every selected host (preflight only) and reads SSM and ECS; changes nothing.
+    """
+    settings = _apply_flags(
+        _settings(ctx), accept_new_host_keys=accept_new_host_keys,
+        ask_become_pass=ask_become_pass, become_password_file=become_password_file,
+        concurrency=concurrency,
+    )
+    _, hosts = _select(inventory_path, limit)
+    context = _context(settings, hosts, "plan")
+    result = run_fleet(
+        hosts, probe_only(context), concurrency=settings.concurrency, fail_percent=100,
+        progress=lambda *_: None,
+    )
+    _print_table(
+        ("host", "would", "why", "steps"),
+        [
+            (o.host, o.decision.value if o.decision else f"fail ({o.failure.value if o.failure else '?'})",
+             o.reason, ",".join(c.name for c in o.checks))
+            for o in result.outcomes
+        ],
+    )
+    ctx.exit(ExitCode.HOSTS_FAILED if any(not o.ok for o in result.outcomes) else ExitCode.OK)
+
+
+@click.command("render")
+@_INVENTORY
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write one install script per host into.")
+@_LIMIT
+def render_cmd(inventory_path: Path, out: Path, limit: str | None) -> None:
+    """Write each host's install script to OUT/<host>.sh for review.
+
+    The scripts hold no secret: they read the activation id and code from stdin at run time.
+    """
+    _, hosts = _select(inventory_path, limit)
+    out.mkdir(parents=True, exist_ok=True)
+    for host in hosts:
+        script = render_placeholder(host)
+        target = out / f"{host.name}.sh"
+        target.write_text(script.text, encoding="utf-8")
+        echo(f"{target}  sha256:{script.sha256}")
+
+
+@click.command("register")
+@_INVENTORY
+@_LIMIT
+@_become_options
+@click.option("--fail-percent", type=click.IntRange(0, 100),
+              help="Stop starting new hosts once more than this % of hosts failed (default 100).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one JSON record per host here.")
+@click.option("--report-junit", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a JUnit XML report here (unreachable hosts count as failures).")
+@click.option("--retry-inventory", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write an inventory of the failed hosts (default: in the run dir).")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where run journals go (default ./runs or ANYWHERE_RUN_DIR).")
+@click.pass_context
+def register_cmd(
+    ctx: click.Context, inventory_path: Path, limit: str | None, accept_new_host_keys: bool,
+    ask_become_pass: bool, become_password_file: Path | None, concurrency: int | None,
+    fail_percent: int | None, yes: bool, report_json: Path | None, report_junit: Path | None,
+    retry_inventory: Path | None, run_dir: Path | None,
+) -> None:
+    """Take every selected host to ready for the EXTERNAL launch type.
+
+    Per host, over one SSH connection: preflight, decide (skip ready hosts, repair, or
+    register), one short-lived activation, install, verify on the host and in AWS, mark
+    ready (ECS attribute anywhere.ready=true). Safe to re-run.
+    """
+    settings = _apply_flags(
+        _settings(ctx), accept_new_host_keys=accept_new_host_keys,
+        ask_become_pass=ask_become_pass, become_password_file=become_password_file,
+        concurrency=concurrency,
+    )
+    settings = replace(
+        settings,
+        fail_percent=settings.fail_percent if fail_percent is None else fail_percent,
+        run_dir=run_dir or settings.run_dir,
+    )
+    inv, hosts = _select(inventory_path, limit)
+    if not yes and not click.confirm(f"Register {len(hosts)} host(s)?", default=False):
+        raise UsageError("aborted: nothing done (pass --yes to skip this question)")
+    context = _context(settings, hosts, "register")
+    _prepare_aws(context, hosts)
+    started = datetime.now(UTC)
+    echo(f"run {context.run_id}: {len(hosts)} host(s), journal in {context.journal.path}", err=True)
+    result = run_fleet(
+        hosts, Registrar(context), concurrency=settings.concurrency,
+        fail_percent=settings.fail_percent, progress=_progress_printer(len(hosts)),
+    )
+    summary = report.RunSummary(
+        run_id=context.run_id, command="register", started_at=started,
+        finished_at=datetime.now(UTC), outcomes=result.outcomes,
+    )
+    _finish(context.journal, summary, inv.path, hosts, report_json, report_junit, retry_inventory)
+    if result.interrupted:
+        ctx.exit(ExitCode.INTERRUPTED)
+    ctx.exit(ExitCode.OK if summary.exit_ok else ExitCode.HOSTS_FAILED)
+
+
+def _finish(
+    journal: Journal, summary: report.RunSummary, source: str, hosts: tuple[Host, ...],
+    report_json: Path | None, report_junit: Path | None, retry_path: Path | None,
+) -> None:
+    as_json = report.to_json(summary)
+    journal.write_summary(as_json)
+    _print_table(report.TABLE_HEADERS, report.table_rows(summary))
+    _write(report_json, as_json)
+    _write(report_junit, report.to_junit(summary))
+    failed = [o.host for o in summary.outcomes if o.status in (Status.FAILED, Status.NOT_RUN)]
+    if failed:
+        target = retry_path or journal.path / "retry.yml"
+        _write(target, report.retry_inventory(hosts, failed, source))
+        echo(f"{len(failed)} host(s) failed; retry with: anywhere register {target}", err=True)
+    counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items() if n)
+    echo(f"summary: {counts}", err=True)
+    sys.stderr.flush()
+
+
+COMMANDS = (plan_cmd, render_cmd, register_cmd)
+__all__ = ["COMMANDS", "inventory"]

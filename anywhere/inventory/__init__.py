@@ -1,0 +1,91 @@
+"""Inventories: Ansible YAML → validated `models.Inventory`, `--limit` patterns, listings.
+
+Pure: reads files, never opens sockets or runs programs. Every problem in a file is collected
+and raised at once as `InventoryError` (`FILE:LINE: message` per line).
+
+Defaults that differ from Ansible's: `ansible_become` is true unless set, because
+registration installs system services as root; `ansible_become_user` must be root.
+`ansible_become_password` never reaches `Host.variables`: `load_with_secrets` hands it out
+separately, as `Secret`s keyed by host name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from anywhere.errors import InventoryError, Problem
+from anywhere.inventory._hosts import describe, resolve
+from anywhere.inventory._patterns import select
+from anywhere.inventory._source import read
+from anywhere.inventory._values import ANYWHERE, Context, Invalid, convert
+from anywhere.models import Inventory, Secret
+
+__all__ = [
+    "VARIABLES",
+    "LoadedInventory",
+    "describe",
+    "load_inventory",
+    "load_with_secrets",
+    "select",
+]
+
+# The `anywhere_*` variables an inventory may set.
+VARIABLES: tuple[str, ...] = tuple(ANYWHERE)
+_REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+@dataclass(frozen=True)
+class LoadedInventory:
+    inventory: Inventory
+    # host name -> sudo password from ansible_become_password (absent when not set).
+    become_passwords: Mapping[str, Secret]
+
+
+def _env_region(env: Mapping[str, str], base_dir: Path) -> tuple[str | None, list[Problem]]:
+    for name in _REGION_ENV:
+        value = env.get(name)
+        if value:
+            try:
+                region = convert("anywhere_region", value, Context(base_dir, base_dir))
+            except Invalid:
+                return None, [Problem(f"${name}", None, f"{value!r} is not a valid AWS region")]
+            return str(region), []
+    return None, []
+
+
+def load_with_secrets(
+    path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    env_home: Path | None = None,
+) -> LoadedInventory:
+    """Load and validate `path`; `env` (default: the process environment) supplies
+    AWS_REGION/AWS_DEFAULT_REGION when hosts set no `anywhere_region`; `env_home` is `~`."""
+    env = os.environ if env is None else env
+    path = Path(path)
+    ctx = Context(base_dir=path.parent.resolve(), home=env_home or Path.home())
+    tree = read(path, ctx)
+    region, region_problems = _env_region(env, ctx.base_dir)
+    resolved = resolve(tree, region)
+    problems = [*tree.problems, *region_problems, *resolved.problems]
+    if not resolved.hosts and not problems:
+        problems.append(Problem(str(path), 1, "no hosts"))
+    if problems:
+        raise InventoryError(problems)
+    inventory = Inventory(path=str(path), hosts=resolved.hosts, groups=resolved.groups)
+    return LoadedInventory(inventory, MappingProxyType(dict(resolved.become_passwords)))
+
+
+def load_inventory(
+    path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    env_home: Path | None = None,
+) -> Inventory:
+    """Load and validate an Ansible YAML inventory; raises `InventoryError` listing every
+    problem."""
+    return load_with_secrets(path, env=env, env_home=env_home).inventory

@@ -1,0 +1,366 @@
+"""Read an Ansible YAML inventory into groups and host definitions, keeping line numbers.
+
+The structure follows Ansible's `yaml` inventory plugin (top-level keys are groups; each group
+has `hosts`, `children`, `vars`; host keys may carry `:port` and `[a:b]` ranges), but where
+Ansible only warns and skips (an unknown group key, a group that is not a mapping) we refuse:
+a silently dropped host is worse than a failed run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import TaggedScalar
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.resolver import VersionedResolver, implicit_resolvers
+
+from anywhere.errors import Problem
+from anywhere.inventory._values import Context, Invalid, convert
+
+_SECTIONS = ("hosts", "children", "vars")
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+# PyYAML's YAML 1.1 booleans, which Ansible uses; ruamel's 1.1 also reads y/n as booleans.
+_PYYAML_BOOL = re.compile(r"^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE"
+                          r"|on|On|ON|off|Off|OFF)$")
+_RANGE = re.compile(r"\[[^\]]*\]")
+
+
+class _Yaml11Resolver(VersionedResolver):
+    """YAML 1.1 scalars as Ansible reads them (`yes` is true, `0644` is octal, `y` is text)."""
+
+    @property
+    def versioned_resolver(self) -> Any:
+        table = self._version_implicit_resolver
+        if (1, 1) not in table:
+            for versions, tag, regexp, first in implicit_resolvers:
+                if (1, 1) in versions:
+                    regexp = _PYYAML_BOOL if tag == _BOOL_TAG else regexp
+                    self.add_version_implicit_resolver((1, 1), tag, regexp, first)
+        return table[(1, 1)]
+
+
+@dataclass(frozen=True)
+class Var:
+    raw: object  # plain Python value, as written
+    value: object  # checked and converted (meaningless unless ok)
+    line: int
+    ok: bool = True
+
+
+@dataclass(frozen=True)
+class GroupDef:
+    name: str
+    line: int
+    vars: Mapping[str, Var]
+    children: tuple[str, ...]
+    hosts: tuple[str, ...]
+    priority: int = 1
+
+
+@dataclass(frozen=True)
+class HostDef:
+    name: str
+    line: int
+    vars: Mapping[str, Var]
+
+
+@dataclass(frozen=True)
+class Tree:
+    file: str
+    groups: Mapping[str, GroupDef]
+    hosts: Mapping[str, HostDef]  # in order of first appearance
+    child_lines: Mapping[tuple[str, str], int]
+    problems: tuple[Problem, ...]
+
+
+@dataclass
+class _Group:
+    line: int
+    vars: dict[str, Var] = field(default_factory=dict)
+    children: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    priority: int = 1
+
+
+def plain(value: object) -> object:
+    """ruamel's round-trip types → plain Python; refuses tags we cannot honour (`!vault`)."""
+    if isinstance(value, TaggedScalar):
+        tag = str(getattr(value.tag, "value", value.tag))
+        if tag == "!unsafe":
+            return str(value.value)
+        raise Invalid(f"values tagged {tag} are not supported (vault needs Ansible to decrypt)")
+    if isinstance(value, Mapping):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    for kind in (int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return value
+
+
+def _line(node: object, key: object, *, value: bool) -> int:
+    lc = getattr(node, "lc", None)
+    try:
+        pos = lc.value(key) if value else lc.key(key)  # type: ignore[union-attr]
+        return int(pos[0]) + 1
+    except (AttributeError, KeyError, TypeError):
+        return int(getattr(lc, "line", 0)) + 1
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return type(value).__name__
+
+
+def expand_host(pattern: str) -> tuple[list[str], int | None]:
+    """`web[01:03].lan:2222` → (['web01.lan', 'web02.lan', 'web03.lan'], 2222)."""
+    port: int | None = None
+    text = pattern.strip()
+    v6 = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text)
+    if v6:
+        return [v6.group(1)], int(v6.group(2)) if v6.group(2) else None
+    head, sep, tail = text.rpartition(":")
+    if sep and tail.isdigit() and ":" not in _RANGE.sub("", head):
+        text, port = head, int(tail)
+    return _expand_ranges(text), port
+
+
+def _expand_ranges(text: str) -> list[str]:
+    match = _RANGE.search(text)
+    if not match or ":" not in match.group(0):
+        return [text]
+    bounds = match.group(0)[1:-1].split(":")
+    if len(bounds) not in (2, 3) or not bounds[1]:
+        raise Invalid(f"host range {match.group(0)} must be [begin:end] or [begin:end:step]")
+    begin, end = bounds[0] or "0", bounds[1]
+    step = int(bounds[2]) if len(bounds) == 3 and bounds[2].isdigit() else 1
+    if begin in string.ascii_letters and end in string.ascii_letters:
+        i, j = string.ascii_letters.index(begin), string.ascii_letters.index(end)
+        items = list(string.ascii_letters[i : j + 1 : step])
+    elif begin.isdigit() and end.isdigit():
+        width = len(begin) if begin.startswith("0") and len(begin) > 1 else 0
+        if width and width != len(end):
+            raise Invalid(f"host range {match.group(0)}: begin and end need the same width")
+        items = [str(n).zfill(width) for n in range(int(begin), int(end) + 1, step)]
+    else:
+        raise Invalid(f"host range {match.group(0)} must be numbers or single letters")
+    if not items:
+        raise Invalid(f"host range {match.group(0)} is empty (begin > end)")
+    head, tail = text[: match.start()], text[match.end() :]
+    return [name for item in items for name in _expand_ranges(head + item + tail)]
+
+
+class _Reader:
+    def __init__(self, file: str, ctx: Context) -> None:
+        self.file = file
+        self.ctx = ctx
+        self.problems: dict[Problem, None] = {}  # ordered set: one line per problem
+        self.groups: dict[str, _Group] = {}
+        self.hosts: dict[str, HostDef] = {}
+        self.memberships: dict[str, list[str]] = {}
+        self.child_lines: dict[tuple[str, str], int] = {}
+
+    def problem(self, line: int | None, message: str) -> None:
+        self.problems[Problem(self.file, line, message)] = None
+
+    def top(self, data: object) -> None:
+        if data is None:
+            self.problem(1, "empty inventory: no hosts")
+            return
+        if not isinstance(data, Mapping):
+            self.problem(1, f"the top level must be a mapping of groups (all: ...), not {_kind(data)}")
+            return
+        if "plugin" in data:
+            self.problem(_line(data, "plugin", value=False),
+                         "this is an inventory plugin configuration: convert it first with "
+                         "ansible-inventory -i FILE --list --yaml")
+            return
+        for name in data:
+            self.group(data, name, parent=None)
+
+    def group(self, owner: Any, name: object, parent: str | None) -> None:
+        line = _line(owner, name, value=False)
+        if not isinstance(name, str) or not name:
+            self.problem(line, f"group name {name!r} must be a string")
+            return
+        if name == "all" and parent is not None:
+            self.problem(line, "group 'all' cannot be a child of another group")
+            return
+        acc = self.groups.setdefault(name, _Group(line))
+        if parent is not None:
+            self.child_lines.setdefault((parent, name), line)
+            if name not in self.groups[parent].children:
+                self.groups[parent].children.append(name)
+        body = owner[name]
+        if body is None:
+            return
+        if not isinstance(body, Mapping):
+            self.problem(_line(owner, name, value=True),
+                         f"group {name!r} must be a mapping of hosts/children/vars, not {_kind(body)}")
+            return
+        for key in body:
+            self.section(body, key, name, acc)
+
+    def section(self, body: Any, key: object, group: str, acc: _Group) -> None:
+        if key not in _SECTIONS:
+            close = difflib.get_close_matches(str(key), _SECTIONS, n=1)
+            hint = f"did you mean {close[0]}?" if close else "expected hosts, children or vars"
+            self.problem(_line(body, key, value=False),
+                         f"group {group!r}: unknown key {key!r} ({hint})")
+            return
+        value = body[key]
+        if isinstance(value, str):  # Ansible accepts `hosts: web1` for a single entry
+            value = {value: None}
+        if value is None:
+            return
+        if not isinstance(value, Mapping):
+            hint = " (write `name:` entries, not `- name`)" if isinstance(value, list) else ""
+            self.problem(_line(body, key, value=True),
+                         f"{key} of group {group!r} must be a mapping, not {_kind(value)}{hint}")
+            return
+        if key == "vars":
+            acc.vars.update(self.variables(value, acc))
+        elif key == "children":
+            for child in value:
+                self.group(value, child, parent=group)
+        else:
+            for pattern in value:
+                self.host_entry(value, pattern, group)
+
+    def variables(self, node: Any, group: _Group | None = None) -> dict[str, Var]:
+        result: dict[str, Var] = {}
+        for name in node:
+            line = _line(node, name, value=True)
+            if not isinstance(name, str):
+                self.problem(_line(node, name, value=False), f"variable name {name!r} must be a string")
+                continue
+            if group is not None and name == "ansible_group_priority":
+                self.priority(node[name], line, group)
+                continue
+            try:
+                raw = plain(node[name])
+            except Invalid as exc:
+                if convert_needed(name):
+                    self.problem(line, f"{name}: {exc.message}")
+                continue  # unreadable, and not ours to read: leave it out
+            try:
+                converted = convert(name, node[name], self.ctx)
+                result[name] = Var(raw, raw if converted is node[name] else converted, line)
+            except Invalid as exc:
+                at = line if not exc.message.startswith("unknown variable") else _line(
+                    node, name, value=False)
+                self.problem(exc.line or at, exc.message)
+                result[name] = Var(raw, None, line, ok=False)
+        return result
+
+    def priority(self, value: object, line: int, group: _Group) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+            self.problem(line, "ansible_group_priority: must be a whole number")
+            return
+        group.priority = int(value)
+
+    def host_entry(self, node: Any, pattern: object, group: str) -> None:
+        line = _line(node, pattern, value=False)
+        if not isinstance(pattern, str) or not pattern.strip():
+            self.problem(line, f"host name {pattern!r} must be a string (quote it)")
+            return
+        try:
+            names, port = expand_host(pattern)
+        except Invalid as exc:
+            self.problem(line, exc.message)
+            return
+        body = node[pattern]
+        if body is not None and not isinstance(body, Mapping):
+            self.problem(_line(node, pattern, value=True),
+                         f"host {pattern!r}: variables must be a mapping, not {_kind(body)}")
+            return
+        variables = self.variables(body) if body is not None else {}
+        for name in names:
+            self.add_host(name, line, port, variables, group)
+
+    def add_host(self, name: str, line: int, port: int | None, new: dict[str, Var],
+                 group: str) -> None:
+        if group not in self.memberships.setdefault(name, []):
+            self.memberships[name].append(group)
+            self.groups[group].hosts.append(name)
+        first = self.hosts.get(name)
+        if first is None:
+            # As Ansible: an inline `:port` is set when the host is created, its vars override it.
+            start = {"ansible_port": Var(port, port, line)} if port is not None else {}
+            self.hosts[name] = HostDef(name, line, {**start, **new})
+            return
+        incoming = dict(new)
+        if port is not None and "ansible_port" not in incoming:
+            incoming["ansible_port"] = Var(port, port, line)
+        for key in ("ansible_host", "ansible_port"):
+            old, now = first.vars.get(key), incoming.get(key)
+            if old is not None and now is not None and old.ok and now.ok and old.value != now.value:
+                self.problem(now.line, f"host {name!r} is defined again with {key} {now.raw!r} "
+                                       f"(line {old.line} says {old.raw!r})")
+        self.hosts[name] = HostDef(name, first.line, {**first.vars, **new})
+
+    def tree(self) -> Tree:
+        self.groups.setdefault("all", _Group(1))
+        groups = {
+            name: GroupDef(name, g.line, dict(g.vars), tuple(g.children), tuple(g.hosts), g.priority)
+            for name, g in self.groups.items()
+        }
+        return Tree(self.file, groups, dict(self.hosts), dict(self.child_lines),
+                    tuple(self.problems))
+
+
+def convert_needed(name: str) -> bool:
+    return name.startswith(("anywhere_", "ansible_"))
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt", pure=True)
+    yaml.Resolver = _Yaml11Resolver
+    return yaml
+
+
+def read(path: Path, ctx: Context) -> Tree:
+    """Parse `path`; every problem found lands in `Tree.problems` (nothing is raised)."""
+    reader = _Reader(str(path), ctx)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        reader.problem(None, "no such file")
+        return reader.tree()
+    except IsADirectoryError:
+        reader.problem(None, "is a directory, not an inventory file")
+        return reader.tree()
+    except UnicodeDecodeError:
+        reader.problem(None, "is not UTF-8 text")
+        return reader.tree()
+    except OSError as exc:
+        reader.problem(None, f"cannot read: {exc.strerror}")
+        return reader.tree()
+    try:
+        data = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        context = f" ({exc.context})" if exc.context else ""
+        reader.problem(mark.line + 1 if mark else None, f"YAML syntax error: {exc.problem}{context}")
+        return reader.tree()
+    except YAMLError as exc:
+        reader.problem(None, f"YAML syntax error: {exc}")
+        return reader.tree()
+    reader.top(data)
+    return reader.tree()

@@ -1,0 +1,109 @@
+"""Lab-only fault rules: throttle, 5xx and latency, each for exactly `count` requests.
+
+A rule matches one action name (the part after the dot in `X-Amz-Target`, or `Action=` in a
+query-protocol body), optionally within one account. Error rules (throttle, 5xx) and latency rules
+are consumed independently, so a request can be both slowed and failed; within each kind the
+oldest rule with requests left wins.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+KINDS = ("throttle", "5xx", "latency")
+_MAX_LATENCY_MS = 120_000
+
+
+class FaultSpecError(ValueError):
+    """A fault rule request is malformed."""
+
+
+@dataclass(frozen=True)
+class FaultRule:
+    rule_id: int
+    action: str
+    kind: str
+    count: int
+    latency_ms: int = 0
+    status: int = 500
+    account: str | None = None
+
+    def matches(self, action: str, account: str) -> bool:
+        return self.action == action and self.account in (None, account)
+
+
+@dataclass(frozen=True)
+class FaultHit:
+    """What the faults say about one request: a delay, and maybe an error to answer with."""
+
+    delay_s: float = 0.0
+    error: FaultRule | None = None
+
+
+def parse_rule(spec: dict[str, Any], rule_id: int) -> FaultRule:
+    """Validate a `POST /_lab/faults` body into a rule."""
+    action, kind = spec.get("action"), spec.get("kind")
+    if not isinstance(action, str) or not action:
+        raise FaultSpecError("'action' must be a non-empty string")
+    if kind not in KINDS:
+        raise FaultSpecError(f"'kind' must be one of {', '.join(KINDS)}")
+    count = spec.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise FaultSpecError("'count' must be a positive integer")
+    latency_ms = spec.get("latency_ms", 0)
+    if not isinstance(latency_ms, int) or not 0 <= latency_ms <= _MAX_LATENCY_MS:
+        raise FaultSpecError(f"'latency_ms' must be an integer in 0..{_MAX_LATENCY_MS}")
+    if kind == "latency" and latency_ms == 0:
+        raise FaultSpecError("a latency rule needs 'latency_ms' > 0")
+    status = spec.get("status", 500)
+    if status not in (500, 503):
+        raise FaultSpecError("'status' must be 500 or 503")
+    account = spec.get("account")
+    if account is not None and not isinstance(account, str):
+        raise FaultSpecError("'account' must be a string")
+    return FaultRule(rule_id, action, str(kind), count, latency_ms, int(status), account)
+
+
+class FaultTable:
+    """The live rules; thread-safe, since the server answers requests on many threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[FaultRule] = []
+        self._next_id = 1
+
+    def add(self, spec: dict[str, Any]) -> FaultRule:
+        with self._lock:
+            rule = parse_rule(spec, self._next_id)
+            self._next_id += 1
+            self._rules.append(rule)
+            return rule
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def rules(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [asdict(r) for r in self._rules]
+
+    def take(self, action: str, account: str) -> FaultHit:
+        """Consume at most one latency rule and one error rule matching this request."""
+        with self._lock:
+            latency = self._consume(action, account, error=False)
+            error = self._consume(action, account, error=True)
+        delay = latency.latency_ms / 1000.0 if latency else 0.0
+        return FaultHit(delay_s=delay, error=error)
+
+    def _consume(self, action: str, account: str, *, error: bool) -> FaultRule | None:
+        for i, rule in enumerate(self._rules):
+            if (rule.kind != "latency") != error or not rule.matches(action, account):
+                continue
+            if rule.count == 1:
+                del self._rules[i]
+            else:
+                self._rules[i] = FaultRule(**{**asdict(rule), "count": rule.count - 1})
+            return rule
+        return None

@@ -1,0 +1,427 @@
+"""SSM's hybrid-node lifecycle, which moto lacks: activations, agent registration, heartbeats,
+instance descriptions with filters and paging, deregistration and tags.
+
+Records are kept per account and region; ids (activation uuids, `mi-` ids, access keys) are
+unique across all of them, so the unsigned registration call can find its activation without
+knowing the region. Every error text the lab invents carries `[lab]`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from anywhere.lab.endpoint.wire import Answer, ApiError, CallContext, page
+
+Tags = tuple[tuple[str, str], ...]
+
+MAX_EXPIRY_S = 30 * 24 * 3600
+DEFAULT_EXPIRY_S = 24 * 3600
+TOKEN_LIFETIME_S = 3600
+AGENT_ACTIONS = frozenset(
+    {"RegisterManagedInstance", "RequestManagedInstanceRoleToken", "UpdateInstanceInformation"}
+)
+_CLIENT_ACTIONS = frozenset({
+    "CreateActivation", "DescribeActivations", "DeleteActivation",
+    "DescribeInstanceInformation", "DeregisterManagedInstance",
+})
+_TAG_ACTIONS = frozenset({"AddTagsToResource", "ListTagsForResource", "RemoveTagsFromResource"})
+_TAGGABLE = frozenset({"ManagedInstance", "Activation"})
+_CODE_ALPHABET = string.ascii_letters + string.digits
+_KEY_ALPHABET = string.ascii_uppercase + string.digits
+_AGENT_FIELDS = ("AgentName", "AgentVersion", "PlatformName", "PlatformType", "PlatformVersion",
+                 "IPAddress", "ComputerName")
+
+
+@dataclass(frozen=True)
+class ActivationRecord:
+    activation_id: str
+    code: str
+    account: str
+    region: str
+    iam_role: str
+    limit: int
+    created_at: float
+    expires_at: float
+    description: str = ""
+    default_name: str = ""
+    tags: Tags = ()
+    registrations: int = 0
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    instance_id: str
+    account: str
+    region: str
+    activation_id: str
+    iam_role: str
+    name: str
+    registered_at: float
+    fingerprint: str
+    tags: Tags = ()
+    info: tuple[tuple[str, str], ...] = ()  # what the agent last reported about itself
+    last_ping: float | None = None
+    deregistered: bool = False
+
+
+def _require_str(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise ApiError("ValidationException", f"{key} is required")
+    return value
+
+
+def _tags_in(raw: Any, key_name: str = "Key", value_name: str = "Value") -> Tags:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise ApiError("ValidationException", "Tags must be a list of {Key, Value}")
+    return tuple((str(t.get(key_name, "")), str(t.get(value_name, ""))) for t in raw)
+
+
+def _merge_tags(current: Tags, added: Tags) -> Tags:
+    merged = dict(current)
+    merged.update(added)
+    return tuple(merged.items())
+
+
+def _tags_out(tags: Tags) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in tags]
+
+
+class SsmHybrid:
+    """The SSM hybrid state of every account and region, behind one lock."""
+
+    def __init__(self, clock: Callable[[], float], heartbeat_timeout_s: float) -> None:
+        self._clock = clock
+        self._heartbeat_timeout_s = heartbeat_timeout_s
+        self._lock = threading.RLock()
+        self._activations: dict[str, ActivationRecord] = {}
+        self._instances: dict[str, InstanceRecord] = {}
+        self._keys: dict[str, str] = {}  # issued AccessKeyId -> mi- id
+
+    # ---- what the WSGI layer and the ECS extension ask ----
+
+    def handles(self, action: str, body: dict[str, Any]) -> bool:
+        if action in _CLIENT_ACTIONS or action in AGENT_ACTIONS:
+            return True
+        return action in _TAG_ACTIONS and body.get("ResourceType") in _TAGGABLE
+
+    def caller_of(self, access_key: str) -> tuple[str, str, str] | None:
+        """(instance id, account, region) for an access key this lab issued to an agent."""
+        with self._lock:
+            instance_id = self._keys.get(access_key)
+            if instance_id is None:
+                return None
+            rec = self._instances[instance_id]
+            return instance_id, rec.account, rec.region
+
+    def is_registered(self, account: str, region: str, instance_id: str) -> bool:
+        with self._lock:
+            rec = self._instances.get(instance_id)
+            return (
+                rec is not None
+                and not rec.deregistered
+                and (rec.account, rec.region) == (account, region)
+            )
+
+    def handle(self, action: str, body: dict[str, Any], ctx: CallContext) -> Answer:
+        handler: Callable[[dict[str, Any], CallContext], dict[str, Any]] = getattr(
+            self, "_" + action
+        )
+        try:
+            with self._lock:
+                return 200, handler(body, ctx)
+        except ApiError as exc:
+            return exc.answer()
+
+    def audit(self, account: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        with self._lock:
+            acts = [a for a in self._activations.values() if account in (None, a.account)]
+            insts = [i for i in self._instances.values() if account in (None, i.account)]
+            now = self._clock()
+            return {
+                "activations": [self._audit_activation(a, now) for a in acts],
+                "managed_instances": [
+                    {**self._describe(i, now), "AccountId": i.account, "Region": i.region,
+                     "Deregistered": i.deregistered, "Tags": _tags_out(i.tags)}
+                    for i in insts
+                ],
+            }
+
+    # ---- activations ----
+
+    def _CreateActivation(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        iam_role = _require_str(body, "IamRole")
+        limit = body.get("RegistrationLimit", 1)
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ApiError("ValidationException", "RegistrationLimit must be between 1 and 1000")
+        now = self._clock()
+        expires = body.get("ExpirationDate", now + DEFAULT_EXPIRY_S)
+        if not isinstance(expires, int | float) or not now < expires <= now + MAX_EXPIRY_S:
+            raise ApiError(
+                "InvalidParameters", "ExpirationDate must be in the future and within 30 days"
+            )
+        rec = ActivationRecord(
+            activation_id=str(uuid.uuid4()),
+            code="".join(secrets.choice(_CODE_ALPHABET) for _ in range(20)),
+            account=ctx.account,
+            region=ctx.region,
+            iam_role=iam_role,
+            limit=limit,
+            created_at=now,
+            expires_at=float(expires),
+            description=str(body.get("Description", "")),
+            default_name=str(body.get("DefaultInstanceName", "")),
+            tags=_tags_in(body.get("Tags")),
+        )
+        self._activations[rec.activation_id] = rec
+        return {"ActivationId": rec.activation_id, "ActivationCode": rec.code}
+
+    def _DescribeActivations(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        wanted: dict[str, set[str]] = {}
+        for f in body.get("Filters") or []:
+            key = f.get("FilterKey")
+            if key not in ("ActivationIds", "DefaultInstanceName", "IamRole"):
+                raise ApiError("InvalidFilter", f"Invalid filter key {key!r}")
+            wanted[key] = set(f.get("FilterValues") or [])
+        now = self._clock()
+        items = [
+            self._describe_activation(a, now)
+            for a in self._activations.values()
+            if (a.account, a.region) == (ctx.account, ctx.region) and not a.deleted
+            and a.activation_id in wanted.get("ActivationIds", {a.activation_id})
+            and a.default_name in wanted.get("DefaultInstanceName", {a.default_name})
+            and a.iam_role in wanted.get("IamRole", {a.iam_role})
+        ]
+        return page(items, body, "ActivationList", (1, 50), 50)
+
+    def _DeleteActivation(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        rec = self._activation(_require_str(body, "ActivationId"), ctx)
+        self._activations[rec.activation_id] = replace(rec, deleted=True)
+        return {}
+
+    def _activation(self, activation_id: str, ctx: CallContext) -> ActivationRecord:
+        rec = self._activations.get(activation_id)
+        if rec is None or rec.deleted or (rec.account, rec.region) != (ctx.account, ctx.region):
+            raise ApiError("InvalidActivationId", f"Activation ID {activation_id} is not valid")
+        return rec
+
+    def _describe_activation(self, a: ActivationRecord, now: float) -> dict[str, Any]:
+        return {
+            "ActivationId": a.activation_id,
+            "Description": a.description,
+            "DefaultInstanceName": a.default_name,
+            "IamRole": a.iam_role,
+            "RegistrationLimit": a.limit,
+            "RegistrationsCount": a.registrations,
+            "ExpirationDate": a.expires_at,
+            "Expired": now >= a.expires_at,
+            "CreatedDate": a.created_at,
+            "Tags": _tags_out(a.tags),
+        }
+
+    def _audit_activation(self, a: ActivationRecord, now: float) -> dict[str, Any]:
+        return {
+            **self._describe_activation(a, now),
+            "ActivationCode": a.code,
+            "Deleted": a.deleted,
+            "AccountId": a.account,
+            "Region": a.region,
+        }
+
+    # ---- the agent's calls ----
+
+    def _RegisterManagedInstance(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        activation_id = _require_str(body, "ActivationId")
+        code = _require_str(body, "ActivationCode")
+        fingerprint = _require_str(body, "Fingerprint")
+        act = self._activations.get(activation_id)
+        if act is None:
+            raise ApiError("InvalidActivationId", "Activation ID is not valid")
+        if act.deleted or not secrets.compare_digest(act.code, code):
+            raise ApiError("InvalidActivation", "Activation ID or code is not valid")
+        now = self._clock()
+        if now >= act.expires_at:
+            raise ApiError("ActivationExpired", "Activation has expired")
+        if act.registrations >= act.limit:
+            raise ApiError("RegistrationLimitExceeded", "Activation registration limit reached")
+        instance_id = "mi-" + secrets.token_hex(9)[:17]
+        self._activations[activation_id] = replace(act, registrations=act.registrations + 1)
+        self._instances[instance_id] = InstanceRecord(
+            instance_id=instance_id,
+            account=act.account,
+            region=act.region,
+            activation_id=activation_id,
+            iam_role=act.iam_role,
+            name=act.default_name,
+            registered_at=now,
+            fingerprint=fingerprint,
+            tags=act.tags,
+        )
+        return {"InstanceId": instance_id}
+
+    def _RequestManagedInstanceRoleToken(
+        self, body: dict[str, Any], ctx: CallContext
+    ) -> dict[str, Any]:
+        rec = self._live_instance(ctx.credential_id or "")
+        if body.get("Fingerprint") != rec.fingerprint:
+            raise ApiError("MachineFingerprintDoesNotMatch", "Fingerprint does not match")
+        key = "ASIA" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(16))
+        self._keys[key] = rec.instance_id
+        return {
+            "AccessKeyId": key,
+            "SecretAccessKey": secrets.token_urlsafe(30)[:40],
+            "SessionToken": secrets.token_urlsafe(96),
+            "TokenExpirationDate": self._clock() + TOKEN_LIFETIME_S,
+        }
+
+    def _UpdateInstanceInformation(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        rec = self._calling_instance(ctx)
+        claimed = body.get("InstanceId")
+        if claimed not in (None, rec.instance_id):
+            raise ApiError("InvalidInstanceId", "InstanceId does not match the caller")
+        info = dict(rec.info)
+        info.update({k: str(body[k]) for k in _AGENT_FIELDS if k in body})
+        self._instances[rec.instance_id] = replace(
+            rec, info=tuple(info.items()), last_ping=self._clock()
+        )
+        return {}
+
+    def _calling_instance(self, ctx: CallContext) -> InstanceRecord:
+        if ctx.caller_instance_id is None:
+            raise ApiError(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid",
+            )
+        return self._live_instance(ctx.caller_instance_id)
+
+    def _live_instance(self, instance_id: str, ctx: CallContext | None = None) -> InstanceRecord:
+        rec = self._instances.get(instance_id)
+        if rec is None or rec.deregistered or (
+            ctx is not None and (rec.account, rec.region) != (ctx.account, ctx.region)
+        ):
+            raise ApiError("InvalidInstanceId", f"Instance Id {instance_id} is not valid")
+        return rec
+
+    # ---- instances ----
+
+    def _DescribeInstanceInformation(
+        self, body: dict[str, Any], ctx: CallContext
+    ) -> dict[str, Any]:
+        preds = list(_instance_filters(body))
+        now = self._clock()
+        items = []
+        for rec in self._instances.values():
+            if rec.deregistered or (rec.account, rec.region) != (ctx.account, ctx.region):
+                continue
+            row = self._describe(rec, now)
+            if all(p(row, rec) for p in preds):
+                items.append(row)
+        return page(items, body, "InstanceInformationList", (5, 50), 50)
+
+    def _DeregisterManagedInstance(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        rec = self._live_instance(_require_str(body, "InstanceId"), ctx)
+        self._instances[rec.instance_id] = replace(rec, deregistered=True)
+        return {}
+
+    def _describe(self, rec: InstanceRecord, now: float) -> dict[str, Any]:
+        info = dict(rec.info)
+        online = rec.last_ping is not None and now - rec.last_ping <= self._heartbeat_timeout_s
+        row: dict[str, Any] = {
+            "InstanceId": rec.instance_id,
+            "PingStatus": "Online" if online else "ConnectionLost",
+            "ActivationId": rec.activation_id,
+            "IamRole": rec.iam_role,
+            "RegistrationDate": rec.registered_at,
+            "ResourceType": "ManagedInstance",
+            "Name": rec.name,
+            "SourceId": rec.instance_id,
+            "SourceType": "AWS::SSM::ManagedInstance",
+        }
+        if rec.last_ping is not None:
+            row["LastPingDateTime"] = rec.last_ping
+        if "AgentVersion" in info:
+            row["AgentVersion"] = info["AgentVersion"]
+            row["IsLatestVersion"] = False
+        for key in ("PlatformType", "PlatformName", "PlatformVersion", "IPAddress", "ComputerName"):
+            if key in info:
+                row[key] = info[key]
+        return row
+
+    # ---- tags ----
+
+    def _tagged(self, body: dict[str, Any], ctx: CallContext) -> ActivationRecord | InstanceRecord:
+        resource_id = _require_str(body, "ResourceId")
+        try:
+            if body.get("ResourceType") == "Activation":
+                return self._activation(resource_id, ctx)
+            return self._live_instance(resource_id, ctx)
+        except ApiError:
+            raise ApiError("InvalidResourceId", "The resource ID is not valid") from None
+
+    def _store(self, rec: ActivationRecord | InstanceRecord) -> None:
+        if isinstance(rec, ActivationRecord):
+            self._activations[rec.activation_id] = rec
+        else:
+            self._instances[rec.instance_id] = rec
+
+    def _AddTagsToResource(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        rec = self._tagged(body, ctx)
+        self._store(replace(rec, tags=_merge_tags(rec.tags, _tags_in(body.get("Tags")))))
+        return {}
+
+    def _RemoveTagsFromResource(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        rec = self._tagged(body, ctx)
+        gone = set(body.get("TagKeys") or [])
+        self._store(replace(rec, tags=tuple((k, v) for k, v in rec.tags if k not in gone)))
+        return {}
+
+    def _ListTagsForResource(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return {"TagList": _tags_out(self._tagged(body, ctx).tags)}
+
+
+Predicate = Callable[[dict[str, Any], InstanceRecord], bool]
+_FILTER_FIELDS = {
+    "InstanceIds": "InstanceId",
+    "AgentVersion": "AgentVersion",
+    "PingStatus": "PingStatus",
+    "PlatformTypes": "PlatformType",
+    "ActivationIds": "ActivationId",
+    "IamRole": "IamRole",
+    "ResourceType": "ResourceType",
+}
+_PING_STATUSES = frozenset({"Online", "ConnectionLost", "Inactive"})
+
+
+def _instance_filters(body: dict[str, Any]) -> Iterable[Predicate]:
+    """Predicates from both the legacy `InstanceInformationFilterList` and `Filters`."""
+    pairs = [(f.get("key"), f.get("valueSet")) for f in body.get("InstanceInformationFilterList")
+             or []]
+    pairs += [(f.get("Key"), f.get("Values")) for f in body.get("Filters") or []]
+    for key, raw_values in pairs:
+        values = frozenset(str(v) for v in raw_values or [])
+        if not values:
+            raise ApiError("InvalidInstanceInformationFilterValue", f"No values for {key!r}")
+        yield _predicate(str(key), values)
+
+
+def _predicate(key: str, values: frozenset[str]) -> Predicate:
+    if key.startswith("tag:"):
+        tag = key[4:]
+        return lambda _row, rec: dict(rec.tags).get(tag) in values
+    if key == "tag-key":
+        return lambda _row, rec: bool(values & dict(rec.tags).keys())
+    field = _FILTER_FIELDS.get(key)
+    if field is None:
+        raise ApiError("InvalidFilterKey", f"The filter key {key!r} is not valid")
+    if key == "PingStatus" and not values <= _PING_STATUSES:
+        raise ApiError("InvalidInstanceInformationFilterValue", "PingStatus value is not valid")
+    return lambda row, _rec: str(row.get(field)) in values

@@ -1,0 +1,108 @@
+"""Decide, per host, what `register` will do and why. Pure: facts in, `HostPlan` out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from anywhere.models import (
+    CheckResult,
+    ContainerInstance,
+    Decision,
+    Host,
+    HostPlan,
+    LocalState,
+    ManagedInstance,
+    Phase,
+)
+
+_STEPS: dict[Decision, tuple[Phase, ...]] = {
+    Decision.SKIP_READY: (Phase.PREFLIGHT, Phase.DECIDE, Phase.MARK_READY),
+    Decision.REPAIR: (Phase.PREFLIGHT, Phase.DECIDE, Phase.INSTALL, Phase.VERIFY, Phase.MARK_READY),
+    Decision.REGISTER: (
+        Phase.PREFLIGHT,
+        Phase.DECIDE,
+        Phase.ACTIVATE,
+        Phase.RENDER,
+        Phase.INSTALL,
+        Phase.VERIFY,
+        Phase.MARK_READY,
+    ),
+}
+_STEPS[Decision.REREGISTER] = _STEPS[Decision.REGISTER]
+
+
+def decide(
+    host: Host,
+    local: LocalState,
+    managed: ManagedInstance | None,
+    container: ContainerInstance | None,
+    host_checks: Sequence[CheckResult],
+    remote_instance_ids: Sequence[str] = (),
+) -> HostPlan:
+    """Choose skip / repair / register / reregister from the host's and AWS's views.
+
+    `remote_instance_ids` are managed instances AWS lists under this host's name (tag
+    `anywhere:host`); any that are not the host's current registration are stale and are
+    deregistered once the host is ready again (a reimaged or cloned disk leaves them behind).
+    """
+    decision, reasons = _choose(host, local, managed, container, host_checks)
+    keep = local.instance_id if decision in (Decision.SKIP_READY, Decision.REPAIR) else None
+    stale = tuple(i for i in remote_instance_ids if i != keep)
+    if stale:
+        reasons = (*reasons, f"AWS still lists {', '.join(stale)} for this host: cleaned up after")
+    return HostPlan(
+        host=host.name,
+        decision=decision,
+        reasons=reasons,
+        steps=_STEPS[decision],
+        instance_id=local.instance_id,
+        stale_instance_ids=stale,
+    )
+
+
+def _choose(
+    host: Host,
+    local: LocalState,
+    managed: ManagedInstance | None,
+    container: ContainerInstance | None,
+    host_checks: Sequence[CheckResult],
+) -> tuple[Decision, tuple[str, ...]]:
+    mi = local.instance_id
+    cluster = host.config.cluster
+    if mi is None:
+        if local.has_leftovers:
+            return Decision.REREGISTER, ("agent state left on the host without a registration",)
+        return Decision.REGISTER, ("not registered",)
+    if managed is None:
+        return Decision.REREGISTER, (f"host is registered as {mi}, which SSM does not know",)
+    if local.ecs_cluster and local.ecs_cluster != cluster:
+        return Decision.REREGISTER, (
+            f"host is in cluster {local.ecs_cluster!r}; inventory says {cluster!r}",
+        )
+    if container is not None and container.status == "INACTIVE":
+        return Decision.REREGISTER, (f"container instance of {mi} was deregistered",)
+    if container is not None and container.cluster and container.cluster != cluster:
+        return Decision.REREGISTER, (
+            f"container instance is in cluster {container.cluster!r}; inventory says {cluster!r}",
+        )
+    problems = _readiness_problems(managed, container, host_checks)
+    if not problems:
+        return Decision.SKIP_READY, (f"already ready as {mi}",)
+    return Decision.REPAIR, tuple(problems)
+
+
+def _readiness_problems(
+    managed: ManagedInstance,
+    container: ContainerInstance | None,
+    host_checks: Sequence[CheckResult],
+) -> list[str]:
+    problems = [f"{c.name}: {c.observed}" for c in host_checks if not c.ok]
+    if managed.ping_status != "Online":
+        problems.append(f"SSM ping status {managed.ping_status}")
+    if container is None:
+        problems.append("no ECS container instance for it")
+    elif container.status != "ACTIVE" or not container.agent_connected:
+        problems.append(
+            f"container instance {container.status}, agentConnected={container.agent_connected}"
+        )
+    return problems

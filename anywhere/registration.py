@@ -1,0 +1,396 @@
+"""The per-host `register` procedure: preflight → decide → activate → render → install →
+verify → mark ready, over one SSH connection, turning expected failures into data."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from anywhere import checks
+from anywhere.aws import Aws
+from anywhere.errors import (
+    ActivationError,
+    AuthError,
+    HostError,
+    HostKeyError,
+    InstallError,
+    PreflightError,
+    RemoteTimeout,
+    SudoError,
+    UnreachableError,
+    VerifyError,
+)
+from anywhere.fleet import AwsState, AwsView, Cancelled, RunControl
+from anywhere.journal import Journal
+from anywhere.models import (
+    Activation,
+    CheckResult,
+    Decision,
+    FailureClass,
+    Host,
+    HostOutcome,
+    HostPlan,
+    Phase,
+    Secret,
+    Status,
+)
+from anywhere.plan import decide
+from anywhere.render import render_cleanup, render_install
+from anywhere.settings import Settings
+from anywhere.ssh import Transport, check_sudo
+
+Connect = Callable[[Host], Transport]
+
+_FAILURE_CLASS: tuple[tuple[type[HostError], FailureClass], ...] = (
+    (UnreachableError, FailureClass.UNREACHABLE),
+    (HostKeyError, FailureClass.HOSTKEY),
+    (AuthError, FailureClass.AUTH),
+    (SudoError, FailureClass.SUDO),
+    (RemoteTimeout, FailureClass.TIMEOUT),
+    (PreflightError, FailureClass.PREFLIGHT),
+    (ActivationError, FailureClass.ACTIVATION),
+    (InstallError, FailureClass.INSTALL),
+    (VerifyError, FailureClass.VERIFY),
+)
+
+# systemctl restart order matters: the ECS agent needs Docker, and both need SSM credentials.
+_REPAIR = (
+    "systemctl restart docker && "
+    "(systemctl restart amazon-ssm-agent 2>/dev/null || "
+    "systemctl restart snap.amazon-ssm-agent.amazon-ssm-agent) && systemctl restart ecs"
+)
+
+
+def failure_class(error: HostError) -> FailureClass:
+    for kind, cls in _FAILURE_CLASS:
+        if isinstance(error, kind):
+            return cls
+    return FailureClass.INSTALL
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Everything a read-only look at one host found: the facts and the decision."""
+
+    plan: HostPlan
+    preflight: tuple[CheckResult, ...]
+    host_checks: tuple[CheckResult, ...]
+    aws: AwsState
+
+
+@dataclass(frozen=True)
+class Context:
+    aws: Aws
+    view: AwsView
+    connect: Connect
+    journal: Journal
+    settings: Settings
+    run_id: str
+    # mi- ids AWS lists per host name (tag anywhere:host), fetched once for the whole run.
+    known_by_host: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    wall_clock: Callable[[], float] = time.time
+
+
+@dataclass
+class _Progress:
+    """Mutable per-host cursor: which phase we are in, for the outcome of a failure."""
+
+    phase: Phase = Phase.PREFLIGHT
+    instance_id: str | None = None
+    container_arn: str | None = None
+
+
+def probe(ctx: Context, host: Host, transport: Transport) -> Probe:
+    """Read-only: preflight facts, host-side state, AWS-side state, and the decision."""
+    pre = transport.run(checks.PREFLIGHT_COMMAND, sudo=True, timeout=ctx.settings.command_timeout_s)
+    facts = checks.parse_preflight(pre.stdout)
+    preflight = checks.evaluate_preflight(
+        facts,
+        controller_time=ctx.wall_clock(),
+        max_skew_s=ctx.settings.max_clock_skew_s,
+        min_free_mb=ctx.settings.min_free_disk_mb,
+    )
+    local = facts.local
+    state = AwsState(None, None)
+    host_checks: tuple[CheckResult, ...] = ()
+    if local.instance_id:
+        state = ctx.view.get(host.config.cluster, local.instance_id)
+        host_checks = _host_checks(ctx, host, transport)
+    remote = ctx.known_by_host.get(host.name, ())
+    plan = decide(host, local, state.managed, state.container, host_checks, remote)
+    return Probe(plan=plan, preflight=preflight, host_checks=host_checks, aws=state)
+
+
+def _host_checks(ctx: Context, host: Host, transport: Transport) -> tuple[CheckResult, ...]:
+    res = transport.run(
+        checks.HOST_VERIFY_COMMAND, sudo=True, timeout=ctx.settings.command_timeout_s
+    )
+    return checks.evaluate_host(checks.parse_host_verify(res.stdout), host.config.cluster)
+
+
+def guarded(
+    host: Host, journal: Journal, body: Callable[[_Progress], HostOutcome]
+) -> HostOutcome:
+    """Run one host's procedure; expected failures become a FAILED outcome, timed."""
+    started = time.monotonic()
+    cursor = _Progress()
+    try:
+        outcome = body(cursor)
+    except HostError as exc:
+        journal.event(host.name, cursor.phase.value, "failed", exc.reason)
+        outcome = HostOutcome(
+            host=host.name, status=Status.FAILED, phase=cursor.phase,
+            failure=failure_class(exc), reason=exc.reason, hint=exc.hint,
+            instance_id=cursor.instance_id, container_instance_arn=cursor.container_arn,
+        )
+    except Cancelled:
+        journal.event(host.name, cursor.phase.value, "interrupted", "run interrupted")
+        outcome = HostOutcome(
+            host=host.name, status=Status.FAILED, phase=cursor.phase,
+            failure=FailureClass.INTERRUPTED, reason="run interrupted",
+            hint="re-run register: finished hosts are skipped",
+        )
+    return replace(outcome, duration_s=round(time.monotonic() - started, 3))
+
+
+def probe_only(ctx: Context) -> Callable[[Host, RunControl], HostOutcome]:
+    """The `plan` job: connect, preflight and decide, change nothing."""
+
+    def job(host: Host, control: RunControl) -> HostOutcome:
+        def body(cursor: _Progress) -> HostOutcome:
+            control.enter(host.name, Phase.PREFLIGHT)
+            transport = ctx.connect(host)
+            try:
+                check_sudo(transport)
+                found = probe(ctx, host, transport)
+            finally:
+                transport.close()
+            reasons = list(found.plan.reasons)
+            failed = [c for c in found.preflight if not c.ok]
+            if failed and found.plan.decision not in (Decision.SKIP_READY, Decision.REPAIR):
+                reasons += [f"would fail preflight: {c.name}: {c.observed}" for c in failed]
+            return HostOutcome(
+                host=host.name, status=Status.UNCHANGED, phase=Phase.DECIDE,
+                reason="; ".join(reasons), decision=found.plan.decision,
+                instance_id=found.plan.instance_id,
+                checks=tuple(CheckResult(p.value, True, "") for p in found.plan.steps),
+            )
+
+        return guarded(host, ctx.journal, body)
+
+    return job
+
+
+class Registrar:
+    """Callable per host by `fleet.run_fleet`."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def __call__(self, host: Host, control: RunControl) -> HostOutcome:
+        return guarded(
+            host, self.ctx.journal, lambda cursor: self._register(host, control, cursor)
+        )
+
+    def _register(self, host: Host, control: RunControl, cursor: _Progress) -> HostOutcome:
+        ctx = self.ctx
+        control.enter(host.name, Phase.PREFLIGHT)
+        transport = ctx.connect(host)
+        try:
+            check_sudo(transport)
+            found = probe(ctx, host, transport)
+            cursor.instance_id = found.plan.instance_id
+            cursor.phase = Phase.DECIDE
+            control.enter(host.name, Phase.DECIDE)
+            ctx.journal.event(
+                host.name, "decide", found.plan.decision.value, "; ".join(found.plan.reasons)
+            )
+            if found.plan.decision is Decision.SKIP_READY:
+                return self._skip(host, found, cursor)
+            return self._change(host, control, transport, found, cursor)
+        finally:
+            transport.close()
+
+    def _skip(self, host: Host, found: Probe, cursor: _Progress) -> HostOutcome:
+        container = found.aws.container
+        assert container is not None  # SKIP_READY implies a live container instance
+        cursor.container_arn = container.arn
+        cursor.phase = Phase.MARK_READY
+        attr = self.ctx.settings.ready_attribute
+        if container.attributes.get(attr) != "true":
+            self.ctx.aws.set_ready(host.config.cluster, container.arn, attr, ready=True)
+        self._clean_stale(host, found.plan.stale_instance_ids)
+        return HostOutcome(
+            host=host.name, status=Status.UNCHANGED, phase=Phase.DONE,
+            reason="; ".join(found.plan.reasons), decision=Decision.SKIP_READY,
+            instance_id=found.plan.instance_id, container_instance_arn=container.arn,
+            checks=found.host_checks,
+        )
+
+    def _change(
+        self, host: Host, control: RunControl, transport: Transport, found: Probe,
+        cursor: _Progress,
+    ) -> HostOutcome:
+        decision = found.plan.decision
+        if decision is not Decision.REPAIR:
+            failed = [c for c in found.preflight if not c.ok]
+            if failed:
+                first = failed[0]
+                raise PreflightError(
+                    "; ".join(f"{c.name}: {c.observed}" for c in failed), first.hint
+                )
+        cursor.phase = Phase.INSTALL
+        if decision is Decision.REPAIR:
+            control.enter(host.name, Phase.INSTALL)
+            self._run_logged(host, transport, _REPAIR, self.ctx.settings.command_timeout_s)
+        else:
+            self._install(host, control, transport, cursor, decision)
+        cursor.phase = Phase.VERIFY
+        control.enter(host.name, Phase.VERIFY)
+        results, instance_id, arn, versions = self._verify(host, transport)
+        cursor.instance_id, cursor.container_arn = instance_id, arn
+        cursor.phase = Phase.MARK_READY
+        control.enter(host.name, Phase.MARK_READY)
+        self.ctx.aws.set_ready(host.config.cluster, arn, self.ctx.settings.ready_attribute, True)
+        self._clean_stale(host, found.plan.stale_instance_ids)
+        ctx_reason = "; ".join(found.plan.reasons)
+        return HostOutcome(
+            host=host.name, status=Status.READY, phase=Phase.DONE, reason=ctx_reason,
+            decision=decision, instance_id=instance_id, container_instance_arn=arn,
+            agent_versions=versions, checks=results,
+        )
+
+    def _install(
+        self, host: Host, control: RunControl, transport: Transport, cursor: _Progress,
+        decision: Decision,
+    ) -> None:
+        ctx = self.ctx
+        cursor.phase = Phase.ACTIVATE
+        control.enter(host.name, Phase.ACTIVATE)
+        activation = ctx.aws.create_activation(
+            host.name, host.config.iam_role, host.config.activation_ttl_minutes,
+            host.config.tags, ctx.run_id,
+        )
+        ctx.journal.mask(activation.code)
+        ctx.journal.event(host.name, "activate", "created", activation.activation_id)
+        try:
+            cursor.phase = Phase.RENDER
+            control.enter(host.name, Phase.RENDER)
+            installer = _installer_name(host)
+            script = render_install(host, installer_name=installer)
+            cursor.phase = Phase.INSTALL
+            control.enter(host.name, Phase.INSTALL)
+            if decision is Decision.REREGISTER:
+                self._run_logged(
+                    host, transport, render_cleanup(host).text, ctx.settings.command_timeout_s,
+                    as_script=True,
+                )
+            with _remote_dir(transport) as workdir:
+                transport.put(script.text.encode(), f"{workdir}/install.sh", 0o700)
+                if host.config.installer_path and installer:
+                    data = Path(host.config.installer_path).read_bytes()
+                    transport.put(data, f"{workdir}/{installer}", 0o700)
+                self._run_install(host, transport, workdir, activation)
+        finally:
+            ctx.aws.delete_activation(activation.activation_id)
+            ctx.journal.event(host.name, "activate", "deleted", activation.activation_id)
+
+    def _run_install(
+        self, host: Host, transport: Transport, workdir: str, activation: Activation
+    ) -> None:
+        # The code travels only on the channel's stdin: never in argv, files or the script.
+        result = transport.run(
+            f"bash {shlex.quote(workdir)}/install.sh",
+            sudo=True,
+            secret_stdin=(Secret(activation.activation_id), activation.code),
+            timeout=self.ctx.settings.install_timeout_s,
+            on_output=lambda line: self.ctx.journal.output(host.name, line),
+        )
+        if not result.ok:
+            tail = _last_line(result.stdout + "\n" + result.stderr)
+            raise InstallError(
+                f"install script exited {result.exit_status}: {tail}",
+                f"see the host log in the run directory ({self.ctx.journal.path})",
+            )
+
+    def _run_logged(
+        self, host: Host, transport: Transport, command: str, timeout: float,
+        *, as_script: bool = False,
+    ) -> None:
+        if as_script:
+            result = transport.run("bash -s", sudo=True, stdin=command.encode(), timeout=timeout,
+                                   on_output=lambda line: self.ctx.journal.output(host.name, line))
+        else:
+            result = transport.run(command, sudo=True, timeout=timeout,
+                                   on_output=lambda line: self.ctx.journal.output(host.name, line))
+        if not result.ok:
+            raise InstallError(
+                f"`{command.splitlines()[0][:60]}` exited {result.exit_status}: "
+                f"{_last_line(result.stderr or result.stdout)}",
+                "see the host log in the run directory",
+            )
+
+    def _verify(
+        self, host: Host, transport: Transport
+    ) -> tuple[tuple[CheckResult, ...], str, str, dict[str, str]]:
+        """Poll host and AWS side until every check passes or the verify window closes."""
+        ctx = self.ctx
+        deadline = time.monotonic() + ctx.settings.verify_timeout_s
+        while True:
+            res = transport.run(
+                checks.HOST_VERIFY_COMMAND, sudo=True, timeout=ctx.settings.command_timeout_s
+            )
+            facts = checks.parse_host_verify(res.stdout)
+            results = list(checks.evaluate_host(facts, host.config.cluster))
+            mi = facts.instance_id
+            if mi:
+                state = ctx.view.get(host.config.cluster, mi)
+                results += checks.evaluate_aws(
+                    mi, state.managed, state.container, host.config.cluster,
+                    _expected_tags(host, ctx.run_id),
+                )
+            failed = [c for c in results if not c.ok]
+            if not failed and mi and state.container is not None:
+                return tuple(results), mi, state.container.arn, dict(facts.agent_versions)
+            if time.monotonic() >= deadline:
+                raise VerifyError(
+                    "; ".join(f"{c.name}: {c.observed}" for c in failed) or "no mi- id on host",
+                    failed[0].hint if failed else "check the install log",
+                )
+            time.sleep(ctx.settings.verify_poll_s)
+
+    def _clean_stale(self, host: Host, stale: Sequence[str]) -> None:
+        for instance_id in stale:
+            self.ctx.aws.forget_instance(host.config.cluster, instance_id)
+            self.ctx.journal.event(host.name, "mark-ready", "stale-removed", instance_id)
+
+
+def _expected_tags(host: Host, run_id: str) -> dict[str, str]:
+    # anywhere:run differs between runs, so only the stable tags are required.
+    return {**dict(host.config.tags), "anywhere:host": host.name}
+
+
+def _installer_name(host: Host) -> str | None:
+    return "ecs-anywhere-install.sh" if host.config.installer_path else None
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else "(no output)"
+
+
+@contextmanager
+def _remote_dir(transport: Transport) -> Iterator[str]:
+    """A private temp dir on the host, removed on every exit path."""
+    made = transport.run("umask 077 && mktemp -d /tmp/anywhere.XXXXXXXX")
+    if not made.ok:
+        raise InstallError(f"cannot create a temp dir: {_last_line(made.stderr)}")
+    workdir = made.stdout.strip()
+    try:
+        yield workdir
+    finally:
+        transport.run(f"rm -rf {shlex.quote(workdir)}", sudo=True)

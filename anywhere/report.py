@@ -1,0 +1,331 @@
+"""What a run did, per host: a table, a JSON document, JUnit XML and a retry inventory.
+
+Pure: every function takes models and returns a string (or rows); nothing here reads or
+writes files. Only model fields reach the output, and `Secret` renders as `***`, so no
+activation code can appear here.
+
+The JSON document (`to_json`), keys always in this order::
+
+    {
+      "run_id": "20260102T030405Z-1a2b3c",
+      "command": "register",                      # register / check / deregister ...
+      "started_at": "2026-01-02T03:04:05.000Z",   # UTC, ISO 8601
+      "finished_at": "2026-01-02T03:09:00.250Z",
+      "counts": {"total": 3, "ready": 1, "unchanged": 1, "failed": 1, "not-run": 0},
+      "hosts": [                                  # in run order
+        {
+          "host": "web-1",
+          "status": "failed",                     # ready / unchanged / failed / not-run
+          "phase": "preflight",                   # where the host stopped (done when ok)
+          "class": "unreachable",                 # failure class, null when ok
+          "reason": "connect timed out",          # one line
+          "hint": "check the address and port",   # what to do about it
+          "duration_s": 15.002,
+          "decision": null,                       # skip-ready / register / reregister / repair
+          "instance_id": null,                    # mi-... once known
+          "container_instance_arn": null,
+          "agent_versions": {},                   # component -> version, sorted by name
+          "checks": [{"name": "...", "ok": true, "observed": "...", "hint": ""}]
+        }
+      ]
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from io import StringIO
+
+from ruamel.yaml import YAML
+
+from anywhere.models import CheckResult, Host, HostOutcome, Secret, Status
+
+TABLE_HEADERS: tuple[str, ...] = (
+    "host", "status", "phase", "class", "reason", "mi-id", "duration",
+)
+
+# Variables that can hold credentials. `Host.variables` should already be free of them; the
+# retry inventory drops them again so a stale value is never copied into a new file.
+SECRET_VARIABLES = frozenset({
+    "ansible_password", "ansible_ssh_pass", "ansible_ssh_password", "ansible_become_password",
+    "ansible_become_pass", "ansible_sudo_pass", "ansible_sudo_password",
+})
+
+# Characters XML 1.0 cannot carry at all, even escaped (terminal escapes, NUL ...).
+_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    command: str
+    started_at: datetime
+    finished_at: datetime
+    outcomes: tuple[HostOutcome, ...]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Hosts per status value, every status present (zeros included), in enum order."""
+        counts = {s.value: 0 for s in Status}
+        for o in self.outcomes:
+            counts[o.status.value] += 1
+        return counts
+
+    @property
+    def failure_counts(self) -> dict[str, int]:
+        """Hosts per failure class, for a one-line summary ("3 unreachable, 1 sudo")."""
+        counts: dict[str, int] = {}
+        for o in self.outcomes:
+            if o.failure is not None:
+                counts[o.failure.value] = counts.get(o.failure.value, 0) + 1
+        return counts
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        """Hosts that ran and failed (status failed)."""
+        return tuple(o.host for o in self.outcomes if o.status is Status.FAILED)
+
+    @property
+    def unfinished(self) -> tuple[str, ...]:
+        """Hosts to run again: failed ones and those never started (not-run)."""
+        return tuple(o.host for o in self.outcomes if not o.ok)
+
+    @property
+    def duration_s(self) -> float:
+        return max(0.0, (self.finished_at - self.started_at).total_seconds())
+
+    @property
+    def exit_ok(self) -> bool:
+        """True when every selected host ended ready or unchanged."""
+        return all(o.ok for o in self.outcomes)
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def to_json(summary: RunSummary) -> str:
+    doc = {
+        "run_id": summary.run_id,
+        "command": summary.command,
+        "started_at": _iso(summary.started_at),
+        "finished_at": _iso(summary.finished_at),
+        "counts": {"total": len(summary.outcomes), **summary.counts},
+        "hosts": [host_record(o) for o in summary.outcomes],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def host_record(outcome: HostOutcome) -> dict[str, object]:
+    """One host's entry of the JSON document (also what the journal records per host)."""
+    return {
+        "host": outcome.host,
+        "status": outcome.status.value,
+        "phase": outcome.phase.value,
+        "class": outcome.failure.value if outcome.failure is not None else None,
+        "reason": one_line(outcome.reason),
+        "hint": outcome.hint,
+        "duration_s": _seconds(outcome.duration_s),
+        "decision": outcome.decision.value if outcome.decision is not None else None,
+        "instance_id": outcome.instance_id,
+        "container_instance_arn": outcome.container_instance_arn,
+        "agent_versions": {k: str(v) for k, v in sorted(outcome.agent_versions.items())},
+        "checks": [_check_record(c) for c in outcome.checks],
+    }
+
+
+def _check_record(check: CheckResult) -> dict[str, object]:
+    return {"name": check.name, "ok": check.ok, "observed": check.observed, "hint": check.hint}
+
+
+def _iso(moment: datetime) -> str:
+    # Naive datetimes are taken as UTC: the fleet records times with datetime.now(UTC).
+    aware = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return aware.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _seconds(value: float) -> float | None:
+    return round(value, 3) if math.isfinite(value) else None
+
+
+def one_line(text: str) -> str:
+    """Collapse whitespace (newlines included) so a reason fits one table cell or attribute."""
+    return " ".join(str(text).split())
+
+
+# --------------------------------------------------------------------------- table
+
+
+def table_rows(summary: RunSummary) -> list[tuple[str, ...]]:
+    """One row per host, cells in `TABLE_HEADERS` order, all plain strings."""
+    return [
+        (
+            o.host,
+            o.status.value,
+            o.phase.value,
+            o.failure.value if o.failure is not None else "",
+            one_line(o.reason),
+            o.instance_id or "",
+            f"{o.duration_s:.1f}s" if math.isfinite(o.duration_s) else "",
+        )
+        for o in summary.outcomes
+    ]
+
+
+# --------------------------------------------------------------------------- JUnit
+
+
+def to_junit(summary: RunSummary) -> str:
+    """JUnit XML: one testcase per host; unreachable hosts are failures, not-run are skipped.
+
+    Ansible's junit callback leaves unreachable hosts out entirely, so a CI job reading it
+    turns green while hosts were never touched; here every selected host has a testcase.
+    """
+    outcomes = summary.outcomes
+    failures = sum(1 for o in outcomes if o.status is Status.FAILED)
+    skipped = sum(1 for o in outcomes if o.status is Status.NOT_RUN)
+    totals = {
+        "tests": str(len(outcomes)),
+        "failures": str(failures),
+        "errors": "0",
+        "skipped": str(skipped),
+        "time": f"{summary.duration_s:.3f}",
+    }
+    name = f"anywhere {summary.command}"
+    root = ET.Element("testsuites", {"name": _x(name), **totals})
+    suite = ET.SubElement(root, "testsuite", {
+        "name": _x(name), **totals, "timestamp": _iso(summary.started_at),
+    })
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", {"name": "run_id", "value": _x(summary.run_id)})
+    for o in outcomes:
+        _testcase(suite, summary.command, o)
+    ET.indent(root)
+    body = ET.tostring(root, encoding="unicode")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"
+
+
+def _testcase(suite: ET.Element, command: str, o: HostOutcome) -> None:
+    case = ET.SubElement(suite, "testcase", {
+        "classname": _x(command),
+        "name": _x(o.host),
+        "time": f"{o.duration_s:.3f}" if math.isfinite(o.duration_s) else "0",
+    })
+    cls = o.failure.value if o.failure is not None else ""
+    if o.status is Status.FAILED:
+        failure = ET.SubElement(case, "failure", {
+            "type": _x(cls or "failed"), "message": _x(one_line(o.reason) or "failed"),
+        })
+        failure.text = _x(_failure_text(o))
+    elif o.status is Status.NOT_RUN:
+        reason = one_line(o.reason) or "not run"
+        ET.SubElement(case, "skipped", {"message": _x(f"{cls}: {reason}" if cls else reason)})
+    out = ET.SubElement(case, "system-out")
+    out.text = _x(_details_text(o))
+
+
+def _failure_text(o: HostOutcome) -> str:
+    lines = [f"phase: {o.phase.value}", f"reason: {o.reason}"]
+    if o.hint:
+        lines.append(f"hint: {o.hint}")
+    bad = [c for c in o.checks if not c.ok]
+    if bad:
+        lines.append("failed checks:")
+        for c in bad:
+            hint = f" ({c.hint})" if c.hint else ""
+            lines.append(f"  - {c.name}: {one_line(c.observed)}{hint}")
+    return "\n".join(lines)
+
+
+def _details_text(o: HostOutcome) -> str:
+    lines = [f"status: {o.status.value}", f"phase: {o.phase.value}"]
+    if o.decision is not None:
+        lines.append(f"decision: {o.decision.value}")
+    if o.instance_id:
+        lines.append(f"instance: {o.instance_id}")
+    if o.container_instance_arn:
+        lines.append(f"container instance: {o.container_instance_arn}")
+    lines.extend(f"{k}: {o.agent_versions[k]}" for k in sorted(o.agent_versions))
+    lines.extend(
+        f"check {c.name}: {'ok' if c.ok else 'FAILED'} ({one_line(c.observed)})" for c in o.checks
+    )
+    return "\n".join(lines)
+
+
+def _x(text: str) -> str:
+    """Make text representable in XML 1.0 (ElementTree escapes markup but not these)."""
+    return _XML_INVALID.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+# --------------------------------------------------------------------------- retry inventory
+
+
+def retry_inventory(
+    hosts: Sequence[Host], failed: Iterable[str], source: str, run_id: str = "",
+) -> str:
+    """An Ansible YAML inventory of exactly the `failed` hosts, each with every resolved
+    variable, so `anywhere register retry.yml` works without the source inventory.
+
+    Group membership is kept (as `children` without variables) so `--limit GROUP` still
+    selects; the variables are already resolved per host, so group vars are not needed.
+    Raises ValueError for a failed name that is not among `hosts`.
+    """
+    wanted = set(failed)
+    unknown = wanted - {h.name for h in hosts}
+    if unknown:
+        raise ValueError(f"not in the inventory: {', '.join(sorted(unknown))}")
+    chosen = [h for h in hosts if h.name in wanted]
+    host_vars = {h.name: _plain_vars(h.variables) for h in chosen}
+    groups: dict[str, dict[str, None]] = {}
+    for h in chosen:
+        for g in h.groups:
+            if g not in ("all", "ungrouped"):
+                groups.setdefault(g, {})[h.name] = None
+    top: dict[str, object] = {"hosts": {n: (v or None) for n, v in host_vars.items()}}
+    if groups:
+        top["children"] = {g: {"hosts": groups[g]} for g in sorted(groups)}
+    header = [
+        f"# Retry inventory: the {len(chosen)} host(s) that did not finish"
+        + (f" in run {one_line(run_id)}" if run_id else "") + ".",
+        f"# Source inventory: {one_line(source)}",
+        "# Variables are resolved per host; passwords are left out (use --ask-become-pass).",
+    ]
+    return "\n".join(header) + "\n" + _dump_yaml({"all": top})
+
+
+def _plain_vars(variables: Mapping[str, object]) -> dict[str, object]:
+    return {
+        k: _plain(variables[k])
+        for k in sorted(variables)
+        if k not in SECRET_VARIABLES and not isinstance(variables[k], Secret)
+    }
+
+
+def _plain(value: object) -> object:
+    """Turn mappings/tuples/other objects into what the YAML dumper writes plainly."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items() if not isinstance(v, Secret)}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
+        return [_plain(v) for v in items if not isinstance(v, Secret)]
+    return str(value)
+
+
+def _dump_yaml(doc: Mapping[str, object]) -> str:
+    yaml = YAML(typ="safe", pure=True)
+    # Ansible reads inventories as YAML 1.1, where `on`, `yes`, `no` are booleans: declaring
+    # 1.1 makes the dumper quote such strings so they come back as strings.
+    yaml.version = (1, 1)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    yaml.width = 4096  # long values (proxy URLs, ssh args) stay on one line
+    out = StringIO()
+    yaml.dump(doc, out)
+    return out.getvalue()

@@ -68,7 +68,7 @@ class HostConfig:
     labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     tags: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     gpu: bool = False
-    proxy: str | None = None
+    proxy: str | None = field(default=None, repr=False)  # may hold credentials
     no_proxy: tuple[str, ...] = ()
     docker_install_source: str = "all"
     installer_url: str = DEFAULT_INSTALLER_URL

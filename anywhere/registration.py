@@ -154,7 +154,9 @@ def guarded(
             failure=FailureClass.INTERRUPTED, reason="run interrupted",
             hint="re-run register: finished hosts are skipped",
         )
-    return replace(outcome, duration_s=round(time.monotonic() - started, 3))
+    outcome = replace(outcome, duration_s=round(time.monotonic() - started, 3))
+    journal.outcome(outcome)
+    return outcome
 
 
 def probe_only(ctx: Context) -> Callable[[Host, RunControl], HostOutcome]:

@@ -19,13 +19,12 @@ from anywhere.cli import (
     _progress_printer,
     _select,
     _settings,
-    _write,
     echo,
 )
 from anywhere.errors import ExitCode, UsageError
 from anywhere.fleet import AwsView, run_fleet
-from anywhere.journal import Journal
-from anywhere.models import Host, Secret, Status
+from anywhere.journal import Journal, atomic_write
+from anywhere.models import Host, Secret
 from anywhere.registration import Context, Registrar, probe_only
 from anywhere.render import render_placeholder
 from anywhere.settings import Settings
@@ -237,13 +236,17 @@ def _finish(
 ) -> None:
     as_json = report.to_json(summary)
     journal.write_summary(as_json)
+    junit = report.to_junit(summary)
+    journal.write_artifact("report.xml", junit)
     _print_table(report.TABLE_HEADERS, report.table_rows(summary))
-    _write(report_json, as_json)
-    _write(report_junit, report.to_junit(summary))
-    failed = [o.host for o in summary.outcomes if o.status in (Status.FAILED, Status.NOT_RUN)]
+    for path, text in ((report_json, as_json), (report_junit, junit)):
+        if path is not None:
+            atomic_write(path, journal.masked(text), mode=0o644)
+    failed = list(summary.unfinished)
     if failed:
+        retry = report.retry_inventory(hosts, failed, source, run_id=summary.run_id)
         target = retry_path or journal.path / "retry.yml"
-        _write(target, report.retry_inventory(hosts, failed, source))
+        atomic_write(target, retry, mode=0o600)
         echo(f"{len(failed)} host(s) failed; retry with: anywhere register {target}", err=True)
     counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items() if n)
     echo(f"summary: {counts}", err=True)

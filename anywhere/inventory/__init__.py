@@ -18,10 +18,11 @@ from pathlib import Path
 from types import MappingProxyType
 
 from anywhere.errors import InventoryError, Problem
+from anywhere.inventory._base import Context, Invalid
 from anywhere.inventory._hosts import describe, resolve
 from anywhere.inventory._patterns import select
 from anywhere.inventory._source import read
-from anywhere.inventory._values import ANYWHERE, Context, Invalid, convert
+from anywhere.inventory._values import ANYWHERE, convert
 from anywhere.models import Inventory, Secret
 
 __all__ = [
@@ -52,7 +53,8 @@ def _env_region(env: Mapping[str, str], base_dir: Path) -> tuple[str | None, lis
             try:
                 region = convert("anywhere_region", value, Context(base_dir, base_dir))
             except Invalid:
-                return None, [Problem(f"${name}", None, f"{value!r} is not a valid AWS region")]
+                # Still counts as given: one problem, not one more for hosts without a region.
+                return value, [Problem(f"${name}", None, f"{value!r} is not a valid AWS region")]
             return str(region), []
     return None, []
 
@@ -71,7 +73,8 @@ def load_with_secrets(
     tree = read(path, ctx)
     region, region_problems = _env_region(env, ctx.base_dir)
     resolved = resolve(tree, region)
-    problems = [*tree.problems, *region_problems, *resolved.problems]
+    found = sorted([*tree.problems, *resolved.problems], key=lambda p: p.line or 0)
+    problems = [*region_problems, *found]
     if not resolved.hosts and not problems:
         problems.append(Problem(str(path), 1, "no hosts"))
     if problems:

@@ -14,7 +14,8 @@ from types import MappingProxyType
 
 from anywhere.errors import Problem
 from anywhere.inventory._source import GroupDef, Tree, Var
-from anywhere.inventory._values import SshArgs, is_secret, mask_url
+from anywhere.inventory._ssh_args import SshArgs
+from anywhere.inventory._values import is_secret, mask_url
 from anywhere.models import DEFAULT_INSTALLER_URL, Host, HostConfig, Secret, SshTarget
 
 _MAX_NAMES = 5
@@ -56,12 +57,12 @@ class _Graph:
 
     def ancestors(self, name: str) -> set[str]:
         seen: set[str] = set()
-        todo = [name]
-        while todo:
-            current = todo.pop()
+        pending = [name]
+        while pending:
+            current = pending.pop()
             if current not in seen:
                 seen.add(current)
-                todo.extend(self.parents.get(current, ()))
+                pending.extend(self.parents.get(current, ()))
         return seen
 
 
@@ -76,9 +77,9 @@ def _memberships(tree: Tree, graph: _Graph) -> dict[str, set[str]]:
             direct[host].add(group.name)
     result: dict[str, set[str]] = {}
     for host, groups in direct.items():
-        if not groups - {"all", "ungrouped"}:
-            groups = groups | {"ungrouped"}
-        result[host] = set().union(*(graph.ancestors(g) for g in groups)) | {"all"}
+        # As Ansible: a host in no group but `all` is in `ungrouped`.
+        own = groups if groups - {"all", "ungrouped"} else groups | {"ungrouped"}
+        result[host] = set().union(*(graph.ancestors(g) for g in own)) | {"all"}
     return result
 
 
@@ -171,7 +172,8 @@ class _Builder:
             var = merged.get(f"anywhere_{f.name}")
             if var is not None:
                 value = var.value
-                values[f.name] = MappingProxyType(dict(value)) if isinstance(value, Mapping) else value
+                values[f.name] = MappingProxyType(dict(value)) if isinstance(
+                    value, Mapping) else value
         if "region" not in values:
             if self.region_from_env is None:
                 self.no_region.append((name, line))

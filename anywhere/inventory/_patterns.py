@@ -46,12 +46,13 @@ def _match_term(inventory: Inventory, term: str) -> list[str]:
     if match:
         term, subscript = match.group(1), match.groups()[1:]
     regex = _matcher(term)
-    names: list[str] = []
+    found: dict[str, None] = {}  # ordered set
     groups = [g for g in inventory.groups if regex.match(g)]
     for group in groups:
-        names.extend(n for n in inventory.groups[group] if n not in names)
+        found.update(dict.fromkeys(inventory.groups[group]))
     if not groups or term.startswith("~") or any(c in term for c in _GLOB_CHARS):
-        names.extend(h.name for h in inventory.hosts if regex.match(h.name) and h.name not in names)
+        found.update(dict.fromkeys(h.name for h in inventory.hosts if regex.match(h.name)))
+    names = list(found)
     return _pick(names, subscript) if subscript else names
 
 

@@ -23,7 +23,8 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.resolver import VersionedResolver, implicit_resolvers
 
 from anywhere.errors import Problem
-from anywhere.inventory._values import Context, Invalid, convert
+from anywhere.inventory._base import Context, Invalid
+from anywhere.inventory._values import convert
 
 _SECTIONS = ("hosts", "children", "vars")
 _BOOL_TAG = "tag:yaml.org,2002:bool"
@@ -37,13 +38,17 @@ class _Yaml11Resolver(VersionedResolver):
     """YAML 1.1 scalars as Ansible reads them (`yes` is true, `0644` is octal, `y` is text)."""
 
     @property
+    def processing_version(self) -> Any:
+        return (1, 1)  # the constructors ask this too (octal ints)
+
+    @property
     def versioned_resolver(self) -> Any:
         table = self._version_implicit_resolver
         if (1, 1) not in table:
             for versions, tag, regexp, first in implicit_resolvers:
                 if (1, 1) in versions:
-                    regexp = _PYYAML_BOOL if tag == _BOOL_TAG else regexp
-                    self.add_version_implicit_resolver((1, 1), tag, regexp, first)
+                    chosen: Any = _PYYAML_BOOL if tag == _BOOL_TAG else regexp
+                    self.add_version_implicit_resolver((1, 1), tag, chosen, first)
         return table[(1, 1)]
 
 
@@ -90,24 +95,27 @@ class _Group:
     priority: int = 1
 
 
+def _tagged(value: TaggedScalar) -> str:
+    tag = str(getattr(value.tag, "value", value.tag))
+    if tag == "!unsafe":
+        return str(value.value)
+    raise Invalid(f"values tagged {tag} are not supported (vault needs Ansible to decrypt)")
+
+
 def plain(value: object) -> object:
     """ruamel's round-trip types → plain Python; refuses tags we cannot honour (`!vault`)."""
     if isinstance(value, TaggedScalar):
-        tag = str(getattr(value.tag, "value", value.tag))
-        if tag == "!unsafe":
-            return str(value.value)
-        raise Invalid(f"values tagged {tag} are not supported (vault needs Ansible to decrypt)")
+        return _tagged(value)
     if isinstance(value, Mapping):
         return {plain(k): plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [plain(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    for kind in (int, float, str):
-        if isinstance(value, kind):
-            return kind(value)
     if isinstance(value, datetime.date):
         return value.isoformat()
+    # ruamel's ScalarInt/ScalarFloat/quoted strings are subclasses: keep only the base type.
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
     return value
 
 
@@ -184,7 +192,8 @@ class _Reader:
             self.problem(1, "empty inventory: no hosts")
             return
         if not isinstance(data, Mapping):
-            self.problem(1, f"the top level must be a mapping of groups (all: ...), not {_kind(data)}")
+            self.problem(1, "the top level must be a mapping of groups (all: ...), "
+                            f"not {_kind(data)}")
             return
         if "plugin" in data:
             self.problem(_line(data, "plugin", value=False),
@@ -212,7 +221,8 @@ class _Reader:
             return
         if not isinstance(body, Mapping):
             self.problem(_line(owner, name, value=True),
-                         f"group {name!r} must be a mapping of hosts/children/vars, not {_kind(body)}")
+                         f"group {name!r} must be a mapping of hosts/children/vars, "
+                         f"not {_kind(body)}")
             return
         for key in body:
             self.section(body, key, name, acc)
@@ -248,7 +258,8 @@ class _Reader:
         for name in node:
             line = _line(node, name, value=True)
             if not isinstance(name, str):
-                self.problem(_line(node, name, value=False), f"variable name {name!r} must be a string")
+                self.problem(_line(node, name, value=False),
+                             f"variable name {name!r} must be a string")
                 continue
             if group is not None and name == "ansible_group_priority":
                 self.priority(node[name], line, group)
@@ -318,7 +329,8 @@ class _Reader:
     def tree(self) -> Tree:
         self.groups.setdefault("all", _Group(1))
         groups = {
-            name: GroupDef(name, g.line, dict(g.vars), tuple(g.children), tuple(g.hosts), g.priority)
+            name: GroupDef(name, g.line, dict(g.vars), tuple(g.children), tuple(g.hosts),
+                           g.priority)
             for name, g in self.groups.items()
         }
         return Tree(self.file, groups, dict(self.hosts), dict(self.child_lines),
@@ -335,29 +347,34 @@ def _yaml() -> YAML:
     return yaml
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise Invalid("no such file") from None
+    except IsADirectoryError:
+        raise Invalid("is a directory, not an inventory file") from None
+    except UnicodeDecodeError:
+        raise Invalid("is not UTF-8 text") from None
+    except OSError as exc:
+        raise Invalid(f"cannot read: {exc.strerror}") from None
+
+
 def read(path: Path, ctx: Context) -> Tree:
     """Parse `path`; every problem found lands in `Tree.problems` (nothing is raised)."""
     reader = _Reader(str(path), ctx)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        reader.problem(None, "no such file")
+        data = _yaml().load(_text(path))
+    except Invalid as exc:
+        reader.problem(None, exc.message)
         return reader.tree()
-    except IsADirectoryError:
-        reader.problem(None, "is a directory, not an inventory file")
-        return reader.tree()
-    except UnicodeDecodeError:
-        reader.problem(None, "is not UTF-8 text")
-        return reader.tree()
-    except OSError as exc:
-        reader.problem(None, f"cannot read: {exc.strerror}")
-        return reader.tree()
-    try:
-        data = _yaml().load(text)
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        mark, where = exc.problem_mark or exc.context_mark, exc.context_mark
         context = f" ({exc.context})" if exc.context else ""
-        reader.problem(mark.line + 1 if mark else None, f"YAML syntax error: {exc.problem}{context}")
+        if where is not None and mark is not None and where.line != mark.line:
+            context = f" ({exc.context} at line {where.line + 1})"
+        line = mark.line + 1 if mark else None
+        reader.problem(line, f"YAML syntax error: {exc.problem}{context}")
         return reader.tree()
     except YAMLError as exc:
         reader.problem(None, f"YAML syntax error: {exc}")

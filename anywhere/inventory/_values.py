@@ -8,37 +8,12 @@ from __future__ import annotations
 
 import difflib
 import re
-import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from anywhere.inventory._base import Context, Invalid, nonempty_text, resolve_path, type_name
+from anywhere.inventory._ssh_args import ssh_args
 from anywhere.models import Secret
-
-
-class Invalid(Exception):
-    """A value is unusable; `line` (1-based) overrides the value's own line when set."""
-
-    def __init__(self, message: str, line: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.line = line
-
-
-@dataclass(frozen=True)
-class Context:
-    base_dir: Path  # the inventory file's directory: relative paths start here
-    home: Path  # what `~` means
-
-
-@dataclass(frozen=True)
-class SshArgs:
-    """What we take from `ansible_ssh_common_args` / `ansible_ssh_extra_args`."""
-
-    proxy_jump: str | None = None
-    known_hosts: str | None = None
-
 
 Converter = Callable[[object, Context], object]
 
@@ -49,42 +24,16 @@ _CLUSTER = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _ROLE = re.compile(r"^[\w+=,.@-]{1,64}$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9_./@-]{1,128}$")
 # ECS attribute values: letters, digits, `-_.@/\:` and inner spaces.
-_LABEL_VALUE = re.compile(r"^[A-Za-z0-9_./@:\\-](?:[A-Za-z0-9_./@:\\ -]{0,126}[A-Za-z0-9_./@:\\-])?$")
+_VALUE_CHAR = r"[A-Za-z0-9_./@:\\-]"
+_LABEL_VALUE = re.compile(rf"^{_VALUE_CHAR}(?:[A-Za-z0-9_./@:\\ -]{{0,126}}{_VALUE_CHAR})?$")
 _TAG_TEXT = re.compile(r"^[\w .:/=+@-]*$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _DOCKER_SOURCES = ("all", "docker", "distro", "none")
-# Tuning options that do not change who we talk to or how we trust them: harmless to drop.
-_IGNORED_SSH_OPTIONS = frozenset(
-    {"controlmaster", "controlpersist", "controlpath", "serveraliveinterval",
-     "serveralivecountmax", "connecttimeout", "compression", "loglevel", "identitiesonly",
-     "tcpkeepalive", "connectionattempts", "preferredauthentications", "pubkeyauthentication"}
-)
-
-
-def _type_name(value: object) -> str:
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if value is None:
-        return "empty"
-    return f"{type(value).__name__} {value!r}"
-
-
-def _text(value: object, _ctx: Context | None = None) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise Invalid(f"must be a non-empty string, not {_type_name(value)}")
-    if "{{" in value or "{%" in value:
-        raise Invalid(
-            "templated values are not supported here: give a literal value "
-            "(or resolve the inventory with ansible-inventory --list first)"
-        )
-    return str(value)
 
 
 def _strict_bool(value: object, _ctx: Context) -> bool:
     if not isinstance(value, bool):
-        raise Invalid(f"must be true or false, not {_type_name(value)}")
+        raise Invalid(f"must be true or false, not {type_name(value)}")
     return value
 
 
@@ -98,26 +47,26 @@ def ansible_bool(value: object, _ctx: Context) -> bool:
             return True
         if word in _FALSE:
             return False
-    raise Invalid(f"must be true or false, not {_type_name(value)}")
+    raise Invalid(f"must be true or false, not {type_name(value)}")
 
 
 def _port(value: object, _ctx: Context) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise Invalid(f"must be a port number 1-65535, not {_type_name(value)}")
+        raise Invalid(f"must be a port number 1-65535, not {type_name(value)}")
     return int(value)
 
 
 def _ttl(value: object, _ctx: Context) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 5 <= value <= 43200:
-        raise Invalid(f"must be a whole number of minutes 5-43200, not {_type_name(value)}")
+        raise Invalid(f"must be a whole number of minutes 5-43200, not {type_name(value)}")
     return int(value)
 
 
 def _matching(pattern: re.Pattern[str], what: str) -> Converter:
     def convert(value: object, _ctx: Context) -> str:
-        text = _text(value)
+        text = nonempty_text(value)
         if not pattern.match(text):
             raise Invalid(f"{text!r} is not a valid {what}")
         return text
@@ -127,7 +76,7 @@ def _matching(pattern: re.Pattern[str], what: str) -> Converter:
 
 def _one_of(choices: tuple[str, ...]) -> Converter:
     def convert(value: object, _ctx: Context) -> str:
-        text = _text(value)
+        text = nonempty_text(value)
         if text not in choices:
             raise Invalid(f"must be one of {', '.join(choices)}, not {text!r}")
         return text
@@ -137,7 +86,7 @@ def _one_of(choices: tuple[str, ...]) -> Converter:
 
 def _url(schemes: tuple[str, ...]) -> Converter:
     def convert(value: object, _ctx: Context) -> str:
-        text = _text(value)
+        text = nonempty_text(value)
         parts = urlsplit(text)
         if parts.scheme not in schemes or not parts.hostname:
             raise Invalid(f"must be a {' or '.join(schemes)} URL, not {mask_url(text)!r}")
@@ -157,12 +106,6 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def resolve_path(value: object, ctx: Context) -> Path:
-    text = _text(value)
-    path = Path(ctx.home / text[2:] if text == "~" or text.startswith("~/") else text)
-    return path if path.is_absolute() else ctx.base_dir / path
-
-
 def _existing_file(value: object, ctx: Context) -> str:
     path = resolve_path(value, ctx)
     if not path.is_file():
@@ -175,7 +118,7 @@ def _any_path(value: object, ctx: Context) -> str:
 
 
 def _sha256(value: object, _ctx: Context) -> str:
-    text = _text(value)
+    text = nonempty_text(value)
     if not _SHA256.match(text):
         raise Invalid("must be 64 hexadecimal digits")
     return text.lower()
@@ -191,11 +134,11 @@ def _line_of_key(mapping: object, key: object) -> int | None:
 
 def _string_map(value: object) -> Mapping[str, object]:
     if not isinstance(value, Mapping):
-        raise Invalid(f"must be a mapping, not {_type_name(value)}")
+        raise Invalid(f"must be a mapping, not {type_name(value)}")
     return value
 
 
-def _scalar_text(value: object) -> str | None:
+def _scalartext(value: object) -> str | None:
     if isinstance(value, bool) or value is None:
         return None
     return str(value) if isinstance(value, str | int | float) else None
@@ -206,7 +149,7 @@ def _labels(value: object, _ctx: Context) -> Mapping[str, str]:
     result: dict[str, str] = {}
     for key, raw in mapping.items():
         line = _line_of_key(mapping, key)
-        text = _scalar_text(raw)
+        text = _scalartext(raw)
         if not isinstance(key, str) or not _LABEL_NAME.match(key):
             raise Invalid(
                 f"label name {key!r}: up to 128 letters, digits, '-', '_', '.', '/' or '@'", line
@@ -228,7 +171,7 @@ def _tags(value: object, _ctx: Context) -> Mapping[str, str]:
     result: dict[str, str] = {}
     for key, raw in mapping.items():
         line = _line_of_key(mapping, key)
-        text = _scalar_text(raw)
+        text = _scalartext(raw)
         if not isinstance(key, str) or not 1 <= len(key) <= 128 or not _TAG_TEXT.match(key):
             raise Invalid(f"tag key {key!r}: 1-128 letters, digits, spaces or '_.:/=+-@'", line)
         if key.lower().startswith("aws:"):
@@ -247,21 +190,21 @@ def _no_proxy(value: object, _ctx: Context) -> tuple[str, ...]:
     elif isinstance(value, list):
         items = list(value)
     else:
-        raise Invalid(f"must be a list or a comma-separated string, not {_type_name(value)}")
+        raise Invalid(f"must be a list or a comma-separated string, not {type_name(value)}")
     if not all(isinstance(item, str) for item in items):
         raise Invalid("every entry must be a string")
     return tuple(str(item).strip() for item in items if str(item).strip())
 
 
 def _become_method(value: object, _ctx: Context) -> str:
-    text = _text(value)
+    text = nonempty_text(value)
     if text != "sudo":
         raise Invalid(f"only sudo is supported, not {text!r}")
     return text
 
 
 def _connection(value: object, _ctx: Context) -> str:
-    text = _text(value)
+    text = nonempty_text(value)
     if text == "local":
         raise Invalid("'local' is not supported: anywhere registers hosts over SSH")
     if text not in ("ssh", "smart", "paramiko", "paramiko_ssh"):
@@ -288,54 +231,6 @@ def _refuse_alias(modern: str) -> Converter:
     return convert
 
 
-def _ssh_args(value: object, ctx: Context) -> SshArgs:
-    text = _text(value)
-    try:
-        tokens = shlex.split(text)
-    except ValueError as exc:
-        raise Invalid(f"cannot split into arguments: {exc}") from None
-    found: dict[str, str] = {}
-    index = 0
-    while index < len(tokens):
-        token = tokens[index]
-        if token in ("-J", "-o"):
-            if index + 1 == len(tokens):
-                raise Invalid(f"{token} needs a value")
-            arg, index = tokens[index + 1], index + 2
-        elif token.startswith(("-J", "-o")):
-            arg, index = token[2:], index + 1
-        else:
-            raise Invalid(f"unsupported ssh argument {token!r} (only -o and -J are understood)")
-        if token.startswith("-J"):
-            found.setdefault("proxyjump", arg)
-        else:
-            key, _, option_value = arg.replace("=", " ", 1).partition(" ")
-            found.setdefault(key.strip().lower(), option_value.strip())
-    return _ssh_options(found, ctx)
-
-
-def _ssh_options(found: Mapping[str, str], ctx: Context) -> SshArgs:
-    for key, option_value in found.items():
-        if key == "stricthostkeychecking" and option_value.lower() not in ("yes", "true"):
-            raise Invalid(
-                "StrictHostKeyChecking is always on in anywhere: trust keys with "
-                "anywhere_known_hosts or --accept-new-host-keys"
-            )
-        if key == "proxycommand":
-            raise Invalid("ProxyCommand is not supported: use -o ProxyJump=[user@]host[:port]")
-        if key not in _IGNORED_SSH_OPTIONS | {"proxyjump", "userknownhostsfile",
-                                              "stricthostkeychecking"}:
-            raise Invalid(
-                f"unsupported ssh option {key!r}: anywhere understands ProxyJump/-J and "
-                "UserKnownHostsFile (connection tuning options are ignored)"
-            )
-    known = found.get("userknownhostsfile")
-    return SshArgs(
-        proxy_jump=found.get("proxyjump") or None,
-        known_hosts=str(resolve_path(known.split()[0], ctx)) if known else None,
-    )
-
-
 ANYWHERE: Mapping[str, Converter] = {
     "anywhere_cluster": _matching(_CLUSTER, "cluster name (letters, digits, '-', '_')"),
     "anywhere_region": _matching(_REGION, "AWS region"),
@@ -357,15 +252,15 @@ ANYWHERE: Mapping[str, Converter] = {
 }
 
 ANSIBLE: Mapping[str, Converter] = {
-    "ansible_host": _text,
+    "ansible_host": nonempty_text,
     "ansible_port": _port,
-    "ansible_user": _text,
+    "ansible_user": nonempty_text,
     "ansible_ssh_private_key_file": _existing_file,
     "ansible_private_key_file": _existing_file,
-    "ansible_ssh_common_args": _ssh_args,
-    "ansible_ssh_extra_args": _ssh_args,
+    "ansible_ssh_common_args": ssh_args,
+    "ansible_ssh_extra_args": ssh_args,
     "ansible_become": ansible_bool,
-    "ansible_become_user": _text,
+    "ansible_become_user": nonempty_text,
     "ansible_become_method": _become_method,
     "ansible_become_password": _secret,
     "ansible_become_pass": _secret,
@@ -399,7 +294,7 @@ def convert(name: str, value: object, ctx: Context) -> object:
         except Invalid as exc:
             raise Invalid(f"{name}: {exc.message}", exc.line) from None
     if name.startswith("anywhere_"):
-        close = difflib.get_close_matches(name, list(ANYWHERE), n=1)
+        close = difflib.get_close_matches(name, list(ANYWHERE), n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise Invalid(f"unknown variable {name}{hint}")
     return value

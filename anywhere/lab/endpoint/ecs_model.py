@@ -10,11 +10,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from anywhere.lab.endpoint.ecs_placement import Facts
 
 Json = dict[str, Any]
+T = TypeVar("T")
 LAB = "[lab]"
 ACTIVE, DRAINING, INACTIVE = "ACTIVE", "DRAINING", "INACTIVE"
 RUNNING, STOPPED = "RUNNING", "STOPPED"
@@ -79,6 +80,7 @@ class Task:
     desired_status: str = RUNNING
     stopped_at: float | None = None
     stopped_reason: str = ""
+    stop_code: str = ""
     version: int = 1
 
     @property
@@ -250,9 +252,11 @@ def instance_json(
     return out
 
 
-def page(items: list[str], body: Json, limit: int = 100) -> tuple[list[str], str | None]:
+def page(
+    items: list[T], body: Json, limit: int = 100, default: int = 100
+) -> tuple[list[T], str | None]:
     """One page of `items` by `maxResults`/`nextToken` (the token is an offset)."""
-    size = int(body.get("maxResults") or limit)
+    size = int(body.get("maxResults") or default)
     if not 1 <= size <= limit:
         raise invalid(f"maxResults must be between 1 and {limit}.")
     token = str(body.get("nextToken") or "0")
@@ -278,4 +282,4 @@ def sync_cluster_counts(req: Request, name: str, state: ClusterState) -> None:
     )
 
 
-Handler = Callable[[Request, Json, "str | None"], Json]
+Handler = Callable[[Request, Json, "str | None"], "Json | None"]

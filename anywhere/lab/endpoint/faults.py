@@ -81,9 +81,11 @@ class FaultTable:
             self._rules.append(rule)
             return rule
 
-    def clear(self) -> None:
+    def clear(self) -> int:
         with self._lock:
+            dropped = len(self._rules)
             self._rules.clear()
+            return dropped
 
     def rules(self) -> list[dict[str, Any]]:
         with self._lock:

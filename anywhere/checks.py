@@ -1,0 +1,346 @@
+"""Host and AWS checks: each is a shell command (one round trip per phase), a pure parser of
+its output into facts, and an evaluation of facts into `CheckResult`s.
+
+The commands use POSIX sh and coreutils only (hosts may have no python), print one
+`key=value` fact per line, always exit 0, and never print a secret: files that hold one
+(`RegistrationKey`, `/root/.aws/credentials`, `AWS_*` values) are reported by existence or
+name only. The preflight facts live in `checks_preflight`; this module re-exports them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from anywhere.checks_preflight import (
+    PREFLIGHT_COMMAND,
+    SUPPORTED_OS,
+    PreflightFacts,
+    evaluate_preflight,
+    pairs,
+    parse_preflight,
+)
+from anywhere.models import CheckResult, ContainerInstance, ManagedInstance
+
+__all__ = [
+    "HOST_VERIFY_COMMAND",
+    "PREFLIGHT_COMMAND",
+    "SUPPORTED_OS",
+    "HostVerifyFacts",
+    "PreflightFacts",
+    "UnitState",
+    "evaluate_aws",
+    "evaluate_host",
+    "evaluate_preflight",
+    "parse_host_verify",
+    "parse_preflight",
+]
+
+SSM_UNITS = ("amazon-ssm-agent", "snap.amazon-ssm-agent.amazon-ssm-agent")
+EXTERNAL_ATTRIBUTE = "ecs.capability.external"
+METADATA_URL = "http://localhost:51678/v1/metadata"
+
+# Runs as root (sudo). Exit codes, read where each probe runs:
+#   systemctl is-active U: 0 active; 3 inactive/failed/activating; 4 no such unit
+#     (older systemd answers "unknown" with 3); 1 when systemd is not PID 1 (no output).
+#   docker info: 0 the daemon answered; 1 daemon down or socket refused; 127 no docker CLI.
+#   metadata: curl 0 answered, 7 refused (agent not listening), 28 timed out; wget 0 answered,
+#     4 network failure, 8 HTTP error; bash /dev/tcp 0 connected, 1 refused, 124 timed out.
+HOST_VERIFY_COMMAND = r"""
+for u in amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent ecs docker; do
+  s=$(systemctl is-active "$u" 2>/dev/null); echo "unit.$u=$? ${s:-none}"
+done
+v=$(docker info --format '{{.ServerVersion}}' 2>/dev/null); rc=$?
+echo "docker_info=$rc $v"
+if [ "$rc" -ne 0 ]; then
+  e=$(docker info --format '{{.ServerVersion}}' 2>&1 >/dev/null | grep -v '^WARNING')
+  echo "docker_error=$(printf '%s\n' "$e" | head -n 1)"
+fi
+url=http://localhost:51678/v1/metadata
+if command -v curl >/dev/null 2>&1; then
+  m=$(curl -s --noproxy '*' -m 3 "$url")
+elif command -v wget >/dev/null 2>&1; then
+  m=$(wget -q --no-proxy -T 3 -t 1 -O - "$url")
+else
+  m=$(timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/51678 &&
+    printf "GET /v1/metadata HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3 && cat <&3')
+fi
+echo "metadata_rc=$?"
+echo "metadata=$(printf '%s' "$m" | tr '\r\n' '  ')"
+echo "registration=$(cat /var/lib/amazon/ssm/registration 2>/dev/null | tr -d '\n')"
+for b in amazon-ssm-agent /snap/amazon-ssm-agent/current/amazon-ssm-agent; do
+  if command -v "$b" >/dev/null 2>&1; then
+    echo "ssm_version=$("$b" -version 2>/dev/null | head -n 1)"; break
+  fi
+done
+exit 0
+""".strip()
+
+_VERSION = re.compile(r"(\d+(?:\.\d+)+)")
+
+
+@dataclass(frozen=True)
+class UnitState:
+    """`systemctl is-active` for one unit: its exit code and the word it printed."""
+
+    rc: int | None
+    state: str
+
+    @property
+    def active(self) -> bool:
+        return self.rc == 0 and self.state == "active"
+
+    def describe(self) -> str:
+        if self.rc is None:
+            return "not reported"
+        if self.rc == 4 or self.state == "unknown":
+            return "no such unit"
+        if self.state == "none":
+            return f"systemctl failed (exit {self.rc}): is systemd PID 1?"
+        return self.state
+
+
+@dataclass(frozen=True)
+class HostVerifyFacts:
+    units: Mapping[str, UnitState] = field(default_factory=dict)
+    docker_rc: int | None = None
+    docker_version: str = ""
+    docker_error: str = ""
+    metadata_rc: int | None = None
+    metadata: Mapping[str, object] | None = None
+    metadata_raw: str = ""
+    instance_id: str | None = None
+    ssm_version: str = ""
+    agent_versions: Mapping[str, str] = field(default_factory=dict)
+
+    def unit(self, name: str) -> UnitState:
+        return self.units.get(name, UnitState(None, "none"))
+
+
+def parse_host_verify(stdout: str) -> HostVerifyFacts:
+    facts = pairs(stdout)
+    units = {
+        key[len("unit."):]: _unit_state(value)
+        for key, value in facts.items()
+        if key.startswith("unit.")
+    }
+    docker_rc, _, docker_version = facts.get("docker_info", "").partition(" ")
+    raw = facts.get("metadata", "").strip()
+    metadata = _json_object(raw)
+    ssm_version = _version(facts.get("ssm_version", ""))
+    versions = {
+        "ssm": ssm_version,
+        "ecs": _version(str((metadata or {}).get("Version", ""))),
+        "docker": docker_version.strip() if docker_rc == "0" else "",
+    }
+    return HostVerifyFacts(
+        units=units,
+        docker_rc=_int(docker_rc),
+        docker_version=docker_version.strip(),
+        docker_error=facts.get("docker_error", "").strip(),
+        metadata_rc=_int(facts.get("metadata_rc", "")),
+        metadata=metadata,
+        metadata_raw=raw[:200],
+        instance_id=registration_id(facts.get("registration", "")),
+        ssm_version=ssm_version,
+        agent_versions={k: v for k, v in versions.items() if v},
+    )
+
+
+def registration_id(text: str) -> str | None:
+    """The `mi-` id in `/var/lib/amazon/ssm/registration` ({"ManagedInstanceID": …})."""
+    data = _json_object(text)
+    value = (data or {}).get("ManagedInstanceID")
+    return value if isinstance(value, str) and value.startswith("mi-") else None
+
+
+def evaluate_host(facts: HostVerifyFacts, expected_cluster: str) -> tuple[CheckResult, ...]:
+    return (
+        _ssm_unit(facts),
+        _unit_check(facts, "ecs", "ecs-agent", "`systemctl start ecs`; /var/log/ecs/ecs-init.log"),
+        _unit_check(facts, "docker", "docker", "docker inactive: `systemctl start docker`"),
+        _docker_info(facts),
+        *_introspection(facts, expected_cluster),
+        _registration(facts),
+    )
+
+
+def _ssm_unit(facts: HostVerifyFacts) -> CheckResult:
+    states = {name: facts.unit(name) for name in SSM_UNITS}
+    active = [name for name, state in states.items() if state.active]
+    if active:
+        return CheckResult("ssm-agent", True, f"{active[0]} active")
+    observed = "; ".join(f"{name}: {state.describe()}" for name, state in states.items())
+    return CheckResult(
+        "ssm-agent", False, observed,
+        "SSM agent not running: `systemctl start amazon-ssm-agent` (snap: "
+        "snap.amazon-ssm-agent.amazon-ssm-agent); logs in /var/log/amazon/ssm/",
+    )
+
+
+def _unit_check(facts: HostVerifyFacts, unit: str, name: str, hint: str) -> CheckResult:
+    state = facts.unit(unit)
+    if state.active:
+        return CheckResult(name, True, f"{unit} active")
+    return CheckResult(name, False, f"{unit}: {state.describe()}", hint)
+
+
+def _docker_info(facts: HostVerifyFacts) -> CheckResult:
+    if facts.docker_rc == 0:
+        return CheckResult("docker-info", True, f"docker server {facts.docker_version}")
+    if facts.docker_rc == 127:
+        return CheckResult("docker-info", False, "no docker CLI on the host",
+                           "install Docker (or rerun the installer with a docker source)")
+    detail = facts.docker_error or "no answer"
+    return CheckResult(
+        "docker-info", False, f"docker info exit {facts.docker_rc}: {detail}",
+        "the Docker daemon does not answer: `systemctl status docker`, `journalctl -u docker`",
+    )
+
+
+def _introspection(facts: HostVerifyFacts, expected_cluster: str) -> tuple[CheckResult, ...]:
+    data = facts.metadata
+    if data is None:
+        observed = f"{METADATA_URL} did not answer (exit {facts.metadata_rc})"
+        if facts.metadata_raw:
+            observed = f"{METADATA_URL} answered without JSON: {facts.metadata_raw[:80]}"
+        hint = "ECS agent not up: `systemctl status ecs`, /var/log/ecs/ecs-agent.log"
+        return (CheckResult("ecs-introspection", False, observed, hint),
+                CheckResult("ecs-cluster-local", False, "unknown: no introspection answer", hint))
+    arn = str(data.get("ContainerInstanceArn") or "")
+    cluster = str(data.get("Cluster") or "")
+    intro = (
+        CheckResult("ecs-introspection", True, arn)
+        if arn
+        else CheckResult(
+            "ecs-introspection", False, "agent answers but has no ContainerInstanceArn yet",
+            "registration with ECS pending or failing: see /var/log/ecs/ecs-agent.log",
+        )
+    )
+    if _same_cluster(cluster, expected_cluster):
+        return intro, CheckResult("ecs-cluster-local", True, cluster)
+    return intro, CheckResult(
+        "ecs-cluster-local", False, f"agent is in cluster {cluster or '(none)'}",
+        f"expected {expected_cluster}: an instance cannot change clusters in place; "
+        "deregister, remove /var/lib/ecs/data/agent.db and register again",
+    )
+
+
+def _registration(facts: HostVerifyFacts) -> CheckResult:
+    if facts.instance_id:
+        return CheckResult("ssm-registration", True, facts.instance_id)
+    return CheckResult(
+        "ssm-registration", False, "/var/lib/amazon/ssm/registration names no mi- id",
+        "the SSM agent did not register: see /var/log/amazon/ssm/amazon-ssm-agent.log",
+    )
+
+
+def evaluate_aws(
+    instance_id: str,
+    managed: ManagedInstance | None,
+    container: ContainerInstance | None,
+    expected_cluster: str,
+    expected_tags: Mapping[str, str],
+) -> tuple[CheckResult, ...]:
+    """AWS's view of the host: SSM managed instance, then the ECS container instance."""
+    return (*_aws_ssm(instance_id, managed, expected_tags),
+            *_aws_ecs(instance_id, container, expected_cluster))
+
+
+def _aws_ssm(
+    instance_id: str, managed: ManagedInstance | None, expected_tags: Mapping[str, str]
+) -> tuple[CheckResult, CheckResult]:
+    if managed is None:
+        missing = CheckResult(
+            "ssm-online", False, f"{instance_id} not found in SSM",
+            "the local registration is stale (deleted on AWS?): re-register the host",
+        )
+        return missing, CheckResult("ssm-tags", False, f"{instance_id} not found in SSM",
+                                    missing.hint)
+    if managed.ping_status == "Online":
+        online = CheckResult("ssm-online", True, f"{instance_id} Online")
+    else:
+        since = managed.last_ping.isoformat() if managed.last_ping else "unknown"
+        hint = (f"ConnectionLost since {since}: clock skew or network?"
+                if managed.ping_status == "ConnectionLost"
+                else "the SSM agent is not connected: `systemctl status amazon-ssm-agent`")
+        online = CheckResult("ssm-online", False, f"{instance_id} {managed.ping_status}", hint)
+    wrong = sorted(k for k, v in expected_tags.items() if managed.tags.get(k) != v)
+    if wrong:
+        seen = ", ".join(f"{k}={managed.tags.get(k, '(missing)')}" for k in wrong)
+        tags = CheckResult("ssm-tags", False, seen,
+                           "tags come from the activation: re-register, or add them with "
+                           "`aws ssm add-tags-to-resource --resource-type ManagedInstance`")
+    else:
+        tags = CheckResult("ssm-tags", True, f"{len(expected_tags)} tags present")
+    return online, tags
+
+
+def _aws_ecs(
+    instance_id: str, container: ContainerInstance | None, expected_cluster: str
+) -> tuple[CheckResult, ...]:
+    if container is None:
+        observed = f"no container instance for {instance_id} in {expected_cluster}"
+        hint = "the ECS agent has not registered: see /var/log/ecs/ecs-agent.log on the host"
+        return tuple(CheckResult(n, False, observed, hint) for n in _ECS_CHECKS)
+    return (
+        CheckResult("ecs-instance", container.status == "ACTIVE", container.status,
+                    "" if container.status == "ACTIVE"
+                    else f"container instance is {container.status}: re-register the host"),
+        CheckResult("ecs-connected", container.agent_connected,
+                    "agent connected" if container.agent_connected else "agent not connected",
+                    "" if container.agent_connected
+                    else "ECS agent lost its connection: `systemctl restart ecs`, check proxy"),
+        CheckResult("ecs-external", EXTERNAL_ATTRIBUTE in container.attributes,
+                    "external" if EXTERNAL_ATTRIBUTE in container.attributes
+                    else f"attribute {EXTERNAL_ATTRIBUTE} missing",
+                    "" if EXTERNAL_ATTRIBUTE in container.attributes
+                    else "the agent did not register in external mode: ECS_EXTERNAL=true "
+                         "in /var/lib/ecs/ecs.config"),
+        CheckResult("ecs-instance-id", container.ec2_instance_id == instance_id,
+                    container.ec2_instance_id or "(empty)",
+                    "" if container.ec2_instance_id == instance_id
+                    else f"container instance belongs to {container.ec2_instance_id}, "
+                         f"host is {instance_id}: a cloned disk? wipe and re-register"),
+        CheckResult("ecs-cluster", _same_cluster(container.cluster, expected_cluster),
+                    container.cluster or "(unknown)",
+                    "" if _same_cluster(container.cluster, expected_cluster)
+                    else f"expected {expected_cluster}: deregister and register again"),
+    )
+
+
+_ECS_CHECKS = ("ecs-instance", "ecs-connected", "ecs-external", "ecs-instance-id", "ecs-cluster")
+
+
+def _same_cluster(seen: str, expected: str) -> bool:
+    """The agent reports a name or an ARN (`arn:…:cluster/NAME`); either matches the name."""
+    return bool(seen) and (seen == expected or seen.endswith(f":cluster/{expected}"))
+
+
+def _unit_state(value: str) -> UnitState:
+    rc, _, state = value.partition(" ")
+    return UnitState(_int(rc), state.strip() or "none")
+
+
+def _json_object(text: str) -> dict[str, object] | None:
+    """The JSON object inside `text` (curl body, or a raw HTTP reply from /dev/tcp)."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        return None
+    try:
+        data = json.loads(text[start:end + 1])
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _version(text: str) -> str:
+    found = _VERSION.search(text)
+    return found.group(1) if found else ""
+
+
+def _int(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.lstrip("-").isdigit() else None

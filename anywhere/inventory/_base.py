@@ -1,0 +1,49 @@
+"""What every converter shares: the error it raises, its context, basic text checks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class Invalid(Exception):
+    """A value is unusable; `line` (1-based) overrides the value's own line when set."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+@dataclass(frozen=True)
+class Context:
+    base_dir: Path  # the inventory file's directory: relative paths start here
+    home: Path  # what `~` means
+
+
+def type_name(value: object) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "empty"
+    return f"{type(value).__name__} {value!r}"
+
+
+def nonempty_text(value: object, _ctx: Context | None = None) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"must be a non-empty string, not {type_name(value)}")
+    if "{{" in value or "{%" in value:
+        raise Invalid(
+            "templated values are not supported here: give a literal value "
+            "(or resolve the inventory with ansible-inventory --list first)"
+        )
+    return str(value)
+
+
+def resolve_path(value: object, ctx: Context) -> Path:
+    text = nonempty_text(value)
+    path = Path(ctx.home / text[2:] if text == "~" or text.startswith("~/") else text)
+    return path if path.is_absolute() else ctx.base_dir / path

@@ -1,0 +1,72 @@
+"""`ansible_ssh_common_args` / `ansible_ssh_extra_args`: what we take and what we refuse."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from anywhere.inventory._base import Context, Invalid, nonempty_text, resolve_path
+
+# Tuning options that do not change who we talk to or how we trust them: harmless to drop.
+_IGNORED_SSH_OPTIONS = frozenset(
+    {"controlmaster", "controlpersist", "controlpath", "serveraliveinterval",
+     "serveralivecountmax", "connecttimeout", "compression", "loglevel", "identitiesonly",
+     "tcpkeepalive", "connectionattempts", "preferredauthentications", "pubkeyauthentication"}
+)
+
+
+@dataclass(frozen=True)
+class SshArgs:
+    """What we take from `ansible_ssh_common_args` / `ansible_ssh_extra_args`."""
+
+    proxy_jump: str | None = None
+    known_hosts: str | None = None
+
+
+def ssh_args(value: object, ctx: Context) -> SshArgs:
+    text = nonempty_text(value)
+    try:
+        tokens = shlex.split(text)
+    except ValueError as exc:
+        raise Invalid(f"cannot split into arguments: {exc}") from None
+    found: dict[str, str] = {}
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if token in ("-J", "-o"):
+            if index + 1 == len(tokens):
+                raise Invalid(f"{token} needs a value")
+            arg, index = tokens[index + 1], index + 2
+        elif token.startswith(("-J", "-o")):
+            arg, index = token[2:], index + 1
+        else:
+            raise Invalid(f"unsupported ssh argument {token!r} (only -o and -J are understood)")
+        if token.startswith("-J"):
+            found.setdefault("proxyjump", arg)
+        else:
+            key, _, option_value = arg.replace("=", " ", 1).partition(" ")
+            found.setdefault(key.strip().lower(), option_value.strip())
+    return _ssh_options(found, ctx)
+
+
+def _ssh_options(found: Mapping[str, str], ctx: Context) -> SshArgs:
+    for key, option_value in found.items():
+        if key == "stricthostkeychecking" and option_value.lower() not in ("yes", "true"):
+            raise Invalid(
+                "StrictHostKeyChecking is always on in anywhere: trust keys with "
+                "anywhere_known_hosts or --accept-new-host-keys"
+            )
+        if key == "proxycommand":
+            raise Invalid("ProxyCommand is not supported: use -o ProxyJump=[user@]host[:port]")
+        if key not in _IGNORED_SSH_OPTIONS | {"proxyjump", "userknownhostsfile",
+                                              "stricthostkeychecking"}:
+            raise Invalid(
+                f"unsupported ssh option {key!r}: anywhere understands ProxyJump/-J and "
+                "UserKnownHostsFile (connection tuning options are ignored)"
+            )
+    known = found.get("userknownhostsfile")
+    return SshArgs(
+        proxy_jump=found.get("proxyjump") or None,
+        known_hosts=str(resolve_path(known.split()[0], ctx)) if known else None,
+    )

@@ -1,0 +1,319 @@
+"""Lab ECS agent: registers the host as an external container instance and keeps it connected.
+
+Reads `/etc/ecs/ecs.config` then `/var/lib/ecs/ecs.config` (the first file wins on a duplicate
+key), waits for Docker and for the SSM agent's role credentials, registers (custom attributes and
+tags only on the first registration), checkpoints to `/var/lib/ecs/data/agent.db`, serves the
+introspection API on `127.0.0.1:51678` and heartbeats with `DiscoverPollEndpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from anywhere.lab.agents import common, docker_daemon
+from anywhere.lab.agents.common import AgentSettings, ApiError, Client
+
+AGENT_VERSION = "1.86.3"
+VERSION_STRING = f"Amazon ECS Agent - v{AGENT_VERSION} (lab)"
+CONFIG_FILES = ("/etc/ecs/ecs.config", "/var/lib/ecs/ecs.config")
+CHECKPOINT = "/var/lib/ecs/data/agent.db"
+LOG_FILE = "/var/log/ecs/ecs-agent.log"
+METADATA_PORT = 51678
+ECS = "AmazonEC2ContainerServiceV20141113"
+# The real agent's "terminal" exit status: ecs-init does not restart it (RestartPreventExitStatus).
+EXIT_TERMINAL = 5
+CREDENTIAL_CODES = frozenset({"UnrecognizedClientException", "ExpiredTokenException",
+                              "InvalidSignatureException", "AccessDeniedException",
+                              "InvalidInstanceId", "MissingAuthenticationTokenException"})
+EMPTY: Mapping[str, str] = {}
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the agent exits terminally, as the real one does."""
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """`KEY=VALUE` lines; `#` comments and blanks skipped; a later line wins within one file."""
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def merge_first_wins(*layers: Mapping[str, str]) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            merged.setdefault(key, value)
+    return merged
+
+
+def _json_object(values: Mapping[str, str], key: str) -> dict[str, str]:
+    raw = values.get(key, "").strip()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as err:
+        raise ConfigError(f"Invalid format for {key}, expected a json object: {err}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ConfigError(f"Invalid format for {key}, expected a json object of strings")
+    return {str(k): v for k, v in data.items()}
+
+
+@dataclass(frozen=True)
+class EcsConfig:
+    cluster: str = "default"
+    region: str = ""
+    external: bool = False
+    backend_host: str = ""
+    gpu: bool = False
+    http_proxy: str = ""
+    no_proxy: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def config_from_values(values: Mapping[str, str]) -> EcsConfig:
+    return EcsConfig(
+        cluster=values.get("ECS_CLUSTER") or "default",
+        region=values.get("AWS_DEFAULT_REGION", ""),
+        external=values.get("ECS_EXTERNAL", "").lower() == "true",
+        backend_host=values.get("ECS_BACKEND_HOST", ""),
+        gpu=values.get("ECS_ENABLE_GPU_SUPPORT", "").lower() == "true",
+        http_proxy=values.get("HTTP_PROXY", ""),
+        no_proxy=values.get("NO_PROXY", ""),
+        attributes=_json_object(values, "ECS_INSTANCE_ATTRIBUTES"),
+        tags=_json_object(values, "ECS_CONTAINER_INSTANCE_TAGS"),
+    )
+
+
+def load_config(base: Path) -> EcsConfig:
+    layers = []
+    for name in CONFIG_FILES:
+        path = common.under(base, name)
+        layers.append(parse_env_file(path.read_text()) if path.is_file() else {})
+    return config_from_values(merge_first_wins(*layers))
+
+
+def _memory_mb() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1024
+
+
+def registration_body(config: EcsConfig, docker_version: str, arn: str | None) -> dict[str, Any]:
+    """`RegisterContainerInstance` for an external host (empty identity document).
+
+    Custom attributes and tags go only with a first registration (`arn` None), as the real agent
+    sends them; built-in attributes go every time.
+    """
+    attributes = [{"name": "ecs.os-type", "value": "linux"},
+                  {"name": "ecs.cpu-architecture", "value": platform.machine()},
+                  {"name": "com.amazonaws.ecs.capability.docker-remote-api.1.43"}]
+    body: dict[str, Any] = {
+        "cluster": config.cluster, "instanceIdentityDocument": "",
+        "instanceIdentityDocumentSignature": "",
+        "totalResources": [
+            {"name": "CPU", "type": "INTEGER", "integerValue": (os.cpu_count() or 1) * 1024},
+            {"name": "MEMORY", "type": "INTEGER", "integerValue": _memory_mb()},
+            {"name": "PORTS", "type": "STRINGSET",
+             "stringSetValue": ["22", "2375", "2376", "51678", "51679"]},
+            {"name": "PORTS_UDP", "type": "STRINGSET", "stringSetValue": []}],
+        "versionInfo": {"agentVersion": AGENT_VERSION, "agentHash": "lab",
+                        "dockerVersion": f"DockerVersion: {docker_version}"},
+        "attributes": attributes,
+    }
+    if arn:
+        body["containerInstanceArn"] = arn
+    else:
+        attributes.extend({"name": k, "value": v} for k, v in sorted(config.attributes.items()))
+        body["tags"] = [{"key": k, "value": v} for k, v in sorted(config.tags.items())]
+    return body
+
+
+def check_checkpoint(checkpoint: Mapping[str, Any] | None, config: EcsConfig) -> str | None:
+    """The saved ARN to re-use; ConfigError when the saved cluster is not the configured one."""
+    if not checkpoint:
+        return None
+    saved = str(checkpoint.get("Cluster", ""))
+    if saved and saved != config.cluster:
+        raise ConfigError(f"Data mismatch; saved cluster '{saved}' does not match configured "
+                          f"cluster '{config.cluster}'. Perhaps you want to delete the "
+                          f"configured checkpoint file?")
+    arn = checkpoint.get("ContainerInstanceArn")
+    return str(arn) if arn else None
+
+
+def _metadata_handler(state: Mapping[str, Any]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.rstrip("/") == "/v1/metadata":
+                body: Any = dict(state)
+            elif self.path.rstrip("/") == "/v1/tasks":
+                body = {"Tasks": []}
+            else:
+                self.send_error(404)
+                return
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    return Handler
+
+
+@dataclass(frozen=True)
+class Agent:
+    base: Path
+    settings: AgentSettings
+    log: logging.Logger
+    metadata_port: int = METADATA_PORT
+
+    def run(self, stop: threading.Event) -> int:
+        self.log.info("%s starting", VERSION_STRING)
+        checkpoint_path = common.under(self.base, CHECKPOINT)
+        try:
+            config = load_config(self.base)
+            saved_arn = check_checkpoint(common.read_json(checkpoint_path), config)
+        except ConfigError as err:
+            self.log.critical("%s", err)
+            return EXIT_TERMINAL
+        client = Client(config.backend_host or self.settings.endpoint_url,
+                        http_proxy=config.http_proxy, no_proxy=config.no_proxy)
+        docker_version = self._wait_for_docker(stop)
+        arn = self._register(stop, client, config, docker_version, saved_arn)
+        if arn is None:
+            return 0
+        state = {"Cluster": config.cluster, "ContainerInstanceArn": arn,
+                 "Version": VERSION_STRING}
+        try:
+            server = ThreadingHTTPServer(("127.0.0.1", self.metadata_port),
+                                         _metadata_handler(state))
+        except OSError as err:
+            self.log.critical("introspection server cannot listen on :%d: %s",
+                              self.metadata_port, err)
+            return 1
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                         daemon=True).start()
+        try:
+            self._heartbeat(stop, client, config, arn)
+        finally:
+            server.shutdown()
+            server.server_close()
+        return 0
+
+    def _wait_for_docker(self, stop: threading.Event) -> str:
+        attempt = 0
+        while not stop.is_set():
+            try:
+                return str(docker_daemon.query(self.base, "/v1.43/version").get("Version", ""))
+            except OSError as err:
+                if attempt % 10 == 0:
+                    self.log.warning("Docker is not answering (%s); waiting", err)
+                stop.wait(common.backoff(attempt, 0.5, 5.0))
+                attempt += 1
+        return ""
+
+    def _auth(self, config: EcsConfig) -> Any:
+        creds = common.read_json(common.under(self.base, common.SSM_CREDENTIALS_FILE))
+        if not creds or not creds.get("AccessKeyId"):
+            raise ApiError("NoCredentialProviders", "[lab] no role credentials from the SSM "
+                           "agent yet", 0)
+        key, secret = str(creds["AccessKeyId"]), str(creds.get("SecretAccessKey", ""))
+        region = config.region or str(creds.get("Region", ""))
+        return lambda data: common.authorization(key, region, "ecs", secret, data)
+
+    def _register(self, stop: threading.Event, client: Client, config: EcsConfig,
+                  docker_version: str, saved_arn: str | None) -> str | None:
+        attempt = 0
+        while not stop.is_set():
+            try:
+                answer = client.call(f"{ECS}.RegisterContainerInstance",
+                                     registration_body(config, docker_version, saved_arn),
+                                     auth=self._auth(config))
+                instance = answer.get("containerInstance") or {}
+                arn = str(instance.get("containerInstanceArn", ""))
+                checkpoint = {"Cluster": config.cluster, "ContainerInstanceArn": arn,
+                              "EC2InstanceID": instance.get("ec2InstanceId", ""),
+                              "AgentVersion": AGENT_VERSION}
+                common.write_private(common.under(self.base, CHECKPOINT), json.dumps(checkpoint))
+                self.log.info("Registration completed successfully. I am running as '%s' in "
+                              "cluster '%s'", arn, config.cluster)
+                return arn
+            except ApiError as err:
+                if err.code == "ClusterNotFoundException" and config.cluster == "default":
+                    self._create_default_cluster(client, config)
+                self.log.error("Unable to register as a container instance with ECS: %s", err)
+                stop.wait(common.backoff(attempt, 1.0, max(5.0, 3 * self.settings.heartbeat_s)))
+                attempt += 1
+        return None
+
+    def _create_default_cluster(self, client: Client, config: EcsConfig) -> None:
+        # The real agent creates the `default` cluster when it is missing, and only that one.
+        try:
+            client.call(f"{ECS}.CreateCluster", {"clusterName": "default"},
+                        auth=self._auth(config))
+        except ApiError as err:
+            self.log.error("Unable to create the default cluster: %s", err)
+
+    def _heartbeat(self, stop: threading.Event, client: Client, config: EcsConfig,
+                   arn: str) -> None:
+        failures = 0
+        while not stop.is_set():
+            try:
+                client.call(f"{ECS}.DiscoverPollEndpoint",
+                            {"containerInstance": arn, "cluster": config.cluster},
+                            auth=self._auth(config))
+                if failures:
+                    self.log.info("Connected to ECS again")
+                failures = 0
+                stop.wait(self.settings.heartbeat_s)
+            except ApiError as err:
+                self.log.warning("DiscoverPollEndpoint failed: %s", err)
+                stop.wait(common.backoff(failures, 1.0, self.settings.heartbeat_s))
+                failures += 1
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    del argv
+    env = os.environ if environ is None else environ
+    base = common.root(env)
+    try:
+        settings = common.load_settings(base, env)
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 1
+    log = common.setup_logging(common.under(base, LOG_FILE), "ecs-agent")
+    port = int(env.get("LAB_METADATA_PORT") or METADATA_PORT)
+    return common.run_until_stopped(Agent(base, settings, log, port).run)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

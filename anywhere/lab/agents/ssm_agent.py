@@ -1,0 +1,276 @@
+"""Lab SSM agent: `-register` like `amazon-ssm-agent`, else the heartbeat daemon.
+
+Registration writes the same files as the real agent (`RegistrationKey` in the vault with the
+private key, `/var/lib/amazon/ssm/registration`); the daemon trades the registration for role
+credentials and sends `UpdateInstanceInformation` every heartbeat. The activation code is read
+from `-code` or, with `-code -`, from stdin, and is never logged or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import logging
+import os
+import platform
+import secrets
+import socket
+import sys
+import threading
+import urllib.parse
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from anywhere.lab.agents import common
+from anywhere.lab.agents.common import AgentSettings, ApiError, Client
+
+AGENT_VERSION = "3.3.1611.0"
+REGISTRATION_KEY = "/var/lib/amazon/ssm/Vault/Store/RegistrationKey"
+FINGERPRINT_FILE = "/var/lib/amazon/ssm/Vault/Store/InstanceFingerprint"
+REGISTRATION_FILE = "/var/lib/amazon/ssm/registration"
+LOG_FILE = "/var/log/amazon/ssm/amazon-ssm-agent.log"
+MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+# Codes after which the real agent hibernates: its identity is gone or no longer trusted.
+HIBERNATE_CODES = frozenset({"InvalidInstanceId", "MachineFingerprintDoesNotMatch",
+                             "AccessDeniedException"})
+CREDENTIAL_CODES = frozenset({"ExpiredTokenException", "UnrecognizedClientException",
+                              "InvalidSignatureException"})
+# Refresh role credentials this long before they expire.
+REFRESH_MARGIN_S = 300.0
+
+
+@dataclass(frozen=True)
+class Registration:
+    instance_id: str
+    region: str
+    private_key: str
+
+
+def _machine_id(base: Path) -> str:
+    for name in MACHINE_ID_FILES:
+        path = common.under(base, name)
+        if path.is_file() and path.read_text().strip():
+            return path.read_text().strip()
+    raise RuntimeError("[lab] no machine-id found in /etc/machine-id or /var/lib/dbus/machine-id")
+
+
+def fingerprint(base: Path) -> str:
+    """The instance fingerprint: kept while the machine-id is unchanged, else a new one.
+
+    The real agent does the same with a hardware hash that includes the machine-id, so a changed
+    machine-id makes AWS answer `MachineFingerprintDoesNotMatch`.
+    """
+    hardware = hashlib.sha256(_machine_id(base).encode()).hexdigest()
+    path = common.under(base, FINGERPRINT_FILE)
+    stored = common.read_json(path)
+    if stored and stored.get("hardwareHash") == hardware and stored.get("fingerprint"):
+        return str(stored["fingerprint"])
+    value = str(uuid.uuid4())
+    common.write_private(path, json.dumps({"fingerprint": value, "hardwareHash": hardware}))
+    return value
+
+
+def load_registration(base: Path) -> Registration | None:
+    data = common.read_json(common.under(base, REGISTRATION_KEY))
+    if not data or not data.get("instanceID"):
+        return None
+    return Registration(instance_id=str(data["instanceID"]), region=str(data.get("region", "")),
+                        private_key=str(data.get("privateKey", "")))
+
+
+def register(base: Path, settings: AgentSettings, code: str, *, activation_id: str, region: str,
+             out: TextIO) -> int:
+    """Register with the activation; prints like the real agent and returns its exit code."""
+    private_key = base64.b64encode(secrets.token_bytes(32)).decode()
+    public_key = base64.b64encode(hashlib.sha256(private_key.encode()).digest()).decode()
+    body = {"ActivationId": activation_id, "ActivationCode": code, "PublicKey": public_key,
+            "PublicKeyType": "Rsa", "Fingerprint": fingerprint(base)}
+    try:
+        # Unsigned, as the real agent's call: the activation code is the credential.
+        client = Client(settings.endpoint_url)
+        answer = common.call_with_retry(
+            lambda: client.call("AmazonSSM.RegisterManagedInstance", body),
+            threading.Event(), logging.getLogger("amazon-ssm-agent.register"))
+    except ApiError as err:
+        print("Registration failed due to error registering the instance with AWS SSM. "
+              f"{err.code or 'RequestError'}: {err.message}", file=out)
+        return 1
+    instance_id = str(answer.get("InstanceId", ""))
+    if not instance_id.startswith("mi-"):
+        print(f"Registration failed: [lab] unexpected answer {sorted(answer)}", file=out)
+        return 1
+    key = {"instanceID": instance_id, "privateKey": private_key, "privateKeyType": "Rsa",
+           "privateKeyCreatedDate": common.utc_now(), "region": region, "availabilityZone": ""}
+    common.write_private(common.under(base, REGISTRATION_KEY), json.dumps(key))
+    common.write_private(common.under(base, REGISTRATION_FILE),
+                         json.dumps({"ManagedInstanceID": instance_id, "Region": region}),
+                         mode=0o644)
+    # Credentials of a previous identity must not outlive it.
+    common.under(base, common.SSM_CREDENTIALS_FILE).unlink(missing_ok=True)
+    print("Successfully registered the instance with AWS SSM using Managed instance-id: "
+          f"{instance_id}", file=out)
+    return 0
+
+
+def _expiry(value: Any) -> float:
+    """Seconds since the epoch from an epoch number or an ISO 8601 string; 0 when unknown."""
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def fetch_credentials(base: Path, client: Client, reg: Registration) -> dict[str, Any]:
+    """`RequestManagedInstanceRoleToken`, signed as the instance; saved 0600 for the ECS agent."""
+    body = {"Fingerprint": fingerprint(base)}
+    answer = client.call(
+        "AmazonSSM.RequestManagedInstanceRoleToken", body,
+        auth=lambda data: common.authorization(reg.instance_id, reg.region, "ssm",
+                                               reg.private_key, data))
+    creds = {"AccessKeyId": answer["AccessKeyId"], "SecretAccessKey": answer["SecretAccessKey"],
+             "SessionToken": answer.get("SessionToken", ""), "InstanceId": reg.instance_id,
+             "Region": reg.region, "Expiration": _expiry(answer.get("TokenExpirationDate"))}
+    common.write_private(common.under(base, common.SSM_CREDENTIALS_FILE), json.dumps(creds))
+    return creds
+
+
+def _os_release(base: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    path = common.under(base, "/etc/os-release")
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                values[key.strip()] = value.strip().strip('"')
+    return values
+
+
+def _ip_address(endpoint_url: str) -> str:
+    """The local address that routes to the endpoint (a UDP connect sends nothing)."""
+    host = urllib.parse.urlsplit(endpoint_url).hostname or "127.0.0.1"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect((host, 9))
+            return str(sock.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+def heartbeat(base: Path, client: Client, reg: Registration, creds: Mapping[str, Any]) -> None:
+    release = _os_release(base)
+    body = {"InstanceId": reg.instance_id, "AgentName": "amazon-ssm-agent",
+            "AgentVersion": AGENT_VERSION, "PlatformName": release.get("NAME", "Linux"),
+            "PlatformType": "Linux", "PlatformVersion": release.get("VERSION_ID", ""),
+            "IPAddress": _ip_address(client.url), "ComputerName": socket.gethostname()}
+    key, secret = str(creds["AccessKeyId"]), str(creds["SecretAccessKey"])
+    client.call("AmazonSSM.UpdateInstanceInformation", body,
+                auth=lambda data: common.authorization(key, reg.region, "ssm", secret, data))
+
+
+@dataclass(frozen=True)
+class Daemon:
+    base: Path
+    settings: AgentSettings
+    log: logging.Logger
+
+    def run(self, stop: threading.Event) -> int:
+        client = Client(self.settings.endpoint_url)
+        creds: dict[str, Any] | None = None
+        failures = 0
+        self.log.info("amazon-ssm-agent %s (lab) starting; endpoint %s", AGENT_VERSION,
+                      self.settings.endpoint_url)
+        while not stop.is_set():
+            reg = load_registration(self.base)
+            if reg is None:
+                self.log.error("Failed to load instance info from vault. RegistrationKey does "
+                               "not exist.")
+                failures += 1
+                stop.wait(common.backoff(failures, self.settings.heartbeat_s, 300.0))
+                continue
+            try:
+                if creds is None or creds.get("InstanceId") != reg.instance_id or (
+                        0 < float(creds["Expiration"]) - REFRESH_MARGIN_S < _now()):
+                    creds = fetch_credentials(self.base, client, reg)
+                    self.log.info("role credentials refreshed for %s", reg.instance_id)
+                heartbeat(self.base, client, reg, creds)
+                if failures:
+                    self.log.info("heartbeat resumed for %s", reg.instance_id)
+                failures = 0
+                stop.wait(self.settings.heartbeat_s)
+            except ApiError as err:
+                creds = None if err.code in HIBERNATE_CODES | CREDENTIAL_CODES else creds
+                stop.wait(self._delay(err, failures))
+                failures += 1
+        self.log.info("amazon-ssm-agent stopping")
+        return 0
+
+    def _delay(self, err: ApiError, failures: int) -> float:
+        if err.code in HIBERNATE_CODES:
+            # The real agent backs off exponentially while hibernating; the lab scales it down.
+            delay = common.backoff(failures, self.settings.heartbeat_s,
+                                   30 * self.settings.heartbeat_s)
+            self.log.error("Entering SSM Agent hibernate - %s. SSM Agent is hibernating; next "
+                           "attempt in %.0fs", err, delay)
+            return delay
+        delay = common.backoff(failures, 1.0, self.settings.heartbeat_s)
+        self.log.warning("heartbeat failed: %s; retrying in %.1fs", err, delay)
+        return delay
+
+
+def _now() -> float:
+    return datetime.now(UTC).timestamp()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="amazon-ssm-agent", add_help=True)
+    parser.add_argument("-register", "--register", action="store_true")
+    parser.add_argument("-code", "--code", default="", help="activation code, or - for stdin")
+    parser.add_argument("-id", "--id", default="")
+    parser.add_argument("-region", "--region", default="")
+    parser.add_argument("-y", "--y", action="store_true", help="replace an existing registration")
+    parser.add_argument("-version", "--version", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    env = os.environ if environ is None else environ
+    args = _parser().parse_args(argv)
+    if args.version:
+        print(f"SSM Agent version: {AGENT_VERSION} (lab, {platform.machine()})")
+        return 0
+    base = common.root(env)
+    try:
+        settings = common.load_settings(base, env)
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 1
+    if args.register:
+        return _register_command(base, settings, args)
+    log = common.setup_logging(common.under(base, LOG_FILE), "amazon-ssm-agent")
+    return common.run_until_stopped(Daemon(base, settings, log).run)
+
+
+def _register_command(base: Path, settings: AgentSettings, args: argparse.Namespace) -> int:
+    code = sys.stdin.readline().strip() if args.code == "-" else str(args.code)
+    if not (code and args.id and args.region):
+        print("Registration requires -code, -id and -region", file=sys.stderr)
+        return 1
+    existing = load_registration(base)
+    if existing is not None and not args.y:
+        print(f"The instance is already registered as {existing.instance_id}; "
+              "use -y to replace the registration", file=sys.stderr)
+        return 1
+    return register(base, settings, code, activation_id=args.id, region=args.region,
+                    out=sys.stdout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

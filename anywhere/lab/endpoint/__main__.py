@@ -1,0 +1,35 @@
+"""`python -m anywhere.lab.endpoint --bind ADDR [--bind ADDR] --port N --state-dir DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from anywhere.errors import AnywhereError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m anywhere.lab.endpoint",
+                                     description="Local AWS endpoint for the lab.")
+    parser.add_argument("--bind", action="append", required=True, help="address (repeatable)")
+    parser.add_argument("--port", type=int, default=4566)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
+                        help="seconds of agent silence before ConnectionLost")
+    args = parser.parse_args(argv)
+    # Read by moto when IAM first loads; both AWS-managed host policies must be attachable.
+    os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+    from anywhere.lab.endpoint.server import serve
+
+    try:
+        serve(args.bind, args.port, args.state_dir, args.heartbeat_timeout)
+    except (AnywhereError, OSError) as exc:
+        print(f"lab endpoint: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""WSGI middleware around moto's app: caller resolution, lab faults, audit, SSM hybrid and ECS
+external dispatch, and the lab-only controls under `/_lab/`.
+
+Requests the lab does not answer itself go to moto unchanged (body restored), except that a
+call signed with credentials the lab issued to an agent is pinned to that agent's account with
+moto's own `x-moto-account-id` header, so moto and the lab agree on whose state it is.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+
+from anywhere.lab.endpoint.faults import FaultRule, FaultSpecError, FaultTable
+from anywhere.lab.endpoint.ssm_hybrid import SsmHybrid
+from anywhere.lab.endpoint.wire import Answer, CallContext
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+DEFAULT_ACCOUNT = "123456789012"
+DEFAULT_REGION = "us-east-1"
+SSM_PREFIX = "AmazonSSM"
+ECS_PREFIX = "AmazonEC2ContainerServiceV20141113"
+JSON_TYPE = "application/x-amz-json-1.1"
+_QUERY_XMLNS = {"iam": "https://iam.amazonaws.com/doc/2010-05-08/",
+                "sts": "https://sts.amazonaws.com/doc/2011-06-15/"}
+
+
+class EcsHandler(Protocol):
+    def handle(self, action: str, body: dict[str, Any], account: str, region: str,
+               caller_instance_id: str | None) -> tuple[int, dict[str, Any]] | None: ...
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """What the lab needs to know about one AWS request; never logged whole."""
+
+    method: str
+    path: str
+    protocol: str  # "json" | "query" | "rest"
+    target_prefix: str  # e.g. "AmazonSSM"; "" unless JSON protocol
+    action: str
+    body: bytes
+    service: str  # from the credential scope, "" when unsigned
+    ctx: CallContext
+
+
+class RequestCounter:
+    """Requests by account, action and HTTP status, for asserting retries in tests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, str, int]] = Counter()
+
+    def add(self, account: str, action: str, status: int) -> None:
+        with self._lock:
+            self._counts[(account, action, status)] += 1
+
+    def reset(self) -> int:
+        with self._lock:
+            total = sum(self._counts.values())
+            self._counts.clear()
+            return total
+
+    def view(self, account: str | None) -> dict[str, Any]:
+        requests: Counter[str] = Counter()
+        statuses: dict[str, Counter[str]] = {}
+        with self._lock:
+            for (acct, action, status), n in self._counts.items():
+                if account in (None, acct):
+                    requests[action] += n
+                    statuses.setdefault(action, Counter())[str(status)] += n
+        return {"requests": dict(requests), "statuses": {k: dict(v) for k, v in statuses.items()}}
+
+
+def _credential_scope(auth: str) -> list[str]:
+    """`AWS4-HMAC-SHA256 Credential=KEY/date/region/service/aws4_request, ...` → its fields."""
+    for part in auth.replace(",", " ").split():
+        if part.startswith("Credential="):
+            fields = part[len("Credential="):].split("/")
+            if len(fields) == 5:
+                return fields
+    return []
+
+
+def _read_body(environ: Environ) -> bytes:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    body = environ["wsgi.input"].read(length) if length > 0 else b""
+    # moto reads the body again itself.
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    return body
+
+
+class LabApp:
+    """The lab's WSGI application; one instance serves every bind address."""
+
+    def __init__(self, *, moto_app: WsgiApp, ssm: SsmHybrid, ecs: EcsHandler | None,
+                 faults: FaultTable, counter: RequestCounter, log: logging.Logger,
+                 account_of_key: Callable[[str], str], sleep: Callable[[float], None]) -> None:
+        self._moto = moto_app
+        self._ssm = ssm
+        self._ecs = ecs
+        self._faults = faults
+        self._counter = counter
+        self._log = log
+        self._account_of_key = account_of_key
+        self._sleep = sleep
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_lab/"):
+            return self._control(environ, path, start_response)
+        if path.startswith("/moto-api"):
+            return self._moto(environ, start_response)
+        started = time.monotonic()
+        req = self._incoming(environ, path)
+        status_box: list[int] = [0]
+
+        def recording_start(status: str, headers: list[tuple[str, str]], *a: Any) -> Any:
+            status_box[0] = int(status.split(maxsplit=1)[0])
+            return start_response(status, headers, *a)
+
+        try:
+            result = self._dispatch(environ, req, recording_start)
+        except Exception:
+            self._log.exception("lab handler failed for %s", req.action)
+            result = self._json(recording_start, 500, {
+                "__type": "InternalFailure", "message": "[lab] internal error in the endpoint"})
+        self._counter.add(req.ctx.account, req.action, status_box[0])
+        self._log.info("%s %s account=%s -> %s %.0fms", req.method, req.action, req.ctx.account,
+                       status_box[0], (time.monotonic() - started) * 1000)
+        return result
+
+    def _incoming(self, environ: Environ, path: str) -> Incoming:
+        body = _read_body(environ)
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        scope = _credential_scope(environ.get("HTTP_AUTHORIZATION", ""))
+        key, region, service = (scope[0], scope[2], scope[3]) if scope else (None, "", "")
+        caller = self._ssm.caller_of(key) if key else None
+        if caller is not None:
+            caller_id, account, region = caller
+            environ["HTTP_X_MOTO_ACCOUNT_ID"] = account
+        else:
+            caller_id = None
+            account = environ.get("HTTP_X_MOTO_ACCOUNT_ID") or (
+                self._account_of_key(key) if key else DEFAULT_ACCOUNT)
+        ctx = CallContext(account, region or DEFAULT_REGION, key, caller_id)
+        method = environ.get("REQUEST_METHOD", "GET")
+        if "." in target:
+            prefix, action = target.split(".", 1)
+            return Incoming(method, path, "json", prefix, action, body, service, ctx)
+        if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+            form = parse_qs(body.decode("utf-8", "replace"))
+            if "Action" in form:
+                return Incoming(method, path, "query", "", form["Action"][0], body, service, ctx)
+        query_action = parse_qs(environ.get("QUERY_STRING", "")).get("Action")
+        if query_action:
+            return Incoming(method, path, "query", "", query_action[0], body, service, ctx)
+        label = f"{service or 'unsigned'}:{method}"
+        return Incoming(method, path, "rest", "", label, body, service, ctx)
+
+    def _dispatch(self, environ: Environ, req: Incoming,
+                  start_response: StartResponse) -> Iterable[bytes]:
+        hit = self._faults.take(req.action, req.ctx.account)
+        if hit.delay_s:
+            self._sleep(hit.delay_s)
+        if hit.error is not None:
+            return self._fault_answer(req, hit.error, start_response)
+        answer = self._lab_answer(req) if req.protocol == "json" else None
+        if answer is not None:
+            return self._json(start_response, *answer)
+        return self._moto(environ, start_response)
+
+    def _lab_answer(self, req: Incoming) -> Answer | None:
+        try:
+            body = json.loads(req.body or b"{}")
+        except ValueError:
+            return None
+        if not isinstance(body, dict):
+            return None
+        if req.target_prefix == SSM_PREFIX and self._ssm.handles(req.action, body):
+            return self._ssm.handle(req.action, body, req.ctx)
+        if req.target_prefix == ECS_PREFIX and self._ecs is not None:
+            return self._ecs.handle(req.action, body, req.ctx.account, req.ctx.region,
+                                    req.ctx.caller_instance_id)
+        return None
+
+    def _fault_answer(self, req: Incoming, rule: FaultRule,
+                      start_response: StartResponse) -> Iterable[bytes]:
+        throttle = rule.kind == "throttle"
+        status = 400 if throttle else rule.status
+        message = "Rate exceeded [lab]" if throttle else "[lab] injected internal failure"
+        if req.protocol != "query":
+            code = "ThrottlingException" if throttle else "InternalFailure"
+            return self._json(start_response, status, {"__type": code, "message": message})
+        code = "Throttling" if throttle else "InternalFailure"
+        rid = str(uuid.uuid4())
+        error = (f"<Error><Type>{'Sender' if throttle else 'Receiver'}</Type><Code>{code}</Code>"
+                 f"<Message>{message}</Message></Error>")
+        if req.service == "ec2":
+            xml = f"<Response><Errors>{error}</Errors><RequestID>{rid}</RequestID></Response>"
+        else:
+            xmlns = _QUERY_XMLNS.get(req.service, "")
+            xml = (f'<ErrorResponse xmlns="{xmlns}">{error}<RequestId>{rid}</RequestId>'
+                   "</ErrorResponse>")
+        return self._send(start_response, status, "text/xml", xml.encode())
+
+    def _json(self, start_response: StartResponse, status: int,
+              payload: dict[str, Any]) -> Iterable[bytes]:
+        return self._send(start_response, status, JSON_TYPE, json.dumps(payload).encode())
+
+    @staticmethod
+    def _send(start_response: StartResponse, status: int, content_type: str,
+              data: bytes) -> Iterable[bytes]:
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+                  500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
+        start_response(f"{status} {reason}", [
+            ("Content-Type", content_type), ("Content-Length", str(len(data))),
+            ("x-amzn-RequestId", str(uuid.uuid4()))])
+        return [data]
+
+    # ---- /_lab/ controls ----
+
+    def _control(self, environ: Environ, path: str,
+                 start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        account = parse_qs(environ.get("QUERY_STRING", "")).get("account", [None])[0]
+        if (method, path.rstrip("/")) == ("POST", "/_lab/faults"):
+            return self._add_fault(environ, start_response)
+        routes: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
+            ("GET", "/_lab/health"): lambda: {"ok": True, "pid": os.getpid()},
+            ("GET", "/_lab/audit"): lambda: {
+                **self._counter.view(account), **self._ssm.audit(account)},
+            ("POST", "/_lab/audit/reset"): lambda: {"cleared": self._counter.reset()},
+            ("GET", "/_lab/faults"): lambda: {"faults": self._faults.rules()},
+            ("DELETE", "/_lab/faults"): lambda: {"cleared": self._faults.clear()},
+        }
+        handler = routes.get((method, path.rstrip("/")))
+        if handler is None:
+            return self._json(start_response, 404, {"message": f"[lab] no control {method} {path}"})
+        return self._json(start_response, 200, handler())
+
+    def _add_fault(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            spec = json.loads(_read_body(environ) or b"{}")
+            if not isinstance(spec, dict):
+                raise FaultSpecError("the body must be a JSON object")
+            rule = self._faults.add(spec)
+        except (ValueError, FaultSpecError) as exc:
+            return self._json(start_response, 400, {"message": f"[lab] {exc}"})
+        self._log.info("fault added: %s %s x%d", rule.action, rule.kind, rule.count)
+        return self._json(start_response, 200, {"id": rule.rule_id})

@@ -1,0 +1,390 @@
+"""ECS external container instances for the lab endpoint, keyed by the host's `mi-` id.
+
+moto 5.2.5 cannot register an instance without an EC2 identity document, drops attributes and
+tags, reports every agent as connected and deletes instances on deregistration. `EcsExternal`
+answers those calls (and, through `ecs_tasks`/`ecs_services`, EXTERNAL tasks and services) from
+its own records, and returns None for anything moto answers correctly.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from moto.core.exceptions import ServiceException
+
+from anywhere.lab.endpoint import ecs_placement, ecs_services, ecs_tasks
+from anywhere.lab.endpoint.ecs_model import (
+    ACTIVE,
+    DRAINING,
+    INACTIVE,
+    ContainerInstance,
+    EcsError,
+    EcsStore,
+    Handler,
+    Json,
+    Request,
+    Service,
+    Task,
+    cluster_name,
+    connected,
+    default_resources,
+    facts,
+    find_instance,
+    instance_json,
+    invalid,
+    new_id,
+    page,
+)
+
+ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_.\-/@:]{1,128}$")
+DOCKER_API_VERSIONS = range(17, 45)
+TARGET_TYPE = "container-instance"
+
+
+class ManagedInstances(Protocol):
+    """The SSM side of the endpoint, as far as ECS needs it."""
+
+    def is_registered(self, account: str, region: str, instance_id: str) -> bool: ...
+
+
+def builtin_attributes(given: dict[str, str | None]) -> dict[str, str | None]:
+    """The attributes a Linux ECS agent in external mode reports about itself."""
+    attrs: dict[str, str | None] = {
+        "ecs.capability.external": None,
+        "ecs.os-type": "linux",
+        "ecs.os-family": "LINUX",
+        "ecs.cpu-architecture": given.get("ecs.cpu-architecture") or "x86_64",
+        "ecs.capability.execution-role-awslogs": None,
+        "ecs.capability.container-health-check": None,
+        "ecs.capability.task-cpu-mem-limit": None,
+        "com.amazonaws.ecs.capability.logging-driver.json-file": None,
+        "com.amazonaws.ecs.capability.logging-driver.awslogs": None,
+        "com.amazonaws.ecs.capability.logging-driver.none": None,
+    }
+    for minor in DOCKER_API_VERSIONS:
+        attrs[f"com.amazonaws.ecs.capability.docker-remote-api.1.{minor}"] = None
+    return attrs
+
+
+def _attributes_from(items: list[Json]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for item in items:
+        name = str(item.get("name") or "")
+        if not ATTRIBUTE_NAME.match(name):
+            raise invalid(f"Invalid attribute name: {name!r}.")
+        value = item.get("value")
+        out[name] = None if value is None else str(value)
+    return out
+
+
+class EcsExternal:
+    """Answers the ECS actions moto cannot do for external (`mi-`) container instances."""
+
+    def __init__(self, moto_ecs_backends: object, clock: Callable[[], float],
+                 heartbeat_timeout_s: float, ssm: ManagedInstances) -> None:
+        self._backends: Any = moto_ecs_backends
+        self._clock = clock
+        self._timeout = heartbeat_timeout_s
+        self._ssm = ssm
+        self._store = EcsStore()
+        # moto's server is threaded; one lock keeps each call's read-modify-write whole.
+        self._lock = threading.RLock()
+        tasks = ecs_tasks.EcsTasks(self._store, self._reconcile)
+        services = ecs_services.EcsServices(self._store)
+        self._handlers: dict[str, Handler] = {
+            "RegisterContainerInstance": self.register_container_instance,
+            "DiscoverPollEndpoint": self.discover_poll_endpoint,
+            "ListContainerInstances": self.list_container_instances,
+            "DescribeContainerInstances": self.describe_container_instances,
+            "UpdateContainerInstancesState": self.update_container_instances_state,
+            "DeregisterContainerInstance": self.deregister_container_instance,
+            "PutAttributes": self.put_attributes,
+            "DeleteAttributes": self.delete_attributes,
+            "ListAttributes": self.list_attributes,
+            "ListTagsForResource": self.list_tags_for_resource,
+            "TagResource": self.tag_resource,
+            "UntagResource": self.untag_resource,
+            "RegisterTaskDefinition": lambda req, body, _c: ecs_tasks.register_task_definition(
+                req, body
+            ),
+            "RunTask": tasks.run_task,
+            "StartTask": tasks.start_task,
+            "DescribeTasks": tasks.describe_tasks,
+            "ListTasks": tasks.list_tasks,
+            "StopTask": tasks.stop_task,
+            "CreateService": services.create_service,
+            "DescribeServices": services.describe_services,
+            "UpdateService": services.update_service,
+            "DeleteService": services.delete_service,
+            "ListServices": services.list_services,
+        }
+
+    def handle(self, action: str, body: dict[str, Any], account: str, region: str,
+               caller_instance_id: str | None) -> tuple[int, dict[str, Any]] | None:
+        """Answer an ECS JSON action (status, JSON body), or None to let moto answer it."""
+        handler = self._handlers.get(action)
+        if handler is None:
+            return None
+        with self._lock:
+            req = Request(account, region, self._clock(), self._backends[account][region],
+                          self._timeout)
+            try:
+                result = handler(req, body, caller_instance_id)
+            except EcsError as err:
+                return err.response()
+            except ServiceException as err:
+                return 400, {"__type": err.code, "message": f"{err.message} [lab]"}
+        return None if result is None else (200, result)
+
+    def _reconcile(self, req: Request, name: str) -> None:
+        ecs_services.reconcile(req, name, self._store.cluster(req, name))
+
+    def _caller(self, req: Request, caller: str | None) -> str:
+        if not caller:
+            raise EcsError("ClientException", "An external container instance registers with "
+                           "the credentials of a registered managed instance (mi-…).")
+        if not self._ssm.is_registered(req.account, req.region, caller):
+            raise EcsError("UnrecognizedClientException",
+                           "The security token included in the request is invalid.")
+        return caller
+
+    def _holder(self, req: Request, mi: str) -> tuple[str, ContainerInstance] | None:
+        for name, state in self._store.clusters(req):
+            for instance in state.instances.values():
+                if instance.ec2_instance_id == mi and instance.status != INACTIVE:
+                    return name, instance
+        return None
+
+    def register_container_instance(self, req: Request, body: Json,
+                                    caller: str | None) -> Json | None:
+        if body.get("instanceIdentityDocument"):
+            return None  # an EC2 instance: moto's own path
+        mi = self._caller(req, caller)
+        name = cluster_name(req, body.get("cluster"))
+        state = self._store.cluster(req, name)
+        given = _attributes_from(list(body.get("attributes") or []))
+        held = self._holder(req, mi)
+        if held is not None and held[0] != name:
+            raise EcsError("ClientException", f"{mi} is already registered in cluster "
+                           f"{held[0]}; deregister it there first.")
+        instance = held[1] if held is not None else None
+        if instance is None:
+            instance = ContainerInstance(
+                arn=req.arn("container-instance", f"{name}/{new_id()}"), cluster=name,
+                ec2_instance_id=mi, registered_at=req.now, last_heartbeat=req.now,
+                attributes=builtin_attributes(given), tags=[], version_info={},
+                registered_resources=default_resources(),
+            )
+            state.instances[instance.id] = instance
+        else:
+            instance.version += 1
+        instance.attributes.update(given)
+        instance.last_heartbeat = req.now
+        instance.version_info = dict(body.get("versionInfo") or instance.version_info)
+        instance.registered_resources = list(
+            body.get("totalResources") or instance.registered_resources
+        )
+        instance.tags = list(body.get("tags") or instance.tags)
+        self._reconcile(req, name)
+        return {"containerInstance": instance_json(instance, state, req, True)}
+
+    def discover_poll_endpoint(self, req: Request, body: Json, caller: str | None) -> Json | None:
+        if not caller:
+            return None
+        mi = self._caller(req, caller)
+        held = self._holder(req, mi)
+        if held is not None:
+            name, instance = held
+            was_connected = connected(instance, req)
+            instance.last_heartbeat = req.now
+            if not was_connected:
+                self._reconcile(req, name)
+        return {
+            "endpoint": f"https://ecs-a-1.{req.region}.amazonaws.com/",
+            "telemetryEndpoint": f"https://ecs-t-1.{req.region}.amazonaws.com/",
+            "serviceConnectEndpoint": f"https://ecs-sc-1.{req.region}.amazonaws.com/",
+        }
+
+    def list_container_instances(self, req: Request, body: Json,
+                                 caller: str | None) -> Json | None:
+        name = cluster_name(req, body.get("cluster"))
+        state = self._store.cluster(req, name)
+        if not state.instances and req.backend.container_instances.get(name):
+            return None  # only moto's own (EC2) instances here
+        status = body.get("status")
+        if status not in (None, ACTIVE, DRAINING, INACTIVE, "REGISTERING", "DEREGISTERING",
+                          "REGISTRATION_FAILED"):
+            raise invalid(f"Invalid status: {status}.")
+        chosen = [ci for ci in state.instances.values()
+                  if (ci.status == status if status else ci.status != INACTIVE)]
+        if body.get("filter"):
+            try:
+                expr = ecs_placement.parse(str(body["filter"]))
+            except ecs_placement.ExpressionError as err:
+                raise invalid(f"Invalid filter expression: {err}.") from err
+            chosen = [ci for ci in chosen if ecs_placement.evaluate(expr, facts(ci, state, req))]
+        arns, token = page([ci.arn for ci in chosen], body)
+        return {"containerInstanceArns": arns, **({"nextToken": token} if token else {})}
+
+    def describe_container_instances(self, req: Request, body: Json,
+                                     caller: str | None) -> Json | None:
+        name = cluster_name(req, body.get("cluster"))
+        state = self._store.cluster(req, name)
+        refs = [str(r) for r in body.get("containerInstances") or []]
+        if not 1 <= len(refs) <= 100:
+            raise invalid("containerInstances must list between 1 and 100 instances.")
+        with_tags = "TAGS" in (body.get("include") or [])
+        found = [find_instance(state, ref) for ref in refs]
+        if not any(found) and req.backend.container_instances.get(name):
+            return None  # moto's own (EC2) instances
+        return {
+            "containerInstances": [instance_json(ci, state, req, with_tags)
+                                   for ci in found if ci is not None],
+            "failures": [{"arn": ref, "reason": "MISSING"}
+                         for ref, ci in zip(refs, found, strict=True) if ci is None],
+        }
+
+    def update_container_instances_state(self, req: Request, body: Json,
+                                         caller: str | None) -> Json | None:
+        name = cluster_name(req, body.get("cluster"))
+        state = self._store.cluster(req, name)
+        status = body.get("status")
+        if status not in (ACTIVE, DRAINING):
+            raise invalid("Container instance status should be one of [ACTIVE, DRAINING].")
+        done: list[ContainerInstance] = []
+        failures: list[Json] = []
+        for ref in [str(r) for r in body.get("containerInstances") or []]:
+            instance = find_instance(state, ref)
+            if instance is None or instance.status == INACTIVE:
+                failures.append({"arn": ref, "reason": "MISSING" if instance is None
+                                 else INACTIVE})
+                continue
+            if instance.status != status:
+                instance.status = status
+                instance.version += 1
+            if status == DRAINING:
+                # AWS stops and replaces service tasks on draining instances, not others.
+                for task in list(state.live_tasks(instance.arn)):
+                    if task.group.startswith("service:"):
+                        ecs_tasks.stop(req, task, "Container instance is draining.",
+                                       "ServiceSchedulerInitiated")
+            done.append(instance)
+        self._reconcile(req, name)
+        return {"containerInstances": [instance_json(ci, state, req, False) for ci in done],
+                "failures": failures}
+
+    def deregister_container_instance(self, req: Request, body: Json,
+                                      caller: str | None) -> Json | None:
+        name = cluster_name(req, body.get("cluster"))
+        state = self._store.cluster(req, name)
+        ref = str(body.get("containerInstance") or "")
+        if not ref:
+            raise invalid("containerInstance is required.")
+        instance = find_instance(state, ref)
+        if instance is None:
+            raise EcsError("ClientException", f"Container instance {ref} not found in "
+                           f"cluster {name}.")
+        running = list(state.live_tasks(instance.arn))
+        if running and not body.get("force"):
+            raise invalid(f"The container instance has {len(running)} running task(s); "
+                          "stop them or deregister with force.")
+        for task in running:
+            ecs_tasks.stop(req, task, "Container instance deregistered with force; the task "
+                           "is orphaned.", "TaskFailedToStart")
+        if instance.status != INACTIVE:
+            instance.status = INACTIVE
+            instance.version += 1
+        self._reconcile(req, name)
+        return {"containerInstance": instance_json(instance, state, req, False)}
+
+    def _targets(self, req: Request,
+                 body: Json) -> list[tuple[ContainerInstance, str, str | None]]:
+        """Resolve PutAttributes/DeleteAttributes items to (instance, name, value)."""
+        state = self._store.cluster(req, cluster_name(req, body.get("cluster")))
+        items = list(body.get("attributes") or [])
+        if not 1 <= len(items) <= 10:
+            raise invalid("attributes must list between 1 and 10 attributes.")
+        resolved = []
+        for item in items:
+            if item.get("targetType", TARGET_TYPE) != TARGET_TYPE:
+                raise invalid(f"Unsupported targetType: {item.get('targetType')}.")
+            target = str(item.get("targetId") or "")
+            instance = find_instance(state, target) if target else None
+            if instance is None:
+                raise EcsError("TargetNotFoundException", f"Could not find {target}.")
+            (attr_name, value), = _attributes_from([item]).items()
+            if value is not None and len(value) > 128:
+                raise invalid("Attribute values are at most 128 characters.")
+            resolved.append((instance, attr_name, value))
+        return resolved
+
+    def put_attributes(self, req: Request, body: Json, caller: str | None) -> Json | None:
+        resolved = self._targets(req, body)
+        for instance, attr_name, value in resolved:
+            instance.attributes[attr_name] = value
+        return {"attributes": self._echo(resolved)}
+
+    def delete_attributes(self, req: Request, body: Json, caller: str | None) -> Json | None:
+        resolved = self._targets(req, body)
+        for instance, attr_name, _value in resolved:
+            instance.attributes.pop(attr_name, None)
+        return {"attributes": self._echo(resolved)}
+
+    @staticmethod
+    def _echo(resolved: list[tuple[ContainerInstance, str, str | None]]) -> list[Json]:
+        return [
+            {"name": n, "targetType": TARGET_TYPE, "targetId": ci.arn,
+             **({"value": v} if v is not None else {})}
+            for ci, n, v in resolved
+        ]
+
+    def list_attributes(self, req: Request, body: Json, caller: str | None) -> Json | None:
+        state = self._store.cluster(req, cluster_name(req, body.get("cluster")))
+        if body.get("targetType") != TARGET_TYPE:
+            raise invalid("targetType must be container-instance.")
+        wanted_name = body.get("attributeName")
+        wanted_value = body.get("attributeValue")
+        if wanted_value is not None and wanted_name is None:
+            raise invalid("attributeValue requires attributeName.")
+        found = [
+            (ci, n, v)
+            for ci in state.instances.values() if ci.status != INACTIVE
+            for n, v in ci.attributes.items()
+            if wanted_name in (None, n) and wanted_value in (None, v)
+        ]
+        items, token = page(found, body)
+        return {"attributes": self._echo(items), **({"nextToken": token} if token else {})}
+
+    def _tagged(self, req: Request, arn: str) -> ContainerInstance | Task | Service | None:
+        for _, state in self._store.clusters(req):
+            holders: list[ContainerInstance | Task | Service] = [
+                *state.instances.values(), *state.tasks.values(), *state.services.values()
+            ]
+            for holder in holders:
+                if holder.arn == arn:
+                    return holder
+        return None
+
+    def list_tags_for_resource(self, req: Request, body: Json,
+                               caller: str | None) -> Json | None:
+        holder = self._tagged(req, str(body.get("resourceArn") or ""))
+        return None if holder is None else {"tags": holder.tags}
+
+    def tag_resource(self, req: Request, body: Json, caller: str | None) -> Json | None:
+        holder = self._tagged(req, str(body.get("resourceArn") or ""))
+        if holder is None:
+            return None
+        added = {str(t.get("key")): t for t in body.get("tags") or []}
+        holder.tags = [t for t in holder.tags if t.get("key") not in added] + list(added.values())
+        return {}
+
+    def untag_resource(self, req: Request, body: Json, caller: str | None) -> Json | None:
+        holder = self._tagged(req, str(body.get("resourceArn") or ""))
+        if holder is None:
+            return None
+        gone = set(body.get("tagKeys") or [])
+        holder.tags = [t for t in holder.tags if t.get("key") not in gone]
+        return {}

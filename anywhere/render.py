@@ -1,0 +1,234 @@
+"""Install and cleanup scripts from the Jinja templates in `templates/`; pure (no I/O beyond
+reading the templates).
+
+The activation code is never a template variable: the install script reads it from stdin at
+run time, so a rendered script holds nothing secret and can be shown, diffed and hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from anywhere.errors import TemplateError
+from anywhere.models import Host
+
+INSTALL_TEMPLATE = "install.sh.j2"
+CLEANUP_TEMPLATE = "cleanup.sh.j2"
+DOWNLOADED_INSTALLER = "ecs-anywhere-install.sh"
+# The ECS agent and Docker must reach these directly: instance metadata, the task metadata /
+# credentials endpoint, and the local Docker socket (AWS's proxy guide for ECS).
+ALWAYS_NO_PROXY = ("localhost", "127.0.0.1", "169.254.169.254", "169.254.170.2",
+                   "/var/run/docker.sock")
+# Units that get the proxy drop-in; the snap name is the Ubuntu SSM agent's.
+PROXY_UNITS = ("amazon-ssm-agent", "snap.amazon-ssm-agent.amazon-ssm-agent", "docker", "ecs")
+# Keys of /etc/ecs/ecs.config this tool owns: replaced on every run, others left alone.
+ECS_CONFIG_KEYS = ("ECS_CLUSTER", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+                   "ECS_INSTANCE_ATTRIBUTES", "ECS_CONTAINER_INSTANCE_TAGS")
+# Characters that would break a systemd Environment="..." word or a Docker env-file line
+# (values also pass through the shell, but always quoted).
+_UNSAFE = re.compile(r'[\s"\\]')
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+@dataclass(frozen=True)
+class RenderedScript:
+    host: str
+    text: str
+    sha256: str
+
+
+def template_roots() -> tuple[Traversable, ...]:
+    """Where templates live: inside the installed wheel (`anywhere/templates`), else the
+    top-level `templates/` of a source checkout."""
+    roots: list[Traversable] = []
+    packaged = resources.files("anywhere").joinpath("templates")
+    if packaged.is_dir():
+        roots.append(packaged)
+    checkout = Path(__file__).resolve().parent.parent / "templates"
+    if checkout.is_dir():
+        roots.append(checkout)
+    return tuple(roots)
+
+
+class Renderer:
+    """A Jinja environment over the template roots; reuse one to render many hosts (the
+    environment caches compiled templates)."""
+
+    def __init__(self, roots: Sequence[Traversable] | None = None) -> None:
+        self._roots = tuple(template_roots() if roots is None else roots)
+        self._env = jinja2.Environment(
+            loader=jinja2.FunctionLoader(self._load),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,  # noqa: S701 - shell scripts, not HTML; values go through `sh`
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._env.filters["sh"] = _sh
+        self._env.filters["oneline"] = _oneline
+
+    def _load(self, name: str) -> str | None:
+        for root in self._roots:
+            candidate = root.joinpath(*name.split("/"))
+            if candidate.is_file():
+                return candidate.read_text(encoding="utf-8")
+        return None
+
+    def render(self, template: str, host: Host, context: Mapping[str, Any]) -> RenderedScript:
+        try:
+            text = self._env.get_template(template).render(**context)
+        except jinja2.TemplateNotFound as exc:
+            where = ", ".join(str(r) for r in self._roots) or "no template directory found"
+            raise TemplateError(f"template {exc.name} not found (searched: {where})") from None
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"{template} does not render for {host.name}: {exc}") from None
+        return RenderedScript(host.name, text, hashlib.sha256(text.encode()).hexdigest())
+
+
+def render_install(
+    host: Host, *, installer_name: str | None, root: str = "", renderer: Renderer | None = None
+) -> RenderedScript:
+    """The install script for `host`. It reads the activation id and code from stdin (two
+    lines). With `installer_name`, the installer is expected next to the script under that
+    name (the caller uploads it); otherwise it is downloaded from `installer_url`. `root`
+    prefixes every path the script writes (tests point it at a scratch directory)."""
+    context = install_context(host, installer_name=installer_name, root=root, placeholder=False)
+    return (renderer or Renderer()).render(INSTALL_TEMPLATE, host, context)
+
+
+def render_placeholder(
+    host: Host, *, root: str = "", renderer: Renderer | None = None
+) -> RenderedScript:
+    """The same install script, for operators (`anywhere render --out DIR`): its header says
+    how to run it by hand. It still reads the activation id and code from stdin."""
+    name = DOWNLOADED_INSTALLER if host.config.installer_path else None
+    context = install_context(host, installer_name=name, root=root, placeholder=True)
+    return (renderer or Renderer()).render(INSTALL_TEMPLATE, host, context)
+
+
+def render_cleanup(
+    host: Host,
+    *,
+    remove_config: bool = False,
+    remove_logs: bool = False,
+    remove_packages: bool = False,
+    root: str = "",
+    renderer: Renderer | None = None,
+) -> RenderedScript:
+    """A script that removes a host's registration state (agent.db, SSM registration and
+    Vault) so it can register afresh; optionally also config, logs and packages (deregister).
+    Idempotent: it succeeds on a clean host."""
+    context = {
+        "host_name": host.name,
+        "root": root,
+        "remove_config": remove_config,
+        "remove_logs": remove_logs,
+        "remove_packages": remove_packages,
+        "proxy_units": PROXY_UNITS,
+    }
+    return (renderer or Renderer()).render(CLEANUP_TEMPLATE, host, context)
+
+
+def install_context(
+    host: Host, *, installer_name: str | None, root: str, placeholder: bool
+) -> dict[str, Any]:
+    """Every value the install template uses, computed and validated here."""
+    cfg = host.config
+    if not cfg.region:
+        raise TemplateError(f"{host.name}: no region (set anywhere_region or AWS_DEFAULT_REGION)")
+    if installer_name is not None and (not installer_name or "/" in installer_name):
+        raise TemplateError(f"{host.name}: installer name {installer_name!r} is not a file name")
+    if cfg.installer_sha256 is not None and not _SHA256.match(cfg.installer_sha256):
+        raise TemplateError(f"{host.name}: anywhere_installer_sha256 is not a sha256 hex digest")
+    proxy = _proxy(host)
+    return {
+        "host_name": host.name,
+        "root": root,
+        "placeholder": placeholder,
+        "region": cfg.region,
+        "cluster": cfg.cluster,
+        "installer_name": installer_name,
+        "installer_url": cfg.installer_url,
+        "installer_sha256": (cfg.installer_sha256 or "").lower(),
+        "installer_flags": list(_installer_flags(host)),
+        "ecs_config_keys": ECS_CONFIG_KEYS,
+        "ecs_config": _ecs_config(host, proxy),
+        "proxy": proxy,
+        "proxy_units": PROXY_UNITS,
+        "dropin": _dropin(proxy) if proxy else [],
+    }
+
+
+def _installer_flags(host: Host) -> Iterator[str]:
+    cfg = host.config
+    yield from ("--region", cfg.region or "", "--cluster", cfg.cluster)
+    yield from ("--docker-install-source", cfg.docker_install_source)
+    if cfg.gpu:
+        yield "--enable-gpu"
+    if cfg.ecs_endpoint:
+        yield from ("--ecs-endpoint", cfg.ecs_endpoint)
+
+
+def _proxy(host: Host) -> dict[str, str] | None:
+    cfg = host.config
+    if not cfg.proxy:
+        return None
+    no_proxy = list(dict.fromkeys((*ALWAYS_NO_PROXY, *cfg.no_proxy)))
+    for value in (cfg.proxy, *no_proxy):
+        if not value or _UNSAFE.search(value):
+            raise TemplateError(
+                f"{host.name}: proxy setting {value!r} is empty or contains whitespace, "
+                "double quotes or backslashes"
+            )
+    return {"url": cfg.proxy, "no_proxy": ",".join(no_proxy)}
+
+
+def _ecs_config(host: Host, proxy: Mapping[str, str] | None) -> list[str]:
+    """KEY=VALUE lines for /etc/ecs/ecs.config (a Docker env file: no quoting, one line each;
+    JSON keeps newlines in values escaped)."""
+    lines = [f"ECS_CLUSTER={host.config.cluster}"]
+    if proxy:
+        lines += [f"HTTP_PROXY={proxy['url']}", f"HTTPS_PROXY={proxy['url']}",
+                  f"NO_PROXY={proxy['no_proxy']}"]
+    if host.config.labels:
+        lines.append("ECS_INSTANCE_ATTRIBUTES=" + _json(host.config.labels))
+    if host.config.tags:
+        lines.append("ECS_CONTAINER_INSTANCE_TAGS=" + _json(host.config.tags))
+    return lines
+
+
+def _dropin(proxy: Mapping[str, str]) -> list[str]:
+    # systemd expands %-specifiers in Environment=: a literal % must be doubled.
+    def esc(value: str) -> str:
+        return value.replace("%", "%%")
+
+    url, no_proxy = esc(proxy["url"]), esc(proxy["no_proxy"])
+    return [
+        "# Written by anywhere: proxy for ECS Anywhere services.",
+        "[Service]",
+        f'Environment="HTTP_PROXY={url}" "HTTPS_PROXY={url}" "NO_PROXY={no_proxy}"',
+    ]
+
+
+def _json(values: Mapping[str, str]) -> str:
+    return json.dumps(dict(sorted(values.items())), separators=(",", ":"), ensure_ascii=True)
+
+
+def _sh(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+def _oneline(value: object) -> str:
+    """For comments and messages: no newline or control character can end the comment."""
+    return "".join(ch if ch.isprintable() else "?" for ch in str(value))

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Removes ECS Anywhere registration state from host old-node-12 so that it can
+# register afresh (or leave for good), rendered by anywhere. Safe to run on a clean host.
+set -euo pipefail
+set +x  # never trace: the activation code passes through shell variables
+umask 022
+
+# Every path written is under ROOT ("" on a real host; a scratch directory in tests).
+ROOT=''
+
+log() { printf 'anywhere: %s\n' "$*"; }
+warn() { printf 'anywhere: warning: %s\n' "$*" >&2; }
+die() { printf 'anywhere: error: %s\n' "$1" >&2; exit "${2:-1}"; }
+
+if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
+  die "must run as root (use sudo)" 2
+fi
+# systemctl acts on the real machine only, never on a ROOT-prefixed tree.
+have_systemd() { [ -z "$ROOT" ] && command -v systemctl >/dev/null 2>&1; }
+
+if have_systemd; then
+  for unit in ecs amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent; do
+    # Exit status 5 means no such unit: nothing to stop.
+    systemctl stop -- "$unit.service" >/dev/null 2>&1 || true
+  done
+fi
+
+# The ECS checkpoint (agent.db): while it exists the agent reuses the old container
+# instance and cluster.
+rm -rf -- "$ROOT/var/lib/ecs/data"
+# The SSM registration and Vault (which holds the instance's private key): while they exist
+# the installer skips registration and the agent keeps the old mi- id.
+rm -rf -- "$ROOT/var/lib/amazon/ssm/registration" "$ROOT/var/lib/amazon/ssm/Vault"
+log "registration state removed"
+
+rm -rf -- "$ROOT/etc/ecs" "$ROOT/var/lib/ecs" "$ROOT/var/lib/amazon/ssm"
+for unit in amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent docker ecs; do
+  rm -f -- "$ROOT/etc/systemd/system/$unit.service.d/http-proxy.conf"
+  rmdir -- "$ROOT/etc/systemd/system/$unit.service.d" 2>/dev/null || true
+done
+if have_systemd; then
+  systemctl daemon-reload
+fi
+log "configuration removed"
+
+rm -rf -- "$ROOT/var/log/ecs" "$ROOT/var/log/amazon/ssm"
+log "logs removed"
+
+if [ -z "$ROOT" ]; then
+  if command -v docker >/dev/null 2>&1; then
+    docker rm -f ecs-agent >/dev/null 2>&1 || true
+  fi
+  for pkg in amazon-ecs-init amazon-ssm-agent; do
+    if command -v dpkg >/dev/null 2>&1 && dpkg -s "$pkg" >/dev/null 2>&1; then
+      DEBIAN_FRONTEND=noninteractive apt-get remove -y --purge "$pkg"
+    elif command -v rpm >/dev/null 2>&1 && rpm -q "$pkg" >/dev/null 2>&1; then
+      if command -v dnf >/dev/null 2>&1; then dnf remove -y "$pkg"; else yum remove -y "$pkg"; fi
+    fi
+  done
+  if command -v snap >/dev/null 2>&1 && snap list amazon-ssm-agent >/dev/null 2>&1; then
+    snap remove amazon-ssm-agent
+  fi
+  log "packages removed"
+fi

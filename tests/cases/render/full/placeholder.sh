@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# ECS Anywhere install script for host gpu-rack3-07, rendered by anywhere.
+# Region eu-central-1, cluster ml-prod.
+#
+# The SSM activation id and code are read from stdin, one line each; never pass them as
+# arguments. By hand (printf is a shell builtin, so the code stays out of the process list):
+#   printf '%s\n%s\n' "$ACTIVATION_ID" "$ACTIVATION_CODE" | sudo bash install.sh
+set -euo pipefail
+set +x  # never trace: the activation code passes through shell variables
+umask 022
+
+# Every path written is under ROOT ("" on a real host; a scratch directory in tests).
+ROOT=''
+
+log() { printf 'anywhere: %s\n' "$*"; }
+warn() { printf 'anywhere: warning: %s\n' "$*" >&2; }
+die() { printf 'anywhere: error: %s\n' "$1" >&2; exit "${2:-1}"; }
+
+if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
+  die "must run as root (use sudo)" 2
+fi
+# systemctl acts on the real machine only, never on a ROOT-prefixed tree.
+have_systemd() { [ -z "$ROOT" ] && command -v systemctl >/dev/null 2>&1; }
+host_name=gpu-rack3-07
+
+# Everything fetched or staged lives here (mktemp -d: mode 0700); the trap removes it on
+# every exit path. Signals exit through the EXIT trap too.
+work="$(mktemp -d "${TMPDIR:-/tmp}/anywhere-install.XXXXXXXX")"
+trap 'rm -rf -- "$work"' EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# The activation id and code arrive on stdin: never in argv of this script, env or files.
+activation_id=""
+activation_code=""
+IFS= read -r activation_id || true
+IFS= read -r activation_code || true
+# Tolerate CRLF input (a secrets file saved on Windows).
+activation_id="${activation_id%$'\r'}"
+activation_code="${activation_code%$'\r'}"
+if [ -z "$activation_id" ] || [ -z "$activation_code" ]; then
+  die "expected the activation id and code on stdin (two lines)" 2
+fi
+case "$activation_id" in
+  *[!A-Za-z0-9-]*) die "malformed activation id on stdin" 2 ;;
+esac
+
+# Proxy: for this script and the installer's downloads, systemd drop-ins for the services,
+# and (below) ecs.config for the ECS agent. NO_PROXY keeps metadata endpoints direct.
+export HTTP_PROXY=http://proxy.corp.example:3128/%7Eedge HTTPS_PROXY=http://proxy.corp.example:3128/%7Eedge
+export NO_PROXY=localhost,127.0.0.1,169.254.169.254,169.254.170.2,/var/run/docker.sock,10.0.0.0/8,.corp.example
+export http_proxy="$HTTP_PROXY" https_proxy="$HTTPS_PROXY" no_proxy="$NO_PROXY"
+printf '%s\n' '# Written by anywhere: proxy for ECS Anywhere services.' '[Service]' 'Environment="HTTP_PROXY=http://proxy.corp.example:3128/%%7Eedge" "HTTPS_PROXY=http://proxy.corp.example:3128/%%7Eedge" "NO_PROXY=localhost,127.0.0.1,169.254.169.254,169.254.170.2,/var/run/docker.sock,10.0.0.0/8,.corp.example"' > "$work/http-proxy.conf"
+for unit in amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent docker ecs; do
+  mkdir -p -- "$ROOT/etc/systemd/system/$unit.service.d"
+  install -m 0644 -- "$work/http-proxy.conf" "$ROOT/etc/systemd/system/$unit.service.d/http-proxy.conf"
+done
+if have_systemd; then
+  systemctl daemon-reload
+fi
+log "proxy drop-ins written for amazon-ssm-agent, snap.amazon-ssm-agent.amazon-ssm-agent, docker, ecs"
+
+# /etc/ecs/ecs.config must hold attributes, tags and proxy before the agent first starts:
+# custom attributes are sent only at first registration. Keys we own are replaced; the
+# rest of the file is kept. (The installer appends ECS_CLUSTER too; same value.)
+cfg="$ROOT/etc/ecs/ecs.config"
+mkdir -p -- "$ROOT/etc/ecs"
+if [ -f "$cfg" ]; then
+  grep -v -E '^(ECS_CLUSTER|HTTP_PROXY|HTTPS_PROXY|NO_PROXY|ECS_INSTANCE_ATTRIBUTES|ECS_CONTAINER_INSTANCE_TAGS)=' -- "$cfg" > "$work/ecs.config" || true
+else
+  : > "$work/ecs.config"
+fi
+printf '%s\n' ECS_CLUSTER=ml-prod HTTP_PROXY=http://proxy.corp.example:3128/%7Eedge HTTPS_PROXY=http://proxy.corp.example:3128/%7Eedge NO_PROXY=localhost,127.0.0.1,169.254.169.254,169.254.170.2,/var/run/docker.sock,10.0.0.0/8,.corp.example 'ECS_INSTANCE_ATTRIBUTES={"gpu":"true","rack":"r3","site/floor":"2"}' 'ECS_CONTAINER_INSTANCE_TAGS={"cost-center":"4711","note":"it'"'"'s \"quoted\"","team":"ml-platform"}' >> "$work/ecs.config"
+install -m 0644 -- "$work/ecs.config" "$cfg"
+log "wrote $cfg"
+
+installer="$work/ecs-anywhere-install.sh"
+installer_url=https://mirror.corp.example/ecs/ecs-anywhere-install-2026.01.sh
+log "downloading the installer from $installer_url"
+curl -fsSL --retry 5 --retry-delay 2 --retry-connrefused --connect-timeout 20 --max-time 300 \
+  -o "$installer" -- "$installer_url" \
+  || die "cannot download the installer from $installer_url" 3
+if ! printf '%s  %s\n' 0d5b1e9a4c7f2e8b3a6d9c0f1e2b5a8d7c4f3e6b9a2d5c8f1e4b7a0d3c6f9e2b "$installer" | sha256sum -c --quiet -; then
+  die "installer checksum mismatch: expected sha256 0d5b1e9a4c7f2e8b3a6d9c0f1e2b5a8d7c4f3e6b9a2d5c8f1e4b7a0d3c6f9e2b" 3
+fi
+log "installer sha256 verified"
+
+# Defence in depth: whatever the installer prints passes through with the code masked.
+# awk reads the code from its environment (readable by root only), not from argv.
+mask() {
+  if command -v awk >/dev/null 2>&1; then
+    awk 'BEGIN { c = ENVIRON["ANYWHERE_MASK"]; n = length(c) }
+      { s = $0; out = ""
+        while (n > 0 && (i = index(s, c)) > 0) { out = out substr(s, 1, i - 1) "***"; s = substr(s, i + n) }
+        print out s; fflush() }'
+  else
+    cat
+  fi
+}
+
+log "running the ECS Anywhere installer"
+status=0
+bash "$installer" --region eu-central-1 --cluster ml-prod --docker-install-source none --enable-gpu --ecs-endpoint https://ecs.eu-central-1.amazonaws.com \
+  --activation-id "$activation_id" --activation-code "$activation_code" </dev/null 2>&1 \
+  | ANYWHERE_MASK="$activation_code" mask || status=$?
+activation_code=""
+if [ "$status" -ne 0 ]; then
+  die "the ECS Anywhere installer exited $status" "$status"
+fi
+
+# When ecs-init was already installed (re-registration) the installer returns early and
+# starts nothing: make sure the agents run.
+if have_systemd; then
+  for unit in amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent ecs; do
+    if systemctl cat -- "$unit.service" >/dev/null 2>&1 && ! systemctl is-active --quiet -- "$unit.service"; then
+      systemctl start -- "$unit.service" || warn "could not start $unit"
+    fi
+  done
+fi
+log "install finished for $host_name"

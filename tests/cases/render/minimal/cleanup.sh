@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Removes ECS Anywhere registration state from host edge-01 so that it can
+# register afresh (or leave for good), rendered by anywhere. Safe to run on a clean host.
+set -euo pipefail
+set +x  # never trace: the activation code passes through shell variables
+umask 022
+
+# Every path written is under ROOT ("" on a real host; a scratch directory in tests).
+ROOT=''
+
+log() { printf 'anywhere: %s\n' "$*"; }
+warn() { printf 'anywhere: warning: %s\n' "$*" >&2; }
+die() { printf 'anywhere: error: %s\n' "$1" >&2; exit "${2:-1}"; }
+
+if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
+  die "must run as root (use sudo)" 2
+fi
+# systemctl acts on the real machine only, never on a ROOT-prefixed tree.
+have_systemd() { [ -z "$ROOT" ] && command -v systemctl >/dev/null 2>&1; }
+
+if have_systemd; then
+  for unit in ecs amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent; do
+    # Exit status 5 means no such unit: nothing to stop.
+    systemctl stop -- "$unit.service" >/dev/null 2>&1 || true
+  done
+fi
+
+# The ECS checkpoint (agent.db): while it exists the agent reuses the old container
+# instance and cluster.
+rm -rf -- "$ROOT/var/lib/ecs/data"
+# The SSM registration and Vault (which holds the instance's private key): while they exist
+# the installer skips registration and the agent keeps the old mi- id.
+rm -rf -- "$ROOT/var/lib/amazon/ssm/registration" "$ROOT/var/lib/amazon/ssm/Vault"
+log "registration state removed"

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# ECS Anywhere install script for host vault-b.dc2, rendered by anywhere.
+# Region us-gov-west-1, cluster secure.
+set -euo pipefail
+set +x  # never trace: the activation code passes through shell variables
+umask 022
+
+# Every path written is under ROOT ("" on a real host; a scratch directory in tests).
+ROOT=''
+
+log() { printf 'anywhere: %s\n' "$*"; }
+warn() { printf 'anywhere: warning: %s\n' "$*" >&2; }
+die() { printf 'anywhere: error: %s\n' "$1" >&2; exit "${2:-1}"; }
+
+if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
+  die "must run as root (use sudo)" 2
+fi
+# systemctl acts on the real machine only, never on a ROOT-prefixed tree.
+have_systemd() { [ -z "$ROOT" ] && command -v systemctl >/dev/null 2>&1; }
+host_name=vault-b.dc2
+
+# Everything fetched or staged lives here (mktemp -d: mode 0700); the trap removes it on
+# every exit path. Signals exit through the EXIT trap too.
+work="$(mktemp -d "${TMPDIR:-/tmp}/anywhere-install.XXXXXXXX")"
+trap 'rm -rf -- "$work"' EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# The activation id and code arrive on stdin: never in argv of this script, env or files.
+activation_id=""
+activation_code=""
+IFS= read -r activation_id || true
+IFS= read -r activation_code || true
+# Tolerate CRLF input (a secrets file saved on Windows).
+activation_id="${activation_id%$'\r'}"
+activation_code="${activation_code%$'\r'}"
+if [ -z "$activation_id" ] || [ -z "$activation_code" ]; then
+  die "expected the activation id and code on stdin (two lines)" 2
+fi
+case "$activation_id" in
+  *[!A-Za-z0-9-]*) die "malformed activation id on stdin" 2 ;;
+esac
+
+# /etc/ecs/ecs.config must hold attributes, tags and proxy before the agent first starts:
+# custom attributes are sent only at first registration. Keys we own are replaced; the
+# rest of the file is kept. (The installer appends ECS_CLUSTER too; same value.)
+cfg="$ROOT/etc/ecs/ecs.config"
+mkdir -p -- "$ROOT/etc/ecs"
+if [ -f "$cfg" ]; then
+  grep -v -E '^(ECS_CLUSTER|HTTP_PROXY|HTTPS_PROXY|NO_PROXY|ECS_INSTANCE_ATTRIBUTES|ECS_CONTAINER_INSTANCE_TAGS)=' -- "$cfg" > "$work/ecs.config" || true
+else
+  : > "$work/ecs.config"
+fi
+printf '%s\n' ECS_CLUSTER=secure >> "$work/ecs.config"
+install -m 0644 -- "$work/ecs.config" "$cfg"
+log "wrote $cfg"
+
+# The installer was uploaded next to this script.
+installer="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)/"ecs-anywhere-install.sh
+[ -f "$installer" ] || die "installer $installer is missing (it is uploaded next to this script)" 3
+if ! printf '%s  %s\n' 3b7f0c6f2b1f4e6a9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e "$installer" | sha256sum -c --quiet -; then
+  die "installer checksum mismatch: expected sha256 3b7f0c6f2b1f4e6a9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e" 3
+fi
+log "installer sha256 verified"
+
+# Defence in depth: whatever the installer prints passes through with the code masked.
+# awk reads the code from its environment (readable by root only), not from argv.
+mask() {
+  if command -v awk >/dev/null 2>&1; then
+    awk 'BEGIN { c = ENVIRON["ANYWHERE_MASK"]; n = length(c) }
+      { s = $0; out = ""
+        while (n > 0 && (i = index(s, c)) > 0) { out = out substr(s, 1, i - 1) "***"; s = substr(s, i + n) }
+        print out s; fflush() }'
+  else
+    cat
+  fi
+}
+
+log "running the ECS Anywhere installer"
+status=0
+bash "$installer" --region us-gov-west-1 --cluster secure --docker-install-source all \
+  --activation-id "$activation_id" --activation-code "$activation_code" </dev/null 2>&1 \
+  | ANYWHERE_MASK="$activation_code" mask || status=$?
+activation_code=""
+if [ "$status" -ne 0 ]; then
+  die "the ECS Anywhere installer exited $status" "$status"
+fi
+
+# When ecs-init was already installed (re-registration) the installer returns early and
+# starts nothing: make sure the agents run.
+if have_systemd; then
+  for unit in amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent ecs; do
+    if systemctl cat -- "$unit.service" >/dev/null 2>&1 && ! systemctl is-active --quiet -- "$unit.service"; then
+      systemctl start -- "$unit.service" || warn "could not start $unit"
+    fi
+  done
+fi
+log "install finished for $host_name"

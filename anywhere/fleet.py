@@ -209,7 +209,7 @@ class AwsView:
         with self._cond:
             keys, self._wanted = self._wanted, set()
         results: dict[tuple[str, str], AwsState] = {}
-        error: Exception | None = None
+        error: AnywhereError | None = None
         try:
             results = self._fetch(keys)
         except AnywhereError as exc:

@@ -23,7 +23,9 @@ def check_job(ctx: Context, options: CheckOptions) -> Callable[[Host, RunControl
     """Read-only verification of one host (plus the ready attribute, unless --no-mark)."""
 
     def job(host: Host, control: RunControl) -> HostOutcome:
-        return guarded(host, ctx.journal, lambda cursor: _check(ctx, options, host, control, cursor))
+        return guarded(
+            host, ctx.journal, lambda cursor: _check(ctx, options, host, control, cursor)
+        )
 
     return job
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from types import MappingProxyType
 
 DEFAULT_INSTALLER_URL = "https://amazon-ecs-agent.s3.amazonaws.com/ecs-anywhere-install-latest.sh"
@@ -123,7 +123,7 @@ class Activation:
     expires_at: datetime
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     PREFLIGHT = "preflight"
     DECIDE = "decide"
     ACTIVATE = "activate"
@@ -134,7 +134,7 @@ class Phase(str, Enum):
     DONE = "done"
 
 
-class FailureClass(str, Enum):
+class FailureClass(StrEnum):
     UNREACHABLE = "unreachable"
     HOSTKEY = "hostkey"
     AUTH = "auth"
@@ -148,14 +148,14 @@ class FailureClass(str, Enum):
     ABORTED = "aborted"  # not started: the fail-percent threshold stopped new hosts
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     READY = "ready"  # registered (or repaired) by this run and verified
     UNCHANGED = "unchanged"  # already ready; nothing done
     FAILED = "failed"
     NOT_RUN = "not-run"
 
 
-class Decision(str, Enum):
+class Decision(StrEnum):
     SKIP_READY = "skip-ready"
     REGISTER = "register"
     REREGISTER = "reregister"  # stale local registration: clean, then register

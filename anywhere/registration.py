@@ -14,6 +14,7 @@ from anywhere import checks
 from anywhere.aws import Aws
 from anywhere.errors import (
     ActivationError,
+    AnywhereError,
     AuthError,
     HostError,
     HostKeyError,
@@ -39,7 +40,7 @@ from anywhere.models import (
     Status,
 )
 from anywhere.plan import decide
-from anywhere.render import render_cleanup, render_install
+from anywhere.render import Renderer, render_cleanup, render_install
 from anywhere.settings import Settings
 from anywhere.ssh import Transport, check_sudo
 
@@ -92,6 +93,8 @@ class Context:
     run_id: str
     # mi- ids AWS lists per host name (tag anywhere:host), fetched once for the whole run.
     known_by_host: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # One Jinja environment for the run: building one per host costs ~10 ms of CPU each.
+    renderer: Renderer = field(default_factory=Renderer)
     wall_clock: Callable[[], float] = time.time
 
 
@@ -283,13 +286,13 @@ class Registrar:
             cursor.phase = Phase.RENDER
             control.enter(host.name, Phase.RENDER)
             installer = _installer_name(host)
-            script = render_install(host, installer_name=installer)
+            script = render_install(host, installer_name=installer, renderer=ctx.renderer)
             cursor.phase = Phase.INSTALL
             control.enter(host.name, Phase.INSTALL)
             if decision is Decision.REREGISTER:
+                cleanup = render_cleanup(host, renderer=ctx.renderer).text
                 self._run_logged(
-                    host, transport, render_cleanup(host).text, ctx.settings.command_timeout_s,
-                    as_script=True,
+                    host, transport, cleanup, ctx.settings.command_timeout_s, as_script=True
                 )
             with _remote_dir(transport) as workdir:
                 transport.put(script.text.encode(), f"{workdir}/install.sh", 0o700)
@@ -298,8 +301,17 @@ class Registrar:
                     transport.put(data, f"{workdir}/{installer}", 0o700)
                 self._run_install(host, transport, workdir, activation)
         finally:
-            ctx.aws.delete_activation(activation.activation_id)
-            ctx.journal.event(host.name, "activate", "deleted", activation.activation_id)
+            self._delete_activation(host, activation)
+
+    def _delete_activation(self, host: Host, activation: Activation) -> None:
+        # A failed delete must not hide the install error that may be in flight; the
+        # activation is single-use and expires on its own, so record it and go on.
+        try:
+            self.ctx.aws.delete_activation(activation.activation_id)
+        except AnywhereError as exc:
+            self.ctx.journal.event(host.name, "activate", "delete-failed", str(exc))
+            return
+        self.ctx.journal.event(host.name, "activate", "deleted", activation.activation_id)
 
     def _run_install(
         self, host: Host, transport: Transport, workdir: str, activation: Activation

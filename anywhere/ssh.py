@@ -137,10 +137,12 @@ def _parse_jumps(spec: str | None, default_user: str | None) -> list[_Endpoint]:
         host, port = hostport, 22
         if hostport.startswith("["):
             host, _, rest = hostport[1:].partition("]")
-            port = int(rest[1:]) if rest.startswith(":") else 22
+            port = int(rest[1:]) if rest[1:].isdigit() else 22 if not rest else -1
         elif hostport.count(":") == 1:
             host, _, port_text = hostport.partition(":")
-            port = int(port_text)
+            port = int(port_text) if port_text.isdigit() else -1
+        if not host or not 0 < port < 65536:
+            raise UnreachableError(f"bad ProxyJump {part.strip()!r}", "use [user@]host[:port]")
         hops.append(_Endpoint(host, port, user or default_user))
     return hops
 

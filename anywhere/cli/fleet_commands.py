@@ -144,8 +144,8 @@ def plan_cmd(
     _print_table(
         ("host", "would", "why", "steps"),
         [
-            (o.host, o.decision.value if o.decision else f"fail ({o.failure.value if o.failure else '?'})",
-             o.reason, ",".join(c.name for c in o.checks))
+            (o.host, o.decision.value if o.decision else f"fail: {o.failure}", o.reason,
+             ",".join(c.name for c in o.checks))
             for o in result.outcomes
         ],
     )

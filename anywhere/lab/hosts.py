@@ -7,6 +7,7 @@ fight over them (units fail with 219/CGROUP).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -254,6 +255,16 @@ def wait_booted(spec: HostSpec, nspawn_pid: int, deadline: float) -> str:
         time.sleep(0.2)  # systemd's bus not up yet ("offline"/"unknown" early in boot)
 
 
+def system_state(init_pid: int, timeout_s: float = 10.0) -> str:
+    """`systemctl is-system-running` inside the container, without waiting."""
+    try:
+        done = subprocess.run(nsenter_argv(init_pid, ["systemctl", "is-system-running"]),
+                              capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
 def ssh_answers(address: str, timeout_s: float = 2.0) -> bool:
     """True if an SSH server greets on port 22 (banner 'SSH-2.0-…')."""
     try:
@@ -274,6 +285,7 @@ def wait_ssh(spec: HostSpec, deadline: float) -> None:
 def stop(spec: HostSpec, nspawn_pid: int, timeout_s: float = 30.0) -> None:
     """SIGTERM nspawn (it powers the container off cleanly), then SIGKILL after timeout_s."""
     if not is_nspawn_of(nspawn_pid, spec):
+        _reap(nspawn_pid)
         return
     init = container_init(nspawn_pid)
     os.kill(nspawn_pid, signal.SIGTERM)
@@ -284,16 +296,21 @@ def stop(spec: HostSpec, nspawn_pid: int, timeout_s: float = 30.0) -> None:
         if init is not None:
             _kill_quiet(init)
         _kill_quiet(nspawn_pid)
-    # nspawn was started detached, so nobody reaps it but init; wait until it is gone.
-    while Path(f"/proc/{nspawn_pid}").exists() and is_nspawn_of(nspawn_pid, spec):
+    while is_nspawn_of(nspawn_pid, spec):
         time.sleep(0.05)
+    _reap(nspawn_pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if nspawn is our own child, so no zombie stays behind."""
+    # ChildProcessError: started by another process (an earlier `lab up`); init reaps it.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def _kill_quiet(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _run(argv: list[str]) -> None:

@@ -22,8 +22,9 @@ AGENT_MODULES = ("__init__.py", "common.py", "ssm_agent.py", "ecs_agent.py",
 # On hosts the agents live in a package tree of their own, with stub parents, so that
 # `anywhere.lab.agents.*` imports resolve without the rest of anywhere.
 _STUB = '"""Package stub for the lab agents on lab hosts."""\n'
-# Seconds between metadata polls; AWS's script waits 10 s, the lab agents answer within ~1 s.
-WAIT_INTERVAL_S = 1.0
+# Seconds between the 10 metadata polls. AWS's script waits 10 s; the lab agents usually answer
+# within a second or two, but a loaded lab (100 hosts registering at once) needs some slack.
+WAIT_INTERVAL_S = 3.0
 _URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/\-]*)?$")
 
 
@@ -44,18 +45,21 @@ def payload() -> bytes:
     return gzip.compress(raw.getvalue(), compresslevel=9, mtime=0)
 
 
-def render(endpoint_url: str, heartbeat_s: float = 10.0) -> str:
+def render(endpoint_url: str, heartbeat_s: float = 10.0, *,
+           wait_interval_s: float = WAIT_INTERVAL_S) -> str:
     """The installer text for hosts that reach the lab endpoint at `endpoint_url`."""
     if not _URL.match(endpoint_url):
         raise ValueError(f"endpoint URL must be http(s)://host[:port][/path]: {endpoint_url!r}")
     if not heartbeat_s > 0:
         raise ValueError(f"heartbeat must be positive: {heartbeat_s!r}")
+    if not wait_interval_s > 0:
+        raise ValueError(f"wait interval must be positive: {wait_interval_s!r}")
     encoded = base64.b64encode(payload()).decode()
     # Values are quoted for bash; the URL pattern above already excludes quotes and spaces.
     values = {
         "@ENDPOINT_URL@": f"'{endpoint_url.rstrip('/')}'",
         "@HEARTBEAT_S@": f"'{float(heartbeat_s):g}'",
-        "@WAIT_INTERVAL_S@": f"'{WAIT_INTERVAL_S:g}'",
+        "@WAIT_INTERVAL_S@": f"'{float(wait_interval_s):g}'",
         "@PAYLOAD@": encoded,
     }
     text = TEMPLATE.read_text()
@@ -66,9 +70,10 @@ def render(endpoint_url: str, heartbeat_s: float = 10.0) -> str:
     return text
 
 
-def write_installer(path: Path, endpoint_url: str, heartbeat_s: float = 10.0) -> Path:
+def write_installer(path: Path, endpoint_url: str, heartbeat_s: float = 10.0, *,
+                    wait_interval_s: float = WAIT_INTERVAL_S) -> Path:
     """Write the executable lab installer to `path` and return it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(endpoint_url, heartbeat_s))
+    path.write_text(render(endpoint_url, heartbeat_s, wait_interval_s=wait_interval_s))
     path.chmod(0o755)
     return path

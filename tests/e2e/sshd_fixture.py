@@ -22,7 +22,9 @@ SSHD = "/usr/sbin/sshd"
 SUDOERS_DIR = Path("/etc/sudoers.d")
 
 
-def _sh(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def _sh(
+    *args: str, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), check=check, text=True, capture_output=True, input=stdin)
 
 
@@ -112,7 +114,8 @@ class SshdLab:
 
     def _keys(self) -> None:
         for name in ("host_a", "host_b", "client_ed25519", "stranger_ed25519"):
-            _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(self.root / name))
+            path = str(self.root / name)
+            _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path)
         keys = self.root / "keys"
         keys.mkdir(mode=0o755)
         pub = (self.root / "client_ed25519.pub").read_text()

@@ -389,6 +389,10 @@ def test_audit_view(endpoint: server.EndpointProcess, client: ClientFactory,
     view = lab.audit(account)
     assert view["requests"]["CreateActivation"] == 2
     assert view["requests"]["GetCallerIdentity"] == 1  # answered by moto, counted all the same
+    # The agent's calls count in the account its activation belongs to, signed or not.
+    for action in ("RegisterManagedInstance", "RequestManagedInstanceRoleToken",
+                   "UpdateInstanceInformation"):
+        assert view["requests"][action] == 1
     by_id = {a["ActivationId"]: a for a in view["activations"]}
     assert by_id[kept["ActivationId"]]["ActivationCode"] == kept["ActivationCode"]
     assert by_id[kept["ActivationId"]]["Deleted"] is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from sshd_fixture import SshdLab, available
 
-from anywhere import ssh
+from anywhere import checks, ssh
 from anywhere.errors import AuthError, HostKeyError, RemoteTimeout, SudoError, UnreachableError
 from anywhere.models import Secret, SshTarget
 
@@ -197,7 +198,8 @@ def _cmdlines() -> str:
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+                raw = (proc / "cmdline").read_bytes()
+                found.append(raw.replace(b"\0", b" ").decode(errors="replace"))
             except OSError:
                 continue
     return "\n".join(found)
@@ -268,3 +270,17 @@ def test_proxy_jump_uses_strict_keys_for_both_hops(lab: SshdLab) -> None:
         ssh.connect("h3", target(lab, only_target, port=2222, jump=jump), FAST)
     assert "unknown host key" in info.value.reason
 
+
+
+def test_check_commands_survive_sudo_quoting(conn: ssh.Transport) -> None:
+    """The phase commands go through `sudo … sh -c '<quoted>'` intact and parse on a real host
+    (the namespace has no route to the IMDS address, so that probe fails fast)."""
+    pre = conn.run(checks.PREFLIGHT_COMMAND, sudo=True)
+    assert pre.ok, pre.stderr
+    facts = checks.parse_preflight(pre.stdout)
+    assert facts.os_id is not None and facts.arch is not None
+    assert facts.host_time is not None and abs(facts.host_time - time.time()) < 60
+    assert facts.imds_answers is False
+    verify = checks.parse_host_verify(conn.run(checks.HOST_VERIFY_COMMAND, sudo=True).stdout)
+    assert set(verify.units) == {*checks.SSM_UNITS, "ecs", "docker"}
+    assert verify.metadata_rc not in (None, 0)

@@ -21,8 +21,8 @@ from ruamel.yaml import YAML
 from anywhere.errors import TemplateError
 from anywhere.models import Host, HostConfig, SshTarget
 from anywhere.render import (
-    Renderer,
     RenderedScript,
+    Renderer,
     render_cleanup,
     render_install,
     render_placeholder,
@@ -62,7 +62,7 @@ def render_kind(kind: str, host: Host, params: dict[str, Any]) -> RenderedScript
 
 def bash_syntax_error(text: str) -> str:
     assert BASH, "bash is needed to check script syntax"
-    result = subprocess.run([BASH, "-n"], input=text, capture_output=True, text=True)
+    result = subprocess.run([BASH, "-n"], check=False, input=text, capture_output=True, text=True)
     return "" if result.returncode == 0 else result.stderr
 
 

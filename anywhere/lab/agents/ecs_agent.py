@@ -35,7 +35,7 @@ EXIT_TERMINAL = 5
 CREDENTIAL_CODES = frozenset({"UnrecognizedClientException", "ExpiredTokenException",
                               "InvalidSignatureException", "AccessDeniedException",
                               "InvalidInstanceId", "MissingAuthenticationTokenException"})
-EMPTY: Mapping[str, str] = {}
+NO_CREDENTIALS = "NoCredentialProviders"
 
 
 class ConfigError(ValueError):
@@ -244,7 +244,7 @@ class Agent:
     def _auth(self, config: EcsConfig) -> Any:
         creds = common.read_json(common.under(self.base, common.SSM_CREDENTIALS_FILE))
         if not creds or not creds.get("AccessKeyId"):
-            raise ApiError("NoCredentialProviders", "[lab] no role credentials from the SSM "
+            raise ApiError(NO_CREDENTIALS, "[lab] no role credentials from the SSM "
                            "agent yet", 0)
         key, secret = str(creds["AccessKeyId"]), str(creds.get("SecretAccessKey", ""))
         region = config.region or str(creds.get("Region", ""))
@@ -268,6 +268,10 @@ class Agent:
                               "cluster '%s'", arn, config.cluster)
                 return arn
             except ApiError as err:
+                if err.code == NO_CREDENTIALS:
+                    # The SSM agent writes them within a heartbeat or so: poll, do not back off.
+                    stop.wait(0.5)
+                    continue
                 if err.code == "ClusterNotFoundException" and config.cluster == "default":
                     self._create_default_cluster(client, config)
                 self.log.error("Unable to register as a container instance with ECS: %s", err)

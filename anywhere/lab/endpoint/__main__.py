@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from anywhere.errors import AnywhereError
+from anywhere.errors import AnywhereError, ExitCode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.bind, args.port, args.state_dir, args.heartbeat_timeout)
     except (AnywhereError, OSError) as exc:
         print(f"lab endpoint: {exc}", file=sys.stderr)
-        return 3
+        return int(ExitCode.ENVIRONMENT)
     return 0
 
 

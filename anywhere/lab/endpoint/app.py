@@ -8,6 +8,7 @@ moto's own `x-moto-account-id` header, so moto and the lab agree on whose state 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -151,16 +152,8 @@ class LabApp:
         body = _read_body(environ)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         scope = _credential_scope(environ.get("HTTP_AUTHORIZATION", ""))
-        key, region, service = (scope[0], scope[2], scope[3]) if scope else (None, "", "")
-        caller = self._ssm.caller_of(key) if key else None
-        if caller is not None:
-            caller_id, account, region = caller
-            environ["HTTP_X_MOTO_ACCOUNT_ID"] = account
-        else:
-            caller_id = None
-            account = environ.get("HTTP_X_MOTO_ACCOUNT_ID") or (
-                self._account_of_key(key) if key else DEFAULT_ACCOUNT)
-        ctx = CallContext(account, region or DEFAULT_REGION, key, caller_id)
+        service = scope[3] if scope else ""
+        ctx = self._context(environ, scope, target, body)
         method = environ.get("REQUEST_METHOD", "GET")
         if "." in target:
             prefix, action = target.split(".", 1)
@@ -174,6 +167,25 @@ class LabApp:
             return Incoming(method, path, "query", "", query_action[0], body, service, ctx)
         label = f"{service or 'unsigned'}:{method}"
         return Incoming(method, path, "rest", "", label, body, service, ctx)
+
+    def _context(self, environ: Environ, scope: list[str], target: str,
+                 body: bytes) -> CallContext:
+        """Account and region like moto (header, then access key), except for agents' calls."""
+        key, region = (scope[0], scope[2]) if scope else (None, DEFAULT_REGION)
+        caller = self._ssm.caller_of(key) if key else None
+        if caller is not None:
+            environ["HTTP_X_MOTO_ACCOUNT_ID"] = caller[1]
+            return CallContext(caller[1], caller[2], key, caller[0])
+        # The agent's first two calls carry no lab-issued key; count them where they belong.
+        owner = self._ssm.owner_of(key) if key else None
+        if target == "AmazonSSM.RegisterManagedInstance":
+            with contextlib.suppress(ValueError, AttributeError):
+                owner = self._ssm.owner_of(str(json.loads(body).get("ActivationId")))
+        if owner is not None:
+            return CallContext(owner[0], owner[1], key)
+        account = environ.get("HTTP_X_MOTO_ACCOUNT_ID") or (
+            self._account_of_key(key) if key else DEFAULT_ACCOUNT)
+        return CallContext(account, region, key)
 
     def _dispatch(self, environ: Environ, req: Incoming,
                   start_response: StartResponse) -> Iterable[bytes]:

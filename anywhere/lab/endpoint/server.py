@@ -130,8 +130,13 @@ def serve(binds: Sequence[str], port: int, state_dir: Path, heartbeat_timeout_s:
         raise EnvironmentProblem(f"a lab endpoint already runs for {state_dir}")
     log = _file_logger(state_dir)
     app = build_app(heartbeat_timeout_s, log)
-    servers = [make_server(b, port, app, threaded=True, request_handler=QuietHandler)
-               for b in binds]
+    servers = []
+    for b in binds:
+        try:
+            servers.append(make_server(b, port, app, threaded=True, request_handler=QuietHandler))
+        except SystemExit:
+            # werkzeug prints the socket error and exits; say which address it was.
+            raise EnvironmentProblem(f"cannot listen on {b}:{port}") from None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -16,9 +16,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from anywhere.lab.endpoint.wire import Answer, ApiError, CallContext, page
-
-Tags = tuple[tuple[str, str], ...]
+from anywhere.lab.endpoint.wire import (
+    Answer,
+    ApiError,
+    CallContext,
+    Tags,
+    merge_tags,
+    page,
+    require_str,
+    tags_in,
+    tags_out,
+)
+from anywhere.models import Secret
 
 MAX_EXPIRY_S = 30 * 24 * 3600
 DEFAULT_EXPIRY_S = 24 * 3600
@@ -41,7 +50,7 @@ _AGENT_FIELDS = ("AgentName", "AgentVersion", "PlatformName", "PlatformType", "P
 @dataclass(frozen=True)
 class ActivationRecord:
     activation_id: str
-    code: str
+    code: Secret  # masked in reprs, so a record in a traceback or log line does not leak it
     account: str
     region: str
     iam_role: str
@@ -71,31 +80,6 @@ class InstanceRecord:
     deregistered: bool = False
 
 
-def _require_str(body: dict[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value:
-        raise ApiError("ValidationException", f"{key} is required")
-    return value
-
-
-def _tags_in(raw: Any, key_name: str = "Key", value_name: str = "Value") -> Tags:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
-        raise ApiError("ValidationException", "Tags must be a list of {Key, Value}")
-    return tuple((str(t.get(key_name, "")), str(t.get(value_name, ""))) for t in raw)
-
-
-def _merge_tags(current: Tags, added: Tags) -> Tags:
-    merged = dict(current)
-    merged.update(added)
-    return tuple(merged.items())
-
-
-def _tags_out(tags: Tags) -> list[dict[str, str]]:
-    return [{"Key": k, "Value": v} for k, v in tags]
-
-
 class SsmHybrid:
     """The SSM hybrid state of every account and region, behind one lock."""
 
@@ -122,6 +106,12 @@ class SsmHybrid:
                 return None
             rec = self._instances[instance_id]
             return instance_id, rec.account, rec.region
+
+    def owner_of(self, ident: str) -> tuple[str, str] | None:
+        """(account, region) of an activation or managed instance id, for accounting."""
+        with self._lock:
+            rec = self._activations.get(ident) or self._instances.get(ident)
+            return None if rec is None else (rec.account, rec.region)
 
     def is_registered(self, account: str, region: str, instance_id: str) -> bool:
         with self._lock:
@@ -151,7 +141,7 @@ class SsmHybrid:
                 "activations": [self._audit_activation(a, now) for a in acts],
                 "managed_instances": [
                     {**self._describe(i, now), "AccountId": i.account, "Region": i.region,
-                     "Deregistered": i.deregistered, "Tags": _tags_out(i.tags)}
+                     "Deregistered": i.deregistered, "Tags": tags_out(i.tags)}
                     for i in insts
                 ],
             }
@@ -159,7 +149,7 @@ class SsmHybrid:
     # ---- activations ----
 
     def _CreateActivation(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        iam_role = _require_str(body, "IamRole")
+        iam_role = require_str(body, "IamRole")
         limit = body.get("RegistrationLimit", 1)
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise ApiError("ValidationException", "RegistrationLimit must be between 1 and 1000")
@@ -171,7 +161,7 @@ class SsmHybrid:
             )
         rec = ActivationRecord(
             activation_id=str(uuid.uuid4()),
-            code="".join(secrets.choice(_CODE_ALPHABET) for _ in range(20)),
+            code=Secret("".join(secrets.choice(_CODE_ALPHABET) for _ in range(20))),
             account=ctx.account,
             region=ctx.region,
             iam_role=iam_role,
@@ -180,10 +170,10 @@ class SsmHybrid:
             expires_at=float(expires),
             description=str(body.get("Description", "")),
             default_name=str(body.get("DefaultInstanceName", "")),
-            tags=_tags_in(body.get("Tags")),
+            tags=tags_in(body.get("Tags")),
         )
         self._activations[rec.activation_id] = rec
-        return {"ActivationId": rec.activation_id, "ActivationCode": rec.code}
+        return {"ActivationId": rec.activation_id, "ActivationCode": rec.code.reveal()}
 
     def _DescribeActivations(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         wanted: dict[str, set[str]] = {}
@@ -204,7 +194,7 @@ class SsmHybrid:
         return page(items, body, "ActivationList", (1, 50), 50)
 
     def _DeleteActivation(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        rec = self._activation(_require_str(body, "ActivationId"), ctx)
+        rec = self._activation(require_str(body, "ActivationId"), ctx)
         self._activations[rec.activation_id] = replace(rec, deleted=True)
         return {}
 
@@ -225,13 +215,13 @@ class SsmHybrid:
             "ExpirationDate": a.expires_at,
             "Expired": now >= a.expires_at,
             "CreatedDate": a.created_at,
-            "Tags": _tags_out(a.tags),
+            "Tags": tags_out(a.tags),
         }
 
     def _audit_activation(self, a: ActivationRecord, now: float) -> dict[str, Any]:
         return {
             **self._describe_activation(a, now),
-            "ActivationCode": a.code,
+            "ActivationCode": a.code.reveal(),
             "Deleted": a.deleted,
             "AccountId": a.account,
             "Region": a.region,
@@ -240,13 +230,13 @@ class SsmHybrid:
     # ---- the agent's calls ----
 
     def _RegisterManagedInstance(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        activation_id = _require_str(body, "ActivationId")
-        code = _require_str(body, "ActivationCode")
-        fingerprint = _require_str(body, "Fingerprint")
+        activation_id = require_str(body, "ActivationId")
+        code = require_str(body, "ActivationCode")
+        fingerprint = require_str(body, "Fingerprint")
         act = self._activations.get(activation_id)
         if act is None:
             raise ApiError("InvalidActivationId", "Activation ID is not valid")
-        if act.deleted or not secrets.compare_digest(act.code, code):
+        if act.deleted or not secrets.compare_digest(act.code.reveal(), code):
             raise ApiError("InvalidActivation", "Activation ID or code is not valid")
         now = self._clock()
         if now >= act.expires_at:
@@ -328,7 +318,7 @@ class SsmHybrid:
         return page(items, body, "InstanceInformationList", (5, 50), 50)
 
     def _DeregisterManagedInstance(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        rec = self._live_instance(_require_str(body, "InstanceId"), ctx)
+        rec = self._live_instance(require_str(body, "InstanceId"), ctx)
         self._instances[rec.instance_id] = replace(rec, deregistered=True)
         return {}
 
@@ -359,7 +349,7 @@ class SsmHybrid:
     # ---- tags ----
 
     def _tagged(self, body: dict[str, Any], ctx: CallContext) -> ActivationRecord | InstanceRecord:
-        resource_id = _require_str(body, "ResourceId")
+        resource_id = require_str(body, "ResourceId")
         try:
             if body.get("ResourceType") == "Activation":
                 return self._activation(resource_id, ctx)
@@ -375,7 +365,7 @@ class SsmHybrid:
 
     def _AddTagsToResource(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         rec = self._tagged(body, ctx)
-        self._store(replace(rec, tags=_merge_tags(rec.tags, _tags_in(body.get("Tags")))))
+        self._store(replace(rec, tags=merge_tags(rec.tags, tags_in(body.get("Tags")))))
         return {}
 
     def _RemoveTagsFromResource(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -385,7 +375,7 @@ class SsmHybrid:
         return {}
 
     def _ListTagsForResource(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        return {"TagList": _tags_out(self._tagged(body, ctx).tags)}
+        return {"TagList": tags_out(self._tagged(body, ctx).tags)}
 
 
 Predicate = Callable[[dict[str, Any], InstanceRecord], bool]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 Answer = tuple[int, dict[str, Any]]
+Tags = tuple[tuple[str, str], ...]
 
 
 class ApiError(Exception):
@@ -61,3 +62,28 @@ def page(items: list[dict[str, Any]], body: dict[str, Any], key: str, limits: tu
     if start + size < len(items):
         out["NextToken"] = encode_token(start + size)
     return out
+
+
+def require_str(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise ApiError("ValidationException", f"{key} is required")
+    return value
+
+
+def tags_in(raw: Any, key_name: str = "Key", value_name: str = "Value") -> Tags:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise ApiError("ValidationException", "Tags must be a list of {Key, Value}")
+    return tuple((str(t.get(key_name, "")), str(t.get(value_name, ""))) for t in raw)
+
+
+def merge_tags(current: Tags, added: Tags) -> Tags:
+    merged = dict(current)
+    merged.update(added)
+    return tuple(merged.items())
+
+
+def tags_out(tags: Tags) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in tags]

@@ -1,0 +1,333 @@
+"""The lab orchestrator: N booted hosts on a private bridge, the lab AWS endpoint, and the
+files a controller needs (inventory, key, known_hosts, env). `Lab` is also the Python API that
+tests and benchmarks use.
+
+Everything `up` creates is recorded in the lab's state file before or as it is created, so
+`down` (even after a failed `up`) removes exactly that and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from anywhere.errors import EnvironmentProblem
+from anywhere.lab import files, hosts, network, rootfs, state, teardown
+from anywhere.lab.hosts import HostSpec, Identity
+from anywhere.lab.network import LabNet
+from anywhere.lab.state import HostRecord, LabState
+from anywhere.lab.status import HostStatus, LabStatus, endpoint_answers
+
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+BOOT_WORKERS = 32
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("the lab needs root (namespaces, mounts, systemd-nspawn)")
+
+
+def lab_dir_for(name: str, state_root: Path | None = None) -> Path:
+    if not _NAME.match(name):
+        raise EnvironmentProblem(f"lab name must match {_NAME.pattern}, got {name!r}")
+    return (state_root or state.DEFAULT_ROOT) / name
+
+
+class Lab:
+    """A handle on one lab; all facts live in its state file, re-read on each call."""
+
+    def __init__(self, name: str, index: int, directory: Path) -> None:
+        self.name = name
+        self.net = LabNet(index)
+        self.dir = directory
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def up(cls, name: str = "default", index: int = 0, hosts: int = 3,
+           state_root: Path | None = None, *, lab_dir: Path | None = None,
+           with_endpoint: bool = True, heartbeat_timeout_s: float = 30.0,
+           rootfs_cache: Path = rootfs.DEFAULT_CACHE) -> Lab:
+        """Boot the lab (or add hosts to a running one); a no-op when it already has `hosts`."""
+        require_root()
+        if not 1 <= hosts <= network.MAX_HOSTS:
+            raise EnvironmentProblem(f"a lab has 1-{network.MAX_HOSTS} hosts, not {hosts}")
+        directory = lab_dir or lab_dir_for(name, state_root)
+        rootfs.ensure_tools()
+        lower = rootfs.ensure_rootfs(rootfs_cache)
+        created = not directory.exists()
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lab = cls(name, index, directory)
+        with state.locked(directory / ".lock"):
+            previous = state.load(directory)
+            try:
+                lab._bring_up(previous or LabState(name, index, dir_created=created), hosts,
+                              lower, with_endpoint, heartbeat_timeout_s)
+            except BaseException:
+                if previous is None:  # a fresh lab that failed half-way: leave nothing behind
+                    lab._teardown(keep_logs=True)
+                raise
+        return lab
+
+    @classmethod
+    def open(cls, name: str = "default", state_root: Path | None = None, *,
+             lab_dir: Path | None = None) -> Lab:
+        """The running lab `name`; EnvironmentProblem if it is not up."""
+        directory = lab_dir or lab_dir_for(name, state_root)
+        recorded = state.load(directory)
+        if recorded is None:
+            raise EnvironmentProblem(f"lab {name!r} is not up (no state in {directory})")
+        return cls(recorded.name, recorded.index, directory)
+
+    # ------------------------------------------------------------------ facts
+
+    def state(self) -> LabState:
+        recorded = state.load(self.dir)
+        if recorded is None:
+            raise EnvironmentProblem(f"lab {self.name!r} is not up (no state in {self.dir})")
+        return recorded
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.dir / files.INVENTORY
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return self.dir / files.KNOWN_HOSTS
+
+    @property
+    def key_path(self) -> Path:
+        return self.dir / files.CLIENT_KEY
+
+    @property
+    def ops_password_path(self) -> Path:
+        return self.dir / files.OPS_PASSWORD
+
+    @property
+    def installer_path(self) -> Path:
+        return self.dir / files.INSTALLER
+
+    @property
+    def endpoint_url(self) -> str:
+        """The endpoint as the controller reaches it (loopback)."""
+        return f"http://127.0.0.1:{self.net.port}"
+
+    @property
+    def host_endpoint_url(self) -> str:
+        """The endpoint as lab hosts reach it (the bridge address)."""
+        return f"http://{self.net.bridge_ip}:{self.net.port}"
+
+    @property
+    def hosts(self) -> dict[str, str]:
+        """Host name -> address, in host order."""
+        return {h.name: h.address for h in self.state().hosts}
+
+    def env(self) -> dict[str, str]:
+        return files.env_vars(self.dir, self.net.port)
+
+    def spec(self, number: int) -> HostSpec:
+        name = self.net.host_name(number)
+        return HostSpec(
+            name=name, address=self.net.host_ip(number), netns=self.net.netns(number),
+            machine=self.net.netns(number), dir=self.dir / "hosts" / name,
+            cgroup=f"anywhere-lab/{self.name}/{name}")
+
+    # ------------------------------------------------------------------ up
+
+    def _bring_up(self, st: LabState, count: int, lower: Path, with_endpoint: bool,
+                  heartbeat_timeout_s: float) -> None:
+        if (st.name, st.index) != (self.name, self.net.index):
+            raise EnvironmentProblem(
+                f"lab {st.name!r} runs with index {st.index}; use --index {st.index}")
+        state.save(self.dir, st)
+        identity = Identity(files.ensure_client_key(self.dir),
+                                  files.ensure_ops_password(self.dir))
+        if not st.bridge_created:
+            if not network.create_bridge(self.net):
+                raise EnvironmentProblem(
+                    f"bridge {self.net.bridge} exists already: another lab uses index "
+                    f"{self.net.index}")
+            st = self._save(replace(st, bridge_created=True))
+        total = max(count, len(st.hosts))
+        state.reserve_inotify(self.dir, total)
+        st = self._save(replace(st, inotify_registered=True))
+        first_new = max((h.number for h in st.hosts), default=0) + 1
+        for number in range(first_new, count + 1):
+            st = self._create_host(st, number, identity, lower)
+        for rec in st.hosts:
+            if rec.pid is None or not hosts.is_nspawn_of(rec.pid, self.spec(rec.number)):
+                st = self._boot(st, rec)
+        if with_endpoint:  # starts while the hosts boot
+            st = self._ensure_endpoint(st, heartbeat_timeout_s)
+        self._wait_booted(st.hosts)
+        self._write_files(st)
+
+    def _save(self, st: LabState) -> LabState:
+        state.save(self.dir, st)
+        return st
+
+    def _create_host(self, st: LabState, number: int, identity: Identity,
+                     lower: Path) -> LabState:
+        spec = self.spec(number)
+        if network.netns_exists(spec.netns):
+            raise EnvironmentProblem(f"network namespace {spec.netns} exists already")
+        # Recorded before each step, so a failure half-way is still cleaned up by down.
+        rec = HostRecord(spec.name, number, spec.address, netns=True,
+                         cgroups=tuple(str(h / spec.cgroup) for h in hosts.cgroup_hierarchies()),
+                         mounted=True)
+        st = self._save(st.with_host(rec))
+        network.create_netns(self.net, number)
+        hosts.make_cgroups(spec)
+        hosts.mount_overlay(spec, lower)
+        rec = replace(rec, host_key=hosts.provision(spec, identity))
+        return self._save(st.with_host(rec))
+
+    def _boot(self, st: LabState, rec: HostRecord) -> LabState:
+        spec = self.spec(rec.number)
+        for path in rec.cgroups:  # a stopped container may leave its subgroups behind
+            hosts.remove_cgroup(Path(path))
+        pid = hosts.start(spec, hosts.make_cgroups(spec))
+        return self._save(st.with_host(replace(rec, pid=pid)))
+
+    def _wait_booted(self, records: Sequence[HostRecord]) -> None:
+        deadline = time.monotonic() + 120.0 + 1.5 * len(records)
+
+        def wait(rec: HostRecord) -> str | None:
+            spec = self.spec(rec.number)
+            try:
+                assert rec.pid is not None
+                hosts.wait_booted(spec, rec.pid, deadline)
+                hosts.wait_ssh(spec, deadline)
+            except EnvironmentProblem as exc:
+                return str(exc)
+            return None
+
+        workers = max(1, min(BOOT_WORKERS, len(records)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            problems = [p for p in pool.map(wait, records) if p]
+        if problems:
+            raise EnvironmentProblem(
+                f"{len(problems)} of {len(records)} lab hosts did not come up: {problems[0]}")
+
+    def _ensure_endpoint(self, st: LabState, heartbeat_timeout_s: float) -> LabState:
+        if st.endpoint_pid is not None and endpoint_answers(self.endpoint_url):
+            return st
+        try:
+            from anywhere.lab.endpoint import server
+        except ImportError as exc:
+            raise EnvironmentProblem(f"the lab endpoint is not available: {exc}") from exc
+        started = server.start(self.dir / "endpoint", [self.net.bridge_ip, "127.0.0.1"],
+                               self.net.port, heartbeat_timeout_s)
+        return self._save(replace(st, endpoint_pid=started.pid))
+
+    def _write_files(self, st: LabState) -> None:
+        files.write_known_hosts(self.dir, {h.name: (h.address, h.host_key) for h in st.hosts})
+        files.write_inventory(self.dir, {h.name: h.address for h in st.hosts})
+        files.write_env(self.dir, self.env())
+        if st.endpoint_pid is not None:
+            try:
+                from anywhere.lab import installer
+            except ImportError as exc:
+                raise EnvironmentProblem(f"the lab installer is not available: {exc}") from exc
+            installer.write_installer(self.installer_path, self.host_endpoint_url)
+
+    # ------------------------------------------------------------------ per host
+
+    def _running(self, name: str) -> tuple[HostRecord, int]:
+        """The host's record and its container's PID 1; EnvironmentProblem if not running."""
+        require_root()
+        rec = self.state().host(name)
+        spec = self.spec(rec.number)
+        init = None
+        if rec.pid is not None and hosts.is_nspawn_of(rec.pid, spec):
+            init = hosts.container_init(rec.pid)
+        if init is None:
+            raise EnvironmentProblem(f"lab host {name} is not running")
+        return rec, init
+
+    def exec(self, host: str, argv: Sequence[str], *, capture: bool = True,
+             input: str | None = None, timeout: float | None = None,
+             ) -> subprocess.CompletedProcess[str]:
+        """Run argv as root inside `host` (nsenter into its PID 1), with a clean environment."""
+        _, init = self._running(host)
+        full = hosts.nsenter_argv(init, ["/usr/bin/env", "-i", f"PATH={CONTAINER_PATH}",
+                                         "HOME=/root", "LANG=C.UTF-8", *argv])
+        return subprocess.run(full, input=input, capture_output=capture, text=True,
+                              timeout=timeout, check=False)
+
+    def stop_host(self, name: str) -> None:
+        """Power the host off (its address then refuses connections); start_host undoes it."""
+        with state.locked(self.dir / ".lock"):
+            st = self.state()
+            rec = st.host(name)
+            if rec.pid is not None:
+                hosts.stop(self.spec(rec.number), rec.pid)
+            self._save(st.with_host(replace(rec, pid=None)))
+
+    def start_host(self, name: str) -> None:
+        """Boot a stopped host again and wait until it is up; no-op if it runs."""
+        with state.locked(self.dir / ".lock"):
+            st = self.state()
+            rec = st.host(name)
+            if rec.pid is None or not hosts.is_nspawn_of(rec.pid, self.spec(rec.number)):
+                st = self._boot(st, rec)
+            self._wait_booted([st.host(name)])
+
+    def set_host_link(self, name: str, up: bool) -> None:
+        """Unplug (connections then time out) or re-plug the host's network cable."""
+        network.set_link(self.net, self.state().host(name).number, up)
+
+    def regenerate_host_key(self, name: str, trust: bool = False) -> str:
+        """Give the host a new SSH host key (sshd restarted); known_hosts keeps the old one
+        unless `trust`. Returns the new key ('ssh-ed25519 AAAA…')."""
+        with state.locked(self.dir / ".lock"):
+            st = self.state()
+            rec = st.host(name)
+            key = hosts.write_host_key(self.spec(rec.number))
+            done = self.exec(name, ["systemctl", "restart", "ssh"])
+            if done.returncode != 0:
+                raise EnvironmentProblem(f"{name}: sshd restart failed: {done.stderr.strip()}")
+            st = self._save(st.with_host(replace(rec, host_key=key)))
+            if trust:
+                self.refresh_known_hosts()
+            return key
+
+    def refresh_known_hosts(self) -> Path:
+        """Rewrite known_hosts from every host's current key."""
+        st = self.state()
+        return files.write_known_hosts(
+            self.dir, {h.name: (h.address, h.host_key) for h in st.hosts})
+
+    # ------------------------------------------------------------------ status and down
+
+    def status(self) -> LabStatus:
+        require_root()
+        st = self.state()
+        rows = []
+        for rec in st.hosts:
+            spec = self.spec(rec.number)
+            running = rec.pid is not None and hosts.is_nspawn_of(rec.pid, spec)
+            init = hosts.container_init(rec.pid) if running and rec.pid else None
+            system = hosts.system_state(init) if init else "stopped"
+            rows.append(HostStatus(rec.name, rec.address, running, system,
+                                   running and hosts.ssh_answers(rec.address)))
+        endpoint = st.endpoint_pid is not None and endpoint_answers(self.endpoint_url)
+        return LabStatus(self.name, self.net.index, self.dir, tuple(rows),
+                         self.endpoint_url if st.endpoint_pid is not None else None, endpoint)
+
+    def down(self, keep_logs: bool = False) -> None:
+        """Stop and remove everything this lab created (logs too, unless keep_logs)."""
+        require_root()
+        with state.locked(self.dir / ".lock"):
+            self.state()  # raises if the lab is not up
+            self._teardown(keep_logs)
+
+    def _teardown(self, keep_logs: bool) -> None:
+        teardown.teardown(self.dir, self.net, self.spec, keep_logs)

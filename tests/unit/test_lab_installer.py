@@ -1,0 +1,240 @@
+"""The lab installer's flags and checks (the generated script run with bash, stopping before it
+changes anything), its reproducibility, and the lab agents' configuration parsing."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import logging
+import subprocess
+import sys
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from anywhere.lab import installer
+from anywhere.lab.agents import common, docker_cli, ecs_agent, ssm_agent
+
+URL = "http://10.200.0.1:4566"
+VALUE_FLAGS = ("--region", "--cluster", "--activation-code", "--activation-id",
+               "--docker-install-source", "--ecs-version", "--deb-url", "--rpm-url",
+               "--ecs-endpoint", "--certs-file", "--ip-compatibility")
+FULL = ("--region", "us-east-1", "--activation-id", "act-1", "--activation-code", "c0de")
+
+
+@pytest.fixture(scope="module")
+def script(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return installer.write_installer(tmp_path_factory.mktemp("inst") / "install.sh", URL, 2.0)
+
+
+def fake_tools(tmp: Path, uid: int = 0, arch: str = "x86_64") -> Path:
+    """`id`, `uname` and `systemctl` doubles: the script's probes answer without touching the
+    machine (systemctl says every unit is disabled)."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in {"id": f"echo {uid}", "uname": f"echo {arch}",
+                       "systemctl": "echo \"systemctl $*\" >>\"$LAB_ROOT/.calls\"; exit 1"}.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+def run(script: Path, tmp: Path, *args: str, uid: int = 0, arch: str = "x86_64",
+        systemd: bool = True) -> subprocess.CompletedProcess[str]:
+    root = tmp / "root"
+    if systemd:
+        (root / "run/systemd/system").mkdir(parents=True, exist_ok=True)
+    root.mkdir(exist_ok=True)
+    env = {"PATH": f"{fake_tools(tmp, uid, arch)}:/usr/bin:/bin", "LAB_ROOT": str(root)}
+    return subprocess.run(["bash", str(script), *args], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def created(tmp: Path) -> list[str]:
+    """Files the script left under its root, other than the probe log and what tests made."""
+    root = tmp / "root"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and p.name != ".calls")
+
+
+def test_help_lists_every_public_flag_and_exits_zero(script: Path, tmp_path: Path) -> None:
+    result = run(script, tmp_path, "--help")
+    assert result.returncode == 0
+    for flag in (*VALUE_FLAGS[:5], "--ecs-version", "--ecs-endpoint", "--skip-registration",
+                 "--certs-file", "--ip-compatibility", "--no-start", "--enable-gpu"):
+        assert flag in result.stdout
+    assert URL in result.stdout
+
+
+@pytest.mark.parametrize("args", [("--bogus",), (*FULL, "--proxy", "http://p:3128"), ("-r",)])
+def test_unknown_option_aborts(script: Path, tmp_path: Path, args: tuple[str, ...]) -> None:
+    result = run(script, tmp_path, *args)
+    bad = next(a for a in args if a not in FULL)
+    assert result.returncode != 0
+    assert f"invalid option: [{bad}]" in result.stdout and "Installation Failed" in result.stdout
+    assert created(tmp_path) == []
+
+
+@pytest.mark.parametrize("flag", VALUE_FLAGS)
+def test_value_starting_with_dashes_is_rejected(script: Path, tmp_path: Path, flag: str) -> None:
+    result = run(script, tmp_path, flag, "--no-start")
+    assert result.returncode != 0
+    assert f"Option {flag} was passed an invalid value: --no-start" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "kwargs", "message"), [
+    (FULL, {"uid": 1000}, "Please run as root."),
+    (FULL, {"systemd": False}, "The install script currently supports only systemd."),
+    (FULL[2:], {}, "--region is required"),
+    (FULL[:4], {}, "Both --activation-id and --activation-code are required"),
+    (("--region", "us-east-1", "--activation-code", "c0de"), {}, "Both --activation-id"),
+    (("--region", "us-east-1", "--skip-registration"), {},
+     "--skip-registration flag specified but the SSM agent service is not running."),
+    ((*FULL, "--ip-compatibility", "ipv5"), {}, "Invalid value for --ip-compatibility"),
+    (FULL, {"arch": "armv7l"}, "Unsupported architecture: armv7l"),
+])
+def test_preconditions_stop_before_any_change(script: Path, tmp_path: Path,
+                                              args: tuple[str, ...], kwargs: dict[str, object],
+                                              message: str) -> None:
+    result = run(script, tmp_path, *args, **kwargs)  # type: ignore[arg-type]
+    assert result.returncode == 1
+    assert message in result.stdout
+    assert created(tmp_path) == []
+    assert "c0de" not in result.stdout + result.stderr
+
+
+def test_installer_is_reproducible_and_executable(tmp_path: Path) -> None:
+    a = installer.write_installer(tmp_path / "a.sh", URL, 10)
+    b = installer.write_installer(tmp_path / "b.sh", URL, 10)
+    assert a.read_bytes() == b.read_bytes()
+    assert a.stat().st_mode & 0o111
+    assert f"LAB_ENDPOINT_URL='{URL}'" in a.read_text()
+    other = installer.render("http://10.200.7.1:4573", 10)
+    assert "LAB_ENDPOINT_URL='http://10.200.7.1:4573'" in other and URL not in other
+    assert subprocess.run(["bash", "-n", str(a)], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("url", ["10.200.0.1:4566", "http://x:1/'; rm -rf /", "ftp://h:1",
+                                 "http://h:1 x", ""])
+def test_bad_endpoint_url_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="endpoint URL"):
+        installer.render(url)
+
+
+@pytest.mark.parametrize("heartbeat", [0, -1.0, float("nan")])
+def test_bad_heartbeat_is_refused(heartbeat: float) -> None:
+    with pytest.raises(ValueError, match="heartbeat"):
+        installer.render(URL, heartbeat)
+
+
+def test_payload_carries_stdlib_only_agents() -> None:
+    with tarfile.open(fileobj=io.BytesIO(installer.payload()), mode="r:gz") as tar:
+        files = {m.name: tar.extractfile(m).read().decode()  # type: ignore[union-attr]
+                 for m in tar.getmembers()}
+    assert {f"anywhere/lab/agents/{n}" for n in installer.AGENT_MODULES} <= set(files)
+    for name, text in files.items():
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [
+                    node.module or ""]
+                for mod in mods:
+                    top = mod.split(".")[0]
+                    assert top in sys.stdlib_module_names or mod.startswith(
+                        "anywhere.lab.agents"), f"{name} imports {mod}"
+
+
+def test_env_file_parsing_and_first_file_wins() -> None:
+    etc = ecs_agent.parse_env_file("# comment\nECS_CLUSTER=a\n\nECS_CLUSTER=b\n"
+                                   "HTTP_PROXY='http://p:3128'\nnot a line\n")
+    assert etc == {"ECS_CLUSTER": "b", "HTTP_PROXY": "http://p:3128"}
+    lib = ecs_agent.parse_env_file("ECS_CLUSTER=c\nAWS_DEFAULT_REGION=eu-west-1\n")
+    merged = ecs_agent.merge_first_wins(etc, lib)
+    config = ecs_agent.config_from_values(merged)
+    assert (config.cluster, config.region, config.http_proxy) == ("b", "eu-west-1",
+                                                                  "http://p:3128")
+
+
+def test_attributes_and_tags_are_json_objects() -> None:
+    config = ecs_agent.config_from_values({
+        "ECS_INSTANCE_ATTRIBUTES": '{"rack": "r1", "zone": "z"}',
+        "ECS_CONTAINER_INSTANCE_TAGS": '{"team": "a"}', "ECS_EXTERNAL": "true"})
+    assert config.attributes == {"rack": "r1", "zone": "z"} and config.tags == {"team": "a"}
+    assert config.external and config.cluster == "default"
+    for bad in ('["rack"]', "{rack: r1}", '{"n": 1}'):
+        with pytest.raises(ecs_agent.ConfigError, match="ECS_INSTANCE_ATTRIBUTES"):
+            ecs_agent.config_from_values({"ECS_INSTANCE_ATTRIBUTES": bad})
+
+
+def test_custom_attributes_and_tags_only_at_first_registration() -> None:
+    config = ecs_agent.config_from_values({"ECS_INSTANCE_ATTRIBUTES": '{"rack": "r1"}',
+                                           "ECS_CONTAINER_INSTANCE_TAGS": '{"t": "v"}'})
+    first = ecs_agent.registration_body(config, "24.0.9", None)
+    assert {"name": "rack", "value": "r1"} in first["attributes"]
+    assert first["tags"] == [{"key": "t", "value": "v"}] and "containerInstanceArn" not in first
+    again = ecs_agent.registration_body(config, "24.0.9", "arn:ci/1")
+    assert again["containerInstanceArn"] == "arn:ci/1" and "tags" not in again
+    assert all(a["name"] != "rack" for a in again["attributes"])
+    assert first["instanceIdentityDocument"] == ""
+
+
+def test_checkpoint_for_another_cluster_stops_the_agent(tmp_path: Path) -> None:
+    (tmp_path / "etc/ecs").mkdir(parents=True)
+    (tmp_path / "etc/ecs/ecs.config").write_text("ECS_CLUSTER=new\n")
+    (tmp_path / "var/lib/ecs/data").mkdir(parents=True)
+    (tmp_path / "var/lib/ecs/data/agent.db").write_text(
+        json.dumps({"Cluster": "old", "ContainerInstanceArn": "arn:ci/1"}))
+    log = logging.getLogger(f"test-ecs-{id(tmp_path)}")
+    agent = ecs_agent.Agent(tmp_path, common.AgentSettings("http://127.0.0.1:9"), log)
+    stop = threading.Event()
+    assert agent.run(stop) == ecs_agent.EXIT_TERMINAL
+    config = ecs_agent.config_from_values({"ECS_CLUSTER": "old"})
+    assert ecs_agent.check_checkpoint({"Cluster": "old", "ContainerInstanceArn": "arn:ci/1"},
+                                      config) == "arn:ci/1"
+    assert ecs_agent.check_checkpoint(None, config) is None
+
+
+@pytest.mark.parametrize(("host", "no_proxy", "bypass"), [
+    ("10.200.0.1", "localhost,10.200.0.0/24", True),
+    ("10.201.0.1", "10.200.0.0/24", False),
+    ("ecs.lab.internal", ".lab.internal", True),
+    ("lab.internal", "lab.internal:443", True),
+    ("evil-lab.internal", "lab.internal", False),
+    ("anything", "*", True),
+    ("169.254.169.254", "", False),
+])
+def test_no_proxy_decides(host: str, no_proxy: str, bypass: bool) -> None:
+    assert common.bypasses_proxy(host, no_proxy) is bypass
+
+
+def test_settings_from_file_and_environment(tmp_path: Path) -> None:
+    (tmp_path / "etc/anywhere-lab").mkdir(parents=True)
+    (tmp_path / "etc/anywhere-lab/agents.json").write_text(
+        json.dumps({"endpoint_url": URL + "/", "heartbeat_s": 3}))
+    assert common.load_settings(tmp_path, {}) == common.AgentSettings(URL, 3.0)
+    over = common.load_settings(tmp_path, {"LAB_ENDPOINT_URL": "http://127.0.0.1:1",
+                                           "LAB_HEARTBEAT_S": "0.5"})
+    assert over == common.AgentSettings("http://127.0.0.1:1", 0.5)
+    with pytest.raises(ValueError, match="no endpoint URL"):
+        common.load_settings(tmp_path / "empty", {})
+
+
+def test_fingerprint_is_kept_until_the_machine_id_changes(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/machine-id").write_text("a" * 32 + "\n")
+    first = ssm_agent.fingerprint(tmp_path)
+    assert ssm_agent.fingerprint(tmp_path) == first
+    stored = tmp_path / ssm_agent.FINGERPRINT_FILE.lstrip("/")
+    assert stored.stat().st_mode & 0o777 == 0o600
+    (tmp_path / "etc/machine-id").write_text("b" * 32 + "\n")
+    assert ssm_agent.fingerprint(tmp_path) != first
+
+
+def test_docker_format_subset() -> None:
+    data = {"ServerVersion": "24.0.9", "Server": {"Version": "24.0.9"}, "Labels": ["a"]}
+    assert docker_cli.render("{{.ServerVersion}}", data) == "24.0.9"
+    assert docker_cli.render("v={{ .Server.Version }}", data) == "v=24.0.9"
+    assert docker_cli.render("{{json .Labels}}", data) == '["a"]'
+    assert docker_cli.render("{{.Missing}}", data) == "<no value>"

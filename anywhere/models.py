@@ -131,6 +131,9 @@ class Phase(StrEnum):
     INSTALL = "install"
     VERIFY = "verify"
     MARK_READY = "mark-ready"
+    DRAIN = "drain"
+    DEREGISTER = "deregister"
+    CLEANUP = "cleanup"
     DONE = "done"
 
 
@@ -144,6 +147,7 @@ class FailureClass(StrEnum):
     INSTALL = "install"
     VERIFY = "verify"
     TIMEOUT = "timeout"
+    DEREGISTER = "deregister"
     INTERRUPTED = "interrupted"
     ABORTED = "aborted"  # not started: the fail-percent threshold stopped new hosts
 
@@ -151,6 +155,7 @@ class FailureClass(StrEnum):
 class Status(StrEnum):
     READY = "ready"  # registered (or repaired) by this run and verified
     UNCHANGED = "unchanged"  # already ready; nothing done
+    REMOVED = "removed"  # deregistered by this run
     FAILED = "failed"
     NOT_RUN = "not-run"
 
@@ -244,4 +249,4 @@ class HostOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.status in (Status.READY, Status.UNCHANGED)
+        return self.status in (Status.READY, Status.UNCHANGED, Status.REMOVED)

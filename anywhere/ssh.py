@@ -338,6 +338,7 @@ class _SshTransport:
         limit = self._options.command_timeout_s if timeout is None else timeout
         payload = b"".join(s.reveal().encode() + b"\n" for s in secret_stdin) + stdin
         wire = command
+        # ansible_become=false means the login user already has the rights it needs.
         if sudo and self._target.become:
             mode = self._sudo()
             wire = _sudo_command(command, self._target.become_user, mode)

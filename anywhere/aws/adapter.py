@@ -47,6 +47,15 @@ T = TypeVar("T")
 class RunTaskResult:
     task_arns: tuple[str, ...]
     failures: tuple[str, ...]
+    # (task ARN, container instance ARN) for every task placed.
+    placements: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskDefinition:
+    arn: str
+    network_mode: str
+    compatibilities: tuple[str, ...]
 
 
 class Aws:
@@ -299,10 +308,24 @@ class Aws:
             count=count, launchType="EXTERNAL",
             placementConstraints=[dict(c) for c in placement_constraints], **extra,
         )
+        tasks = resp.get("tasks", [])
         return RunTaskResult(
-            task_arns=tuple(str(t["taskArn"]) for t in resp.get("tasks", [])),
+            task_arns=tuple(str(t["taskArn"]) for t in tasks),
             failures=tuple(f"{f.get('arn', '?')}: {f.get('reason', '?')}"
                            for f in resp.get("failures", [])),
+            placements=tuple(
+                (str(t["taskArn"]), str(t.get("containerInstanceArn", ""))) for t in tasks
+            ),
+        )
+
+    def task_definition(self, name: str) -> TaskDefinition:
+        """Network mode and compatibilities: EXTERNAL needs bridge, host or none."""
+        resp = self._api.call(self._c.ecs, "DescribeTaskDefinition", taskDefinition=name)
+        td = resp["taskDefinition"]
+        return TaskDefinition(
+            arn=str(td["taskDefinitionArn"]),
+            network_mode=str(td.get("networkMode", "bridge")),
+            compatibilities=tuple(str(c) for c in td.get("requiresCompatibilities", [])),
         )
 
 

@@ -18,9 +18,12 @@ import socket
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -321,3 +324,55 @@ def test_installer_installs_registers_and_waits_for_metadata(
     assert f"SSM agent is already registered. Managed instance ID: {mi_id}" in again.stdout
     assert "ecs agent is already installed" in again.stdout
     assert "ECS_CLUSTER=other" not in (host.root / "etc/ecs/ecs.config").read_text()
+
+
+class RecordingProxy(BaseHTTPRequestHandler):
+    """A forward proxy for plain HTTP that records each request's `X-Amz-Target`."""
+
+    seen: list[str]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.seen.append(self.headers.get("X-Amz-Target", ""))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        request = urllib.request.Request(self.path, data=body, headers=headers, method="POST")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=60) as response:
+                status, data = response.status, response.read()
+        except urllib.error.HTTPError as err:
+            status, data = err.code, err.read()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def test_ecs_agent_goes_through_http_proxy_from_ecs_config(aws: Callable[[str], Any],
+                                                           host: Host) -> None:
+    seen: list[str] = []
+    handler = type("Proxy", (RecordingProxy,), {"seen": seen})
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        act_id, code = activation(aws, "lab-proxy")
+        host.unpack_agents()
+        host.write("/etc/ecs/ecs.config", "ECS_CLUSTER=lab-proxy\n"
+                   f"HTTP_PROXY=http://127.0.0.1:{proxy.server_port}\nNO_PROXY=169.254.169.254\n")
+        host.write("/var/lib/ecs/ecs.config", f"AWS_DEFAULT_REGION={REGION}\nECS_EXTERNAL=true\n")
+        reg = host.run("ssm_agent", "-register", "-code", "-", "-id", act_id, "-region", REGION,
+                       stdin=code + "\n")
+        assert reg.returncode == 0, reg.stdout + reg.stderr
+        for module in ("docker_daemon", "ssm_agent", "ecs_agent"):
+            host.start(module)
+        wait_for(host.metadata, "introspection metadata")
+        wait_for(lambda: any(t.endswith(".DiscoverPollEndpoint") for t in seen), "heartbeat")
+        assert any(t.endswith(".RegisterContainerInstance") for t in seen)
+        # The SSM agent has no proxy in its environment: its calls go direct.
+        assert not any(t.startswith("AmazonSSM.") for t in seen)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()

@@ -6,6 +6,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -284,3 +285,20 @@ def test_check_commands_survive_sudo_quoting(conn: ssh.Transport) -> None:
     verify = checks.parse_host_verify(conn.run(checks.HOST_VERIFY_COMMAND, sudo=True).stdout)
     assert set(verify.units) == {*checks.SSM_UNITS, "ecs", "docker"}
     assert verify.metadata_rc not in (None, 0)
+
+
+def test_many_concurrent_transports_in_a_thread_pool(lab: SshdLab) -> None:
+    known = lab.good_known_hosts()
+
+    def one(i: int) -> str:
+        transport = ssh.connect(f"h{i}", target(lab, known, port=(22, 2222)[i % 2]), FAST)
+        try:
+            transport.put(f"{i}\n".encode(), f"/tmp/anyssh-{lab.pid}-pool-{i}")
+            return transport.run(f"cat /tmp/anyssh-{lab.pid}-pool-{i}; rm /tmp/anyssh-{lab.pid}-"
+                                 f"pool-{i}; id -u", sudo=True).stdout
+        finally:
+            transport.close()
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        outputs = list(pool.map(one, range(48)))
+    assert outputs == [f"{i}\n0\n" for i in range(48)]

@@ -238,3 +238,10 @@ def test_docker_format_subset() -> None:
     assert docker_cli.render("v={{ .Server.Version }}", data) == "v=24.0.9"
     assert docker_cli.render("{{json .Labels}}", data) == '["a"]'
     assert docker_cli.render("{{.Missing}}", data) == "<no value>"
+
+
+def test_ssm_agent_proxy_comes_from_its_environment() -> None:
+    env = {"HTTP_PROXY": "http://p:3128", "https_proxy": "http://s:3129", "no_proxy": "10.0.0.1"}
+    assert common.proxy_from_env("http://10.200.0.1:4566", env) == ("http://p:3128", "10.0.0.1")
+    assert common.proxy_from_env("https://ssm.example", env) == ("http://s:3129", "10.0.0.1")
+    assert common.proxy_from_env("http://10.200.0.1:4566", {}) == ("", "")

@@ -87,7 +87,7 @@ def mixed() -> report.RunSummary:
 
 
 def test_summary_properties(mixed: report.RunSummary) -> None:
-    assert mixed.counts == {"ready": 1, "unchanged": 1, "failed": 2, "not-run": 1}
+    assert mixed.counts == {"ready": 1, "unchanged": 1, "removed": 0, "failed": 2, "not-run": 1}
     assert mixed.failure_counts == {"unreachable": 1, "verify": 1, "aborted": 1}
     assert mixed.failed == ("db-1", "db-2")
     assert mixed.unfinished == ("db-1", "db-2", "db-3")
@@ -118,7 +118,7 @@ def test_json_matches_the_reviewed_document(mixed: report.RunSummary) -> None:
 def test_json_key_order_is_stable(mixed: report.RunSummary) -> None:
     doc = json.loads(report.to_json(mixed))
     assert list(doc) == ["run_id", "command", "started_at", "finished_at", "counts", "hosts"]
-    assert list(doc["counts"]) == ["total", "ready", "unchanged", "failed", "not-run"]
+    assert list(doc["counts"]) == ["total", "ready", "unchanged", "removed", "failed", "not-run"]
     for entry in doc["hosts"]:
         assert list(entry) == HOST_KEYS
         for check in entry["checks"]:

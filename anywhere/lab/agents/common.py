@@ -153,6 +153,14 @@ def opener(url: str, http_proxy: str = "", no_proxy: str = "") -> urllib.request
     return urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
 
 
+def proxy_from_env(url: str, environ: Mapping[str, str]) -> tuple[str, str]:
+    """(proxy, no_proxy) for `url` from `HTTP(S)_PROXY`/`NO_PROXY`, as a systemd drop-in sets."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    names = ("HTTPS_PROXY", "https_proxy") if scheme == "https" else ("HTTP_PROXY", "http_proxy")
+    proxy = next((environ[n] for n in names if environ.get(n)), "")
+    return proxy, environ.get("NO_PROXY") or environ.get("no_proxy") or ""
+
+
 @dataclass(frozen=True)
 class Client:
     """JSON 1.1 calls to the endpoint, with `X-Amz-Target` naming the action."""

@@ -84,7 +84,7 @@ def load_registration(base: Path) -> Registration | None:
                         private_key=str(data.get("privateKey", "")))
 
 
-def register(base: Path, settings: AgentSettings, code: str, *, activation_id: str, region: str,
+def register(base: Path, client: Client, code: str, *, activation_id: str, region: str,
              out: TextIO) -> int:
     """Register with the activation; prints like the real agent and returns its exit code."""
     private_key = base64.b64encode(secrets.token_bytes(32)).decode()
@@ -93,7 +93,6 @@ def register(base: Path, settings: AgentSettings, code: str, *, activation_id: s
             "PublicKeyType": "Rsa", "Fingerprint": fingerprint(base)}
     try:
         # Unsigned, as the real agent's call: the activation code is the credential.
-        client = Client(settings.endpoint_url)
         answer = common.call_with_retry(
             lambda: client.call("AmazonSSM.RegisterManagedInstance", body),
             threading.Event(), logging.getLogger("amazon-ssm-agent.register"))
@@ -180,9 +179,10 @@ class Daemon:
     base: Path
     settings: AgentSettings
     log: logging.Logger
+    client: Client
 
     def run(self, stop: threading.Event) -> int:
-        client = Client(self.settings.endpoint_url)
+        client = self.client
         creds: dict[str, Any] | None = None
         failures = 0
         self.log.info("amazon-ssm-agent %s (lab) starting; endpoint %s", AGENT_VERSION,
@@ -252,13 +252,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ValueError as err:
         print(err, file=sys.stderr)
         return 1
+    proxy, no_proxy = common.proxy_from_env(settings.endpoint_url, env)
+    client = Client(settings.endpoint_url, http_proxy=proxy, no_proxy=no_proxy)
     if args.register:
-        return _register_command(base, settings, args)
+        return _register_command(base, client, args)
     log = common.setup_logging(common.under(base, LOG_FILE), "amazon-ssm-agent")
-    return common.run_until_stopped(Daemon(base, settings, log).run)
+    return common.run_until_stopped(Daemon(base, settings, log, client).run)
 
 
-def _register_command(base: Path, settings: AgentSettings, args: argparse.Namespace) -> int:
+def _register_command(base: Path, client: Client, args: argparse.Namespace) -> int:
     code = sys.stdin.readline().strip() if args.code == "-" else str(args.code)
     if not (code and args.id and args.region):
         print("Registration requires -code, -id and -region", file=sys.stderr)
@@ -268,7 +270,7 @@ def _register_command(base: Path, settings: AgentSettings, args: argparse.Namesp
         print(f"The instance is already registered as {existing.instance_id}; "
               "use -y to replace the registration", file=sys.stderr)
         return 1
-    return register(base, settings, code, activation_id=args.id, region=args.region,
+    return register(base, client, code, activation_id=args.id, region=args.region,
                     out=sys.stdout)
 
 

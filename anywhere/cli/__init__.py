@@ -153,9 +153,9 @@ def _json_default(value: Any) -> str:
 
 def _register_subcommands() -> None:
     # Imported here so `anywhere --help` stays fast and the lab stays optional.
-    from anywhere.cli import fleet_commands
+    from anywhere.cli import fleet_commands, lifecycle_commands
 
-    for command in fleet_commands.COMMANDS:
+    for command in (*fleet_commands.COMMANDS, *lifecycle_commands.COMMANDS):
         app.add_command(command)
     try:
         from anywhere.lab.cli import lab_group

@@ -7,6 +7,7 @@ with the raised value).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -132,6 +133,10 @@ def release_inotify(labdir: Path) -> None:
         labs: dict[str, int] = dict(ledger.get("labs", {}))
         labs.pop(str(labdir), None)
         _apply(int(ledger["original"]), labs)
+        if not labs:  # the last lab: leave nothing under /run
+            INOTIFY_LEDGER.with_suffix(".lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                INOTIFY_LEDGER.parent.rmdir()
 
 
 def _apply(original: int, labs: dict[str, int]) -> None:

@@ -1,0 +1,176 @@
+"""`check`, `run-task` and `deregister`: what operators run after registration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from anywhere import report
+from anywhere.cli import (
+    _INVENTORY,
+    _LIMIT,
+    _print_table,
+    _progress_printer,
+    _select,
+    _settings,
+    echo,
+)
+from anywhere.cli.fleet_commands import _apply_flags, _become_options, _context
+from anywhere.errors import ExitCode, UsageError
+from anywhere.fleet import run_fleet
+from anywhere.lifecycle import CheckOptions, DeregisterOptions, check_job, deregister_job, run_task
+from anywhere.models import Host
+
+
+@click.command("check")
+@_INVENTORY
+@_LIMIT
+@_become_options
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON record per host with every check (for cron and monitoring).")
+@click.option("--no-mark", is_flag=True,
+              help="Leave the ready attribute alone (default: keep it only on passing hosts).")
+@click.pass_context
+def check_cmd(
+    ctx: click.Context, inventory_path: Path, limit: str | None, accept_new_host_keys: bool,
+    ask_become_pass: bool, become_password_file: Path | None, concurrency: int | None,
+    as_json: bool, no_mark: bool,
+) -> None:
+    """Verify each selected host is fit for EXTERNAL tasks; exit 0 only if all are.
+
+    Host side: SSM agent, ecs and docker units active, `docker info`, the ECS agent's
+    introspection metadata names the inventory's cluster, the registration file. AWS side:
+    managed instance Online, container instance ACTIVE and connected, with
+    ecs.capability.external and the host's mi- id. Unreachable hosts still get their AWS-side
+    state. The ready attribute (anywhere.ready) follows the verdict unless --no-mark.
+    """
+    settings = _apply_flags(
+        _settings(ctx), accept_new_host_keys=accept_new_host_keys,
+        ask_become_pass=ask_become_pass, become_password_file=become_password_file,
+        concurrency=concurrency,
+    )
+    _, hosts = _select(inventory_path, limit)
+    context = _context(settings, hosts, "check")
+    started = datetime.now(UTC)
+    result = run_fleet(
+        hosts, check_job(context, CheckOptions(mark=not no_mark)),
+        concurrency=settings.concurrency, fail_percent=100,
+        progress=_progress_printer(len(hosts)) if not as_json else lambda *_: None,
+    )
+    summary = report.RunSummary(
+        run_id=context.run_id, command="check", started_at=started,
+        finished_at=datetime.now(UTC), outcomes=result.outcomes,
+    )
+    as_text = report.to_json(summary)
+    context.journal.write_summary(as_text)
+    if as_json:
+        echo(as_text.rstrip("\n"))
+    else:
+        _print_table(
+            ("host", "status", "mi-id", "failed checks"),
+            [
+                (o.host, o.status.value, o.instance_id or "-",
+                 "; ".join(f"{c.name}: {c.observed} ({c.hint})" if c.hint else
+                           f"{c.name}: {c.observed}" for c in o.checks if not c.ok) or "-")
+                for o in summary.outcomes
+            ],
+        )
+    if result.interrupted:
+        ctx.exit(ExitCode.INTERRUPTED)
+    ctx.exit(ExitCode.OK if summary.exit_ok else ExitCode.HOSTS_FAILED)
+
+
+@click.command("run-task")
+@_INVENTORY
+@_LIMIT
+@click.option("--task-definition", "-t", required=True, metavar="TD",
+              help="Task definition family[:revision] or ARN (network mode bridge/host/none).")
+@click.option("--count", type=click.IntRange(1, 10), default=1, show_default=True)
+@click.option("--constraint", "constraints", multiple=True, metavar="EXPR",
+              help="Extra memberOf expression, e.g. 'attribute:gpu == true' (repeatable).")
+@click.pass_context
+def run_task_cmd(
+    ctx: click.Context, inventory_path: Path, limit: str | None, task_definition: str,
+    count: int, constraints: tuple[str, ...],
+) -> None:
+    """Run TD with launch type EXTERNAL, only on selected hosts marked ready.
+
+    Placement is constrained with memberOf(attribute:anywhere.ready == true) and the selected
+    hosts' mi- ids. Refuses (exit 1) when no selected host is ready or TD uses awsvpc.
+    """
+    _, hosts = _select(inventory_path, limit)
+    context = _context(_settings(ctx), hosts, "run-task")
+    run = run_task(context, hosts, task_definition, count, constraints)
+    for task, where in run.placed:
+        echo(f"placed {task} on {where}")
+    for failure in run.failures:
+        echo(f"not placed: {failure}", err=True)
+    ctx.exit(ExitCode.OK if run.placed and not run.failures else ExitCode.HOSTS_FAILED)
+
+
+@click.command("deregister")
+@_INVENTORY
+@_LIMIT
+@_become_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True,
+              help="Deregister even while tasks still run (they are orphaned).")
+@click.option("--drain-timeout", type=click.FloatRange(0, 3600), default=300, show_default=True,
+              help="Seconds to wait for tasks to stop after draining.")
+@click.option("--keep-packages", is_flag=True, help="Leave the agent packages installed.")
+@click.pass_context
+def deregister_cmd(
+    ctx: click.Context, inventory_path: Path, limit: str | None, accept_new_host_keys: bool,
+    ask_become_pass: bool, become_password_file: Path | None, concurrency: int | None,
+    yes: bool, force: bool, drain_timeout: float, keep_packages: bool,
+) -> None:
+    """Take the selected hosts out of ECS and SSM and wipe their agent state.
+
+    Per host: ready mark removed, container instance DRAINING until its tasks stop, then
+    deregistered (refused while tasks run unless --force); managed instance deregistered;
+    on the host `ecs` and the SSM agent stopped, /var/lib/ecs, /etc/ecs, /var/lib/amazon/ssm
+    and logs removed (packages too unless --keep-packages); leftover activations deleted.
+    --limit is required, so a whole fleet is never removed by accident.
+    """
+    if not limit:
+        raise UsageError("deregister needs --limit PATTERN (use --limit all for every host)")
+    settings = _apply_flags(
+        _settings(ctx), accept_new_host_keys=accept_new_host_keys,
+        ask_become_pass=ask_become_pass, become_password_file=become_password_file,
+        concurrency=concurrency,
+    )
+    _, hosts = _select(inventory_path, limit)
+    _print_removal_plan(hosts, keep_packages)
+    if not yes and not click.confirm(f"Deregister {len(hosts)} host(s)?", default=False):
+        raise UsageError("aborted: nothing done (pass --yes to skip this question)")
+    context = _context(settings, hosts, "deregister")
+    options = DeregisterOptions(force=force, drain_timeout_s=drain_timeout,
+                                keep_packages=keep_packages)
+    started = datetime.now(UTC)
+    result = run_fleet(
+        hosts, deregister_job(context, options), concurrency=settings.concurrency,
+        fail_percent=100, progress=_progress_printer(len(hosts)),
+    )
+    summary = report.RunSummary(
+        run_id=context.run_id, command="deregister", started_at=started,
+        finished_at=datetime.now(UTC), outcomes=result.outcomes,
+    )
+    context.journal.write_summary(report.to_json(summary))
+    _print_table(report.TABLE_HEADERS, report.table_rows(summary))
+    if result.interrupted:
+        ctx.exit(ExitCode.INTERRUPTED)
+    ctx.exit(ExitCode.OK if summary.exit_ok else ExitCode.HOSTS_FAILED)
+
+
+def _print_removal_plan(hosts: tuple[Host, ...], keep_packages: bool) -> None:
+    removed = "/var/lib/ecs, /etc/ecs, /var/lib/amazon/ssm, agent logs"
+    if not keep_packages:
+        removed += ", agent packages"
+    echo(f"will deregister {len(hosts)} host(s) from ECS and SSM and remove: {removed}")
+    for host in hosts:
+        echo(f"  {host.name} ({host.ssh.address}) cluster {host.config.cluster}")
+
+
+COMMANDS = (check_cmd, run_task_cmd, deregister_cmd)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from anywhere.aws import Aws
 from anywhere.errors import AnywhereError
@@ -179,6 +179,7 @@ class AwsView:
         self._refreshing = False
         self._last_refresh = float("-inf")
         self._errors: dict[int, AnywhereError] = {}
+        self._tags: dict[str, Mapping[str, str]] = {}  # touched by the refresher only
 
     def get(self, cluster: str, instance_id: str) -> AwsState:
         key = (cluster, instance_id)
@@ -226,6 +227,13 @@ class AwsView:
     def _fetch(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], AwsState]:
         ids = sorted({mi for _, mi in keys})
         managed = self._aws.managed_instances(ids) if ids else {}
+        for mi, inst in managed.items():
+            # Tags need one call per instance, so read them once per run, when it is Online
+            # (activation tags are applied at registration and do not change after).
+            if mi not in self._tags and inst.ping_status == "Online":
+                self._tags[mi] = self._aws.instance_tags(mi)
+            if mi in self._tags:
+                managed[mi] = replace(inst, tags=self._tags[mi])
         by_cluster: dict[str, list[str]] = {}
         for cluster, mi in keys:
             by_cluster.setdefault(cluster, []).append(mi)

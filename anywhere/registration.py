@@ -105,6 +105,8 @@ class _Progress:
     phase: Phase = Phase.PREFLIGHT
     instance_id: str | None = None
     container_arn: str | None = None
+    decision: Decision | None = None
+    checks: tuple[CheckResult, ...] = ()
 
 
 def probe(ctx: Context, host: Host, transport: Transport) -> Probe:
@@ -149,6 +151,7 @@ def guarded(
             host=host.name, status=Status.FAILED, phase=cursor.phase,
             failure=failure_class(exc), reason=exc.reason, hint=exc.hint,
             instance_id=cursor.instance_id, container_instance_arn=cursor.container_arn,
+            decision=cursor.decision, checks=cursor.checks,
         )
     except Cancelled:
         journal.event(host.name, cursor.phase.value, "interrupted", "run interrupted")
@@ -209,6 +212,8 @@ class Registrar:
             check_sudo(transport)
             found = probe(ctx, host, transport)
             cursor.instance_id = found.plan.instance_id
+            cursor.decision = found.plan.decision
+            cursor.checks = found.preflight
             cursor.phase = Phase.DECIDE
             control.enter(host.name, Phase.DECIDE)
             ctx.journal.event(
@@ -256,7 +261,7 @@ class Registrar:
             self._install(host, control, transport, cursor, decision)
         cursor.phase = Phase.VERIFY
         control.enter(host.name, Phase.VERIFY)
-        results, instance_id, arn, versions = self._verify(host, transport)
+        results, instance_id, arn, versions = self._verify(host, transport, cursor)
         cursor.instance_id, cursor.container_arn = instance_id, arn
         cursor.phase = Phase.MARK_READY
         control.enter(host.name, Phase.MARK_READY)
@@ -349,7 +354,7 @@ class Registrar:
             )
 
     def _verify(
-        self, host: Host, transport: Transport
+        self, host: Host, transport: Transport, cursor: _Progress
     ) -> tuple[tuple[CheckResult, ...], str, str, dict[str, str]]:
         """Poll host and AWS side until every check passes or the verify window closes."""
         ctx = self.ctx
@@ -368,6 +373,7 @@ class Registrar:
                     _expected_tags(host, ctx.run_id),
                 )
             failed = [c for c in results if not c.ok]
+            cursor.checks, cursor.instance_id = tuple(results), mi or cursor.instance_id
             if not failed and mi and state.container is not None:
                 return tuple(results), mi, state.container.arn, dict(facts.agent_versions)
             if time.monotonic() >= deadline:

@@ -190,6 +190,10 @@ class Aws:
                 out[mi] = replace(inst, tags=MappingProxyType(self._tags(mi)))
         return out
 
+    def instance_tags(self, instance_id: str) -> Mapping[str, str]:
+        """Tags of one managed instance (one ListTagsForResource call)."""
+        return MappingProxyType(self._tags(instance_id))
+
     def managed_instances_by_host(self, hosts: Sequence[str]) -> dict[str, tuple[str, ...]]:
         """host -> mi ids SSM holds under tag `anywhere:host` (for hosts whose local state
         was wiped). The instance's Name (our DefaultInstanceName) names the host; tags are

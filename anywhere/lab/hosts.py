@@ -76,14 +76,32 @@ def make_cgroups(spec: HostSpec) -> tuple[Path, ...]:
     return tuple(made)
 
 
-def remove_cgroup(path: Path) -> None:
-    """rmdir bottom-up (cgroupfs refuses rmdir of a non-empty group; files go with the dir)."""
+def remove_cgroup(path: Path, timeout_s: float = 10.0) -> None:
+    """Kill what still runs in the subtree (a container whose nspawn died leaves its processes
+    behind), then rmdir bottom-up (cgroupfs refuses rmdir of a non-empty group)."""
     if not path.is_dir():
         return
+    deadline = time.monotonic() + timeout_s
+    while _kill_members(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
     for child in sorted((p for p in path.rglob("*") if p.is_dir()),
                         key=lambda p: len(p.parts), reverse=True):
         _rmdir_quiet(child)
     _rmdir_quiet(path)
+
+
+def _kill_members(path: Path) -> bool:
+    """SIGKILL every process in the subtree (it is the lab's own); True if any was found."""
+    found = False
+    for procs in path.rglob("cgroup.procs"):
+        try:
+            pids = procs.read_text().split()
+        except OSError:
+            continue
+        for pid in map(int, pids):
+            found = True
+            _kill_quiet(pid)
+    return found
 
 
 def _rmdir_quiet(path: Path) -> None:

@@ -67,6 +67,11 @@ class Lab:
         lab = cls(name, index, directory)
         with state.locked(directory / ".lock"):
             previous = state.load(directory)
+            if previous is not None and not network.link_exists(LabNet(previous.index).bridge):
+                # Recorded, but its bridge is gone (the machine rebooted): start afresh.
+                cls(previous.name, previous.index, directory)._teardown(keep_logs=True)
+                created, previous = previous.dir_created, None
+                directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             try:
                 lab._bring_up(previous or LabState(name, index, dir_created=created), hosts,
                               lower, with_endpoint, heartbeat_timeout_s)

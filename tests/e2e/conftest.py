@@ -73,3 +73,21 @@ def spare_lab_name() -> str:
     require_root()
     remove_stale_test_labs(SPARE_INDEX)
     return f"pytest-{os.getpid()}-spare"
+
+
+def module_lab(tag: str, index: int, hosts: int) -> Iterator[Lab]:
+    """A lab of a test module's own (isolated hosts and endpoint), torn down after it.
+
+    Indices in use: 0 the operator's default lab, 7 the session lab, 8 spare; test modules
+    take 1-6 (one each), so their state never leaks into each other.
+    """
+    require_root()
+    remove_stale_test_labs(index)
+    name = f"pytest-{os.getpid()}-{tag}"
+    booted = Lab.up(name, index, hosts, state_root=state.DEFAULT_ROOT,
+                    with_endpoint=endpoint_available())
+    try:
+        yield booted
+    finally:
+        if state.load(booted.dir) is not None:
+            booted.down()

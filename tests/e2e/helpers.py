@@ -1,0 +1,36 @@
+"""Running the real `anywhere` CLI against a lab, as an operator would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from anywhere.lab.lab import Lab
+
+
+def lab_env(lab: Lab, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANYWHERE_"))}
+    env.update(lab.env())
+    env.update(extra)
+    return env
+
+
+def anywhere(
+    lab: Lab, *args: str, run_dir: Path | None = None, timeout: float = 600, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m anywhere ARGS` with the lab's AWS environment; never raises on exit."""
+    env = lab_env(lab, **extra)
+    if run_dir is not None:
+        env["ANYWHERE_RUN_DIR"] = str(run_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "anywhere", *args],
+        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))

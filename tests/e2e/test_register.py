@@ -169,7 +169,8 @@ def test_rerun_changes_nothing(reglab: Lab, first_run: dict[str, object], tmp_pa
                    ("PutAttributes", "DeleteAttributes", "DeregisterManagedInstance"))
     report = read_json(tmp_path / "again.json")
     assert {h["status"] for h in report["hosts"]} == {"unchanged"}
-    old = {h["host"]: h["instance_id"] for h in read_json(first_run["out"] / "report.json")["hosts"]}
+    first = read_json(first_run["out"] / "report.json")["hosts"]
+    old = {h["host"]: h["instance_id"] for h in first}
     assert {h["host"]: h["instance_id"] for h in report["hosts"]} == old
 
 

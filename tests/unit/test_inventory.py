@@ -160,14 +160,13 @@ def test_describe_record_has_every_setting() -> None:
 
 
 def test_example_inventory_resolves(tmp_path: Path) -> None:
-    (tmp_path / ".ssh").mkdir()
-    (tmp_path / ".ssh" / "id_ed25519").write_text("placeholder\n")
     inv = load_inventory(EXAMPLE, env=NO_ENV, env_home=tmp_path)
     assert len(inv.hosts) == 7
     db1 = inv.host("db1")
     assert (db1.config.cluster, db1.config.gpu, db1.ssh.address) == ("databases", True,
                                                                     "10.20.0.11")
-    assert db1.ssh.key_file == str(tmp_path / ".ssh" / "id_ed25519")
+    # Relative to the inventory's directory, not the working directory.
+    assert db1.ssh.key_file == str(EXAMPLE.parent / "keys" / "example_ed25519")
     assert inv.host("web-legacy.example.internal").ssh.port == 2222
     edge = inv.host("edge1")
     assert edge.ssh.proxy_jump == "ops@bastion.example.internal:22"

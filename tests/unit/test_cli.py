@@ -1,0 +1,115 @@
+"""The CLI contract as an operator meets it: help texts, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+INVALID = ROOT / "tests" / "cases" / "inventories" / "invalid"
+EXAMPLE = ROOT / "inventory" / "example.yml"
+
+CONTRACT = {
+    ("inventory", "validate"): [],
+    ("inventory", "list"): ["--limit", "--json"],
+    ("plan",): ["--limit"],
+    ("render",): ["--out", "--limit"],
+    ("register",): ["--limit", "--concurrency", "--yes", "--report-json", "--report-junit",
+                    "--fail-percent", "--accept-new-host-keys", "--ask-become-pass"],
+    ("check",): ["--limit", "--json", "--no-mark"],
+    ("run-task",): ["--task-definition", "--count", "--constraint"],
+    ("deregister",): ["--limit", "--yes", "--force", "--drain-timeout", "--keep-packages"],
+    ("lab", "up"): ["--hosts"],
+    ("lab", "down"): [],
+    ("lab", "status"): [],
+    ("lab", "env"): [],
+    ("lab", "exec"): [],
+}
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "anywhere", *args], capture_output=True, text=True,
+        timeout=60, check=False, cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT), **(env or {})},
+    )
+
+
+def test_top_level_help_lists_commands_and_exit_codes() -> None:
+    done = run("--help")
+    assert done.returncode == 0
+    for name in ("inventory", "plan", "render", "register", "check", "run-task",
+                 "deregister", "lab"):
+        assert f"  {name} " in done.stdout
+    for code in ("0 ", "1 ", "2 ", "3 ", "130"):
+        assert f"  {code}" in done.stdout
+
+
+@pytest.mark.parametrize("command", sorted(CONTRACT), ids=" ".join)
+def test_each_subcommand_help_describes_its_options(command: tuple[str, ...]) -> None:
+    done = run(*command, "--help")
+    assert done.returncode == 0, done.stderr
+    for option in CONTRACT[command]:
+        assert option in done.stdout, (command, option)
+
+
+INVALID_CASES = sorted(p for p in INVALID.glob("*.yml"))
+
+
+@pytest.mark.parametrize("case", INVALID_CASES, ids=lambda p: p.stem)
+def test_invalid_inventory_exits_2_with_file_line_errors(case: Path) -> None:
+    done = run("inventory", "validate", str(case), env={"AWS_DEFAULT_REGION": ""})
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    expected = [
+        line.replace("<file>", str(case)).replace("<dir>", str(case.parent))
+        for line in case.with_suffix(".errors").read_text().splitlines() if line.strip()
+    ]
+    assert done.stderr.splitlines() == expected
+
+
+def test_missing_inventory_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yml"
+    done = run("inventory", "list", str(missing))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"{missing}: no such file"]
+
+
+def test_bad_flag_is_usage_error() -> None:
+    done = run("register", str(EXAMPLE), "--concurrency", "zero")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+
+
+def test_limit_matching_nothing_is_usage_error() -> None:
+    done = run("inventory", "list", str(EXAMPLE), "--limit", "no-such-host")
+    assert done.returncode == 2
+    assert "matches no host" in done.stderr
+
+
+def test_inventory_list_json_resolves_example() -> None:
+    done = run("inventory", "list", str(EXAMPLE), "--json")
+    assert done.returncode == 0, done.stderr
+    records = json.loads(done.stdout)
+    assert records, "the example inventory has hosts"
+    for record in records:
+        for key in ("name", "address", "port", "user", "become", "groups"):
+            assert key in record, (record["name"], key)
+
+
+def test_environment_error_is_exit_3(tmp_path: Path) -> None:
+    """An unreachable AWS endpoint is an environment problem, not a host failure."""
+    inv = tmp_path / "inv.yml"
+    inv.write_text("all:\n  hosts:\n    h1: {ansible_host: 127.0.0.1}\n"
+                   "  vars: {anywhere_region: us-east-1}\n")
+    done = run("check", str(inv), env={
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y", "ANYWHERE_RUN_DIR": str(tmp_path / "runs"),
+    })
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import click
 
 from anywhere import __version__, inventory, report
 from anywhere.errors import AnywhereError, ExitCode, UsageError
-from anywhere.models import Host, Inventory, Phase
+from anywhere.models import Host, Inventory
 from anywhere.settings import Settings, load
 
 EXIT_CODES_HELP = """\b
@@ -118,25 +118,6 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
         echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _progress_printer(total: int) -> Callable[[str, Phase, str], None]:
-    """Plain progress lines on stderr (one per phase change), safe from many threads."""
-    import threading
-
-    lock = threading.Lock()
-    finished = {"n": 0}
-    final = {"ready", "unchanged", "failed", "not-run"}
-
-    def progress(host: str, phase: Phase, state: str) -> None:
-        with lock:
-            if state in final:
-                finished["n"] += 1
-                echo(f"[{finished['n']}/{total}] {host}: {state} ({phase.value})", err=True)
-            else:
-                echo(f"          {host}: {phase.value}", err=True)
-
-    return progress
 
 
 def _write(path: Path | None, text: str) -> None:

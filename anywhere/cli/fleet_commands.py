@@ -16,11 +16,11 @@ from anywhere.cli import (
     _INVENTORY,
     _LIMIT,
     _print_table,
-    _progress_printer,
     _select,
     _settings,
     echo,
 )
+from anywhere.cli.progress import fleet_progress
 from anywhere.errors import ExitCode, UsageError
 from anywhere.fleet import AwsView, run_fleet
 from anywhere.journal import Journal, atomic_write
@@ -216,10 +216,11 @@ def register_cmd(
     _prepare_aws(context, hosts)
     started = datetime.now(UTC)
     echo(f"run {context.run_id}: {len(hosts)} host(s), journal in {context.journal.path}", err=True)
-    result = run_fleet(
-        hosts, Registrar(context), concurrency=settings.concurrency,
-        fail_percent=settings.fail_percent, progress=_progress_printer(len(hosts)),
-    )
+    with fleet_progress(len(hosts)) as progress:
+        result = run_fleet(
+            hosts, Registrar(context), concurrency=settings.concurrency,
+            fail_percent=settings.fail_percent, progress=progress,
+        )
     summary = report.RunSummary(
         run_id=context.run_id, command="register", started_at=started,
         finished_at=datetime.now(UTC), outcomes=result.outcomes,

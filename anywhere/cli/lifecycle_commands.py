@@ -12,12 +12,12 @@ from anywhere.cli import (
     _INVENTORY,
     _LIMIT,
     _print_table,
-    _progress_printer,
     _select,
     _settings,
     echo,
 )
 from anywhere.cli.fleet_commands import _apply_flags, _become_options, _context
+from anywhere.cli.progress import fleet_progress
 from anywhere.errors import ExitCode, UsageError
 from anywhere.fleet import run_fleet
 from anywhere.lifecycle import CheckOptions, DeregisterOptions, check_job, deregister_job, run_task
@@ -54,11 +54,11 @@ def check_cmd(
     _, hosts = _select(inventory_path, limit)
     context = _context(settings, hosts, "check")
     started = datetime.now(UTC)
-    result = run_fleet(
-        hosts, check_job(context, CheckOptions(mark=not no_mark)),
-        concurrency=settings.concurrency, fail_percent=100,
-        progress=_progress_printer(len(hosts)) if not as_json else lambda *_: None,
-    )
+    with fleet_progress(len(hosts), quiet=as_json) as progress:
+        result = run_fleet(
+            hosts, check_job(context, CheckOptions(mark=not no_mark)),
+            concurrency=settings.concurrency, fail_percent=100, progress=progress,
+        )
     summary = report.RunSummary(
         run_id=context.run_id, command="check", started_at=started,
         finished_at=datetime.now(UTC), outcomes=result.outcomes,
@@ -149,10 +149,11 @@ def deregister_cmd(
     options = DeregisterOptions(force=force, drain_timeout_s=drain_timeout,
                                 keep_packages=keep_packages)
     started = datetime.now(UTC)
-    result = run_fleet(
-        hosts, deregister_job(context, options), concurrency=settings.concurrency,
-        fail_percent=100, progress=_progress_printer(len(hosts)),
-    )
+    with fleet_progress(len(hosts)) as progress:
+        result = run_fleet(
+            hosts, deregister_job(context, options), concurrency=settings.concurrency,
+            fail_percent=100, progress=progress,
+        )
     summary = report.RunSummary(
         run_id=context.run_id, command="deregister", started_at=started,
         finished_at=datetime.now(UTC), outcomes=result.outcomes,

@@ -39,6 +39,9 @@ _MOTO_INTERNALS = {
     "moto.iam.models": ("get_account_id_from",),
     "moto.ecs.models": ("ecs_backends",),
     "moto.settings": ("load_iam_aws_managed_policies",),
+    "moto.core.serialize": ("JSONSerializer", "XFormedAttributePicker"),
+    "moto.core.utils": ("get_service_model",),
+    "moto.core.exceptions": ("ServiceException",),
 }
 
 

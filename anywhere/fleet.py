@@ -167,10 +167,12 @@ class AwsView:
     """
 
     def __init__(
-        self, aws: Aws, min_interval_s: float, clock: Callable[[], float] = time.monotonic
+        self, aws: Aws, min_interval_s: float, clock: Callable[[], float] = time.monotonic,
+        window_s: float = 0.2,
     ) -> None:
         self._aws = aws
         self._interval = min_interval_s
+        self._window = window_s
         self._clock = clock
         self._cond = threading.Condition()
         self._wanted: set[tuple[str, str]] = set()
@@ -204,7 +206,11 @@ class AwsView:
             return self._results.get(key, AwsState(None, None))
 
     def _refresh(self) -> None:
-        delay = self._last_refresh + self._interval - self._clock()
+        # Keys seen for the first time (a probe) only wait a short gathering window; keys
+        # being polled wait out the poll interval, so a poll round costs one batch of calls.
+        with self._cond:
+            first_look = any(k not in self._results for k in self._wanted)
+        delay = self._window if first_look else self._last_refresh + self._interval - self._clock()
         if delay > 0:
             time.sleep(delay)
         with self._cond:

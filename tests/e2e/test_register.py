@@ -51,6 +51,18 @@ def first_run(reglab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     return {"result": result, "out": out, "argv": sampler.seen, "audit": control.audit()}
 
 
+def test_plan_before_register_changes_nothing(reglab: Lab, tmp_path: Path) -> None:
+    control = LabControl(reglab.endpoint_url)
+    control.reset_audit()
+    done = anywhere(reglab, "plan", str(reglab.inventory_path), run_dir=tmp_path / "runs")
+    assert done.returncode == 0, done.stderr[-3000:]
+    for host in reglab.hosts:
+        line = next(ln for ln in done.stdout.splitlines() if ln.startswith(host + " "))
+        assert " register " in line and "not registered" in line, line
+    requests = control.audit()["requests"]
+    assert not any(k in requests for k in ("CreateActivation", "PutAttributes", "CreateCluster"))
+
+
 def _ecs(lab: Lab) -> object:
     return boto3.client(
         "ecs", endpoint_url=lab.endpoint_url, region_name="us-east-1",

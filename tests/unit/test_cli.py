@@ -113,3 +113,18 @@ def test_environment_error_is_exit_3(tmp_path: Path) -> None:
     assert done.returncode == 3, done.stderr
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_render_writes_one_script_per_host_without_secrets(tmp_path: Path) -> None:
+    out = tmp_path / "scripts"
+    done = run("render", str(EXAMPLE), "--out", str(out), "--limit", "web")
+    assert done.returncode == 0, done.stderr
+    scripts = sorted(p.name for p in out.iterdir())
+    assert scripts == ["web-legacy.example.internal.sh", "web01.example.internal.sh",
+                       "web02.example.internal.sh", "web03.example.internal.sh"]
+    for script in out.iterdir():
+        text = script.read_text()
+        assert "read -r activation_code" in text
+        assert "--activation-code" in text  # passed to AWS's installer from the stdin value
+        syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, check=False)
+        assert syntax.returncode == 0, syntax.stderr

@@ -54,6 +54,8 @@ class SshTarget:
     known_hosts: str | None = None
     become: bool = True
     become_user: str = "root"
+    # From ansible_become_password; the run's -K / file / env password wins over it.
+    become_password: Secret | None = None
 
 
 @dataclass(frozen=True)

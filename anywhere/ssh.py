@@ -19,7 +19,7 @@ import shlex
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -76,6 +76,8 @@ class Transport(Protocol):
 
 def connect(name: str, target: SshTarget, options: SshOptions) -> Transport:
     """Open exactly one SSH connection to `target` (through its ProxyJump hops, if any)."""
+    if options.become_password is None and target.become_password is not None:
+        options = replace(options, become_password=target.become_password)
     dial = _Dial(
         Path(target.known_hosts or options.default_known_hosts).expanduser(),
         target.key_file, options,

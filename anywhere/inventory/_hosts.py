@@ -9,7 +9,7 @@ among groups at the same depth, the alphabetically later name wins.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
 
 from anywhere.errors import Problem
@@ -128,6 +128,7 @@ class _Builder:
         password = merged.get("ansible_become_password") or merged.get("ansible_become_pass")
         if password is not None and isinstance(password.value, Secret):
             self.become[name] = password.value
+            ssh = replace(ssh, become_password=password.value)
         variables = {k: v.raw for k, v in merged.items() if not is_secret(k)}
         if isinstance(variables.get("anywhere_proxy"), str):
             variables["anywhere_proxy"] = mask_url(str(variables["anywhere_proxy"]))

@@ -201,3 +201,18 @@ def test_invalid_inventory_reports_every_problem(case: Path) -> None:
     assert str(err.value).splitlines() == expected_lines(case)
     assert err.value.exit_code == 2
     assert len(err.value.problems) == len(expected_lines(case))
+
+
+def test_become_password_reaches_the_ssh_target_masked(tmp_path: Path) -> None:
+    inv_file = tmp_path / "inv.yml"
+    inv_file.write_text(
+        "all:\n  vars:\n    anywhere_region: eu-west-1\n  hosts:\n"
+        "    h1: {ansible_become_password: s3cret-pw}\n    h2: {}\n"
+    )
+    inv = load_inventory(inv_file, env=NO_ENV, env_home=tmp_path)
+    h1, h2 = inv.host("h1"), inv.host("h2")
+    assert h1.ssh.become_password is not None
+    assert h1.ssh.become_password.reveal() == "s3cret-pw"
+    assert h2.ssh.become_password is None
+    assert "s3cret-pw" not in repr(h1)
+    assert "s3cret-pw" not in str(h1.variables)

@@ -98,3 +98,17 @@ def test_interrupt_stops_cleanly(badlab: Lab, bad_run: dict[str, object], tmp_pa
     assert all(a["Deleted"] for a in control.audit()["activations"])
     leftovers = badlab.exec("h4", ["sh", "-c", "ls -d /tmp/anywhere.* 2>/dev/null | wc -l"])
     assert leftovers.stdout.strip() == "0"
+
+
+def test_rerun_after_interrupt_converges(badlab: Lab, tmp_path: Path) -> None:
+    """After the interrupted run, register again: h4 ends ready with one registration."""
+    done = anywhere(badlab, "register", str(badlab.inventory_path), "--yes", "--limit", "h4",
+                    "--report-json", str(tmp_path / "r.json"), run_dir=tmp_path / "runs")
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = read_json(tmp_path / "r.json")["hosts"][0]
+    assert record["status"] in ("ready", "unchanged")
+    audit = LabControl(badlab.endpoint_url).audit()
+    live = [m for m in audit["managed_instances"]
+            if m.get("Name") == "h4" and not m.get("Deregistered")]
+    assert [m["InstanceId"] for m in live] == [record["instance_id"]]
+    assert all(a["Deleted"] for a in audit["activations"])

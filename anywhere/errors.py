@@ -21,6 +21,16 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C
 
 
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "every selected host succeeded",
+    ExitCode.HOSTS_FAILED: "one or more hosts failed (the report says which)",
+    ExitCode.USAGE: "usage or input error (bad flag, invalid inventory)",
+    ExitCode.ENVIRONMENT: "environment error (AWS credentials/permissions/endpoint, missing "
+    "templates, lab prerequisites)",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C); activations deleted, remote temp files removed",
+}
+
+
 class AnywhereError(Exception):
     """Base of all deliberate errors; `exit_code` says how `cli` ends the process."""
 

@@ -160,9 +160,9 @@ class AwsState:
 class AwsView:
     """Coalesces concurrent lookups of (cluster, mi-id) into batched describe calls.
 
-    A worker calls `get(cluster, mi)`; it blocks until a refresh that started after the call
-    has finished. One refresher at a time gathers every outstanding key, waits out the rest of
-    the poll interval, and issues `managed_instances` (≤50 ids a call) and, per cluster,
+    A worker calls `get(cluster, mi)`; it blocks until a refresh that took its key set after
+    the call has finished. One refresher at a time waits out its gathering delay, takes every
+    outstanding key, and issues `managed_instances` (≤50 ids a call) and, per cluster,
     `container_instances` (≤100 a call) for all of them at once.
     """
 
@@ -177,7 +177,8 @@ class AwsView:
         self._cond = threading.Condition()
         self._wanted: set[tuple[str, str]] = set()
         self._results: dict[tuple[str, str], AwsState] = {}
-        self._generation = 0
+        self._generation = 0  # refreshes finished
+        self._taken = 0  # refreshes that have taken their key set
         self._refreshing = False
         self._last_refresh = float("-inf")
         self._errors: dict[int, AnywhereError] = {}
@@ -187,9 +188,10 @@ class AwsView:
         key = (cluster, instance_id)
         with self._cond:
             self._wanted.add(key)
-            # A refresh already running took its keys before ours: we need the one after it.
-            first = self._generation + 1
-            target = self._generation + (2 if self._refreshing else 1)
+            # The next refresh to take its key set fetches ours. A refresh still in its
+            # gathering delay has not taken its keys yet, so it serves this call: waiting for
+            # the one after cost callers a whole poll interval for nothing.
+            target = self._taken + 1
             while self._generation < target:
                 if self._refreshing:
                     self._cond.wait()
@@ -200,9 +202,8 @@ class AwsView:
                     self._refresh()
                 finally:
                     self._cond.acquire()
-            for gen in range(first, target + 1):
-                if gen in self._errors:
-                    raise self._errors[gen]
+            if target in self._errors:
+                raise self._errors[target]
             return self._results.get(key, AwsState(None, None))
 
     def _refresh(self) -> None:
@@ -215,6 +216,7 @@ class AwsView:
             time.sleep(delay)
         with self._cond:
             keys, self._wanted = self._wanted, set()
+            self._taken += 1
         results: dict[tuple[str, str], AwsState] = {}
         error: AnywhereError | None = None
         try:

@@ -45,6 +45,7 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 Clock = Callable[[], datetime]
+OutputTee = Callable[[str, str], None]
 
 
 def _utc_now() -> datetime:
@@ -59,8 +60,13 @@ def new_run_id(now: datetime) -> str:
 class Journal:
     """Writes one run's directory. Safe to call from many worker threads at once."""
 
-    def __init__(self, path: Path, run_id: str, command: str, clock: Clock = _utc_now) -> None:
+    def __init__(
+        self, path: Path, run_id: str, command: str, clock: Clock = _utc_now,
+        tee: OutputTee | None = None,
+    ) -> None:
         self.path = path
+        # Also hands each (already masked) host output line to the caller, e.g. for -vv.
+        self._tee = tee
         self.run_id = run_id
         self.command = command
         self._clock = clock
@@ -72,6 +78,7 @@ class Journal:
     @classmethod
     def create(
         cls, root: Path, command: str, run_id: str | None = None, clock: Clock = _utc_now,
+        tee: OutputTee | None = None,
     ) -> Journal:
         """Make `root/<run_id>/` (0700), point `root/latest` at it, record the start."""
         started = clock()
@@ -88,7 +95,7 @@ class Journal:
             _point_latest(root, run_id)
         except OSError as exc:
             raise EnvironmentProblem(f"cannot create the run directory in {root}: {exc}") from exc
-        journal = cls(path, run_id, command, clock)
+        journal = cls(path, run_id, command, clock, tee)
         journal.event("", "run", "started", command, {"run_id": run_id, "command": command})
         return journal
 
@@ -144,6 +151,8 @@ class Journal:
         target = self.host_log(host)
         with self._hosts_lock:
             _append(target, text)
+            if self._tee is not None:
+                self._tee(host, text.rstrip("\n"))
 
     def host_log(self, host: str) -> Path:
         return self.path / HOSTS_DIR / (safe_file_name(self.masked(host)) + ".log")

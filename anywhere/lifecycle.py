@@ -1,15 +1,26 @@
-"""After registration: `check` (the gate for EXTERNAL work) and `deregister`, per host."""
+"""After registration: `check` (the gate for EXTERNAL work), `deregister` and `run-task`."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 from anywhere import checks
+from anywhere.aws import HOST_TAG
 from anywhere.errors import AnywhereError, ExitCode, HostError, UsageError
 from anywhere.fleet import AwsState, RunControl
-from anywhere.models import CheckResult, FailureClass, Host, HostOutcome, Phase, Status
+from anywhere.models import (
+    CheckResult,
+    ContainerInstance,
+    FailureClass,
+    Host,
+    HostOutcome,
+    ManagedInstance,
+    Phase,
+    Status,
+)
 from anywhere.registration import Context, _Progress, failure_class, guarded
 from anywhere.render import render_cleanup
 from anywhere.ssh import Transport, check_sudo
@@ -20,33 +31,68 @@ class CheckOptions:
     mark: bool = True  # keep the ready attribute in step with the verdict
 
 
-def check_job(ctx: Context, options: CheckOptions) -> Callable[[Host, RunControl], HostOutcome]:
+@dataclass(frozen=True)
+class AwsSnapshot:
+    """SSM and ECS state of every mi- id AWS lists for the selected hosts, read in one batch
+    before any host is asked, so `check` costs one round of describes for the whole fleet."""
+
+    managed: Mapping[str, ManagedInstance]
+    containers: Mapping[tuple[str, str], ContainerInstance]  # (cluster, mi-id)
+
+    def get(self, cluster: str, instance_id: str) -> AwsState | None:
+        if instance_id not in self.managed and (cluster, instance_id) not in self.containers:
+            return None
+        return AwsState(self.managed.get(instance_id), self.containers.get((cluster, instance_id)))
+
+
+def aws_snapshot(ctx: Context, hosts: Sequence[Host]) -> AwsSnapshot:
+    """One `managed_instances` (≤50 ids a call) and one `container_instances` per cluster."""
+    wanted = {(h.config.cluster, mi) for h in hosts for mi in ctx.known_by_host.get(h.name, ())}
+    managed = ctx.aws.managed_instances(sorted({mi for _, mi in wanted})) if wanted else {}
+    # The tag lookup that produced known_by_host proves each of these carries anywhere:host.
+    for host in hosts:
+        for mi in ctx.known_by_host.get(host.name, ()):
+            if mi in managed:
+                managed[mi] = replace(managed[mi], tags=MappingProxyType({HOST_TAG: host.name}))
+    containers: dict[tuple[str, str], ContainerInstance] = {}
+    for cluster in sorted({c for c, _ in wanted}):
+        ids = sorted(mi for c, mi in wanted if c == cluster)
+        for mi, found in ctx.aws.container_instances(cluster, ids).items():
+            containers[(cluster, mi)] = found
+    return AwsSnapshot(MappingProxyType(managed), MappingProxyType(containers))
+
+
+def check_job(
+    ctx: Context, options: CheckOptions, snapshot: AwsSnapshot
+) -> Callable[[Host, RunControl], HostOutcome]:
     """Read-only verification of one host (plus the ready attribute, unless --no-mark)."""
 
     def job(host: Host, control: RunControl) -> HostOutcome:
         return guarded(
-            host, ctx.journal, lambda cursor: _check(ctx, options, host, control, cursor)
+            host, ctx.journal, lambda cursor: _check(ctx, options, snapshot, host, control)
         )
 
     return job
 
 
 def _check(
-    ctx: Context, options: CheckOptions, host: Host, control: RunControl, cursor: _Progress
+    ctx: Context, options: CheckOptions, snapshot: AwsSnapshot, host: Host, control: RunControl
 ) -> HostOutcome:
-    cursor.phase = Phase.VERIFY
     control.enter(host.name, Phase.VERIFY)
-    host_results, instance_id, unreachable = _host_side(ctx, host)
-    if instance_id is None:
-        known = ctx.known_by_host.get(host.name, ())
-        instance_id = known[-1] if known else None
-    state = ctx.view.get(host.config.cluster, instance_id) if instance_id else AwsState(None, None)
-    aws_results = checks.evaluate_aws(
-        instance_id or "(none)", state.managed, state.container, host.config.cluster,
-        {"anywhere:host": host.name},
-    ) if instance_id else (CheckResult("aws.registered", False, "no mi- id known for this host",
-                                       "run `anywhere register` for it"),)
-    results = (*host_results, *aws_results)
+    cluster = host.config.cluster
+    host_results, local_id, unreachable = _host_side(ctx, host)
+    known = ctx.known_by_host.get(host.name, ())
+    instance_id = local_id or _best_known(snapshot, cluster, known)
+    state = AwsState(None, None)
+    if instance_id:
+        # An id the tag lookup did not list (registered outside anywhere) costs its own call.
+        state = snapshot.get(cluster, instance_id) or ctx.view.get(cluster, instance_id)
+    results = (
+        *_local_state(local_id, unreachable, instance_id, state),
+        *host_results,
+        *(checks.evaluate_aws(instance_id, state.managed, state.container, cluster,
+                              {HOST_TAG: host.name}) if instance_id else _unknown_to_aws()),
+    )
     failed = [c for c in results if not c.ok]
     container = state.container
     if options.mark and container is not None:
@@ -58,12 +104,52 @@ def _check(
     )
     if not failed:
         return base
-    cls = unreachable.failure if unreachable else FailureClass.VERIFY
-    reason = unreachable.reason if unreachable else "; ".join(
-        f"{c.name}: {c.observed}" for c in failed
+    if unreachable is not None:
+        return replace(base, status=Status.FAILED, phase=Phase.VERIFY,
+                       failure=unreachable.failure, reason=unreachable.reason,
+                       hint=unreachable.hint)
+    return replace(
+        base, status=Status.FAILED, phase=Phase.VERIFY, failure=FailureClass.VERIFY,
+        reason="; ".join(f"{c.name}: {c.observed}" for c in failed),
+        hint=next((c.hint for c in failed if c.hint), ""),
     )
-    hint = unreachable.hint if unreachable else next((c.hint for c in failed if c.hint), "")
-    return _replace_failed(base, cls, reason, hint)
+
+
+def _best_known(snapshot: AwsSnapshot, cluster: str, known: Sequence[str]) -> str | None:
+    """Of the mi- ids AWS lists for a host, the live one: ACTIVE in ECS, else Online in SSM."""
+
+    def rank(mi: str) -> tuple[bool, bool, str]:
+        state = snapshot.get(cluster, mi) or AwsState(None, None)
+        active = state.container is not None and state.container.status == "ACTIVE"
+        online = state.managed is not None and state.managed.ping_status == "Online"
+        return active, online, mi
+
+    return max(known, key=rank) if known else None
+
+
+def _local_state(
+    local_id: str | None, unreachable: _Unreachable | None, instance_id: str | None,
+    state: AwsState,
+) -> tuple[CheckResult, ...]:
+    """A host that lost its agent state while AWS still lists it (reimaged, wiped by hand)."""
+    if local_id or unreachable is not None or not instance_id:
+        return ()
+    if state.managed is None and state.container is None:
+        return ()
+    seen = [f"SSM {state.managed.ping_status}" if state.managed else "",
+            f"ECS {state.container.status}" if state.container else ""]
+    return (CheckResult(
+        "local-state", False,
+        f"host has no SSM registration but AWS still lists {instance_id} for it "
+        f"({', '.join(s for s in seen if s)})",
+        f"agent state wiped (reimaged?): `anywhere register` registers it afresh and "
+        f"deregisters {instance_id}",
+    ),)
+
+
+def _unknown_to_aws() -> tuple[CheckResult, ...]:
+    return (CheckResult("aws.registered", False, "AWS lists no mi- id for this host",
+                        "run `anywhere register` for it"),)
 
 
 @dataclass(frozen=True)
@@ -80,20 +166,25 @@ def _host_side(
     try:
         transport = ctx.connect(host)
     except HostError as exc:
-        gone = _Unreachable(failure_class(exc), exc.reason, exc.hint)
-        return (CheckResult("ssh", False, exc.reason, exc.hint),), None, gone
+        return _not_asked(exc)
     try:
         check_sudo(transport)
         res = transport.run(
             checks.HOST_VERIFY_COMMAND, sudo=True, timeout=ctx.settings.command_timeout_s
         )
     except HostError as exc:
-        gone = _Unreachable(failure_class(exc), exc.reason, exc.hint)
-        return (CheckResult("ssh", False, exc.reason, exc.hint),), None, gone
+        return _not_asked(exc)
     finally:
         transport.close()
     facts = checks.parse_host_verify(res.stdout)
     return checks.evaluate_host(facts, host.config.cluster), facts.instance_id, None
+
+
+def _not_asked(
+    exc: HostError,
+) -> tuple[tuple[CheckResult, ...], None, _Unreachable]:
+    gone = _Unreachable(failure_class(exc), exc.reason, exc.hint)
+    return (CheckResult("ssh", False, exc.reason, exc.hint),), None, gone
 
 
 def _mark(ctx: Context, host: Host, arn: str, current: str | None, *, ready: bool) -> None:
@@ -101,15 +192,6 @@ def _mark(ctx: Context, host: Host, arn: str, current: str | None, *, ready: boo
         return
     ctx.aws.set_ready(host.config.cluster, arn, ctx.settings.ready_attribute, ready)
     ctx.journal.event(host.name, "mark-ready", "set" if ready else "removed", arn)
-
-
-def _replace_failed(
-    base: HostOutcome, cls: FailureClass, reason: str, hint: str
-) -> HostOutcome:
-    from dataclasses import replace
-
-    return replace(base, status=Status.FAILED, phase=Phase.VERIFY, failure=cls,
-                   reason=reason, hint=hint)
 
 
 # --------------------------------------------------------------------------- deregister
@@ -131,11 +213,24 @@ def deregister_job(
     """
 
     def job(host: Host, control: RunControl) -> HostOutcome:
-        return guarded(
-            host, ctx.journal, lambda cursor: _deregister(ctx, options, host, control, cursor)
-        )
+        return guarded(host, ctx.journal, lambda cursor: _refusable(ctx, options, host, control,
+                                                                    cursor))
 
     return job
+
+
+def _refusable(
+    ctx: Context, options: DeregisterOptions, host: Host, control: RunControl, cursor: _Progress
+) -> HostOutcome:
+    try:
+        return _deregister(ctx, options, host, control, cursor)
+    except DeregisterRefused as exc:
+        ctx.journal.event(host.name, cursor.phase.value, "refused", exc.reason)
+        return HostOutcome(
+            host=host.name, status=Status.FAILED, phase=cursor.phase,
+            failure=FailureClass.DEREGISTER, reason=exc.reason, hint=exc.hint,
+            instance_id=cursor.instance_id, container_instance_arn=cursor.container_arn,
+        )
 
 
 def _deregister(
@@ -249,14 +344,18 @@ class DeregisterRefused(HostError):
 @dataclass(frozen=True)
 class TaskRun:
     placed: tuple[tuple[str, str], ...]  # (task ARN, host name or container instance ARN)
-    failures: tuple[str, ...]
+    failures: tuple[str, ...]  # as AWS returned them, container ARNs replaced by host names
 
 
 def run_task(
     ctx: Context, hosts: Sequence[Host], task_definition: str, count: int,
     constraints: Sequence[str],
 ) -> TaskRun:
-    """Run `task_definition` (EXTERNAL) only on the selected hosts that carry the ready mark."""
+    """Run `task_definition` (EXTERNAL) only on the selected hosts that carry the ready mark.
+
+    Raises `TaskRefused` (exit 1) when nothing can or did start: the definition is not fit
+    for EXTERNAL, no selected host is ready, or AWS placed no task (constraints unmet).
+    """
     clusters = sorted({h.config.cluster for h in hosts})
     if len(clusters) != 1:
         raise UsageError(f"selected hosts span clusters {', '.join(clusters)}: use --limit")
@@ -267,6 +366,9 @@ def run_task(
             f"task definition {task_definition} uses network mode {td.network_mode!r}; "
             "EXTERNAL tasks need bridge, host or none"
         )
+    if td.compatibilities and not {"EXTERNAL", "EC2"} & set(td.compatibilities):
+        raise TaskRefused(f"task definition {task_definition} requires "
+                          f"{', '.join(td.compatibilities)}: it cannot run on EXTERNAL hosts")
     ready = _ready_instances(ctx, hosts, cluster)
     if not ready:
         raise TaskRefused("no selected host is ready: run `anywhere check` to see why")
@@ -279,9 +381,22 @@ def run_task(
         cluster, task_definition, count=count, started_by="anywhere",
         placement_constraints=[{"type": "memberOf", "expression": e} for e in expressions],
     )
-    by_arn = {arn: name for name, arn in ready.values()}
-    placed = tuple((task, by_arn.get(ci, ci)) for task, ci in result.placements)
-    return TaskRun(placed=placed, failures=result.failures)
+    names = {arn: name for name, arn in ready.values()}
+    placed = tuple((task, names.get(ci, ci)) for task, ci in result.placements)
+    failures = tuple(_named(f, names) for f in result.failures)
+    if not placed:
+        raise TaskRefused(
+            f"no task placed on the {len(ready)} ready host(s) "
+            f"({', '.join(sorted(names.values()))}): "
+            + ("; ".join(sorted(set(failures))) or "AWS returned no reason")
+        )
+    return TaskRun(placed=placed, failures=failures)
+
+
+def _named(failure: str, names: Mapping[str, str]) -> str:
+    for arn, name in names.items():
+        failure = failure.replace(arn, name)
+    return failure
 
 
 def _ready_instances(
@@ -305,5 +420,6 @@ class TaskRefused(AnywhereError):
 
 
 __all__ = [
-    "CheckOptions", "DeregisterOptions", "TaskRun", "check_job", "deregister_job", "run_task",
+    "AwsSnapshot", "CheckOptions", "DeregisterOptions", "TaskRefused", "TaskRun", "aws_snapshot",
+    "check_job", "deregister_job", "run_task",
 ]

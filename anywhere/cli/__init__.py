@@ -9,25 +9,19 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 
 from anywhere import __version__, inventory, report
-from anywhere.errors import AnywhereError, ExitCode, UsageError
+from anywhere.errors import EXIT_CODE_MEANINGS, AnywhereError, ExitCode, UsageError
 from anywhere.models import Host, Inventory
 from anywhere.settings import Settings, load
 
-EXIT_CODES_HELP = """\b
-Exit codes:
-  0    every selected host succeeded
-  1    one or more hosts failed (the report says which)
-  2    usage or input error (bad flag, invalid inventory)
-  3    environment error (AWS credentials/permissions/endpoint, missing templates)
-  130  interrupted (Ctrl-C); activations deleted, remote temp files removed
-"""
+EXIT_CODES_HELP = "\b\nExit codes:\n" + "".join(
+    f"  {int(code):<4} {meaning}\n" for code, meaning in EXIT_CODE_MEANINGS.items()
+)
 
 _LIMIT = click.option(
     "--limit", "-l", "limit", metavar="PATTERN",
@@ -38,7 +32,9 @@ _INVENTORY = click.argument("inventory_path", metavar="INVENTORY", type=click.Pa
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="anywhere")
-@click.option("-v", "--verbose", count=True, help="More detail on stderr (never secrets).")
+@click.option("-v", "--verbose", count=True,
+              help="-vv also streams each host's command output to stderr (masked, as in the "
+              "journal; never secrets).")
 @click.pass_context
 def app(ctx: click.Context, verbose: int) -> None:
     """Register on-prem hosts into Amazon ECS Anywhere, safely and in parallel.
@@ -120,13 +116,16 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _write(path: Path | None, text: str) -> None:
-    if path is not None:
-        path.write_text(text, encoding="utf-8")
+def _verbosity(ctx: click.Context) -> int:
+    level: int = ctx.find_root().obj["verbose"]
+    return level
 
 
-def _json_default(value: Any) -> str:
-    return str(value)
+def host_output_tee(ctx: click.Context) -> Callable[[str, str], None] | None:
+    """At -vv, host output lines (already masked by the journal) go to stderr too."""
+    if _verbosity(ctx) < 2:
+        return None
+    return lambda host, line: click.echo(f"{host} | {line}", err=True)
 
 
 # --------------------------------------------------------------------------- entry point

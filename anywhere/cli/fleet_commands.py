@@ -19,6 +19,7 @@ from anywhere.cli import (
     _select,
     _settings,
     echo,
+    host_output_tee,
 )
 from anywhere.cli.progress import fleet_progress
 from anywhere.errors import ExitCode, UsageError
@@ -53,7 +54,9 @@ def _region(hosts: tuple[Host, ...]) -> str:
 def _context(settings: Settings, hosts: tuple[Host, ...], command: str) -> Context:
     aws = Aws(make_clients(_region(hosts)))
     aws.account()  # fail fast (exit 3) on credentials or endpoint problems
-    journal = Journal.create(settings.run_dir, command)
+    journal = Journal.create(
+        settings.run_dir, command, tee=host_output_tee(click.get_current_context())
+    )
     options = _ssh_options(settings)
     return Context(
         aws=aws,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +21,14 @@ from anywhere.cli.fleet_commands import _apply_flags, _become_options, _context
 from anywhere.cli.progress import fleet_progress
 from anywhere.errors import ExitCode, UsageError
 from anywhere.fleet import run_fleet
-from anywhere.lifecycle import CheckOptions, DeregisterOptions, check_job, deregister_job, run_task
+from anywhere.lifecycle import (
+    CheckOptions,
+    DeregisterOptions,
+    aws_snapshot,
+    check_job,
+    deregister_job,
+    run_task,
+)
 from anywhere.models import Host
 
 
@@ -43,8 +51,11 @@ def check_cmd(
     Host side: SSM agent, ecs and docker units active, `docker info`, the ECS agent's
     introspection metadata names the inventory's cluster, the registration file. AWS side:
     managed instance Online, container instance ACTIVE and connected, with
-    ecs.capability.external and the host's mi- id. Unreachable hosts still get their AWS-side
-    state. The ready attribute (anywhere.ready) follows the verdict unless --no-mark.
+    ecs.capability.external and the host's mi- id, in the inventory's cluster. A host whose
+    agent state is gone while AWS still lists it (reimaged) fails `local-state`. Unreachable
+    hosts still get their AWS-side state. AWS is read in batches (50 SSM ids, 100 ECS ARNs a
+    call), not per host. The ready attribute (anywhere.ready) follows the verdict unless
+    --no-mark. Exit 0 only if every selected host passes, else 1.
     """
     settings = _apply_flags(
         _settings(ctx), accept_new_host_keys=accept_new_host_keys,
@@ -54,9 +65,10 @@ def check_cmd(
     _, hosts = _select(inventory_path, limit)
     context = _context(settings, hosts, "check")
     started = datetime.now(UTC)
+    snapshot = aws_snapshot(context, hosts)
     with fleet_progress(len(hosts), quiet=as_json) as progress:
         result = run_fleet(
-            hosts, check_job(context, CheckOptions(mark=not no_mark)),
+            hosts, check_job(context, CheckOptions(mark=not no_mark), snapshot),
             concurrency=settings.concurrency, fail_percent=100, progress=progress,
         )
     summary = report.RunSummary(
@@ -98,7 +110,9 @@ def run_task_cmd(
     """Run TD with launch type EXTERNAL, only on selected hosts marked ready.
 
     Placement is constrained with memberOf(attribute:anywhere.ready == true) and the selected
-    hosts' mi- ids. Refuses (exit 1) when no selected host is ready or TD uses awsvpc.
+    hosts' mi- ids, plus every --constraint. Prints where each task was placed and the
+    failures AWS returned. Refuses (exit 1, with the reason) when TD is not fit for EXTERNAL
+    (network mode awsvpc), no selected host is ready, or no task could be placed.
     """
     _, hosts = _select(inventory_path, limit)
     context = _context(_settings(ctx), hosts, "run-task")
@@ -107,7 +121,7 @@ def run_task_cmd(
         echo(f"placed {task} on {where}")
     for failure in run.failures:
         echo(f"not placed: {failure}", err=True)
-    ctx.exit(ExitCode.OK if run.placed and not run.failures else ExitCode.HOSTS_FAILED)
+    ctx.exit(ExitCode.OK if not run.failures else ExitCode.HOSTS_FAILED)
 
 
 @click.command("deregister")
@@ -142,10 +156,10 @@ def deregister_cmd(
         concurrency=concurrency,
     )
     _, hosts = _select(inventory_path, limit)
-    _print_removal_plan(hosts, keep_packages)
+    context = _context(settings, hosts, "deregister")
+    _print_removal_plan(hosts, context.known_by_host, keep_packages)
     if not yes and not click.confirm(f"Deregister {len(hosts)} host(s)?", default=False):
         raise UsageError("aborted: nothing done (pass --yes to skip this question)")
-    context = _context(settings, hosts, "deregister")
     options = DeregisterOptions(force=force, drain_timeout_s=drain_timeout,
                                 keep_packages=keep_packages)
     started = datetime.now(UTC)
@@ -165,13 +179,16 @@ def deregister_cmd(
     ctx.exit(ExitCode.OK if summary.exit_ok else ExitCode.HOSTS_FAILED)
 
 
-def _print_removal_plan(hosts: tuple[Host, ...], keep_packages: bool) -> None:
+def _print_removal_plan(
+    hosts: tuple[Host, ...], known: Mapping[str, tuple[str, ...]], keep_packages: bool
+) -> None:
     removed = "/var/lib/ecs, /etc/ecs, /var/lib/amazon/ssm, agent logs"
     if not keep_packages:
         removed += ", agent packages"
     echo(f"will deregister {len(hosts)} host(s) from ECS and SSM and remove: {removed}")
     for host in hosts:
-        echo(f"  {host.name} ({host.ssh.address}) cluster {host.config.cluster}")
+        ids = ", ".join(known.get(host.name, ())) or "no mi- id known to AWS: host side only"
+        echo(f"  {host.name} ({host.ssh.address}) cluster {host.config.cluster}: {ids}")
 
 
 COMMANDS = (check_cmd, run_task_cmd, deregister_cmd)

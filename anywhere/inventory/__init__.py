@@ -1,7 +1,10 @@
 """Inventories: Ansible YAML → validated `models.Inventory`, `--limit` patterns, listings.
 
-Pure: reads files, never opens sockets or runs programs. Every problem in a file is collected
-and raised at once as `InventoryError` (`FILE:LINE: message` per line).
+Reads files and never opens sockets. When only Ansible can read an inventory fully (a
+directory, an INI file, `group_vars/` or `host_vars/` beside it), it is resolved through
+`ansible-inventory --list` (see `_ansible`); `ANYWHERE_INVENTORY_READER` = auto (default),
+ansible or yaml chooses. Every problem in a file is collected and raised at once as
+`InventoryError` (`FILE:LINE: message` per line; the file alone when Ansible read it).
 
 Defaults that differ from Ansible's: `ansible_become` is true unless set, because
 registration installs system services as root; `ansible_become_user` must be root.
@@ -18,10 +21,17 @@ from pathlib import Path
 from types import MappingProxyType
 
 from anywhere.errors import InventoryError, Problem
+from anywhere.inventory._ansible import (
+    READERS,
+    find_binary,
+    list_inventory,
+    needs_ansible,
+    tree_from_listing,
+)
 from anywhere.inventory._base import Context, Invalid
 from anywhere.inventory._hosts import describe, resolve
 from anywhere.inventory._patterns import select
-from anywhere.inventory._source import read
+from anywhere.inventory._source import Tree, read
 from anywhere.inventory._values import ANYWHERE, convert
 from anywhere.models import Inventory, Secret
 
@@ -69,11 +79,14 @@ def load_with_secrets(
     AWS_REGION/AWS_DEFAULT_REGION when hosts set no `anywhere_region`; `env_home` is `~`."""
     env = os.environ if env is None else env
     path = Path(path)
-    ctx = Context(base_dir=path.parent.resolve(), home=env_home or Path.home())
-    tree = read(path, ctx)
+    base = path if path.is_dir() else path.parent
+    ctx = Context(base_dir=base.resolve(), home=env_home or Path.home())
+    tree, by_ansible = _read_tree(path, ctx, env)
     region, region_problems = _env_region(env, ctx.base_dir)
     resolved = resolve(tree, region)
     found = sorted([*tree.problems, *resolved.problems], key=lambda p: p.line or 0)
+    if by_ansible:  # Ansible gives no line numbers: do not pretend to know them
+        found = [Problem(p.file, None, p.message) for p in found]
     problems = [*region_problems, *found]
     if not resolved.hosts and not problems:
         problems.append(Problem(str(path), 1, "no hosts"))
@@ -81,6 +94,23 @@ def load_with_secrets(
         raise InventoryError(problems)
     inventory = Inventory(path=str(path), hosts=resolved.hosts, groups=resolved.groups)
     return LoadedInventory(inventory, MappingProxyType(dict(resolved.become_passwords)))
+
+
+def _read_tree(path: Path, ctx: Context, env: Mapping[str, str]) -> tuple[Tree, bool]:
+    """The parsed inventory, and whether ansible-inventory produced it."""
+    choice = env.get("ANYWHERE_INVENTORY_READER", "auto") or "auto"
+    if choice not in READERS:
+        raise InventoryError([Problem("$ANYWHERE_INVENTORY_READER", None,
+                                      f"must be one of {', '.join(READERS)}, not {choice!r}")])
+    wanted = choice == "ansible" or (choice == "auto" and needs_ansible(path))
+    binary = find_binary(env) if wanted else None
+    if binary is None:
+        if wanted:
+            raise InventoryError([Problem(str(path), None, "only Ansible reads this inventory "
+                                          "fully (group_vars/, host_vars/, INI or a directory): "
+                                          "install ansible-core or pass a plain YAML file")])
+        return read(path, ctx), False
+    return tree_from_listing(list_inventory(path, binary, env), str(path), ctx), True
 
 
 def load_inventory(

@@ -165,6 +165,8 @@ def test_activation_code_leaks_nowhere(reglab: Lab, first_run: dict[str, object]
         for code in codes:
             assert code not in text, f"activation code found in {where}"
     assert len(first_run["argv"]) > 10  # the sampler really saw processes
+    # -vv really streamed the hosts' install output (where a careless installer would echo).
+    assert sum(line.startswith("h1 | ") for line in result.stderr.splitlines()) > 5
 
 
 def test_rerun_changes_nothing(reglab: Lab, first_run: dict[str, object], tmp_path: Path) -> None:

@@ -25,6 +25,9 @@ from anywhere.registration import Context, _Progress, failure_class, guarded
 from anywhere.render import render_cleanup
 from anywhere.ssh import Transport, check_sudo
 
+_UNKNOWN = (CheckResult("aws.registered", False, "AWS lists no mi- id for this host",
+                       "run `anywhere register` for it"),)
+
 
 @dataclass(frozen=True)
 class CheckOptions:
@@ -91,7 +94,7 @@ def _check(
         *_local_state(local_id, unreachable, instance_id, state),
         *host_results,
         *(checks.evaluate_aws(instance_id, state.managed, state.container, cluster,
-                              {HOST_TAG: host.name}) if instance_id else _unknown_to_aws()),
+                              {HOST_TAG: host.name}) if instance_id else _UNKNOWN),
     )
     failed = [c for c in results if not c.ok]
     container = state.container
@@ -147,11 +150,6 @@ def _local_state(
     ),)
 
 
-def _unknown_to_aws() -> tuple[CheckResult, ...]:
-    return (CheckResult("aws.registered", False, "AWS lists no mi- id for this host",
-                        "run `anywhere register` for it"),)
-
-
 @dataclass(frozen=True)
 class _Unreachable:
     failure: FailureClass
@@ -180,9 +178,7 @@ def _host_side(
     return checks.evaluate_host(facts, host.config.cluster), facts.instance_id, None
 
 
-def _not_asked(
-    exc: HostError,
-) -> tuple[tuple[CheckResult, ...], None, _Unreachable]:
+def _not_asked(exc: HostError) -> tuple[tuple[CheckResult, ...], None, _Unreachable]:
     gone = _Unreachable(failure_class(exc), exc.reason, exc.hint)
     return (CheckResult("ssh", False, exc.reason, exc.hint),), None, gone
 
@@ -244,6 +240,7 @@ def _deregister(
         cursor.instance_id = local_id or (ids[-1] if ids else None)
         for instance_id in ids:
             _retire_instance(ctx, options, host, control, cursor, instance_id)
+            notes.append(f"{instance_id} deregistered")
         if not ids:
             notes.append("AWS knows no instance for this host")
         cursor.phase = Phase.CLEANUP

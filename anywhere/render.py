@@ -164,10 +164,27 @@ def install_context(
         "installer_flags": list(_installer_flags(host)),
         "ecs_config_keys": ECS_CONFIG_KEYS,
         "ecs_config": _ecs_config(host, proxy),
+        "agent_config_keys": AGENT_CONFIG_KEYS,
+        "agent_config": _agent_config(host),
         "proxy": proxy,
         "proxy_units": PROXY_UNITS,
         "dropin": _dropin(proxy) if proxy else [],
     }
+
+
+AGENT_CONFIG_KEYS = ("AWS_DEFAULT_REGION", "ECS_EXTERNAL", "ECS_BACKEND_HOST",
+                     "ECS_ENABLE_GPU_SUPPORT")
+
+
+def _agent_config(host: Host) -> list[str]:
+    """What the installer writes to /var/lib/ecs/ecs.config on a first install."""
+    cfg = host.config
+    lines = [f"AWS_DEFAULT_REGION={cfg.region}", "ECS_EXTERNAL=true"]
+    if cfg.ecs_endpoint:
+        lines.append(f"ECS_BACKEND_HOST={cfg.ecs_endpoint}")
+    if cfg.gpu:
+        lines.append("ECS_ENABLE_GPU_SUPPORT=true")
+    return lines
 
 
 def _installer_flags(host: Host) -> Iterator[str]:

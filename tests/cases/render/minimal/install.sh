@@ -77,9 +77,28 @@ mask() {
   fi
 }
 
+# With ecs-init already installed (a re-registration, a host wiped without removing its
+# packages) the installer skips writing the agent's config and starting ecs, then waits
+# for the agent and fails. So: tell it not to start anything, write that config here, and
+# start the agents below.
+no_start=()
+if [ -x "$ROOT/usr/libexec/amazon-ecs-init" ]; then
+  no_start=(--no-start)
+  agent_cfg="$ROOT/var/lib/ecs/ecs.config"
+  mkdir -p -- "$ROOT/var/lib/ecs"
+  if [ -f "$agent_cfg" ]; then
+    grep -v -E '^(AWS_DEFAULT_REGION|ECS_EXTERNAL|ECS_BACKEND_HOST|ECS_ENABLE_GPU_SUPPORT)=' -- "$agent_cfg" > "$work/agent.config" || true
+  else
+    : > "$work/agent.config"
+  fi
+  printf '%s\n' AWS_DEFAULT_REGION=us-east-1 ECS_EXTERNAL=true >> "$work/agent.config"
+  install -m 0644 -- "$work/agent.config" "$agent_cfg"
+  log "ecs-init already installed: wrote $agent_cfg; the agents are started after the installer"
+fi
+
 log "running the ECS Anywhere installer"
 status=0
-bash "$installer" --region us-east-1 --cluster default --docker-install-source all \
+bash "$installer" --region us-east-1 --cluster default --docker-install-source all ${no_start[@]+"${no_start[@]}"} \
   --activation-id "$activation_id" --activation-code "$activation_code" </dev/null 2>&1 \
   | ANYWHERE_MASK="$activation_code" mask || status=$?
 activation_code=""
@@ -90,6 +109,7 @@ fi
 # When ecs-init was already installed (re-registration) the installer returns early and
 # starts nothing: make sure the agents run.
 if have_systemd; then
+  systemctl enable ecs.service >/dev/null 2>&1 || true
   for unit in amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent ecs; do
     if systemctl cat -- "$unit.service" >/dev/null 2>&1 && ! systemctl is-active --quiet -- "$unit.service"; then
       systemctl start -- "$unit.service" || warn "could not start $unit"

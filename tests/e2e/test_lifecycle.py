@@ -1,0 +1,258 @@
+"""`check`, `run-task` and `deregister` end to end on a lab of their own (4 hosts).
+
+The tests run in file order and share the lab: each one leaves every host ready again
+unless it says otherwise (deregister and reimage come last).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import boto3
+import pytest
+
+from anywhere.lab.endpoint.control import LabControl
+from anywhere.lab.lab import Lab
+from anywhere.models import READY_ATTRIBUTE
+from tests.e2e.conftest import module_lab
+from tests.e2e.helpers import anywhere
+
+INDEX = 3
+HOSTS = 4
+CLUSTER = "lab"
+AGENT_STATE = ("/var/lib/amazon/ssm", "/var/lib/ecs", "/etc/ecs")
+
+
+@pytest.fixture(scope="module")
+def lifelab() -> Iterator[Lab]:
+    yield from module_lab("life", INDEX, HOSTS)
+
+
+@pytest.fixture(scope="module")
+def registered(lifelab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    runs = tmp_path_factory.mktemp("life-register")
+    done = anywhere(lifelab, "register", str(lifelab.inventory_path), "--yes", run_dir=runs)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return lifelab
+
+
+def _client(lab: Lab, service: Literal["ecs", "ssm"]) -> Any:
+    return boto3.client(
+        service, endpoint_url=lab.endpoint_url, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
+
+
+def _containers(lab: Lab) -> dict[str, dict[str, Any]]:
+    """mi- id → container instance, over every status the cluster still lists."""
+    ecs = _client(lab, "ecs")
+    arns = [a for status in ("ACTIVE", "DRAINING", "INACTIVE")
+            for a in ecs.list_container_instances(cluster=CLUSTER, status=status)
+            ["containerInstanceArns"]]
+    if not arns:
+        return {}
+    found = ecs.describe_container_instances(cluster=CLUSTER, containerInstances=arns)
+    return {c["ec2InstanceId"]: c for c in found["containerInstances"]}
+
+
+def _ready_arns(lab: Lab) -> set[str]:
+    listed = _client(lab, "ecs").list_attributes(
+        cluster=CLUSTER, targetType="container-instance", attributeName=READY_ATTRIBUTE,
+        attributeValue="true")
+    return {a["targetId"] for a in listed["attributes"]}
+
+
+def _managed(lab: Lab) -> dict[str, str]:
+    """mi- id → host name for every managed instance SSM lists."""
+    pages = _client(lab, "ssm").get_paginator("describe_instance_information").paginate()
+    return {i["InstanceId"]: i.get("Name", "") for p in pages
+            for i in p["InstanceInformationList"]}
+
+
+def _check(lab: Lab, tmp_path: Path, *extra: str) -> tuple[int, dict[str, dict[str, Any]]]:
+    done = anywhere(lab, "check", str(lab.inventory_path), "--json", *extra,
+                    run_dir=tmp_path / "runs")
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    return done.returncode, {h["host"]: h for h in report["hosts"]}
+
+
+def _failed_checks(record: dict[str, Any]) -> set[str]:
+    return {c["name"] for c in record["checks"] if not c["ok"]}
+
+
+def _stop_all_tasks(lab: Lab) -> None:
+    ecs = _client(lab, "ecs")
+    for task in ecs.list_tasks(cluster=CLUSTER)["taskArns"]:
+        ecs.stop_task(cluster=CLUSTER, task=task, reason="test clean-up")
+
+
+def test_check_follows_docker_and_gates_run_task(registered: Lab, tmp_path: Path) -> None:
+    lab = registered
+    rc, hosts = _check(lab, tmp_path)
+    assert rc == 0, {h: r["reason"] for h, r in hosts.items()}
+    assert all(r["status"] == "ready" for r in hosts.values())
+    by_host = {h: r["container_instance_arn"] for h, r in hosts.items()}
+    assert _ready_arns(lab) == set(by_host.values())
+    ecs = _client(lab, "ecs")
+    ecs.register_task_definition(
+        family="life-web", networkMode="bridge", requiresCompatibilities=["EXTERNAL"],
+        containerDefinitions=[{"name": "web", "image": "nginx", "memory": 32}])
+
+    lab.exec("h2", ["systemctl", "stop", "docker"])
+    try:
+        rc, hosts = _check(lab, tmp_path)
+        assert rc == 1
+        assert hosts["h2"]["status"] == "failed"
+        assert {"docker", "docker-info"} <= _failed_checks(hosts["h2"])
+        assert "docker" in hosts["h2"]["reason"]
+        assert [h for h, r in hosts.items() if r["status"] != "ready"] == ["h2"]
+        assert by_host["h2"] not in _ready_arns(lab)
+        attrs = ecs.describe_container_instances(
+            cluster=CLUSTER, containerInstances=[by_host["h2"]])["containerInstances"][0]
+        assert READY_ATTRIBUTE not in {a["name"] for a in attrs["attributes"]}
+
+        # Six tasks over three ready hosts: none may land on h2, which is up but not ready.
+        done = anywhere(lab, "run-task", str(lab.inventory_path), "-t", "life-web",
+                        "--count", "6", run_dir=tmp_path / "runs")
+        assert done.returncode == 0, done.stdout + done.stderr
+        placed = [ln.rsplit(" on ", 1)[1] for ln in done.stdout.splitlines()
+                  if ln.startswith("placed ")]
+        assert len(placed) == 6 and set(placed) <= {"h1", "h3", "h4"}, placed
+        tasks = ecs.describe_tasks(cluster=CLUSTER,
+                                   tasks=ecs.list_tasks(cluster=CLUSTER)["taskArns"])["tasks"]
+        assert by_host["h2"] not in {t["containerInstanceArn"] for t in tasks}
+    finally:
+        _stop_all_tasks(lab)
+        # ecs Requires=docker: stopping docker stopped it too.
+        lab.exec("h2", ["systemctl", "start", "docker", "ecs"])
+    rc, hosts = _check(lab, tmp_path)
+    assert rc == 0, hosts["h2"]["reason"]
+    assert by_host["h2"] in _ready_arns(lab)
+
+
+def test_run_task_refuses_awsvpc_and_unmet_constraints(registered: Lab, tmp_path: Path) -> None:
+    lab = registered
+    ecs = _client(lab, "ecs")
+    ecs.register_task_definition(
+        family="life-vpc", networkMode="awsvpc", requiresCompatibilities=["EXTERNAL"],
+        containerDefinitions=[{"name": "web", "image": "nginx", "memory": 32}])
+    ecs.register_task_definition(
+        family="life-web", networkMode="bridge", requiresCompatibilities=["EXTERNAL"],
+        containerDefinitions=[{"name": "web", "image": "nginx", "memory": 32}])
+    before = len(ecs.list_tasks(cluster=CLUSTER)["taskArns"])
+
+    vpc = anywhere(lab, "run-task", str(lab.inventory_path), "-t", "life-vpc",
+                   run_dir=tmp_path / "runs")
+    assert vpc.returncode == 1
+    assert "awsvpc" in vpc.stderr and "bridge, host or none" in vpc.stderr
+
+    unmet = anywhere(lab, "run-task", str(lab.inventory_path), "-t", "life-web",
+                     "--constraint", "attribute:gpu == true", run_dir=tmp_path / "runs")
+    assert unmet.returncode == 1
+    assert "no task placed" in unmet.stderr and "MemberOf" in unmet.stderr, unmet.stderr
+    assert "placed " not in unmet.stdout
+    assert len(ecs.list_tasks(cluster=CLUSTER)["taskArns"]) == before
+
+
+def test_check_batches_aws_calls(registered: Lab, tmp_path: Path) -> None:
+    control = LabControl(registered.endpoint_url)
+    control.reset_audit()
+    rc, _ = _check(registered, tmp_path, "--no-mark")
+    assert rc == 0
+    requests = control.audit()["requests"]
+    # One tag lookup of the hosts' mi- ids plus one describe of them (≤50 ids a call); one
+    # describe of the container instances (≤100 ARNs). A call per host would make 4 or more.
+    assert 1 <= requests.get("DescribeInstanceInformation", 0) <= 2, requests
+    assert 1 <= requests.get("DescribeContainerInstances", 0) <= 2, requests
+    assert requests.get("ListTagsForResource", 0) < HOSTS, requests
+
+
+def test_unreachable_host_keeps_its_aws_side(registered: Lab, tmp_path: Path) -> None:
+    lab = registered
+    lab.stop_host("h4")
+    try:
+        rc, hosts = _check(lab, tmp_path)
+    finally:
+        lab.start_host("h4")
+    assert rc == 1
+    record = hosts["h4"]
+    assert record["class"] == "unreachable"
+    assert record["instance_id"] and record["instance_id"].startswith("mi-")
+    aws_side = {c["name"]: c for c in record["checks"]}
+    assert aws_side["ssh"]["ok"] is False
+    assert aws_side["ssm-online"]["observed"].startswith(record["instance_id"])
+    assert aws_side["ecs-instance"]["observed"] in ("ACTIVE", "DRAINING", "INACTIVE")
+    assert all(hosts[h]["status"] == "ready" for h in ("h1", "h2", "h3"))
+    rc, hosts = _check(lab, tmp_path)
+    assert rc == 0, hosts["h4"]["reason"]
+
+
+def test_deregister_removes_one_host(registered: Lab, tmp_path: Path) -> None:
+    lab = registered
+    _, hosts = _check(lab, tmp_path, "--no-mark")
+    old = {h: r["instance_id"] for h, r in hosts.items()}
+    done = anywhere(lab, "deregister", str(lab.inventory_path), "--limit", "h3", "--yes",
+                    "--drain-timeout", "30", run_dir=tmp_path / "runs")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "will deregister 1 host(s)" in done.stdout and old["h3"] in done.stdout
+    managed = _managed(lab)
+    assert old["h3"] not in managed
+    containers = _containers(lab)
+    assert containers.get(old["h3"], {"status": "INACTIVE"})["status"] == "INACTIVE"
+    left = lab.exec("h3", ["sh", "-c", f"ls -d {' '.join(AGENT_STATE)} 2>/dev/null; true"])
+    assert left.stdout.strip() == ""
+    for other in ("h1", "h2", "h4"):
+        assert managed.get(old[other]) == other
+        assert containers[old[other]]["status"] == "ACTIVE"
+    rc, hosts = _check(lab, tmp_path, "--limit", "h1:h2:h4")
+    assert rc == 0
+
+
+def test_register_brings_deregistered_host_back(registered: Lab, tmp_path: Path) -> None:
+    lab = registered
+    gone = {mi for mi, name in _managed(lab).items() if name == "h3"}
+    done = anywhere(lab, "register", str(lab.inventory_path), "--yes", "--limit", "h3",
+                    run_dir=tmp_path / "runs")
+    assert done.returncode == 0, done.stdout[-2000:]
+    rc, hosts = _check(lab, tmp_path, "--limit", "h3")
+    assert rc == 0
+    assert hosts["h3"]["instance_id"].startswith("mi-")
+    assert hosts["h3"]["instance_id"] not in gone
+
+
+def _reimage(lab: Lab, host: str) -> None:
+    lab.exec(host, ["systemctl", "stop", "ecs", "amazon-ssm-agent"])
+    lab.exec(host, ["rm", "-rf", *AGENT_STATE])
+
+
+def test_check_detects_reimaged_host(registered: Lab, tmp_path: Path) -> None:
+    lab = registered
+    _, hosts = _check(lab, tmp_path, "--no-mark")
+    stale = hosts["h1"]["instance_id"]
+    _reimage(lab, "h1")
+    rc, hosts = _check(lab, tmp_path, "--limit", "h1")
+    assert rc == 1
+    record = hosts["h1"]
+    assert record["instance_id"] == stale
+    assert "local-state" in _failed_checks(record)
+    assert "AWS still lists" in record["reason"] and stale in record["reason"]
+    assert "anywhere register" in record["hint"]
+    assert record["container_instance_arn"] not in _ready_arns(lab)
+
+
+def test_register_repairs_reimaged_host(registered: Lab, tmp_path: Path) -> None:
+    lab = registered
+    stale = {mi for mi, name in _managed(lab).items() if name == "h1"}
+    assert stale, "h1 should still be listed by SSM after its reimage"
+    done = anywhere(lab, "register", str(lab.inventory_path), "--yes", "--limit", "h1",
+                    run_dir=tmp_path / "runs")
+    assert done.returncode == 0, done.stdout[-2000:]
+    rc, hosts = _check(lab, tmp_path, "--limit", "h1")
+    assert rc == 0
+    fresh = hosts["h1"]["instance_id"]
+    assert fresh.startswith("mi-") and fresh not in stale
+    assert not stale & set(_managed(lab))

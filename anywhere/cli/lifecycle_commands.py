@@ -27,9 +27,9 @@ from anywhere.lifecycle import (
     aws_snapshot,
     check_job,
     deregister_job,
-    run_task,
 )
 from anywhere.models import Host
+from anywhere.tasks import run_task
 
 
 @click.command("check")

@@ -13,7 +13,7 @@ from anywhere.aws.adapter import TaskDefinition
 from anywhere.errors import UnreachableError
 from anywhere.fleet import AwsView, RunControl
 from anywhere.journal import Journal
-from anywhere.lifecycle import CheckOptions, TaskRefused, aws_snapshot, check_job, run_task
+from anywhere.lifecycle import CheckOptions, aws_snapshot, check_job
 from anywhere.models import (
     CommandResult,
     ContainerInstance,
@@ -27,6 +27,7 @@ from anywhere.models import (
 from anywhere.registration import Context
 from anywhere.settings import Settings
 from anywhere.ssh import Transport
+from anywhere.tasks import TaskRefused, run_task
 
 EXTERNAL = {"ecs.capability.external": None}
 

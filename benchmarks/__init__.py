@@ -1,0 +1,1 @@
+"""Speed and memory measurements of anywhere against its floor and Ansible (see README)."""

@@ -1,0 +1,178 @@
+"""How one benchmark command is measured: wall time, CPU (children included), peak RSS, SSH
+connections the hosts accepted, and AWS calls the lab endpoint answered."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from anywhere.lab import hosts as lab_hosts
+from anywhere.lab.endpoint.control import LabControl
+from anywhere.lab.lab import Lab
+
+# Calls the lab agents make on their own (registration, heartbeats): not the controller's.
+AGENT_ACTIONS = frozenset({
+    "RegisterManagedInstance", "RequestManagedInstanceRoleToken", "UpdateInstanceInformation",
+    "RegisterContainerInstance", "DiscoverPollEndpoint", "SubmitContainerStateChange",
+    "SubmitTaskStateChange",
+})
+DESCRIBE_ACTIONS = frozenset({
+    "DescribeInstanceInformation", "ListContainerInstances", "DescribeContainerInstances",
+})
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class ProcessCost:
+    rc: int
+    wall_s: float
+    cpu_s: float  # user + system of the process and every descendant it waited for
+    peak_rss_mb: float  # the largest single process (wait4's ru_maxrss)
+    tree_rss_mb: float  # the largest sum over the live process tree, sampled every 0.2 s
+    stdout: str
+    stderr: str
+
+
+def run_measured(argv: Sequence[str], env: Mapping[str, str], cwd: Path,
+                 timeout_s: float = 1800.0) -> ProcessCost:
+    """Run argv to completion and measure it; output is kept in files under cwd."""
+    out_path, err_path = cwd / "stdout.txt", cwd / "stderr.txt"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL)
+        sampler = _TreeSampler(proc.pid)
+        sampler.start()
+        timer = threading.Timer(timeout_s, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+            sampler.stop()
+        wall = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ProcessCost(
+        rc=proc.returncode, wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_rss_mb=usage.ru_maxrss / 1024, tree_rss_mb=sampler.peak / 2**20,
+        stdout=out_path.read_text(errors="replace"), stderr=err_path.read_text(errors="replace"),
+    )
+
+
+class _TreeSampler:
+    """Peak of the summed RSS of a process and its live descendants."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, sum(_rss(p) for p in _tree(self.root)))
+
+
+def _tree(root: int) -> list[int]:
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
+def _rss(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class SshdLog:
+    """Counts `Accepted publickey` lines in each lab host's journal (read from outside)."""
+
+    def __init__(self, lab: Lab, names: Sequence[str]) -> None:
+        self._dirs: dict[str, Path] = {}
+        for rec in lab.state().hosts:
+            if rec.name in names and rec.pid is not None:
+                init = lab_hosts.container_init(rec.pid)
+                if init is not None:
+                    self._dirs[rec.name] = Path(f"/proc/{init}/root/var/log/journal")
+
+    def accepted_since(self, since_epoch: int) -> dict[str, int]:
+        def count(item: tuple[str, Path]) -> tuple[str, int]:
+            name, directory = item
+            done = subprocess.run(
+                ["journalctl", "-q", "-D", str(directory), "--since", f"@{since_epoch}",
+                 "-o", "cat", "-g", "Accepted publickey"],
+                capture_output=True, text=True, check=False)
+            return name, len(done.stdout.splitlines())
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return dict(pool.map(count, self._dirs.items()))
+
+
+@dataclass(frozen=True)
+class AwsCalls:
+    controller: int
+    describes: int
+    by_action: Mapping[str, int]
+
+
+class AwsAudit:
+    def __init__(self, url: str) -> None:
+        self._control = LabControl(url, timeout_s=120.0)
+
+    def reset(self) -> None:
+        self._control.reset_audit()
+
+    def calls(self) -> AwsCalls:
+        # Only the request counts: the audit also lists activations, which are not ours to keep.
+        requests: dict[str, int] = dict(self._control.audit().get("requests", {}))
+        mine = {a: n for a, n in sorted(requests.items()) if a not in AGENT_ACTIONS}
+        return AwsCalls(sum(mine.values()), sum(n for a, n in mine.items()
+                                                if a in DESCRIBE_ACTIONS), mine)
+
+
+def machine() -> dict[str, object]:
+    """What the numbers came from."""
+    cpu = next((ln.split(":", 1)[1].strip() for ln in
+                Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")),
+               platform.processor())
+    mem_kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
+                  if ln.startswith("MemTotal"))
+    versions = {}
+    for dist in ("paramiko", "boto3", "moto", "ansible-core", "fabric"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "-"
+    return {
+        "cpus": os.cpu_count(), "cpu_model": cpu, "memory_gb": round(mem_kb / 2**20, 1),
+        "kernel": platform.release(), "python": platform.python_version(),
+        "openssh_server": "Debian 12 (lab hosts: systemd-nspawn containers on this machine)",
+        "load_avg_at_start": os.getloadavg(), "versions": versions,
+        "max_rss_unit": "MB (2**20 bytes)",
+        "rlimit_nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+    }

@@ -1,0 +1,66 @@
+"""The benchmark's table: medians per (tool, N), ratios to the floor and Ansible, targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import table
+
+
+def sample(tool: str, n: int, wall: float, **over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "tool": tool, "n": n, "rc": 0, "wall_s": wall, "cpu_s": wall / 4, "peak_rss_mb": 80.0,
+        "tree_rss_mb": 80.0, "ssh_total": n, "ssh_max": 1, "aws_calls": 5, "describe_calls": 4,
+        "describes_per_poll": 4.0,
+    }
+    return {**base, **over}
+
+
+def fleet(check_walls: list[float], floor: float = 10.0, adhoc: float = 150.0) -> list[Any]:
+    out = [sample(table.CHECK, 100, w) for w in check_walls]
+    out += [sample(table.FLOOR, 100, floor, aws_calls=0, describes_per_poll=None)] * 3
+    out += [sample(table.ADHOC, 100, adhoc, aws_calls=0, describes_per_poll=None)] * 3
+    out += [sample(table.REGISTER, 1, 20.0, amortised_overhead_s=2.5),
+            sample(table.REGISTER, 50, 30.0, amortised_overhead_s=0.4, peak_rss_mb=120.0)]
+    return out
+
+
+def test_medians_and_ratios() -> None:
+    rows = {(r.tool, r.n): r for r in table.rows(fleet([12.0, 11.0, 40.0]))}
+    check = rows[(table.CHECK, 100)]
+    assert check.runs == 3
+    assert check.wall_s == 12.0  # the median, not the mean
+    assert check.vs_floor == 1.2
+    assert check.ansible_over == 12.5
+    assert rows[(table.REGISTER, 50)].vs_floor is None  # no floor for register
+
+
+def test_targets_met_and_missed() -> None:
+    met = {t.name.split(" (")[0]: t for t in table.targets(table.rows(fleet([12.0] * 3)))}
+    assert met["check ≥10x faster than Ansible ad hoc"].ok is True
+    assert met["check ≤1.3x the paramiko floor"].ok is True
+    assert met["register 50 hosts ≤2x the time of 1"].value == "1.50x"
+    slow = {t.name.split(" (")[0]: t for t in table.targets(table.rows(fleet([14.0] * 3)))}
+    assert slow["check ≤1.3x the paramiko floor"].ok is False
+    assert slow["check ≤1.3x the paramiko floor"].value == "1.40x"
+
+
+def test_extra_connections_and_unmeasured_targets() -> None:
+    samples = [sample(table.CHECK, 20, 5.0, ssh_total=21, ssh_max=2)]
+    goals = {t.name.split(" (")[0]: t for t in table.targets(table.rows(samples), big=20)}
+    assert goals["one SSH connection per host per command"].ok is False
+    assert goals["check ≥10x faster than Ansible ad hoc"].ok is None
+    assert "not measured" in table.render_text(table.rows(samples), list(goals.values()))
+
+
+def test_describe_bound() -> None:
+    assert table.describe_bound(100) == 2 + 1 + 2
+    assert table.describe_bound(20) == 1 + 1 + 2
+
+
+def test_describes_per_poll_leaves_out_the_one_time_tag_lookup() -> None:
+    # N=100: 2 pages of tag lookup, then one poll of 2 SSM pages, a listing and a describe.
+    calls = {"DescribeInstanceInformation": 4, "ListContainerInstances": 1,
+             "DescribeContainerInstances": 1, "PutAttributes": 3}
+    assert table.describes_per_poll(calls, 100, 100) == 4.0
+    assert table.describes_per_poll({"DescribeInstanceInformation": 2}, 100, 100) is None

@@ -10,11 +10,16 @@ LIMIT ?=
 OUT ?= rendered
 DEMO_HOSTS ?= 3
 PYTEST_ARGS ?=
+BENCH_N ?= 20 50 100
+BENCH_RUNS ?= 3
 LIMIT_FLAG = $(if $(LIMIT),--limit '$(LIMIT)',)
+ENGINE ?=
+ENGINE_FLAG = $(if $(ENGINE),--engine $(ENGINE),)
+FLEET ?= fleet.yml
 
 .DEFAULT_GOAL := help
 .PHONY: help install lint test test-unit test-e2e demo clean lab-up lab-down plan register \
-        check-fleet deregister render bench
+        check-fleet deregister render bench playbook-register export-ansible
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -56,8 +61,14 @@ plan: install ## show what register would do (INVENTORY=… LIMIT=…)
 render: install ## write install scripts to OUT (INVENTORY=… OUT=…)
 	$(ANYWHERE) render $(INVENTORY) --out $(OUT) $(LIMIT_FLAG)
 
-register: install ## register hosts (INVENTORY=… LIMIT=…)
-	$(ANYWHERE) register $(INVENTORY) $(LIMIT_FLAG)
+register: install ## register hosts (INVENTORY=… LIMIT=… ENGINE=ssh|ansible)
+	$(ANYWHERE) register $(INVENTORY) $(LIMIT_FLAG) $(ENGINE_FLAG)
+
+playbook-register: install ## register with plain ansible-playbook ansible/register.yml (INVENTORY=… LIMIT=…)
+	$(BIN)/ansible-playbook -i $(INVENTORY) ansible/register.yml $(LIMIT_FLAG)
+
+export-ansible: install ## write the fleet with mi- ids and readiness as an Ansible inventory (INVENTORY=… FLEET=fleet.yml)
+	$(ANYWHERE) inventory export-ansible $(INVENTORY) $(LIMIT_FLAG) --out $(FLEET)
 
 check-fleet: install ## verify hosts are fit for EXTERNAL tasks (INVENTORY=… LIMIT=…)
 	$(ANYWHERE) check $(INVENTORY) $(LIMIT_FLAG)
@@ -65,6 +76,9 @@ check-fleet: install ## verify hosts are fit for EXTERNAL tasks (INVENTORY=… L
 deregister: install ## take hosts out (INVENTORY=… LIMIT=… required)
 	@test -n "$(LIMIT)" || { echo "deregister needs LIMIT=PATTERN" >&2; exit 2; }
 	$(ANYWHERE) deregister $(INVENTORY) $(LIMIT_FLAG)
+
+bench: install ## fleet benchmark on the lab (root; BENCH_N="20 50 100", quick: BENCH_N=20)
+	$(BIN)/python -m benchmarks.fleet --hosts $(BENCH_N) --runs $(BENCH_RUNS)
 
 clean: ## remove the venv, caches and build output (not the lab: use lab-down)
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache rendered

@@ -133,10 +133,13 @@ def host_output_tee(ctx: click.Context) -> Callable[[str, str], None] | None:
 
 def _register_subcommands() -> None:
     # Imported here so `anywhere --help` stays fast and the lab stays optional.
-    from anywhere.cli import fleet_commands, lifecycle_commands
+    from anywhere.cli import ansible_commands, fleet_commands, lifecycle_commands
 
-    for command in (*fleet_commands.COMMANDS, *lifecycle_commands.COMMANDS):
+    # ansible_commands' register (built-in register plus --engine) replaces the plain one.
+    for command in (*fleet_commands.COMMANDS, *lifecycle_commands.COMMANDS,
+                    *ansible_commands.COMMANDS):
         app.add_command(command)
+    inventory_group.add_command(ansible_commands.export_ansible)
     try:
         from anywhere.lab.cli import lab_group
     except ImportError:  # the lab extra is not installed

@@ -37,10 +37,11 @@ def find_binary(env: Mapping[str, str]) -> str | None:
 
 
 def needs_ansible(path: Path) -> bool:
-    """True when only Ansible reads `path` fully: a directory, a non-YAML file, or a file
-    with `group_vars/` or `host_vars/` beside it."""
+    """True when only Ansible reads `path` fully: an inventory directory (files, or vars
+    directories, inside), a non-YAML file, or a file with `group_vars/` or `host_vars/` beside
+    it."""
     if path.is_dir():
-        return True
+        return any(p.is_file() or p.name in _VARS_DIRS for p in path.iterdir())
     if path.suffix not in (".yml", ".yaml"):
         return path.exists()
     return any((path.parent / d).is_dir() for d in _VARS_DIRS)

@@ -1,0 +1,275 @@
+"""The controller-side steps the Ansible playbooks ask for, one operation each.
+
+The role in `ansible/roles/anywhere` runs the host-side commands; whatever needs AWS, a
+decision or a template (preflight verdict, activation, install script, verification, readiness)
+it asks for through the `anywhere` lookup plugin, which calls `dispatch` here: in-process when
+a person runs `ansible-playbook`, over a local socket when `anywhere register --engine
+ansible` runs the playbook (then AWS credentials never enter Ansible's environment).
+
+Every answer is JSON-ready. The activation code leaves only in the `activation` answer, which
+the role keeps in a `no_log` fact and hands to the install script's stdin.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anywhere import checks
+from anywhere.aws import Aws, make_clients
+from anywhere.errors import AnywhereError, UsageError
+from anywhere.fleet import AwsView
+from anywhere.inventory import load_inventory
+from anywhere.journal import Journal
+from anywhere.models import CheckResult, Decision, Host
+from anywhere.plan import decide
+from anywhere.registration import _REPAIR, _expected_tags
+from anywhere.render import Renderer, render_cleanup, render_install
+from anywhere.settings import Settings
+from anywhere.settings import load as load_settings
+
+COMMANDS: Mapping[str, str] = {
+    "preflight": checks.PREFLIGHT_COMMAND,
+    "verify": checks.HOST_VERIFY_COMMAND,
+    "repair": _REPAIR,
+}
+INSTALLER_NAME = "ecs-anywhere-install.sh"
+
+
+@dataclass
+class HostRecord:
+    """What the controller learnt about one host during a playbook run (engine mode)."""
+
+    decision: Decision | None = None
+    reasons: tuple[str, ...] = ()
+    instance_id: str | None = None
+    container_arn: str | None = None
+    checks: tuple[CheckResult, ...] = ()
+    agent_versions: dict[str, str] = field(default_factory=dict)
+    ready: bool = False
+    removed: bool = False
+    activations: list[str] = field(default_factory=list)  # ids created, not yet deleted
+
+
+def _checks_json(results: Sequence[CheckResult]) -> list[dict[str, object]]:
+    return [{"name": c.name, "ok": c.ok, "observed": c.observed, "hint": c.hint} for c in results]
+
+
+class Operations:
+    """The operations of one playbook run, over the hosts of one inventory and region."""
+
+    def __init__(
+        self, aws: Aws, view: AwsView, hosts: Mapping[str, Host], settings: Settings,
+        run_id: str, journal: Journal | None = None,
+        known_by_host: Mapping[str, tuple[str, ...]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.aws = aws
+        self.view = view
+        self.hosts = hosts
+        self.settings = settings
+        self.run_id = run_id
+        self.journal = journal
+        self.known_by_host = known_by_host
+        self.clock = clock
+        self.renderer = Renderer()
+        self._lock = threading.Lock()
+        self._records: dict[str, HostRecord] = {}
+
+    def record(self, host: str) -> HostRecord:
+        with self._lock:
+            return self._records.setdefault(host, HostRecord())
+
+    def host(self, name: str) -> Host:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            raise UsageError(f"host {name!r} is not in the inventory anywhere read") from None
+
+    def _known(self, host: str) -> tuple[str, ...]:
+        if self.known_by_host is not None:
+            return self.known_by_host.get(host, ())
+        return self.aws.managed_instances_by_host([host]).get(host, ())
+
+    def decide(self, host: str, preflight: str, state: str) -> dict[str, Any]:
+        """Preflight verdict and the register decision, from the two commands' output."""
+        h = self.host(host)
+        facts = checks.parse_preflight(preflight)
+        pre = checks.evaluate_preflight(
+            facts, controller_time=self.clock(), max_skew_s=self.settings.max_clock_skew_s,
+            min_free_mb=self.settings.min_free_disk_mb,
+        )
+        host_checks: tuple[CheckResult, ...] = ()
+        arn = None
+        managed = container = None
+        if facts.local.instance_id:
+            found = self.view.get(h.config.cluster, facts.local.instance_id)
+            managed, container = found.managed, found.container
+            arn = container.arn if container is not None else None
+            host_checks = checks.evaluate_host(checks.parse_host_verify(state), h.config.cluster)
+        plan = decide(h, facts.local, managed, container, host_checks, self._known(host))
+        rec = self.record(host)
+        rec.decision, rec.reasons, rec.instance_id = plan.decision, plan.reasons, plan.instance_id
+        rec.checks = host_checks if plan.decision is Decision.SKIP_READY else pre
+        failed = [c for c in pre if not c.ok]
+        return {
+            "decision": plan.decision.value, "reasons": list(plan.reasons),
+            "instance_id": plan.instance_id, "container_arn": arn,
+            "stale": list(plan.stale_instance_ids),
+            "preflight_failed": [f"{c.name}: {c.observed}" for c in failed],
+            "hint": failed[0].hint if failed else "",
+            "installer_path": h.config.installer_path, "installer_name": INSTALLER_NAME,
+        }
+
+    def script(self, host: str, kind: str) -> str:
+        h = self.host(host)
+        if kind == "install":
+            name = INSTALLER_NAME if h.config.installer_path else None
+            return render_install(h, installer_name=name, renderer=self.renderer).text
+        if kind in ("cleanup", "wipe"):
+            wipe = kind == "wipe"
+            return render_cleanup(h, remove_config=wipe, remove_logs=wipe,
+                                  renderer=self.renderer).text
+        raise UsageError(f"unknown script {kind!r}")
+
+    def prepare(self, host: str) -> dict[str, str]:
+        """Ensure the host's IAM role and cluster (created only when the inventory says so)."""
+        config = self.host(host).config
+        role = self.aws.ensure_role(config.iam_role, config.create_iam_role)
+        cluster = self.aws.ensure_cluster(config.cluster, config.create_cluster)
+        return {"role": role, "cluster": cluster}
+
+    def activation(self, host: str) -> dict[str, str]:
+        """A single-use activation for `host`: its id and (secret) code."""
+        h = self.host(host)
+        made = self.aws.create_activation(
+            host, h.config.iam_role, h.config.activation_ttl_minutes, h.config.tags, self.run_id,
+        )
+        if self.journal is not None:
+            self.journal.mask(made.code)
+            self.journal.event(host, "activate", "created", made.activation_id)
+        self.record(host).activations.append(made.activation_id)
+        return {"id": made.activation_id, "code": made.code.reveal()}
+
+    def release(self, host: str, activation_id: str) -> dict[str, bool]:
+        self.aws.delete_activation(activation_id)
+        rec = self.record(host)
+        if activation_id in rec.activations:
+            rec.activations.remove(activation_id)
+        if self.journal is not None:
+            self.journal.event(host, "activate", "deleted", activation_id)
+        return {"deleted": True}
+
+    def release_all(self) -> None:
+        """Delete every activation a run created and did not delete (interrupted plays)."""
+        with self._lock:
+            pending = [(h, a) for h, r in self._records.items() for a in r.activations]
+        for host, activation_id in pending:
+            try:
+                self.release(host, activation_id)
+            except AnywhereError:
+                continue  # single-use and short-lived: it expires on its own
+
+    def verify(self, host: str, state: str, with_aws: bool = True) -> dict[str, Any]:
+        """Host-side checks from the verify command's output, and AWS's view of the host."""
+        h = self.host(host)
+        facts = checks.parse_host_verify(state)
+        results = list(checks.evaluate_host(facts, h.config.cluster))
+        mi, arn = facts.instance_id, None
+        if mi and with_aws:
+            found = self.view.get(h.config.cluster, mi)
+            results += checks.evaluate_aws(mi, found.managed, found.container, h.config.cluster,
+                                           _expected_tags(h, self.run_id))
+            arn = found.container.arn if found.container is not None else None
+        failed = [c for c in results if not c.ok]
+        rec = self.record(host)
+        rec.checks, rec.instance_id = tuple(results), mi or rec.instance_id
+        rec.container_arn = arn or rec.container_arn
+        rec.agent_versions = dict(facts.agent_versions)
+        ok = not failed and bool(mi) and (arn is not None or not with_aws)
+        return {
+            "ok": ok, "instance_id": mi, "container_arn": arn, "checks": _checks_json(results),
+            "failed": [f"{c.name}: {c.observed}" for c in failed] or
+                      ([] if mi else ["no mi- id on the host"]),
+            "hint": failed[0].hint if failed else "",
+        }
+
+    def mark_ready(self, host: str, container_arn: str, stale: Sequence[str]) -> dict[str, bool]:
+        h = self.host(host)
+        self.aws.set_ready(h.config.cluster, container_arn, self.settings.ready_attribute, True)
+        for instance_id in stale:
+            self.aws.forget_instance(h.config.cluster, instance_id)
+        rec = self.record(host)
+        rec.ready, rec.container_arn = True, container_arn
+        return {"ready": True}
+
+    def retire(self, host: str, state: str) -> dict[str, Any]:
+        """AWS side of deregister: readiness off, drain, deregister ECS and SSM, forced."""
+        h = self.host(host)
+        local = checks.parse_host_verify(state).instance_id if state else None
+        ids = sorted({*self._known(host), *([local] if local else [])})
+        for instance_id in ids:
+            found = self.view.get(h.config.cluster, instance_id)
+            if found.container is not None and found.container.status != "INACTIVE":
+                arn = found.container.arn
+                self.aws.set_ready(h.config.cluster, arn, self.settings.ready_attribute, False)
+                self.aws.drain(h.config.cluster, [arn])
+                self.aws.deregister_container_instance(h.config.cluster, arn, force=True)
+            if found.managed is not None:
+                self.aws.deregister_managed_instance(instance_id)
+        for activation_id in self.aws.leftover_activations(host):
+            self.aws.delete_activation(activation_id)
+        self.record(host).removed = True
+        return {"instance_ids": ids}
+
+
+Handler = Callable[[Operations, Mapping[str, Any]], object]
+
+_OPS: Mapping[str, Handler] = {
+    "command": lambda ops, a: COMMANDS[str(a["name"])],
+    "decide": lambda ops, a: ops.decide(str(a["host"]), str(a["preflight"]), str(a["state"])),
+    "script": lambda ops, a: ops.script(str(a["host"]), str(a.get("kind", "install"))),
+    "prepare": lambda ops, a: ops.prepare(str(a["host"])),
+    "activation": lambda ops, a: ops.activation(str(a["host"])),
+    "release": lambda ops, a: ops.release(str(a["host"]), str(a["activation_id"])),
+    "verify": lambda ops, a: ops.verify(str(a["host"]), str(a["state"])),
+    "mark_ready": lambda ops, a: ops.mark_ready(
+        str(a["host"]), str(a["container_arn"]), [str(s) for s in a.get("stale") or ()]),
+    "retire": lambda ops, a: ops.retire(str(a["host"]), str(a.get("state") or "")),
+}
+
+
+def dispatch(ops: Operations, op: str, args: Mapping[str, Any]) -> object:
+    """Run operation `op`; raises AnywhereError (or KeyError for a missing argument)."""
+    handler = _OPS.get(op)
+    if handler is None:
+        raise UsageError(f"unknown operation {op!r}: one of {', '.join(sorted(_OPS))}")
+    return handler(ops, args)
+
+
+def local_operations(inventory_path: str, host: str) -> Operations:
+    """Operations for one host, built here from the inventory and the AWS environment (a
+    person running `ansible-playbook`)."""
+    env = os.environ
+    found = load_inventory(Path(inventory_path), env=env).host(host)
+    region = found.config.region
+    if not region:
+        raise UsageError(f"{host}: no region: set anywhere_region or AWS_DEFAULT_REGION")
+    settings = load_settings(env)
+    aws = Aws(make_clients(region))
+    return Operations(aws, AwsView(aws, settings.verify_poll_s), {host: found}, settings,
+                      run_id="ansible-playbook")
+
+
+def run_local(
+    factory: Callable[[str, str], Operations], op: str, args: Mapping[str, Any]
+) -> object:
+    """One operation in this process; `command` needs neither inventory nor AWS."""
+    if op == "command":
+        return COMMANDS[str(args["name"])]
+    return dispatch(factory(str(args["inventory"]), str(args["host"])), op, args)

@@ -57,9 +57,12 @@ _UNREACHABLE_HINT = "check the address, port and firewall; --limit it out to go 
 
 
 def playbook_dir() -> Path:
-    """`ansible/` beside the package (a source checkout), or $ANYWHERE_ANSIBLE_DIR."""
+    """$ANYWHERE_ANSIBLE_DIR, else `anywhere/ansible` (an installed wheel carries the
+    playbooks there), else `ansible/` beside the package (a source checkout)."""
     chosen = os.environ.get("ANYWHERE_ANSIBLE_DIR")
-    found = Path(chosen) if chosen else Path(__file__).resolve().parent.parent / "ansible"
+    here = Path(__file__).resolve().parent
+    shipped = here / "ansible"
+    found = Path(chosen) if chosen else shipped if shipped.is_dir() else here.parent / "ansible"
     if not (found / "register.yml").is_file():
         raise EnvironmentProblem(f"no playbooks in {found}: set ANYWHERE_ANSIBLE_DIR")
     return found

@@ -28,7 +28,7 @@ from anywhere.inventory import load_inventory
 from anywhere.journal import Journal
 from anywhere.models import CheckResult, Decision, Host
 from anywhere.plan import decide
-from anywhere.registration import _REPAIR, _expected_tags
+from anywhere.registration import REPAIR_COMMAND, expected_tags
 from anywhere.render import Renderer, render_cleanup, render_install
 from anywhere.settings import Settings
 from anywhere.settings import load as load_settings
@@ -36,7 +36,7 @@ from anywhere.settings import load as load_settings
 COMMANDS: Mapping[str, str] = {
     "preflight": checks.PREFLIGHT_COMMAND,
     "verify": checks.HOST_VERIFY_COMMAND,
-    "repair": _REPAIR,
+    "repair": REPAIR_COMMAND,
 }
 INSTALLER_NAME = "ecs-anywhere-install.sh"
 
@@ -184,7 +184,7 @@ class Operations:
         if mi and with_aws:
             found = self.view.get(h.config.cluster, mi)
             results += checks.evaluate_aws(mi, found.managed, found.container, h.config.cluster,
-                                           _expected_tags(h, self.run_id))
+                                           expected_tags(h, self.run_id))
             arn = found.container.arn if found.container is not None else None
         failed = [c for c in results if not c.ok]
         rec = self.record(host)

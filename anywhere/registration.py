@@ -59,7 +59,7 @@ _FAILURE_CLASS: tuple[tuple[type[HostError], FailureClass], ...] = (
 )
 
 # systemctl restart order matters: the ECS agent needs Docker, and both need SSM credentials.
-_REPAIR = (
+REPAIR_COMMAND = (
     "systemctl restart docker && "
     "(systemctl restart amazon-ssm-agent 2>/dev/null || "
     "systemctl restart snap.amazon-ssm-agent.amazon-ssm-agent) && systemctl restart ecs"
@@ -256,7 +256,7 @@ class Registrar:
         cursor.phase = Phase.INSTALL
         if decision is Decision.REPAIR:
             control.enter(host.name, Phase.INSTALL)
-            self._run_logged(host, transport, _REPAIR, self.ctx.settings.command_timeout_s)
+            self._run_logged(host, transport, REPAIR_COMMAND, self.ctx.settings.command_timeout_s)
         else:
             self._install(host, control, transport, cursor, decision)
         cursor.phase = Phase.VERIFY
@@ -370,7 +370,7 @@ class Registrar:
                 state = ctx.view.get(host.config.cluster, mi)
                 results += checks.evaluate_aws(
                     mi, state.managed, state.container, host.config.cluster,
-                    _expected_tags(host, ctx.run_id),
+                    expected_tags(host, ctx.run_id),
                 )
             failed = [c for c in results if not c.ok]
             cursor.checks, cursor.instance_id = tuple(results), mi or cursor.instance_id
@@ -389,7 +389,7 @@ class Registrar:
             self.ctx.journal.event(host.name, "mark-ready", "stale-removed", instance_id)
 
 
-def _expected_tags(host: Host, run_id: str) -> dict[str, str]:
+def expected_tags(host: Host, run_id: str) -> dict[str, str]:
     # anywhere:run differs between runs, so only the stable tags are required.
     return {**dict(host.config.tags), "anywhere:host": host.name}
 

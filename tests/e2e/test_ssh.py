@@ -11,11 +11,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sshd_fixture import SshdLab, available
 
 from anywhere import checks, ssh
 from anywhere.errors import AuthError, HostKeyError, RemoteTimeout, SudoError, UnreachableError
 from anywhere.models import Secret, SshTarget
+from tests.e2e.sshd_fixture import SshdLab, available
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(available() is not None, reason=str(available()))]
 

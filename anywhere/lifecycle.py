@@ -21,7 +21,14 @@ from anywhere.models import (
     Phase,
     Status,
 )
-from anywhere.registration import Context, _Progress, failure_class, guarded
+from anywhere.registration import (
+    Context,
+    _Progress,
+    failure_class,
+    guarded,
+    read_host,
+    run_logged,
+)
 from anywhere.render import render_cleanup
 from anywhere.ssh import Transport, check_sudo
 
@@ -167,14 +174,11 @@ def _host_side(
         return _not_asked(exc)
     try:
         check_sudo(transport)
-        res = transport.run(
-            checks.HOST_VERIFY_COMMAND, sudo=True, timeout=ctx.settings.command_timeout_s
-        )
+        facts = read_host(ctx, transport)
     except HostError as exc:
         return _not_asked(exc)
     finally:
         transport.close()
-    facts = checks.parse_host_verify(res.stdout)
     return checks.evaluate_host(facts, host.config.cluster), facts.instance_id, None
 
 
@@ -235,7 +239,7 @@ def _deregister(
     notes: list[str] = []
     transport = _try_connect(ctx, host, notes)
     try:
-        local_id = _local_instance_id(ctx, transport) if transport else None
+        local_id = read_host(ctx, transport).instance_id if transport else None
         ids = sorted({*(ctx.known_by_host.get(host.name, ())), *([local_id] if local_id else [])})
         cursor.instance_id = local_id or (ids[-1] if ids else None)
         for instance_id in ids:
@@ -268,13 +272,6 @@ def _try_connect(ctx: Context, host: Host, notes: list[str]) -> Transport | None
         notes.append(f"host not reachable ({exc.reason}): AWS side only")
         return None
     return transport
-
-
-def _local_instance_id(ctx: Context, transport: Transport) -> str | None:
-    res = transport.run(
-        checks.HOST_VERIFY_COMMAND, sudo=True, timeout=ctx.settings.command_timeout_s
-    )
-    return checks.parse_host_verify(res.stdout).instance_id
 
 
 def _retire_instance(
@@ -322,9 +319,7 @@ def _wipe_host(
         host, remove_config=True, remove_logs=True,
         remove_packages=not options.keep_packages, renderer=ctx.renderer,
     )
-    res = transport.run("bash -s", sudo=True, stdin=script.text.encode(),
-                        timeout=ctx.settings.command_timeout_s,
-                        on_output=lambda line: ctx.journal.output(host.name, line))
+    res = run_logged(ctx, host, transport, script.text, script=True)
     if not res.ok:
         raise DeregisterRefused(
             f"host clean-up exited {res.exit_status}", "see the host log in the run directory"

@@ -30,6 +30,7 @@ from anywhere.journal import Journal
 from anywhere.models import (
     Activation,
     CheckResult,
+    CommandResult,
     Decision,
     FailureClass,
     Host,
@@ -124,17 +125,29 @@ def probe(ctx: Context, host: Host, transport: Transport) -> Probe:
     host_checks: tuple[CheckResult, ...] = ()
     if local.instance_id:
         state = ctx.view.get(host.config.cluster, local.instance_id)
-        host_checks = _host_checks(ctx, host, transport)
+        host_checks = checks.evaluate_host(read_host(ctx, transport), host.config.cluster)
     remote = ctx.known_by_host.get(host.name, ())
     plan = decide(host, local, state.managed, state.container, host_checks, remote)
     return Probe(plan=plan, preflight=preflight, host_checks=host_checks, aws=state)
 
 
-def _host_checks(ctx: Context, host: Host, transport: Transport) -> tuple[CheckResult, ...]:
+def read_host(ctx: Context, transport: Transport) -> checks.HostVerifyFacts:
+    """One round trip: the host-side verification facts (units, docker, metadata, mi- id)."""
     res = transport.run(
         checks.HOST_VERIFY_COMMAND, sudo=True, timeout=ctx.settings.command_timeout_s
     )
-    return checks.evaluate_host(checks.parse_host_verify(res.stdout), host.config.cluster)
+    return checks.parse_host_verify(res.stdout)
+
+
+def run_logged(
+    ctx: Context, host: Host, transport: Transport, command: str, *, script: bool = False
+) -> CommandResult:
+    """Run `command` (or a whole script fed on stdin) with sudo, output into the journal."""
+    argv, stdin = ("bash -s", command.encode()) if script else (command, b"")
+    return transport.run(
+        argv, sudo=True, stdin=stdin, timeout=ctx.settings.command_timeout_s,
+        on_output=lambda line: ctx.journal.output(host.name, line),
+    )
 
 
 def guarded(
@@ -256,7 +269,7 @@ class Registrar:
         cursor.phase = Phase.INSTALL
         if decision is Decision.REPAIR:
             control.enter(host.name, Phase.INSTALL)
-            self._run_logged(host, transport, REPAIR_COMMAND, self.ctx.settings.command_timeout_s)
+            self._run_logged(host, transport, REPAIR_COMMAND)
         else:
             self._install(host, control, transport, cursor, decision)
         cursor.phase = Phase.VERIFY
@@ -296,9 +309,7 @@ class Registrar:
             control.enter(host.name, Phase.INSTALL)
             if decision is Decision.REREGISTER:
                 cleanup = render_cleanup(host, renderer=ctx.renderer).text
-                self._run_logged(
-                    host, transport, cleanup, ctx.settings.command_timeout_s, as_script=True
-                )
+                self._run_logged(host, transport, cleanup, script=True)
             with _remote_dir(transport) as workdir:
                 transport.put(script.text.encode(), f"{workdir}/install.sh", 0o700)
                 if host.config.installer_path and installer:
@@ -337,15 +348,9 @@ class Registrar:
             )
 
     def _run_logged(
-        self, host: Host, transport: Transport, command: str, timeout: float,
-        *, as_script: bool = False,
+        self, host: Host, transport: Transport, command: str, *, script: bool = False
     ) -> None:
-        if as_script:
-            result = transport.run("bash -s", sudo=True, stdin=command.encode(), timeout=timeout,
-                                   on_output=lambda line: self.ctx.journal.output(host.name, line))
-        else:
-            result = transport.run(command, sudo=True, timeout=timeout,
-                                   on_output=lambda line: self.ctx.journal.output(host.name, line))
+        result = run_logged(self.ctx, host, transport, command, script=script)
         if not result.ok:
             raise InstallError(
                 f"`{command.splitlines()[0][:60]}` exited {result.exit_status}: "
@@ -360,10 +365,7 @@ class Registrar:
         ctx = self.ctx
         deadline = time.monotonic() + ctx.settings.verify_timeout_s
         while True:
-            res = transport.run(
-                checks.HOST_VERIFY_COMMAND, sudo=True, timeout=ctx.settings.command_timeout_s
-            )
-            facts = checks.parse_host_verify(res.stdout)
+            facts = read_host(ctx, transport)
             results = list(checks.evaluate_host(facts, host.config.cluster))
             mi = facts.instance_id
             if mi:

@@ -364,9 +364,15 @@ class Registrar:
         """Poll host and AWS side until every check passes or the verify window closes."""
         ctx = self.ctx
         deadline = time.monotonic() + ctx.settings.verify_timeout_s
+        facts: checks.HostVerifyFacts | None = None
+        host_results: tuple[CheckResult, ...] = ()
         while True:
-            facts = read_host(ctx, transport)
-            results = list(checks.evaluate_host(facts, host.config.cluster))
+            # The host is re-read only while its side fails: once its agents run, what is left
+            # is AWS seeing them, and every re-read costs the host a whole verify run.
+            if facts is None or not all(c.ok for c in host_results):
+                facts = read_host(ctx, transport)
+                host_results = checks.evaluate_host(facts, host.config.cluster)
+            results = list(host_results)
             mi = facts.instance_id
             if mi:
                 state = ctx.view.get(host.config.cluster, mi)

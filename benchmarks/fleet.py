@@ -32,7 +32,7 @@ from anywhere.checks import HOST_VERIFY_COMMAND
 from anywhere.lab import files
 from anywhere.lab.lab import Lab
 from benchmarks import table
-from benchmarks.measure import AwsAudit, ProcessCost, SshdLog, machine, run_measured
+from benchmarks.measure import AwsAudit, LabCpu, ProcessCost, SshdLog, machine, run_measured
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -130,14 +130,18 @@ class Bench:
         time.sleep(1.5)  # let the previous command's connections and load settle
         self.audit.reset()
         since = int(time.time())
+        lab_cpu = LabCpu(self.lab, self.names[:n])
+        hosts0, endpoint0 = lab_cpu.hosts_s(), lab_cpu.endpoint_s()
         cost = run_measured(argv, {**self.env, **(extra_env or {})}, where)
         time.sleep(0.5)  # journald on the hosts
+        hosts_cpu, endpoint_cpu = lab_cpu.hosts_s() - hosts0, lab_cpu.endpoint_s() - endpoint0
         accepted = SshdLog(self.lab, self.names[:n]).accepted_since(since)
         calls = self.audit.calls()
         sample: dict[str, Any] = {
             "tool": tool, "n": n, "round": rnd, "rc": cost.rc, "wall_s": round(cost.wall_s, 3),
             "cpu_s": round(cost.cpu_s, 3), "peak_rss_mb": round(cost.peak_rss_mb, 1),
             "tree_rss_mb": round(cost.tree_rss_mb, 1),
+            "hosts_cpu_s": round(hosts_cpu, 3), "endpoint_cpu_s": round(endpoint_cpu, 3),
             "ssh_total": sum(accepted.values()), "ssh_max": max(accepted.values(), default=0),
             "ssh_min": min(accepted.values(), default=0),
             "aws_calls": calls.controller, "describe_calls": calls.describes,
@@ -149,7 +153,8 @@ class Bench:
         self.samples.append(sample)
         status = "ok" if cost.rc == 0 else f"rc={cost.rc}: {cost.stderr.strip()[-300:]}"
         print(f"  round {rnd} {tool:27} N={n:<3} {cost.wall_s:7.1f} s  cpu {cost.cpu_s:6.1f} s"
-              f"  rss {cost.peak_rss_mb:5.0f} MB  ssh {sample['ssh_total']:4}  "
+              f"  lab cpu {hosts_cpu + endpoint_cpu:6.1f} s  rss {cost.peak_rss_mb:5.0f} MB"
+              f"  ssh {sample['ssh_total']:4}  "
               f"aws {calls.controller:4}  {status}", flush=True)
 
     # ------------------------------------------------------------------ tools

@@ -133,6 +133,38 @@ class SshdLog:
             return dict(pool.map(count, self._dirs.items()))
 
 
+class LabCpu:
+    """CPU seconds the lab spent: its hosts (each host's cgroup `usage_usec`) and the endpoint.
+
+    The hosts and the endpoint share the machine's CPUs with the controller, so a tool's wall
+    time here is bounded below by (controller CPU + lab CPU) / CPUs: this splits the cost.
+    """
+
+    def __init__(self, lab: Lab, names: Sequence[str]) -> None:
+        state = lab.state()
+        self._stats = [Path(cg) / "cpu.stat" for rec in state.hosts if rec.name in names
+                       for cg in rec.cgroups if (Path(cg) / "cpu.stat").exists()]
+        self._endpoint = state.endpoint_pid
+
+    def hosts_s(self) -> float:
+        total = 0
+        for stat in self._stats:
+            for line in stat.read_text().splitlines():
+                if line.startswith("usage_usec "):
+                    total += int(line.split()[1])
+        return total / 1e6
+
+    def endpoint_s(self) -> float:
+        if self._endpoint is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self._endpoint}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        # utime, stime, cutime, cstime (fields 14-17 of proc(5), counted after the comm field)
+        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass(frozen=True)
 class AwsCalls:
     controller: int

@@ -38,6 +38,7 @@ class Row:
     installer_s: float | None = None
     overhead_per_host_s: float | None = None
     amortised_overhead_s: float | None = None
+    lab_cpu_s: float | None = None  # the lab hosts' and the endpoint's CPU during the run
 
 
 def median(values: Sequence[float]) -> float:
@@ -46,6 +47,12 @@ def median(values: Sequence[float]) -> float:
 
 def _opt_median(samples: Sequence[Sample], key: str) -> float | None:
     values = [float(s[key]) for s in samples if s.get(key) is not None]
+    return median(values) if values else None
+
+
+def _lab_cpu(samples: Sequence[Sample]) -> float | None:
+    values = [float(s["hosts_cpu_s"]) + float(s.get("endpoint_cpu_s") or 0.0) for s in samples
+              if s.get("hosts_cpu_s") is not None]
     return median(values) if values else None
 
 
@@ -76,6 +83,7 @@ def rows(samples: Sequence[Sample]) -> list[Row]:
             installer_s=_opt_median(group, "installer_s"),
             overhead_per_host_s=_opt_median(group, "overhead_per_host_s"),
             amortised_overhead_s=_opt_median(group, "amortised_overhead_s"),
+            lab_cpu_s=_lab_cpu(group),
         ))
     return out
 
@@ -153,14 +161,15 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None or math.isnan(value) else format(value, spec)
 
 
-HEADERS = ("tool", "N", "runs", "wall s", "CPU s", "RSS MB", "tree MB", "ssh/host",
+HEADERS = ("tool", "N", "runs", "wall s", "CPU s", "lab CPU s", "RSS MB", "tree MB", "ssh/host",
            "AWS calls", "describes/poll", "x floor", "Ansible ÷", "overhead s/host")
 
 
 def cells(row: Row) -> tuple[str, ...]:
     return (
         row.tool + (f" ({row.failed_runs} failed)" if row.failed_runs else ""), str(row.n),
-        str(row.runs), _fmt(row.wall_s), _fmt(row.cpu_s), _fmt(row.peak_rss_mb, ".0f"),
+        str(row.runs), _fmt(row.wall_s), _fmt(row.cpu_s), _fmt(row.lab_cpu_s),
+        _fmt(row.peak_rss_mb, ".0f"),
         _fmt(row.tree_rss_mb, ".0f"), _fmt(row.ssh_per_host, ".2f"), _fmt(row.aws_calls, ".0f"),
         _fmt(row.describes_per_poll), _fmt(row.vs_floor, ".2f"), _fmt(row.ansible_over),
         _fmt(row.amortised_overhead_s, ".2f"),

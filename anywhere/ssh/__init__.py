@@ -75,6 +75,9 @@ class Transport(Protocol):
 
     def put(self, data: bytes, remote_path: str, mode: int = 0o600) -> None: ...
 
+    def become(self) -> None:
+        """Raise `SudoError` unless commands can run as the become user."""
+
     def close(self) -> None: ...
 
 
@@ -103,9 +106,7 @@ def connect(name: str, target: SshTarget, options: SshOptions) -> Transport:
 
 def check_sudo(transport: Transport) -> None:
     """Raise `SudoError` unless commands can run as the become user."""
-    result = transport.run("true", sudo=True)
-    if not result.ok:
-        raise SudoError(_sudo_reason(result.stderr), "check the user's sudoers entry")
+    transport.become()
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,12 @@ class _SshTransport:
                 # sudo -S reads exactly one line (byte by byte); the rest reaches the command.
                 payload = self._options.become_password.reveal().encode() + b"\n" + payload
         return self._exec(wire, payload, limit, on_output, brief=command)
+
+    def become(self) -> None:
+        # The probe that picks the sudo mode already ran sudo (and checked a password): a
+        # separate `sudo true` would only cost the host another sudo session.
+        if self._target.become:
+            self._sudo()
 
     def put(self, data: bytes, remote_path: str, mode: int = 0o600) -> None:
         try:

@@ -64,3 +64,14 @@ def test_describes_per_poll_leaves_out_the_one_time_tag_lookup() -> None:
              "DescribeContainerInstances": 1, "PutAttributes": 3}
     assert table.describes_per_poll(calls, 100, 100) == 4.0
     assert table.describes_per_poll({"DescribeInstanceInformation": 2}, 100, 100) is None
+
+
+def test_lab_cpu_is_hosts_plus_endpoint_median_and_absent_in_old_samples() -> None:
+    samples = [sample(table.CHECK, 20, 5.0, hosts_cpu_s=h, endpoint_cpu_s=0.5)
+               for h in (2.0, 9.0, 3.0)]
+    row = table.rows(samples)[0]
+    assert row.lab_cpu_s == 3.5
+    assert table.cells(row)[table.HEADERS.index("lab CPU s")] == "3.5"
+    old = table.rows([sample(table.CHECK, 20, 5.0)])[0]
+    assert old.lab_cpu_s is None
+    assert table.cells(old)[table.HEADERS.index("lab CPU s")] == "-"

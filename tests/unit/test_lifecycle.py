@@ -77,6 +77,9 @@ class SilentHost:
     def run(self, command: str, **kwargs: Any) -> CommandResult:
         return CommandResult(0, self.stdout if "unit." in command else "", "")
 
+    def become(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

@@ -15,10 +15,12 @@ import re
 import tarfile
 from pathlib import Path
 
+from anywhere.lab.agents import ssm_agent
+
 TEMPLATE = Path(__file__).with_name("installer.sh.in")
 AGENTS_DIR = Path(__file__).with_name("agents")
 AGENT_MODULES = ("__init__.py", "common.py", "ssm_agent.py", "ecs_agent.py",
-                 "docker_daemon.py", "docker_cli.py")
+                 "docker_api.py", "docker_daemon.py", "docker_cli.py")
 # On hosts the agents live in a package tree of their own, with stub parents, so that
 # `anywhere.lab.agents.*` imports resolve without the rest of anywhere.
 _STUB = '"""Package stub for the lab agents on lab hosts."""\n'
@@ -26,6 +28,8 @@ _STUB = '"""Package stub for the lab agents on lab hosts."""\n'
 # within a second or two, but a loaded lab (100 hosts registering at once) needs some slack.
 WAIT_INTERVAL_S = 3.0
 _URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/\-]*)?$")
+# The SSM agent's wrapper prints its version without starting Python, from this one source.
+_VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 def payload() -> bytes:
@@ -54,12 +58,15 @@ def render(endpoint_url: str, heartbeat_s: float = 10.0, *,
         raise ValueError(f"heartbeat must be positive: {heartbeat_s!r}")
     if not wait_interval_s > 0:
         raise ValueError(f"wait interval must be positive: {wait_interval_s!r}")
+    if not _VERSION.fullmatch(ssm_agent.AGENT_VERSION):
+        raise ValueError(f"SSM agent version must be dotted digits: {ssm_agent.AGENT_VERSION!r}")
     encoded = base64.b64encode(payload()).decode()
     # Values are quoted for bash; the URL pattern above already excludes quotes and spaces.
     values = {
         "@ENDPOINT_URL@": f"'{endpoint_url.rstrip('/')}'",
         "@HEARTBEAT_S@": f"'{float(heartbeat_s):g}'",
         "@WAIT_INTERVAL_S@": f"'{float(wait_interval_s):g}'",
+        "@SSM_AGENT_VERSION@": f"'{ssm_agent.AGENT_VERSION}'",
         "@PAYLOAD@": encoded,
     }
     text = TEMPLATE.read_text()

@@ -11,12 +11,13 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from anywhere.lab import installer
-from anywhere.lab.agents import common, docker_cli, ecs_agent, ssm_agent
+from anywhere.lab.agents import common, docker_api, docker_cli, docker_daemon, ecs_agent, ssm_agent
 
 URL = "http://10.200.0.1:4566"
 VALUE_FLAGS = ("--region", "--cluster", "--activation-code", "--activation-id",
@@ -30,25 +31,27 @@ def script(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return installer.write_installer(tmp_path_factory.mktemp("inst") / "install.sh", URL, 2.0)
 
 
-def fake_tools(tmp: Path, uid: int = 0, arch: str = "x86_64") -> Path:
+def fake_tools(tmp: Path, uid: int = 0, arch: str = "x86_64", systemctl_rc: int = 1) -> Path:
     """`id`, `uname` and `systemctl` doubles: the script's probes answer without touching the
-    machine (systemctl says every unit is disabled)."""
+    machine (systemctl, by default, says every unit is disabled and fails every change)."""
     bin_dir = tmp / "bin"
     bin_dir.mkdir(exist_ok=True)
+    systemctl = f"echo \"systemctl $*\" >>\"$LAB_ROOT/.calls\"; exit {systemctl_rc}"
     for name, body in {"id": f"echo {uid}", "uname": f"echo {arch}",
-                       "systemctl": "echo \"systemctl $*\" >>\"$LAB_ROOT/.calls\"; exit 1"}.items():
+                       "systemctl": systemctl}.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
     return bin_dir
 
 
 def run(script: Path, tmp: Path, *args: str, uid: int = 0, arch: str = "x86_64",
-        systemd: bool = True) -> subprocess.CompletedProcess[str]:
+        systemd: bool = True, systemctl_rc: int = 1) -> subprocess.CompletedProcess[str]:
     root = tmp / "root"
     if systemd:
         (root / "run/systemd/system").mkdir(parents=True, exist_ok=True)
     root.mkdir(exist_ok=True)
-    env = {"PATH": f"{fake_tools(tmp, uid, arch)}:/usr/bin:/bin", "LAB_ROOT": str(root)}
+    env = {"PATH": f"{fake_tools(tmp, uid, arch, systemctl_rc)}:/usr/bin:/bin",
+           "LAB_ROOT": str(root)}
     return subprocess.run(["bash", str(script), *args], env=env, capture_output=True, text=True,
                           timeout=60, check=False)
 
@@ -245,3 +248,58 @@ def test_ssm_agent_proxy_comes_from_its_environment() -> None:
     assert common.proxy_from_env("http://10.200.0.1:4566", env) == ("http://p:3128", "10.0.0.1")
     assert common.proxy_from_env("https://ssm.example", env) == ("http://s:3129", "10.0.0.1")
     assert common.proxy_from_env("http://10.200.0.1:4566", {}) == ("", "")
+
+
+def test_ssm_wrapper_answers_version_like_the_agent_without_python(
+        script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert f"LAB_SSM_AGENT_VERSION='{ssm_agent.AGENT_VERSION}'" in script.read_text()
+    # The fake systemctl fails `daemon-reload`, so the install stops right after the wrapper.
+    run(script, tmp_path, *FULL)
+    wrapper = tmp_path / "root/usr/bin/amazon-ssm-agent"
+    assert ssm_agent.AGENT_VERSION in wrapper.read_text()
+    (tmp_path / "probe").mkdir()
+    tools = fake_tools(tmp_path / "probe", arch="aarch64")
+    # A python3 that only says it was started: the answer must come from the wrapper itself.
+    (tools / "python3").write_text("#!/bin/sh\necho \"python3 $*\"\nexit 97\n")
+    (tools / "python3").chmod(0o755)
+    env = {"PATH": f"{tools}:/usr/bin:/bin", "LAB_ROOT": str(tmp_path / "root")}
+    monkeypatch.setattr(ssm_agent.platform, "machine", lambda: "aarch64")
+    assert ssm_agent.main(["-version"], {}) == 0
+    expected = capsys.readouterr().out
+    assert expected == f"SSM Agent version: {ssm_agent.AGENT_VERSION} (lab, aarch64)\n"
+    for flag in ("-version", "--version"):
+        done = subprocess.run([str(wrapper), flag], env=env, capture_output=True, text=True,
+                              timeout=30, check=False)
+        assert (done.returncode, done.stdout, done.stderr) == (0, expected, "")
+    # Anything else is the agent's to answer.
+    other = subprocess.run([str(wrapper), "-version", "-y"], env=env, capture_output=True,
+                           text=True, timeout=30, check=False)
+    assert other.returncode == 97 and "anywhere.lab.agents.ssm_agent -version -y" in other.stdout
+
+
+def test_docker_wrapper_runs_the_cli_against_the_daemon(script: Path, tmp_path: Path) -> None:
+    done = run(script, tmp_path, "--region", "us-east-1", "--skip-registration", "--no-start",
+               systemctl_rc=0)
+    assert done.returncode == 0, done.stdout + done.stderr
+    root = tmp_path / "root"
+    # main() straight from -c: `-m`'s runpy costs each short-lived `docker` call a few ms.
+    wrapper = (root / "usr/bin/docker").read_text()
+    assert "from anywhere.lab.agents.docker_cli import main" in wrapper
+    env = {"PATH": "/usr/bin:/bin", "LAB_ROOT": str(root)}
+    cmd = [str(root / "usr/bin/docker"), "info", "--format", "{{.ServerVersion}}"]
+    down = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert (down.returncode, down.stdout, down.stderr) == (1, "", docker_api.UNREACHABLE + "\n")
+    stop = threading.Event()
+    daemon = threading.Thread(target=docker_daemon.serve, args=(root, stop), daemon=True)
+    daemon.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (root / docker_api.SOCKET.lstrip("/")).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        up = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60,
+                            check=False)
+        assert (up.returncode, up.stdout) == (0, docker_api.SERVER_VERSION + "\n")
+    finally:
+        stop.set()
+        daemon.join(timeout=10)

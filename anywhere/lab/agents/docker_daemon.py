@@ -2,15 +2,13 @@
 
 Docker cannot run inside the lab hosts, so this stands in for `dockerd`: the `docker` CLI and the
 ECS agent talk to it over the same Unix socket, and both fail as they would with Docker down when
-the `docker` unit is stopped.
+the `docker` unit is stopped. Their client and the names both sides share are in `docker_api`.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import platform
 import socket
 import socketserver
 import sys
@@ -21,43 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from anywhere.lab.agents import common
-
-SOCKET = "/var/run/docker.sock"
-SERVER_VERSION = "24.0.9"
-API_VERSION = "1.43"
-UNREACHABLE = ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
-               "Is the docker daemon running?")
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(str(self._path))
-        self.sock = sock
-
-
-def query(base: Path, path: str, timeout_s: float = 5.0) -> dict[str, Any]:
-    """GET `path` from the daemon; raises OSError when it does not answer."""
-    conn = _UnixConnection(common.under(base, SOCKET), timeout_s)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        body = response.read()
-        if response.status != 200:
-            raise OSError(f"docker daemon answered HTTP {response.status}")
-        if path.endswith("/_ping"):
-            return {"ping": body.decode()}
-        data = json.loads(body)
-        return data if isinstance(data, dict) else {}
-    except (http.client.HTTPException, ValueError) as err:
-        raise OSError(str(err)) from None
-    finally:
-        conn.close()
+from anywhere.lab.agents.docker_api import API_VERSION, SERVER_VERSION, SOCKET, arch
 
 
 def info(base: Path) -> dict[str, Any]:
@@ -70,14 +32,13 @@ def info(base: Path) -> dict[str, Any]:
             "Driver": "overlay2", "CgroupDriver": "systemd" if cgroup2 else "cgroupfs",
             "CgroupVersion": "2" if cgroup2 else "1", "ServerVersion": SERVER_VERSION,
             "OperatingSystem": release.get("PRETTY_NAME", "Linux").strip('"'),
-            "OSType": "linux", "Architecture": platform.machine(), "NCPU": os.cpu_count() or 1,
+            "OSType": "linux", "Architecture": os.uname().machine, "NCPU": os.cpu_count() or 1,
             "Name": socket.gethostname(), "Labels": ["anywhere-lab=true"]}
 
 
 def version() -> dict[str, Any]:
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     return {"Version": SERVER_VERSION, "ApiVersion": API_VERSION, "MinAPIVersion": "1.12",
-            "Os": "linux", "Arch": arch, "KernelVersion": platform.release(),
+            "Os": "linux", "Arch": arch(), "KernelVersion": os.uname().release,
             "GitCommit": "lab", "Components": [{"Name": "Engine", "Version": SERVER_VERSION}]}
 
 
@@ -97,6 +58,9 @@ def _route(base: Path, path: str) -> tuple[int, bytes]:
 
 def _handler(base: Path) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        # One answer per connection, then close: `docker_api.query` reads the body to EOF.
+        protocol_version = "HTTP/1.0"
+
         def do_GET(self) -> None:
             status, body = _route(base, self.path)
             self.send_response(status)

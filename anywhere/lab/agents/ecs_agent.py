@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from anywhere.lab.agents import common, docker_daemon
+from anywhere.lab.agents import common, docker_api
 from anywhere.lab.agents.common import AgentSettings, ApiError, Client
 
 AGENT_VERSION = "1.86.3"
@@ -233,7 +233,7 @@ class Agent:
         attempt = 0
         while not stop.is_set():
             try:
-                return str(docker_daemon.query(self.base, "/v1.43/version").get("Version", ""))
+                return str(docker_api.query(self.base, "/v1.43/version").get("Version", ""))
             except OSError as err:
                 if attempt % 10 == 0:
                     self.log.warning("Docker is not answering (%s); waiting", err)

@@ -139,3 +139,38 @@ def test_aws_env_names_only(tmp_path: Path) -> None:
     out = subprocess.run(["sh", "-c", script], text=True, capture_output=True, check=True)
     assert out.stdout.split() == ["AWS_SECRET_ACCESS_KEY", "AWS_REGION"]
     assert "topsecret" not in out.stdout
+
+
+def _units_part() -> str:
+    lines = checks.HOST_VERIFY_COMMAND.splitlines()
+    return "\n".join(lines[:lines.index("done") + 1])
+
+
+@pytest.mark.parametrize(("fake", "expected"), [
+    # systemd answers a word per unit, in order
+    ("echo active; echo inactive; echo failed; echo active; exit 3",
+     {"amazon-ssm-agent": (0, "active"), "snap.amazon-ssm-agent.amazon-ssm-agent": (3, "inactive"),
+      "ecs": (3, "failed"), "docker": (0, "active")}),
+    # not booted with systemd: nothing on stdout, exit 1
+    ("echo 'System has not been booted with systemd' >&2; exit 1",
+     dict.fromkeys(("amazon-ssm-agent", "snap.amazon-ssm-agent.amazon-ssm-agent", "ecs",
+                    "docker"), (1, "none"))),
+    (None, dict.fromkeys(("amazon-ssm-agent", "snap.amazon-ssm-agent.amazon-ssm-agent", "ecs",
+                          "docker"), (127, "none"))),
+])
+def test_unit_states_from_one_systemctl_call(
+    tmp_path: Path, fake: str | None, expected: dict[str, tuple[int, str]]
+) -> None:
+    calls = tmp_path / "calls"
+    if fake is not None:
+        tool = tmp_path / "systemctl"
+        tool.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n{fake}\n')
+        tool.chmod(0o755)
+    # PATH holds the fake only: the snippet needs nothing but shell builtins and systemctl.
+    out = subprocess.run(["/bin/sh", "-c", _units_part()], text=True, capture_output=True,
+                         check=True, env={"PATH": str(tmp_path)}).stdout
+    facts = checks.parse_host_verify(out)
+    assert {u: (st.rc, st.state) for u, st in facts.units.items()} == expected
+    if fake is not None:
+        assert calls.read_text().splitlines() == [
+            "is-active amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent ecs docker"]

@@ -25,7 +25,7 @@ PACKAGES = (
 )
 # Bump when the customisation below changes, so an old cache is rebuilt rather than reused.
 STAMP = ".anywhere-lab-rootfs"
-STAMP_VERSION = "3"
+STAMP_VERSION = "4"
 USERS = ("deploy", "ops")
 
 # Timers, gettys and logind only add noise and CPU on a fleet of containers.
@@ -133,6 +133,7 @@ def customise(root: Path) -> None:
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to("/dev/null")
+    mask_generators(root)
     # An empty machine-id means "not yet set"; each host gets its own in its overlay.
     (root / "etc/machine-id").write_text("")
     dbus_id = root / "var/lib/dbus/machine-id"
@@ -142,6 +143,20 @@ def customise(root: Path) -> None:
         leftover.unlink()
     _remove_tree(root / "var/lib/apt/lists")
     (root / "var/lib/apt/lists/partial").mkdir(parents=True)
+
+
+def mask_generators(root: Path) -> None:
+    """Mask every systemd generator of the rootfs.
+
+    Each `systemctl daemon-reload` (installers run several) reruns all generators: ~80 ms of a
+    ~130 ms reload here, spent on disks, fstab, gettys and SysV scripts a container lacks.
+    """
+    masks = root / "etc/systemd/system-generators"
+    masks.mkdir(parents=True, exist_ok=True)
+    for generator in sorted((root / "usr/lib/systemd/system-generators").iterdir()):
+        link = masks / generator.name
+        if not link.is_symlink():
+            link.symlink_to("/dev/null")
 
 
 def _chroot(root: Path, *argv: str) -> None:

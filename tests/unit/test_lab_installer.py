@@ -303,3 +303,25 @@ def test_docker_wrapper_runs_the_cli_against_the_daemon(script: Path, tmp_path: 
     finally:
         stop.set()
         daemon.join(timeout=10)
+
+
+def _function(script_text: str, name: str) -> str:
+    start = script_text.index(f"\n{name}() {{") + 1
+    return script_text[start:script_text.index("\n}\n", start) + 3]
+
+
+@pytest.mark.parametrize(("body", "rc", "expected"), [
+    ('{"Cluster":"lab","ContainerInstanceArn":"arn:aws:ecs:r:1:container-instance/lab/9f",'
+     '"Version":"Amazon ECS Agent - v1.89.2"}', 0, '"arn:aws:ecs:r:1:container-instance/lab/9f"'),
+    ('{"Cluster":"lab","Version":"v1"}', 0, "null"),  # agent up, not registered yet
+    ("", 7, "null"),  # connection refused: the agent is not listening yet
+])
+def test_metadata_arn_prints_what_jq_would(script: Path, tmp_path: Path, body: str, rc: int,
+                                           expected: str) -> None:
+    fake = tmp_path / "curl"
+    fake.write_text(f"#!/bin/sh\nprintf '%s' '{body}'\nexit {rc}\n")
+    fake.chmod(0o755)
+    program = _function(script.read_text(), "metadata-arn") + "metadata-arn\n"
+    done = subprocess.run(["bash", "-c", program], env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+                          capture_output=True, text=True, check=True)
+    assert done.stdout == expected + "\n"

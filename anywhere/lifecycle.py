@@ -173,7 +173,7 @@ def _host_side(
     except HostError as exc:
         return _not_asked(exc)
     try:
-        check_sudo(transport)
+        # A sudo refusal surfaces from the first sudo command itself (SudoError).
         facts = read_host(ctx, transport)
     except HostError as exc:
         return _not_asked(exc)

@@ -43,7 +43,7 @@ from anywhere.models import (
 from anywhere.plan import decide
 from anywhere.render import Renderer, render_cleanup, render_install
 from anywhere.settings import Settings
-from anywhere.ssh import Transport, check_sudo
+from anywhere.ssh import Transport
 
 Connect = Callable[[Host], Transport]
 
@@ -186,7 +186,6 @@ def probe_only(ctx: Context) -> Callable[[Host, RunControl], HostOutcome]:
             control.enter(host.name, Phase.PREFLIGHT)
             transport = ctx.connect(host)
             try:
-                check_sudo(transport)
                 found = probe(ctx, host, transport)
             finally:
                 transport.close()
@@ -222,7 +221,7 @@ class Registrar:
         control.enter(host.name, Phase.PREFLIGHT)
         transport = ctx.connect(host)
         try:
-            check_sudo(transport)
+            # Sudo is proven (or refused, as SudoError) by the preflight's own sudo run.
             found = probe(ctx, host, transport)
             cursor.instance_id = found.plan.instance_id
             cursor.decision = found.plan.decision

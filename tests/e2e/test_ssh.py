@@ -171,6 +171,36 @@ def test_sudo_nopasswd(conn: ssh.Transport) -> None:
     assert result.stdout == "0\nin\n"
 
 
+def test_first_sudo_command_runs_unprobed_and_output_is_clean(conn: ssh.Transport) -> None:
+    first = conn.run("id -u; echo out; echo err >&2; exit 3", sudo=True)
+    assert (first.exit_status, first.stdout, first.stderr) == (3, "0\nout\n", "err\n")
+    assert conn.run("id -u", sudo=True).stdout == "0\n"
+    assert conn.run("true", sudo=True).stdout == ""
+
+
+def test_first_sudo_command_with_password_user(lab: SshdLab) -> None:
+    """sudo -n fails for this user: the command is run again, once, after the probe."""
+    options = replace(FAST, become_password=Secret(lab.password))
+    transport = ssh.connect("h2", target(lab, lab.good_known_hosts(), user=lab.pw_user), options)
+    marker = f"/tmp/anyssh-{lab.pid}-runs"
+    try:
+        result = transport.run(f"echo x >> {marker}; id -u", sudo=True)
+        assert result.stdout == "0\n"
+        assert transport.run(f"cat {marker}; rm -f {marker}", sudo=True).stdout == "x\n"
+    finally:
+        transport.close()
+
+
+def test_first_sudo_command_refused_without_password(lab: SshdLab) -> None:
+    transport = ssh.connect("h2", target(lab, lab.good_known_hosts(), user=lab.pw_user), FAST)
+    try:
+        with pytest.raises(SudoError) as info:
+            transport.run("id -u", sudo=True)
+        assert "--ask-become-pass" in info.value.reason
+    finally:
+        transport.close()
+
+
 def test_sudo_without_password_fails_clearly(lab: SshdLab) -> None:
     transport = ssh.connect("h2", target(lab, lab.good_known_hosts(), user=lab.pw_user), FAST)
     try:

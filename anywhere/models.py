@@ -248,6 +248,7 @@ class HostOutcome:
     container_instance_arn: str | None = None
     agent_versions: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     checks: tuple[CheckResult, ...] = ()
+    steps: tuple[Phase, ...] = ()  # what `plan` found would run on the host, in order
 
     @property
     def ok(self) -> bool:

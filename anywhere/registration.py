@@ -197,7 +197,7 @@ def probe_only(ctx: Context) -> Callable[[Host, RunControl], HostOutcome]:
                 host=host.name, status=Status.UNCHANGED, phase=Phase.DECIDE,
                 reason="; ".join(reasons), decision=found.plan.decision,
                 instance_id=found.plan.instance_id,
-                checks=tuple(CheckResult(p.value, True, "") for p in found.plan.steps),
+                checks=found.preflight, steps=found.plan.steps,
             )
 
         return guarded(host, ctx.journal, body)

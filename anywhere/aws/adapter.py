@@ -183,7 +183,7 @@ class Aws:
         """SSM's view of `ids` (≤50 per call); ids SSM does not know are absent."""
         out: dict[str, ManagedInstance] = {}
         for chunk in _chunks(sorted(set(ids)), SSM_DESCRIBE_BATCH):
-            for info in self._instance_info([{"Key": "InstanceIds", "Values": chunk}]):
+            for info in self._describe_ids(chunk):
                 out[info["InstanceId"]] = _managed(info)
         if with_tags:
             for mi, inst in list(out.items()):
@@ -216,6 +216,23 @@ class Aws:
             self._c.ssm, "DeregisterManagedInstance",
             tolerate={"InvalidInstanceId"}, InstanceId=instance_id,
         )
+
+    def _describe_ids(self, ids: list[str]) -> list[dict[str, Any]]:
+        """DescribeInstanceInformation for `ids`. Should SSM reject a whole batch because one
+        id is gone (InvalidInstanceId), each id is asked alone: one deregistered instance must
+        not hide the state of the others."""
+        found: list[dict[str, Any]] = []
+        for page in self._api.pages(
+            self._c.ssm, "DescribeInstanceInformation", "NextToken", "NextToken",
+            tolerate={"InvalidInstanceId"}, Filters=[{"Key": "InstanceIds", "Values": ids}],
+            MaxResults=SSM_DESCRIBE_BATCH,
+        ):
+            if "InstanceInformationList" not in page:  # the tolerated error's empty answer
+                if len(ids) == 1:
+                    return []
+                return [info for one in ids for info in self._describe_ids([one])]
+            found += page["InstanceInformationList"]
+        return found
 
     def _instance_info(self, filters: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for page in self._api.pages(

@@ -148,7 +148,7 @@ def plan_cmd(
         ("host", "would", "why", "steps"),
         [
             (o.host, o.decision.value if o.decision else f"fail: {o.failure}", o.reason,
-             ",".join(c.name for c in o.checks))
+             ",".join(p.value for p in o.steps))
             for o in result.outcomes
         ],
     )

@@ -107,10 +107,11 @@ class Bench:
         c = str(self.config.concurrency)
         if tool == table.CHECK:
             return [*self.anywhere, "check", str(self.inventory(n)), "-c", c]
-        if tool == table.FLOOR:
+        if tool in (table.FLOOR, table.LOGIN):
             return [sys.executable, "-m", "benchmarks.floor", str(self.hosts_json(n)),
                     "--user", "deploy", "--key", str(self.lab.key_path),
-                    "--known-hosts", str(self.lab.known_hosts_path), "-c", c]
+                    "--known-hosts", str(self.lab.known_hosts_path), "-c", c,
+                    *(["--command", "true"] if tool == table.LOGIN else [])]
         if tool == table.ADHOC:
             # Ad-hoc arguments are Jinja templates: the command's {{.ServerVersion}} is not.
             raw = re.sub(r"\{\{|\}\}", lambda m: "{{ '" + m.group(0) + "' }}",
@@ -203,7 +204,7 @@ class Bench:
         self.measure(table.REGISTER, n, rnd, argv, {"ANYWHERE_RUN_DIR": "runs"}, after)
 
     def run(self) -> None:
-        tools = [table.CHECK, table.FLOOR]
+        tools = [table.CHECK, table.FLOOR, table.LOGIN]
         if not self.config.skip_ansible:
             tools += [table.ADHOC, table.PLAYBOOK]
         for rnd in range(1, self.config.runs + 1):

@@ -10,10 +10,11 @@ from typing import Any
 
 CHECK = "anywhere check"
 FLOOR = "paramiko floor"
+LOGIN = "paramiko login only"  # the floor's pool running `true`: SSH login + sudo, no checks
 ADHOC = "ansible ad hoc"
 PLAYBOOK = "ansible-playbook check.yml"
 REGISTER = "anywhere register"
-TOOLS = (CHECK, FLOOR, ADHOC, PLAYBOOK, REGISTER)
+TOOLS = (CHECK, FLOOR, LOGIN, ADHOC, PLAYBOOK, REGISTER)
 
 Sample = Mapping[str, Any]
 

@@ -191,21 +191,15 @@ def test_first_sudo_command_with_password_user(lab: SshdLab) -> None:
         transport.close()
 
 
-def test_first_sudo_command_refused_without_password(lab: SshdLab) -> None:
+@pytest.mark.parametrize("first_ask", ["check_sudo", "first sudo command"])
+def test_sudo_without_password_fails_clearly(lab: SshdLab, first_ask: str) -> None:
     transport = ssh.connect("h2", target(lab, lab.good_known_hosts(), user=lab.pw_user), FAST)
     try:
         with pytest.raises(SudoError) as info:
-            transport.run("id -u", sudo=True)
-        assert "--ask-become-pass" in info.value.reason
-    finally:
-        transport.close()
-
-
-def test_sudo_without_password_fails_clearly(lab: SshdLab) -> None:
-    transport = ssh.connect("h2", target(lab, lab.good_known_hosts(), user=lab.pw_user), FAST)
-    try:
-        with pytest.raises(SudoError) as info:
-            ssh.check_sudo(transport)
+            if first_ask == "check_sudo":
+                ssh.check_sudo(transport)
+            else:
+                transport.run("id -u", sudo=True)
         assert "--ask-become-pass" in info.value.reason
         assert transport.run("id -u").stdout.strip() != "0"
     finally:

@@ -273,10 +273,9 @@ class _SshTransport:
         one more sudo session and round trip. The inner shell prints a marker before the
         command, so its absence proves the command never started and is safe to run again.
         """
-        target = shlex.quote(self._target.become_user)
-        inner = shlex.quote(f"printf '%s\\n' {_BECOME_MARK}\n{command}")
-        result = self._exec(f"sudo -n -u {target} -- sh -c {inner}", b"",
-                            limit, None, brief=command)
+        marked = f"printf '%s\\n' {_BECOME_MARK}\n{command}"
+        wire = _sudo_command(marked, self._target.become_user, "nopasswd")
+        result = self._exec(wire, b"", limit, None, brief=command)
         if not result.stdout.startswith(_BECOME_MARK + "\n"):
             return None
         self._sudo_mode = "nopasswd"

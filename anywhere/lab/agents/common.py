@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from anywhere.lab.agents import docker_api
+
 SETTINGS_FILE = "/etc/anywhere-lab/agents.json"
 SSM_CREDENTIALS_FILE = "/var/lib/amazon/ssm/credentials"
 DEFAULT_HEARTBEAT_S = 10.0
@@ -34,15 +36,15 @@ RETRYABLE_CODES = frozenset(
 )
 
 
+# The path rules live in docker_api, which the `docker` CLI imports without this module.
 def root(environ: Mapping[str, str] | None = None) -> Path:
     """The file-system root the agents work under (`LAB_ROOT`, default `/`)."""
-    env = os.environ if environ is None else environ
-    return Path(env.get("LAB_ROOT") or "/")
+    return Path(docker_api.root(os.environ if environ is None else environ))
 
 
 def under(base: Path, absolute: str) -> Path:
     """`absolute` (a host path such as `/etc/ecs/ecs.config`) placed under `base`."""
-    return base / absolute.lstrip("/")
+    return Path(docker_api.under(base, absolute))
 
 
 @dataclass(frozen=True)

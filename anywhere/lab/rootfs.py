@@ -16,7 +16,6 @@ from pathlib import Path
 
 from anywhere.errors import EnvironmentProblem
 
-DEFAULT_CACHE = Path("/var/cache/anywhere-lab/rootfs-bookworm")
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = (
@@ -26,6 +25,9 @@ PACKAGES = (
 # Bump when the customisation below changes, so an old cache is rebuilt rather than reused.
 STAMP = ".anywhere-lab-rootfs"
 STAMP_VERSION = "4"
+# The version is part of the cache's name: a rebuilt rootfs never replaces one that running
+# labs still use as their overlays' lower layer.
+DEFAULT_CACHE = Path(f"/var/cache/anywhere-lab/rootfs-{SUITE}-v{STAMP_VERSION}")
 USERS = ("deploy", "ops")
 
 # Timers, gettys and logind only add noise and CPU on a fleet of containers.

@@ -27,11 +27,11 @@ from anywhere.fleet import AwsView
 from anywhere.inventory import load_inventory
 from anywhere.journal import Journal
 from anywhere.models import CheckResult, Decision, Host
-from anywhere.plan import decide
-from anywhere.registration import REPAIR_COMMAND, expected_tags
+from anywhere.registration import REPAIR_COMMAND
 from anywhere.render import Renderer, render_cleanup, render_install
 from anywhere.settings import Settings
 from anywhere.settings import load as load_settings
+from anywhere.steps import DeregisterOptions, DeregisterRefused, Retirer, assess, verify
 
 COMMANDS: Mapping[str, str] = {
     "preflight": checks.PREFLIGHT_COMMAND,
@@ -99,27 +99,17 @@ class Operations:
     def decide(self, host: str, preflight: str, state: str) -> dict[str, Any]:
         """Preflight verdict and the register decision, from the two commands' output."""
         h = self.host(host)
-        facts = checks.parse_preflight(preflight)
-        pre = checks.evaluate_preflight(
-            facts, controller_time=self.clock(), max_skew_s=self.settings.max_clock_skew_s,
-            min_free_mb=self.settings.min_free_disk_mb,
-        )
-        host_checks: tuple[CheckResult, ...] = ()
-        arn = None
-        managed = container = None
-        if facts.local.instance_id:
-            found = self.view.get(h.config.cluster, facts.local.instance_id)
-            managed, container = found.managed, found.container
-            arn = container.arn if container is not None else None
-            host_checks = checks.evaluate_host(checks.parse_host_verify(state), h.config.cluster)
-        plan = decide(h, facts.local, managed, container, host_checks, self._known(host))
+        found = assess(self.view, self.settings, h, preflight,
+                       lambda: checks.parse_host_verify(state), self._known(host), self.clock())
+        plan, container = found.plan, found.aws.container
         rec = self.record(host)
         rec.decision, rec.reasons, rec.instance_id = plan.decision, plan.reasons, plan.instance_id
-        rec.checks = host_checks if plan.decision is Decision.SKIP_READY else pre
-        failed = [c for c in pre if not c.ok]
+        rec.checks = found.host_checks if plan.decision is Decision.SKIP_READY else found.preflight
+        failed = [c for c in found.preflight if not c.ok]
         return {
             "decision": plan.decision.value, "reasons": list(plan.reasons),
-            "instance_id": plan.instance_id, "container_arn": arn,
+            "instance_id": plan.instance_id,
+            "container_arn": container.arn if container is not None else None,
             "stale": list(plan.stale_instance_ids),
             "preflight_failed": [f"{c.name}: {c.observed}" for c in failed],
             "hint": failed[0].hint if failed else "",
@@ -175,28 +165,19 @@ class Operations:
             except AnywhereError:
                 continue  # single-use and short-lived: it expires on its own
 
-    def verify(self, host: str, state: str, with_aws: bool = True) -> dict[str, Any]:
+    def verify(self, host: str, state: str) -> dict[str, Any]:
         """Host-side checks from the verify command's output, and AWS's view of the host."""
-        h = self.host(host)
         facts = checks.parse_host_verify(state)
-        results = list(checks.evaluate_host(facts, h.config.cluster))
-        mi, arn = facts.instance_id, None
-        if mi and with_aws:
-            found = self.view.get(h.config.cluster, mi)
-            results += checks.evaluate_aws(mi, found.managed, found.container, h.config.cluster,
-                                           expected_tags(h, self.run_id))
-            arn = found.container.arn if found.container is not None else None
-        failed = [c for c in results if not c.ok]
+        verdict = verify(self.view, self.host(host), facts)
         rec = self.record(host)
-        rec.checks, rec.instance_id = tuple(results), mi or rec.instance_id
-        rec.container_arn = arn or rec.container_arn
+        rec.checks = verdict.results
+        rec.instance_id = verdict.instance_id or rec.instance_id
+        rec.container_arn = verdict.container_arn or rec.container_arn
         rec.agent_versions = dict(facts.agent_versions)
-        ok = not failed and bool(mi) and (arn is not None or not with_aws)
         return {
-            "ok": ok, "instance_id": mi, "container_arn": arn, "checks": _checks_json(results),
-            "failed": [f"{c.name}: {c.observed}" for c in failed] or
-                      ([] if mi else ["no mi- id on the host"]),
-            "hint": failed[0].hint if failed else "",
+            "ok": verdict.ok, "instance_id": verdict.instance_id,
+            "container_arn": verdict.container_arn, "checks": _checks_json(verdict.results),
+            "failed": list(verdict.reasons), "hint": verdict.hint,
         }
 
     def mark_ready(self, host: str, container_arn: str, stale: Sequence[str]) -> dict[str, bool]:
@@ -208,24 +189,19 @@ class Operations:
         rec.ready, rec.container_arn = True, container_arn
         return {"ready": True}
 
-    def retire(self, host: str, state: str) -> dict[str, Any]:
-        """AWS side of deregister: readiness off, drain, deregister ECS and SSM, forced."""
-        h = self.host(host)
+    def retire(self, host: str, state: str, options: DeregisterOptions) -> dict[str, Any]:
+        """The AWS side of deregister, as the built-in `deregister` does it: readiness off,
+        drain, refuse while tasks run unless forced, deregister from ECS and SSM."""
         local = checks.parse_host_verify(state).instance_id if state else None
         ids = sorted({*self._known(host), *([local] if local else [])})
-        for instance_id in ids:
-            found = self.view.get(h.config.cluster, instance_id)
-            if found.container is not None and found.container.status != "INACTIVE":
-                arn = found.container.arn
-                self.aws.set_ready(h.config.cluster, arn, self.settings.ready_attribute, False)
-                self.aws.drain(h.config.cluster, [arn])
-                self.aws.deregister_container_instance(h.config.cluster, arn, force=True)
-            if found.managed is not None:
-                self.aws.deregister_managed_instance(instance_id)
-        for activation_id in self.aws.leftover_activations(host):
-            self.aws.delete_activation(activation_id)
+        try:
+            notes = Retirer(self.aws, self.view, self.settings, self.journal).retire(
+                self.host(host), ids, options)
+        except DeregisterRefused as exc:
+            # The lookup's error text is all the playbook shows: carry the hint in it.
+            raise DeregisterRefused(f"{exc.reason}: {exc.hint}", exc.hint) from None
         self.record(host).removed = True
-        return {"instance_ids": ids}
+        return {"instance_ids": ids, "notes": notes}
 
 
 Handler = Callable[[Operations, Mapping[str, Any]], object]
@@ -240,8 +216,24 @@ _OPS: Mapping[str, Handler] = {
     "verify": lambda ops, a: ops.verify(str(a["host"]), str(a["state"])),
     "mark_ready": lambda ops, a: ops.mark_ready(
         str(a["host"]), str(a["container_arn"]), [str(s) for s in a.get("stale") or ()]),
-    "retire": lambda ops, a: ops.retire(str(a["host"]), str(a.get("state") or "")),
+    "retire": lambda ops, a: ops.retire(str(a["host"]), str(a.get("state") or ""),
+                                        _deregister_options(a)),
 }
+
+
+def _deregister_options(args: Mapping[str, Any]) -> DeregisterOptions:
+    """--force and --drain-timeout of the built-in deregister, as lookup arguments."""
+    force = args.get("force", False)
+    if isinstance(force, str):
+        force = force.strip().lower() in ("true", "yes", "1", "on")
+    timeout = args.get("drain_timeout")
+    try:
+        drain = DeregisterOptions().drain_timeout_s if timeout in (None, "") else float(timeout)
+    except (TypeError, ValueError):
+        raise UsageError(f"drain_timeout must be a number of seconds, not {timeout!r}") from None
+    if drain < 0:
+        raise UsageError(f"drain_timeout must not be negative, not {timeout!r}")
+    return DeregisterOptions(force=bool(force), drain_timeout_s=drain)
 
 
 def dispatch(ops: Operations, op: str, args: Mapping[str, Any]) -> object:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -31,6 +30,7 @@ from anywhere.registration import (
 )
 from anywhere.render import render_cleanup
 from anywhere.ssh import Transport, check_sudo
+from anywhere.steps import DeregisterOptions, DeregisterRefused, Retirer
 
 _UNKNOWN = (CheckResult("aws.registered", False, "AWS lists no mi- id for this host",
                        "run `anywhere register` for it"),)
@@ -197,13 +197,6 @@ def _mark(ctx: Context, host: Host, arn: str, current: str | None, *, ready: boo
 # --------------------------------------------------------------------------- deregister
 
 
-@dataclass(frozen=True)
-class DeregisterOptions:
-    force: bool = False  # deregister even while tasks run (they are orphaned)
-    drain_timeout_s: float = 300.0
-    keep_packages: bool = False
-
-
 def deregister_job(
     ctx: Context, options: DeregisterOptions
 ) -> Callable[[Host, RunControl], HostOutcome]:
@@ -242,16 +235,15 @@ def _deregister(
         local_id = read_host(ctx, transport).instance_id if transport else None
         ids = sorted({*(ctx.known_by_host.get(host.name, ())), *([local_id] if local_id else [])})
         cursor.instance_id = local_id or (ids[-1] if ids else None)
-        for instance_id in ids:
-            _retire_instance(ctx, options, host, control, cursor, instance_id)
-            notes.append(f"{instance_id} deregistered")
-        if not ids:
-            notes.append("AWS knows no instance for this host")
-        cursor.phase = Phase.CLEANUP
-        control.enter(host.name, Phase.CLEANUP)
-        for activation_id in ctx.aws.leftover_activations(host.name):
-            ctx.aws.delete_activation(activation_id)
-            notes.append(f"deleted leftover activation {activation_id}")
+
+        def enter(phase: Phase, arn: str | None) -> None:
+            entered, cursor.phase = cursor.phase, phase
+            cursor.container_arn = arn or cursor.container_arn
+            if phase is not entered:
+                control.enter(host.name, phase)
+
+        retirer = Retirer(ctx.aws, ctx.view, ctx.settings, ctx.journal)
+        notes += retirer.retire(host, ids, options, enter)
         if transport is not None:
             _wipe_host(ctx, options, host, transport)
             notes.append("agent state removed from the host")
@@ -274,44 +266,6 @@ def _try_connect(ctx: Context, host: Host, notes: list[str]) -> Transport | None
     return transport
 
 
-def _retire_instance(
-    ctx: Context, options: DeregisterOptions, host: Host, control: RunControl,
-    cursor: _Progress, instance_id: str,
-) -> None:
-    cluster = host.config.cluster
-    state = ctx.view.get(cluster, instance_id)
-    container = state.container
-    if container is not None and container.status != "INACTIVE":
-        cursor.container_arn = container.arn
-        cursor.phase = Phase.DRAIN
-        control.enter(host.name, Phase.DRAIN)
-        ctx.aws.set_ready(cluster, container.arn, ctx.settings.ready_attribute, False)
-        ctx.aws.drain(cluster, [container.arn])
-        running = _wait_drained(ctx, cluster, instance_id, options.drain_timeout_s)
-        if running and not options.force:
-            raise DeregisterRefused(
-                f"{running} task(s) still running on {instance_id} after draining",
-                "stop them, raise --drain-timeout, or pass --force to orphan them",
-            )
-        cursor.phase = Phase.DEREGISTER
-        control.enter(host.name, Phase.DEREGISTER)
-        ctx.aws.deregister_container_instance(cluster, container.arn, force=options.force)
-    if state.managed is not None:
-        cursor.phase = Phase.DEREGISTER
-        ctx.aws.deregister_managed_instance(instance_id)
-    ctx.journal.event(host.name, "deregister", "done", instance_id)
-
-
-def _wait_drained(ctx: Context, cluster: str, instance_id: str, timeout_s: float) -> int:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        container = ctx.view.get(cluster, instance_id).container
-        running = container.running_tasks if container else 0
-        if running == 0 or time.monotonic() >= deadline:
-            return running
-        time.sleep(ctx.settings.verify_poll_s)
-
-
 def _wipe_host(
     ctx: Context, options: DeregisterOptions, host: Host, transport: Transport
 ) -> None:
@@ -324,10 +278,6 @@ def _wipe_host(
         raise DeregisterRefused(
             f"host clean-up exited {res.exit_status}", "see the host log in the run directory"
         )
-
-
-class DeregisterRefused(HostError):
-    """Deregistration stopped short (tasks still running, clean-up failed)."""
 
 
 __all__ = [

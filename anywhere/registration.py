@@ -25,7 +25,7 @@ from anywhere.errors import (
     UnreachableError,
     VerifyError,
 )
-from anywhere.fleet import AwsState, AwsView, Cancelled, RunControl
+from anywhere.fleet import AwsView, Cancelled, RunControl
 from anywhere.journal import Journal
 from anywhere.models import (
     Activation,
@@ -35,15 +35,14 @@ from anywhere.models import (
     FailureClass,
     Host,
     HostOutcome,
-    HostPlan,
     Phase,
     Secret,
     Status,
 )
-from anywhere.plan import decide
 from anywhere.render import Renderer, render_cleanup, render_install
 from anywhere.settings import Settings
 from anywhere.ssh import Transport
+from anywhere.steps import Probe, assess, verify
 
 Connect = Callable[[Host], Transport]
 
@@ -75,16 +74,6 @@ def failure_class(error: HostError) -> FailureClass:
 
 
 @dataclass(frozen=True)
-class Probe:
-    """Everything a read-only look at one host found: the facts and the decision."""
-
-    plan: HostPlan
-    preflight: tuple[CheckResult, ...]
-    host_checks: tuple[CheckResult, ...]
-    aws: AwsState
-
-
-@dataclass(frozen=True)
 class Context:
     aws: Aws
     view: AwsView
@@ -113,22 +102,10 @@ class _Progress:
 def probe(ctx: Context, host: Host, transport: Transport) -> Probe:
     """Read-only: preflight facts, host-side state, AWS-side state, and the decision."""
     pre = transport.run(checks.PREFLIGHT_COMMAND, sudo=True, timeout=ctx.settings.command_timeout_s)
-    facts = checks.parse_preflight(pre.stdout)
-    preflight = checks.evaluate_preflight(
-        facts,
-        controller_time=ctx.wall_clock(),
-        max_skew_s=ctx.settings.max_clock_skew_s,
-        min_free_mb=ctx.settings.min_free_disk_mb,
+    return assess(
+        ctx.view, ctx.settings, host, pre.stdout, lambda: read_host(ctx, transport),
+        ctx.known_by_host.get(host.name, ()), ctx.wall_clock(),
     )
-    local = facts.local
-    state = AwsState(None, None)
-    host_checks: tuple[CheckResult, ...] = ()
-    if local.instance_id:
-        state = ctx.view.get(host.config.cluster, local.instance_id)
-        host_checks = checks.evaluate_host(read_host(ctx, transport), host.config.cluster)
-    remote = ctx.known_by_host.get(host.name, ())
-    plan = decide(host, local, state.managed, state.container, host_checks, remote)
-    return Probe(plan=plan, preflight=preflight, host_checks=host_checks, aws=state)
 
 
 def read_host(ctx: Context, transport: Transport) -> checks.HostVerifyFacts:
@@ -371,22 +348,15 @@ class Registrar:
             if facts is None or not all(c.ok for c in host_results):
                 facts = read_host(ctx, transport)
                 host_results = checks.evaluate_host(facts, host.config.cluster)
-            results = list(host_results)
-            mi = facts.instance_id
-            if mi:
-                state = ctx.view.get(host.config.cluster, mi)
-                results += checks.evaluate_aws(
-                    mi, state.managed, state.container, host.config.cluster,
-                    expected_tags(host, ctx.run_id),
-                )
-            failed = [c for c in results if not c.ok]
-            cursor.checks, cursor.instance_id = tuple(results), mi or cursor.instance_id
-            if not failed and mi and state.container is not None:
-                return tuple(results), mi, state.container.arn, dict(facts.agent_versions)
+            verdict = verify(ctx.view, host, facts, host_results)
+            cursor.checks = verdict.results
+            cursor.instance_id = verdict.instance_id or cursor.instance_id
+            if verdict.ok and verdict.instance_id and verdict.container_arn:
+                return (verdict.results, verdict.instance_id, verdict.container_arn,
+                        dict(facts.agent_versions))
             if time.monotonic() >= deadline:
                 raise VerifyError(
-                    "; ".join(f"{c.name}: {c.observed}" for c in failed) or "no mi- id on host",
-                    failed[0].hint if failed else "check the install log",
+                    "; ".join(verdict.reasons), verdict.hint or "check the install log"
                 )
             time.sleep(ctx.settings.verify_poll_s)
 
@@ -394,11 +364,6 @@ class Registrar:
         for instance_id in stale:
             self.ctx.aws.forget_instance(host.config.cluster, instance_id)
             self.ctx.journal.event(host.name, "mark-ready", "stale-removed", instance_id)
-
-
-def expected_tags(host: Host, run_id: str) -> dict[str, str]:
-    # anywhere:run differs between runs, so only the stable tags are required.
-    return {**dict(host.config.tags), "anywhere:host": host.name}
 
 
 def _installer_name(host: Host) -> str | None:

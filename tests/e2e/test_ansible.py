@@ -7,12 +7,15 @@ The tests run in order and share the lab: h1 and h2 are registered by the playbo
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 from ruamel.yaml import YAML
 
@@ -145,3 +148,37 @@ def test_export_lists_ready_hosts_with_their_ids(alab: Lab, tmp_path: Path) -> N
     assert "h3" in graph.stdout
     listed = anywhere(alab, "inventory", "list", str(out), "--limit", "ecs_anywhere_ready")
     assert listed.returncode == 0, listed.stderr
+
+
+def _ecs(lab: Lab) -> Any:
+    return boto3.client("ecs", endpoint_url=lab.endpoint_url, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def test_deregister_playbook_refuses_a_busy_host_unless_forced(alab: Lab) -> None:
+    ecs = _ecs(alab)
+    ecs.register_task_definition(
+        family="ansible-busy", networkMode="bridge", requiresCompatibilities=["EXTERNAL"],
+        containerDefinitions=[{"name": "app", "image": "nginx", "memory": 32}])
+    arn = next(c["containerInstanceArn"] for c in ecs.describe_container_instances(
+        cluster="lab", containerInstances=ecs.list_container_instances(cluster="lab")[
+            "containerInstanceArns"])["containerInstances"] if c["ec2InstanceId"] == _mi(alab))
+    started = ecs.start_task(cluster="lab", taskDefinition="ansible-busy",
+                             containerInstances=[arn])
+    assert started["tasks"], started["failures"]
+    refused = _playbook(alab, "deregister.yml", "--limit", "h1",
+                        "-e", "anywhere_drain_timeout=2")
+    assert refused.returncode != 0
+    assert "task(s) still running" in refused.stdout, refused.stdout[-3000:]
+    still = ecs.describe_container_instances(cluster="lab", containerInstances=[arn])
+    assert still["containerInstances"][0]["status"] == "DRAINING"  # drained, not deregistered
+    forced = _playbook(alab, "deregister.yml", "--limit", "h1",
+                       "-e", "anywhere_drain_timeout=2", "-e", "anywhere_deregister_force=true")
+    assert forced.returncode == 0, forced.stdout[-3000:]
+    gone = ecs.describe_container_instances(cluster="lab", containerInstances=[arn])
+    assert gone["containerInstances"][0]["status"] == "INACTIVE"
+
+
+def _mi(lab: Lab) -> str:
+    out = lab.exec("h1", ["cat", "/var/lib/amazon/ssm/registration"])
+    return str(json.loads(out.stdout)["ManagedInstanceID"])

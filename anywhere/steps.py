@@ -1,0 +1,187 @@
+"""The controller-side steps both engines run — decide, verify, retire — one implementation
+each: the built-in engine (`registration`, `lifecycle`) and the Ansible one (`ansible_ops`)
+differ only in how they reach the host, so a fix to a step lands once for both."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from anywhere import checks
+from anywhere.aws import Aws
+from anywhere.errors import HostError
+from anywhere.fleet import AwsState, AwsView
+from anywhere.journal import Journal
+from anywhere.models import CheckResult, Host, HostPlan, Phase
+from anywhere.plan import decide
+from anywhere.settings import Settings
+
+# --------------------------------------------------------------------------- decide
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Everything a read-only look at one host found: the facts and the decision."""
+
+    plan: HostPlan
+    preflight: tuple[CheckResult, ...]
+    host_checks: tuple[CheckResult, ...]
+    aws: AwsState
+
+
+def assess(
+    view: AwsView, settings: Settings, host: Host, preflight_output: str,
+    read_state: Callable[[], checks.HostVerifyFacts], known: Sequence[str], now: float,
+) -> Probe:
+    """The preflight verdict and the register decision from the preflight command's output;
+    the services' state (`read_state`) is read only for a host that has a registration."""
+    facts = checks.parse_preflight(preflight_output)
+    preflight = checks.evaluate_preflight(
+        facts, controller_time=now, max_skew_s=settings.max_clock_skew_s,
+        min_free_mb=settings.min_free_disk_mb,
+    )
+    local = facts.local
+    state = AwsState(None, None)
+    host_checks: tuple[CheckResult, ...] = ()
+    if local.instance_id:
+        state = view.get(host.config.cluster, local.instance_id)
+        host_checks = checks.evaluate_host(read_state(), host.config.cluster)
+    plan = decide(host, local, state.managed, state.container, host_checks, known)
+    return Probe(plan=plan, preflight=preflight, host_checks=host_checks, aws=state)
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Host side and AWS side of one registered host, checked once."""
+
+    results: tuple[CheckResult, ...]
+    instance_id: str | None
+    container_arn: str | None
+
+    @property
+    def failed(self) -> tuple[CheckResult, ...]:
+        return tuple(c for c in self.results if not c.ok)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and bool(self.instance_id) and self.container_arn is not None
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        found = tuple(f"{c.name}: {c.observed}" for c in self.failed)
+        return found or (() if self.instance_id else ("no mi- id on the host",))
+
+    @property
+    def hint(self) -> str:
+        return next((c.hint for c in self.failed if c.hint), "")
+
+
+def verify(
+    view: AwsView, host: Host, facts: checks.HostVerifyFacts,
+    host_results: Sequence[CheckResult] | None = None,
+) -> Verdict:
+    """The host's verify facts (with their verdicts when already evaluated) and AWS's view
+    of the mi- id they name."""
+    cluster = host.config.cluster
+    results = list(checks.evaluate_host(facts, cluster) if host_results is None else host_results)
+    mi, arn = facts.instance_id, None
+    if mi:
+        state = view.get(cluster, mi)
+        results += checks.evaluate_aws(mi, state.managed, state.container, cluster,
+                                       expected_tags(host))
+        arn = state.container.arn if state.container is not None else None
+    return Verdict(tuple(results), mi, arn)
+
+
+def expected_tags(host: Host) -> dict[str, str]:
+    # anywhere:run differs between runs, so only the stable tags are required.
+    return {**dict(host.config.tags), "anywhere:host": host.name}
+
+
+# --------------------------------------------------------------------------- retire
+
+
+@dataclass(frozen=True)
+class DeregisterOptions:
+    force: bool = False  # deregister even while tasks run (they are orphaned)
+    drain_timeout_s: float = 300.0
+    keep_packages: bool = False
+
+
+class DeregisterRefused(HostError):
+    """Deregistration stopped short (tasks still running, clean-up failed)."""
+
+
+EnterPhase = Callable[[Phase, str | None], None]  # phase entered, container ARN if known
+
+
+@dataclass(frozen=True)
+class Retirer:
+    """The AWS side of `deregister` for one host: readiness off, drain (bounded), refuse
+    while tasks run unless forced, deregister from ECS then SSM, delete leftover activations.
+    Works whether or not the host itself can be reached."""
+
+    aws: Aws
+    view: AwsView
+    settings: Settings
+    journal: Journal | None = None
+
+    def retire(
+        self, host: Host, instance_ids: Sequence[str], options: DeregisterOptions,
+        enter: EnterPhase = lambda phase, arn: None,
+    ) -> list[str]:
+        """Retire every mi- id of `host`; returns what was done, one note each."""
+        notes: list[str] = []
+        for instance_id in instance_ids:
+            self._retire_instance(host, instance_id, options, enter)
+            notes.append(f"{instance_id} deregistered")
+        if not instance_ids:
+            notes.append("AWS knows no instance for this host")
+        enter(Phase.CLEANUP, None)
+        for activation_id in self.aws.leftover_activations(host.name):
+            self.aws.delete_activation(activation_id)
+            notes.append(f"deleted leftover activation {activation_id}")
+        return notes
+
+    def _retire_instance(
+        self, host: Host, instance_id: str, options: DeregisterOptions, enter: EnterPhase
+    ) -> None:
+        cluster = host.config.cluster
+        state = self.view.get(cluster, instance_id)
+        container = state.container
+        if container is not None and container.status != "INACTIVE":
+            enter(Phase.DRAIN, container.arn)
+            self.aws.set_ready(cluster, container.arn, self.settings.ready_attribute, False)
+            self.aws.drain(cluster, [container.arn])
+            running = self._wait_drained(cluster, instance_id, options.drain_timeout_s)
+            if running and not options.force:
+                raise DeregisterRefused(
+                    f"{running} task(s) still running on {instance_id} after draining",
+                    "stop them, raise --drain-timeout, or pass --force to orphan them",
+                )
+            enter(Phase.DEREGISTER, container.arn)
+            self.aws.deregister_container_instance(cluster, container.arn, force=options.force)
+        if state.managed is not None:
+            enter(Phase.DEREGISTER, None)
+            self.aws.deregister_managed_instance(instance_id)
+        if self.journal is not None:
+            self.journal.event(host.name, "deregister", "done", instance_id)
+
+    def _wait_drained(self, cluster: str, instance_id: str, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            container = self.view.get(cluster, instance_id).container
+            running = container.running_tasks if container else 0
+            if running == 0 or time.monotonic() >= deadline:
+                return running
+            time.sleep(self.settings.verify_poll_s)
+
+
+__all__ = [
+    "DeregisterOptions", "DeregisterRefused", "Probe", "Retirer", "Verdict", "assess",
+    "expected_tags", "verify",
+]

@@ -1,0 +1,88 @@
+"""The AWS side of deregister, shared by both engines: the Ansible path drains and refuses
+while tasks run exactly as the built-in `deregister` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from anywhere.ansible_ops import Operations, dispatch
+from anywhere.aws import Aws
+from anywhere.errors import UsageError
+from anywhere.fleet import AwsView
+from anywhere.settings import Settings
+from anywhere.steps import DeregisterRefused
+from tests.unit.test_lifecycle import FakeAws, container, healthy_output, host, managed
+
+MI = "mi-0123456789abcdef0"
+
+
+class BusyAws(FakeAws):
+    """A host whose container instance keeps `running` tasks however long it drains."""
+
+    def __init__(self, running: int) -> None:
+        busy = container(MI)
+        super().__init__([managed(MI, "h1")], [type(busy)(**{**busy.__dict__,
+                                                             "running_tasks": running})])
+
+    def managed_instances_by_host(self, hosts: Any) -> dict[str, tuple[str, ...]]:
+        return {"h1": (MI,)}
+
+    def drain(self, cluster: str, arns: Any) -> None:
+        self.calls.append(("drain", tuple(arns)))
+
+    def deregister_container_instance(self, cluster: str, arn: str, force: bool) -> None:
+        self.calls.append(("deregister_container_instance", force))
+
+    def deregister_managed_instance(self, instance_id: str) -> None:
+        self.calls.append(("deregister_managed_instance", instance_id))
+
+    def leftover_activations(self, name: str) -> list[str]:
+        return []
+
+
+def _ops(aws: BusyAws) -> Operations:
+    fake = cast(Aws, aws)
+    settings = Settings(verify_poll_s=0.0)
+    return Operations(fake, AwsView(fake, 0.0, window_s=0.0), {"h1": host("h1")}, settings,
+                      run_id="r")
+
+
+def _called(aws: BusyAws) -> list[str]:
+    return [name for name, _ in aws.calls if name not in (
+        "managed_instances", "container_instances", "instance_tags")]
+
+
+def test_playbook_retire_drains_and_refuses_while_tasks_run(tmp_path: Path) -> None:
+    aws = BusyAws(running=2)
+    with pytest.raises(DeregisterRefused) as info:
+        dispatch(_ops(aws), "retire", {"host": "h1", "state": healthy_output(MI),
+                                       "drain_timeout": 0})
+    assert "2 task(s) still running" in info.value.reason
+    assert "--force" in info.value.reason  # the playbook shows only the message
+    assert _called(aws) == ["set_ready", "drain"]
+
+
+def test_playbook_retire_forced_deregisters_after_draining(tmp_path: Path) -> None:
+    aws = BusyAws(running=2)
+    done = dispatch(_ops(aws), "retire", {"host": "h1", "state": "", "force": "true",
+                                          "drain_timeout": "0"})
+    assert done == {"instance_ids": [MI], "notes": [f"{MI} deregistered"]}
+    assert _called(aws) == ["set_ready", "drain", "deregister_container_instance",
+                            "deregister_managed_instance"]
+    assert ("deregister_container_instance", True) in aws.calls
+
+
+def test_playbook_retire_of_an_idle_host_needs_no_force(tmp_path: Path) -> None:
+    aws = BusyAws(running=0)
+    dispatch(_ops(aws), "retire", {"host": "h1", "state": ""})
+    assert ("deregister_container_instance", False) in aws.calls
+
+
+@pytest.mark.parametrize("timeout", ["soon", -1])
+def test_playbook_retire_refuses_a_bad_drain_timeout(timeout: object) -> None:
+    with pytest.raises(UsageError, match="drain_timeout"):
+        dispatch(_ops(BusyAws(running=0)), "retire",
+                 {"host": "h1", "state": "", "drain_timeout": timeout})

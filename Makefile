@@ -39,7 +39,7 @@ lint: install ## ruff, mypy --strict, import-linter layer contracts
 	$(BIN)/lint-imports
 
 test: lint ## lint, then every test (unit + e2e on the lab; e2e needs root)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rs $(PYTEST_ARGS)
 
 test-unit: install ## pure tests only (no root needed)
 	$(BIN)/pytest -q -m 'not e2e' $(PYTEST_ARGS)

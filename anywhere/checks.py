@@ -49,24 +49,32 @@ METADATA_URL = "http://localhost:51678/v1/metadata"
 #     "inactive" for no such unit). No output: the call's code (1 systemd is not PID 1; 127 no
 #     systemctl).
 #   docker info: 0 the daemon answered; 1 daemon down or socket refused; 127 no docker CLI.
+#     Asked only while docker.service is active: on a stopped one, any Docker CLI call would
+#     start it again through docker.socket, and a check must not change the host.
 #   metadata: curl 0 answered, 7 refused (agent not listening), 28 timed out; wget 0 answered,
 #     4 network failure, 8 HTTP error; bash /dev/tcp 0 connected, 1 refused, 124 timed out.
 HOST_VERIFY_COMMAND = r"""
 units="amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent ecs docker"
 s=$(systemctl is-active $units 2>/dev/null); rc=$?
 set -- $s
+d=none
 for u in $units; do
   if [ "$#" -gt 0 ]; then
     w=$1; shift; c=3; [ "$w" = active ] && c=0; echo "unit.$u=$c $w"
   else
-    echo "unit.$u=$rc none"
+    w=none; echo "unit.$u=$rc none"
   fi
+  [ "$u" = docker ] && d=$w
 done
-v=$(docker info --format '{{.ServerVersion}}' 2>/dev/null); rc=$?
-echo "docker_info=$rc $v"
-if [ "$rc" -ne 0 ]; then
-  e=$(docker info --format '{{.ServerVersion}}' 2>&1 >/dev/null | grep -v '^WARNING')
-  echo "docker_error=$(printf '%s\n' "$e" | head -n 1)"
+if [ "$d" = active ]; then
+  v=$(docker info --format '{{.ServerVersion}}' 2>/dev/null); rc=$?
+  echo "docker_info=$rc $v"
+  if [ "$rc" -ne 0 ]; then
+    e=$(docker info --format '{{.ServerVersion}}' 2>&1 >/dev/null | grep -v '^WARNING')
+    echo "docker_error=$(printf '%s\n' "$e" | head -n 1)"
+  fi
+else
+  echo "docker_info=skipped $d"
 fi
 url=http://localhost:51678/v1/metadata
 if command -v curl >/dev/null 2>&1; then
@@ -116,6 +124,7 @@ class UnitState:
 class HostVerifyFacts:
     units: Mapping[str, UnitState] = field(default_factory=dict)
     docker_rc: int | None = None
+    docker_skipped: bool = False  # not asked: docker.service was not active
     docker_version: str = ""
     docker_error: str = ""
     metadata_rc: int | None = None
@@ -148,7 +157,8 @@ def parse_host_verify(stdout: str) -> HostVerifyFacts:
     return HostVerifyFacts(
         units=units,
         docker_rc=_int(docker_rc),
-        docker_version=docker_version.strip(),
+        docker_skipped=docker_rc == "skipped",
+        docker_version="" if docker_rc == "skipped" else docker_version.strip(),
         docker_error=facts.get("docker_error", "").strip(),
         metadata_rc=_int(facts.get("metadata_rc", "")),
         metadata=metadata,
@@ -198,6 +208,14 @@ def _unit_check(facts: HostVerifyFacts, unit: str, name: str, hint: str) -> Chec
 
 
 def _docker_info(facts: HostVerifyFacts) -> CheckResult:
+    if facts.docker_skipped:
+        return CheckResult(
+            "docker-info", False,
+            f"not asked: docker.service is {facts.unit('docker').describe()} (a Docker CLI "
+            "call would start it through docker.socket)",
+            "`systemctl start docker` (then `systemctl start ecs`: ecs does not come back "
+            "with Docker), or `anywhere register` to repair",
+        )
     if facts.docker_rc == 0:
         return CheckResult("docker-info", True, f"docker server {facts.docker_version}")
     if facts.docker_rc == 127:

@@ -245,7 +245,7 @@ def _deregister(
         retirer = Retirer(ctx.aws, ctx.view, ctx.settings, ctx.journal)
         notes += retirer.retire(host, ids, options, enter)
         if transport is not None:
-            _wipe_host(ctx, options, host, transport)
+            notes.extend(_wipe_host(ctx, options, host, transport))
             notes.append("agent state removed from the host")
     finally:
         if transport is not None:
@@ -268,7 +268,8 @@ def _try_connect(ctx: Context, host: Host, notes: list[str]) -> Transport | None
 
 def _wipe_host(
     ctx: Context, options: DeregisterOptions, host: Host, transport: Transport
-) -> None:
+) -> list[str]:
+    """Run the clean-up script; what it stopped on the way (orphaned task containers)."""
     script = render_cleanup(
         host, remove_config=True, remove_logs=True,
         remove_packages=not options.keep_packages, renderer=ctx.renderer,
@@ -278,6 +279,8 @@ def _wipe_host(
         raise DeregisterRefused(
             f"host clean-up exited {res.exit_status}", "see the host log in the run directory"
         )
+    return [line.removeprefix("anywhere: ") for line in res.stdout.splitlines()
+            if line.startswith("anywhere: stopped ")]
 
 
 __all__ = [

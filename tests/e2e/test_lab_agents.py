@@ -42,11 +42,14 @@ PYTHON3 = shutil.which("python3", path="/usr/bin:/bin") or "python3"
 AGENTS_PATH = "usr/lib/anywhere-lab/python"
 SYSTEMCTL_DOUBLE = r"""#!/bin/bash
 # systemctl double: units are files under $LAB_ROOT/lib/systemd/system; start runs ExecStart.
+# Socket units are only recorded: the lab daemon binds its socket itself when not activated.
 state="$LAB_ROOT/.systemctl"
 mkdir -p "$state"
 cmd="$1"; shift
 [ "$1" == "--now" ] && shift
-unit="${1%.service}"
+for arg in "$@"; do
+unit="${arg%.service}"
+case "$unit" in *.socket) [ "$cmd" == enable ] && touch "$state/$unit.enabled"; continue ;; esac
 case "$cmd" in
 daemon-reload) exit 0 ;;
 is-enabled) [ -f "$state/$unit.enabled" ] || exit 1 ;;
@@ -60,6 +63,7 @@ stop)
     rm -f "$state/$unit.pid" ;;
 *) exit 0 ;;
 esac
+done
 """
 
 

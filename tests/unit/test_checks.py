@@ -174,3 +174,31 @@ def test_unit_states_from_one_systemctl_call(
     if fake is not None:
         assert calls.read_text().splitlines() == [
             "is-active amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent ecs docker"]
+
+
+@pytest.mark.parametrize(("docker_word", "asked"), [("active", True), ("inactive", False),
+                                                    ("failed", False)])
+def test_verify_asks_docker_only_while_its_service_is_active(
+    tmp_path: Path, docker_word: str, asked: bool
+) -> None:
+    # On a real host a Docker CLI call on a stopped docker.service starts it (docker.socket):
+    # a read-only check must not make that call.
+    calls = tmp_path / "calls"
+    for name, body in (("systemctl", f"echo active; echo inactive; echo active; "
+                                     f"echo {docker_word}; exit 3"),
+                       ("docker", "echo 24.0.9"), ("cat", "exit 1")):
+        tool = tmp_path / name
+        tool.write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\n{body}\n')
+        tool.chmod(0o755)
+    out = subprocess.run(["/bin/sh", "-c", checks.HOST_VERIFY_COMMAND], text=True,
+                         capture_output=True, check=True,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"}).stdout
+    docker_calls = [c for c in calls.read_text().splitlines() if c.startswith("docker ")]
+    facts = checks.parse_host_verify(out)
+    result = {c.name: c for c in checks.evaluate_host(facts, "lab")}["docker-info"]
+    if asked:
+        assert docker_calls and result.ok and facts.docker_version == "24.0.9"
+    else:
+        assert docker_calls == [] and facts.docker_skipped
+        assert not result.ok and f"docker.service is {docker_word}" in result.observed
+        assert "systemctl start ecs" in result.hint

@@ -42,42 +42,93 @@ def arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
+class DaemonError(OSError):
+    """The daemon answered with an error status; `message` is its own text."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"docker daemon answered HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
 def query(base: str | os.PathLike[str], path: str, timeout_s: float = 5.0) -> dict[str, Any]:
     """GET `path` from the daemon; raises OSError when it does not answer 200 with JSON."""
+    data = call(base, "GET", path, timeout_s=timeout_s)
+    return data if isinstance(data, dict) else {}
+
+
+def call(base: str | os.PathLike[str], method: str, path: str, body: Any = None,
+         timeout_s: float = 5.0) -> Any:
+    """`method path` with a JSON `body`; the decoded answer (None when empty); OSError else."""
+    payload = b"" if body is None else json.dumps(body).encode()
+    head = f"{method} {path} HTTP/1.0\r\nHost: docker\r\n"
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
         sock.connect(under(base, SOCKET))
         # HTTP/1.0: the daemon closes the connection after its answer, so EOF ends the body.
-        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode("ascii"))
+        sock.sendall(head.encode("ascii") + b"\r\n" + payload)
         raw = b""
         while chunk := sock.recv(65536):
             raw += chunk
             if len(raw) > MAX_RESPONSE:
                 raise OSError("docker daemon answer too large")
-    return parse_response(raw, path)
+    return parse_any(raw, path)
+
+
+def wait_closed(base: str | os.PathLike[str]) -> None:
+    """Hold the daemon's event stream open until the daemon goes away (EOF or error)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(under(base, SOCKET))
+        sock.sendall(b"GET /v1.43/events HTTP/1.0\r\nHost: docker\r\n\r\n")
+        while sock.recv(4096):
+            pass
+
+
+def quote(text: str) -> str:
+    """Percent-encode `text` for a query string (urllib.parse costs the CLI an import)."""
+    safe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~"
+    return "".join(c if c in safe else "".join(f"%{b:02X}" for b in c.encode()) for c in text)
 
 
 def parse_response(raw: bytes, path: str) -> dict[str, Any]:
     """The JSON object in an HTTP answer to `path` (`{"ping": body}` for `/_ping`)."""
+    data = parse_any(raw, path)
+    return data if isinstance(data, dict) else {}
+
+
+def parse_any(raw: bytes, path: str) -> Any:
+    """The JSON value in an HTTP 2xx answer to `path`; DaemonError for an error status."""
     head, sep, body = raw.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = lines[0].split(None, 2)
     if not sep or len(status) < 2 or not status[0].startswith(b"HTTP/"):
         raise OSError("docker daemon sent no HTTP answer")
-    if status[1] != b"200":
-        raise OSError(f"docker daemon answered HTTP {status[1].decode('ascii', 'replace')}")
     length = _content_length(lines[1:])
     if length is not None:
         if len(body) < length:
             raise OSError("docker daemon answer cut short")
         body = body[:length]
+    code = int(status[1]) if status[1].isdigit() else 0
+    if not 200 <= code < 300 and code != 304:
+        raise DaemonError(code, _message(body))
+    if path.endswith("/_ping"):
+        return {"ping": body.decode()}
+    if not body.strip():
+        return None
     try:
-        if path.endswith("/_ping"):
-            return {"ping": body.decode()}
-        data = json.loads(body)
+        return json.loads(body)
     except ValueError as err:
         raise OSError(f"docker daemon answer unreadable: {err}") from None
-    return data if isinstance(data, dict) else {}
+
+
+def _message(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    return str(data.get("message", "")) if isinstance(data, dict) else ""
 
 
 def _content_length(headers: list[bytes]) -> int | None:

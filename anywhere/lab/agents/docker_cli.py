@@ -1,4 +1,4 @@
-"""Lab `docker` CLI: `info`, `version`, `ps` against the lab daemon's socket.
+"""Lab `docker` CLI: `info`, `version`, `ps`, `stop`, `rm` against the lab daemon's socket.
 
 Answers only while the lab `docker` unit runs, and otherwise fails with Docker's own message and
 exit status 1, so checks written for real hosts behave the same in the lab.
@@ -80,13 +80,68 @@ def _version(base: str, args: Sequence[str], out: TextIO) -> None:
           f"{server['Version']}\n  API version:      {server['ApiVersion']}", file=out)
 
 
+def _ps_filters(args: Sequence[str]) -> dict[str, list[str]]:
+    filters: dict[str, list[str]] = {}
+    for i, arg in enumerate(args):
+        value = None
+        if arg in ("--filter", "-f") and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--filter="):
+            value = arg.split("=", 1)[1]
+        if value is not None:
+            kind, _, rest = value.partition("=")
+            filters.setdefault(kind, []).append(rest)
+    return filters
+
+
 def _ps(base: str, args: Sequence[str], out: TextIO) -> None:
-    docker_api.query(base, "/v1.43/containers/json")
-    if "-q" not in args and "--quiet" not in args:
-        print("CONTAINER ID   IMAGE     COMMAND   CREATED   STATUS    PORTS     NAMES", file=out)
+    query = "all=1&" if "-a" in args or "--all" in args else ""
+    filters = _ps_filters(args)
+    if filters:
+        query += "filters=" + docker_api.quote(json.dumps(filters))
+    found = docker_api.call(base, "GET", f"/v1.43/containers/json?{query}") or []
+    if "-q" in args or "--quiet" in args:
+        for item in found:
+            print(str(item.get("Id", ""))[:12], file=out)
+        return
+    print("CONTAINER ID   IMAGE     COMMAND   CREATED   STATUS    PORTS     NAMES", file=out)
+    for item in found:
+        ports = ", ".join(f"0.0.0.0:{p['PublicPort']}->{p['PrivatePort']}/{p['Type']}"
+                          for p in item.get("Ports") or [])
+        names = ",".join(n.lstrip("/") for n in item.get("Names") or [])
+        print(f"{str(item.get('Id', ''))[:12]}   {item.get('Image', '')}   "
+              f"\"{item.get('Command', '')}\"   {item.get('Status', '')}   {ports}   {names}",
+              file=out)
 
 
-COMMANDS = {"info": _info, "version": _version, "ps": _ps}
+def _each(base: str, refs: Sequence[str], out: TextIO, method: str, suffix: str) -> None:
+    failed = []
+    for ref in refs:
+        try:
+            docker_api.call(base, method, f"/v1.43/containers/{docker_api.quote(ref)}{suffix}",
+                            timeout_s=60.0)
+            print(ref, file=out)
+        except docker_api.DaemonError as err:
+            failed.append(f"Error response from daemon: {err.message}")
+    if failed:
+        raise CommandError("\n".join(failed))
+
+
+def _stop(base: str, args: Sequence[str], out: TextIO) -> None:
+    _each(base, [a for a in args if not a.startswith("-")], out, "POST", "/stop")
+
+
+def _rm(base: str, args: Sequence[str], out: TextIO) -> None:
+    force = "-f" in args or "--force" in args
+    _each(base, [a for a in args if not a.startswith("-")], out, "DELETE",
+          "?force=1" if force else "")
+
+
+class CommandError(Exception):
+    """The daemon refused (part of) a command: Docker prints why and exits 1."""
+
+
+COMMANDS = {"info": _info, "version": _version, "ps": _ps, "stop": _stop, "rm": _rm}
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
@@ -94,7 +149,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = list(sys.argv[1:] if argv is None else argv)
     base = docker_api.root(os.environ if environ is None else environ)
     if not args or args[0] in ("--help", "-h", "help"):
-        print("Usage:  docker [OPTIONS] COMMAND\n\n[lab] commands: info, version, ps", file=out)
+        print("Usage:  docker [OPTIONS] COMMAND\n\n[lab] commands: info, version, ps, stop, rm",
+              file=out)
         return 0
     if args[0] in ("--version", "-v"):
         print(f"Docker version {docker_api.SERVER_VERSION}, build lab", file=out)
@@ -102,10 +158,18 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     command = COMMANDS.get(args[0])
     if command is None:
         print(f"docker: '{args[0]}' is not a docker command.\n"
-              "See 'docker --help' [lab: only info, version and ps exist]", file=err)
+              "See 'docker --help' [lab: only info, version, ps, stop and rm exist]", file=err)
         return 1
     try:
         command(base, args[1:], out)
+    except CommandError as refused:
+        print(refused, file=err)
+        return 1
+    except docker_api.DaemonError as refused:
+        # An answer without Docker's error body is no daemon's answer: as unreachable.
+        text = refused.message and f"Error response from daemon: {refused.message}"
+        print(text or docker_api.UNREACHABLE, file=err)
+        return 1
     except OSError:
         print(docker_api.UNREACHABLE, file=err)
         return 1

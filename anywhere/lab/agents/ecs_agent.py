@@ -8,6 +8,7 @@ introspection API on `127.0.0.1:51678` and heartbeats with `DiscoverPollEndpoint
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from anywhere.lab.agents import common, docker_api
+from anywhere.lab.agents import common, docker_api, ecs_task_sync
 from anywhere.lab.agents.common import AgentSettings, ApiError, Client
 
 AGENT_VERSION = "1.86.3"
@@ -208,9 +209,10 @@ class Agent:
         client = Client(config.backend_host or self.settings.endpoint_url,
                         http_proxy=config.http_proxy, no_proxy=config.no_proxy)
         docker_version = self._wait_for_docker(stop)
+        docker_gone = self._watch_docker(stop)
         arn = self._register(stop, client, config, docker_version, saved_arn)
         if arn is None:
-            return 0
+            return 1 if docker_gone.is_set() else 0
         state = {"Cluster": config.cluster, "ContainerInstanceArn": arn,
                  "Version": VERSION_STRING}
         try:
@@ -223,11 +225,11 @@ class Agent:
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                          daemon=True).start()
         try:
-            self._heartbeat(stop, client, config, arn)
+            code = self._heartbeat(stop, client, config, arn)
         finally:
             server.shutdown()
             server.server_close()
-        return 0
+        return 1 if docker_gone.is_set() else code
 
     def _wait_for_docker(self, stop: threading.Event) -> str:
         attempt = 0
@@ -240,6 +242,21 @@ class Agent:
                 stop.wait(common.backoff(attempt, 0.5, 5.0))
                 attempt += 1
         return ""
+
+    def _watch_docker(self, stop: threading.Event) -> threading.Event:
+        """Stop the agent when Docker goes: in production it is a container of that Docker."""
+        gone = threading.Event()
+
+        def watch() -> None:
+            with contextlib.suppress(OSError):
+                docker_api.wait_closed(self.base)
+            if not stop.is_set():
+                self.log.critical("The Docker daemon went away; the agent stops with it")
+                gone.set()
+                stop.set()
+
+        threading.Thread(target=watch, name="docker-watch", daemon=True).start()
+        return gone
 
     def _auth(self, config: EcsConfig) -> Any:
         creds = common.read_json(common.under(self.base, common.SSM_CREDENTIALS_FILE))
@@ -288,8 +305,11 @@ class Agent:
             self.log.error("Unable to create the default cluster: %s", err)
 
     def _heartbeat(self, stop: threading.Event, client: Client, config: EcsConfig,
-                   arn: str) -> None:
+                   arn: str) -> int:
         failures = 0
+        tasks = ecs_task_sync.TaskSync(
+            self.base, lambda target, body: client.call(target, body, auth=self._auth(config)),
+            config.cluster, arn, self.log)
         while not stop.is_set():
             try:
                 client.call(f"{ECS}.DiscoverPollEndpoint",
@@ -298,11 +318,25 @@ class Agent:
                 if failures:
                     self.log.info("Connected to ECS again")
                 failures = 0
+                self._sync_tasks(tasks)
                 stop.wait(self.settings.heartbeat_s)
+            except ecs_task_sync.InstanceInactive:
+                self.log.critical("Container instance %s is inactive (deregistered); exiting. "
+                                  "Its task containers are left running.", arn)
+                return EXIT_TERMINAL
             except ApiError as err:
                 self.log.warning("DiscoverPollEndpoint failed: %s", err)
                 stop.wait(common.backoff(failures, 1.0, self.settings.heartbeat_s))
                 failures += 1
+        return 0
+
+    def _sync_tasks(self, tasks: ecs_task_sync.TaskSync) -> None:
+        try:
+            tasks.sync()
+        except ApiError as err:
+            self.log.warning("Task poll failed: %s", err)
+        except OSError as err:
+            self.log.warning("Task containers: the Docker daemon did not answer: %s", err)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -25,6 +25,23 @@ if have_systemd; then
   done
 fi
 
+# Task containers run on without the ECS agent: a forced deregistration leaves them orphaned.
+# Stop those the agent started (its label), only while Docker runs: a stopped Docker stopped
+# them already, and a Docker CLI call would start it again through docker.socket.
+if have_systemd && command -v docker >/dev/null 2>&1 \
+    && systemctl is-active --quiet docker.service; then
+  ids=$(docker ps -q --filter label=com.amazonaws.ecs.task-arn) || ids=""
+  if [ -n "$ids" ]; then
+    # shellcheck disable=SC2086  # container ids: hex, one a word
+    set -- $ids
+    if docker stop -- "$@" >/dev/null; then
+      log "stopped $# ECS task container(s) left running: $*"
+    else
+      warn "could not stop every ECS task container ($*): see \`docker ps\`"
+    fi
+  fi
+fi
+
 # The ECS checkpoint (agent.db): while it exists the agent reuses the old container
 # instance and cluster.
 rm -rf -- "$ROOT/var/lib/ecs/data"

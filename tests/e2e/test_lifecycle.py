@@ -7,7 +7,8 @@ unless it says otherwise (deregister and reimage come last).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,6 +85,35 @@ def _failed_checks(record: dict[str, Any]) -> set[str]:
     return {c["name"] for c in record["checks"] if not c["ok"]}
 
 
+def _unit(lab: Lab, host: str, unit: str) -> str:
+    return lab.exec(host, ["systemctl", "is-active", unit]).stdout.strip()
+
+
+def _wait(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+    return found
+
+
+def _agent_up(lab: Lab, host: str) -> None:
+    url = "http://localhost:51678/v1/metadata"
+    _wait(lambda: "ContainerInstanceArn" in lab.exec(host, ["curl", "-s", url]).stdout,
+          f"the ECS agent on {host}")
+
+
+def _served(lab: Lab, host: str, port: int) -> str:
+    return lab.exec(host, ["curl", "-s", "-m", "3", f"http://127.0.0.1:{port}/"]).stdout
+
+
+def _task_containers(lab: Lab, host: str) -> list[str]:
+    ps = lab.exec(host, ["docker", "ps", "-q", "--filter", "label=com.amazonaws.ecs.task-arn"])
+    assert ps.returncode == 0, ps.stderr
+    return ps.stdout.split()
+
+
 def _stop_all_tasks(lab: Lab) -> None:
     ecs = _client(lab, "ecs")
     for task in ecs.list_tasks(cluster=CLUSTER)["taskArns"]:
@@ -132,6 +162,45 @@ def test_check_follows_docker_and_gates_run_task(registered: Lab, tmp_path: Path
     rc, hosts = _check(lab, tmp_path)
     assert rc == 0, hosts["h2"]["reason"]
     assert by_host["h2"] in _ready_arns(lab)
+
+
+def test_stopped_docker_is_reported_as_is_and_register_repairs_it(
+        registered: Lab, tmp_path: Path) -> None:
+    lab = registered
+    lab.exec("h2", ["systemctl", "stop", "docker"])
+    try:
+        # ecs-init's unit requires Docker: the agent went down with it.
+        assert _unit(lab, "h2", "ecs") == "inactive"
+        rc, hosts = _check(lab, tmp_path)
+        assert rc == 1
+        assert {"docker", "docker-info", "ecs-agent"} <= _failed_checks(hosts["h2"])
+        info = next(c for c in hosts["h2"]["checks"] if c["name"] == "docker-info")
+        assert "not asked" in info["observed"], info
+        # check is read-only: no Docker CLI call started Docker again through docker.socket.
+        assert _unit(lab, "h2", "docker.socket") == "active"
+        assert _unit(lab, "h2", "docker") == "inactive"
+        done = anywhere(lab, "register", str(lab.inventory_path), "--yes", "--limit", "h2",
+                        run_dir=tmp_path / "runs")
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert (_unit(lab, "h2", "docker"), _unit(lab, "h2", "ecs")) == ("active", "active")
+    finally:
+        lab.exec("h2", ["systemctl", "start", "docker", "ecs"])
+    rc, hosts = _check(lab, tmp_path, "--limit", "h2")
+    assert rc == 0, hosts["h2"]["reason"]
+
+
+def test_a_docker_call_starts_docker_again_but_not_ecs(registered: Lab) -> None:
+    lab = registered
+    lab.exec("h1", ["systemctl", "stop", "docker"])
+    try:
+        assert (_unit(lab, "h1", "docker"), _unit(lab, "h1", "ecs")) == ("inactive", "inactive")
+        info = lab.exec("h1", ["docker", "info", "--format", "{{.ServerVersion}}"])
+        assert info.returncode == 0 and info.stdout.strip() == "24.0.9", info.stderr
+        assert _unit(lab, "h1", "docker") == "active"
+        assert _unit(lab, "h1", "ecs") == "inactive"
+    finally:
+        lab.exec("h1", ["systemctl", "start", "docker", "ecs"])
+    _agent_up(lab, "h1")
 
 
 def test_run_task_refuses_awsvpc_and_unmet_constraints(registered: Lab, tmp_path: Path) -> None:
@@ -256,3 +325,56 @@ def test_register_repairs_reimaged_host(registered: Lab, tmp_path: Path) -> None
     fresh = hosts["h1"]["instance_id"]
     assert fresh.startswith("mi-") and fresh not in stale
     assert not stale & set(_managed(lab))
+
+
+# The last two take h3 and h4 out for good.
+
+def _run_port_task(lab: Lab, host: str, tmp_path: Path) -> str:
+    """Run a task publishing host port 8080 on `host`; its ARN once its port answers there."""
+    ecs = _client(lab, "ecs")
+    ecs.register_task_definition(
+        family="life-port", networkMode="bridge", requiresCompatibilities=["EXTERNAL"],
+        containerDefinitions=[{"name": "web", "image": "nginx", "memory": 32,
+                               "portMappings": [{"containerPort": 80, "hostPort": 8080}]}])
+    done = anywhere(lab, "run-task", str(lab.inventory_path), "-t", "life-port",
+                    "--limit", host, run_dir=tmp_path / "runs")
+    assert done.returncode == 0 and f" on {host}" in done.stdout, done.stdout + done.stderr
+    _wait(lambda: "[lab] container ecs-life-port-" in _served(lab, host, 8080),
+          f"the task's port on {host}")
+    assert len(_task_containers(lab, host)) == 1
+    arns = ecs.list_tasks(cluster=CLUSTER, family="life-port")["taskArns"]
+    assert len(arns) == 1
+    return str(arns[0])
+
+
+def test_forced_deregister_wipe_stops_the_orphaned_task(registered: Lab, tmp_path: Path) -> None:
+    lab = registered
+    _run_port_task(lab, "h3", tmp_path)
+    done = anywhere(lab, "deregister", str(lab.inventory_path), "--limit", "h3", "--yes",
+                    "--force", "--drain-timeout", "1", run_dir=tmp_path / "runs")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "stopped 1 ECS task container(s)" in done.stdout, done.stdout
+    assert _task_containers(lab, "h3") == []
+    assert _served(lab, "h3", 8080) == ""
+
+
+def test_forced_deregistration_alone_leaves_the_task_running(
+        registered: Lab, tmp_path: Path) -> None:
+    lab = registered
+    task = _run_port_task(lab, "h4", tmp_path)
+    ecs = _client(lab, "ecs")
+    arn = ecs.describe_tasks(cluster=CLUSTER, tasks=[task])["tasks"][0]["containerInstanceArn"]
+    ecs.deregister_container_instance(cluster=CLUSTER, containerInstance=arn, force=True)
+    # The agent learns that its instance is inactive, exits terminally (5) and stays down...
+    _wait(lambda: _unit(lab, "h4", "ecs") == "failed", "the ECS agent's terminal exit")
+    shown = lab.exec("h4", ["systemctl", "show", "ecs", "-p", "ExecMainStatus", "-p",
+                            "NRestarts"]).stdout.split()
+    assert sorted(shown) == ["ExecMainStatus=5", "NRestarts=0"]
+    # ...and the task's container runs on, orphaned, as on a real host.
+    assert "[lab] container ecs-life-port-" in _served(lab, "h4", 8080)
+    assert len(_task_containers(lab, "h4")) == 1
+    done = anywhere(lab, "deregister", str(lab.inventory_path), "--limit", "h4", "--yes",
+                    "--force", "--drain-timeout", "1", run_dir=tmp_path / "runs")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "stopped 1 ECS task container(s)" in done.stdout, done.stdout
+    assert _task_containers(lab, "h4") == []

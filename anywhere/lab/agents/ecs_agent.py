@@ -325,6 +325,9 @@ class Agent:
                                   "Its task containers are left running.", arn)
                 return EXIT_TERMINAL
             except ApiError as err:
+                if err.code == "ClientException" and "inactive" in err.message.lower():
+                    self.log.critical("ECS refuses the container instance: %s", err)
+                    return EXIT_TERMINAL
                 self.log.warning("DiscoverPollEndpoint failed: %s", err)
                 stop.wait(common.backoff(failures, 1.0, self.settings.heartbeat_s))
                 failures += 1

@@ -198,8 +198,12 @@ class Operations:
             notes = Retirer(self.aws, self.view, self.settings, self.journal).retire(
                 self.host(host), ids, options)
         except DeregisterRefused as exc:
-            # The lookup's error text is all the playbook shows: carry the hint in it.
-            raise DeregisterRefused(f"{exc.reason}: {exc.hint}", exc.hint) from None
+            # The lookup's error text is all the playbook shows: carry the hint in it, in the
+            # playbook's words for the CLI's options.
+            text = f"{exc.reason}: {exc.hint}".replace(
+                "--force", "-e anywhere_deregister_force=true").replace(
+                "--drain-timeout", "-e anywhere_drain_timeout")
+            raise DeregisterRefused(text, exc.hint) from None
         self.record(host).removed = True
         return {"instance_ids": ids, "notes": notes}
 

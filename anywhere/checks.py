@@ -88,6 +88,8 @@ fi
 echo "metadata_rc=$?"
 echo "metadata=$(printf '%s' "$m" | tr '\r\n' '  ')"
 echo "registration=$(cat /var/lib/amazon/ssm/registration 2>/dev/null | tr -d '\n')"
+a='arn:aws[a-z-]*:ecs:[a-z0-9-]*:[0-9]*:container-instance/[A-Za-z0-9/_-]*'
+echo "checkpoint_arn=$(grep -a -o "$a" /var/lib/ecs/data/agent.db 2>/dev/null | head -n 1)"
 for b in amazon-ssm-agent /snap/amazon-ssm-agent/current/amazon-ssm-agent; do
   if command -v "$b" >/dev/null 2>&1; then
     echo "ssm_version=$("$b" -version 2>/dev/null | head -n 1)"; break
@@ -133,6 +135,10 @@ class HostVerifyFacts:
     instance_id: str | None = None
     ssm_version: str = ""
     agent_versions: Mapping[str, str] = field(default_factory=dict)
+    # The container instance the ECS agent runs as (introspection) or will rejoin as (its
+    # checkpoint, /var/lib/ecs/data/agent.db): how a deregistered one is found, as
+    # ListContainerInstances no longer lists it.
+    container_arn: str | None = None
 
     def unit(self, name: str) -> UnitState:
         return self.units.get(name, UnitState(None, "none"))
@@ -166,7 +172,19 @@ def parse_host_verify(stdout: str) -> HostVerifyFacts:
         instance_id=registration_id(facts.get("registration", "")),
         ssm_version=ssm_version,
         agent_versions={k: v for k, v in versions.items() if v},
+        container_arn=_container_arn(
+            str((metadata or {}).get("ContainerInstanceArn") or ""),
+            facts.get("checkpoint_arn", "")),
     )
+
+
+_CONTAINER_ARN = re.compile(
+    r"arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]+:container-instance/[A-Za-z0-9/_-]{1,255}")
+
+
+def _container_arn(*seen: str) -> str | None:
+    """The first well-formed container instance ARN among what the host reported."""
+    return next((s.strip() for s in seen if _CONTAINER_ARN.fullmatch(s.strip())), None)
 
 
 def registration_id(text: str) -> str | None:
@@ -314,9 +332,7 @@ def _aws_ecs(
         hint = "the ECS agent has not registered: see /var/log/ecs/ecs-agent.log on the host"
         return tuple(CheckResult(n, False, observed, hint) for n in _ECS_CHECKS)
     return (
-        CheckResult("ecs-instance", container.status == "ACTIVE", container.status,
-                    "" if container.status == "ACTIVE"
-                    else f"container instance is {container.status}: re-register the host"),
+        _ecs_status(container, expected_cluster),
         CheckResult("ecs-connected", container.agent_connected,
                     "agent connected" if container.agent_connected else "agent not connected",
                     "" if container.agent_connected
@@ -337,6 +353,21 @@ def _aws_ecs(
                     "" if _same_cluster(container.cluster, expected_cluster)
                     else f"expected {expected_cluster}: deregister and register again"),
     )
+
+
+def _ecs_status(container: ContainerInstance, expected_cluster: str) -> CheckResult:
+    if container.status == "ACTIVE":
+        return CheckResult("ecs-instance", True, container.status)
+    if container.status == "INACTIVE":
+        return CheckResult(
+            "ecs-instance", False,
+            f"container instance {container.arn} is INACTIVE: deregistered from "
+            f"{container.cluster or expected_cluster}",
+            "the ECS agent cannot rejoin as a deregistered instance: `anywhere register` "
+            "re-registers the host (its old checkpoint is removed)",
+        )
+    return CheckResult("ecs-instance", False, container.status,
+                       f"container instance is {container.status}: re-register the host")
 
 
 _ECS_CHECKS = ("ecs-instance", "ecs-connected", "ecs-external", "ecs-instance-id", "ecs-cluster")

@@ -206,6 +206,11 @@ class AwsView:
                 raise self._errors[target]
             return self._results.get(key, AwsState(None, None))
 
+    def container_by_arn(self, cluster: str, arn: str) -> ContainerInstance | None:
+        """One container instance by ARN, INACTIVE ones included (not batched: asked only
+        for a host whose container instance ECS no longer lists)."""
+        return self._aws.container_instance(cluster, arn)
+
     def _refresh(self) -> None:
         # Keys seen for the first time (a probe) only wait a short gathering window; keys
         # being polled wait out the poll interval, so a poll round costs one batch of calls.

@@ -30,7 +30,7 @@ from anywhere.registration import (
 )
 from anywhere.render import render_cleanup
 from anywhere.ssh import Transport, check_sudo
-from anywhere.steps import DeregisterOptions, DeregisterRefused, Retirer
+from anywhere.steps import DeregisterOptions, DeregisterRefused, Retirer, remembered
 
 _UNKNOWN = (CheckResult("aws.registered", False, "AWS lists no mi- id for this host",
                        "run `anywhere register` for it"),)
@@ -90,13 +90,16 @@ def _check(
 ) -> HostOutcome:
     control.enter(host.name, Phase.VERIFY)
     cluster = host.config.cluster
-    host_results, local_id, unreachable = _host_side(ctx, host)
+    host_results, facts, unreachable = _host_side(ctx, host)
+    local_id = facts.instance_id if facts is not None else None
     known = ctx.known_by_host.get(host.name, ())
     instance_id = local_id or _best_known(snapshot, cluster, known)
     state = AwsState(None, None)
     if instance_id:
         # An id the tag lookup did not list (registered outside anywhere) costs its own call.
         state = snapshot.get(cluster, instance_id) or ctx.view.get(cluster, instance_id)
+    if local_id and facts is not None:
+        state = remembered(ctx.view, host, local_id, state, facts)
     results = (
         *_local_state(local_id, unreachable, instance_id, state),
         *host_results,
@@ -105,7 +108,7 @@ def _check(
     )
     failed = [c for c in results if not c.ok]
     container = state.container
-    if options.mark and container is not None:
+    if options.mark and container is not None and container.status != "INACTIVE":
         _mark(ctx, host, container.arn, container.attributes.get(ctx.settings.ready_attribute),
               ready=not failed)
     base = HostOutcome(
@@ -166,8 +169,8 @@ class _Unreachable:
 
 def _host_side(
     ctx: Context, host: Host
-) -> tuple[tuple[CheckResult, ...], str | None, _Unreachable | None]:
-    """Host-side verdicts, the host's mi- id, or why the host could not be asked."""
+) -> tuple[tuple[CheckResult, ...], checks.HostVerifyFacts | None, _Unreachable | None]:
+    """Host-side verdicts and facts, or why the host could not be asked."""
     try:
         transport = ctx.connect(host)
     except HostError as exc:
@@ -179,7 +182,7 @@ def _host_side(
         return _not_asked(exc)
     finally:
         transport.close()
-    return checks.evaluate_host(facts, host.config.cluster), facts.instance_id, None
+    return checks.evaluate_host(facts, host.config.cluster), facts, None
 
 
 def _not_asked(exc: HostError) -> tuple[tuple[CheckResult, ...], None, _Unreachable]:

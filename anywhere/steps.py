@@ -46,9 +46,26 @@ def assess(
     host_checks: tuple[CheckResult, ...] = ()
     if local.instance_id:
         state = view.get(host.config.cluster, local.instance_id)
-        host_checks = checks.evaluate_host(read_state(), host.config.cluster)
+        host_facts = read_state()
+        state = remembered(view, host, local.instance_id, state, host_facts)
+        host_checks = checks.evaluate_host(host_facts, host.config.cluster)
     plan = decide(host, local, state.managed, state.container, host_checks, known)
     return Probe(plan=plan, preflight=preflight, host_checks=host_checks, aws=state)
+
+
+def remembered(
+    view: AwsView, host: Host, instance_id: str, state: AwsState,
+    facts: checks.HostVerifyFacts,
+) -> AwsState:
+    """`state`, with the container instance the host's ECS agent remembers when ECS lists
+    none for `instance_id`: a deregistered (INACTIVE) one is left out of the listing, and the
+    agent can never rejoin as it, so the host must be re-registered, not repaired."""
+    if state.container is not None or not facts.container_arn:
+        return state
+    found = view.container_by_arn(host.config.cluster, facts.container_arn)
+    if found is None or found.ec2_instance_id != instance_id:
+        return state
+    return AwsState(state.managed, found)
 
 
 # --------------------------------------------------------------------------- verify
@@ -90,7 +107,7 @@ def verify(
     results = list(checks.evaluate_host(facts, cluster) if host_results is None else host_results)
     mi, arn = facts.instance_id, None
     if mi:
-        state = view.get(cluster, mi)
+        state = remembered(view, host, mi, view.get(cluster, mi), facts)
         results += checks.evaluate_aws(mi, state.managed, state.container, cluster,
                                        expected_tags(host))
         arn = state.container.arn if state.container is not None else None
@@ -157,7 +174,7 @@ class Retirer:
             enter(Phase.DRAIN, container.arn)
             self.aws.set_ready(cluster, container.arn, self.settings.ready_attribute, False)
             self.aws.drain(cluster, [container.arn])
-            running = self._wait_drained(cluster, instance_id, options.drain_timeout_s)
+            running = self._wait_drained(cluster, instance_id, container.arn, options)
             if running and not options.force:
                 raise DeregisterRefused(
                     f"{running} task(s) still running on {instance_id} after draining",
@@ -171,13 +188,31 @@ class Retirer:
         if self.journal is not None:
             self.journal.event(host.name, "deregister", "done", instance_id)
 
-    def _wait_drained(self, cluster: str, instance_id: str, timeout_s: float) -> int:
-        deadline = time.monotonic() + timeout_s
+    def _wait_drained(
+        self, cluster: str, instance_id: str, arn: str, options: DeregisterOptions
+    ) -> int:
+        """Tasks still running when draining is over: none left, the timeout passed, or only
+        standalone tasks are left (draining replaces a service's tasks and never stops the
+        ones RunTask/StartTask started, so waiting for them would wait out the timeout)."""
+        deadline = time.monotonic() + options.drain_timeout_s
         while True:
             container = self.view.get(cluster, instance_id).container
             running = container.running_tasks if container else 0
             if running == 0 or time.monotonic() >= deadline:
                 return running
+            tasks = self.aws.tasks_on(cluster, arn)
+            if tasks and all(t.standalone for t in tasks):
+                if options.force:
+                    return len(tasks)
+                shown = ", ".join(t.arn.rsplit("/", 1)[-1] for t in tasks[:3])
+                more = f" and {len(tasks) - 3} more" if len(tasks) > 3 else ""
+                raise DeregisterRefused(
+                    f"{len(tasks)} standalone task(s) still running on {instance_id} "
+                    f"({shown}{more}): draining never stops tasks that no service started "
+                    "(RunTask/StartTask); stop them or pass --force to orphan them",
+                    f"`aws ecs stop-task --cluster {cluster} --task ID` for each, then "
+                    "deregister again; with --force their containers keep running on the host",
+                )
             time.sleep(self.settings.verify_poll_s)
 
 

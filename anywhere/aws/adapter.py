@@ -52,6 +52,18 @@ class RunTaskResult:
 
 
 @dataclass(frozen=True)
+class TaskSummary:
+    arn: str
+    group: str  # `service:NAME` for a service's tasks, `family:NAME` for RunTask/StartTask
+    started_by: str
+
+    @property
+    def standalone(self) -> bool:
+        """Started by RunTask/StartTask, not by a service: draining never stops it."""
+        return not self.group.startswith("service:")
+
+
+@dataclass(frozen=True)
 class TaskDefinition:
     arn: str
     network_mode: str
@@ -278,6 +290,35 @@ class Aws:
                 # A host re-registered into the cluster may show twice; ACTIVE wins.
                 if ci.ec2_instance_id in wanted and (known is None or known.status != "ACTIVE"):
                     out[ci.ec2_instance_id] = ci
+        return out
+
+    def container_instance(self, cluster: str, arn: str) -> ContainerInstance | None:
+        """One container instance by ARN, whatever its status: ListContainerInstances leaves
+        INACTIVE (deregistered) ones out, DescribeContainerInstances still answers for them."""
+        resp = self._api.call(
+            self._c.ecs, "DescribeContainerInstances",
+            tolerate={"ClusterNotFoundException", "InvalidParameterException"},
+            cluster=cluster, containerInstances=[arn],
+        )
+        found = resp.get("containerInstances") or []
+        return _container(found[0], cluster) if found else None
+
+    def tasks_on(self, cluster: str, arn: str) -> list[TaskSummary]:
+        """The tasks meant to run (desired RUNNING) on one container instance."""
+        arns = [
+            task
+            for page in self._api.pages(
+                self._c.ecs, "ListTasks", "nextToken", "nextToken",
+                tolerate={"ClusterNotFoundException"}, cluster=cluster, containerInstance=arn,
+                desiredStatus="RUNNING",
+            )
+            for task in page.get("taskArns", [])
+        ]
+        out: list[TaskSummary] = []
+        for chunk in _chunks(arns, ECS_DESCRIBE_BATCH):
+            resp = self._api.call(self._c.ecs, "DescribeTasks", cluster=cluster, tasks=chunk)
+            out += [TaskSummary(str(t["taskArn"]), str(t.get("group", "")),
+                                str(t.get("startedBy", ""))) for t in resp.get("tasks", [])]
         return out
 
     def set_ready(self, cluster: str, arn: str, attribute: str, ready: bool) -> None:

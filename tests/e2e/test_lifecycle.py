@@ -260,6 +260,55 @@ def test_unreachable_host_keeps_its_aws_side(registered: Lab, tmp_path: Path) ->
     assert rc == 0, hosts["h4"]["reason"]
 
 
+def test_out_of_band_deregistration_is_named_and_reregistered(
+    registered: Lab, tmp_path: Path
+) -> None:
+    lab = registered
+    _, hosts = _check(lab, tmp_path, "--no-mark")
+    arn, old = hosts["h4"]["container_instance_arn"], hosts["h4"]["instance_id"]
+    _client(lab, "ecs").deregister_container_instance(
+        cluster=CLUSTER, containerInstance=arn, force=True)
+    rc, hosts = _check(lab, tmp_path, "--limit", "h4")
+    assert rc == 1
+    named = {c["name"]: c for c in hosts["h4"]["checks"]}["ecs-instance"]
+    assert not named["ok"] and "INACTIVE" in named["observed"], named
+    assert "deregistered" in named["observed"] and "anywhere register" in named["hint"]
+    report = tmp_path / "register.json"
+    done = anywhere(lab, "register", str(lab.inventory_path), "--yes", "--limit", "h4",
+                    "--report-json", str(report), run_dir=tmp_path / "runs")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    record = json.loads(report.read_text())["hosts"][0]
+    assert (record["decision"], record["status"]) == ("reregister", "ready"), record
+    rc, hosts = _check(lab, tmp_path, "--limit", "h4")
+    assert rc == 0, hosts["h4"]["reason"]
+    assert hosts["h4"]["instance_id"] != old and old not in _managed(lab)
+
+
+def test_deregister_says_at_once_that_draining_never_stops_standalone_tasks(
+    registered: Lab, tmp_path: Path
+) -> None:
+    lab = registered
+    ran = anywhere(lab, "run-task", str(lab.inventory_path), "-t", "life-web", "--limit", "h3",
+                   run_dir=tmp_path / "runs")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    try:
+        # A drain timeout longer than the run: only a refusal that does not wait returns.
+        done = anywhere(lab, "deregister", str(lab.inventory_path), "--limit", "h3", "--yes",
+                        "--drain-timeout", "3600", run_dir=tmp_path / "runs", timeout=900)
+        assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+        out = done.stdout + done.stderr
+        assert "standalone task(s) still running" in out and "never stops" in out, out[-2000:]
+        assert "--force" in out
+        assert _containers(lab)[hosts_mi(lab, tmp_path, "h3")]["status"] == "DRAINING"
+    finally:
+        _stop_all_tasks(lab)
+
+
+def hosts_mi(lab: Lab, tmp_path: Path, name: str) -> str:
+    _, hosts = _check(lab, tmp_path, "--no-mark", "--limit", name)
+    return str(hosts[name]["instance_id"])
+
+
 def test_deregister_removes_one_host(registered: Lab, tmp_path: Path) -> None:
     lab = registered
     _, hosts = _check(lab, tmp_path, "--no-mark")

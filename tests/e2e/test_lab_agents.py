@@ -231,9 +231,9 @@ def test_agents_register_heartbeat_and_serve_metadata(aws: Callable[[str], Any],
     assert key.stat().st_mode & 0o777 == 0o600
     assert json.loads(key.read_text())["instanceID"] == mi_id
 
-    host.start("docker_daemon")
+    docker = host.start("docker_daemon")
     ssm = host.start("ssm_agent")
-    host.start("ecs_agent")
+    ecs = host.start("ecs_agent")
     wait_for(lambda: ping_status(aws, mi_id) == "Online", "SSM Online")
     ci = wait_for(lambda: container_instance(aws, "lab-agents", mi_id), "container instance")
     assert ci["status"] == "ACTIVE" and ci["ec2InstanceId"] == mi_id
@@ -246,6 +246,13 @@ def test_agents_register_heartbeat_and_serve_metadata(aws: Callable[[str], Any],
     creds = host.root / "var/lib/amazon/ssm/credentials"
     assert creds.stat().st_mode & 0o777 == 0o600
     assert code not in host.all_text() and code not in reg.stdout + reg.stderr
+
+    # In production the agent is a container of this Docker: when dockerd dies, so does it
+    # (a failure exit, which ecs.service restarts, unlike a terminal one).
+    docker.kill()
+    assert ecs.wait(timeout=30) == 1
+    agent_log = (host.root / "var/log/ecs/ecs-agent.log").read_text()
+    assert "The Docker daemon went away" in agent_log
 
     aws("ssm").deregister_managed_instance(InstanceId=mi_id)
     log = host.root / "var/log/amazon/ssm/amazon-ssm-agent.log"

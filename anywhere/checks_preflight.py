@@ -20,7 +20,9 @@ IMDS_URL = "http://169.254.169.254/latest/meta-data/"
 #   wget: 0 answered, 8 answered with an HTTP error (IMDSv2 401), 4 network failure.
 #   bash /dev/tcp under timeout: 0 port open, 1 refused/unreachable, 124 timed out.
 #   Everything else is a file test or a read whose failure is "absent" (empty value).
-# Secret-bearing files are tested for existence only; AWS_* variables by name only.
+# Secret-bearing files are tested for existence only (RegistrationKey also with a silent grep:
+# does it name an instance, or is it the placeholder a failed `-register` leaves); AWS_*
+# variables by name only.
 PREFLIGHT_COMMAND = r"""
 yn() { if [ -e "$2" ]; then echo "$1=yes"; else echo "$1=no"; fi; }
 f=/etc/os-release; [ -r "$f" ] || f=/usr/lib/os-release
@@ -50,7 +52,11 @@ echo "aws_env=$(printf '%s\n' "$e" | sort -u | tr '\n' ' ')"
 yn aws_credentials /root/.aws/credentials
 yn aws_config /root/.aws/config
 echo "registration=$(cat /var/lib/amazon/ssm/registration 2>/dev/null | tr -d '\n')"
-yn registration_key /var/lib/amazon/ssm/Vault/Store/RegistrationKey
+k=/var/lib/amazon/ssm/Vault/Store/RegistrationKey
+if [ ! -e "$k" ]; then v=no
+elif grep -Eq '"instanceID"[[:space:]]*:[[:space:]]*"mi-' "$k" 2>/dev/null; then v=yes
+else v=placeholder; fi
+echo "registration_key=$v"
 yn ecs_init /usr/libexec/amazon-ecs-init
 yn agent_db /var/lib/ecs/data/agent.db
 echo "ecs_cluster=$(sed -n 's/^ECS_CLUSTER=//p' /etc/ecs/ecs.config 2>/dev/null | tail -n 1)"
@@ -158,7 +164,8 @@ def _local_state(f: dict[str, str]) -> LocalState:
     return LocalState(
         instance_id=mi if isinstance(mi, str) and mi.startswith("mi-") else None,
         region=region if isinstance(region, str) and region else None,
-        has_registration_key=f.get("registration_key") == "yes",
+        has_registration_key=f.get("registration_key") in ("yes", "placeholder"),
+        registration_key_placeholder=f.get("registration_key") == "placeholder",
         has_ecs_init=f.get("ecs_init") == "yes",
         has_agent_db=f.get("agent_db") == "yes",
         ecs_cluster=f.get("ecs_cluster", "").strip() or None,
@@ -166,8 +173,11 @@ def _local_state(f: dict[str, str]) -> LocalState:
 
 
 def evaluate_preflight(
-    facts: PreflightFacts, controller_time: float, max_skew_s: float, min_free_mb: int
+    facts: PreflightFacts, controller_time: float, max_skew_s: float, min_free_mb: int,
+    agent_credentials: bool = False,
 ) -> tuple[CheckResult, ...]:
+    """The preflight verdicts. `agent_credentials`: the host holds a registration that SSM
+    knows, so the default profile of /root/.aws/credentials is the SSM agent's own."""
     return (
         _os_check(facts),
         _arch_check(facts),
@@ -175,7 +185,7 @@ def evaluate_preflight(
         _clock_check(facts, controller_time, max_skew_s),
         _disk_check(facts, min_free_mb),
         _cgroup_check(facts),
-        _credentials_check(facts),
+        _credentials_check(facts, agent_credentials),
     )
 
 
@@ -255,15 +265,29 @@ def _cgroup_check(facts: PreflightFacts) -> CheckResult:
     )
 
 
-def _credentials_check(facts: PreflightFacts) -> CheckResult:
-    found = [f"AWS env {name}" for name in facts.aws_env] + list(facts.aws_files)
+SHARED_CREDENTIALS = "/root/.aws/credentials"
+
+
+def _credentials_check(facts: PreflightFacts, agent_credentials: bool) -> CheckResult:
+    # The SSM agent shares its role credentials in /root/.aws/credentials once registered, so
+    # that file is judged by registration state: the agent's on a host whose registration SSM
+    # knows, the host's own chain on any other host.
+    mi = facts.local.instance_id
+    shared = agent_credentials and SHARED_CREDENTIALS in facts.aws_files
+    files = [f for f in facts.aws_files if not (shared and f == SHARED_CREDENTIALS)]
+    found = [f"AWS env {name}" for name in facts.aws_env] + files
     if facts.imds_answers:
         found.insert(0, "IMDS answers at 169.254.169.254")
     if not found:
         probe = "not probed (no curl/wget/bash)" if facts.imds_answers is None else "no IMDS"
-        return CheckResult("aws-credentials", True, f"no AWS credential chain ({probe})")
-    return CheckResult(
-        "aws-credentials", False, "; ".join(found),
-        "an existing credential chain breaks external registration ('identity document ... not "
-        "valid'): remove AWS_* variables and /root/.aws, or block IMDS (EC2 is not ECS Anywhere)",
-    )
+        agent = f"; {SHARED_CREDENTIALS} is the SSM agent's, for {mi}" if shared else ""
+        return CheckResult("aws-credentials", True, f"no AWS credential chain ({probe}){agent}")
+    hint = ("an existing credential chain breaks external registration ('identity document ... "
+            "not valid'): remove AWS_* variables and /root/.aws, or block IMDS (EC2 is not ECS "
+            "Anywhere)")
+    if SHARED_CREDENTIALS in files and facts.local.has_leftovers:
+        known = f" as {mi}, which SSM does not know" if mi else ""
+        found[found.index(SHARED_CREDENTIALS)] += f" (on a host with agent state{known})"
+        hint += ("; if the SSM agent of an earlier registration wrote it, `anywhere deregister` "
+                 "the host first: its wipe removes what the agent wrote")
+    return CheckResult("aws-credentials", False, "; ".join(found), hint)

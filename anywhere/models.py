@@ -176,6 +176,8 @@ class LocalState:
     instance_id: str | None = None  # from /var/lib/amazon/ssm/registration
     region: str | None = None
     has_registration_key: bool = False
+    # A RegistrationKey that names no instance: what a failed `-register` leaves behind.
+    registration_key_placeholder: bool = False
     has_ecs_init: bool = False
     has_agent_db: bool = False
     ecs_cluster: str | None = None

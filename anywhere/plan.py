@@ -31,6 +31,14 @@ _STEPS: dict[Decision, tuple[Phase, ...]] = {
 _STEPS[Decision.REREGISTER] = _STEPS[Decision.REGISTER]
 
 
+def agent_owns_shared_credentials(local: LocalState, managed: ManagedInstance | None) -> bool:
+    """Whether /root/.aws/credentials is the SSM agent's: it shares its role credentials there
+    once registered, so on a host whose registration SSM knows the default profile is the
+    agent's; on any other host it is a credential chain of the host's own."""
+    return (local.instance_id is not None and not local.registration_key_placeholder
+            and managed is not None and managed.instance_id == local.instance_id)
+
+
 def decide(
     host: Host,
     local: LocalState,
@@ -69,6 +77,13 @@ def _choose(
 ) -> tuple[Decision, tuple[str, ...]]:
     mi = local.instance_id
     cluster = host.config.cluster
+    if local.registration_key_placeholder:
+        # `-register` writes its key pair before calling SSM: a failed one leaves the vault
+        # without an identity (and any registration file beside it names a dead one).
+        return Decision.REREGISTER, (
+            "stale SSM agent state: a failed registration left a RegistrationKey without an "
+            "instance id",
+        )
     if mi is None:
         if local.has_leftovers:
             return Decision.REREGISTER, ("agent state left on the host without a registration",)

@@ -14,7 +14,7 @@ from anywhere.errors import HostError
 from anywhere.fleet import AwsState, AwsView
 from anywhere.journal import Journal
 from anywhere.models import CheckResult, Host, HostPlan, Phase
-from anywhere.plan import decide
+from anywhere.plan import agent_owns_shared_credentials, decide
 from anywhere.settings import Settings
 
 # --------------------------------------------------------------------------- decide
@@ -37,10 +37,6 @@ def assess(
     """The preflight verdict and the register decision from the preflight command's output;
     the services' state (`read_state`) is read only for a host that has a registration."""
     facts = checks.parse_preflight(preflight_output)
-    preflight = checks.evaluate_preflight(
-        facts, controller_time=now, max_skew_s=settings.max_clock_skew_s,
-        min_free_mb=settings.min_free_disk_mb,
-    )
     local = facts.local
     state = AwsState(None, None)
     host_checks: tuple[CheckResult, ...] = ()
@@ -49,6 +45,12 @@ def assess(
         host_facts = read_state()
         state = remembered(view, host, local.instance_id, state, host_facts)
         host_checks = checks.evaluate_host(host_facts, host.config.cluster)
+    # After AWS's view: whether /root/.aws/credentials is the SSM agent's depends on it.
+    preflight = checks.evaluate_preflight(
+        facts, controller_time=now, max_skew_s=settings.max_clock_skew_s,
+        min_free_mb=settings.min_free_disk_mb,
+        agent_credentials=agent_owns_shared_credentials(local, state.managed),
+    )
     plan = decide(host, local, state.managed, state.container, host_checks, known)
     return Probe(plan=plan, preflight=preflight, host_checks=host_checks, aws=state)
 

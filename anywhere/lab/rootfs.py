@@ -20,11 +20,11 @@ SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = (
     "openssh-server", "sudo", "procps", "iproute2", "python3", "systemd", "systemd-sysv",
-    "dbus", "curl", "ca-certificates",
+    "dbus", "curl", "ca-certificates", "openssl", "jq",
 )
 # Bump when the customisation below changes, so an old cache is rebuilt rather than reused.
 STAMP = ".anywhere-lab-rootfs"
-STAMP_VERSION = "4"
+STAMP_VERSION = "5"
 # The version is part of the cache's name: a rebuilt rootfs never replaces one that running
 # labs still use as their overlays' lower layer.
 DEFAULT_CACHE = Path(f"/var/cache/anywhere-lab/rootfs-{SUITE}-v{STAMP_VERSION}")
@@ -48,6 +48,8 @@ UseDNS no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 """
+
+LAB_SOURCES = "# anywhere lab: no package mirror (hosts have no network beyond the lab)\n"
 
 SUDOERS_DEPLOY = "deploy ALL=(ALL:ALL) NOPASSWD: ALL\n"
 
@@ -145,6 +147,9 @@ def customise(root: Path) -> None:
         leftover.unlink()
     _remove_tree(root / "var/lib/apt/lists")
     (root / "var/lib/apt/lists/partial").mkdir(parents=True)
+    # Lab hosts reach no mirror. Without sources, AWS's `apt update; apt-get install curl jq`
+    # runs offline: it succeeds for what the rootfs carries and fails for anything else.
+    (root / "etc/apt/sources.list").write_text(LAB_SOURCES)
 
 
 def mask_generators(root: Path) -> None:

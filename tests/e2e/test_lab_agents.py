@@ -243,8 +243,9 @@ def test_agents_register_heartbeat_and_serve_metadata(aws: Callable[[str], Any],
     meta = wait_for(host.metadata, "introspection metadata")
     assert meta["ContainerInstanceArn"] == ci["containerInstanceArn"]
     assert meta["Cluster"] == "lab-agents" and "(lab)" in meta["Version"]
-    creds = host.root / "var/lib/amazon/ssm/credentials"
+    creds = host.root / "root/.aws/credentials"
     assert creds.stat().st_mode & 0o777 == 0o600
+    assert creds.read_text().startswith("[default]\naws_access_key_id = ")
     assert code not in host.all_text() and code not in reg.stdout + reg.stderr
 
     # In production the agent is a container of this Docker: when dockerd dies, so does it

@@ -54,6 +54,7 @@ def test_preflight_case(case: Path) -> None:
         controller_time=expected["controller_time"],
         max_skew_s=expected.get("max_skew_s", 300.0),
         min_free_mb=expected.get("min_free_mb", 1024),
+        agent_credentials=expected.get("agent_credentials", False),
     )
     _assert_verdicts(results, expected)
     for name, value in expected.get("facts", {}).items():
@@ -113,10 +114,10 @@ def test_commands_never_print_secret_bearing_files() -> None:
         assert "cat /var/lib/amazon/ssm/Vault" not in command
         assert "cat /root/.aws" not in command
         assert "python" not in command  # hosts may have none
-    # RegistrationKey and /root/.aws are tested for existence only.
-    assert "yn registration_key /var/lib/amazon/ssm/Vault/Store/RegistrationKey" in (
-        checks.PREFLIGHT_COMMAND
-    )
+    # /root/.aws is tested for existence only; RegistrationKey also with a silent grep.
+    assert "yn aws_credentials /root/.aws/credentials" in checks.PREFLIGHT_COMMAND
+    assert "k=/var/lib/amazon/ssm/Vault/Store/RegistrationKey" in checks.PREFLIGHT_COMMAND
+    assert "grep -Eq '\"instanceID\"" in checks.PREFLIGHT_COMMAND
 
 
 @pytest.mark.parametrize("command", ["PREFLIGHT_COMMAND", "HOST_VERIFY_COMMAND"])
@@ -202,3 +203,22 @@ def test_verify_asks_docker_only_while_its_service_is_active(
         assert docker_calls == [] and facts.docker_skipped
         assert not result.ok and f"docker.service is {docker_word}" in result.observed
         assert "systemctl start ecs" in result.hint
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (None, "no"),
+    ('{"instanceID":"mi-0123456789abcdef0","privateKey":"k"}', "yes"),
+    ('{"instanceID": "mi-0123456789abcdef0"}', "yes"),
+    ('{"instanceID":"","region":"","privateKey":"k"}', "placeholder"),
+])
+def test_preflight_tells_a_failed_registrations_key_from_a_real_one(
+        tmp_path: Path, content: str | None, expected: str) -> None:
+    lines = checks.PREFLIGHT_COMMAND.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("k=/var/lib/amazon"))
+    key = tmp_path / "RegistrationKey"
+    if content is not None:
+        key.write_text(content)
+    snippet = "\n".join([f"k={key}", *lines[start + 1:start + 5]])
+    done = subprocess.run(["sh", "-c", snippet], capture_output=True, text=True, check=True)
+    assert done.stdout == f"registration_key={expected}\n"
+    assert "mi-" not in done.stdout + done.stderr

@@ -7,6 +7,8 @@ import ast
 import io
 import json
 import logging
+import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -44,13 +46,21 @@ def fake_tools(tmp: Path, uid: int = 0, arch: str = "x86_64", systemctl_rc: int 
     return bin_dir
 
 
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
 def run(script: Path, tmp: Path, *args: str, uid: int = 0, arch: str = "x86_64",
-        systemd: bool = True, systemctl_rc: int = 1) -> subprocess.CompletedProcess[str]:
+        systemd: bool = True, systemctl_rc: int = 1, certs: bool = True,
+        path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess[str]:
     root = tmp / "root"
     if systemd:
         (root / "run/systemd/system").mkdir(parents=True, exist_ok=True)
     root.mkdir(exist_ok=True)
-    env = {"PATH": f"{fake_tools(tmp, uid, arch, systemctl_rc)}:/usr/bin:/bin",
+    if certs:  # the host's CA bundle, where AWS's script looks first
+        bundle = root / CA_BUNDLE.lstrip("/")
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(CA_BUNDLE, bundle)
+    env = {"PATH": f"{fake_tools(tmp, uid, arch, systemctl_rc)}:{path}",
            "LAB_ROOT": str(root)}
     return subprocess.run(["bash", str(script), *args], env=env, capture_output=True, text=True,
                           timeout=60, check=False)
@@ -60,7 +70,7 @@ def created(tmp: Path) -> list[str]:
     """Files the script left under its root, other than the probe log and what tests made."""
     root = tmp / "root"
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() and p.name != ".calls")
+                  if p.is_file() and p.name != ".calls" and p != root / CA_BUNDLE.lstrip("/"))
 
 
 def test_help_lists_every_public_flag_and_exits_zero(script: Path, tmp_path: Path) -> None:
@@ -326,3 +336,112 @@ def test_metadata_arn_prints_what_jq_would(script: Path, tmp_path: Path, body: s
     done = subprocess.run(["bash", "-c", program], env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
                           capture_output=True, text=True, check=True)
     assert done.stdout == expected + "\n"
+
+
+NO_START = ("--region", "us-east-1", "--skip-registration", "--no-start")
+
+
+def test_docker_source_none_carries_on_without_docker(script: Path, tmp_path: Path) -> None:
+    done = run(script, tmp_path, *NO_START, "--docker-install-source", "none", systemctl_rc=0)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Docker install source is none, not installing docker" in done.stdout
+    # The ecs-init package brings Docker in as its dependency.
+    assert "depends on docker" in done.stdout
+    assert (tmp_path / "root/usr/libexec/amazon-ecs-init").is_file()
+
+
+def test_missing_ca_certificates_fail_the_install(script: Path, tmp_path: Path) -> None:
+    done = run(script, tmp_path, *NO_START, systemctl_rc=0, certs=False)
+    assert done.returncode == 1
+    assert ("Could not find certificates. Please rerun with --certs-file and provide a valid path"
+            in done.stdout) and "Installation Failed" in done.stdout
+    assert not (tmp_path / "root/usr/libexec/amazon-ecs-init").exists()
+
+
+def test_missing_openssl_fails_the_install(script: Path, tmp_path: Path) -> None:
+    tools = tmp_path / "no-openssl"
+    tools.mkdir()
+    for directory in ("/usr/bin", "/bin"):
+        for name in os.listdir(directory):
+            if name != "openssl" and not (tools / name).exists():
+                (tools / name).symlink_to(Path(directory) / name)
+    done = run(script, tmp_path, *NO_START, systemctl_rc=0, path=str(tools))
+    assert done.returncode == 127, done.stdout + done.stderr
+    assert "openssl: command not found" in done.stderr
+    assert not (tmp_path / "root/usr/libexec/amazon-ecs-init").exists()
+
+
+def test_certificates_are_verified_and_copied(script: Path, tmp_path: Path) -> None:
+    done = run(script, tmp_path, *NO_START, systemctl_rc=0)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Using {tmp_path / 'root'}{CA_BUNDLE}" in done.stdout and ": OK" in done.stdout
+    copied = tmp_path / "root/var/lib/ecs/deps/execute-command/certs/tls-ca-bundle.pem"
+    assert copied.read_bytes() == Path(CA_BUNDLE).read_bytes()
+
+
+def test_failed_registration_leaves_the_placeholder_key(tmp_path: Path) -> None:
+    # Nothing listens on port 9: SSM cannot be reached, as with a bad network or activation.
+    client = common.Client("http://127.0.0.1:9", timeout_s=1.0)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    out = io.StringIO()
+    rc = ssm_agent.register(tmp_path, client, "c0de", activation_id="act-1", region="us-east-1",
+                            out=out)
+    assert rc == 1 and "Registration failed" in out.getvalue()
+    key = tmp_path / ssm_agent.REGISTRATION_KEY.lstrip("/")
+    stored = json.loads(key.read_text())
+    assert stored["instanceID"] == "" and stored["privateKey"]
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert ssm_agent.load_registration(tmp_path) is None
+    assert not (tmp_path / ssm_agent.REGISTRATION_FILE.lstrip("/")).exists()
+    assert "c0de" not in key.read_text()
+
+
+def test_shared_credentials_set_the_default_profile_and_keep_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "root/.aws/credentials"
+    path.parent.mkdir(parents=True)
+    path.write_text("[ops]\naws_access_key_id = AKIAOPS\n\n[default]\nregion = eu-west-1\n"
+                    "aws_access_key_id = OLD\n")
+    common.store_shared_credentials(tmp_path, "ASIA1", "s1", "t1")
+    common.store_shared_credentials(tmp_path, "ASIA2", "s2", "t2")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert common.read_shared_credentials(tmp_path) == {
+        "region": "eu-west-1", "aws_access_key_id": "ASIA2", "aws_secret_access_key": "s2",
+        "aws_session_token": "t2"}
+    assert common.read_shared_credentials(tmp_path, "ops") == {"aws_access_key_id": "AKIAOPS"}
+    assert path.read_text().count("aws_access_key_id") == 2
+
+
+def test_fresh_shared_credentials_file(tmp_path: Path) -> None:
+    assert common.read_shared_credentials(tmp_path) is None
+    common.store_shared_credentials(tmp_path, "ASIA1", "s1", "t1")
+    assert (tmp_path / "root/.aws/credentials").read_text() == (
+        "[default]\naws_access_key_id = ASIA1\naws_secret_access_key = s1\n"
+        "aws_session_token = t1\n")
+
+
+def test_only_ecs_external_with_a_region_makes_an_external_agent() -> None:
+    closed = "http://127.0.0.1:9/latest/dynamic/instance-identity/document"
+    external = ecs_agent.config_from_values({"ECS_EXTERNAL": "true",
+                                             "AWS_DEFAULT_REGION": "us-east-1"})
+    ecs_agent.require_external(external, closed)
+    body = ecs_agent.registration_body(external, "24.0.9", None)
+    assert {"name": ecs_agent.EXTERNAL_CAPABILITY} in body["attributes"]
+    with pytest.raises(ecs_agent.ConfigError, match="needs a region"):
+        ecs_agent.require_external(ecs_agent.config_from_values({"ECS_EXTERNAL": "true"}), closed)
+    for values in ({}, {"AWS_DEFAULT_REGION": "us-east-1"}, {"ECS_EXTERNAL": "false"}):
+        config = ecs_agent.config_from_values(values)
+        with pytest.raises(ecs_agent.ConfigError, match="instance identity document"):
+            ecs_agent.require_external(config, closed)
+        names = {a["name"] for a in ecs_agent.registration_body(config, "24.0.9", None)
+                 ["attributes"]}
+        assert ecs_agent.EXTERNAL_CAPABILITY not in names
+
+
+def test_agent_without_ecs_external_exits_terminally(tmp_path: Path) -> None:
+    (tmp_path / "etc/ecs").mkdir(parents=True)
+    (tmp_path / "etc/ecs/ecs.config").write_text("ECS_CLUSTER=lab\nAWS_DEFAULT_REGION=us-east-1\n")
+    log = logging.getLogger("test-ecs-not-external")
+    agent = ecs_agent.Agent(tmp_path, common.AgentSettings("http://127.0.0.1:9"), log)
+    assert agent.run(threading.Event()) == ecs_agent.EXIT_TERMINAL
+    assert not (tmp_path / ecs_agent.CHECKPOINT.lstrip("/")).exists()

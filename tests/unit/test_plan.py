@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from anywhere.models import (
@@ -15,7 +17,7 @@ from anywhere.models import (
     Phase,
     SshTarget,
 )
-from anywhere.plan import decide
+from anywhere.plan import agent_owns_shared_credentials, decide
 
 HOST = Host(name="h1", ssh=SshTarget(address="10.0.0.1"), config=HostConfig(cluster="edge"))
 MI = "mi-0123456789abcdef0"
@@ -45,6 +47,11 @@ CASES = {
         REGISTERED, ManagedInstance(instance_id=MI, ping_status="ConnectionLost"), ACTIVE, OK,
         Decision.REPAIR),
     "no container instance yet": (REGISTERED, ONLINE, None, OK, Decision.REPAIR),
+    # A later failed `-register` left its placeholder key beside the old registration file:
+    # restarting agents cannot help, the vault has no identity.
+    "placeholder key beside a known registration": (
+        replace(REGISTERED, registration_key_placeholder=True), ONLINE, ACTIVE, OK,
+        Decision.REREGISTER),
 }
 
 
@@ -66,3 +73,24 @@ def test_stale_remote_instances_are_cleaned_after() -> None:
     assert plan.stale_instance_ids == ("mi-old",)
     kept = decide(HOST, REGISTERED, ONLINE, ACTIVE, OK, remote_instance_ids=(MI, "mi-old"))
     assert kept.stale_instance_ids == ("mi-old",)
+
+
+def test_failed_registration_is_stale_state_to_clean() -> None:
+    local = LocalState(has_registration_key=True, registration_key_placeholder=True)
+    plan = decide(HOST, local, None, None, ())
+    assert plan.decision is Decision.REREGISTER
+    assert "stale" in plan.reasons[0] and "failed registration" in plan.reasons[0]
+
+
+@pytest.mark.parametrize(("local", "managed", "owned"), [
+    (REGISTERED, ONLINE, True),
+    (REGISTERED, ManagedInstance(instance_id=MI, ping_status="ConnectionLost"), True),
+    (REGISTERED, None, False),  # SSM does not know it: the file cannot be told apart
+    (REGISTERED, ManagedInstance(instance_id="mi-00000000000000001", ping_status="Online"),
+     False),
+    (replace(REGISTERED, registration_key_placeholder=True), ONLINE, False),
+    (LocalState(), None, False),
+])
+def test_shared_credentials_belong_to_the_agent_only_on_a_known_registration(
+        local: LocalState, managed: ManagedInstance | None, owned: bool) -> None:
+    assert agent_owns_shared_credentials(local, managed) is owned

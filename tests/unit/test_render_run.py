@@ -271,3 +271,43 @@ def test_full_cleanup_is_idempotent(box: Box) -> None:
         result = run_cleanup(box, remove_config=True, remove_logs=True, remove_packages=True)
         assert result.returncode == 0, result.stderr
         assert files_under(box.root) == []
+
+
+AGENT_PROFILE = ("[default]\naws_access_key_id = ASIAAGENT\naws_secret_access_key = s3cret\n"
+                 "aws_session_token = t0ken\n")
+NAMED_KEY = '{"instanceID":"mi-0123456789abcdef0","privateKey":"k"}'
+
+
+def seed_credentials(root: Path, text: str, key: str) -> Path:
+    seed_registration(root)
+    (root / "var/lib/amazon/ssm/Vault/Store/RegistrationKey").write_text(key)
+    creds = root / "root/.aws/credentials"
+    creds.parent.mkdir(parents=True)
+    creds.write_text(text)
+    creds.chmod(0o600)
+    return creds
+
+
+@pytest.mark.parametrize("wipe", [False, True])
+def test_cleanup_removes_the_ssm_agents_shared_credentials(box: Box, wipe: bool) -> None:
+    creds = seed_credentials(box.root, AGENT_PROFILE, NAMED_KEY)
+    done = run_cleanup(box, remove_config=wipe, remove_logs=wipe)
+    assert done.returncode == 0, done.stderr
+    assert not creds.exists() and not creds.parent.exists()
+
+
+def test_cleanup_keeps_what_the_agent_did_not_write(box: Box) -> None:
+    own = "# mine\n[ops]\naws_access_key_id = AKIAOPS\n\n"
+    creds = seed_credentials(box.root, own + AGENT_PROFILE + "region = eu-west-1\n"
+                             "[profile x]\nrole_arn = arn:aws:iam::1:role/x\n", NAMED_KEY)
+    assert run_cleanup(box, remove_config=True).returncode == 0
+    assert creds.read_text() == (own + "[default]\nregion = eu-west-1\n"
+                                 "[profile x]\nrole_arn = arn:aws:iam::1:role/x\n")
+    assert creds.stat().st_mode & 0o777 == 0o600
+
+
+def test_cleanup_leaves_credentials_alone_when_no_instance_was_registered(box: Box) -> None:
+    # A placeholder key (failed registration): the agent never had credentials to share.
+    creds = seed_credentials(box.root, AGENT_PROFILE, '{"instanceID":"","privateKey":"k"}')
+    assert run_cleanup(box, remove_config=True).returncode == 0
+    assert creds.read_text() == AGENT_PROFILE

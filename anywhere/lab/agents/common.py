@@ -25,7 +25,11 @@ from typing import Any
 from anywhere.lab.agents import docker_api
 
 SETTINGS_FILE = "/etc/anywhere-lab/agents.json"
-SSM_CREDENTIALS_FILE = "/var/lib/amazon/ssm/credentials"
+# Where the SSM agent shares its role credentials (its user's default shared-credentials file,
+# profile `default`) and where ecs-init's mount of /root/.aws lets the ECS agent read them.
+SHARED_CREDENTIALS_FILE = "/root/.aws/credentials"
+SHARED_PROFILE = "default"
+CREDENTIAL_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
 DEFAULT_HEARTBEAT_S = 10.0
 # Short enough that SIGTERM or a dead endpoint never stalls an agent for long.
 HTTP_TIMEOUT_S = 10.0
@@ -99,6 +103,60 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _ini_sections(text: str) -> list[tuple[str, list[str]]]:
+    """`[name]` sections with their raw lines, in order; lines before any header under ''."""
+    sections: list[tuple[str, list[str]]] = [("", [])]
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            sections.append((stripped[1:-1].strip(), []))
+        else:
+            sections[-1][1].append(line)
+    return sections
+
+
+def _ini_key(line: str) -> str:
+    key, sep, _ = line.partition("=")
+    return key.strip().lower() if sep and not line.lstrip().startswith(("#", ";")) else ""
+
+
+def read_shared_credentials(base: Path, profile: str = SHARED_PROFILE) -> dict[str, str] | None:
+    """The profile's keys (lower-case names) from the shared-credentials file, or None."""
+    try:
+        text = under(base, SHARED_CREDENTIALS_FILE).read_text()
+    except OSError:
+        return None
+    for name, lines in _ini_sections(text):
+        if name == profile:
+            return {_ini_key(ln): ln.partition("=")[2].strip() for ln in lines if _ini_key(ln)}
+    return None
+
+
+def store_shared_credentials(base: Path, key: str, secret: str, token: str,
+                             profile: str = SHARED_PROFILE) -> None:
+    """Set the three credential keys of `profile`, keeping every other section and key, as the
+    SSM agent's shared-credentials store does; the file is written 0600."""
+    path = under(base, SHARED_CREDENTIALS_FILE)
+    try:
+        sections = _ini_sections(path.read_text())
+    except OSError:
+        sections = [("", [])]
+    values = dict(zip(CREDENTIAL_KEYS, (key, secret, token), strict=True))
+    if not any(name == profile for name, _ in sections):
+        sections.append((profile, []))
+    out: list[str] = []
+    for name, lines in sections:
+        if name:
+            out.append(f"[{name}]")
+        kept = [ln for ln in lines if name != profile or _ini_key(ln) not in values]
+        if name == profile:
+            while kept and not kept[-1].strip():
+                kept.pop()
+            kept += [f"{k} = {v}" for k, v in values.items()] + [""]
+        out += kept
+    write_private(path, "\n".join(out).strip("\n") + "\n")
 
 
 class ApiError(Exception):

@@ -1,9 +1,11 @@
 """Lab ECS agent: registers the host as an external container instance and keeps it connected.
 
 Reads `/etc/ecs/ecs.config` then `/var/lib/ecs/ecs.config` (the first file wins on a duplicate
-key), waits for Docker and for the SSM agent's role credentials, registers (custom attributes and
-tags only on the first registration), checkpoints to `/var/lib/ecs/data/agent.db`, serves the
-introspection API on `127.0.0.1:51678` and heartbeats with `DiscoverPollEndpoint`.
+key); only `ECS_EXTERNAL=true` with a region makes it an external instance (anything else exits
+terminally, as the real agent cannot get an EC2 identity there). Waits for Docker and for the
+SSM agent's role credentials (default profile of /root/.aws/credentials), registers (custom
+attributes and tags only on the first registration), checkpoints to `/var/lib/ecs/data/agent.db`,
+serves the introspection API on `127.0.0.1:51678` and heartbeats with `DiscoverPollEndpoint`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,17 @@ CREDENTIAL_CODES = frozenset({"UnrecognizedClientException", "ExpiredTokenExcept
                               "InvalidSignatureException", "AccessDeniedException",
                               "InvalidInstanceId", "MissingAuthenticationTokenException"})
 NO_CREDENTIALS = "NoCredentialProviders"
+EXTERNAL_CAPABILITY = "ecs.capability.external"
+# Capabilities the agent reports about itself at registration.
+CAPABILITIES = (
+    "ecs.capability.execution-role-awslogs", "ecs.capability.container-health-check",
+    "ecs.capability.task-cpu-mem-limit", "com.amazonaws.ecs.capability.logging-driver.json-file",
+    "com.amazonaws.ecs.capability.logging-driver.awslogs",
+    "com.amazonaws.ecs.capability.logging-driver.none",
+    *(f"com.amazonaws.ecs.capability.docker-remote-api.1.{minor}" for minor in range(17, 45)),
+)
+# Without ECS_EXTERNAL the agent takes itself for an EC2 instance and asks IMDS who it is.
+IMDS_IDENTITY = "http://169.254.169.254/latest/dynamic/instance-identity/document"
 
 
 class ConfigError(ValueError):
@@ -114,6 +127,27 @@ def load_config(base: Path) -> EcsConfig:
     return config_from_values(merge_first_wins(*layers))
 
 
+def require_external(config: EcsConfig, imds_url: str = IMDS_IDENTITY) -> None:
+    """ConfigError unless the configuration makes an external instance the agent can run as.
+
+    Without `ECS_EXTERNAL=true` the agent is an EC2 agent: it needs the instance identity
+    document from IMDS, which an on-premises host does not have.
+    """
+    if config.external:
+        if not config.region:
+            raise ConfigError("ECS_EXTERNAL=true needs a region: AWS_DEFAULT_REGION is not set "
+                              "in /etc/ecs/ecs.config or /var/lib/ecs/ecs.config")
+        return
+    try:
+        common.opener(imds_url).open(imds_url, timeout=1.0).close()
+    except OSError as err:
+        raise ConfigError(f"Unable to get the instance identity document from EC2 instance "
+                          f"metadata ({getattr(err, 'reason', err)}); not an EC2 instance and "
+                          f"ECS_EXTERNAL is not true") from None
+    raise ConfigError("[lab] EC2 container instances are not part of the lab: set "
+                      "ECS_EXTERNAL=true")
+
+
 def _memory_mb() -> int:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -130,9 +164,13 @@ def registration_body(config: EcsConfig, docker_version: str, arn: str | None) -
     Custom attributes and tags go only with a first registration (`arn` None), as the real agent
     sends them; built-in attributes go every time.
     """
-    attributes = [{"name": "ecs.os-type", "value": "linux"},
-                  {"name": "ecs.cpu-architecture", "value": platform.machine()},
-                  {"name": "com.amazonaws.ecs.capability.docker-remote-api.1.43"}]
+    attributes: list[dict[str, str]] = [
+        {"name": "ecs.os-type", "value": "linux"}, {"name": "ecs.os-family", "value": "LINUX"},
+        {"name": "ecs.cpu-architecture", "value": platform.machine()},
+        *({"name": name} for name in CAPABILITIES)]
+    if config.external:
+        # The agent announces external mode itself; ECS only stores what it is sent.
+        attributes.append({"name": EXTERNAL_CAPABILITY})
     body: dict[str, Any] = {
         "cluster": config.cluster, "instanceIdentityDocument": "",
         "instanceIdentityDocumentSignature": "",
@@ -202,6 +240,7 @@ class Agent:
         checkpoint_path = common.under(self.base, CHECKPOINT)
         try:
             config = load_config(self.base)
+            require_external(config)
             saved_arn = check_checkpoint(common.read_json(checkpoint_path), config)
         except ConfigError as err:
             self.log.critical("%s", err)
@@ -259,13 +298,13 @@ class Agent:
         return gone
 
     def _auth(self, config: EcsConfig) -> Any:
-        creds = common.read_json(common.under(self.base, common.SSM_CREDENTIALS_FILE))
-        if not creds or not creds.get("AccessKeyId"):
-            raise ApiError(NO_CREDENTIALS, "[lab] no role credentials from the SSM "
-                           "agent yet", 0)
-        key, secret = str(creds["AccessKeyId"]), str(creds.get("SecretAccessKey", ""))
-        region = config.region or str(creds.get("Region", ""))
-        return lambda data: common.authorization(key, region, "ecs", secret, data)
+        # ecs-init mounts /root/.aws into the agent's container: the SSM agent's shared profile.
+        creds = common.read_shared_credentials(self.base) or {}
+        key, secret = creds.get("aws_access_key_id", ""), creds.get("aws_secret_access_key", "")
+        if not key or not secret:
+            raise ApiError(NO_CREDENTIALS, "NoCredentialProviders: no valid providers in chain",
+                           0)
+        return lambda data: common.authorization(key, config.region, "ecs", secret, data)
 
     def _register(self, stop: threading.Event, client: Client, config: EcsConfig,
                   docker_version: str, saved_arn: str | None) -> str | None:

@@ -84,11 +84,23 @@ def load_registration(base: Path) -> Registration | None:
                         private_key=str(data.get("privateKey", "")))
 
 
+def _store_key(base: Path, instance_id: str, region: str, private_key: str) -> None:
+    key = {"instanceID": instance_id, "region": region, "availabilityZone": "",
+           "privateKey": private_key, "privateKeyType": "Rsa",
+           "privateKeyCreatedDate": common.utc_now()}
+    # Compact, as Go's encoding/json writes it.
+    common.write_private(common.under(base, REGISTRATION_KEY),
+                         json.dumps(key, separators=(",", ":")))
+
+
 def register(base: Path, client: Client, code: str, *, activation_id: str, region: str,
              out: TextIO) -> int:
     """Register with the activation; prints like the real agent and returns its exit code."""
     private_key = base64.b64encode(secrets.token_bytes(32)).decode()
     public_key = base64.b64encode(hashlib.sha256(private_key.encode()).digest()).decode()
+    # As the real agent: the key pair goes into the vault with an empty instance id before SSM
+    # is called (it proves the vault is writable), so a failed registration leaves it behind.
+    _store_key(base, "", "", private_key)
     body = {"ActivationId": activation_id, "ActivationCode": code, "PublicKey": public_key,
             "PublicKeyType": "Rsa", "Fingerprint": fingerprint(base)}
     try:
@@ -104,14 +116,10 @@ def register(base: Path, client: Client, code: str, *, activation_id: str, regio
     if not instance_id.startswith("mi-"):
         print(f"Registration failed: [lab] unexpected answer {sorted(answer)}", file=out)
         return 1
-    key = {"instanceID": instance_id, "privateKey": private_key, "privateKeyType": "Rsa",
-           "privateKeyCreatedDate": common.utc_now(), "region": region, "availabilityZone": ""}
-    common.write_private(common.under(base, REGISTRATION_KEY), json.dumps(key))
+    _store_key(base, instance_id, region, private_key)
     common.write_private(common.under(base, REGISTRATION_FILE),
                          json.dumps({"ManagedInstanceID": instance_id, "Region": region}),
                          mode=0o644)
-    # Credentials of a previous identity must not outlive it.
-    common.under(base, common.SSM_CREDENTIALS_FILE).unlink(missing_ok=True)
     print("Successfully registered the instance with AWS SSM using Managed instance-id: "
           f"{instance_id}", file=out)
     return 0
@@ -128,7 +136,8 @@ def _expiry(value: Any) -> float:
 
 
 def fetch_credentials(base: Path, client: Client, reg: Registration) -> dict[str, Any]:
-    """`RequestManagedInstanceRoleToken`, signed as the instance; saved 0600 for the ECS agent."""
+    """`RequestManagedInstanceRoleToken`, signed as the instance; shared with the ECS agent in
+    the default profile of /root/.aws/credentials (0600), as the real agent's ShareCreds does."""
     body = {"Fingerprint": fingerprint(base)}
     answer = client.call(
         "AmazonSSM.RequestManagedInstanceRoleToken", body,
@@ -137,7 +146,8 @@ def fetch_credentials(base: Path, client: Client, reg: Registration) -> dict[str
     creds = {"AccessKeyId": answer["AccessKeyId"], "SecretAccessKey": answer["SecretAccessKey"],
              "SessionToken": answer.get("SessionToken", ""), "InstanceId": reg.instance_id,
              "Region": reg.region, "Expiration": _expiry(answer.get("TokenExpirationDate"))}
-    common.write_private(common.under(base, common.SSM_CREDENTIALS_FILE), json.dumps(creds))
+    common.store_shared_credentials(base, str(creds["AccessKeyId"]),
+                                    str(creds["SecretAccessKey"]), str(creds["SessionToken"]))
     return creds
 
 

@@ -40,7 +40,6 @@ from anywhere.lab.endpoint.ecs_model import (
 )
 
 ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_.\-/@:]{1,128}$")
-DOCKER_API_VERSIONS = range(17, 45)
 TARGET_TYPE = "container-instance"
 
 
@@ -48,25 +47,6 @@ class ManagedInstances(Protocol):
     """The SSM side of the endpoint, as far as ECS needs it."""
 
     def is_registered(self, account: str, region: str, instance_id: str) -> bool: ...
-
-
-def builtin_attributes(given: dict[str, str | None]) -> dict[str, str | None]:
-    """The attributes a Linux ECS agent in external mode reports about itself."""
-    attrs: dict[str, str | None] = {
-        "ecs.capability.external": None,
-        "ecs.os-type": "linux",
-        "ecs.os-family": "LINUX",
-        "ecs.cpu-architecture": given.get("ecs.cpu-architecture") or "x86_64",
-        "ecs.capability.execution-role-awslogs": None,
-        "ecs.capability.container-health-check": None,
-        "ecs.capability.task-cpu-mem-limit": None,
-        "com.amazonaws.ecs.capability.logging-driver.json-file": None,
-        "com.amazonaws.ecs.capability.logging-driver.awslogs": None,
-        "com.amazonaws.ecs.capability.logging-driver.none": None,
-    }
-    for minor in DOCKER_API_VERSIONS:
-        attrs[f"com.amazonaws.ecs.capability.docker-remote-api.1.{minor}"] = None
-    return attrs
 
 
 def _attributes_from(items: list[Json]) -> dict[str, str | None]:
@@ -175,7 +155,9 @@ class EcsExternal:
             instance = ContainerInstance(
                 arn=req.arn("container-instance", f"{name}/{new_id()}"), cluster=name,
                 ec2_instance_id=mi, registered_at=req.now, last_heartbeat=req.now,
-                attributes=builtin_attributes(given), tags=[], version_info={},
+                # Only what the agent sends: it reports its own capabilities (among them
+                # ecs.capability.external, sent only in external mode).
+                attributes={}, tags=[], version_info={},
                 registered_resources=default_resources(),
             )
             state.instances[instance.id] = instance

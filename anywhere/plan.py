@@ -33,10 +33,11 @@ _STEPS[Decision.REREGISTER] = _STEPS[Decision.REGISTER]
 
 def agent_owns_shared_credentials(local: LocalState, managed: ManagedInstance | None) -> bool:
     """Whether /root/.aws/credentials is the SSM agent's: it shares its role credentials there
-    once registered, so on a host whose registration SSM knows the default profile is the
-    agent's; on any other host it is a credential chain of the host's own."""
-    return (local.instance_id is not None and not local.registration_key_placeholder
-            and managed is not None and managed.instance_id == local.instance_id)
+    once registered, so on a host whose registration (the file `-register` writes on success)
+    SSM knows, the default profile is the agent's; on any other host it is a credential chain
+    of the host's own."""
+    return (local.instance_id is not None and managed is not None
+            and managed.instance_id == local.instance_id)
 
 
 def decide(

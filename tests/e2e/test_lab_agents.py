@@ -298,6 +298,9 @@ def installer_env(host: Host, tmp: Path) -> dict[str, str]:
     (bin_dir / "systemctl").write_text(SYSTEMCTL_DOUBLE)
     (bin_dir / "systemctl").chmod(0o755)
     (host.root / "run/systemd/system").mkdir(parents=True)
+    # AWS's installer needs a CA bundle (it verifies and copies it for ECS Exec).
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    host.write(bundle, Path(bundle).read_text())
     env = dict(host.env)
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
     # The installer's wrappers set PYTHONPATH themselves; nothing is unpacked beforehand.

@@ -40,6 +40,31 @@ def registered(lifelab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Lab:
     return lifelab
 
 
+def _shared_credentials(lab: Lab, host: str) -> str:
+    done = lab.exec(host, ["sh", "-c", "cat /root/.aws/credentials 2>/dev/null; true"])
+    return done.stdout
+
+
+def test_rerun_on_hosts_with_the_agents_credentials_changes_nothing(
+        registered: Lab, tmp_path: Path) -> None:
+    lab = registered
+    for host in lab.hosts:  # the SSM agent shares its role credentials as the real one does
+        assert _shared_credentials(lab, host).startswith("[default]\naws_access_key_id = ")
+    control = LabControl(lab.endpoint_url)
+    control.reset_audit()
+    report = tmp_path / "again.json"
+    done = anywhere(lab, "register", str(lab.inventory_path), "--yes",
+                    "--report-json", str(report), run_dir=tmp_path / "runs")
+    assert done.returncode == 0, done.stdout[-3000:]
+    hosts = json.loads(report.read_text())["hosts"]
+    assert {h["status"] for h in hosts} == {"unchanged"} and len(hosts) == HOSTS
+    assert control.audit()["requests"].get("CreateActivation", 0) == 0
+    planned = anywhere(lab, "plan", str(lab.inventory_path), run_dir=tmp_path / "runs")
+    assert planned.returncode == 0 and "would fail preflight" not in planned.stdout
+    rc, _ = _check(lab, tmp_path)
+    assert rc == 0
+
+
 def _client(lab: Lab, service: Literal["ecs", "ssm"]) -> Any:
     return boto3.client(
         service, endpoint_url=lab.endpoint_url, region_name="us-east-1",
@@ -323,6 +348,7 @@ def test_deregister_removes_one_host(registered: Lab, tmp_path: Path) -> None:
     assert containers.get(old["h3"], {"status": "INACTIVE"})["status"] == "INACTIVE"
     left = lab.exec("h3", ["sh", "-c", f"ls -d {' '.join(AGENT_STATE)} 2>/dev/null; true"])
     assert left.stdout.strip() == ""
+    assert _shared_credentials(lab, "h3") == ""  # the wipe took what the agent wrote
     for other in ("h1", "h2", "h4"):
         assert managed.get(old[other]) == other
         assert containers[old[other]]["status"] == "ACTIVE"
@@ -333,6 +359,10 @@ def test_deregister_removes_one_host(registered: Lab, tmp_path: Path) -> None:
 def test_register_brings_deregistered_host_back(registered: Lab, tmp_path: Path) -> None:
     lab = registered
     gone = {mi for mi, name in _managed(lab).items() if name == "h3"}
+    # The wipe keeps the packages: ecs-init is installed, so AWS's installer returns early and
+    # writes no agent config; the install script must write ECS_EXTERNAL and the region itself.
+    assert lab.exec("h3", ["test", "-x", "/usr/libexec/amazon-ecs-init"]).returncode == 0
+    assert lab.exec("h3", ["test", "-e", "/var/lib/ecs/ecs.config"]).returncode == 1
     done = anywhere(lab, "register", str(lab.inventory_path), "--yes", "--limit", "h3",
                     run_dir=tmp_path / "runs")
     assert done.returncode == 0, done.stdout[-2000:]
@@ -340,11 +370,16 @@ def test_register_brings_deregistered_host_back(registered: Lab, tmp_path: Path)
     assert rc == 0
     assert hosts["h3"]["instance_id"].startswith("mi-")
     assert hosts["h3"]["instance_id"] not in gone
+    config = lab.exec("h3", ["cat", "/var/lib/ecs/ecs.config"]).stdout.splitlines()
+    assert "ECS_EXTERNAL=true" in config and "AWS_DEFAULT_REGION=us-east-1" in config
+    external = _containers(lab)[hosts["h3"]["instance_id"]]["attributes"]
+    assert "ecs.capability.external" in {a["name"] for a in external}
 
 
 def _reimage(lab: Lab, host: str) -> None:
     lab.exec(host, ["systemctl", "stop", "ecs", "amazon-ssm-agent"])
-    lab.exec(host, ["rm", "-rf", *AGENT_STATE])
+    # A fresh disk: no agent state, and none of the credentials the old agent shared.
+    lab.exec(host, ["rm", "-rf", *AGENT_STATE, "/root/.aws"])
 
 
 def test_check_detects_reimaged_host(registered: Lab, tmp_path: Path) -> None:

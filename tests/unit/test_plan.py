@@ -88,7 +88,8 @@ def test_failed_registration_is_stale_state_to_clean() -> None:
     (REGISTERED, None, False),  # SSM does not know it: the file cannot be told apart
     (REGISTERED, ManagedInstance(instance_id="mi-00000000000000001", ping_status="Online"),
      False),
-    (replace(REGISTERED, registration_key_placeholder=True), ONLINE, False),
+    # A later failed `-register` does not make the earlier registration's file anyone else's.
+    (replace(REGISTERED, registration_key_placeholder=True), ONLINE, True),
     (LocalState(), None, False),
 ])
 def test_shared_credentials_belong_to_the_agent_only_on_a_known_registration(

@@ -306,8 +306,20 @@ def test_cleanup_keeps_what_the_agent_did_not_write(box: Box) -> None:
     assert creds.stat().st_mode & 0o777 == 0o600
 
 
+PLACEHOLDER_KEY = '{"instanceID":"","privateKey":"k"}'
+
+
 def test_cleanup_leaves_credentials_alone_when_no_instance_was_registered(box: Box) -> None:
-    # A placeholder key (failed registration): the agent never had credentials to share.
-    creds = seed_credentials(box.root, AGENT_PROFILE, '{"instanceID":"","privateKey":"k"}')
+    # A failed first registration: the agent never had credentials to share.
+    creds = seed_credentials(box.root, AGENT_PROFILE, PLACEHOLDER_KEY)
+    (box.root / "var/lib/amazon/ssm/registration").unlink()
     assert run_cleanup(box, remove_config=True).returncode == 0
     assert creds.read_text() == AGENT_PROFILE
+
+
+def test_cleanup_removes_credentials_of_a_registration_a_later_attempt_broke(box: Box) -> None:
+    # A failed `-register -y` left its placeholder key; the registration file names the
+    # instance whose agent shared the credentials.
+    creds = seed_credentials(box.root, AGENT_PROFILE, PLACEHOLDER_KEY)
+    assert run_cleanup(box).returncode == 0
+    assert not creds.exists()

@@ -306,6 +306,8 @@ class Agent:
         ci = self.post("AmazonEC2ContainerServiceV20141113.RegisterContainerInstance", {
             "cluster": cluster, "instanceIdentityDocument": "",
             "instanceIdentityDocumentSignature": "",
+            # An agent in external mode announces it (ECS_EXTERNAL=true).
+            "attributes": [{"name": "ecs.capability.external"}],
             "versionInfo": {"agentVersion": "1.82.0"}}, "ecs")
         arn: str = ci["containerInstance"]["containerInstanceArn"]
         return arn

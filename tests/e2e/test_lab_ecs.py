@@ -120,7 +120,9 @@ class FakeAgent:
                 {"name": "PORTS", "type": "STRINGSET", "stringSetValue": ["22"]}],
             "versionInfo": {"agentVersion": "1.82.0", "agentHash": "lab",
                             "dockerVersion": "DockerVersion: 25.0.0"},
-            "attributes": [{"name": k, "value": v} for k, v in attributes.items()],
+            # An agent in external mode announces it itself (ECS_EXTERNAL=true).
+            "attributes": [{"name": "ecs.capability.external"},
+                           *({"name": k, "value": v} for k, v in attributes.items())],
             "tags": [{"key": "host", "value": self.instance_id}]})
         assert status == 200, out
         arn: str = out["containerInstance"]["containerInstanceArn"]

@@ -45,6 +45,40 @@ fi
 # The ECS checkpoint (agent.db): while it exists the agent reuses the old container
 # instance and cluster.
 rm -rf -- "$ROOT/var/lib/ecs/data"
+# The role credentials the SSM agent shared into root's default profile (it does so once
+# registered: the vault or the registration file names an instance). Left behind they are an
+# old identity's for the next ECS agent, and a credential chain that makes the next
+# registration refuse the host. Only the three keys the agent writes go, and the [default]
+# header once nothing else is in it: other profiles and settings stay (AWS's deregistration
+# steps leave the file alone, and it may hold a user's own profiles). A file with nothing left
+# is removed, and /root/.aws with it if then empty.
+key="$ROOT/var/lib/amazon/ssm/Vault/Store/RegistrationKey"
+reg="$ROOT/var/lib/amazon/ssm/registration"
+creds="$ROOT/root/.aws/credentials"
+if [ -f "$creds" ] && { grep -Eq '"instanceID"[[:space:]]*:[[:space:]]*"mi-' "$key" ||
+    grep -Eq '"ManagedInstanceID"[[:space:]]*:[[:space:]]*"mi-' "$reg"; } 2>/dev/null; then
+  kept="$(umask 077 && mktemp "$creds.XXXXXX")"
+  awk '
+    function flush() {
+      if (sec != "default" || body ~ /[^[:space:]]/) printf "%s%s", head, body
+      head = ""; body = ""
+    }
+    /^[[:space:]]*\[.*\][[:space:]]*$/ {
+      flush(); head = $0 "\n"; sec = $0; gsub(/[][[:space:]]/, "", sec); next
+    }
+    sec == "default" && /^[[:space:]]*aws_(access_key_id|secret_access_key|session_token)[[:space:]]*=/ { next }
+    { body = body $0 "\n" }
+    END { flush() }
+  ' "$creds" > "$kept"
+  if grep -q '[^[:space:]]' "$kept"; then
+    cat -- "$kept" > "$creds"
+    rm -f -- "$kept"
+  else
+    rm -f -- "$kept" "$creds"
+    rmdir -- "$ROOT/root/.aws" 2>/dev/null || true
+  fi
+  log "SSM agent's shared credentials removed from /root/.aws/credentials"
+fi
 # The SSM registration and Vault (which holds the instance's private key): while they exist
 # the installer skips registration and the agent keeps the old mi- id.
 rm -rf -- "$ROOT/var/lib/amazon/ssm/registration" "$ROOT/var/lib/amazon/ssm/Vault"

@@ -80,7 +80,7 @@ def _choose(
     cluster = host.config.cluster
     if local.registration_key_placeholder:
         # `-register` writes its key pair before calling SSM: a failed one leaves the vault
-        # without an identity (and any registration file beside it names a dead one).
+        # without an identity (a registration file beside it names one the vault no longer holds).
         return Decision.REREGISTER, (
             "stale SSM agent state: a failed registration left a RegistrationKey without an "
             "instance id",

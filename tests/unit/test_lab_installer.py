@@ -14,6 +14,7 @@ import sys
 import tarfile
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -379,15 +380,39 @@ def test_certificates_are_verified_and_copied(script: Path, tmp_path: Path) -> N
     assert copied.read_bytes() == Path(CA_BUNDLE).read_bytes()
 
 
+class _Refuse(BaseHTTPRequestHandler):
+    """SSM refusing the activation, as it does for a wrong, expired or used one."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"__type": "InvalidActivation", "message": "Activation not found"})
+        self.send_response(400)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
 def test_failed_registration_leaves_the_placeholder_key(tmp_path: Path) -> None:
-    # Nothing listens on port 9: SSM cannot be reached, as with a bad network or activation.
-    client = common.Client("http://127.0.0.1:9", timeout_s=1.0)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _register_refused(tmp_path, f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _register_refused(tmp_path: Path, url: str) -> None:
+    client = common.Client(url, timeout_s=5.0)
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
     out = io.StringIO()
     rc = ssm_agent.register(tmp_path, client, "c0de", activation_id="act-1", region="us-east-1",
                             out=out)
-    assert rc == 1 and "Registration failed" in out.getvalue()
+    assert rc == 1 and "InvalidActivation" in out.getvalue()
     key = tmp_path / ssm_agent.REGISTRATION_KEY.lstrip("/")
     stored = json.loads(key.read_text())
     assert stored["instanceID"] == "" and stored["privateKey"]

@@ -8,6 +8,7 @@ ARNs, and nothing here makes one call per host on the hot paths (`managed_instan
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,10 @@ SSM_FILTER_VALUES = 100  # InstanceInformationFilterValueSet: at most 100 values
 ECS_DESCRIBE_BATCH = 100  # DescribeContainerInstances: at most 100 ARNs
 ECS_STATE_BATCH = 10  # UpdateContainerInstancesState: at most 10 instances
 MAX_TTL_MINUTES = 30 * 24 * 60  # CreateActivation: expiry at most 30 days ahead
+# IAM is eventually consistent: SSM may not see a role created seconds ago. Its answer then:
+ROLE_NOT_SEEN = "ValidationException: Nonexistent role or missing ssm service principal"
+ROLE_WAIT_S = 60.0
+ROLE_BACKOFF_S = (0.5, 8.0)  # first wait, longest wait
 ROLE_TRUST = {
     "Version": "2012-10-17",
     "Statement": [
@@ -74,10 +79,12 @@ class Aws:
     """Typed operations over `AwsClients`, returning `models` types."""
 
     def __init__(
-        self, clients: AwsClients, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self, clients: AwsClients, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._c = clients
         self._now = now
+        self._sleep = sleep
         self._api = Caller()
 
     @property
@@ -155,17 +162,31 @@ class Aws:
             )
         expires = self._now() + timedelta(minutes=ttl_minutes)
         all_tags = {**tags, HOST_TAG: host, RUN_TAG: run_id}
-        resp = self._api.call(
+        resp = self._until_role_seen(lambda: self._api.call(
             self._c.ssm, "CreateActivation", ActivationError,
             IamRole=role, RegistrationLimit=1, ExpirationDate=expires,
             DefaultInstanceName=host, Description=f"anywhere run {run_id}: {host}"[:256],
             Tags=[{"Key": k, "Value": v} for k, v in all_tags.items()],
-        )
+        ))
         # Wrap the code before anything else can see it; drop it from the response dict.
         code = Secret(str(resp.pop("ActivationCode", "")))
         if not code.reveal() or "ActivationId" not in resp:
             raise ActivationError("CreateActivation returned no activation id or code")
         return Activation(str(resp["ActivationId"]), code, host, expires)
+
+    def _until_role_seen(self, create: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """`create()`, repeated with backoff for up to ROLE_WAIT_S while SSM does not yet see
+        the role (a role created moments ago, e.g. by anywhere_create_iam_role)."""
+        waited, delay = 0.0, ROLE_BACKOFF_S[0]
+        while True:
+            try:
+                return create()
+            except ActivationError as exc:
+                if ROLE_NOT_SEEN not in exc.reason or waited >= ROLE_WAIT_S:
+                    raise
+            self._sleep(delay)
+            waited += delay
+            delay = min(delay * 2, ROLE_BACKOFF_S[1], max(ROLE_WAIT_S - waited, 0.1))
 
     def delete_activation(self, activation_id: str) -> None:
         """Delete an activation; one that is already gone is fine."""

@@ -254,8 +254,9 @@ def lab_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         from anywhere.lab.endpoint import server
     except ImportError as exc:  # the lab is optional for this module
         pytest.skip(f"lab endpoint not importable: {exc}")
+    # SSM sees a new IAM role only a second after it was made, as AWS does (later still).
     endpoint = server.start(tmp_path_factory.mktemp("lab"), ["127.0.0.1"], free_port(),
-                            heartbeat_timeout_s=300.0)
+                            heartbeat_timeout_s=300.0, iam_delay_s=1.0)
     try:
         yield endpoint.urls[0]
     finally:
@@ -264,7 +265,18 @@ def lab_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def lab_aws(lab_url: str, account: str, aws_env: pytest.MonkeyPatch) -> Aws:
-    return adapter(lab_url, account, aws_env)
+    aws = adapter(lab_url, account, aws_env)
+    for role in ("ecsAnywhereRole", "r"):
+        aws.ensure_role(role, create=True)
+    return aws
+
+
+def test_a_role_created_moments_ago_is_waited_for(lab_aws: Aws) -> None:
+    lab_aws.ensure_role("fresh", create=True)
+    act = lab_aws.create_activation("h1", "fresh", 30, {}, "run-1")
+    assert act.host == "h1"
+    # SSM refused while IAM did not show the role yet; the adapter waited instead of failing.
+    assert lab_aws.calls["ssm.CreateActivation"] >= 2
 
 
 class Agent:
@@ -343,7 +355,12 @@ def test_managed_instances_are_described_in_batches(lab_aws: Aws, lab_url: str) 
     assert sorted(found) == sorted(joined)
     assert {m.ping_status for m in found.values()} == {"Online"}
     assert {m.name for m in found.values()} == {"a1", "a2", "a3"}
-    assert lab_aws.calls["ssm.DescribeInstanceInformation"] == 3  # 120 ids: 50 + 50 + 20
+    # 120 ids in batches of 50; SSM refuses a batch naming an id it does not know, so each
+    # batch is asked again id by id (3 batches + 120 single ids).
+    assert lab_aws.calls["ssm.DescribeInstanceInformation"] == 3 + 120
+    before = lab_aws.calls["ssm.DescribeInstanceInformation"]
+    assert sorted(lab_aws.managed_instances(joined)) == sorted(joined)
+    assert lab_aws.calls["ssm.DescribeInstanceInformation"] == before + 1
     tagged = lab_aws.managed_instances(joined[:1], with_tags=True)
     assert tagged[joined[0]].tags[HOST_TAG] == "a1"
     by_host = lab_aws.managed_instances_by_host(["a1", "a3", "nobody"])

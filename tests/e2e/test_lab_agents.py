@@ -91,7 +91,7 @@ def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> An
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ep = server.start(tmp_path_factory.mktemp("endpoint"), ["127.0.0.1"], free_port(),
-                      heartbeat_timeout_s=5.0)
+                      heartbeat_timeout_s=5.0, iam_delay_s=0.0)
     try:
         yield ep.urls[0]
     finally:
@@ -188,6 +188,10 @@ def host(endpoint: str) -> Iterator[Host]:
 
 def activation(aws: Callable[[str], Any], cluster: str) -> tuple[str, str]:
     aws("ecs").create_cluster(clusterName=cluster)
+    aws("iam").create_role(RoleName="ecsAnywhereRole", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": "ssm.amazonaws.com"},
+            "Action": "sts:AssumeRole"}]}))
     answer = aws("ssm").create_activation(IamRole="ecsAnywhereRole", RegistrationLimit=1,
                                           DefaultInstanceName="h1",
                                           Tags=[{"Key": "team", "Value": "lab"}])

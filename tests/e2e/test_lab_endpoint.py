@@ -35,7 +35,9 @@ def free_port() -> int:
 
 
 def _start(tmp: Path, heartbeat_timeout_s: float) -> Iterator[server.EndpointProcess]:
-    ep = server.start(tmp, ["127.0.0.1"], free_port(), heartbeat_timeout_s=heartbeat_timeout_s)
+    # IAM shows new roles at once here: these tests are about SSM and ECS, not IAM's delay.
+    ep = server.start(tmp, ["127.0.0.1"], free_port(), heartbeat_timeout_s=heartbeat_timeout_s,
+                      iam_delay_s=0.0)
     try:
         yield ep
     finally:
@@ -62,9 +64,19 @@ def account() -> str:
 ClientFactory = Callable[..., Any]
 
 
+# Roles the tests' activations name; CreateActivation refuses a role IAM does not know.
+ROLES = ("r", "ecsAnywhereRole", "otherRole")
+SSM_TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Principal": {"Service": "ssm.amazonaws.com"},
+    "Action": "sts:AssumeRole"}]})
+
+
 @pytest.fixture
 def client(endpoint: server.EndpointProcess, account: str) -> ClientFactory:
-    return client_factory(endpoint.urls[0], account)
+    make = client_factory(endpoint.urls[0], account)
+    for role in ROLES:
+        make("iam").create_role(RoleName=role, AssumeRolePolicyDocument=SSM_TRUST)
+    return make
 
 
 def client_factory(url: str, account: str) -> ClientFactory:
@@ -206,7 +218,9 @@ def test_agent_registration_outcomes(endpoint: server.EndpointProcess,
 
 def test_heartbeats_drive_ping_status(fast_endpoint: server.EndpointProcess,
                                       account: str) -> None:
-    ssm = client_factory(fast_endpoint.urls[0], account)("ssm")
+    make = client_factory(fast_endpoint.urls[0], account)
+    make("iam").create_role(RoleName="r", AssumeRolePolicyDocument=SSM_TRUST)
+    ssm = make("ssm")
     act = ssm.create_activation(IamRole="r", DefaultInstanceName="h1")
     agent = FakeAgent(fast_endpoint.urls[0]).join(act)
 
@@ -354,7 +368,7 @@ def test_faults_fail_exactly_count_calls(endpoint: server.EndpointProcess,
     assert mine == []
     view = lab.audit(account)
     assert view["statuses"]["CreateActivation"] == {"400": 2, "200": 1}
-    assert view["statuses"]["CreateRole"] == {"400": 1, "200": 1}
+    assert view["statuses"]["CreateRole"] == {"400": 1, "200": 1 + len(ROLES)}
     assert view["statuses"]["DescribeActivations"] == {"500": 1, "200": 1}
 
 
@@ -406,7 +420,8 @@ def test_audit_view(endpoint: server.EndpointProcess, client: ClientFactory,
     assert after["requests"] == {} and len(after["activations"]) == 2
 
 
-def test_accounts_are_isolated(endpoint: server.EndpointProcess, account: str) -> None:
+def test_accounts_are_isolated(endpoint: server.EndpointProcess, account: str,
+                              client: ClientFactory) -> None:
     mine = client_factory(endpoint.urls[0], account)("ssm")
     theirs = client_factory(endpoint.urls[0], "210987654321")("ssm")
     act = mine.create_activation(IamRole="r")

@@ -26,9 +26,24 @@ def clock() -> Clock:
     return Clock()
 
 
+class Roles:
+    """IAM as SSM sees it: role name -> creation time; "r" has existed for an hour."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.created = {"r": clock.now - 3600}
+
+    def created_at(self, account: str, region: str, iam_role: str) -> float | None:
+        return self.created.get(iam_role)
+
+
 @pytest.fixture
-def ssm(clock: Clock) -> SsmHybrid:
-    return SsmHybrid(clock, heartbeat_timeout_s=30.0)
+def roles(clock: Clock) -> Roles:
+    return Roles(clock)
+
+
+@pytest.fixture
+def ssm(clock: Clock, roles: Roles) -> SsmHybrid:
+    return SsmHybrid(clock, heartbeat_timeout_s=30.0, roles=roles, iam_delay_s=5.0)
 
 
 def ok(ssm: SsmHybrid, action: str, body: dict, ctx: CallContext = CTX) -> dict:
@@ -77,6 +92,65 @@ def test_activation_ids_look_like_aws(ssm: SsmHybrid) -> None:
 ])
 def test_create_activation_validates(ssm: SsmHybrid, body: dict, code: str) -> None:
     assert error(ssm, "CreateActivation", body) == code
+
+
+def test_a_role_iam_does_not_yet_show_is_refused(ssm: SsmHybrid, clock: Clock,
+                                                  roles: Roles) -> None:
+    status, out = ssm.handle("CreateActivation", {"IamRole": "missing"}, CTX)
+    assert (status, out["__type"]) == (400, "ValidationException")
+    assert out["message"].startswith(
+        "Nonexistent role or missing ssm service principal in trust policy")
+    roles.created["fresh"] = clock.now - 1
+    assert error(ssm, "CreateActivation", {"IamRole": "fresh"}) == "ValidationException"
+    clock.now += 5
+    ok(ssm, "CreateActivation", {"IamRole": "fresh"})
+
+
+# Letters, a digit and a space from other scripts, and every allowed sign.
+UNICODE_NAME = "h\u00f6st-\u0663 \u00a0\u4e2d_.:/=+-@"
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"DefaultInstanceName": "web#1"}, "ValidationException"),
+    ({"DefaultInstanceName": "web\u200b1"}, "ValidationException"),  # a format char, not Z
+    ({"DefaultInstanceName": "x" * 257}, "ValidationException"),
+    ({"Tags": [{"Key": "", "Value": "v"}]}, "ValidationException"),
+    ({"Tags": [{"Key": "k" * 129, "Value": "v"}]}, "ValidationException"),
+    ({"Tags": [{"Key": "k", "Value": "v" * 257}]}, "ValidationException"),
+    ({"Tags": [{"Key": "k", "Value": "a,b"}]}, "ValidationException"),
+    ({"Tags": [{"Key": f"k{i}", "Value": ""} for i in range(51)]}, "InvalidParameters"),
+])
+def test_activation_names_and_tags_follow_ssm_rules(ssm: SsmHybrid, body: dict,
+                                                     code: str) -> None:
+    assert error(ssm, "CreateActivation", {"IamRole": "r", **body}) == code
+
+
+def test_unicode_letters_numbers_and_spaces_are_fine(ssm: SsmHybrid) -> None:
+    tags = [{"Key": UNICODE_NAME, "Value": UNICODE_NAME}, {"Key": "empty", "Value": ""}]
+    tags += [{"Key": f"k{i}", "Value": "v"} for i in range(48)]
+    act = ok(ssm, "CreateActivation", {"IamRole": "r", "DefaultInstanceName": UNICODE_NAME,
+                                       "Tags": tags})
+    mi = register(ssm, act)
+    body = {"ResourceType": "ManagedInstance", "ResourceId": mi}
+    assert error(ssm, "AddTagsToResource", {**body, "Tags": [{"Key": "one", "Value": "more"}]}
+                 ) == "TooManyTagsError"
+    assert error(ssm, "AddTagsToResource", {**body, "Tags": [{"Key": "k0", "Value": "a|b"}]}
+                 ) == "ValidationException"
+    ok(ssm, "AddTagsToResource", {**body, "Tags": [{"Key": "k0", "Value": "replaced"}]})
+
+
+def test_an_unknown_id_in_the_instance_ids_filter_is_an_error(ssm: SsmHybrid) -> None:
+    mi = register(ssm, ok(ssm, "CreateActivation", {"IamRole": "r"}))
+    gone = register(ssm, ok(ssm, "CreateActivation", {"IamRole": "r"}))
+    ok(ssm, "DeregisterManagedInstance", {"InstanceId": gone})
+    for wanted in ([mi, "mi-00000000000000000"], [gone]):
+        for body in ({"Filters": [{"Key": "InstanceIds", "Values": wanted}]},
+                     {"InstanceInformationFilterList": [{"key": "InstanceIds",
+                                                         "valueSet": wanted}]}):
+            assert error(ssm, "DescribeInstanceInformation", body) == "InvalidInstanceId"
+    found = ok(ssm, "DescribeInstanceInformation",
+               {"Filters": [{"Key": "InstanceIds", "Values": [mi]}]})
+    assert [r["InstanceId"] for r in found["InstanceInformationList"]] == [mi]
 
 
 def test_activation_defaults(ssm: SsmHybrid, clock: Clock) -> None:

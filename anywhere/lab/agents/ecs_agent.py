@@ -56,6 +56,15 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the agent exits terminally, as the real one does."""
 
 
+class TerminalError(RuntimeError):
+    """ECS refused the registration for good; the agent exits terminally, as the real one."""
+
+
+def is_inactive_refusal(err: ApiError) -> bool:
+    """ECS's answer to a checkpoint whose container instance was deregistered (INACTIVE)."""
+    return err.code == "ClientException" and "is inactive" in err.message
+
+
 def parse_env_file(text: str) -> dict[str, str]:
     """`KEY=VALUE` lines; `#` comments and blanks skipped; a later line wins within one file."""
     values: dict[str, str] = {}
@@ -249,7 +258,11 @@ class Agent:
                         http_proxy=config.http_proxy, no_proxy=config.no_proxy)
         docker_version = self._wait_for_docker(stop)
         docker_gone = self._watch_docker(stop)
-        arn = self._register(stop, client, config, docker_version, saved_arn)
+        try:
+            arn = self._register(stop, client, config, docker_version, saved_arn)
+        except TerminalError as err:
+            self.log.critical("%s", err)
+            return EXIT_TERMINAL
         if arn is None:
             return 1 if docker_gone.is_set() else 0
         state = {"Cluster": config.cluster, "ContainerInstanceArn": arn,
@@ -328,6 +341,11 @@ class Agent:
                     # The SSM agent writes them within a heartbeat or so: poll, do not back off.
                     stop.wait(0.5)
                     continue
+                if saved_arn and is_inactive_refusal(err):
+                    # Only removing the checkpoint lets this host register again.
+                    raise TerminalError(f"Error re-registering: {err}; the container instance "
+                                        f"is deregistered: remove {CHECKPOINT} to register "
+                                        "anew") from None
                 if err.code == "ClusterNotFoundException" and config.cluster == "default":
                     self._create_default_cluster(client, config)
                 self.log.error("Unable to register as a container instance with ECS: %s", err)

@@ -18,14 +18,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
                         help="seconds of agent silence before ConnectionLost")
+    parser.add_argument("--iam-delay", type=float, default=None,
+                        help="seconds before CreateActivation sees a new IAM role "
+                        "(default $ANYWHERE_LAB_IAM_DELAY_S, else 5)")
     args = parser.parse_args(argv)
     # Read by moto when IAM first loads; both AWS-managed host policies must be attachable.
     os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
     from anywhere.lab.endpoint.server import serve
+    from anywhere.lab.endpoint.ssm_hybrid import DEFAULT_IAM_DELAY_S
 
     try:
-        serve(args.bind, args.port, args.state_dir, args.heartbeat_timeout)
-    except (AnywhereError, OSError) as exc:
+        iam_delay = args.iam_delay
+        if iam_delay is None:
+            iam_delay = float(os.environ.get("ANYWHERE_LAB_IAM_DELAY_S") or DEFAULT_IAM_DELAY_S)
+        serve(args.bind, args.port, args.state_dir, args.heartbeat_timeout, iam_delay)
+    except (AnywhereError, OSError, ValueError) as exc:
         print(f"lab endpoint: {exc}", file=sys.stderr)
         return int(ExitCode.ENVIRONMENT)
     return 0

@@ -8,14 +8,13 @@ its own records, and returns None for anything moto answers correctly.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from moto.core.exceptions import ServiceException
 
-from anywhere.lab.endpoint import ecs_placement, ecs_services, ecs_tasks
+from anywhere.lab.endpoint import ecs_placement, ecs_services, ecs_tasks, rules
 from anywhere.lab.endpoint.ecs_model import (
     ACTIVE,
     DRAINING,
@@ -39,7 +38,6 @@ from anywhere.lab.endpoint.ecs_model import (
     page,
 )
 
-ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_.\-/@:]{1,128}$")
 TARGET_TYPE = "container-instance"
 
 
@@ -53,11 +51,22 @@ def _attributes_from(items: list[Json]) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for item in items:
         name = str(item.get("name") or "")
-        if not ATTRIBUTE_NAME.match(name):
-            raise invalid(f"Invalid attribute name: {name!r}.")
         value = item.get("value")
-        out[name] = None if value is None else str(value)
+        text = None if value is None else str(value)
+        problem = rules.ecs_attribute_problem(name, text)
+        if problem:
+            raise invalid(problem)
+        out[name] = text
     return out
+
+
+def _check_custom_limit(instance_id: str, attributes: dict[str, str | None]) -> None:
+    custom = sum(1 for name in attributes if rules.is_custom_attribute(name))
+    if custom > rules.MAX_CUSTOM_ATTRIBUTES:
+        raise EcsError("AttributeLimitExceededException",
+                       f"Container instance {instance_id} would have {custom} custom "
+                       f"attributes; you can apply up to {rules.MAX_CUSTOM_ATTRIBUTES} custom "
+                       "attributes for each resource.")
 
 
 class EcsExternal:
@@ -146,24 +155,30 @@ class EcsExternal:
         name = cluster_name(req, body.get("cluster"))
         state = self._store.cluster(req, name)
         given = _attributes_from(list(body.get("attributes") or []))
+        saved = find_instance(state, str(body.get("containerInstanceArn") or ""))
+        if saved is not None and saved.status == INACTIVE:
+            # The agent restarted with the checkpoint of a deregistered instance.
+            raise EcsError("ClientException", f"Container instance {saved.id} is inactive.")
         held = self._holder(req, mi)
         if held is not None and held[0] != name:
             raise EcsError("ClientException", f"{mi} is already registered in cluster "
                            f"{held[0]}; deregister it there first.")
         instance = held[1] if held is not None else None
+        attributes = {**(instance.attributes if instance is not None else {}), **given}
+        _check_custom_limit(instance.id if instance else "(new)", attributes)
         if instance is None:
             instance = ContainerInstance(
                 arn=req.arn("container-instance", f"{name}/{new_id()}"), cluster=name,
                 ec2_instance_id=mi, registered_at=req.now, last_heartbeat=req.now,
                 # Only what the agent sends: it reports its own capabilities (among them
                 # ecs.capability.external, sent only in external mode).
-                attributes={}, tags=[], version_info={},
+                attributes=attributes, tags=[], version_info={},
                 registered_resources=default_resources(),
             )
             state.instances[instance.id] = instance
         else:
             instance.version += 1
-        instance.attributes.update(given)
+            instance.attributes = attributes
         instance.last_heartbeat = req.now
         instance.version_info = dict(body.get("versionInfo") or instance.version_info)
         instance.registered_resources = list(
@@ -203,6 +218,8 @@ class EcsExternal:
         chosen = [ci for ci in state.instances.values()
                   if (ci.status == status if status else ci.status != INACTIVE)]
         if body.get("filter"):
+            if len(str(body["filter"])) > rules.MAX_EXPRESSION:
+                raise invalid(f"filter can be at most {rules.MAX_EXPRESSION} characters.")
             try:
                 expr = ecs_placement.parse(str(body["filter"]))
             except ecs_placement.ExpressionError as err:
@@ -236,9 +253,13 @@ class EcsExternal:
         status = body.get("status")
         if status not in (ACTIVE, DRAINING):
             raise invalid("Container instance status should be one of [ACTIVE, DRAINING].")
+        refs = list(body.get("containerInstances") or [])
+        if len(refs) > rules.MAX_STATE_CHANGES:
+            raise invalid(f"containerInstances can have at most {rules.MAX_STATE_CHANGES} "
+                          f"items, not {len(refs)}.")
         done: list[ContainerInstance] = []
         failures: list[Json] = []
-        for ref in [str(r) for r in body.get("containerInstances") or []]:
+        for ref in [str(r) for r in refs]:
             instance = find_instance(state, ref)
             if instance is None or instance.status == INACTIVE:
                 failures.append({"arn": ref, "reason": "MISSING" if instance is None
@@ -298,13 +319,16 @@ class EcsExternal:
             if instance is None:
                 raise EcsError("TargetNotFoundException", f"Could not find {target}.")
             (attr_name, value), = _attributes_from([item]).items()
-            if value is not None and len(value) > 128:
-                raise invalid("Attribute values are at most 128 characters.")
             resolved.append((instance, attr_name, value))
         return resolved
 
     def put_attributes(self, req: Request, body: Json, caller: str | None) -> Json | None:
         resolved = self._targets(req, body)
+        after: dict[str, dict[str, str | None]] = {}
+        for instance, attr_name, value in resolved:
+            after.setdefault(instance.id, dict(instance.attributes))[attr_name] = value
+        for instance_id, attributes in after.items():
+            _check_custom_limit(instance_id, attributes)
         for instance, attr_name, value in resolved:
             instance.attributes[attr_name] = value
         return {"attributes": self._echo(resolved)}

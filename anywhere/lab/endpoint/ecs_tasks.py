@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from anywhere.lab.endpoint import ecs_placement
+from anywhere.lab.endpoint import ecs_placement, rules
 from anywhere.lab.endpoint.ecs_model import (
     ACTIVE,
     RUNNING,
@@ -126,8 +126,12 @@ def _parse_constraints(constraints: Iterable[Json]) -> tuple[list[ecs_placement.
         if kind == "distinctInstance":
             distinct = True
         elif kind == "memberOf":
+            expression = str(constraint.get("expression") or "")
+            if len(expression) > rules.MAX_EXPRESSION:
+                raise invalid(f"The placement constraint expression is {len(expression)} "
+                              f"characters long; the maximum is {rules.MAX_EXPRESSION}.")
             try:
-                member_of.append(ecs_placement.parse(str(constraint.get("expression") or "")))
+                member_of.append(ecs_placement.parse(expression))
             except ecs_placement.ExpressionError as err:
                 raise invalid(f"Invalid placement constraint expression: {err}.") from err
         else:
@@ -147,6 +151,10 @@ def demand_for(req: Request, body: Json, group: str, started_by: str) -> Demand:
             "definition."
         )
     constraints = [*td.placement_constraints, *(body.get("placementConstraints") or [])]
+    if len(constraints) > rules.MAX_CONSTRAINTS:
+        # The limit counts the task definition's constraints and the request's together.
+        raise invalid(f"{len(constraints)} placement constraints for the task; you can "
+                      f"specify up to {rules.MAX_CONSTRAINTS}.")
     member_of, distinct = _parse_constraints(constraints)
     return Demand(
         task_definition=td,

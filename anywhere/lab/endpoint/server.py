@@ -24,7 +24,8 @@ from typing import Any
 from anywhere.errors import EnvironmentProblem
 from anywhere.lab.endpoint.app import EcsHandler, LabApp, RequestCounter
 from anywhere.lab.endpoint.faults import FaultTable
-from anywhere.lab.endpoint.ssm_hybrid import SsmHybrid
+from anywhere.lab.endpoint.iam_roles import MotoRoles
+from anywhere.lab.endpoint.ssm_hybrid import DEFAULT_IAM_DELAY_S, SsmHybrid
 
 PINNED_MOTO = "5.2.5"
 PID_FILE = "endpoint.pid"
@@ -36,7 +37,7 @@ _ECS_MODULE = "anywhere.lab.endpoint.ecs_external"
 _MOTO_INTERNALS = {
     "moto.moto_server.werkzeug_app": (
         "DomainDispatcherApplication", "create_backend_app", "MotoRequestHandler"),
-    "moto.iam.models": ("get_account_id_from",),
+    "moto.iam.models": ("get_account_id_from", "iam_backends"),
     "moto.ecs.models": ("ecs_backends",),
     "moto.settings": ("load_iam_aws_managed_policies",),
     "moto.core.serialize": ("JSONSerializer", "XFormedAttributePicker"),
@@ -78,16 +79,17 @@ def _load_ecs(ssm: SsmHybrid, heartbeat_timeout_s: float) -> EcsHandler | None:
     return ecs
 
 
-def build_app(heartbeat_timeout_s: float, log: logging.Logger) -> LabApp:
+def build_app(heartbeat_timeout_s: float, log: logging.Logger,
+              iam_delay_s: float = DEFAULT_IAM_DELAY_S) -> LabApp:
     check_moto()
-    from moto.iam.models import get_account_id_from
+    from moto.iam.models import get_account_id_from, iam_backends
     from moto.settings import load_iam_aws_managed_policies
 
     if not load_iam_aws_managed_policies():
         raise EnvironmentProblem("set MOTO_IAM_LOAD_MANAGED_POLICIES=true for the lab endpoint")
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    ssm = SsmHybrid(time.time, heartbeat_timeout_s)
+    ssm = SsmHybrid(time.time, heartbeat_timeout_s, MotoRoles(iam_backends), iam_delay_s)
     ecs = _load_ecs(ssm, heartbeat_timeout_s)
     log.info("ECS external-instance extension: %s", "loaded" if ecs else "absent")
     return LabApp(
@@ -118,7 +120,8 @@ def _write_pid(path: Path) -> None:
     tmp.replace(path)
 
 
-def serve(binds: Sequence[str], port: int, state_dir: Path, heartbeat_timeout_s: float) -> None:
+def serve(binds: Sequence[str], port: int, state_dir: Path, heartbeat_timeout_s: float,
+          iam_delay_s: float = DEFAULT_IAM_DELAY_S) -> None:
     """Serve until SIGTERM/SIGINT (the body of `python -m anywhere.lab.endpoint`)."""
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import make_server
@@ -132,7 +135,7 @@ def serve(binds: Sequence[str], port: int, state_dir: Path, heartbeat_timeout_s:
     if _running_pid(state_dir) is not None:
         raise EnvironmentProblem(f"a lab endpoint already runs for {state_dir}")
     log = _file_logger(state_dir)
-    app = build_app(heartbeat_timeout_s, log)
+    app = build_app(heartbeat_timeout_s, log, iam_delay_s)
     servers = []
     for b in binds:
         try:
@@ -147,8 +150,8 @@ def serve(binds: Sequence[str], port: int, state_dir: Path, heartbeat_timeout_s:
     for t in threads:
         t.start()
     _write_pid(state_dir / PID_FILE)
-    log.info("serving on %s port %d (heartbeat timeout %.1fs)", ",".join(binds), port,
-             heartbeat_timeout_s)
+    log.info("serving on %s port %d (heartbeat timeout %.1fs, IAM delay %.1fs)",
+             ",".join(binds), port, heartbeat_timeout_s, iam_delay_s)
     try:
         stop.wait()
     finally:
@@ -207,13 +210,18 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def start(state_dir: Path, binds: Sequence[str], port: int, heartbeat_timeout_s: float = 30.0,
-          timeout_s: float = 90.0) -> EndpointProcess:
-    """Start the endpoint process and wait until every bind address answers."""
+          timeout_s: float = 90.0, iam_delay_s: float | None = None) -> EndpointProcess:
+    """Start the endpoint process and wait until every bind address answers.
+
+    `iam_delay_s`: how long a new IAM role stays invisible to CreateActivation (default
+    `$ANYWHERE_LAB_IAM_DELAY_S`, else a few seconds)."""
     if not binds:
         raise EnvironmentProblem("the lab endpoint needs at least one bind address")
     state_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", _MODULE, "--port", str(port), "--state-dir", str(state_dir),
            "--heartbeat-timeout", str(heartbeat_timeout_s)]
+    if iam_delay_s is not None:
+        cmd += ["--iam-delay", str(iam_delay_s)]
     for b in binds:
         cmd += ["--bind", b]
     env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}

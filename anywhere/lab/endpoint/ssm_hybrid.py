@@ -12,10 +12,12 @@ import secrets
 import string
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
+from anywhere.lab.endpoint import rules
+from anywhere.lab.endpoint.ssm_filters import filtered_ids, instance_filters
 from anywhere.lab.endpoint.wire import (
     Answer,
     ApiError,
@@ -30,6 +32,9 @@ from anywhere.lab.endpoint.wire import (
 from anywhere.models import Secret
 
 MAX_EXPIRY_S = 30 * 24 * 3600
+# How long a new IAM role stays invisible to SSM (IAM is eventually consistent) [lab].
+DEFAULT_IAM_DELAY_S = 5.0
+ROLE_NOT_SEEN = "Nonexistent role or missing ssm service principal in trust policy"
 DEFAULT_EXPIRY_S = 24 * 3600
 TOKEN_LIFETIME_S = 3600
 AGENT_ACTIONS = frozenset(
@@ -45,6 +50,12 @@ _CODE_ALPHABET = string.ascii_letters + string.digits
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
 _AGENT_FIELDS = ("AgentName", "AgentVersion", "PlatformName", "PlatformType", "PlatformVersion",
                  "IPAddress", "ComputerName")
+
+
+class Roles(Protocol):
+    """IAM as SSM sees it: when a role that trusts SSM was created (None: no such role)."""
+
+    def created_at(self, account: str, region: str, iam_role: str) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -83,9 +94,12 @@ class InstanceRecord:
 class SsmHybrid:
     """The SSM hybrid state of every account and region, behind one lock."""
 
-    def __init__(self, clock: Callable[[], float], heartbeat_timeout_s: float) -> None:
+    def __init__(self, clock: Callable[[], float], heartbeat_timeout_s: float, roles: Roles,
+                 iam_delay_s: float = DEFAULT_IAM_DELAY_S) -> None:
         self._clock = clock
         self._heartbeat_timeout_s = heartbeat_timeout_s
+        self._roles = roles
+        self._iam_delay_s = iam_delay_s
         self._lock = threading.RLock()
         self._activations: dict[str, ActivationRecord] = {}
         self._instances: dict[str, InstanceRecord] = {}
@@ -150,6 +164,17 @@ class SsmHybrid:
 
     def _CreateActivation(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         iam_role = require_str(body, "IamRole")
+        name = str(body.get("DefaultInstanceName", ""))
+        description = str(body.get("Description", ""))
+        tags = _valid_tags(tags_in(body.get("Tags")), "tags")
+        for problem in (_too_long(iam_role, "iamRole", 64),
+                        _too_long(description, "description", 256),
+                        rules.ssm_text_problem(name, "defaultInstanceName", 0, 256)):
+            if problem:
+                raise ApiError("ValidationException", problem)
+        if len(dict(tags)) > rules.MAX_SSM_TAGS:
+            raise ApiError("InvalidParameters",
+                           f"A resource can have at most {rules.MAX_SSM_TAGS} tags")
         limit = body.get("RegistrationLimit", 1)
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise ApiError("ValidationException", "RegistrationLimit must be between 1 and 1000")
@@ -159,6 +184,9 @@ class SsmHybrid:
             raise ApiError(
                 "InvalidParameters", "ExpirationDate must be in the future and within 30 days"
             )
+        created = self._roles.created_at(ctx.account, ctx.region, iam_role)
+        if created is None or now - created < self._iam_delay_s:
+            raise ApiError("ValidationException", ROLE_NOT_SEEN)
         rec = ActivationRecord(
             activation_id=str(uuid.uuid4()),
             code=Secret("".join(secrets.choice(_CODE_ALPHABET) for _ in range(20))),
@@ -168,9 +196,9 @@ class SsmHybrid:
             limit=limit,
             created_at=now,
             expires_at=float(expires),
-            description=str(body.get("Description", "")),
-            default_name=str(body.get("DefaultInstanceName", "")),
-            tags=tags_in(body.get("Tags")),
+            description=description,
+            default_name=name,
+            tags=tags,
         )
         self._activations[rec.activation_id] = rec
         return {"ActivationId": rec.activation_id, "ActivationCode": rec.code.reveal()}
@@ -306,7 +334,12 @@ class SsmHybrid:
     def _DescribeInstanceInformation(
         self, body: dict[str, Any], ctx: CallContext
     ) -> dict[str, Any]:
-        preds = list(_instance_filters(body))
+        preds = list(instance_filters(body))
+        unknown = [mi for mi in filtered_ids(body) if not self.is_registered(
+            ctx.account, ctx.region, mi)]
+        if unknown:
+            raise ApiError("InvalidInstanceId",
+                           f"Instance Id {', '.join(unknown)} is not valid for this account")
         now = self._clock()
         items = []
         for rec in self._instances.values():
@@ -365,7 +398,15 @@ class SsmHybrid:
 
     def _AddTagsToResource(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         rec = self._tagged(body, ctx)
-        self._store(replace(rec, tags=merge_tags(rec.tags, tags_in(body.get("Tags")))))
+        added = _valid_tags(tags_in(body.get("Tags")), "tags")
+        if not added:
+            raise ApiError("ValidationException", rules.constraint_message(
+                "[]", "tags", "Member must have length greater than or equal to 1"))
+        merged = merge_tags(rec.tags, added)
+        if len(merged) > rules.MAX_SSM_TAGS:
+            raise ApiError("TooManyTagsError", f"The resource {rec_id(rec)} would have "
+                           f"{len(merged)} tags; at most {rules.MAX_SSM_TAGS} are allowed")
+        self._store(replace(rec, tags=merged))
         return {}
 
     def _RemoveTagsFromResource(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
@@ -378,40 +419,22 @@ class SsmHybrid:
         return {"TagList": tags_out(self._tagged(body, ctx).tags)}
 
 
-Predicate = Callable[[dict[str, Any], InstanceRecord], bool]
-_FILTER_FIELDS = {
-    "InstanceIds": "InstanceId",
-    "AgentVersion": "AgentVersion",
-    "PingStatus": "PingStatus",
-    "PlatformTypes": "PlatformType",
-    "ActivationIds": "ActivationId",
-    "IamRole": "IamRole",
-    "ResourceType": "ResourceType",
-}
-_PING_STATUSES = frozenset({"Online", "ConnectionLost", "Inactive"})
+def rec_id(rec: ActivationRecord | InstanceRecord) -> str:
+    return rec.activation_id if isinstance(rec, ActivationRecord) else rec.instance_id
 
 
-def _instance_filters(body: dict[str, Any]) -> Iterable[Predicate]:
-    """Predicates from both the legacy `InstanceInformationFilterList` and `Filters`."""
-    pairs = [(f.get("key"), f.get("valueSet")) for f in body.get("InstanceInformationFilterList")
-             or []]
-    pairs += [(f.get("Key"), f.get("Values")) for f in body.get("Filters") or []]
-    for key, raw_values in pairs:
-        values = frozenset(str(v) for v in raw_values or [])
-        if not values:
-            raise ApiError("InvalidInstanceInformationFilterValue", f"No values for {key!r}")
-        yield _predicate(str(key), values)
+def _too_long(value: str, member: str, high: int) -> str | None:
+    if len(value) <= high:
+        return None
+    return rules.constraint_message(value, member, f"Member must have length less than or "
+                                    f"equal to {high}")
 
 
-def _predicate(key: str, values: frozenset[str]) -> Predicate:
-    if key.startswith("tag:"):
-        tag = key[4:]
-        return lambda _row, rec: dict(rec.tags).get(tag) in values
-    if key == "tag-key":
-        return lambda _row, rec: bool(values & dict(rec.tags).keys())
-    field = _FILTER_FIELDS.get(key)
-    if field is None:
-        raise ApiError("InvalidFilterKey", f"The filter key {key!r} is not valid")
-    if key == "PingStatus" and not values <= _PING_STATUSES:
-        raise ApiError("InvalidInstanceInformationFilterValue", "PingStatus value is not valid")
-    return lambda row, _rec: str(row.get(field)) in values
+def _valid_tags(tags: Tags, member: str) -> Tags:
+    """SSM's TagKey (1-128) and TagValue (0-256) rules, checked as AWS checks them."""
+    for i, (key, value) in enumerate(tags, start=1):
+        problem = (rules.ssm_text_problem(key, f"{member}.{i}.member.key", 1, 128)
+                   or rules.ssm_text_problem(value, f"{member}.{i}.member.value", 0, 256))
+        if problem:
+            raise ApiError("ValidationException", problem)
+    return tags

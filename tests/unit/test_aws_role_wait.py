@@ -1,0 +1,69 @@
+"""CreateActivation while IAM does not yet show a role to SSM: retried with backoff, bounded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from botocore.stub import ANY, Stubber
+
+from anywhere.aws import Aws
+from anywhere.aws.adapter import ROLE_WAIT_S
+from anywhere.aws.calls import make_clients
+from anywhere.errors import ActivationError
+
+NOT_SEEN = "Nonexistent role or missing ssm service principal in trust policy"
+CREATED = {"ActivationId": "11111111-2222-4333-8444-555555555555",
+           "ActivationCode": "c0de" * 5}
+
+
+class Sleeps(list[float]):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def stubbed(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Aws, Stubber, Sleeps]]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "unit")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit")
+    clients = make_clients("us-east-1", max_attempts=1)
+    sleeps = Sleeps()
+    with Stubber(clients.ssm) as stub:
+        yield Aws(clients, sleep=sleeps), stub, sleeps
+        stub.assert_no_pending_responses()
+
+
+def refuse(stub: Stubber, message: str = NOT_SEEN) -> None:
+    stub.add_client_error("create_activation", "ValidationException", message,
+                          expected_params={"IamRole": "fresh", "RegistrationLimit": 1,
+                                           "ExpirationDate": ANY, "DefaultInstanceName": "h1",
+                                           "Description": ANY, "Tags": ANY})
+
+
+def test_a_role_ssm_does_not_see_yet_is_waited_for(stubbed: tuple[Aws, Stubber, Sleeps]) -> None:
+    aws, stub, sleeps = stubbed
+    refuse(stub)
+    refuse(stub)
+    stub.add_response("create_activation", CREATED)
+    made = aws.create_activation("h1", "fresh", 30, {}, "run-1")
+    assert made.activation_id == CREATED["ActivationId"]
+    assert len(sleeps) == 2 and sleeps[1] > sleeps[0] > 0
+
+
+def test_the_wait_is_bounded(stubbed: tuple[Aws, Stubber, Sleeps]) -> None:
+    aws, stub, sleeps = stubbed
+    for _ in range(40):
+        refuse(stub)
+    with pytest.raises(ActivationError, match="Nonexistent role"):
+        aws.create_activation("h1", "fresh", 30, {}, "run-1")
+    assert ROLE_WAIT_S <= sum(sleeps) <= ROLE_WAIT_S + 1
+    # What was not used stays queued; drop it for the fixture's check.
+    stub._queue.clear()
+
+
+def test_other_refusals_are_not_retried(stubbed: tuple[Aws, Stubber, Sleeps]) -> None:
+    aws, stub, sleeps = stubbed
+    refuse(stub, "1 validation error detected: Value 'a#b' at 'defaultInstanceName'")
+    with pytest.raises(ActivationError, match="defaultInstanceName"):
+        aws.create_activation("h1", "fresh", 30, {}, "run-1")
+    assert sleeps == []

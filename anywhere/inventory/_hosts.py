@@ -15,7 +15,7 @@ from types import MappingProxyType
 from anywhere.errors import Problem
 from anywhere.inventory._source import GroupDef, Tree, Var
 from anywhere.inventory._ssh_args import SshArgs
-from anywhere.inventory._values import is_secret, mask_url
+from anywhere.inventory._values import host_name_problem, is_secret, mask_url
 from anywhere.models import DEFAULT_INSTALLER_URL, Host, HostConfig, Secret, SshTarget
 
 _MAX_NAMES = 5
@@ -123,6 +123,11 @@ class _Builder:
     def add(self, name: str, line: int, merged: dict[str, Var], groups: tuple[str, ...]) -> None:
         if not all(v.ok for v in merged.values()):
             return  # its bad values are reported where they are written
+        named = host_name_problem(name)
+        if named:
+            # The name becomes the managed instance's name and its anywhere:host tag.
+            self.problem(None, line, named)
+            return
         ssh = self._ssh(name, line, merged)
         config = self._config(name, line, merged)
         password = merged.get("ansible_become_password") or merged.get("ansible_become_pass")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from anywhere.inventory._base import Context, Invalid, nonempty_text, resolve_path, type_name
 from anywhere.inventory._ssh_args import ssh_args
-from anywhere.models import Secret
+from anywhere.models import READY_ATTRIBUTE, Secret
 
 Converter = Callable[[object, Context], object]
 
@@ -22,13 +23,34 @@ _FALSE = ("no", "off", "false", "0", "n", "f")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 _CLUSTER = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _ROLE = re.compile(r"^[\w+=,.@-]{1,64}$")
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9_./@-]{1,128}$")
+# ECS attribute names: letters, digits, `-_/\.`.
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9_./\\-]{1,128}$")
+# ECS allows 10 custom attributes per container instance; the ready mark is the 10th.
+MAX_LABELS = 9
 # ECS attribute values: letters, digits, `-_.@/\:` and inner spaces.
 _VALUE_CHAR = r"[A-Za-z0-9_./@:\\-]"
 _LABEL_VALUE = re.compile(rf"^{_VALUE_CHAR}(?:[A-Za-z0-9_./@:\\ -]{{0,126}}{_VALUE_CHAR})?$")
-_TAG_TEXT = re.compile(r"^[\w .:/=+@-]*$")
+# SSM's tag and instance-name pattern ^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$ (Unicode categories).
+_SSM_SIGNS = frozenset("_.:/=+-@")
+# The activation adds these two tags; SSM allows 50 per resource.
+RESERVED_TAGS = ("anywhere:host", "anywhere:run")
+MAX_TAGS = 50 - len(RESERVED_TAGS)
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _DOCKER_SOURCES = ("all", "docker", "distro", "none")
+
+
+def ssm_text(text: str) -> bool:
+    """True when `text` is made of letters, separators and numbers of any script and
+    `_.:/=+-@`: what SSM accepts in tags and instance names."""
+    return all(ch in _SSM_SIGNS or unicodedata.category(ch)[0] in "LZN" for ch in text)
+
+
+def host_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a managed instance's name (DefaultInstanceName), or None."""
+    if len(name) > 256 or not ssm_text(name):
+        return (f"host name {name!r} cannot name an SSM managed instance: up to 256 letters, "
+                "digits, spaces or '_.:/=+-@'")
+    return None
 
 
 def _strict_bool(value: object, _ctx: Context) -> bool:
@@ -146,14 +168,20 @@ def _scalartext(value: object) -> str | None:
 
 def _labels(value: object, _ctx: Context) -> Mapping[str, str]:
     mapping = _string_map(value)
+    if len(mapping) > MAX_LABELS:
+        raise Invalid(f"at most {MAX_LABELS} labels, not {len(mapping)}: ECS allows 10 custom "
+                      f"attributes per container instance and anywhere sets {READY_ATTRIBUTE}")
     result: dict[str, str] = {}
     for key, raw in mapping.items():
         line = _line_of_key(mapping, key)
         text = _scalartext(raw)
         if not isinstance(key, str) or not _LABEL_NAME.match(key):
             raise Invalid(
-                f"label name {key!r}: up to 128 letters, digits, '-', '_', '.', '/' or '@'", line
+                f"label name {key!r}: up to 128 letters, digits, '-', '_', '.', '/' or '\\'",
+                line,
             )
+        if key == READY_ATTRIBUTE:
+            raise Invalid(f"label name {key!r} is anywhere's ready mark", line)
         if text is None or not _LABEL_VALUE.match(text):
             raise Invalid(
                 f"label {key!r}: value must be up to 128 letters, digits, spaces (not at the "
@@ -166,17 +194,20 @@ def _labels(value: object, _ctx: Context) -> Mapping[str, str]:
 
 def _tags(value: object, _ctx: Context) -> Mapping[str, str]:
     mapping = _string_map(value)
-    if len(mapping) > 50:
-        raise Invalid(f"at most 50 tags, not {len(mapping)}")
+    if len(mapping) > MAX_TAGS:
+        raise Invalid(f"at most {MAX_TAGS} tags, not {len(mapping)}: AWS allows 50 per "
+                      f"resource and anywhere adds {' and '.join(RESERVED_TAGS)}")
     result: dict[str, str] = {}
     for key, raw in mapping.items():
         line = _line_of_key(mapping, key)
         text = _scalartext(raw)
-        if not isinstance(key, str) or not 1 <= len(key) <= 128 or not _TAG_TEXT.match(key):
+        if not isinstance(key, str) or not 1 <= len(key) <= 128 or not ssm_text(key):
             raise Invalid(f"tag key {key!r}: 1-128 letters, digits, spaces or '_.:/=+-@'", line)
         if key.lower().startswith("aws:"):
             raise Invalid(f"tag key {key!r}: the 'aws:' prefix is reserved by AWS", line)
-        if text is None or len(text) > 256 or not _TAG_TEXT.match(text):
+        if key in RESERVED_TAGS:
+            raise Invalid(f"tag key {key!r} is set by anywhere itself", line)
+        if text is None or len(text) > 256 or not ssm_text(text):
             raise Invalid(
                 f"tag {key!r}: value must be up to 256 letters, digits, spaces or '_.:/=+-@'", line
             )

@@ -73,6 +73,7 @@ class TaskDefinition:
     arn: str
     network_mode: str
     compatibilities: tuple[str, ...]
+    placement_constraints: int = 0  # how many it carries (they count in RunTask's limit)
 
 
 class Aws:
@@ -409,6 +410,7 @@ class Aws:
             arn=str(td["taskDefinitionArn"]),
             network_mode=str(td.get("networkMode", "bridge")),
             compatibilities=tuple(str(c) for c in td.get("requiresCompatibilities", [])),
+            placement_constraints=len(td.get("placementConstraints", [])),
         )
 
 

@@ -99,7 +99,8 @@ def check_cmd(
 @_LIMIT
 @click.option("--task-definition", "-t", required=True, metavar="TD",
               help="Task definition family[:revision] or ARN (network mode bridge/host/none).")
-@click.option("--count", type=click.IntRange(1, 10), default=1, show_default=True)
+@click.option("--count", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Tasks to start; spread over as many RunTask calls as needed.")
 @click.option("--constraint", "constraints", multiple=True, metavar="EXPR",
               help="Extra memberOf expression, e.g. 'attribute:gpu == true' (repeatable).")
 @click.pass_context
@@ -110,9 +111,11 @@ def run_task_cmd(
     """Run TD with launch type EXTERNAL, only on selected hosts marked ready.
 
     Placement is constrained with memberOf(attribute:anywhere.ready == true) and the selected
-    hosts' mi- ids, plus every --constraint. Prints where each task was placed and the
-    failures AWS returned. Refuses (exit 1, with the reason) when TD is not fit for EXTERNAL
-    (network mode awsvpc), no selected host is ready, or no task could be placed.
+    hosts' mi- ids (split into expressions that fit AWS's 2,000 characters, one RunTask call
+    per group and 10 tasks a call), plus every --constraint. Prints where each task was placed
+    and, when fewer than --count started, the failures AWS returned. Refuses (exit 1, with the
+    reason) when TD is not fit for EXTERNAL (network mode awsvpc), no selected host is ready,
+    or no task could be placed.
     """
     _, hosts = _select(inventory_path, limit)
     context = _context(_settings(ctx), hosts, "run-task")

@@ -4,6 +4,10 @@ and the answer to an agent that restarts with the checkpoint of a deregistered i
 
 from __future__ import annotations
 
+import logging
+import threading
+from pathlib import Path
+
 import pytest
 
 from tests.unit.test_lab_ecs_external import Lab
@@ -107,3 +111,32 @@ def test_an_inactive_instance_cannot_come_back_from_its_checkpoint(lab: Lab) -> 
     assert f"Container instance {arn.rsplit('/', 1)[1]} is inactive." in err["message"]
     fresh = lab.agent(mi)  # without the checkpoint it registers anew
     assert fresh != arn
+
+
+class RefusingClient:
+    """The endpoint's answer to a checkpoint whose instance was deregistered."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def call(self, target: str, body: dict, auth: object = None) -> dict:
+        from anywhere.lab.agents.common import ApiError
+
+        self.calls += 1
+        raise ApiError("ClientException", "Container instance 0123abcd is inactive. [lab]", 400)
+
+
+def test_the_lab_agent_treats_an_inactive_refusal_as_terminal(tmp_path: Path) -> None:
+    from anywhere.lab.agents import common, ecs_agent
+
+    class Signed(ecs_agent.Agent):
+        def _auth(self, config: ecs_agent.EcsConfig) -> None:  # credentials are not the point
+            return None
+
+    agent = Signed(tmp_path, common.AgentSettings("http://127.0.0.1:9"),
+                   logging.getLogger("test"))
+    client = RefusingClient()
+    config = ecs_agent.EcsConfig(cluster="c1", region="r", external=True)
+    with pytest.raises(ecs_agent.TerminalError, match="is inactive"):
+        agent._register(threading.Event(), client, config, "25.0", "arn:ci/c1/0123abcd")
+    assert client.calls == 1  # not retried

@@ -34,3 +34,32 @@ def anywhere(
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+SSM_TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Principal": {"Service": "ssm.amazonaws.com"},
+    "Action": "sts:AssumeRole"}]})
+
+
+def activation_with_role(iam: Any, ssm: Any, role: str, wait_s: float = 60.0,
+                         **params: Any) -> dict[str, Any]:
+    """CreateActivation naming `role`, created first if missing (trusting SSM), retried while
+    SSM does not see the role yet, as AWS (and the lab endpoint) answer for new roles."""
+    import time
+
+    from botocore.exceptions import ClientError
+
+    try:
+        iam.create_role(RoleName=role, AssumeRolePolicyDocument=SSM_TRUST)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "EntityAlreadyExists":
+            raise
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return dict(ssm.create_activation(IamRole=role, **params))
+        except ClientError as exc:
+            if (exc.response["Error"]["Code"] != "ValidationException"
+                    or time.monotonic() > deadline):
+                raise
+            time.sleep(0.5)

@@ -24,6 +24,8 @@ boto3 = pytest.importorskip("boto3")
 from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
+from tests.e2e.helpers import activation_with_role  # noqa: E402
+
 pytestmark = pytest.mark.e2e
 
 REGION = "eu-west-1"
@@ -40,7 +42,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     state_dir: Path = tmp_path_factory.mktemp("lab-ecs-endpoint")
-    proc = server.start(state_dir, ["127.0.0.1"], _free_port(), heartbeat_timeout_s=120.0)
+    proc = server.start(state_dir, ["127.0.0.1"], _free_port(), heartbeat_timeout_s=120.0,
+                        iam_delay_s=0.0)
     try:
         yield proc.urls[0]
     finally:
@@ -52,6 +55,7 @@ class Clients:
     ecs: Any
     ssm: Any
     account: str
+    iam: Any
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +65,13 @@ def aws(endpoint: str) -> Clients:
                                     region_name=REGION)
     config = Config(retries={"mode": "standard", "max_attempts": 3}, read_timeout=120)
     clients = [session.client(name, endpoint_url=endpoint, config=config)
-               for name in ("ecs", "ssm")]
+               for name in ("ecs", "ssm", "iam")]
     for client in clients:
         # moto keeps one state per account id given in this header: the test's own sandbox.
         client.meta.events.register(
             "before-sign.*.*",
             lambda request, **_: request.headers.__setitem__("x-moto-account-id", account))
-    return Clients(clients[0], clients[1], account)
+    return Clients(clients[0], clients[1], account, clients[2])
 
 
 class FakeAgent:
@@ -132,7 +136,7 @@ class FakeAgent:
 @pytest.fixture(scope="module")
 def agents(endpoint: str, aws: Clients) -> tuple[FakeAgent, FakeAgent]:
     aws.ecs.create_cluster(clusterName=CLUSTER)
-    activation = aws.ssm.create_activation(IamRole="ecsAnywhereRole", RegistrationLimit=2)
+    activation = activation_with_role(aws.iam, aws.ssm, "ecsAnywhereRole", RegistrationLimit=2)
     pair = (FakeAgent(endpoint), FakeAgent(endpoint))
     for agent in pair:
         agent.register_ssm(activation["ActivationId"], activation["ActivationCode"])

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import boto3
 
 from anywhere.lab.lab import Lab
+from tests.e2e.helpers import activation_with_role
 
 
 def _client(lab: Lab, service: str) -> object:
@@ -25,9 +26,9 @@ def _client(lab: Lab, service: str) -> object:
 def test_installer_by_hand_registers_the_host(lab: Lab) -> None:
     ssm, ecs = _client(lab, "ssm"), _client(lab, "ecs")
     ecs.create_cluster(clusterName="byhand")
-    activation = ssm.create_activation(
-        IamRole="anywhere-lab-host", RegistrationLimit=1, DefaultInstanceName="by-hand",
-        ExpirationDate=datetime.now(UTC) + timedelta(hours=1),
+    activation = activation_with_role(
+        _client(lab, "iam"), ssm, "anywhere-lab-host", RegistrationLimit=1,
+        DefaultInstanceName="by-hand", ExpirationDate=datetime.now(UTC) + timedelta(hours=1),
     )
     host = sorted(lab.hosts)[-1]
     script = lab.installer_path.read_text()

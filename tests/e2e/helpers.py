@@ -63,3 +63,25 @@ def activation_with_role(iam: Any, ssm: Any, role: str, wait_s: float = 60.0,
                     or time.monotonic() > deadline):
                 raise
             time.sleep(0.5)
+
+
+def role_seen_by_ssm(lab: Lab) -> None:
+    """Make the lab inventory's IAM role (as `anywhere_create_iam_role` would) and wait until
+    SSM sees it: for tests that count CreateActivation refusals of their own making."""
+    import time
+
+    import boto3
+
+    from anywhere.aws import Aws
+    from anywhere.aws.calls import AwsClients
+    from anywhere.lab.endpoint.ssm_hybrid import DEFAULT_IAM_DELAY_S
+    from anywhere.lab.files import IAM_ROLE
+
+    env = lab.env()
+    session = boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+    clients = AwsClients(*(session.client(name, endpoint_url=env["AWS_ENDPOINT_URL"])
+                           for name in ("ssm", "ecs", "iam", "sts")))
+    Aws(clients).ensure_role(IAM_ROLE, create=True)
+    time.sleep(float(os.environ.get("ANYWHERE_LAB_IAM_DELAY_S") or DEFAULT_IAM_DELAY_S))

@@ -19,7 +19,7 @@ import pytest
 from anywhere.lab.endpoint.control import LabControl
 from anywhere.lab.lab import Lab
 from tests.e2e.conftest import module_lab
-from tests.e2e.helpers import anywhere, read_json
+from tests.e2e.helpers import anywhere, read_json, role_seen_by_ssm
 
 INDEX = 1
 HOSTS = 5
@@ -34,6 +34,9 @@ def reglab() -> Iterator[Lab]:
 def first_run(reglab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """Register the whole lab once, with throttling injected and argv sampled meanwhile."""
     out = tmp_path_factory.mktemp("register")
+    # Only the injected throttles may refuse CreateActivation here: the role is made (and
+    # waited for) first, so a role SSM does not see yet cannot add refusals of its own.
+    role_seen_by_ssm(reglab)
     control = LabControl(reglab.endpoint_url)
     control.add_fault("CreateActivation", "throttle", count=3)
     control.add_fault("DescribeInstanceInformation", "throttle", count=3)

@@ -292,3 +292,23 @@ def test_audit_keeps_codes_and_deletions(ssm: SsmHybrid) -> None:
     assert [i["InstanceId"] for i in view["managed_instances"]] == [mi]
     assert view["managed_instances"][0]["Name"] == "h1"
     assert ssm.audit("000000000000") == {"activations": [], "managed_instances": []}
+
+
+@pytest.mark.parametrize(("document", "trusted"), [
+    ({"Statement": [{"Effect": "Allow", "Principal": {"Service": "ssm.amazonaws.com"},
+                     "Action": "sts:AssumeRole"}]}, True),
+    ({"Statement": {"Effect": "Allow", "Principal": {"Service": ["ec2.amazonaws.com",
+                                                                "ssm.amazonaws.com"]},
+                    "Action": ["sts:AssumeRole"]}}, True),
+    ({"Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                     "Action": "sts:AssumeRole"}]}, False),
+    ({"Statement": [{"Effect": "Deny", "Principal": {"Service": "ssm.amazonaws.com"},
+                     "Action": "sts:AssumeRole"}]}, False),
+    ({}, False),
+])
+def test_trust_policy_must_name_ssm(document: dict, trusted: bool) -> None:
+    import json
+
+    from anywhere.lab.endpoint.iam_roles import trusts_ssm
+
+    assert trusts_ssm(json.dumps(document)) is trusted

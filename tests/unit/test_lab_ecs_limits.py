@@ -140,3 +140,28 @@ def test_the_lab_agent_treats_an_inactive_refusal_as_terminal(tmp_path: Path) ->
     with pytest.raises(ecs_agent.TerminalError, match="is inactive"):
         agent._register(threading.Event(), client, config, "25.0", "arn:ci/c1/0123abcd")
     assert client.calls == 1  # not retried
+
+
+@pytest.mark.parametrize("tags", [
+    [{"key": "", "value": "v"}], [{"key": "k" * 129, "value": "v"}],
+    [{"key": "k", "value": "v" * 257}], [{"key": "k", "value": "a,b"}],
+    [{"key": "aws:owner", "value": "v"}], [{"key": f"k{i}", "value": "v"} for i in range(51)],
+])
+def test_container_instance_tags_follow_ecs_rules(lab: Lab, tags: list[dict[str, str]]) -> None:
+    mi = "mi-00000000000000501"
+    lab.ssm.live.add(mi)
+    err = lab.call("RegisterContainerInstance", {
+        "cluster": "c1", "instanceIdentityDocument": "", "tags": tags}, caller=mi, status=400)
+    assert err["__type"] == "InvalidParameterException"
+    assert lab.call("ListContainerInstances", {"cluster": "c1"})["containerInstanceArns"] == []
+    arn = lab.agent("mi-00000000000000502")
+    err = lab.call("TagResource", {"resourceArn": arn, "tags": tags}, status=400)
+    assert err["__type"] == "InvalidParameterException"
+
+
+def test_unicode_tags_and_fifty_of_them_are_fine(lab: Lab) -> None:
+    arn = lab.agent("mi-00000000000000503")  # carries one tag already
+    lab.call("TagResource", {"resourceArn": arn, "tags": [
+        {"key": "\u00e9quipe \u4e2d", "value": "\u0663"}, *(
+            {"key": f"k{i}", "value": ""} for i in range(48))]})
+    assert len(lab.call("ListTagsForResource", {"resourceArn": arn})["tags"]) == 50

@@ -60,6 +60,14 @@ def _attributes_from(items: list[Json]) -> dict[str, str | None]:
     return out
 
 
+def _checked_tags(tags: list[Json]) -> list[Json]:
+    problem = rules.ecs_tags_problem([(str(t.get("key") or ""), str(t.get("value") or ""))
+                                      for t in tags])
+    if problem:
+        raise invalid(problem)
+    return tags
+
+
 def _check_custom_limit(instance_id: str, attributes: dict[str, str | None]) -> None:
     custom = sum(1 for name in attributes if rules.is_custom_attribute(name))
     if custom > rules.MAX_CUSTOM_ATTRIBUTES:
@@ -166,6 +174,7 @@ class EcsExternal:
         instance = held[1] if held is not None else None
         attributes = {**(instance.attributes if instance is not None else {}), **given}
         _check_custom_limit(instance.id if instance else "(new)", attributes)
+        tags = _checked_tags(list(body.get("tags") or (instance.tags if instance else [])))
         if instance is None:
             instance = ContainerInstance(
                 arn=req.arn("container-instance", f"{name}/{new_id()}"), cluster=name,
@@ -184,7 +193,7 @@ class EcsExternal:
         instance.registered_resources = list(
             body.get("totalResources") or instance.registered_resources
         )
-        instance.tags = list(body.get("tags") or instance.tags)
+        instance.tags = tags
         self._reconcile(req, name)
         return {"containerInstance": instance_json(instance, state, req, True)}
 
@@ -384,7 +393,8 @@ class EcsExternal:
         if holder is None:
             return None
         added = {str(t.get("key")): t for t in body.get("tags") or []}
-        holder.tags = [t for t in holder.tags if t.get("key") not in added] + list(added.values())
+        holder.tags = _checked_tags(
+            [t for t in holder.tags if t.get("key") not in added] + list(added.values()))
         return {}
 
     def untag_resource(self, req: Request, body: Json, caller: str | None) -> Json | None:

@@ -24,6 +24,7 @@ ECS_ATTRIBUTE_VALUE = re.compile(r"[A-Za-z0-9_.@/\\:-](?:[A-Za-z0-9_.@/\\: -]{0,
 MAX_CUSTOM_ATTRIBUTES = 10
 # Attributes the agent reports about itself; they do not count against the custom limit.
 BUILTIN_PREFIXES = ("ecs.", "com.amazonaws.ecs.")
+MAX_ECS_TAGS = 50
 MAX_EXPRESSION = 2000
 MAX_CONSTRAINTS = 10
 MAX_STATE_CHANGES = 10
@@ -65,4 +66,18 @@ def ecs_attribute_problem(name: str, value: str | None) -> str | None:
         return (f"Attribute value {value!r} of {name!r} is invalid: 1-128 letters, numbers, "
                 "hyphens, underscores, periods, at signs, forward slashes, back slashes, "
                 "colons or spaces (not at either end).")
+    return None
+
+
+def ecs_tags_problem(tags: list[tuple[str, str]]) -> str | None:
+    """Why ECS refuses a resource's tags (InvalidParameterException), or None."""
+    if len(tags) > MAX_ECS_TAGS:
+        return f"A resource can have at most {MAX_ECS_TAGS} tags, not {len(tags)}."
+    for key, value in tags:
+        if not 1 <= len(key) <= 128 or not ssm_text_ok(key) or key.lower().startswith("aws:"):
+            return (f"Tag key {key!r} is invalid: 1-128 letters, numbers, spaces or "
+                    "'+-=._:/@', and not starting with 'aws:'.")
+        if len(value) > 256 or not ssm_text_ok(value):
+            return (f"Tag value {value!r} of {key!r} is invalid: up to 256 letters, numbers, "
+                    "spaces or '+-=._:/@'.")
     return None

@@ -7,7 +7,13 @@ The only module that imports `ansible_runner`. What it guards against
   credentials, no tokens) before the run starts;
 - it writes `extravars`/`envvars` under `env/`: we pass none and suppress the env files;
 - it turns host key checking off unless told: we set ANSIBLE_HOST_KEY_CHECKING=True;
-- without pipelining, module arguments are written to a file on the host: we turn it on.
+- without pipelining, module arguments are written to a file on the host: we turn it on,
+  under both of its names (the last one set wins), and force off what would undo it or log
+  arguments despite `no_log`: keep_remote_files (it also turns pipelining off), debug,
+  display_args_to_stdout, and module logging to the host's syslog. The environment wins over
+  every ansible.cfg (ANSIBLE_CONFIG, ./ansible.cfg, ~/.ansible.cfg), so a config file cannot
+  turn them back; the playbooks set both pipelining variables as play variables, which win
+  over the inventory's.
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ _ALLOWED_PREFIXES = ("ANSIBLE_", "AWX_", "RUNNER_", "ANYWHERE_CONTROL_")
 _FORCED = {
     "ANSIBLE_HOST_KEY_CHECKING": "True",
     "ANSIBLE_PIPELINING": "True",
+    "ANSIBLE_SSH_PIPELINING": "True",
+    "ANSIBLE_KEEP_REMOTE_FILES": "False",
+    "ANSIBLE_DEBUG": "False",
+    "ANSIBLE_DISPLAY_ARGS_TO_STDOUT": "False",
+    "ANSIBLE_NO_TARGET_SYSLOG": "True",
     "ANSIBLE_RETRY_FILES_ENABLED": "False",
     "ANSIBLE_NOCOLOR": "True",
 }

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import yaml
 
 from anywhere.ansible_bridge import HostFailure, HostStats, PlaybookRun, _Collector, child_env
 from anywhere.ansible_engine import outcome_for, serving
@@ -161,3 +165,53 @@ def test_lookup_plugin_asks_the_control_socket(monkeypatch: pytest.MonkeyPatch) 
         with pytest.raises(Exception, match="unknown operation"):
             plugin.LookupModule().run(["nope"])
     assert answer == [COMMANDS["verify"]]
+
+
+def _effective(env: dict[str, str], *args: str) -> object:
+    """What ansible itself resolves from `env` (and whatever ansible.cfg it names)."""
+    tool = str(Path(sys.executable).parent / "ansible-config")
+    out = subprocess.run([tool, "dump", "--format", "json", *args], env=env, check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    return json.loads(out)
+
+
+def test_no_environment_or_ansible_cfg_keeps_module_files_or_logs_arguments(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "ansible.cfg"
+    cfg.write_text(
+        "[defaults]\nkeep_remote_files = True\ndebug = True\ndisplay_args_to_stdout = True\n"
+        "no_target_syslog = False\n[connection]\npipelining = False\n"
+        "[ssh_connection]\npipelining = False\n", encoding="utf-8")
+    hostile = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "ANSIBLE_CONFIG": str(cfg),
+               "ANSIBLE_KEEP_REMOTE_FILES": "1", "ANSIBLE_PIPELINING": "False",
+               "ANSIBLE_SSH_PIPELINING": "False", "ANSIBLE_DEBUG": "1",
+               "ANSIBLE_DISPLAY_ARGS_TO_STDOUT": "True", "ANSIBLE_NO_TARGET_SYSLOG": "False"}
+    env = child_env(hostile, {})
+    base = {e["name"]: e["value"] for e in _effective(env) if "name" in e}  # type: ignore[attr-defined]
+    assert base["DEFAULT_KEEP_REMOTE_FILES"] is False
+    assert base["ANSIBLE_PIPELINING"] is True
+    assert base["DEFAULT_DEBUG"] is False
+    assert base["DISPLAY_ARGS_TO_STDOUT"] is False
+    assert base["DEFAULT_NO_TARGET_SYSLOG"] is True
+    plugins = _effective(env, "-t", "connection")
+    ssh = next(opts for group in plugins for name, opts in group.items()  # type: ignore[attr-defined]
+               if name.startswith("ssh"))
+    assert {o["name"]: o["value"] for o in ssh}["pipelining"] is True
+
+
+def test_the_playbooks_set_every_name_of_pipelining_and_target_syslog() -> None:
+    # Play variables beat inventory variables; of several names of one option the last one
+    # set wins, so an inventory's `ansible_ssh_pipelining: false` would undo one name alone.
+    from ansible.plugins.connection import ssh
+
+    from anywhere.ansible_engine import PLAYBOOKS, playbook_dir
+
+    doc = yaml.safe_load(ssh.DOCUMENTATION)
+    names = [v["name"] for v in doc["options"]["pipelining"]["vars"]]
+    assert "ansible_ssh_pipelining" in names
+    for name in PLAYBOOKS:
+        plays = yaml.safe_load((playbook_dir() / f"{name}.yml").read_text(encoding="utf-8"))
+        for play in plays:
+            assert all(play["vars"][n] is True for n in names), (name, names)
+            assert play["vars"]["ansible_no_target_syslog"] is True

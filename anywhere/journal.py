@@ -40,6 +40,7 @@ SUMMARY = "summary.json"
 HOSTS_DIR = "hosts"
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+MAX_NAME = 100
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -230,12 +231,13 @@ def _point_latest(root: Path, run_id: str) -> None:
 
 def safe_file_name(name: str) -> str:
     """A file name for `name`: unsafe characters become `_`, plus a short hash if changed
-    (so `a/b` and `a_b` do not share a log), never `.`/`..` or hidden."""
+    (so `a/b` and `a_b` do not share a log), never `.`/`..` or hidden, and at most
+    `MAX_NAME` characters (file systems refuse names over 255 bytes)."""
     cleaned = _SAFE_NAME.sub("_", name)
-    if cleaned == name and not name.startswith(".") and name:
+    if cleaned == name and not name.startswith(".") and name and len(name) <= MAX_NAME:
         return name
-    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
-    return f"{cleaned.lstrip('.') or 'host'}-{digest}"
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{cleaned.lstrip('.')[: MAX_NAME - 9] or 'host'}-{digest}"
 
 
 # --------------------------------------------------------------------------- reading back

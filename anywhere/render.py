@@ -17,6 +17,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 
@@ -30,6 +31,10 @@ DOWNLOADED_INSTALLER = "ecs-anywhere-install.sh"
 # credentials endpoint, and the local Docker socket (AWS's proxy guide for ECS).
 ALWAYS_NO_PROXY = ("localhost", "127.0.0.1", "169.254.169.254", "169.254.170.2",
                    "/var/run/docker.sock")
+# The proxy settings for the units, read through `EnvironmentFile=` (root, 0600): a URL with a
+# password in `Environment=` would be shown to any user by `systemctl show`.
+PROXY_ENV_DIR = "/etc/anywhere"
+PROXY_ENV_FILE = PROXY_ENV_DIR + "/proxy.env"
 # Units that get the proxy drop-in; the snap name is the Ubuntu SSM agent's.
 PROXY_UNITS = ("amazon-ssm-agent", "snap.amazon-ssm-agent.amazon-ssm-agent", "docker", "ecs")
 # Keys of /etc/ecs/ecs.config this tool owns: replaced on every run, others left alone.
@@ -46,6 +51,8 @@ class RenderedScript:
     host: str
     text: str
     sha256: str
+    # True when the text holds a credential (a proxy URL with a password): keep it 0600.
+    sensitive: bool = False
 
 
 def template_roots() -> tuple[Traversable, ...]:
@@ -93,7 +100,12 @@ class Renderer:
             raise TemplateError(f"template {exc.name} not found (searched: {where})") from None
         except jinja2.TemplateError as exc:
             raise TemplateError(f"{template} does not render for {host.name}: {exc}") from None
-        return RenderedScript(host.name, text, hashlib.sha256(text.encode()).hexdigest())
+        return RenderedScript(host.name, text, hashlib.sha256(text.encode()).hexdigest(),
+                              sensitive=proxy_has_password(host))
+
+
+def proxy_has_password(host: Host) -> bool:
+    return bool(host.config.proxy) and urlsplit(host.config.proxy or "").password is not None
 
 
 def render_install(
@@ -136,6 +148,8 @@ def render_cleanup(
         "remove_logs": remove_logs,
         "remove_packages": remove_packages,
         "proxy_units": PROXY_UNITS,
+        "proxy_env_file": PROXY_ENV_FILE,
+        "proxy_env_dir": PROXY_ENV_DIR,
     }
     return (renderer or Renderer()).render(CLEANUP_TEMPLATE, host, context)
 
@@ -168,7 +182,10 @@ def install_context(
         "agent_config": _agent_config(host),
         "proxy": proxy,
         "proxy_units": PROXY_UNITS,
-        "dropin": _dropin(proxy) if proxy else [],
+        "dropin": _dropin() if proxy else [],
+        "proxy_env_file": PROXY_ENV_FILE,
+        "proxy_env_dir": PROXY_ENV_DIR,
+        "proxy_env": _proxy_env(proxy) if proxy else [],
     }
 
 
@@ -225,17 +242,20 @@ def _ecs_config(host: Host, proxy: Mapping[str, str] | None) -> list[str]:
     return lines
 
 
-def _dropin(proxy: Mapping[str, str]) -> list[str]:
-    # systemd expands %-specifiers in Environment=: a literal % must be doubled.
-    def esc(value: str) -> str:
-        return value.replace("%", "%%")
-
-    url, no_proxy = esc(proxy["url"]), esc(proxy["no_proxy"])
+def _dropin() -> list[str]:
     return [
         "# Written by anywhere: proxy for ECS Anywhere services.",
         "[Service]",
-        f'Environment="HTTP_PROXY={url}" "HTTPS_PROXY={url}" "NO_PROXY={no_proxy}"',
+        f"EnvironmentFile={PROXY_ENV_FILE}",
     ]
+
+
+def _proxy_env(proxy: Mapping[str, str]) -> list[str]:
+    """KEY=VALUE lines of the EnvironmentFile. Taken literally by systemd (no %-specifiers,
+    no $-expansion): the values were checked to hold no whitespace, quote or backslash, and
+    each starts with a letter, so no quoting applies."""
+    return [f"HTTP_PROXY={proxy['url']}", f"HTTPS_PROXY={proxy['url']}",
+            f"NO_PROXY={proxy['no_proxy']}"]
 
 
 def _json(values: Mapping[str, str]) -> str:

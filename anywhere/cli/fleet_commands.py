@@ -22,9 +22,9 @@ from anywhere.cli import (
     host_output_tee,
 )
 from anywhere.cli.progress import fleet_progress
-from anywhere.errors import ExitCode, UsageError
+from anywhere.errors import EnvironmentProblem, ExitCode, UsageError
 from anywhere.fleet import AwsView, run_fleet
-from anywhere.journal import Journal, atomic_write
+from anywhere.journal import Journal, atomic_write, safe_file_name
 from anywhere.models import Host, Secret
 from anywhere.registration import Context, Registrar, probe_only
 from anywhere.render import render_placeholder
@@ -163,15 +163,27 @@ def plan_cmd(
 def render_cmd(inventory_path: Path, out: Path, limit: str | None) -> None:
     """Write each host's install script to OUT/<host>.sh for review.
 
+    Files are only ever written directly inside OUT: a host name that is not a plain file
+    name (a '/', '..', a leading '.', control or other characters outside letters, digits,
+    '.', '_', '-', or longer than 100 characters) is mapped to a safe name with a short hash
+    (`a/b` -> `a_b-<hash>.sh`); each line printed says which host went where.
+
     The scripts hold no secret: they read the activation id and code from stdin at run time.
+    A script with a proxy password (anywhere_proxy with user:password@) is written 0600.
     """
     _, hosts = _select(inventory_path, limit)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot create {out}: {exc.strerror or exc}") from None
     for host in hosts:
         script = render_placeholder(host)
-        target = out / f"{host.name}.sh"
-        target.write_text(script.text, encoding="utf-8")
-        echo(f"{target}  sha256:{script.sha256}")
+        target = out / f"{safe_file_name(host.name)}.sh"
+        # A fresh file renamed into place: a symlink planted at the target is replaced,
+        # never followed.
+        atomic_write(target, script.text, mode=0o600 if script.sensitive else 0o644)
+        shown = "" if target.name == f"{host.name}.sh" else f"  (host {host.name!r})"
+        echo(f"{target}  sha256:{script.sha256}{shown}")
 
 
 @click.command("register")

@@ -128,3 +128,28 @@ def test_render_writes_one_script_per_host_without_secrets(tmp_path: Path) -> No
         assert "--activation-code" in text  # passed to AWS's installer from the stdin value
         syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, check=False)
         assert syntax.returncode == 0, syntax.stderr
+
+
+def test_render_writes_only_inside_out_whatever_the_host_names(tmp_path: Path) -> None:
+    names = ["../../escaped", "a/b", "a_b", "x" * 300, "nul\\0x", ".hidden", "plain"]
+    inv = tmp_path / "inv.yml"
+    inv.write_text(
+        "all:\n  vars: {anywhere_region: us-east-1, ansible_become: false, ansible_user: root}\n"
+        "  hosts:\n" + "".join(f'    "{n}": {{ansible_host: 10.0.0.{i + 1}}}\n'
+                               for i, n in enumerate(names))
+        + '    secret: {ansible_host: 10.0.0.99, anywhere_proxy: "http://u:pw@proxy:3128"}\n')
+    out = tmp_path / "a" / "out"
+    out.mkdir(parents=True)
+    outside = tmp_path / "outside"
+    (out / "plain.sh").symlink_to(outside)
+    done = run("render", str(inv), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    files = list(out.iterdir())
+    assert len(files) == len(names) + 1
+    assert all(f.is_file() and not f.is_symlink() and not f.name.startswith(".")
+               and len(f.name) <= 104 for f in files)
+    assert not outside.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*.sh")) == sorted(f.name for f in files)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in files}
+    assert modes.pop("secret.sh") == 0o600
+    assert set(modes.values()) == {0o644}

@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -130,12 +131,27 @@ def test_config_is_written_before_the_installer_runs(box: Box) -> None:
     for unit in ("amazon-ssm-agent", "docker", "ecs"):
         dropin = box.root / f"etc/systemd/system/{unit}.service.d/http-proxy.conf"
         assert dropin.read_text().splitlines()[1:] == [
-            "[Service]",
-            'Environment="HTTP_PROXY=http://proxy:3128" "HTTPS_PROXY=http://proxy:3128" '
-            f'"NO_PROXY={no_proxy}"',
+            "[Service]", "EnvironmentFile=/etc/anywhere/proxy.env",
         ]
+    assert (box.root / "etc/anywhere/proxy.env").read_text().splitlines() == [
+        "HTTP_PROXY=http://proxy:3128", "HTTPS_PROXY=http://proxy:3128", f"NO_PROXY={no_proxy}",
+    ]
     env = (box.record / "env").read_text().splitlines()
     assert "HTTPS_PROXY=http://proxy:3128" in env and f"no_proxy={no_proxy}" in env
+
+
+def test_a_proxy_password_is_only_in_root_only_files(box: Box) -> None:
+    url = "http://ops:pa%25ss$word@proxy:3128"
+    assert run_install(box, make_host(proxy=url)).returncode == 0
+    holders = {str(p.relative_to(box.root)): stat.S_IMODE(p.stat().st_mode)
+               for p in files_under(box.root) if "pa%25ss" in p.read_text()}
+    assert holders == {"etc/ecs/ecs.config": 0o600, "etc/anywhere/proxy.env": 0o600}
+    assert stat.S_IMODE((box.root / "etc/anywhere").stat().st_mode) == 0o700
+    # Taken literally: no %-specifier or $-expansion applies in an EnvironmentFile.
+    assert f"HTTPS_PROXY={url}" in (box.root / "etc/anywhere/proxy.env").read_text()
+    for unit in ("amazon-ssm-agent", "docker", "ecs"):
+        dropin = box.root / f"etc/systemd/system/{unit}.service.d/http-proxy.conf"
+        assert "Environment=" not in dropin.read_text().replace("EnvironmentFile=", "")
 
 
 def test_rerun_keeps_foreign_keys_and_replaces_ours(box: Box) -> None:

@@ -85,6 +85,8 @@ rm -rf -- "$ROOT/var/lib/amazon/ssm/registration" "$ROOT/var/lib/amazon/ssm/Vaul
 log "registration state removed"
 
 rm -rf -- "$ROOT/etc/ecs" "$ROOT/var/lib/ecs" "$ROOT/var/lib/amazon/ssm"
+rm -f -- "$ROOT"/etc/anywhere/proxy.env
+rmdir -- "$ROOT"/etc/anywhere 2>/dev/null || true
 for unit in amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent docker ecs; do
   rm -f -- "$ROOT/etc/systemd/system/$unit.service.d/http-proxy.conf"
   rmdir -- "$ROOT/etc/systemd/system/$unit.service.d" 2>/dev/null || true

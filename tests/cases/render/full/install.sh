@@ -47,7 +47,12 @@ esac
 export HTTP_PROXY=http://proxy.corp.example:3128/%7Eedge HTTPS_PROXY=http://proxy.corp.example:3128/%7Eedge
 export NO_PROXY=localhost,127.0.0.1,169.254.169.254,169.254.170.2,/var/run/docker.sock,10.0.0.0/8,.corp.example
 export http_proxy="$HTTP_PROXY" https_proxy="$HTTPS_PROXY" no_proxy="$NO_PROXY"
-printf '%s\n' '# Written by anywhere: proxy for ECS Anywhere services.' '[Service]' 'Environment="HTTP_PROXY=http://proxy.corp.example:3128/%%7Eedge" "HTTPS_PROXY=http://proxy.corp.example:3128/%%7Eedge" "NO_PROXY=localhost,127.0.0.1,169.254.169.254,169.254.170.2,/var/run/docker.sock,10.0.0.0/8,.corp.example"' > "$work/http-proxy.conf"
+# The URL may carry a password: the units read it from a root-only EnvironmentFile, since
+# `systemctl show` reveals Environment= lines to every user.
+mkdir -p -m 0700 -- "$ROOT"/etc/anywhere
+printf '%s\n' HTTP_PROXY=http://proxy.corp.example:3128/%7Eedge HTTPS_PROXY=http://proxy.corp.example:3128/%7Eedge NO_PROXY=localhost,127.0.0.1,169.254.169.254,169.254.170.2,/var/run/docker.sock,10.0.0.0/8,.corp.example > "$work/proxy.env"
+install -m 0600 -- "$work/proxy.env" "$ROOT"/etc/anywhere/proxy.env
+printf '%s\n' '# Written by anywhere: proxy for ECS Anywhere services.' '[Service]' EnvironmentFile=/etc/anywhere/proxy.env > "$work/http-proxy.conf"
 for unit in amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent docker ecs; do
   mkdir -p -- "$ROOT/etc/systemd/system/$unit.service.d"
   install -m 0644 -- "$work/http-proxy.conf" "$ROOT/etc/systemd/system/$unit.service.d/http-proxy.conf"
@@ -68,7 +73,8 @@ else
   : > "$work/ecs.config"
 fi
 printf '%s\n' ECS_CLUSTER=ml-prod HTTP_PROXY=http://proxy.corp.example:3128/%7Eedge HTTPS_PROXY=http://proxy.corp.example:3128/%7Eedge NO_PROXY=localhost,127.0.0.1,169.254.169.254,169.254.170.2,/var/run/docker.sock,10.0.0.0/8,.corp.example 'ECS_INSTANCE_ATTRIBUTES={"gpu":"true","rack":"r3","site/floor":"2"}' 'ECS_CONTAINER_INSTANCE_TAGS={"cost-center":"4711","note":"it'"'"'s \"quoted\"","team":"ml-platform"}' >> "$work/ecs.config"
-install -m 0644 -- "$work/ecs.config" "$cfg"
+# 0600: it may hold the proxy URL's password (read by root only: ecs-init and the agent).
+install -m 0600 -- "$work/ecs.config" "$cfg"
 log "wrote $cfg"
 
 installer="$work/ecs-anywhere-install.sh"

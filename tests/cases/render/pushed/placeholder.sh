@@ -58,7 +58,8 @@ else
   : > "$work/ecs.config"
 fi
 printf '%s\n' ECS_CLUSTER=secure >> "$work/ecs.config"
-install -m 0644 -- "$work/ecs.config" "$cfg"
+# 0600: it may hold the proxy URL's password (read by root only: ecs-init and the agent).
+install -m 0600 -- "$work/ecs.config" "$cfg"
 log "wrote $cfg"
 
 # The installer was uploaded next to this script.

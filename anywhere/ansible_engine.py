@@ -248,8 +248,10 @@ def fleet_inventory(aws: Aws, hosts: Sequence[Host], ready_attribute: str, sourc
         group = READY_GROUP if ready else NOT_READY_GROUP
         exported.append(replace(host, variables={**host.variables, **values},
                                 groups=(*host.groups, group)))
-    text = report.retry_inventory(exported, [h.name for h in exported], source)
-    body = "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
+    text = report.retry_inventory(exported, [h.name for h in exported], source,
+                                  proxy_credentials=False)
+    body = "\n".join(ln for ln in text.splitlines()
+                     if not ln.startswith("#") or ln.startswith("# anywhere_proxy"))
     header = (f"# The fleet of {source} as AWS sees it: {', '.join(EXPORT_VARS)} per host;\n"
               f"# target ready hosts with `hosts: {READY_GROUP}`. Passwords are left out.\n")
     return header + body + "\n"

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
+from urllib.parse import urlsplit
 
 DEFAULT_INSTALLER_URL = "https://amazon-ecs-agent.s3.amazonaws.com/ecs-anywhere-install-latest.sh"
 READY_ATTRIBUTE = "anywhere.ready"
@@ -40,6 +41,12 @@ class Secret:
     def __reduce__(self) -> tuple[object, ...]:
         # Pickling would carry the value into files or other processes unmasked.
         raise TypeError("Secret values cannot be pickled")
+
+
+def one_line_secret(secret: Secret) -> bool:
+    """A password sent on a line of stdin (sudo -S) must hold no line break: the rest would
+    be read by the command behind sudo."""
+    return not any(ch in secret.reveal() for ch in "\r\n")
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,11 @@ class HostConfig:
     installer_path: str | None = None
     activation_ttl_minutes: int = 60
     ecs_endpoint: str | None = None
+
+    @property
+    def proxy_password(self) -> str | None:
+        """The password in `proxy` (as written, percent-encoded), if it has one."""
+        return urlsplit(self.proxy or "").password or None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import jinja2
 
@@ -101,11 +100,7 @@ class Renderer:
         except jinja2.TemplateError as exc:
             raise TemplateError(f"{template} does not render for {host.name}: {exc}") from None
         return RenderedScript(host.name, text, hashlib.sha256(text.encode()).hexdigest(),
-                              sensitive=proxy_has_password(host))
-
-
-def proxy_has_password(host: Host) -> bool:
-    return bool(host.config.proxy) and urlsplit(host.config.proxy or "").password is not None
+                              sensitive=host.config.proxy_password is not None)
 
 
 def render_install(

@@ -267,12 +267,16 @@ def _x(text: str) -> str:
 
 def retry_inventory(
     hosts: Sequence[Host], failed: Iterable[str], source: str, run_id: str = "",
+    *, proxy_credentials: bool = True,
 ) -> str:
     """An Ansible YAML inventory of exactly the `failed` hosts, each with every resolved
     variable, so `anywhere register retry.yml` works without the source inventory.
 
     Group membership is kept (as `children` without variables) so `--limit GROUP` still
     selects; the variables are already resolved per host, so group vars are not needed.
+    `Host.variables` holds a proxy URL's password masked; a masked value would be used as
+    the password, so the URL is written as the source inventory has it (the caller writes
+    the file 0600), or, without `proxy_credentials`, left out with a note.
     Raises ValueError for a failed name that is not among `hosts`.
     """
     wanted = set(failed)
@@ -281,6 +285,14 @@ def retry_inventory(
         raise ValueError(f"not in the inventory: {', '.join(sorted(unknown))}")
     chosen = [h for h in hosts if h.name in wanted]
     host_vars = {h.name: _plain_vars(h.variables) for h in chosen}
+    dropped = []
+    for h in chosen:
+        if "anywhere_proxy" in host_vars[h.name] and h.config.proxy_password:
+            if proxy_credentials:
+                host_vars[h.name]["anywhere_proxy"] = h.config.proxy
+            else:
+                del host_vars[h.name]["anywhere_proxy"]
+                dropped.append(h.name)
     groups: dict[str, dict[str, None]] = {}
     for h in chosen:
         for g in h.groups:
@@ -295,6 +307,9 @@ def retry_inventory(
         f"# Source inventory: {one_line(source)}",
         "# Variables are resolved per host; passwords are left out (use --ask-become-pass).",
     ]
+    if dropped:
+        header.append("# anywhere_proxy (it holds a password) is left out for: "
+                      + one_line(", ".join(dropped)))
     return "\n".join(header) + "\n" + _dump_yaml({"all": top})
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from anywhere.errors import Problem, UsageError
-from anywhere.models import READY_ATTRIBUTE, Secret
+from anywhere.models import READY_ATTRIBUTE, Secret, one_line_secret
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,15 @@ def from_env(env: Mapping[str, str], base: Settings | None = None) -> Settings:
         changes[f.name] = _coerce(f.name, raw, getattr(settings, f.name))
     become = env.get("ANYWHERE_BECOME_PASSWORD")
     if become is not None:
-        changes["become_password"] = Secret(become)
+        changes["become_password"] = become_password(Secret(become), "$ANYWHERE_BECOME_PASSWORD")
     return replace(settings, **changes)  # type: ignore[arg-type]
+
+
+def become_password(secret: Secret, source: str) -> Secret:
+    """`secret`, refused (exit 2) when it spans lines."""
+    if not one_line_secret(secret):
+        raise UsageError(f"{source}: the sudo password must be one line")
+    return secret
 
 
 def _coerce(name: str, raw: str, current: object) -> object:

@@ -100,7 +100,13 @@ def inventory_list(inventory_path: Path, limit: str | None, as_json: bool) -> No
 # --------------------------------------------------------------------------- output helpers
 
 
-def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def _print_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]],
+    mask: Callable[[str], str] | None = None,
+) -> None:
+    """Rows as a table; `mask` (a run's `Journal.masked`) hides the run's secrets in cells."""
+    if mask is not None:
+        rows = [tuple(mask(cell) for cell in row) for row in rows]
     if sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table

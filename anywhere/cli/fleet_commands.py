@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import unquote
 
 import click
 
@@ -28,7 +29,7 @@ from anywhere.journal import Journal, atomic_write, safe_file_name
 from anywhere.models import Host, Secret
 from anywhere.registration import Context, Registrar, probe_only
 from anywhere.render import render_placeholder
-from anywhere.settings import Settings
+from anywhere.settings import Settings, become_password
 from anywhere.ssh import SshOptions, connect
 
 
@@ -57,6 +58,7 @@ def _context(settings: Settings, hosts: tuple[Host, ...], command: str) -> Conte
     journal = Journal.create(
         settings.run_dir, command, tee=host_output_tee(click.get_current_context())
     )
+    _mask_secrets(journal, settings, hosts)
     options = _ssh_options(settings)
     return Context(
         aws=aws,
@@ -67,6 +69,19 @@ def _context(settings: Settings, hosts: tuple[Host, ...], command: str) -> Conte
         run_id=journal.run_id,
         known_by_host=aws.managed_instances_by_host([h.name for h in hosts]),
     )
+
+
+def _mask_secrets(journal: Journal, settings: Settings, hosts: tuple[Host, ...]) -> None:
+    """Every secret the run holds is masked in the journal and the tables, should a host or
+    a tool ever echo it: sudo passwords and proxy passwords (as written and decoded)."""
+    secrets = [settings.become_password, *(h.ssh.become_password for h in hosts)]
+    for host in hosts:
+        password = host.config.proxy_password
+        if password:
+            secrets += [Secret(password), Secret(unquote(password))]
+    for secret in secrets:
+        if secret is not None:
+            journal.mask(secret)
 
 
 def _prepare_aws(ctx: Context, hosts: tuple[Host, ...]) -> None:
@@ -109,7 +124,9 @@ def _apply_flags(
 ) -> Settings:
     password = settings.become_password
     if become_password_file is not None:
-        password = Secret(become_password_file.read_text(encoding="utf-8").rstrip("\n"))
+        # Trailing line ends are the file's, not the password's.
+        text = become_password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        password = become_password(Secret(text), str(become_password_file))
     if ask_become_pass:
         password = Secret(getpass.getpass("sudo password: "))
     return replace(
@@ -151,6 +168,7 @@ def plan_cmd(
              ",".join(p.value for p in o.steps))
             for o in result.outcomes
         ],
+        mask=context.journal.masked,
     )
     ctx.exit(ExitCode.HOSTS_FAILED if any(not o.ok for o in result.outcomes) else ExitCode.OK)
 
@@ -254,7 +272,7 @@ def _finish(
     journal.write_summary(as_json)
     junit = report.to_junit(summary)
     journal.write_artifact("report.xml", junit)
-    _print_table(report.TABLE_HEADERS, report.table_rows(summary))
+    _print_table(report.TABLE_HEADERS, report.table_rows(summary), mask=journal.masked)
     for path, text in ((report_json, as_json), (report_junit, junit)):
         if path is not None:
             atomic_write(path, journal.masked(text), mode=0o644)

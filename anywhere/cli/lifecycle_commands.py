@@ -78,7 +78,7 @@ def check_cmd(
     as_text = report.to_json(summary)
     context.journal.write_summary(as_text)
     if as_json:
-        echo(as_text.rstrip("\n"))
+        echo(context.journal.masked(as_text).rstrip("\n"))
     else:
         _print_table(
             ("host", "status", "mi-id", "failed checks"),
@@ -88,6 +88,7 @@ def check_cmd(
                            f"{c.name}: {c.observed}" for c in o.checks if not c.ok) or "-")
                 for o in summary.outcomes
             ],
+            mask=context.journal.masked,
         )
     if result.interrupted:
         ctx.exit(ExitCode.INTERRUPTED)
@@ -176,7 +177,7 @@ def deregister_cmd(
         finished_at=datetime.now(UTC), outcomes=result.outcomes,
     )
     context.journal.write_summary(report.to_json(summary))
-    _print_table(report.TABLE_HEADERS, report.table_rows(summary))
+    _print_table(report.TABLE_HEADERS, report.table_rows(summary), mask=context.journal.masked)
     if result.interrupted:
         ctx.exit(ExitCode.INTERRUPTED)
     ctx.exit(ExitCode.OK if summary.exit_ok else ExitCode.HOSTS_FAILED)

@@ -16,7 +16,14 @@ from anywhere.errors import Problem
 from anywhere.inventory._source import GroupDef, Tree, Var
 from anywhere.inventory._ssh_args import SshArgs
 from anywhere.inventory._values import host_name_problem, is_secret, mask_url
-from anywhere.models import DEFAULT_INSTALLER_URL, Host, HostConfig, Secret, SshTarget
+from anywhere.models import (
+    DEFAULT_INSTALLER_URL,
+    Host,
+    HostConfig,
+    Secret,
+    SshTarget,
+    one_line_secret,
+)
 
 _MAX_NAMES = 5
 
@@ -132,6 +139,11 @@ class _Builder:
         config = self._config(name, line, merged)
         password = merged.get("ansible_become_password") or merged.get("ansible_become_pass")
         if password is not None and isinstance(password.value, Secret):
+            if not one_line_secret(password.value):
+                self.problem(password, line, "ansible_become_password: must be one line "
+                             "(sudo -S reads up to the first newline; the rest would reach "
+                             "the command)")
+                return
             self.become[name] = password.value
             ssh = replace(ssh, become_password=password.value)
         variables = {k: v.raw for k, v in merged.items() if not is_secret(k)}

@@ -89,8 +89,16 @@ def record_host_key(path: Path, hostname: str, key: Any) -> None:
             if recorded[key.get_name()] != key:
                 raise changed_key(hostname, recorded[key.get_name()], key, path)
             return
-        handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        handle.write(("\n" + line) if _lacks_final_newline(fd) else line)
         handle.flush()
+
+
+def _lacks_final_newline(fd: int) -> bool:
+    """True when the file is not empty and its last byte is not a newline: a line appended
+    as is would run into the last one (a hand-edited file often ends so)."""
+    size = os.fstat(fd).st_size
+    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
 
 
 def changed_key(hostname: str, expected: Any, got: Any, path: Path) -> HostKeyError:

@@ -25,6 +25,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.parsers import ResponseParserError
 
 from anywhere.errors import AnywhereError, AwsError, HostError
 
@@ -127,9 +128,15 @@ class Caller:
         except ClientError as exc:
             if _code(exc) in tolerate:
                 return {}
+            if _not_aws(exc):
+                raise not_aws(client, name, _status(exc), error_cls) from None
             raise translate(exc, name, error_cls) from None
         except BotoCoreError as exc:
             raise translate(exc, name, error_cls) from None
+        except (ResponseParserError, KeyError, TypeError, ValueError):
+            # botocore could not read the answer (an HTML page, an empty body): whatever
+            # answers at the endpoint is not AWS.
+            raise not_aws(client, name, None, error_cls) from None
 
     def pages(
         self, client: Any, operation: str, token_in: str, token_out: str,
@@ -143,6 +150,30 @@ class Caller:
             token = page.get(token_out)
             if not token:
                 return
+
+
+def not_aws(
+    client: Any, operation: str, status: int | None, error_cls: type[AnywhereError]
+) -> AnywhereError:
+    """The endpoint's answer carried no AWS document. At start-up (STS, `AwsError`) this
+    ends the run with exit 3 and one line."""
+    url = getattr(client.meta, "endpoint_url", "") or "(unknown URL)"
+    got = f"HTTP {status} without an AWS error" if status else "a body that is not AWS's"
+    return _make(error_cls, f"the endpoint {url} answered {operation} with {got}",
+                 "is AWS_ENDPOINT_URL (or a proxy) pointing at AWS?")
+
+
+def _not_aws(exc: ClientError) -> bool:
+    """botocore makes an error code up (`Unknown`, or the HTTP status) when the answer
+    carried no AWS error document."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "Unknown"))
+    return code == "Unknown" or code.isdigit()
+
+
+def _status(exc: ClientError) -> int | None:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status if isinstance(status, int) else None
 
 
 def translate(exc: Exception, operation: str, error_cls: type[AnywhereError]) -> AnywhereError:

@@ -176,6 +176,36 @@ class Journal:
 # --------------------------------------------------------------------------- files
 
 
+def check_writable_dir(root: Path, what: str) -> None:
+    """Refuse, before any work, a directory that cannot be created or written: a run that
+    cannot keep its journal must not start. Exit 2: the operator chose the path."""
+    try:
+        root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        _probe(root)
+    except OSError as exc:
+        raise UsageError(f"{what} {root}: cannot write there ({exc.strerror or exc})") from None
+
+
+def check_writable_file(path: Path, what: str) -> None:
+    """Refuse, before any work, a report path `atomic_write` could not replace at the end
+    (a directory, a missing or read-only parent): the run's results would be lost."""
+    if path.is_dir():
+        raise UsageError(f"{what} {path}: is a directory")
+    if not path.parent.is_dir():
+        raise UsageError(f"{what} {path}: no such directory {path.parent}")
+    try:
+        _probe(path.parent)
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
+def _probe(directory: Path) -> None:
+    # A real file, not os.access: root passes access checks on a read-only file system.
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".anywhere-probe-")
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def atomic_write(path: Path, text: str, mode: int = FILE_MODE) -> None:
     """Replace `path` with `text` so readers never see a partial file, and make it durable.
 

@@ -20,11 +20,12 @@ from anywhere.cli.fleet_commands import (
     _finish,
     _prepare_aws,
     _region,
+    check_outputs,
     register_cmd,
 )
 from anywhere.cli.progress import fleet_progress
 from anywhere.errors import ExitCode, UsageError
-from anywhere.journal import atomic_write
+from anywhere.journal import atomic_write, check_writable_file
 
 ENGINES = ("ssh", "ansible")
 
@@ -50,6 +51,8 @@ def _register_ansible(ctx: click.Context, params: dict[str, Any]) -> None:
         run_dir=params["run_dir"] or settings.run_dir,
     )
     inv, hosts = _select(params["inventory_path"], params["limit"])
+    check_outputs(settings, params["report_json"], params["report_junit"],
+                  params["retry_inventory"])
     if not params["yes"] and not click.confirm(f"Register {len(hosts)} host(s)?", default=False):
         raise UsageError("aborted: nothing done (pass --yes to skip this question)")
     context = _context(settings, hosts, "register")
@@ -106,6 +109,8 @@ def export_ansible(ctx: click.Context, inventory_path: Path, limit: str | None,
     can target `hosts: ecs_anywhere_ready`. Reads SSM and ECS; changes nothing.
     """
     inv, hosts = _select(inventory_path, limit)
+    if out is not None:
+        check_writable_file(out, "--out")
     aws = Aws(make_clients(_region(hosts)))
     text = fleet_inventory(aws, hosts, _settings(ctx).ready_attribute, inv.path)
     if out is None:

@@ -23,9 +23,15 @@ from anywhere.cli import (
     host_output_tee,
 )
 from anywhere.cli.progress import fleet_progress
-from anywhere.errors import EnvironmentProblem, ExitCode, UsageError
+from anywhere.errors import ExitCode, UsageError
 from anywhere.fleet import AwsView, run_fleet
-from anywhere.journal import Journal, atomic_write, safe_file_name
+from anywhere.journal import (
+    Journal,
+    atomic_write,
+    check_writable_dir,
+    check_writable_file,
+    safe_file_name,
+)
 from anywhere.models import Host, Secret
 from anywhere.registration import Context, Registrar, probe_only
 from anywhere.render import render_placeholder
@@ -53,6 +59,7 @@ def _region(hosts: tuple[Host, ...]) -> str:
 
 
 def _context(settings: Settings, hosts: tuple[Host, ...], command: str) -> Context:
+    check_writable_dir(settings.run_dir, "run directory (--run-dir, ANYWHERE_RUN_DIR)")
     aws = Aws(make_clients(_region(hosts)))
     aws.account()  # fail fast (exit 3) on credentials or endpoint problems
     journal = Journal.create(
@@ -82,6 +89,18 @@ def _mask_secrets(journal: Journal, settings: Settings, hosts: tuple[Host, ...])
     for secret in secrets:
         if secret is not None:
             journal.mask(secret)
+
+
+def check_outputs(
+    settings: Settings, report_json: Path | None, report_junit: Path | None,
+    retry_inventory: Path | None,
+) -> None:
+    """Every path the run writes, checked before it starts (exit 2)."""
+    check_writable_dir(settings.run_dir, "run directory (--run-dir, ANYWHERE_RUN_DIR)")
+    for flag, path in (("--report-json", report_json), ("--report-junit", report_junit),
+                       ("--retry-inventory", retry_inventory)):
+        if path is not None:
+            check_writable_file(path, flag)
 
 
 def _prepare_aws(ctx: Context, hosts: tuple[Host, ...]) -> None:
@@ -190,10 +209,7 @@ def render_cmd(inventory_path: Path, out: Path, limit: str | None) -> None:
     A script with a proxy password (anywhere_proxy with user:password@) is written 0600.
     """
     _, hosts = _select(inventory_path, limit)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EnvironmentProblem(f"cannot create {out}: {exc.strerror or exc}") from None
+    check_writable_dir(out, "--out")
     for host in hosts:
         script = render_placeholder(host)
         target = out / f"{safe_file_name(host.name)}.sh"
@@ -243,6 +259,7 @@ def register_cmd(
         run_dir=run_dir or settings.run_dir,
     )
     inv, hosts = _select(inventory_path, limit)
+    check_outputs(settings, report_json, report_junit, retry_inventory)
     if not yes and not click.confirm(f"Register {len(hosts)} host(s)?", default=False):
         raise UsageError("aborted: nothing done (pass --yes to skip this question)")
     context = _context(settings, hosts, "register")

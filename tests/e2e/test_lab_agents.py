@@ -395,3 +395,62 @@ def test_ecs_agent_goes_through_http_proxy_from_ecs_config(aws: Callable[[str], 
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def _served(port: int) -> str:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as conn:
+            conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            return conn.recv(4096).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_agent_runs_stops_and_reports_its_tasks(aws: Callable[[str], Any], host: Host) -> None:
+    act_id, code = activation(aws, "lab-tasks")
+    host.unpack_agents()
+    host.write("/etc/ecs/ecs.config", "ECS_CLUSTER=lab-tasks\n")
+    host.write("/var/lib/ecs/ecs.config", f"AWS_DEFAULT_REGION={REGION}\nECS_EXTERNAL=true\n")
+    reg = host.run("ssm_agent", "-register", "-code", "-", "-id", act_id, "-region", REGION,
+                   stdin=code + "\n")
+    assert reg.returncode == 0, reg.stdout + reg.stderr
+    mi = json.loads((host.root / "var/lib/amazon/ssm/registration").read_text())
+    for module in ("docker_daemon", "ssm_agent", "ecs_agent"):
+        host.start(module)
+    wait_for(lambda: container_instance(aws, "lab-tasks", mi["ManagedInstanceID"]), "instance")
+    ecs = aws("ecs")
+    port = free_port()
+    ecs.register_task_definition(
+        family="web", networkMode="bridge", requiresCompatibilities=["EXTERNAL"],
+        containerDefinitions=[{"name": "web", "image": "nginx", "memory": 32,
+                               "portMappings": [{"containerPort": 80, "hostPort": port}]}])
+
+    def run() -> str:
+        placed = ecs.run_task(cluster="lab-tasks", taskDefinition="web", launchType="EXTERNAL")
+        assert placed["tasks"], placed["failures"]
+        wait_for(lambda: "[lab] container ecs-web-1-web-" in _served(port), "the task's port")
+        return str(placed["tasks"][0]["taskArn"])
+
+    def containers() -> list[str]:
+        return host.run("docker_cli", "ps", "-q", "--filter",
+                        "label=com.amazonaws.ecs.cluster=lab-tasks").stdout.split()
+
+    # StopTask: the agent stops the task's container.
+    first = run()
+    ecs.stop_task(cluster="lab-tasks", task=first)
+    wait_for(lambda: _served(port) == "" and not containers(), "the stopped task's container")
+
+    # The container dies on its own: the agent reports the task STOPPED, and does not restart it.
+    second = run()
+    stopped = host.run("docker_cli", "stop", *containers())
+    assert stopped.returncode == 0, stopped.stderr
+
+    def described() -> dict[str, Any]:
+        task = dict(ecs.describe_tasks(cluster="lab-tasks", tasks=[second])["tasks"][0])
+        return task if task["lastStatus"] == "STOPPED" else {}
+
+    task = wait_for(described, "the task reported STOPPED")
+    assert task["stopCode"] == "EssentialContainerExited"
+    assert "Essential container in task exited" in task["stoppedReason"]
+    time.sleep(2.5)  # two heartbeats: nothing started it again
+    assert containers() == [] and _served(port) == ""

@@ -6,6 +6,11 @@ ones it does not run yet. Each container of a task becomes a lab Docker containe
 holding the task's host ports) with the labels the real agent puts on its containers; a task
 ECS no longer wants running (StopTask, a service scaling in) has its containers stopped.
 
+A task whose containers are gone while ECS still wants it running (its process died, or Docker
+stopped and took it along) is reported STOPPED with `SubmitTaskStateChange`, as the real agent
+reports an exited essential container; it is not started again. So the agent remembers which
+tasks it started (`TASKS_FILE`; the real agent keeps them in its `agent.db`).
+
 A task that disappears because the container instance itself was deregistered is not stopped:
 the real agent never hears of it (ECS closes its session as an inactive instance and the agent
 exits terminally), so those containers keep running, orphaned, as on a real host.
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anywhere.lab.agents import docker_api
+from anywhere.lab.agents import common, docker_api
 
 LABEL_TASK = "com.amazonaws.ecs.task-arn"
 LABEL_CLUSTER = "com.amazonaws.ecs.cluster"
@@ -29,6 +34,7 @@ LABEL_CONTAINER = "com.amazonaws.ecs.container-name"
 LABEL_FAMILY = "com.amazonaws.ecs.task-definition-family"
 LABEL_VERSION = "com.amazonaws.ecs.task-definition-version"
 ECS = "AmazonEC2ContainerServiceV20141113"
+TASKS_FILE = "/var/lib/ecs/data/tasks.json"
 # The real agent's default ECS_CONTAINER_STOP_TIMEOUT.
 STOP_TIMEOUT_S = 30
 
@@ -82,23 +88,43 @@ class TaskSync:
     log: logging.Logger
 
     def sync(self) -> None:
-        """Start what ECS wants running here, stop what it no longer does."""
+        """Start what ECS wants running here, stop what it no longer does, report what died."""
         wanted = self._wanted()
         local = self._local()
         gone = sorted(set(local) - wanted)
         if gone and not self._active():
             raise InstanceInactive(self.instance_arn)
-        new = sorted(wanted - set(local))
+        known = self._known()
+        for task_arn in sorted((wanted & known) - set(local)):
+            self._report_stopped(task_arn, "Essential container in task exited")
+        started: set[str] = set()
+        new = sorted(wanted - known - set(local))
         for batch in _chunks(new, 100):
             answer = self.call(f"{ECS}.DescribeTasks", {"cluster": self.cluster, "tasks": batch})
             for task in answer.get("tasks") or []:
                 if task.get("desiredStatus") == "RUNNING":
+                    started.add(str(task["taskArn"]))
                     self._start(task)
         for task_arn in gone:
             for container_id in local[task_arn]:
                 docker_api.call(self.base, "POST", f"/v1.43/containers/{container_id}/stop"
                                 f"?t={STOP_TIMEOUT_S}", timeout_s=STOP_TIMEOUT_S + 10)
             self.log.info("Task %s stopped: its containers are stopped", task_arn)
+        remembered = sorted((set(local) - set(gone)) | started)
+        common.write_private(common.under(self.base, TASKS_FILE), json.dumps(remembered))
+
+    def _known(self) -> set[str]:
+        try:
+            data = json.loads(common.under(self.base, TASKS_FILE).read_text())
+        except (OSError, ValueError):
+            return set()
+        return {str(a) for a in data} if isinstance(data, list) else set()
+
+    def _report_stopped(self, task_arn: str, reason: str) -> None:
+        self.call(f"{ECS}.SubmitTaskStateChange",
+                  {"cluster": self.cluster, "task": task_arn, "status": "STOPPED",
+                   "reason": reason})
+        self.log.info("Task %s: reported STOPPED (%s)", task_arn, reason)
 
     def _wanted(self) -> set[str]:
         arns: set[str] = set()
@@ -141,5 +167,7 @@ class TaskSync:
             except docker_api.DaemonError as err:
                 self.log.error("Task %s: container %s failed to start: %s",
                                task.get("taskArn"), name, err.message)
-                continue
+                self._report_stopped(str(task["taskArn"]),
+                                     f"CannotStartContainerError: {err.message}")
+                return
             self.log.info("Task %s: container %s running", task.get("taskArn"), name)

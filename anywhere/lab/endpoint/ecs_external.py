@@ -112,6 +112,7 @@ class EcsExternal:
             "DescribeTasks": tasks.describe_tasks,
             "ListTasks": tasks.list_tasks,
             "StopTask": tasks.stop_task,
+            "SubmitTaskStateChange": tasks.submit_task_state_change,
             "CreateService": services.create_service,
             "DescribeServices": services.describe_services,
             "UpdateService": services.update_service,

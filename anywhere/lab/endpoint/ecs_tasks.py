@@ -398,3 +398,24 @@ class EcsTasks:
         sync_cluster_counts(req, name, state)
         self._after_change(req, name)
         return {"task": task_json(req, task, False)}
+
+    def submit_task_state_change(self, req: Request, body: Json,
+                                 caller: str | None) -> Json | None:
+        """The agent reporting a task it ran as STOPPED (its essential container exited)."""
+        if not caller:
+            return None
+        name = cluster_name(req, body.get("cluster"))
+        state = self._store.cluster(req, name)
+        task = state.tasks.get(last_part(str(body.get("task") or "")))
+        if task is None:
+            raise invalid(f"Task {body.get('task')} not found in cluster {name}.")
+        instance = find_instance(state, task.container_instance_arn)
+        if instance is None or instance.ec2_instance_id != caller:
+            raise EcsError("AccessDeniedException", "[lab] the task does not run on the "
+                           "caller's container instance")
+        if body.get("status") == STOPPED:
+            stop(req, task, str(body.get("reason") or "Essential container in task exited"),
+                 "EssentialContainerExited")
+            sync_cluster_counts(req, name, state)
+            self._after_change(req, name)
+        return {"acknowledgment": "true"}

@@ -382,7 +382,7 @@ class Agent:
                                   "Its task containers are left running.", arn)
                 return EXIT_TERMINAL
             except ApiError as err:
-                if err.code == "ClientException" and "inactive" in err.message.lower():
+                if is_inactive_refusal(err):
                     self.log.critical("ECS refuses the container instance: %s", err)
                     return EXIT_TERMINAL
                 self.log.warning("DiscoverPollEndpoint failed: %s", err)

@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +175,7 @@ class ApiError(Exception):
 
 def authorization(credential: str, region: str, service: str, secret: str, body: bytes) -> str:
     """An `AWS4-HMAC-SHA256` header whose Credential names the caller (the lab trusts it)."""
-    day = datetime.now(UTC).strftime("%Y%m%d")
+    day = datetime.now(timezone.utc).strftime("%Y%m%d")
     signature = hashlib.sha256(secret.encode() + body).hexdigest()
     return (f"AWS4-HMAC-SHA256 Credential={credential}/{day}/{region}/{service}/aws4_request, "
             f"SignedHeaders=content-type;host;x-amz-target, Signature={signature}")
@@ -306,7 +306,7 @@ def run_until_stopped(work: Callable[[threading.Event], int]) -> int:
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def backoff(attempt: int, base_s: float, cap_s: float) -> float:

@@ -23,7 +23,7 @@ import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -127,7 +127,7 @@ def register(base: Path, client: Client, code: str, *, activation_id: str, regio
 
 def _expiry(value: Any) -> float:
     """Seconds since the epoch from an epoch number or an ISO 8601 string; 0 when unknown."""
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return float(value)
     try:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
@@ -236,7 +236,7 @@ class Daemon:
 
 
 def _now() -> float:
-    return datetime.now(UTC).timestamp()
+    return datetime.now(timezone.utc).timestamp()
 
 
 def _parser() -> argparse.ArgumentParser:

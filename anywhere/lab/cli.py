@@ -15,6 +15,9 @@ import click
 
 from anywhere.lab.files import env_text
 from anywhere.lab.lab import Lab
+from anywhere.lab.quirks import QUIRKS
+from anywhere.lab.quirks import parse as parse_quirks
+from anywhere.lab.rootfs import DEFAULT_SUITE, SUITES
 
 _NAME = click.option("--name", default="default", show_default=True, help="Lab name.")
 
@@ -37,10 +40,23 @@ def lab_group() -> None:
 @click.option("--index", type=click.IntRange(0, 9), default=0, show_default=True,
               help="Lab number: bridge awlbr<K>, 10.200.<K>.0/24, endpoint port 4566+K.")
 @click.option("--no-endpoint", is_flag=True, help="Hosts only: no AWS endpoint, no installer.")
-def up(count: int, name: str, index: int, no_endpoint: bool) -> None:
-    """Boot the lab (a no-op if it already runs with this many hosts)."""
+@click.option("--release", "releases", default=DEFAULT_SUITE, show_default=True,
+              metavar="SUITE[,SUITE...]",
+              help=f"Debian release of new hosts, in turn when several (h1 the first, h2 the "
+                   f"second, ...): {', '.join(SUITES)}.")
+@click.option("--quirk", "quirk_opts", multiple=True, metavar="HOST=QUIRK[,QUIRK...]",
+              help="A messy-host option for a new host (repeatable): "
+                   + "; ".join(f"{k}: {v}" for k, v in QUIRKS.items()) + ".")
+def up(count: int, name: str, index: int, no_endpoint: bool, releases: str,
+       quirk_opts: tuple[str, ...]) -> None:
+    """Boot the lab (a no-op if it already runs with this many hosts).
+
+    anywhere lab up --hosts 4 --release bookworm,bullseye --quirk h3=requiretty
+    """
     started = time.monotonic()
-    lab = Lab.up(name, index, count, lab_dir=_lab_dir(), with_endpoint=not no_endpoint)
+    suites = tuple(s.strip() for s in releases.split(",") if s.strip())
+    lab = Lab.up(name, index, count, lab_dir=_lab_dir(), with_endpoint=not no_endpoint,
+                 releases=suites, host_quirks=parse_quirks(quirk_opts))
     elapsed = time.monotonic() - started
     click.echo(f"lab {name}: {len(lab.hosts)} host(s) up in {elapsed:.1f}s")
     click.echo(f"inventory: {lab.inventory_path}")

@@ -66,7 +66,9 @@ def write_known_hosts(labdir: Path, keys: Mapping[str, tuple[str, str]]) -> Path
     return path
 
 
-def inventory_text(labdir: Path, hosts: Mapping[str, str]) -> str:
+def inventory_text(labdir: Path, hosts: Mapping[str, str],
+                   users: Mapping[str, str] | None = None) -> str:
+    """The lab inventory; `users` names hosts whose login user is not the default deploy."""
     lines = [
         "# Written by `anywhere lab up`; rewritten on every up.",
         "all:",
@@ -84,13 +86,17 @@ def inventory_text(labdir: Path, hosts: Mapping[str, str]) -> str:
         "    lab:",
         "      hosts:",
     ]
-    lines += [f"        {name}: {{ansible_host: {address}}}" for name, address in hosts.items()]
+    for name, address in hosts.items():
+        user = (users or {}).get(name)
+        extra = f", ansible_user: {user}" if user else ""
+        lines.append(f"        {name}: {{ansible_host: {address}{extra}}}")
     return "\n".join(lines) + "\n"
 
 
-def write_inventory(labdir: Path, hosts: Mapping[str, str]) -> Path:
+def write_inventory(labdir: Path, hosts: Mapping[str, str],
+                    users: Mapping[str, str] | None = None) -> Path:
     path = labdir / INVENTORY
-    write_private(path, inventory_text(labdir, hosts), 0o644)
+    write_private(path, inventory_text(labdir, hosts, users), 0o644)
     return path
 
 

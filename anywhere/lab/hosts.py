@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,7 +185,7 @@ def _set_password_hash(shadow: Path, user: str, hashed: str) -> None:
     shadow.chmod(mode)
 
 
-def start(spec: HostSpec, cgroups: tuple[Path, ...]) -> int:
+def start(spec: HostSpec, cgroups: tuple[Path, ...], extra_args: Sequence[str] = ()) -> int:
     """Start nspawn detached (it outlives `lab up`) inside the host's cgroups; return its pid."""
     # The shell moves itself into the host's cgroups, then becomes nspawn: no window in which
     # nspawn runs in a shared cgroup, and no preexec_fn (unsafe with threads).
@@ -195,6 +196,7 @@ def start(spec: HostSpec, cgroups: tuple[Path, ...]) -> int:
         f"--directory={spec.root}", f"--machine={spec.machine}",
         f"--network-namespace-path=/run/netns/{spec.netns}", "--register=no", "--keep-unit",
         "--link-journal=no", "--resolv-conf=off", "--timezone=off", "--console=read-only",
+        *extra_args,
     ]
     spec.log.parent.mkdir(parents=True, exist_ok=True)
     with spec.log.open("ab") as out:

@@ -12,13 +12,13 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from anywhere.errors import EnvironmentProblem
-from anywhere.lab import files, hosts, network, rootfs, state, teardown
+from anywhere.lab import files, hosts, network, quirks, rootfs, state, teardown
 from anywhere.lab.hosts import HostSpec, Identity
 from anywhere.lab.network import LabNet
 from anywhere.lab.state import HostRecord, LabState
@@ -40,6 +40,15 @@ def lab_dir_for(name: str, state_root: Path | None = None) -> Path:
     return (state_root or state.DEFAULT_ROOT) / name
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What new hosts get: Debian releases in turn, their rootfs, quirks by host name."""
+
+    releases: tuple[str, ...]
+    lowers: Mapping[str, Path]
+    quirks: Mapping[str, tuple[str, ...]]
+
+
 class Lab:
     """A handle on one lab; all facts live in its state file, re-read on each call."""
 
@@ -54,14 +63,32 @@ class Lab:
     def up(cls, name: str = "default", index: int = 0, hosts: int = 3,
            state_root: Path | None = None, *, lab_dir: Path | None = None,
            with_endpoint: bool = True, heartbeat_timeout_s: float = 30.0,
-           rootfs_cache: Path = rootfs.DEFAULT_CACHE) -> Lab:
-        """Boot the lab (or add hosts to a running one); a no-op when it already has `hosts`."""
+           releases: Sequence[str] = (rootfs.DEFAULT_SUITE,),
+           host_quirks: Mapping[str, Sequence[str]] | None = None,
+           cache_root: Path = rootfs.CACHE_ROOT) -> Lab:
+        """Boot the lab (or add hosts to a running one); a no-op when it already has `hosts`.
+
+        New host hN runs Debian `releases[(N - 1) % len(releases)]` and gets the messy-host
+        options `host_quirks[hN]`; hosts that exist keep theirs.
+        """
         require_root()
         if not 1 <= hosts <= network.MAX_HOSTS:
             raise EnvironmentProblem(f"a lab has 1-{network.MAX_HOSTS} hosts, not {hosts}")
+        if not releases:
+            raise EnvironmentProblem("a lab needs at least one Debian release")
+        for suite in releases:
+            rootfs.check_suite(suite)
+        wanted = {k: tuple(v) for k, v in (host_quirks or {}).items()}
+        for host_name, names in wanted.items():
+            quirks.check(names)
+            if host_name not in {LabNet(index).host_name(n) for n in range(1, hosts + 1)}:
+                raise EnvironmentProblem(f"quirks for {host_name}, which a lab of {hosts} "
+                                         "host(s) does not have")
         directory = lab_dir or lab_dir_for(name, state_root)
         rootfs.ensure_tools()
-        lower = rootfs.ensure_rootfs(rootfs_cache)
+        lowers = {suite: rootfs.ensure_rootfs(rootfs.cache_path(suite, cache_root), suite=suite)
+                  for suite in dict.fromkeys(releases)}
+        layout = _Layout(tuple(releases), lowers, wanted)
         created = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         lab = cls(name, index, directory)
@@ -74,7 +101,7 @@ class Lab:
                 directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             try:
                 lab._bring_up(previous or LabState(name, index, dir_created=created), hosts,
-                              lower, with_endpoint, heartbeat_timeout_s)
+                              layout, with_endpoint, heartbeat_timeout_s)
             except BaseException:
                 if previous is None:  # a fresh lab that failed half-way: leave nothing behind
                     lab._teardown(keep_logs=True)
@@ -146,11 +173,16 @@ class Lab:
 
     # ------------------------------------------------------------------ up
 
-    def _bring_up(self, st: LabState, count: int, lower: Path, with_endpoint: bool,
+    def _bring_up(self, st: LabState, count: int, layout: _Layout, with_endpoint: bool,
                   heartbeat_timeout_s: float) -> None:
         if (st.name, st.index) != (self.name, self.net.index):
             raise EnvironmentProblem(
                 f"lab {st.name!r} runs with index {st.index}; use --index {st.index}")
+        for rec in st.hosts:
+            if rec.name in layout.quirks and layout.quirks[rec.name] != rec.quirks:
+                raise EnvironmentProblem(
+                    f"{rec.name} exists without those quirks; quirks apply when a host is "
+                    "created (take the lab down first)")
         state.save(self.dir, st)
         identity = Identity(files.ensure_client_key(self.dir),
                                   files.ensure_ops_password(self.dir))
@@ -165,7 +197,7 @@ class Lab:
         st = self._save(replace(st, inotify_registered=True))
         first_new = max((h.number for h in st.hosts), default=0) + 1
         for number in range(first_new, count + 1):
-            st = self._create_host(st, number, identity, lower)
+            st = self._create_host(st, number, identity, layout)
         for rec in st.hosts:
             if rec.pid is None or not hosts.is_nspawn_of(rec.pid, self.spec(rec.number)):
                 st = self._boot(st, rec)
@@ -179,26 +211,29 @@ class Lab:
         return st
 
     def _create_host(self, st: LabState, number: int, identity: Identity,
-                     lower: Path) -> LabState:
+                     layout: _Layout) -> LabState:
         spec = self.spec(number)
+        release = layout.releases[(number - 1) % len(layout.releases)]
+        host_quirks = layout.quirks.get(spec.name, ())
         if network.netns_exists(spec.netns):
             raise EnvironmentProblem(f"network namespace {spec.netns} exists already")
         # Recorded before each step, so a failure half-way is still cleaned up by down.
         rec = HostRecord(spec.name, number, spec.address, netns=True,
                          cgroups=tuple(str(h / spec.cgroup) for h in hosts.cgroup_hierarchies()),
-                         mounted=True)
+                         mounted=True, release=release, quirks=host_quirks)
         st = self._save(st.with_host(rec))
         network.create_netns(self.net, number)
         hosts.make_cgroups(spec)
-        hosts.mount_overlay(spec, lower)
+        hosts.mount_overlay(spec, layout.lowers[release])
         rec = replace(rec, host_key=hosts.provision(spec, identity))
+        quirks.apply(spec.root, spec.name, host_quirks, hosts.USER_HOMES)
         return self._save(st.with_host(rec))
 
     def _boot(self, st: LabState, rec: HostRecord) -> LabState:
         spec = self.spec(rec.number)
         for path in rec.cgroups:  # a stopped container may leave its subgroups behind
             hosts.remove_cgroup(Path(path))
-        pid = hosts.start(spec, hosts.make_cgroups(spec))
+        pid = hosts.start(spec, hosts.make_cgroups(spec), quirks.nspawn_args(rec.quirks))
         return self._save(st.with_host(replace(rec, pid=pid)))
 
     def _wait_booted(self, records: Sequence[HostRecord]) -> None:
@@ -234,7 +269,8 @@ class Lab:
 
     def _write_files(self, st: LabState) -> None:
         files.write_known_hosts(self.dir, {h.name: (h.address, h.host_key) for h in st.hosts})
-        files.write_inventory(self.dir, {h.name: h.address for h in st.hosts})
+        files.write_inventory(self.dir, {h.name: h.address for h in st.hosts},
+                              {h.name: "ops" for h in st.hosts if "ops-login" in h.quirks})
         files.write_env(self.dir, self.env())
         if st.endpoint_pid is not None:
             try:
@@ -322,7 +358,8 @@ class Lab:
             init = hosts.container_init(rec.pid) if running and rec.pid else None
             system = hosts.system_state(init) if init else "stopped"
             rows.append(HostStatus(rec.name, rec.address, running, system,
-                                   running and hosts.ssh_answers(rec.address)))
+                                   running and hosts.ssh_answers(rec.address), rec.release,
+                                   rec.quirks))
         endpoint = st.endpoint_pid is not None and endpoint_answers(self.endpoint_url)
         return LabStatus(self.name, self.net.index, self.dir, tuple(rows),
                          self.endpoint_url if st.endpoint_pid is not None else None, endpoint)

@@ -16,7 +16,10 @@ from pathlib import Path
 
 from anywhere.errors import EnvironmentProblem
 
-SUITE = "bookworm"
+# The Debian releases a lab host can run, each proven to boot under nspawn on a cgroup v1+v2
+# hybrid and to run the lab agents (bullseye's python3 is 3.9). The first is the default.
+SUITES = ("bookworm", "bullseye", "trixie")
+DEFAULT_SUITE = SUITES[0]
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = (
     "openssh-server", "sudo", "procps", "iproute2", "python3", "systemd", "systemd-sysv",
@@ -27,7 +30,14 @@ STAMP = ".anywhere-lab-rootfs"
 STAMP_VERSION = "5"
 # The version is part of the cache's name: a rebuilt rootfs never replaces one that running
 # labs still use as their overlays' lower layer.
-DEFAULT_CACHE = Path(f"/var/cache/anywhere-lab/rootfs-{SUITE}-v{STAMP_VERSION}")
+CACHE_ROOT = Path("/var/cache/anywhere-lab")
+
+
+def cache_path(suite: str = DEFAULT_SUITE, root: Path = CACHE_ROOT) -> Path:
+    return root / f"rootfs-{suite}-v{STAMP_VERSION}"
+
+
+DEFAULT_CACHE = cache_path()
 USERS = ("deploy", "ops")
 
 # Timers, gettys and logind only add noise and CPU on a fleet of containers.
@@ -85,8 +95,18 @@ def is_built(path: Path = DEFAULT_CACHE) -> bool:
     return stamp.is_file() and stamp.read_text().strip() == STAMP_VERSION
 
 
-def ensure_rootfs(path: Path = DEFAULT_CACHE, log: Path | None = None) -> Path:
-    """Return the cached rootfs, building it first if needed (once, atomically, under a lock)."""
+def check_suite(suite: str) -> str:
+    if suite not in SUITES:
+        raise EnvironmentProblem(
+            f"the lab has no Debian release {suite!r}; choose from {', '.join(SUITES)}")
+    return suite
+
+
+def ensure_rootfs(path: Path = DEFAULT_CACHE, log: Path | None = None,
+                  suite: str = DEFAULT_SUITE) -> Path:
+    """Return the cached rootfs of `suite`, building it first if needed (once, atomically,
+    under a lock)."""
+    check_suite(suite)
     if is_built(path):
         return path
     ensure_tools()
@@ -97,7 +117,7 @@ def ensure_rootfs(path: Path = DEFAULT_CACHE, log: Path | None = None) -> Path:
         tmp = path.parent / f".{path.name}.build-{os.getpid()}"
         _remove_tree(tmp)
         try:
-            _debootstrap(tmp, log or path.parent / f"{path.name}.build.log")
+            _debootstrap(tmp, suite, log or path.parent / f"{path.name}.build.log")
             customise(tmp)
             (tmp / STAMP).write_text(STAMP_VERSION + "\n")
             if path.exists():  # an outdated cache: swap it out only once the new one is whole
@@ -110,9 +130,11 @@ def ensure_rootfs(path: Path = DEFAULT_CACHE, log: Path | None = None) -> Path:
     return path
 
 
-def _debootstrap(target: Path, log: Path) -> None:
+def _debootstrap(target: Path, suite: str, log: Path) -> None:
     argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-            SUITE, str(target), MIRROR]
+            suite, str(target), MIRROR]
+    if not Path(f"/usr/share/debootstrap/scripts/{suite}").exists():
+        raise EnvironmentProblem(f"this debootstrap does not know {suite}: upgrade debootstrap")
     with log.open("w") as out:
         done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:

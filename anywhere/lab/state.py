@@ -38,6 +38,8 @@ class HostRecord:
     mounted: bool = False
     host_key: str = ""
     pid: int | None = None
+    release: str = "bookworm"  # Debian suite of its rootfs
+    quirks: tuple[str, ...] = ()  # messy-host options (anywhere.lab.quirks)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ def load(labdir: Path) -> LabState | None:
         return None
     except (OSError, ValueError) as exc:
         raise EnvironmentProblem(f"unreadable lab state {path}: {exc}") from exc
-    hosts = tuple(HostRecord(**{**h, "cgroups": tuple(h.get("cgroups", ()))})
+    hosts = tuple(HostRecord(**{**h, "cgroups": tuple(h.get("cgroups", ())),
+                                "quirks": tuple(h.get("quirks", ()))})
                   for h in raw.pop("hosts", []))
     return LabState(**raw, hosts=hosts)
 

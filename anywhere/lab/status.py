@@ -17,6 +17,8 @@ class HostStatus:
     running: bool
     system: str  # systemctl is-system-running, or "stopped"
     ssh: bool
+    release: str = ""
+    quirks: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -41,7 +43,8 @@ class LabStatus:
         out = [f"lab {self.name} (index {self.index}, {self.dir})"]
         for h in self.hosts:
             ssh = "ssh ok" if h.ssh else "ssh down"
-            out.append(f"  {h.name:<5} {h.address:<14} {h.system:<9} {ssh}")
+            extra = f"  {','.join(h.quirks)}" if h.quirks else ""
+            out.append(f"  {h.name:<5} {h.address:<14} {h.release:<9} {h.system:<9} {ssh}{extra}")
         if self.endpoint_url is None:
             out.append("  endpoint: not started")
         else:

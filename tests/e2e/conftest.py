@@ -11,6 +11,7 @@ import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,8 +76,9 @@ def spare_lab_name() -> str:
     return f"pytest-{os.getpid()}-spare"
 
 
-def module_lab(tag: str, index: int, hosts: int) -> Iterator[Lab]:
-    """A lab of a test module's own (isolated hosts and endpoint), torn down after it.
+def module_lab(tag: str, index: int, hosts: int, **options: Any) -> Iterator[Lab]:
+    """A lab of a test module's own (isolated hosts and endpoint), torn down after it;
+    `options` go to `Lab.up` (releases, host_quirks).
 
     Indices in use: 0 the operator's default lab, 7 the session lab, 8 spare; test modules
     take 1-6 (one each), so their state never leaks into each other.
@@ -85,7 +87,7 @@ def module_lab(tag: str, index: int, hosts: int) -> Iterator[Lab]:
     remove_stale_test_labs(index)
     name = f"pytest-{os.getpid()}-{tag}"
     booted = Lab.up(name, index, hosts, state_root=state.DEFAULT_ROOT,
-                    with_endpoint=endpoint_available())
+                    with_endpoint=endpoint_available(), **options)
     try:
         yield booted
     finally:

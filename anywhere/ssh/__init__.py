@@ -10,13 +10,10 @@ host and host keys are always checked against a known_hosts file.
 
 from __future__ import annotations
 
-import codecs
 import errno
-import select
-import shlex
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +29,7 @@ from anywhere.errors import (
     UnreachableError,
 )
 from anywhere.models import CommandResult, Secret, SshTarget
+from anywhere.ssh import wire
 from anywhere.ssh.hostkeys import (
     Endpoint,
     KnownHostsPolicy,
@@ -39,15 +37,12 @@ from anywhere.ssh.hostkeys import (
     load_known_hosts,
     parse_jumps,
 )
+from anywhere.ssh.stream import Lines, OutputSink, pump
+from anywhere.ssh.wire import one_line
 
 # curve25519 first: OpenSSH's sntrup/mlkem hybrids cost the host more CPU per connection.
 _KEX_FIRST = "curve25519-sha256@libssh.org"
 _KEEPALIVE_S = 30
-_CHUNK = 32768
-_SUDO_ASKS = "sudo needs a password: pass --ask-become-pass or ANYWHERE_BECOME_PASSWORD"
-# Printed by the inner shell before a first, unprobed sudo command: proof that it started.
-_BECOME_MARK = "anywhere:become-ok"
-OutputSink = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -205,7 +200,7 @@ def _connect_error(exc: Exception, endpoint: Endpoint, known: Path, role: str) -
         return _socket_error(exc, endpoint, 0.0, role)
     # Banner/handshake failures: sshd dropped us (MaxStartups) or something else answers.
     return UnreachableError(
-        f"SSH handshake with {where} failed: {_one_line(str(exc)) or type(exc).__name__}",
+        f"SSH handshake with {where} failed: {one_line(str(exc)) or type(exc).__name__}",
         "sshd may be overloaded (MaxStartups) or the port is not SSH; retry with less concurrency",
     )
 
@@ -219,13 +214,19 @@ def _tunnel(hop: paramiko.SSHClient, address: str, port: int, timeout: float) ->
         )
     except (paramiko.SSHException, OSError) as exc:
         raise UnreachableError(
-            f"jump host cannot reach {address}:{port}: {_one_line(str(exc))}",
+            f"jump host cannot reach {address}:{port}: {one_line(str(exc))}",
             "check the address from the jump host's side, and AllowTcpForwarding there",
         ) from None
 
 
+@dataclass(frozen=True)
+class _Ran:
+    result: CommandResult
+    started: bool  # every marker seen: the command itself ran
+
+
 class _SshTransport:
-    """`Transport` over one paramiko client; channels and SFTP share its connection."""
+    """`Transport` over one paramiko client; every command is a channel of its connection."""
 
     def __init__(
         self, name: str, target: SshTarget, options: SshOptions,
@@ -236,8 +237,8 @@ class _SshTransport:
         self._options = options
         self._client = client
         self._hops = hops
-        self._sftp: paramiko.SFTPClient | None = None
         self._sudo_mode: str | None = None  # "direct" | "nopasswd" | "password"
+        self._tty = False  # sudo refused without a tty (requiretty): sudo runs on a pty
 
     def run(
         self,
@@ -251,36 +252,42 @@ class _SshTransport:
     ) -> CommandResult:
         limit = self._options.command_timeout_s if timeout is None else timeout
         payload = b"".join(s.reveal().encode() + b"\n" for s in secret_stdin) + stdin
-        wire = command
-        if sudo and self._target.become and self._sudo_mode is None and not payload \
-                and on_output is None:
+        # ansible_become=false means the login user already has the rights it needs.
+        if not (sudo and self._target.become):
+            return self._exec(wire.plain(command), payload, limit, on_output, command).result
+        if self._sudo_mode is None and not payload and on_output is None:
             first = self._try_nopasswd(command, limit)
             if first is not None:
                 return first
-        # ansible_become=false means the login user already has the rights it needs.
-        if sudo and self._target.become:
-            mode = self._sudo()
-            wire = _sudo_command(command, self._target.become_user, mode)
-            if mode == "password" and self._options.become_password is not None:
-                # sudo -S reads exactly one line (byte by byte); the rest reaches the command.
-                payload = self._options.become_password.reveal().encode() + b"\n" + payload
-        return self._exec(wire, payload, limit, on_output, brief=command)
+        mode = self._sudo()
+        secret = self._options.become_password if mode == "password" else None
+        return self._as_root(command, mode, payload, limit, on_output, secret).result
 
     def _try_nopasswd(self, command: str, limit: float) -> CommandResult | None:
         """Run `command` under `sudo -n` without probing first; None if sudo did not run it.
 
         Most fleets give the deploy user NOPASSWD sudo: then the probe would cost every host
-        one more sudo session and round trip. The inner shell prints a marker before the
-        command, so its absence proves the command never started and is safe to run again.
+        one more sudo session and round trip. The become marker's absence proves the command
+        never started and is safe to run again.
         """
-        marked = f"printf '%s\\n' {_BECOME_MARK}\n{command}"
-        wire = _sudo_command(marked, self._target.become_user, "nopasswd")
-        result = self._exec(wire, b"", limit, None, brief=command)
-        if not result.stdout.startswith(_BECOME_MARK + "\n"):
-            return None
-        self._sudo_mode = "nopasswd"
-        return CommandResult(result.exit_status, result.stdout[len(_BECOME_MARK) + 1:],
-                             result.stderr)
+        ran = self._as_root(command, "nopasswd", b"", limit, None, None)
+        if ran.started:
+            self._sudo_mode = "nopasswd"
+            return ran.result
+        if not self._tty and wire.needs_tty(ran.result.stderr):
+            self._tty = True
+            return self._try_nopasswd(command, limit)
+        return None
+
+    def _as_root(
+        self, command: str, mode: str, payload: bytes, limit: float,
+        on_output: OutputSink | None, password: Secret | None,
+    ) -> _Ran:
+        # sudo -S reads exactly one line (byte by byte); the rest reaches the command.
+        send = (password.reveal().encode() + b"\n" if password else b"") + payload
+        wired = wire.become(command, self._target.become_user, mode)
+        return self._exec(wired, send, limit, on_output, command, wire.BECOME,
+                          tty=self._tty and mode != "direct")
 
     def become(self) -> None:
         # The probe that picks the sudo mode already ran sudo (and checked a password): a
@@ -289,24 +296,18 @@ class _SshTransport:
             self._sudo()
 
     def put(self, data: bytes, remote_path: str, mode: int = 0o600) -> None:
-        try:
-            if self._sftp is None:
-                self._sftp = self._client.open_sftp()
-            with self._sftp.open(remote_path, "wb") as handle:
-                # Narrow the mode before any byte lands in the file.
-                handle.chmod(mode)
-                handle.write(data)
-        except (OSError, paramiko.SSHException, EOFError) as exc:
-            if not self._alive():
-                raise self._lost(f"upload of {remote_path}") from None
+        # Over an exec channel, not SFTP: sftp-server starts through the login shell, and a
+        # login file that prints (a noisy ~/.bashrc) corrupts the SFTP stream.
+        brief = f"upload of {remote_path}"
+        done = self._exec(wire.upload(remote_path, mode), data,
+                          self._options.command_timeout_s, None, brief).result
+        if not done.ok:
             raise InstallError(
-                f"upload of {remote_path} failed: {_one_line(str(exc))}",
+                f"{brief} failed: {wire.one_line(done.stderr) or f'exit {done.exit_status}'}",
                 "check that the directory exists and the login user may write there",
-            ) from None
+            )
 
     def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
         self._client.close()
         for hop in reversed(self._hops):
             hop.close()
@@ -325,40 +326,48 @@ class _SshTransport:
         """Find out once per connection how to become the target user."""
         if self._sudo_mode is not None:
             return self._sudo_mode
-        user = shlex.quote(self._target.become_user)
-        probe = (
-            f'if [ "$(id -u)" = 0 ] && [ {user} = root ]; then echo direct; '
-            f"elif sudo -n -u {user} -- true; then echo nopasswd; else echo password; fi"
-        )
-        result = self._exec(probe, b"", self._options.command_timeout_s, None, brief="sudo -n")
-        mode = result.stdout.strip() or "password"
+        limit = self._options.command_timeout_s
+        probe = wire.probe(self._target.become_user)
+        result = self._exec(probe, b"", limit, None, "sudo -n", tty=self._tty).result
+        if not self._tty and wire.needs_tty(result.stderr):
+            self._tty = True
+            result = self._exec(probe, b"", limit, None, "sudo -n", tty=True).result
+        lines = result.stdout.strip().splitlines() or ["password"]
+        mode = lines[-1].strip() if lines[-1].strip() in wire.MODES else "password"
         if mode == "password":
             secret = self._options.become_password
             if secret is None:
-                raise SudoError(_sudo_reason(result.stderr), "or give the user NOPASSWD sudo")
-            check = _sudo_command("true", self._target.become_user, mode)
-            verdict = self._exec(
-                check, secret.reveal().encode() + b"\n", self._options.command_timeout_s,
-                None, brief="sudo -S true",
-            )
-            if not verdict.ok:
-                raise SudoError(_sudo_reason(verdict.stderr), "check the become password")
+                # On a pty, sudo's words precede the verdict line in the one output stream.
+                said = "\n".join([result.stderr, *lines[:-1]])
+                raise SudoError(wire.sudo_reason(said), "or give the user NOPASSWD sudo")
+            check = self._as_root("true", mode, b"", limit, None, secret)
+            if not (check.started and check.result.ok):
+                raise SudoError(wire.sudo_reason(check.result.stderr),
+                                "check the become password")
         self._sudo_mode = mode
         return mode
 
     def _exec(
-        self, wire: str, payload: bytes, limit: float, on_output: OutputSink | None, brief: str
-    ) -> CommandResult:
+        self, wired: str, payload: bytes, limit: float, on_output: OutputSink | None,
+        brief: str, mark: str = wire.START, *, tty: bool = False,
+    ) -> _Ran:
+        marks = (wire.TTY_READY, mark) if tty else (mark,)
+        if tty:
+            wired = wire.on_tty(wired, len(payload))
         try:
             channel = self._client.get_transport().open_session(  # type: ignore[union-attr]
                 timeout=self._options.connect_timeout_s
             )
         except (AttributeError, OSError, paramiko.SSHException, EOFError):
             raise self._lost(f"`{_brief(brief)}`") from None
-        out, err = _Lines(on_output), _Lines(on_output)
+        out, err = Lines(on_output, marks), Lines(on_output)
         try:
-            channel.exec_command(wire)
-            status = _pump(channel, payload, time.monotonic() + limit, out, err)
+            if tty:
+                channel.get_pty(term="dumb")
+            channel.exec_command(wired)
+            # On a pty stdin stays open: closing it would hang up the session's tty.
+            status = pump(channel, payload, time.monotonic() + limit, out, err,
+                          hold_until=1 if tty else 0, close_stdin=not tty)
         except (OSError, paramiko.SSHException, EOFError):
             raise self._lost(f"`{_brief(brief)}`") from None
         finally:
@@ -370,99 +379,23 @@ class _SshTransport:
             )
         if status == -1 and not self._alive():
             raise self._lost(f"`{_brief(brief)}`")
-        return CommandResult(status, out.finish(), err.finish())
+        return _outcome(status, out, err, tty)
 
 
-def _sudo_command(command: str, user: str, mode: str) -> str:
-    inner = f"sh -c {shlex.quote(command)}"
-    if mode == "direct":
-        return inner
-    target = shlex.quote(user)
-    if mode == "nopasswd":
-        return f"sudo -n -u {target} -- {inner}"
-    # -k: ignore cached credentials, so sudo always consumes the password line we send.
-    return f"sudo -k -S -p '' -u {target} -- {inner}"
-
-
-def _pump(
-    channel: paramiko.Channel, payload: bytes, deadline: float, out: _Lines, err: _Lines
-) -> int | None:
-    """Feed stdin, stream output until the exit status arrives; None when the deadline
-    passes first. Waits on the channel's pipe fd, so an idle command costs no CPU."""
-    if not payload:
-        channel.shutdown_write()
-    while True:
-        if payload and channel.send_ready():
-            sent = channel.send(payload[:_CHUNK])
-            payload = payload[sent:]
-            if not payload:
-                channel.shutdown_write()
-        while channel.recv_ready():
-            out.feed(channel.recv(_CHUNK))
-        while channel.recv_stderr_ready():
-            err.feed(channel.recv_stderr(_CHUNK))
-        if channel.exit_status_ready():
-            return channel.recv_exit_status()
-        if channel.closed or (channel.eof_received and not channel.get_transport().is_active()):
-            return -1
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        wait = min(remaining, 1.0)
-        if payload:
-            time.sleep(min(wait, 0.01))
-        elif channel.eof_received:
-            channel.status_event.wait(wait)
-        else:
-            select.select([channel], [], [], wait)
-
-
-class _Lines:
-    """Decodes a byte stream incrementally, keeps it all, and hands complete lines to a sink."""
-
-    def __init__(self, sink: OutputSink | None) -> None:
-        self._sink = sink
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._parts: list[str] = []
-        self._partial = ""
-
-    def feed(self, data: bytes) -> None:
-        text = self._decoder.decode(data)
-        self._parts.append(text)
-        if self._sink is None:
-            return
-        *lines, self._partial = (self._partial + text).split("\n")
-        for line in lines:
-            self._sink(line.rstrip("\r"))
-
-    def finish(self) -> str:
-        tail = self._decoder.decode(b"", final=True)
-        self._parts.append(tail)
-        rest = self._partial + tail
-        if self._sink is not None and rest:
-            self._sink(rest.rstrip("\r"))
-        self._partial = ""
-        return "".join(self._parts)
-
-
-def _sudo_reason(stderr: str) -> str:
-    text = stderr.lower()
-    if "not in the sudoers" in text or "not allowed to" in text:
-        return f"sudo refused: {_one_line(stderr)}"
-    if "incorrect password" in text or "sorry, try again" in text:
-        return "sudo refused the become password"
-    if "not found" in text:
-        return "sudo is not installed on the host"
-    if "password is required" in text:
-        return _SUDO_ASKS
-    return f"sudo failed: {_one_line(stderr) or 'no message'}"
+def _outcome(status: int, out: Lines, err: Lines, tty: bool) -> _Ran:
+    """Split what came back into the command's output and the words of whatever ran first."""
+    body, errors = out.finish(), err.finish()
+    if not tty:
+        return _Ran(CommandResult(status, body if out.complete else out.unmatched, errors),
+                    out.complete)
+    # A pty has one stream: the text between the markers is sudo's (lecture, refusals; its
+    # newlines may be CRLF), after the last one the command's stdout and stderr together,
+    # byte for byte (raw mode: no CR/LF mapping).
+    said = out.before[1] if out.complete else out.unmatched
+    result = CommandResult(status, body, said.replace("\r\n", "\n") + errors)
+    return _Ran(result, out.complete)
 
 
 def _brief(command: str) -> str:
     first = command.strip().splitlines()[0] if command.strip() else ""
     return first if len(first) <= 60 else first[:57] + "..."
-
-
-def _one_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else ""

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from anywhere.lab.endpoint.control import LabControl
 from anywhere.lab.lab import Lab
 
 
@@ -85,3 +86,21 @@ def role_seen_by_ssm(lab: Lab) -> None:
                            for name in ("ssm", "ecs", "iam", "sts")))
     Aws(clients).ensure_role(IAM_ROLE, create=True)
     time.sleep(float(os.environ.get("ANYWHERE_LAB_IAM_DELAY_S") or DEFAULT_IAM_DELAY_S))
+
+
+def lab_secrets(lab: Lab) -> list[str]:
+    """Every activation code the lab endpoint handed out, and the AWS secret key."""
+    audit = LabControl(lab.endpoint_url).audit()
+    codes = [str(a["ActivationCode"]) for a in audit.get("activations", [])]
+    assert codes, "no activation was created: the scan below would prove nothing"
+    return [*codes, lab.env()["AWS_SECRET_ACCESS_KEY"]]
+
+
+def leaks(text: str, secrets: list[str]) -> list[str]:
+    """The secrets found in `text`, shortened so a failing test does not print them."""
+    return [s[:4] + "…" for s in secrets if s in text]
+
+
+def tree_text(root: Path) -> str:
+    return "\n".join(p.read_bytes().decode("utf-8", "replace")
+                     for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink())

@@ -19,10 +19,9 @@ import boto3
 import pytest
 from ruamel.yaml import YAML
 
-from anywhere.lab.endpoint.control import LabControl
 from anywhere.lab.lab import Lab
 from tests.e2e.conftest import module_lab
-from tests.e2e.helpers import anywhere, lab_env, read_json
+from tests.e2e.helpers import anywhere, lab_env, lab_secrets, leaks, read_json, tree_text
 
 INDEX = 4
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,23 +34,6 @@ pytestmark = pytest.mark.skipif(not ANSIBLE_PLAYBOOK.exists(), reason="ansible-c
 @pytest.fixture(scope="module")
 def alab() -> Iterator[Lab]:
     yield from module_lab("ansible", INDEX, 3)
-
-
-def _secrets(lab: Lab) -> list[str]:
-    """Every activation code the lab endpoint handed out, and the AWS secret key."""
-    audit = LabControl(lab.endpoint_url).audit()
-    codes = [str(a["ActivationCode"]) for a in audit.get("activations", [])]
-    assert codes, "no activation was created: the scan below would prove nothing"
-    return [*codes, lab.env()["AWS_SECRET_ACCESS_KEY"]]
-
-
-def _leaks(text: str, secrets: list[str]) -> list[str]:
-    return [s[:4] + "…" for s in secrets if s in text]
-
-
-def _tree_text(root: Path) -> str:
-    return "\n".join(p.read_bytes().decode("utf-8", "replace")
-                     for p in sorted(root.rglob("*")) if p.is_file())
 
 
 def _playbook(lab: Lab, name: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -76,7 +58,7 @@ def test_playbook_registers_two_hosts_and_check_agrees(alab: Lab) -> None:
     check = anywhere(alab, "check", str(alab.inventory_path), "--limit", "h1,h2")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "not registered" in done.stdout  # the decision was shown
-    assert _leaks(done.stdout + done.stderr, _secrets(alab)) == []
+    assert leaks(done.stdout + done.stderr, lab_secrets(alab)) == []
 
 
 def test_check_playbook_passes_ready_hosts_and_fails_the_fresh_one(alab: Lab) -> None:
@@ -94,11 +76,11 @@ def test_engine_ansible_gives_the_built_in_report(alab: Lab, tmp_path: Path) -> 
     ran = anywhere(alab, "register", inv, "--engine", "ansible", "--yes",
                    "--report-json", str(ansible_report), run_dir=tmp_path / "runs-ansible")
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    secrets = _secrets(alab)
+    secrets = lab_secrets(alab)
     private = next((tmp_path / "runs-ansible").glob("*/ansible"))
     assert (private / "artifacts").is_dir()
-    assert _leaks(_tree_text(private), secrets) == []
-    assert _leaks(_tree_text(tmp_path / "runs-ansible"), secrets) == []
+    assert leaks(tree_text(private), secrets) == []
+    assert leaks(tree_text(tmp_path / "runs-ansible"), secrets) == []
     # The same starting state for the built-in engine: h3 out again, h1/h2 ready.
     out = anywhere(alab, "deregister", inv, "--limit", "h3", "--yes", run_dir=tmp_path / "d")
     assert out.returncode == 0, out.stdout + out.stderr

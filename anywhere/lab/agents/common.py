@@ -143,7 +143,7 @@ def store_shared_credentials(base: Path, key: str, secret: str, token: str,
         sections = _ini_sections(path.read_text())
     except OSError:
         sections = [("", [])]
-    values = dict(zip(CREDENTIAL_KEYS, (key, secret, token), strict=True))
+    values = dict(zip(CREDENTIAL_KEYS, (key, secret, token)))
     if not any(name == profile for name, _ in sections):
         sections.append((profile, []))
     out: list[str] = []

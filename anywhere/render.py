@@ -42,7 +42,7 @@ ECS_CONFIG_KEYS = ("ECS_CLUSTER", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
 # Characters that would break a systemd Environment="..." word or a Docker env-file line
 # (values also pass through the shell, but always quoted).
 _UNSAFE = re.compile(r'[\s"\\]')
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def install_context(
         raise TemplateError(f"{host.name}: no region (set anywhere_region or AWS_DEFAULT_REGION)")
     if installer_name is not None and (not installer_name or "/" in installer_name):
         raise TemplateError(f"{host.name}: installer name {installer_name!r} is not a file name")
-    if cfg.installer_sha256 is not None and not _SHA256.match(cfg.installer_sha256):
+    if cfg.installer_sha256 is not None and not _SHA256.fullmatch(cfg.installer_sha256):
         raise TemplateError(f"{host.name}: anywhere_installer_sha256 is not a sha256 hex digest")
     proxy = _proxy(host)
     return {

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+# C0 controls and DEL: a newline or CR in a value would start a new line (a new key) in
+# ecs.config, a systemd drop-in or the script; NUL cuts a C string short. C1 too.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class Invalid(Exception):
@@ -35,6 +40,7 @@ def type_name(value: object) -> str:
 def nonempty_text(value: object, _ctx: Context | None = None) -> str:
     if not isinstance(value, str) or not value.strip():
         raise Invalid(f"must be a non-empty string, not {type_name(value)}")
+    control_check(value)
     if "{{" in value or "{%" in value:
         raise Invalid(
             "templated values are not supported here: give a literal value "
@@ -47,3 +53,11 @@ def resolve_path(value: object, ctx: Context) -> Path:
     text = nonempty_text(value)
     path = Path(ctx.home / text[2:] if text == "~" or text.startswith("~/") else text)
     return path if path.is_absolute() else ctx.base_dir / path
+
+
+def control_check(text: str) -> str:
+    """`text` unless it holds a control character (newline, CR, NUL, ...)."""
+    found = _CONTROL.search(text)
+    if found:
+        raise Invalid(f"contains the control character {found.group(0)!r}: not allowed")
+    return text

@@ -16,7 +16,7 @@ import re
 from anywhere.errors import UsageError
 from anywhere.models import Host, Inventory
 
-_SUBSCRIPT = re.compile(r"^(.+)\[(?:(-?\d+)|(\d+):(\d*))\]$")
+_SUBSCRIPT = re.compile(r"(.+)\[(?:(-?[0-9]+)|([0-9]+):([0-9]*))\]")
 _GLOB_CHARS = ("*", "?", "[", ".")
 
 
@@ -42,7 +42,7 @@ def _match_term(inventory: Inventory, term: str) -> list[str]:
     if term in ("all", "*"):
         return [h.name for h in inventory.hosts]
     subscript = None
-    match = _SUBSCRIPT.match(term) if not term.startswith("~") else None
+    match = _SUBSCRIPT.fullmatch(term) if not term.startswith("~") else None
     if match:
         term, subscript = match.group(1), match.groups()[1:]
     regex = _matcher(term)

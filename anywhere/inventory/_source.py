@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import difflib
 import re
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +23,15 @@ from ruamel.yaml.resolver import VersionedResolver, implicit_resolvers
 
 from anywhere.errors import Problem
 from anywhere.inventory._base import Context, Invalid
+from anywhere.inventory._limits import MAX_HOSTS, check_yaml, read_text
+from anywhere.inventory._ranges import expand_host
 from anywhere.inventory._values import convert
 
 _SECTIONS = ("hosts", "children", "vars")
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 # PyYAML's YAML 1.1 booleans, which Ansible uses; ruamel's 1.1 also reads y/n as booleans.
 _PYYAML_BOOL = re.compile(r"^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE"
-                          r"|on|On|ON|off|Off|OFF)$")
-_RANGE = re.compile(r"\[[^\]]*\]")
+                          r"|on|On|ON|off|Off|OFF)\Z")
 
 
 class _Yaml11Resolver(VersionedResolver):
@@ -134,44 +134,6 @@ def _kind(value: object) -> str:
     if isinstance(value, str):
         return f"the string {value!r}"
     return type(value).__name__
-
-
-def expand_host(pattern: str) -> tuple[list[str], int | None]:
-    """`web[01:03].lan:2222` → (['web01.lan', 'web02.lan', 'web03.lan'], 2222)."""
-    port: int | None = None
-    text = pattern.strip()
-    v6 = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text)
-    if v6:
-        return [v6.group(1)], int(v6.group(2)) if v6.group(2) else None
-    head, sep, tail = text.rpartition(":")
-    if sep and tail.isdigit() and ":" not in _RANGE.sub("", head):
-        text, port = head, int(tail)
-    return _expand_ranges(text), port
-
-
-def _expand_ranges(text: str) -> list[str]:
-    match = _RANGE.search(text)
-    if not match or ":" not in match.group(0):
-        return [text]
-    bounds = match.group(0)[1:-1].split(":")
-    if len(bounds) not in (2, 3) or not bounds[1]:
-        raise Invalid(f"host range {match.group(0)} must be [begin:end] or [begin:end:step]")
-    begin, end = bounds[0] or "0", bounds[1]
-    step = int(bounds[2]) if len(bounds) == 3 and bounds[2].isdigit() else 1
-    if begin in string.ascii_letters and end in string.ascii_letters:
-        i, j = string.ascii_letters.index(begin), string.ascii_letters.index(end)
-        items = list(string.ascii_letters[i : j + 1 : step])
-    elif begin.isdigit() and end.isdigit():
-        width = len(begin) if begin.startswith("0") and len(begin) > 1 else 0
-        if width and width != len(end):
-            raise Invalid(f"host range {match.group(0)}: begin and end need the same width")
-        items = [str(n).zfill(width) for n in range(int(begin), int(end) + 1, step)]
-    else:
-        raise Invalid(f"host range {match.group(0)} must be numbers or single letters")
-    if not items:
-        raise Invalid(f"host range {match.group(0)} is empty (begin > end)")
-    head, tail = text[: match.start()], text[match.end() :]
-    return [name for item in items for name in _expand_ranges(head + item + tail)]
 
 
 class _Reader:
@@ -301,6 +263,9 @@ class _Reader:
             self.problem(_line(node, pattern, value=True),
                          f"host {pattern!r}: variables must be a mapping, not {_kind(body)}")
             return
+        if len(self.hosts) + sum(1 for n in names if n not in self.hosts) > MAX_HOSTS:
+            self.problem(line, f"more than {MAX_HOSTS:,} hosts: refused")
+            return
         variables = self.variables(body) if body is not None else {}
         for name in names:
             self.add_host(name, line, port, variables, group)
@@ -347,26 +312,15 @@ def _yaml() -> YAML:
     return yaml
 
 
-def _text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise Invalid("no such file") from None
-    except IsADirectoryError:
-        raise Invalid("is a directory, not an inventory file") from None
-    except UnicodeDecodeError:
-        raise Invalid("is not UTF-8 text") from None
-    except OSError as exc:
-        raise Invalid(f"cannot read: {exc.strerror}") from None
-
-
 def read(path: Path, ctx: Context) -> Tree:
     """Parse `path`; every problem found lands in `Tree.problems` (nothing is raised)."""
     reader = _Reader(str(path), ctx)
     try:
-        data = _yaml().load(_text(path))
+        text = read_text(path)
+        check_yaml(text)
+        data = _yaml().load(text)
     except Invalid as exc:
-        reader.problem(None, exc.message)
+        reader.problem(exc.line, exc.message)
         return reader.tree()
     except MarkedYAMLError as exc:
         mark, where = exc.problem_mark or exc.context_mark, exc.context_mark

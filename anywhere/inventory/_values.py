@@ -20,23 +20,28 @@ Converter = Callable[[object, Context], object]
 
 _TRUE = ("yes", "on", "true", "1", "y", "t")
 _FALSE = ("no", "off", "false", "0", "n", "f")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-_CLUSTER = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_ROLE = re.compile(r"^[\w+=,.@-]{1,64}$")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
+_CLUSTER = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_ROLE = re.compile(r"[A-Za-z0-9_+=,.@-]{1,64}")
 # ECS attribute names: letters, digits, `-_/\.`.
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9_./\\-]{1,128}$")
+_LABEL_NAME = re.compile(r"[A-Za-z0-9_./\\-]{1,128}")
 # ECS allows 10 custom attributes per container instance; the ready mark is the 10th.
 MAX_LABELS = 9
 # ECS attribute values: letters, digits, `-_.@/\:` and inner spaces.
 _VALUE_CHAR = r"[A-Za-z0-9_./@:\\-]"
-_LABEL_VALUE = re.compile(rf"^{_VALUE_CHAR}(?:[A-Za-z0-9_./@:\\ -]{{0,126}}{_VALUE_CHAR})?$")
+_LABEL_VALUE = re.compile(rf"{_VALUE_CHAR}(?:[A-Za-z0-9_./@:\\ -]{{0,126}}{_VALUE_CHAR})?")
 # SSM's tag and instance-name pattern ^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$ (Unicode categories).
 _SSM_SIGNS = frozenset("_.:/=+-@")
 # The activation adds these two tags; SSM allows 50 per resource.
 RESERVED_TAGS = ("anywhere:host", "anywhere:run")
 MAX_TAGS = 50 - len(RESERVED_TAGS)
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _DOCKER_SOURCES = ("all", "docker", "distro", "none")
+# RFC 3986's characters: no space, quote, backslash or control character can reach the
+# script, ecs.config or a systemd drop-in through a URL.
+_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+# A NO_PROXY entry: a host, domain (.lan, *.lan), address, CIDR or socket path.
+_NO_PROXY_ENTRY = re.compile(r"[A-Za-z0-9\-._:/*\[\]%]+")
 
 
 def ssm_text(text: str) -> bool:
@@ -89,7 +94,7 @@ def _ttl(value: object, _ctx: Context) -> int:
 def _matching(pattern: re.Pattern[str], what: str) -> Converter:
     def convert(value: object, _ctx: Context) -> str:
         text = nonempty_text(value)
-        if not pattern.match(text):
+        if not pattern.fullmatch(text):
             raise Invalid(f"{text!r} is not a valid {what}")
         return text
 
@@ -109,8 +114,15 @@ def _one_of(choices: tuple[str, ...]) -> Converter:
 def _url(schemes: tuple[str, ...]) -> Converter:
     def convert(value: object, _ctx: Context) -> str:
         text = nonempty_text(value)
-        parts = urlsplit(text)
-        if parts.scheme not in schemes or not parts.hostname:
+        if not _URL_CHARS.fullmatch(text):
+            raise Invalid(f"{mask_url(text)!r}: a URL holds only ASCII letters, digits and "
+                          "-._~:/?#[]@!$&'()*+,;=% (percent-encode anything else)")
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises on a port that is not 0-65535
+        except ValueError as exc:
+            raise Invalid(f"{mask_url(text)!r} is not a URL: {exc}") from None
+        if parts.scheme not in schemes or not parts.hostname or parts.port == 0:
             raise Invalid(f"must be a {' or '.join(schemes)} URL, not {mask_url(text)!r}")
         return text
 
@@ -141,7 +153,7 @@ def _any_path(value: object, ctx: Context) -> str:
 
 def _sha256(value: object, _ctx: Context) -> str:
     text = nonempty_text(value)
-    if not _SHA256.match(text):
+    if not _SHA256.fullmatch(text):
         raise Invalid("must be 64 hexadecimal digits")
     return text.lower()
 
@@ -175,14 +187,14 @@ def _labels(value: object, _ctx: Context) -> Mapping[str, str]:
     for key, raw in mapping.items():
         line = _line_of_key(mapping, key)
         text = _scalartext(raw)
-        if not isinstance(key, str) or not _LABEL_NAME.match(key):
+        if not isinstance(key, str) or not _LABEL_NAME.fullmatch(key):
             raise Invalid(
                 f"label name {key!r}: up to 128 letters, digits, '-', '_', '.', '/' or '\\'",
                 line,
             )
         if key == READY_ATTRIBUTE:
             raise Invalid(f"label name {key!r} is anywhere's ready mark", line)
-        if text is None or not _LABEL_VALUE.match(text):
+        if text is None or not _LABEL_VALUE.fullmatch(text):
             raise Invalid(
                 f"label {key!r}: value must be up to 128 letters, digits, spaces (not at the "
                 "ends) or '-_.@/\\:'",
@@ -224,7 +236,12 @@ def _no_proxy(value: object, _ctx: Context) -> tuple[str, ...]:
         raise Invalid(f"must be a list or a comma-separated string, not {type_name(value)}")
     if not all(isinstance(item, str) for item in items):
         raise Invalid("every entry must be a string")
-    return tuple(str(item).strip() for item in items if str(item).strip())
+    entries = tuple(str(item).strip() for item in items if str(item).strip())
+    for entry in entries:
+        if not _NO_PROXY_ENTRY.fullmatch(entry):
+            raise Invalid(f"entry {entry!r}: a host, domain, address, CIDR or socket path "
+                          "(ASCII letters, digits and -._:/*[]%)")
+    return entries
 
 
 def _become_method(value: object, _ctx: Context) -> str:

@@ -53,7 +53,7 @@ def payload() -> bytes:
 def render(endpoint_url: str, heartbeat_s: float = 10.0, *,
            wait_interval_s: float = WAIT_INTERVAL_S) -> str:
     """The installer text for hosts that reach the lab endpoint at `endpoint_url`."""
-    if not _URL.match(endpoint_url):
+    if not _URL.fullmatch(endpoint_url):
         raise ValueError(f"endpoint URL must be http(s)://host[:port][/path]: {endpoint_url!r}")
     if not heartbeat_s > 0:
         raise ValueError(f"heartbeat must be positive: {heartbeat_s!r}")

@@ -35,7 +35,7 @@ def require_root() -> None:
 
 
 def lab_dir_for(name: str, state_root: Path | None = None) -> Path:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise EnvironmentProblem(f"lab name must match {_NAME.pattern}, got {name!r}")
     return (state_root or state.DEFAULT_ROOT) / name
 

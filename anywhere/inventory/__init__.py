@@ -23,6 +23,7 @@ from types import MappingProxyType
 from anywhere.errors import InventoryError, Problem
 from anywhere.inventory._ansible import (
     READERS,
+    VARS_DIRS,
     find_binary,
     list_inventory,
     needs_ansible,
@@ -30,6 +31,7 @@ from anywhere.inventory._ansible import (
 )
 from anywhere.inventory._base import Context, Invalid
 from anywhere.inventory._hosts import describe, resolve
+from anywhere.inventory._limits import check_sources
 from anywhere.inventory._patterns import select
 from anywhere.inventory._source import Tree, read
 from anywhere.inventory._values import ANYWHERE, convert
@@ -110,6 +112,9 @@ def _read_tree(path: Path, ctx: Context, env: Mapping[str, str]) -> tuple[Tree, 
                                           "fully (group_vars/, host_vars/, INI or a directory): "
                                           "install ansible-core or pass a plain YAML file")])
         return read(path, ctx), False
+    refused = check_sources(path, VARS_DIRS)
+    if refused:
+        raise InventoryError([Problem(str(f), exc.line, exc.message) for f, exc in refused])
     return tree_from_listing(list_inventory(path, binary, env), str(path), ctx), True
 
 

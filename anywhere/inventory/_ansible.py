@@ -22,7 +22,7 @@ from anywhere.inventory._source import GroupDef, HostDef, Tree, _Reader
 BINARY = "ansible-inventory"
 # Selected by ANYWHERE_INVENTORY_READER: auto (default), ansible, yaml.
 READERS = ("auto", "ansible", "yaml")
-_VARS_DIRS = ("group_vars", "host_vars")
+VARS_DIRS = ("group_vars", "host_vars")
 _TIMEOUT_S = 300.0
 # Passed through to ansible-inventory: what it needs to find its config, plugins and vaults.
 _PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")
@@ -41,10 +41,10 @@ def needs_ansible(path: Path) -> bool:
     directories, inside), a non-YAML file, or a file with `group_vars/` or `host_vars/` beside
     it."""
     if path.is_dir():
-        return any(p.is_file() or p.name in _VARS_DIRS for p in path.iterdir())
+        return any(p.is_file() or p.name in VARS_DIRS for p in path.iterdir())
     if path.suffix not in (".yml", ".yaml"):
         return path.exists()
-    return any((path.parent / d).is_dir() for d in _VARS_DIRS)
+    return any((path.parent / d).is_dir() for d in VARS_DIRS)
 
 
 def list_inventory(path: Path, binary: str, env: Mapping[str, str]) -> dict[str, object]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 from ruamel.yaml.events import (
     AliasEvent,
     CollectionEndEvent,
@@ -76,15 +77,15 @@ class _Budget:
         self.nodes += nodes
         self.text += text
         if self.nodes > MAX_NODES:
-            raise _over(event, f"expands to more than {MAX_NODES:,} values")
+            raise _over(event, f"expands to more than {MAX_NODES:,} values (aliases expanded)")
         if self.text > MAX_EXPANDED_BYTES:
             raise _over(event, f"expands to more than {MAX_EXPANDED_BYTES // (1024 * 1024)} MiB "
-                               "of text")
+                               "of text (aliases expanded)")
 
 
 def _over(event: Event, what: str) -> Invalid:
     mark = event.start_mark
-    return Invalid(f"the inventory {what} (aliases counted as expanded): refused",
+    return Invalid(f"the inventory {what}: refused",
                    mark.line + 1 if mark is not None else None)
 
 
@@ -134,3 +135,42 @@ def _add(stack: list[_Open], size: tuple[int, int]) -> None:
     if stack:
         stack[-1].nodes += size[0]
         stack[-1].text += size[1]
+
+
+MAX_FILES = 10_000
+
+
+def check_sources(path: Path, vars_dirs: tuple[str, ...]) -> list[tuple[Path, Invalid]]:
+    """Before Ansible reads `path` (a file or directory) and the vars directories beside it:
+    every file is regular, readable and within the limits, so Ansible neither blocks on a
+    FIFO nor expands an alias bomb. Returns each refused file with why."""
+    roots = [path, *(
+        (path if path.is_dir() else path.parent) / d for d in vars_dirs)]
+    found: list[tuple[Path, Invalid]] = []
+    seen = 0
+    for root in roots:
+        for file in _walk(root):
+            seen += 1
+            if seen > MAX_FILES:
+                return [(path, Invalid(f"more than {MAX_FILES:,} inventory files: refused"))]
+            try:
+                text = read_text(file)
+                if file.suffix in ("", ".yml", ".yaml", ".json"):
+                    check_yaml(text)
+            except Invalid as exc:
+                found.append((file, exc))
+            except YAMLError:
+                pass  # not YAML (an INI file): Ansible reads and judges it
+    return found
+
+
+def _walk(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return [root] if os.path.lexists(root) else []
+    files: list[Path] = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files += [Path(folder) / n for n in sorted(names) if not n.startswith(".")]
+        if len(files) > MAX_FILES:
+            break
+    return files

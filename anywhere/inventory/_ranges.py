@@ -1,7 +1,7 @@
 """Host keys as Ansible's YAML inventory writes them: `web[01:03].lan:2222`, `[::1]:22`.
 
 Ranges are counted before they are expanded: a short key must not name millions of hosts.
-Digits are ASCII only (`２２` is not 22 to ssh, so it is not to us either).
+Digits are ASCII only (a fullwidth 22 is not a port to ssh, so it is not to us either).
 """
 
 from __future__ import annotations

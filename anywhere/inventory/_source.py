@@ -250,7 +250,10 @@ class _Reader:
 
     def host_entry(self, node: Any, pattern: object, group: str) -> None:
         line = _line(node, pattern, value=False)
-        if not isinstance(pattern, str) or not pattern.strip():
+        if isinstance(pattern, str) and not pattern.strip():
+            self.problem(line, "empty host name")
+            return
+        if not isinstance(pattern, str):
             self.problem(line, f"host name {pattern!r} must be a string (quote it)")
             return
         try:

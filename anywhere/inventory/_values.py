@@ -36,6 +36,7 @@ _SSM_SIGNS = frozenset("_.:/=+-@")
 RESERVED_TAGS = ("anywhere:host", "anywhere:run")
 MAX_TAGS = 50 - len(RESERVED_TAGS)
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: a fullwidth digit is no port to ssh
 _DOCKER_SOURCES = ("all", "docker", "distro", "none")
 # RFC 3986's characters: no space, quote, backslash or control character can reach the
 # script, ecs.config or a systemd drop-in through a URL.
@@ -78,7 +79,7 @@ def ansible_bool(value: object, _ctx: Context) -> bool:
 
 
 def _port(value: object, _ctx: Context) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()) and len(value.strip()) < 6:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise Invalid(f"must be a port number 1-65535, not {type_name(value)}")
@@ -143,7 +144,7 @@ def mask_url(url: str) -> str:
 def _existing_file(value: object, ctx: Context) -> str:
     path = resolve_path(value, ctx)
     if not path.is_file():
-        raise Invalid(f"no such file: {path}")
+        raise Invalid(f"not a regular file: {path}" if path.exists() else f"no such file: {path}")
     return str(path)
 
 
@@ -263,6 +264,9 @@ def _connection(value: object, _ctx: Context) -> str:
 def _secret(value: object, _ctx: Context) -> Secret:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise Invalid(f"must be a string, not {type(value).__name__}")
+    if any(ch in str(value) for ch in "\n\r\0"):
+        # sudo reads the password as one line: the rest would be fed to the command.
+        raise Invalid("a password holds no newline, carriage return or NUL")
     return Secret(str(value))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -55,22 +56,58 @@ def become_password(secret: Secret, source: str) -> Secret:
     return secret
 
 
+# Allowed ranges of the numeric settings (inclusive); the same as the command-line flags'.
+# Durations must be more than 0: a zero timeout would fail every host at once.
+_RANGES: Mapping[str, tuple[float, float]] = {
+    "concurrency": (1, 1000),
+    "fail_percent": (0, 100),
+    "connect_timeout_s": (0.001, 3600),
+    "command_timeout_s": (0.001, 86400),
+    "install_timeout_s": (0.001, 86400),
+    "verify_timeout_s": (0.001, 86400),
+    "verify_poll_s": (0.001, 3600),
+    "max_clock_skew_s": (0.001, 86400),
+    "min_free_disk_mb": (0, 10_000_000),
+}
+# ASCII only, no `_` separators: what int()/float() accept beyond that is no number to a reader.
+_INT = re.compile(r"[+-]?[0-9]{1,12}")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]{1,12}(?:\.[0-9]*)?|\.[0-9]+)")
+
+
 def _coerce(name: str, raw: str, current: object) -> object:
+    text = raw.strip()
     try:
         if isinstance(current, bool):
-            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
                 raise ValueError(raw)
-            return raw.lower() in ("1", "true", "yes")
-        if isinstance(current, int):
-            return int(raw)
-        if isinstance(current, float):
-            return float(raw)
+            return text.lower() in ("1", "true", "yes")
+        if isinstance(current, int | float):
+            number = _number(text, isinstance(current, int))
+            low, high = _RANGES.get(name, (float("-inf"), float("inf")))
+            if not low <= number <= high:
+                raise _invalid(name, f"{raw!r} is out of range {low:g}-{high:g}")
+            return number
         if isinstance(current, Path):
-            return Path(raw)
+            return Path(_control_free(raw))
+        return _control_free(raw)
     except ValueError:
-        problem = Problem(f"${_ENV_PREFIX}{name.upper()}", None, f"invalid value {raw!r}")
-        raise UsageError(str(problem)) from None
+        raise _invalid(name, f"invalid value {raw!r}") from None
+
+
+def _number(text: str, whole: bool) -> int | float:
+    if not (_INT if whole else _FLOAT).fullmatch(text):
+        raise ValueError(text)  # also NaN, inf and 1e999
+    return int(text) if whole else float(text)
+
+
+def _control_free(raw: str) -> str:
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in raw):
+        raise ValueError(raw)
     return raw
+
+
+def _invalid(name: str, message: str) -> UsageError:
+    return UsageError(str(Problem(f"${_ENV_PREFIX}{name.upper()}", None, message)))
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:

@@ -71,6 +71,11 @@ class Lab:
         New host hN runs Debian `releases[(N - 1) % len(releases)]` and gets the messy-host
         options `host_quirks[hN]`; hosts that exist keep theirs.
         """
+        if with_endpoint:
+            # The endpoint runs in the background: without moto it would die there, unseen.
+            from anywhere.lab.endpoint import server
+
+            server.check_moto()
         require_root()
         if not 1 <= hosts <= network.MAX_HOSTS:
             raise EnvironmentProblem(f"a lab has 1-{network.MAX_HOSTS} hosts, not {hosts}")

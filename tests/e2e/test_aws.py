@@ -229,12 +229,13 @@ def test_missing_credentials(aws_env: pytest.MonkeyPatch, moto_url: str, account
 
 def test_api_failures_map_per_scope(aws_env: pytest.MonkeyPatch, moto_url: str,
                                     account: str) -> None:
-    # Plain moto has no SSM hybrid side: its 500s stand in for any AWS-side failure.
+    # Plain moto has no SSM hybrid side: its 500s (no AWS error document) stand in for any
+    # AWS-side failure; the operation's scope decides the error class.
     aws = adapter(moto_url, account, aws_env, attempts=1)
-    with pytest.raises(ActivationError, match=r"ssm\.CreateActivation failed") as info:
+    with pytest.raises(ActivationError, match=r"ssm\.CreateActivation with HTTP 500") as info:
         aws.create_activation("h1", "ecsAnywhereRole", 30, {}, "run-1")
     assert_ours(info.value)
-    with pytest.raises(AwsError, match=r"ssm\.DescribeInstanceInformation failed") as err:
+    with pytest.raises(AwsError, match=r"ssm\.DescribeInstanceInformation") as err:
         aws.managed_instances(["mi-0123456789abcdef0"])
     assert_ours(err.value)
 

@@ -69,10 +69,13 @@ def test_problems_found_in_ansible_output_name_the_file_without_a_line(tmp_path:
     assert "anywhere_cluster" in caught.value.problems[0].message
 
 
-def test_group_vars_without_ansible_is_an_error_not_a_silent_drop(tmp_path: Path) -> None:
+def test_group_vars_without_ansible_is_an_error_not_a_silent_drop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An interpreter with no ansible-inventory beside it, and a PATH without one.
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))
     env = {"PATH": str(tmp_path), "ANYWHERE_INVENTORY_READER": "ansible"}
-    if find_binary(env) is not None:
-        pytest.skip("ansible-inventory sits beside the interpreter")
+    assert find_binary(env) is None
     with pytest.raises(InventoryError, match="install ansible-core"):
         load_with_secrets(SPLIT, env=env, env_home=tmp_path)
 

@@ -22,6 +22,7 @@ from anywhere.errors import (
     PreflightError,
     RemoteTimeout,
     SudoError,
+    TemplateError,
     UnreachableError,
     VerifyError,
 )
@@ -64,6 +65,17 @@ REPAIR_COMMAND = (
     "(systemctl restart amazon-ssm-agent 2>/dev/null || "
     "systemctl restart snap.amazon-ssm-agent.amazon-ssm-agent) && systemctl restart ecs"
 )
+
+
+@contextmanager
+def _host_render(host: Host) -> Iterator[None]:
+    """A script that does not render for this host fails this host, never the fleet."""
+    try:
+        yield
+    except TemplateError as exc:
+        raise PreflightError(f"the install script does not render: {exc}",
+                             "check this host's anywhere_* values (anywhere render shows "
+                             "the script)") from None
 
 
 def failure_class(error: HostError) -> FailureClass:
@@ -280,11 +292,12 @@ class Registrar:
             cursor.phase = Phase.RENDER
             control.enter(host.name, Phase.RENDER)
             installer = _installer_name(host)
-            script = render_install(host, installer_name=installer, renderer=ctx.renderer)
+            with _host_render(host):
+                script = render_install(host, installer_name=installer, renderer=ctx.renderer)
+                cleanup = render_cleanup(host, renderer=ctx.renderer).text
             cursor.phase = Phase.INSTALL
             control.enter(host.name, Phase.INSTALL)
             if decision is Decision.REREGISTER:
-                cleanup = render_cleanup(host, renderer=ctx.renderer).text
                 self._run_logged(host, transport, cleanup, script=True)
             with _remote_dir(transport) as workdir:
                 transport.put(script.text.encode(), f"{workdir}/install.sh", 0o700)

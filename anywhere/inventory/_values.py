@@ -132,13 +132,18 @@ def _url(schemes: tuple[str, ...]) -> Converter:
 
 def mask_url(url: str) -> str:
     """The URL with any password replaced by `***` (proxy URLs may carry credentials)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = f"{parts.username}:***@{parts.hostname}"
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        # Unparsable (a bad port or IPv6 bracket): hide whatever could be credentials.
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
 
 
 def _existing_file(value: object, ctx: Context) -> str:

@@ -1,0 +1,58 @@
+"""A script that does not render for one host fails that host (class preflight, with the
+reason), never the whole fleet; its activation is deleted all the same."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from anywhere.errors import TemplateError
+from anywhere.fleet import RunControl
+from anywhere.models import Activation, Decision, FailureClass, Host, Secret, Status
+from anywhere.registration import Registrar, guarded
+from anywhere.render import RenderedScript, Renderer
+from tests.unit.test_lifecycle import FakeAws, context, host
+
+
+class ActivatingAws(FakeAws):
+    def create_activation(self, name: str, *args: Any) -> Activation:
+        self.calls.append(("create_activation", name))
+        return Activation(f"act-{name}", Secret("code"), name, datetime.now(UTC))
+
+    def delete_activation(self, activation_id: str) -> None:
+        self.calls.append(("delete_activation", activation_id))
+
+
+class Refusing(Renderer):
+    """Renders nothing for host `bad`, as a template error would."""
+
+    def render(self, template: str, host: Host, context: Any) -> RenderedScript:
+        if host.name == "bad":
+            raise TemplateError(f"{template} does not render for {host.name}: no such value")
+        return super().render(template, host, context)
+
+
+class NoCommands:
+    def run(self, command: str, **kwargs: Any) -> Any:
+        raise AssertionError("nothing may run on a host whose script did not render")
+
+
+def test_a_render_failure_is_the_hosts_outcome(tmp_path: Path) -> None:
+    aws = ActivatingAws([], [])
+    ctx = replace(context(tmp_path, aws, {}), renderer=Refusing())
+    registrar = Registrar(ctx)
+    control = RunControl(progress=lambda *a: None)
+    bad = host("bad")
+
+    def body(cursor: Any) -> Any:
+        registrar._install(bad, control, NoCommands(), cursor, Decision.REGISTER)  # type: ignore[arg-type]
+        raise AssertionError("the install went on")
+
+    outcome = guarded(bad, ctx.journal, body)
+    assert outcome.status is Status.FAILED
+    assert outcome.failure is FailureClass.PREFLIGHT
+    assert outcome.reason == ("the install script does not render: install.sh.j2 does not "
+                              "render for bad: no such value")
+    assert ("delete_activation", "act-bad") in aws.calls

@@ -19,7 +19,7 @@ from anywhere.lab.agents import ssm_agent
 
 TEMPLATE = Path(__file__).with_name("installer.sh.in")
 AGENTS_DIR = Path(__file__).with_name("agents")
-AGENT_MODULES = ("__init__.py", "common.py", "ssm_agent.py", "ecs_agent.py",
+AGENT_MODULES = ("__init__.py", "common.py", "sigv4.py", "ssm_agent.py", "ecs_agent.py",
                  "docker_api.py", "docker_daemon.py", "docker_cli.py", "docker_engine.py",
                  "docker_container.py", "ecs_task_sync.py")
 # On hosts the agents live in a package tree of their own, with stub parents, so that

@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from anywhere.aws import HOST_TAG, RUN_TAG, Aws, make_clients
 from anywhere.errors import ActivationError, AwsError
+from anywhere.lab.agents import sigv4
 from anywhere.models import Secret
 
 pytestmark = pytest.mark.e2e
@@ -288,29 +289,33 @@ class Agent:
         self.fingerprint = secrets.token_hex(8)
         self.instance_id = ""
         self.key = ""
+        self.public_key = secrets.token_hex(16)
+        self.signing: tuple[str, str] = (self.public_key, "")
 
     def post(self, target: str, body: dict[str, Any], service: str) -> dict[str, Any]:
         headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target}
         cred = self.key or self.instance_id
+        data = json.dumps(body).encode()
         if cred:
-            day = time.strftime("%Y%m%d", time.gmtime())
-            headers["Authorization"] = (
-                f"AWS4-HMAC-SHA256 Credential={cred}/{day}/{REGION}/{service}/aws4_request, "
-                "SignedHeaders=host, Signature=0")
-        req = urllib.request.Request(self.url + "/", data=json.dumps(body).encode(),
-                                     headers=headers, method="POST")
+            secret, token = self.signing
+            headers.update(sigv4.sign("POST", self.url + "/", headers, data, access_key=cred,
+                                      secret=secret, session_token=token, region=REGION,
+                                      service=service))
+        req = urllib.request.Request(self.url + "/", data=data, headers=headers, method="POST")
         with NO_PROXY.open(req, timeout=120) as resp:
             out: dict[str, Any] = json.loads(resp.read() or b"{}")
             return out
 
     def join(self, activation_id: str, code: Secret, cluster: str | None = None) -> str | None:
         out = self.post("AmazonSSM.RegisterManagedInstance", {
-            "ActivationId": activation_id, "ActivationCode": code.reveal(), "PublicKey": "cGs=",
+            "ActivationId": activation_id, "ActivationCode": code.reveal(),
+            "PublicKey": self.public_key,
             "PublicKeyType": "Rsa", "Fingerprint": self.fingerprint}, "ssm")
         self.instance_id = out["InstanceId"]
         token = self.post("AmazonSSM.RequestManagedInstanceRoleToken",
                           {"Fingerprint": self.fingerprint}, "ssm")
         self.key = token["AccessKeyId"]
+        self.signing = (token["SecretAccessKey"], token["SessionToken"])
         self.post("AmazonSSM.UpdateInstanceInformation", {
             "InstanceId": self.instance_id, "AgentName": "amazon-ssm-agent",
             "AgentVersion": "3.3.0.0", "PlatformType": "Linux"}, "ssm")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import random
 import socket
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ boto3 = pytest.importorskip("boto3")
 from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
+from anywhere.lab.agents import sigv4  # noqa: E402
 from tests.e2e.helpers import activation_with_role  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -82,17 +82,20 @@ class FakeAgent:
         self.instance_id = ""
         self.access_key = ""
         self.fingerprint = f"fp-{random.getrandbits(64):016x}"
+        self.public_key = f"pk-{random.getrandbits(64):016x}"
+        self.keys: dict[str, tuple[str, str]] = {}  # key -> (secret, session token)
 
     def post(self, target: str, body: dict[str, Any], key: str | None,
              service: str) -> tuple[int, dict[str, Any]]:
         headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target}
+        data = json.dumps(body).encode()
         if key is not None:
-            day = time.strftime("%Y%m%d", time.gmtime())
-            headers["Authorization"] = (
-                f"AWS4-HMAC-SHA256 Credential={key}/{day}/{REGION}/{service}/aws4_request, "
-                "SignedHeaders=host;x-amz-date, Signature=0")
-        request = urllib.request.Request(self.url + "/", data=json.dumps(body).encode(),
-                                         headers=headers, method="POST")
+            secret, token = self.keys.get(key, ("not-issued", ""))
+            headers.update(sigv4.sign("POST", self.url + "/", headers, data, access_key=key,
+                                      secret=secret, session_token=token, region=REGION,
+                                      service=service))
+        request = urllib.request.Request(self.url + "/", data=data, headers=headers,
+                                         method="POST")
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
             with opener.open(request, timeout=120) as resp:
@@ -102,14 +105,16 @@ class FakeAgent:
 
     def register_ssm(self, activation_id: str, code: str) -> None:
         status, out = self.post("AmazonSSM.RegisterManagedInstance", {
-            "ActivationId": activation_id, "ActivationCode": code, "PublicKey": "pk",
+            "ActivationId": activation_id, "ActivationCode": code, "PublicKey": self.public_key,
             "PublicKeyType": "Rsa", "Fingerprint": self.fingerprint}, None, "ssm")
         assert status == 200, out
         self.instance_id = out["InstanceId"]
+        self.keys[self.instance_id] = (self.public_key, "")
         status, out = self.post("AmazonSSM.RequestManagedInstanceRoleToken",
                                 {"Fingerprint": self.fingerprint}, self.instance_id, "ssm")
         assert status == 200, out
         self.access_key = out["AccessKeyId"]
+        self.keys[self.access_key] = (out["SecretAccessKey"], out["SessionToken"])
 
     def ecs(self, action: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return self.post(f"{ECS}.{action}", body, self.access_key, "ecs")

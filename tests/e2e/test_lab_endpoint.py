@@ -20,6 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from anywhere.errors import EnvironmentProblem
+from anywhere.lab.agents import sigv4
 from anywhere.lab.endpoint import server
 from anywhere.lab.endpoint.control import LabControl
 
@@ -103,16 +104,21 @@ class FakeAgent:
         self.fingerprint = secrets.token_hex(8)
         self.instance_id = ""
         self.access_key = ""
+        self.public_key = secrets.token_hex(16)
+        # What signs with each key: the registered key for the instance id (the lab's stand-in
+        # for RSA), the issued secret and session token for role credentials.
+        self.keys: dict[str, tuple[str, str]] = {}
 
-    def call(self, target: str, body: dict[str, Any], credential: str | None = None
-             ) -> tuple[int, dict[str, Any]]:
+    def call(self, target: str, body: dict[str, Any], credential: str | None = None,
+             now: datetime | None = None) -> tuple[int, dict[str, Any]]:
         headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target}
+        data = json.dumps(body).encode()
         if credential:
-            headers["Authorization"] = (
-                f"AWS4-HMAC-SHA256 Credential={credential}/20260101/{REGION}/ssm/aws4_request, "
-                "SignedHeaders=host, Signature=00")
-        req = urllib.request.Request(self.url + "/", data=json.dumps(body).encode(),
-                                     headers=headers, method="POST")
+            secret, token = self.keys.get(credential, ("not-issued", ""))
+            headers.update(sigv4.sign("POST", self.url + "/", headers, data,
+                                      access_key=credential, secret=secret, session_token=token,
+                                      region=REGION, service="ssm", now=now))
+        req = urllib.request.Request(self.url + "/", data=data, headers=headers, method="POST")
         try:
             with NO_PROXY.open(req, timeout=60) as resp:
                 return resp.status, json.loads(resp.read() or b"{}")
@@ -121,10 +127,11 @@ class FakeAgent:
 
     def register(self, activation_id: str, code: str) -> tuple[int, dict[str, Any]]:
         status, out = self.call("AmazonSSM.RegisterManagedInstance", {
-            "ActivationId": activation_id, "ActivationCode": code, "PublicKey": "cHVi",
-            "PublicKeyType": "Rsa", "Fingerprint": self.fingerprint})
+            "ActivationId": activation_id, "ActivationCode": code,
+            "PublicKey": self.public_key, "PublicKeyType": "Rsa", "Fingerprint": self.fingerprint})
         if status == 200:
             self.instance_id = out["InstanceId"]
+            self.keys[self.instance_id] = (self.public_key, "")
         return status, out
 
     def token(self) -> tuple[int, dict[str, Any]]:
@@ -132,6 +139,7 @@ class FakeAgent:
                                 {"Fingerprint": self.fingerprint}, credential=self.instance_id)
         if status == 200:
             self.access_key = out["AccessKeyId"]
+            self.keys[self.access_key] = (out["SecretAccessKey"], out["SessionToken"])
         return status, out
 
     def heartbeat(self) -> tuple[int, dict[str, Any]]:

@@ -5,7 +5,6 @@ Stdlib only: these modules run on lab hosts whose only Python is Debian's python
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import logging
@@ -22,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from anywhere.lab.agents import docker_api
+from anywhere.lab.agents import docker_api, sigv4
 
 SETTINGS_FILE = "/etc/anywhere-lab/agents.json"
 # Where the SSM agent shares its role credentials (its user's default shared-credentials file,
@@ -173,12 +172,17 @@ class ApiError(Exception):
         return not self.code or self.status >= 500 or self.code in RETRYABLE_CODES
 
 
-def authorization(credential: str, region: str, service: str, secret: str, body: bytes) -> str:
-    """An `AWS4-HMAC-SHA256` header whose Credential names the caller (the lab trusts it)."""
-    day = datetime.now(timezone.utc).strftime("%Y%m%d")
-    signature = hashlib.sha256(secret.encode() + body).hexdigest()
-    return (f"AWS4-HMAC-SHA256 Credential={credential}/{day}/{region}/{service}/aws4_request, "
-            f"SignedHeaders=content-type;host;x-amz-target, Signature={signature}")
+# Adds the signing headers to a request: (url, headers so far, body) -> headers to add.
+Signer = Callable[[str, Mapping[str, str], bytes], dict[str, str]]
+
+
+def signer(access_key: str, secret: str, session_token: str, region: str,
+           service: str) -> Signer:
+    """SigV4 for the agents' POSTs, with the credentials passed in (wherever they are kept)."""
+    def sign(url: str, headers: Mapping[str, str], body: bytes) -> dict[str, str]:
+        return sigv4.sign("POST", url, headers, body, access_key=access_key, secret=secret,
+                          session_token=session_token, region=region, service=service)
+    return sign
 
 
 def bypasses_proxy(host: str, no_proxy: str) -> bool:
@@ -231,15 +235,16 @@ class Client:
     timeout_s: float = HTTP_TIMEOUT_S
 
     def call(self, target: str, body: Mapping[str, Any],
-             auth: Callable[[bytes], str] | None = None) -> dict[str, Any]:
+             auth: Signer | None = None) -> dict[str, Any]:
         data = json.dumps(body).encode()
+        url = self.url + "/"
         headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target}
         if auth is not None:
-            headers["Authorization"] = auth(data)
+            headers.update(auth(url, headers, data))
         if urllib.parse.urlsplit(self.url).scheme not in ("http", "https"):
             raise ApiError("", f"[lab] not an http(s) endpoint: {self.url}")
         # Scheme checked above: only http(s) reaches urlopen.
-        request = urllib.request.Request(self.url + "/", data=data, headers=headers,  # noqa: S310
+        request = urllib.request.Request(url, data=data, headers=headers,  # noqa: S310
                                          method="POST")
         try:
             with opener(self.url, self.http_proxy, self.no_proxy).open(

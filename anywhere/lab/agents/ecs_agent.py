@@ -310,14 +310,15 @@ class Agent:
         threading.Thread(target=watch, name="docker-watch", daemon=True).start()
         return gone
 
-    def _auth(self, config: EcsConfig) -> Any:
+    def _auth(self, config: EcsConfig) -> common.Signer:
         # ecs-init mounts /root/.aws into the agent's container: the SSM agent's shared profile.
         creds = common.read_shared_credentials(self.base) or {}
         key, secret = creds.get("aws_access_key_id", ""), creds.get("aws_secret_access_key", "")
         if not key or not secret:
             raise ApiError(NO_CREDENTIALS, "NoCredentialProviders: no valid providers in chain",
                            0)
-        return lambda data: common.authorization(key, config.region, "ecs", secret, data)
+        return common.signer(key, secret, creds.get("aws_session_token", ""), config.region,
+                             "ecs")
 
     def _register(self, stop: threading.Event, client: Client, config: EcsConfig,
                   docker_version: str, saved_arn: str | None) -> str | None:

@@ -93,15 +93,26 @@ def _store_key(base: Path, instance_id: str, region: str, private_key: str) -> N
                          json.dumps(key, separators=(",", ":")))
 
 
+def public_key(private_key: str) -> str:
+    """The key registered with the instance; it also keys the lab's stand-in for RSA signing.
+
+    [lab] The real agent signs `RequestManagedInstanceRoleToken`'s SigV4 string with its RSA
+    private key and AWS checks it against the registered public key. Python's stdlib has no RSA,
+    so the lab signs that call with SigV4's HMAC keyed by the registered key instead: a request
+    signed with any other instance's key, or none, is still refused.
+    """
+    return base64.b64encode(hashlib.sha256(private_key.encode()).digest()).decode()
+
+
 def register(base: Path, client: Client, code: str, *, activation_id: str, region: str,
              out: TextIO) -> int:
     """Register with the activation; prints like the real agent and returns its exit code."""
     private_key = base64.b64encode(secrets.token_bytes(32)).decode()
-    public_key = base64.b64encode(hashlib.sha256(private_key.encode()).digest()).decode()
     # As the real agent: the key pair goes into the vault with an empty instance id before SSM
     # is called (it proves the vault is writable), so a failed registration leaves it behind.
     _store_key(base, "", "", private_key)
-    body = {"ActivationId": activation_id, "ActivationCode": code, "PublicKey": public_key,
+    body = {"ActivationId": activation_id, "ActivationCode": code,
+            "PublicKey": public_key(private_key),
             "PublicKeyType": "Rsa", "Fingerprint": fingerprint(base)}
     try:
         # Unsigned, as the real agent's call: the activation code is the credential.
@@ -141,8 +152,7 @@ def fetch_credentials(base: Path, client: Client, reg: Registration) -> dict[str
     body = {"Fingerprint": fingerprint(base)}
     answer = client.call(
         "AmazonSSM.RequestManagedInstanceRoleToken", body,
-        auth=lambda data: common.authorization(reg.instance_id, reg.region, "ssm",
-                                               reg.private_key, data))
+        auth=common.signer(reg.instance_id, public_key(reg.private_key), "", reg.region, "ssm"))
     creds = {"AccessKeyId": answer["AccessKeyId"], "SecretAccessKey": answer["SecretAccessKey"],
              "SessionToken": answer.get("SessionToken", ""), "InstanceId": reg.instance_id,
              "Region": reg.region, "Expiration": _expiry(answer.get("TokenExpirationDate"))}
@@ -179,9 +189,9 @@ def heartbeat(base: Path, client: Client, reg: Registration, creds: Mapping[str,
             "AgentVersion": AGENT_VERSION, "PlatformName": release.get("NAME", "Linux"),
             "PlatformType": "Linux", "PlatformVersion": release.get("VERSION_ID", ""),
             "IPAddress": _ip_address(client.url), "ComputerName": socket.gethostname()}
-    key, secret = str(creds["AccessKeyId"]), str(creds["SecretAccessKey"])
     client.call("AmazonSSM.UpdateInstanceInformation", body,
-                auth=lambda data: common.authorization(key, reg.region, "ssm", secret, data))
+                auth=common.signer(str(creds["AccessKeyId"]), str(creds["SecretAccessKey"]),
+                                   str(creds.get("SessionToken", "")), reg.region, "ssm"))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs
+from xml.sax.saxutils import escape as xml_escape
 
+from anywhere.lab.endpoint import sigcheck
 from anywhere.lab.endpoint.faults import FaultRule, FaultSpecError, FaultTable
 from anywhere.lab.endpoint.ssm_hybrid import SsmHybrid
 from anywhere.lab.endpoint.wire import Answer, CallContext
@@ -113,7 +115,8 @@ class LabApp:
 
     def __init__(self, *, moto_app: WsgiApp, ssm: SsmHybrid, ecs: EcsHandler | None,
                  faults: FaultTable, counter: RequestCounter, log: logging.Logger,
-                 account_of_key: Callable[[str], str], sleep: Callable[[float], None]) -> None:
+                 account_of_key: Callable[[str], str], sleep: Callable[[float], None],
+                 clock: Callable[[], float] = time.time) -> None:
         self._moto = moto_app
         self._ssm = ssm
         self._ecs = ecs
@@ -122,6 +125,7 @@ class LabApp:
         self._log = log
         self._account_of_key = account_of_key
         self._sleep = sleep
+        self._clock = clock
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -189,6 +193,13 @@ class LabApp:
 
     def _dispatch(self, environ: Environ, req: Incoming,
                   start_response: StartResponse) -> Iterable[bytes]:
+        refusal = sigcheck.check(environ, req.body, self._clock(), self._ssm.issued)
+        if refusal is not None:
+            if req.protocol == "query":
+                return self._query_error(req, refusal.query_status, refusal.query_code,
+                                         refusal.message, start_response)
+            return self._json(start_response, refusal.json_status,
+                              {"__type": refusal.json_code, "message": refusal.message})
         hit = self._faults.take(req.action, req.ctx.account)
         if hit.delay_s:
             self._sleep(hit.delay_s)
@@ -222,9 +233,14 @@ class LabApp:
             code = "ThrottlingException" if throttle else "InternalFailure"
             return self._json(start_response, status, {"__type": code, "message": message})
         code = "Throttling" if throttle else "InternalFailure"
+        return self._query_error(req, status, code, message, start_response,
+                                 sender=throttle)
+
+    def _query_error(self, req: Incoming, status: int, code: str, message: str,
+                     start_response: StartResponse, *, sender: bool = True) -> Iterable[bytes]:
         rid = str(uuid.uuid4())
-        error = (f"<Error><Type>{'Sender' if throttle else 'Receiver'}</Type><Code>{code}</Code>"
-                 f"<Message>{message}</Message></Error>")
+        error = (f"<Error><Type>{'Sender' if sender else 'Receiver'}</Type><Code>{code}</Code>"
+                 f"<Message>{xml_escape(message)}</Message></Error>")
         if req.service == "ec2":
             xml = f"<Response><Errors>{error}</Errors><RequestID>{rid}</RequestID></Response>"
         else:
@@ -240,8 +256,9 @@ class LabApp:
     @staticmethod
     def _send(start_response: StartResponse, status: int, content_type: str,
               data: bytes) -> Iterable[bytes]:
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-                  500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
+        reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+                  405: "Method Not Allowed", 500: "Internal Server Error",
+                  503: "Service Unavailable"}.get(status, "Error")
         start_response(f"{status} {reason}", [
             ("Content-Type", content_type), ("Content-Length", str(len(data))),
             ("x-amzn-RequestId", str(uuid.uuid4()))])

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from anywhere.lab.endpoint import rules
+from anywhere.lab.endpoint.sigcheck import IssuedKey
 from anywhere.lab.endpoint.ssm_filters import filtered_ids, instance_filters
 from anywhere.lab.endpoint.wire import (
     Answer,
@@ -85,6 +86,7 @@ class InstanceRecord:
     name: str
     registered_at: float
     fingerprint: str
+    public_key: str = ""  # keys the lab's stand-in for the agent's RSA signature
     tags: Tags = ()
     info: tuple[tuple[str, str], ...] = ()  # what the agent last reported about itself
     last_ping: float | None = None
@@ -103,7 +105,7 @@ class SsmHybrid:
         self._lock = threading.RLock()
         self._activations: dict[str, ActivationRecord] = {}
         self._instances: dict[str, InstanceRecord] = {}
-        self._keys: dict[str, str] = {}  # issued AccessKeyId -> mi- id
+        self._keys: dict[str, tuple[str, IssuedKey]] = {}  # issued AccessKeyId -> (mi- id, key)
 
     # ---- what the WSGI layer and the ECS extension ask ----
 
@@ -115,11 +117,27 @@ class SsmHybrid:
     def caller_of(self, access_key: str) -> tuple[str, str, str] | None:
         """(instance id, account, region) for an access key this lab issued to an agent."""
         with self._lock:
-            instance_id = self._keys.get(access_key)
-            if instance_id is None:
+            issued = self._keys.get(access_key)
+            if issued is None:
                 return None
+            instance_id = issued[0]
             rec = self._instances[instance_id]
             return instance_id, rec.account, rec.region
+
+    def issued(self, access_key: str) -> IssuedKey | None:
+        """What a request signed with `access_key` must match, if the lab issued that key.
+
+        An instance's own id is its key for `RequestManagedInstanceRoleToken` (signed with the
+        key it registered); role credentials carry their secret, session token and expiry.
+        """
+        with self._lock:
+            if access_key in self._keys:
+                return self._keys[access_key][1]
+            rec = self._instances.get(access_key)
+            if rec is None:
+                return None
+            # Without a registered key no signature can match.
+            return IssuedKey(rec.public_key or secrets.token_hex(16))
 
     def owner_of(self, ident: str) -> tuple[str, str] | None:
         """(account, region) of an activation or managed instance id, for accounting."""
@@ -261,6 +279,7 @@ class SsmHybrid:
         activation_id = require_str(body, "ActivationId")
         code = require_str(body, "ActivationCode")
         fingerprint = require_str(body, "Fingerprint")
+        public_key = str(body.get("PublicKey") or "")
         act = self._activations.get(activation_id)
         if act is None:
             raise ApiError("InvalidActivationId", "Activation ID is not valid")
@@ -282,6 +301,7 @@ class SsmHybrid:
             name=act.default_name,
             registered_at=now,
             fingerprint=fingerprint,
+            public_key=public_key,
             tags=act.tags,
         )
         return {"InstanceId": instance_id}
@@ -293,12 +313,15 @@ class SsmHybrid:
         if body.get("Fingerprint") != rec.fingerprint:
             raise ApiError("MachineFingerprintDoesNotMatch", "Fingerprint does not match")
         key = "ASIA" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(16))
-        self._keys[key] = rec.instance_id
+        # Earlier keys stay valid until they expire, as STS credentials do.
+        issued = IssuedKey(secrets.token_urlsafe(30)[:40], secrets.token_urlsafe(96),
+                           self._clock() + TOKEN_LIFETIME_S)
+        self._keys[key] = (rec.instance_id, issued)
         return {
             "AccessKeyId": key,
-            "SecretAccessKey": secrets.token_urlsafe(30)[:40],
-            "SessionToken": secrets.token_urlsafe(96),
-            "TokenExpirationDate": self._clock() + TOKEN_LIFETIME_S,
+            "SecretAccessKey": issued.secret,
+            "SessionToken": issued.session_token,
+            "TokenExpirationDate": issued.expires_at,
         }
 
     def _UpdateInstanceInformation(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 from botocore.model import ServiceModel
 
 from anywhere.aws import Aws, make_clients
-from anywhere.lab.agents import common, ecs_agent, ssm_agent
+from anywhere.lab.agents import common, ecs_agent, ecs_task_sync, ssm_agent
 from anywhere.lab.endpoint import server
 from tests.aws_shapes import SSM_AGENT_MODEL, problems
 from tests.e2e.test_lab_endpoint import _start
@@ -185,7 +186,7 @@ class Host:
         self.creds = ssm_agent.fetch_credentials(self.base, self.client, self.reg)
         ssm_agent.heartbeat(self.base, self.client, self.reg, self.creds)
 
-    def ecs(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    def ecs(self, action: str, body: Mapping[str, Any]) -> dict[str, Any]:
         auth = common.signer(self.creds["AccessKeyId"], self.creds["SecretAccessKey"],
                              self.creds["SessionToken"], REGION, "ecs")
         return self.client.call(f"{ecs_agent.ECS}.{action}", body, auth=auth)
@@ -196,6 +197,19 @@ class Host:
                           ecs_agent.registration_body(config, "25.0.0", None))
         self.arn = answer["containerInstance"]["containerInstanceArn"]
         self.ecs("DiscoverPollEndpoint", {"containerInstance": self.arn, "cluster": CLUSTER})
+
+    def poll_tasks(self) -> None:
+        """The agent's task polling (its Docker side is not needed for the answers)."""
+        sync = ecs_task_sync.TaskSync(self.base, self.ecs_call, CLUSTER, self.arn,
+                                      logging.getLogger("conformance"))
+        wanted = sync._wanted()
+        assert wanted, "the task placed here is not listed for its instance"
+        self.ecs_call(f"{ecs_agent.ECS}.DescribeTasks", {"cluster": CLUSTER,
+                                                         "tasks": sorted(wanted)})
+        assert sync._active()
+
+    def ecs_call(self, target: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.ecs(target.split(".", 1)[1], body)
 
 
 def test_calls_are_found_in_the_code() -> None:
@@ -233,6 +247,7 @@ def test_every_answer_is_one_aws_could_give(endpoint: server.EndpointProcess,
     seen = aws.container_instances(CLUSTER, ids)
     assert set(seen) == set(ids)
     _run_a_task(aws, account, hosts[0].arn)
+    hosts[0].poll_tasks()
     aws.drain(CLUSTER, [hosts[1].arn])
     aws.forget_instance(CLUSTER, ids[1])
     aws.deregister_container_instance(CLUSTER, hosts[0].arn, force=True)

@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import botocore.auth
+import botocore.compat
 import pytest
 from botocore.exceptions import ClientError
 
 from anywhere.aws.calls import Caller
 from anywhere.errors import AwsError
 from anywhere.lab.endpoint import server
+from tests.e2e.helpers import activation_with_role
 from tests.e2e.test_lab_endpoint import FakeAgent, _start, client_factory
 
 pytestmark = pytest.mark.e2e
@@ -27,8 +28,9 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.Endpoi
 
 
 def _joined(endpoint: server.EndpointProcess, account: str, count: int) -> list[FakeAgent]:
-    ssm = client_factory(endpoint.urls[0], account)("ssm")
-    act = ssm.create_activation(IamRole="r", RegistrationLimit=count)
+    make = client_factory(endpoint.urls[0], account)
+    act = activation_with_role(make("iam"), make("ssm"), "ecsAnywhereRole",
+                               RegistrationLimit=count)
     return [FakeAgent(endpoint.urls[0]).join(act) for _ in range(count)]
 
 
@@ -68,10 +70,10 @@ def test_agent_call_dated_six_minutes_off_is_refused(endpoint: server.EndpointPr
 @pytest.fixture
 def skew(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Set this process's signing clock off by some minutes (a controller with a bad clock)."""
-    real = botocore.auth.get_current_datetime
+    real = botocore.compat.get_current_datetime  # what botocore.auth signs with
 
     def set_minutes(minutes: float) -> None:
-        monkeypatch.setattr(botocore.auth, "get_current_datetime",
+        monkeypatch.setattr("botocore.auth.get_current_datetime",
                             lambda **kw: real(**kw) + timedelta(minutes=minutes))
 
     return set_minutes

@@ -207,6 +207,8 @@ class Host:
         self.ecs_call(f"{ecs_agent.ECS}.DescribeTasks", {"cluster": CLUSTER,
                                                          "tasks": sorted(wanted)})
         assert sync._active()
+        # What the agent reports of a task whose container went away.
+        sync._report_stopped(sorted(wanted)[0], "Essential container in task exited")
 
     def ecs_call(self, target: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return self.ecs(target.split(".", 1)[1], body)

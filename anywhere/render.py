@@ -43,6 +43,7 @@ ECS_CONFIG_KEYS = ("ECS_CLUSTER", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
 # (values also pass through the shell, but always quoted).
 _UNSAFE = re.compile(r'[\s"\\]')
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def render_cleanup(
     """A script that removes a host's registration state (agent.db, SSM registration and
     Vault) so it can register afresh; optionally also config, logs and packages (deregister).
     Idempotent: it succeeds on a clean host."""
-    context = {
+    context: dict[str, Any] = {
         "host_name": host.name,
         "root": root,
         "remove_config": remove_config,
@@ -161,7 +162,7 @@ def install_context(
     if cfg.installer_sha256 is not None and not _SHA256.fullmatch(cfg.installer_sha256):
         raise TemplateError(f"{host.name}: anywhere_installer_sha256 is not a sha256 hex digest")
     proxy = _proxy(host)
-    return {
+    context: dict[str, Any] = {
         "host_name": host.name,
         "root": root,
         "placeholder": placeholder,
@@ -182,6 +183,14 @@ def install_context(
         "proxy_env_dir": PROXY_ENV_DIR,
         "proxy_env": _proxy_env(proxy) if proxy else [],
     }
+    # Defence in depth behind the inventory's checks: one line per key in ecs.config, the
+    # drop-ins and the proxy environment file, whatever a caller built `host` from.
+    for key in ("ecs_config", "agent_config", "dropin", "proxy_env"):
+        for line in context[key]:
+            if _CONTROL.search(line):
+                raise TemplateError(f"{host.name}: a value for {key.replace('_', ' ')} holds a "
+                                    "control character")
+    return context
 
 
 AGENT_CONFIG_KEYS = ("AWS_DEFAULT_REGION", "ECS_EXTERNAL", "ECS_BACKEND_HOST",

@@ -8,11 +8,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from anywhere.errors import TemplateError
 from anywhere.fleet import RunControl
-from anywhere.models import Activation, Decision, FailureClass, Host, Secret, Status
+from anywhere.models import (
+    Activation,
+    Decision,
+    FailureClass,
+    Host,
+    HostConfig,
+    Secret,
+    SshTarget,
+    Status,
+)
 from anywhere.registration import Registrar, guarded
-from anywhere.render import RenderedScript, Renderer
+from anywhere.render import RenderedScript, Renderer, render_install
 from tests.unit.test_lifecycle import FakeAws, context, host
 
 
@@ -56,3 +67,15 @@ def test_a_render_failure_is_the_hosts_outcome(tmp_path: Path) -> None:
     assert outcome.reason == ("the install script does not render: install.sh.j2 does not "
                               "render for bad: no such value")
     assert ("delete_activation", "act-bad") in aws.calls
+
+
+@pytest.mark.parametrize("config", [
+    HostConfig(region="eu-west-1", cluster="prod\nECS_CLUSTER=other"),
+    HostConfig(region="eu-west-1", ecs_endpoint="https://ecs.example\nECS_EXTERNAL=false"),
+    HostConfig(region="eu-west-1", proxy="http://proxy.lan:3128/\x1b[2J"),
+], ids=["cluster", "endpoint", "proxy"])
+def test_the_render_refuses_a_control_character_in_a_config_line(config: HostConfig) -> None:
+    # However the host was built (the inventory refuses these first): never a second line.
+    bad = Host("web1", SshTarget("192.0.2.1"), config)
+    with pytest.raises(TemplateError, match=r"^web1: a value for .* holds a control character"):
+        render_install(bad, installer_name=None)

@@ -76,6 +76,10 @@ class TemplateError(EnvironmentProblem):
     """A template is missing or does not render."""
 
 
+class HostRenderError(TemplateError):
+    """A script does not render for one host's values: that host's failure, not the run's."""
+
+
 class HostError(AnywhereError):
     """A failure that belongs to one host; `fleet` turns it into a HostOutcome."""
 

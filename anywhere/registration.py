@@ -18,11 +18,11 @@ from anywhere.errors import (
     AuthError,
     HostError,
     HostKeyError,
+    HostRenderError,
     InstallError,
     PreflightError,
     RemoteTimeout,
     SudoError,
-    TemplateError,
     UnreachableError,
     VerifyError,
 )
@@ -72,7 +72,7 @@ def _host_render(host: Host) -> Iterator[None]:
     """A script that does not render for this host fails this host, never the fleet."""
     try:
         yield
-    except TemplateError as exc:
+    except HostRenderError as exc:
         raise PreflightError(f"the install script does not render: {exc}",
                              "check this host's anywhere_* values (anywhere render shows "
                              "the script)") from None

@@ -20,7 +20,7 @@ from typing import Any
 
 import jinja2
 
-from anywhere.errors import TemplateError
+from anywhere.errors import HostRenderError, TemplateError
 from anywhere.models import Host
 
 INSTALL_TEMPLATE = "install.sh.j2"
@@ -99,7 +99,7 @@ class Renderer:
             where = ", ".join(str(r) for r in self._roots) or "no template directory found"
             raise TemplateError(f"template {exc.name} not found (searched: {where})") from None
         except jinja2.TemplateError as exc:
-            raise TemplateError(f"{template} does not render for {host.name}: {exc}") from None
+            raise HostRenderError(f"{template} does not render for {host.name}: {exc}") from None
         return RenderedScript(host.name, text, hashlib.sha256(text.encode()).hexdigest(),
                               sensitive=host.config.proxy_password is not None)
 
@@ -156,11 +156,11 @@ def install_context(
     """Every value the install template uses, computed and validated here."""
     cfg = host.config
     if not cfg.region:
-        raise TemplateError(f"{host.name}: no region (set anywhere_region or AWS_DEFAULT_REGION)")
+        raise HostRenderError(f"{host.name}: no region (set anywhere_region or AWS_DEFAULT_REGION)")
     if installer_name is not None and (not installer_name or "/" in installer_name):
-        raise TemplateError(f"{host.name}: installer name {installer_name!r} is not a file name")
+        raise HostRenderError(f"{host.name}: installer name {installer_name!r} is not a file name")
     if cfg.installer_sha256 is not None and not _SHA256.fullmatch(cfg.installer_sha256):
-        raise TemplateError(f"{host.name}: anywhere_installer_sha256 is not a sha256 hex digest")
+        raise HostRenderError(f"{host.name}: anywhere_installer_sha256 is not a sha256 hex digest")
     proxy = _proxy(host)
     context: dict[str, Any] = {
         "host_name": host.name,
@@ -188,7 +188,7 @@ def install_context(
     for key in ("ecs_config", "agent_config", "dropin", "proxy_env"):
         for line in context[key]:
             if _CONTROL.search(line):
-                raise TemplateError(f"{host.name}: a value for {key.replace('_', ' ')} holds a "
+                raise HostRenderError(f"{host.name}: a value for {key.replace('_', ' ')} holds a "
                                     "control character")
     return context
 
@@ -225,7 +225,7 @@ def _proxy(host: Host) -> dict[str, str] | None:
     no_proxy = list(dict.fromkeys((*ALWAYS_NO_PROXY, *cfg.no_proxy)))
     for value in (cfg.proxy, *no_proxy):
         if not value or _UNSAFE.search(value):
-            raise TemplateError(
+            raise HostRenderError(
                 f"{host.name}: proxy setting {value!r} is empty or contains whitespace, "
                 "double quotes or backslashes"
             )

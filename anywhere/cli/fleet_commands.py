@@ -23,7 +23,7 @@ from anywhere.cli import (
     host_output_tee,
 )
 from anywhere.cli.progress import fleet_progress
-from anywhere.errors import ExitCode, UsageError
+from anywhere.errors import ExitCode, HostRenderError, UsageError
 from anywhere.fleet import AwsView, run_fleet
 from anywhere.journal import (
     Journal,
@@ -197,7 +197,8 @@ def plan_cmd(
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory to write one install script per host into.")
 @_LIMIT
-def render_cmd(inventory_path: Path, out: Path, limit: str | None) -> None:
+@click.pass_context
+def render_cmd(ctx: click.Context, inventory_path: Path, out: Path, limit: str | None) -> None:
     """Write each host's install script to OUT/<host>.sh for review.
 
     Files are only ever written directly inside OUT: a host name that is not a plain file
@@ -207,17 +208,26 @@ def render_cmd(inventory_path: Path, out: Path, limit: str | None) -> None:
 
     The scripts hold no secret: they read the activation id and code from stdin at run time.
     A script with a proxy password (anywhere_proxy with user:password@) is written 0600.
+    A host whose script does not render is named on stderr; the others are written (exit 1).
     """
     _, hosts = _select(inventory_path, limit)
     check_writable_dir(out, "--out")
+    failed = 0
     for host in hosts:
-        script = render_placeholder(host)
+        try:
+            script = render_placeholder(host)
+        except HostRenderError as exc:
+            failed += 1
+            echo(f"not rendered: {exc}", err=True)  # the message names the host
+            continue
         target = out / f"{safe_file_name(host.name)}.sh"
         # A fresh file renamed into place: a symlink planted at the target is replaced,
         # never followed.
         atomic_write(target, script.text, mode=0o600 if script.sensitive else 0o644)
         shown = "" if target.name == f"{host.name}.sh" else f"  (host {host.name!r})"
         echo(f"{target}  sha256:{script.sha256}{shown}")
+    if failed:
+        ctx.exit(ExitCode.HOSTS_FAILED)
 
 
 @click.command("register")

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from anywhere.errors import TemplateError
+from anywhere.cli import fleet_commands, main
+from anywhere.errors import HostRenderError, TemplateError
 from anywhere.fleet import RunControl
 from anywhere.models import (
     Activation,
@@ -41,7 +42,7 @@ class Refusing(Renderer):
 
     def render(self, template: str, host: Host, context: Any) -> RenderedScript:
         if host.name == "bad":
-            raise TemplateError(f"{template} does not render for {host.name}: no such value")
+            raise HostRenderError(f"{template} does not render for {host.name}: no such value")
         return super().render(template, host, context)
 
 
@@ -79,3 +80,26 @@ def test_the_render_refuses_a_control_character_in_a_config_line(config: HostCon
     bad = Host("web1", SshTarget("192.0.2.1"), config)
     with pytest.raises(TemplateError, match=r"^web1: a value for .* holds a control character"):
         render_install(bad, installer_name=None)
+
+
+def test_render_command_writes_the_other_hosts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  vars:\n    anywhere_region: eu-west-1\n"
+                         "  hosts:\n    bad:\n    good:\n", encoding="utf-8")
+    real = fleet_commands.render_placeholder
+
+    def refusing(host: Host, **kwargs: Any) -> RenderedScript:
+        if host.name == "bad":
+            raise HostRenderError("bad: a value for ecs config holds a control character")
+        return real(host, **kwargs)
+
+    monkeypatch.setattr(fleet_commands, "render_placeholder", refusing)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as done:
+        main(["render", str(inventory), "--out", str(out)])
+    assert done.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "not rendered: bad: a value for ecs config holds a control character"]
+    assert sorted(p.name for p in out.iterdir()) == ["good.sh"]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -22,6 +24,30 @@ from anywhere.settings import Settings, load
 EXIT_CODES_HELP = "\b\nExit codes:\n" + "".join(
     f"  {int(code):<4} {meaning}\n" for code, meaning in EXIT_CODE_MEANINGS.items()
 )
+
+class AsciiIntRange(click.IntRange):
+    """An IntRange of ASCII digits only: int() would also take fullwidth digits and `1_0`."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, str) and not _INT.fullmatch(value.strip()):
+            self.fail(f"{value!r} is not a whole number (ASCII digits)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class AsciiFloatRange(click.FloatRange):
+    """A FloatRange of plain ASCII decimals: never NaN (which passes every range check), inf
+    or fullwidth digits."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, str) and not _FLOAT.fullmatch(value.strip()):
+            self.fail(f"{value!r} is not a number (ASCII digits, optional decimals)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+_INT = re.compile(r"[+-]?[0-9]{1,12}")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]{1,12}(?:\.[0-9]*)?|\.[0-9]+)")
 
 _LIMIT = click.option(
     "--limit", "-l", "limit", metavar="PATTERN",

@@ -16,6 +16,7 @@ from anywhere.aws import Aws, make_clients
 from anywhere.cli import (
     _INVENTORY,
     _LIMIT,
+    AsciiIntRange,
     _print_table,
     _select,
     _settings,
@@ -132,7 +133,7 @@ def _become_options(f: click.decorators.FC) -> click.decorators.FC:
         "--become-password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
         help="Read the sudo password from this file.",
     )(f)
-    f = click.option("--concurrency", "-c", type=click.IntRange(1, 1000),
+    f = click.option("--concurrency", "-c", type=AsciiIntRange(1, 1000),
                      help="Hosts worked on at once (default 50).")(f)
     return f
 
@@ -234,7 +235,7 @@ def render_cmd(ctx: click.Context, inventory_path: Path, out: Path, limit: str |
 @_INVENTORY
 @_LIMIT
 @_become_options
-@click.option("--fail-percent", type=click.IntRange(0, 100),
+@click.option("--fail-percent", type=AsciiIntRange(0, 100),
               help="Stop starting new hosts once more than this % of hosts failed (default 100).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path),

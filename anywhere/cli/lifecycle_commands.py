@@ -12,6 +12,8 @@ from anywhere import report
 from anywhere.cli import (
     _INVENTORY,
     _LIMIT,
+    AsciiFloatRange,
+    AsciiIntRange,
     _print_table,
     _select,
     _settings,
@@ -100,7 +102,7 @@ def check_cmd(
 @_LIMIT
 @click.option("--task-definition", "-t", required=True, metavar="TD",
               help="Task definition family[:revision] or ARN (network mode bridge/host/none).")
-@click.option("--count", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--count", type=AsciiIntRange(min=1), default=1, show_default=True,
               help="Tasks to start; spread over as many RunTask calls as needed.")
 @click.option("--constraint", "constraints", multiple=True, metavar="EXPR",
               help="Extra memberOf expression, e.g. 'attribute:gpu == true' (repeatable).")
@@ -135,7 +137,7 @@ def run_task_cmd(
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True,
               help="Deregister even while tasks still run (they are orphaned).")
-@click.option("--drain-timeout", type=click.FloatRange(0, 3600), default=300, show_default=True,
+@click.option("--drain-timeout", type=AsciiFloatRange(0, 3600), default=300, show_default=True,
               help="Seconds to wait for tasks to stop after draining.")
 @click.option("--keep-packages", is_flag=True, help="Leave the agent packages installed.")
 @click.pass_context

@@ -153,8 +153,13 @@ def _existing_file(value: object, ctx: Context) -> str:
     return str(path)
 
 
-def _any_path(value: object, ctx: Context) -> str:
-    return str(resolve_path(value, ctx))
+def _file_path(value: object, ctx: Context) -> str:
+    """A file that may not exist yet (it is created), but is never a FIFO, device or
+    directory: reading one would block or fail mid-run."""
+    path = resolve_path(value, ctx)
+    if path.exists() and not path.is_file():
+        raise Invalid(f"not a regular file: {path}")
+    return str(path)
 
 
 def _sha256(value: object, _ctx: Context) -> str:
@@ -300,7 +305,7 @@ ANYWHERE: Mapping[str, Converter] = {
     "anywhere_installer_url": _url(("https",)),
     "anywhere_installer_sha256": _sha256,
     "anywhere_installer_path": _existing_file,
-    "anywhere_known_hosts": _any_path,
+    "anywhere_known_hosts": _file_path,
     "anywhere_activation_ttl_minutes": _ttl,
     "anywhere_ecs_endpoint": _url(("http", "https")),
 }

@@ -25,13 +25,13 @@ from ruamel.yaml.events import (
 )
 
 from anywhere.inventory._base import Invalid
+from anywhere.inventory._ranges import MAX_HOSTS, hosts_in_text
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 100
 MAX_ALIASES = 100_000
 MAX_NODES = 2_000_000  # scalars and collections once aliases are expanded
 MAX_EXPANDED_BYTES = 8 * 1024 * 1024  # scalar text once aliases are expanded
-MAX_HOSTS = 100_000
 
 
 def read_text(path: Path) -> str:
@@ -147,7 +147,7 @@ def check_sources(path: Path, vars_dirs: tuple[str, ...]) -> list[tuple[Path, In
     roots = [path, *(
         (path if path.is_dir() else path.parent) / d for d in vars_dirs)]
     found: list[tuple[Path, Invalid]] = []
-    seen = 0
+    seen = hosts = 0
     for root in roots:
         for file in _walk(root):
             seen += 1
@@ -155,6 +155,9 @@ def check_sources(path: Path, vars_dirs: tuple[str, ...]) -> list[tuple[Path, In
                 return [(path, Invalid(f"more than {MAX_FILES:,} inventory files: refused"))]
             try:
                 text = read_text(file)
+                hosts += hosts_in_text(text)
+                if hosts > MAX_HOSTS:  # Ansible would expand every range before we see one
+                    raise Invalid(f"host ranges name more than {MAX_HOSTS:,} hosts: refused")
                 if file.suffix in ("", ".yml", ".yaml", ".json"):
                     check_yaml(text)
             except Invalid as exc:

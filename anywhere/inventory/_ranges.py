@@ -10,9 +10,12 @@ import re
 import string
 
 from anywhere.inventory._base import Invalid
-from anywhere.inventory._limits import MAX_HOSTS
 
+MAX_HOSTS = 100_000
 _RANGE = re.compile(r"\[[^\]]*\]")
+# A host key with a numeric or letter range, as it may appear in any inventory file.
+_RANGED_KEY = re.compile(r"[^\s\[\]:=,]*(?:\[(?:[0-9]*|[A-Za-z]):(?:[0-9]+|[A-Za-z])"
+                         r"(?::[0-9]+)?\][^\s\[\]:=,]*)+")
 _DIGITS = re.compile(r"[0-9]+")
 _V6 = re.compile(r"\[([0-9A-Fa-f:.]+)\](?::([^:]*))?")
 
@@ -91,3 +94,17 @@ def _expand(text: str) -> list[str]:
     items = [str(item).zfill(width) for item in _items(match)]
     head, tail = text[: match.start()], text[match.end() :]
     return [name for item in items for name in _expand(head + item + tail)]
+
+
+def hosts_in_text(text: str) -> int:
+    """How many hosts the ranged host keys in `text` (YAML or INI) name, counted without
+    expanding them; an unreadable range counts as one (its reader reports it)."""
+    total = 0
+    for match in _RANGED_KEY.finditer(text):
+        try:
+            total += _count(match.group(0))
+        except Invalid:
+            total += 1
+        if total > MAX_HOSTS:
+            break
+    return total

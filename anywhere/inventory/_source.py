@@ -23,8 +23,8 @@ from ruamel.yaml.resolver import VersionedResolver, implicit_resolvers
 
 from anywhere.errors import Problem
 from anywhere.inventory._base import Context, Invalid
-from anywhere.inventory._limits import MAX_HOSTS, check_yaml, read_text
-from anywhere.inventory._ranges import expand_host
+from anywhere.inventory._limits import check_yaml, read_text
+from anywhere.inventory._ranges import MAX_HOSTS, expand_host
 from anywhere.inventory._values import convert
 
 _SECTIONS = ("hosts", "children", "vars")

@@ -41,7 +41,7 @@ ECS_CONFIG_KEYS = ("ECS_CLUSTER", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
                    "ECS_INSTANCE_ATTRIBUTES", "ECS_CONTAINER_INSTANCE_TAGS")
 # Characters that would break a systemd Environment="..." word or a Docker env-file line
 # (values also pass through the shell, but always quoted).
-_UNSAFE = re.compile(r'[\s"\\]')
+_UNSAFE = re.compile(r'[\s"\'\\]')  # quotes are parsed inside an EnvironmentFile value
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -227,7 +227,7 @@ def _proxy(host: Host) -> dict[str, str] | None:
         if not value or _UNSAFE.search(value):
             raise HostRenderError(
                 f"{host.name}: proxy setting {value!r} is empty or contains whitespace, "
-                "double quotes or backslashes"
+                "quotes or backslashes"
             )
     return {"url": cfg.proxy, "no_proxy": ",".join(no_proxy)}
 

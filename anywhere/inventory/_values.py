@@ -38,9 +38,10 @@ MAX_TAGS = 50 - len(RESERVED_TAGS)
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: a fullwidth digit is no port to ssh
 _DOCKER_SOURCES = ("all", "docker", "distro", "none")
-# RFC 3986's characters: no space, quote, backslash or control character can reach the
-# script, ecs.config or a systemd drop-in through a URL.
-_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+# RFC 3986's characters but the single quote (systemd's EnvironmentFile parses quotes inside
+# a value; write %27): no space, quote, backslash or control character can reach the script,
+# ecs.config, a systemd drop-in or its environment file through a URL.
+_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&()*+,;=%]+")
 # A NO_PROXY entry: a host, domain (.lan, *.lan), address, CIDR or socket path.
 _NO_PROXY_ENTRY = re.compile(r"[A-Za-z0-9\-._:/*\[\]%]+")
 
@@ -117,7 +118,7 @@ def _url(schemes: tuple[str, ...]) -> Converter:
         text = nonempty_text(value)
         if not _URL_CHARS.fullmatch(text):
             raise Invalid(f"{mask_url(text)!r}: a URL holds only ASCII letters, digits and "
-                          "-._~:/?#[]@!$&'()*+,;=% (percent-encode anything else)")
+                          "-._~:/?#[]@!$&()*+,;=% (percent-encode anything else)")
         try:
             parts = urlsplit(text)
             parts.port  # noqa: B018 - raises on a port that is not 0-65535

@@ -135,6 +135,11 @@ class _Builder:
             # The name becomes the managed instance's name and its anywhere:host tag.
             self.problem(None, line, named)
             return
+        if "ansible_host" not in merged and name.startswith("-"):
+            # Without ansible_host the name is the address ssh is given: never an option.
+            self.problem(None, line, f"host name {name!r} starts with '-': give it an "
+                                     "ansible_host")
+            return
         ssh = self._ssh(name, line, merged)
         config = self._config(name, line, merged)
         password = merged.get("ansible_become_password") or merged.get("ansible_become_pass")

@@ -60,6 +60,27 @@ def host_name_problem(name: str) -> str | None:
     return None
 
 
+# What may open an ssh argument: a leading '-' would be read as an option (-oProxyCommand=...),
+# and neither a user nor an address holds whitespace or shell punctuation.
+_SSH_WORD = re.compile(r"[^\s'\"`$;&|<>(){}\\*?!#~=,/%^-][^\s'\"`$;&|<>(){}\\*?!#=,/^]*")
+
+
+def ssh_word_problem(text: str) -> str | None:
+    """Why `text` cannot be an ssh user or address, or None."""
+    if _SSH_WORD.fullmatch(text):
+        return None
+    return (f"{text!r} cannot be an ssh user or address: no leading '-', whitespace or shell "
+            "punctuation")
+
+
+def _ssh_word(value: object, _ctx: Context) -> str:
+    text = nonempty_text(value)
+    problem = ssh_word_problem(text)
+    if problem:
+        raise Invalid(problem)
+    return text
+
+
 def _strict_bool(value: object, _ctx: Context) -> bool:
     if not isinstance(value, bool):
         raise Invalid(f"must be true or false, not {type_name(value)}")
@@ -312,9 +333,9 @@ ANYWHERE: Mapping[str, Converter] = {
 }
 
 ANSIBLE: Mapping[str, Converter] = {
-    "ansible_host": nonempty_text,
+    "ansible_host": _ssh_word,
     "ansible_port": _port,
-    "ansible_user": nonempty_text,
+    "ansible_user": _ssh_word,
     "ansible_ssh_private_key_file": _existing_file,
     "ansible_private_key_file": _existing_file,
     "ansible_ssh_common_args": ssh_args,

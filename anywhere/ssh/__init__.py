@@ -87,13 +87,18 @@ def connect(name: str, target: SshTarget, options: SshOptions) -> Transport:
         target.key_file, options,
     )
     hops: list[paramiko.SSHClient] = []
+    jumps = parse_jumps(target.proxy_jump, target.user)
+    route = [*jumps, Endpoint(target.address, target.port, target.user)]
     try:
         sock: socket.socket | paramiko.Channel | None = None
-        for hop in parse_jumps(target.proxy_jump, target.user):
+        # As ssh -J: each hop tunnels to the next one (the last to the target), and every
+        # hop's key is checked under that hop's own name.
+        for hop, following in zip(jumps, route[1:], strict=True):
             client = _login(dial, hop, sock, "jump host ")
             hops.append(client)
-            sock = _tunnel(client, target.address, target.port, options.connect_timeout_s)
-        client = _login(dial, Endpoint(target.address, target.port, target.user), sock, "")
+            sock = _tunnel(client, following.address, following.port,
+                           options.connect_timeout_s)
+        client = _login(dial, route[-1], sock, "")
     except BaseException:
         for hop_client in reversed(hops):
             hop_client.close()

@@ -297,6 +297,22 @@ def test_proxy_jump_uses_strict_keys_for_both_hops(lab: SshdLab) -> None:
 
 
 
+def test_multi_hop_proxy_jump_tunnels_each_hop_to_the_next(lab: SshdLab) -> None:
+    # controller -> main sshd (:22) -> alt sshd (:2222) -> target: the main sshd again. Were
+    # every hop tunnelled to the target, the second hop would meet key A under key B's name.
+    hops = f"{lab.user}@{lab.address}:22,{lab.user}@{lab.address}:2222"
+    transport = ssh.connect("h4", target(lab, lab.good_known_hosts(), port=22, jump=hops), FAST)
+    try:
+        assert transport.run("id -u", sudo=True).stdout == "0\n"
+    finally:
+        transport.close()
+    # The second hop's key is checked under its own name: without it, the route is refused.
+    first_only = lab.known_hosts("known_first_hop", [f"{lab.address} {lab.host_pub('a')}"])
+    with pytest.raises(HostKeyError) as info:
+        ssh.connect("h4", target(lab, first_only, port=22, jump=hops), FAST)
+    assert "unknown host key" in info.value.reason and "2222" in info.value.reason
+
+
 def test_check_commands_survive_sudo_quoting(conn: ssh.Transport) -> None:
     """The phase commands go through `sudo … sh -c '<quoted>'` intact and parse on a real host
     (the namespace has no route to the IMDS address, so that probe fails fast)."""

@@ -61,3 +61,19 @@ def control_check(text: str) -> str:
     if found:
         raise Invalid(f"contains the control character {found.group(0)!r}: not allowed")
     return text
+
+
+# A path that becomes one word of an ssh command line (the playbooks pass it as
+# `-o UserKnownHostsFile=PATH`): no white space, quotes or shell characters that could split it
+# into options of their own (`-o ProxyCommand=…`), and no leading '-'.
+_SSH_WORD_PATH = re.compile(r"[A-Za-z0-9_./~+@%:,-]+")
+
+
+def ssh_word_path(value: object, ctx: Context) -> Path:
+    text = control_check(nonempty_text(value))
+    if not _SSH_WORD_PATH.fullmatch(text) or text.startswith("-"):
+        raise Invalid(
+            f"{text!r}: a path here may hold only letters, digits and . _ / ~ + @ % : , - "
+            "(not starting with '-'): it becomes one ssh argument"
+        )
+    return resolve_path(text, ctx)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from anywhere.inventory._base import Context, Invalid, nonempty_text, resolve_path
+from anywhere.inventory._base import Context, Invalid, nonempty_text, ssh_word_path
 
 # Tuning options that do not change who we talk to or how we trust them: harmless to drop.
 _IGNORED_SSH_OPTIONS = frozenset(
     {"controlmaster", "controlpersist", "controlpath", "serveraliveinterval",
      "serveralivecountmax", "connecttimeout", "compression", "loglevel", "identitiesonly",
      "tcpkeepalive", "connectionattempts", "preferredauthentications", "pubkeyauthentication"}
+)
+
+
+# One ProxyJump hop, `[user@]host[:port]` (IPv6 in brackets): safe characters only, since the
+# value reaches OpenSSH's command line in the playbooks; nothing may start with '-'.
+_HOP = re.compile(
+    r"(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?"
+    r"(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])"
+    r"(?::(?P<port>[0-9]{1,5}))?"
 )
 
 
@@ -66,7 +76,23 @@ def _ssh_options(found: Mapping[str, str], ctx: Context) -> SshArgs:
                 "UserKnownHostsFile (connection tuning options are ignored)"
             )
     known = found.get("userknownhostsfile")
+    paths = [ssh_word_path(word, ctx) for word in known.split()] if known else []
     return SshArgs(
-        proxy_jump=found.get("proxyjump") or None,
-        known_hosts=str(resolve_path(known.split()[0], ctx)) if known else None,
+        proxy_jump=_proxy_jump(found.get("proxyjump") or ""),
+        known_hosts=str(paths[0]) if paths else None,
     )
+
+
+def _proxy_jump(value: str) -> str | None:
+    """Each hop `[user@]host[:port]` with a port 1-65535, or refused."""
+    if not value:
+        return None
+    for hop in value.split(","):
+        match = _HOP.fullmatch(hop)
+        port = match.group("port") if match else None
+        if match is None or (port is not None and not 0 < int(port) < 65536):
+            raise Invalid(
+                f"ProxyJump hop {hop!r} is not [user@]host[:port] (letters, digits, . _ -; "
+                "port 1-65535)"
+            )
+    return value

@@ -12,7 +12,14 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-from anywhere.inventory._base import Context, Invalid, nonempty_text, resolve_path, type_name
+from anywhere.inventory._base import (
+    Context,
+    Invalid,
+    nonempty_text,
+    resolve_path,
+    ssh_word_path,
+    type_name,
+)
 from anywhere.inventory._ssh_args import ssh_args
 from anywhere.models import READY_ATTRIBUTE, Secret
 
@@ -177,8 +184,9 @@ def _existing_file(value: object, ctx: Context) -> str:
 
 def _file_path(value: object, ctx: Context) -> str:
     """A file that may not exist yet (it is created), but is never a FIFO, device or
-    directory: reading one would block or fail mid-run."""
-    path = resolve_path(value, ctx)
+    directory (reading one would block or fail mid-run), named in characters that stay one
+    ssh argument."""
+    path = ssh_word_path(value, ctx)
     if path.exists() and not path.is_file():
         raise Invalid(f"not a regular file: {path}")
     return str(path)

@@ -28,7 +28,13 @@ from anywhere.inventory import load_inventory
 from anywhere.journal import Journal
 from anywhere.models import CheckResult, Decision, Host
 from anywhere.registration import REPAIR_COMMAND
-from anywhere.render import Renderer, render_cleanup, render_install
+from anywhere.render import (
+    INSTALLER_NAME,
+    Renderer,
+    pushed_installer_name,
+    render_cleanup,
+    render_install,
+)
 from anywhere.settings import Settings
 from anywhere.settings import load as load_settings
 from anywhere.steps import DeregisterOptions, DeregisterRefused, Retirer, assess, verify
@@ -38,7 +44,6 @@ COMMANDS: Mapping[str, str] = {
     "verify": checks.HOST_VERIFY_COMMAND,
     "repair": REPAIR_COMMAND,
 }
-INSTALLER_NAME = "ecs-anywhere-install.sh"
 
 
 @dataclass
@@ -119,7 +124,7 @@ class Operations:
     def script(self, host: str, kind: str) -> str:
         h = self.host(host)
         if kind == "install":
-            name = INSTALLER_NAME if h.config.installer_path else None
+            name = pushed_installer_name(h)
             return render_install(h, installer_name=name, renderer=self.renderer).text
         if kind in ("cleanup", "wipe"):
             wipe = kind == "wipe"

@@ -40,7 +40,7 @@ from anywhere.models import (
     Secret,
     Status,
 )
-from anywhere.render import Renderer, render_cleanup, render_install
+from anywhere.render import Renderer, pushed_installer_name, render_cleanup, render_install
 from anywhere.settings import Settings
 from anywhere.ssh import Transport
 from anywhere.steps import Probe, assess, verify
@@ -291,7 +291,7 @@ class Registrar:
         try:
             cursor.phase = Phase.RENDER
             control.enter(host.name, Phase.RENDER)
-            installer = _installer_name(host)
+            installer = pushed_installer_name(host)
             with _host_render(host):
                 script = render_install(host, installer_name=installer, renderer=ctx.renderer)
                 cleanup = render_cleanup(host, renderer=ctx.renderer).text
@@ -377,10 +377,6 @@ class Registrar:
         for instance_id in stale:
             self.ctx.aws.forget_instance(host.config.cluster, instance_id)
             self.ctx.journal.event(host.name, "mark-ready", "stale-removed", instance_id)
-
-
-def _installer_name(host: Host) -> str | None:
-    return "ecs-anywhere-install.sh" if host.config.installer_path else None
 
 
 def _last_line(text: str) -> str:

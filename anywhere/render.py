@@ -25,7 +25,7 @@ from anywhere.models import Host
 
 INSTALL_TEMPLATE = "install.sh.j2"
 CLEANUP_TEMPLATE = "cleanup.sh.j2"
-DOWNLOADED_INSTALLER = "ecs-anywhere-install.sh"
+INSTALLER_NAME = "ecs-anywhere-install.sh"
 # The ECS agent and Docker must reach these directly: instance metadata, the task metadata /
 # credentials endpoint, and the local Docker socket (AWS's proxy guide for ECS).
 ALWAYS_NO_PROXY = ("localhost", "127.0.0.1", "169.254.169.254", "169.254.170.2",
@@ -104,6 +104,12 @@ class Renderer:
                               sensitive=host.config.proxy_password is not None)
 
 
+def pushed_installer_name(host: Host) -> str | None:
+    """The installer's file name beside the script when the inventory pushes a reviewed copy
+    (`anywhere_installer_path`); None when the script downloads AWS's."""
+    return INSTALLER_NAME if host.config.installer_path else None
+
+
 def render_install(
     host: Host, *, installer_name: str | None, root: str = "", renderer: Renderer | None = None
 ) -> RenderedScript:
@@ -120,7 +126,7 @@ def render_placeholder(
 ) -> RenderedScript:
     """The same install script, for operators (`anywhere render --out DIR`): its header says
     how to run it by hand. It still reads the activation id and code from stdin."""
-    name = DOWNLOADED_INSTALLER if host.config.installer_path else None
+    name = pushed_installer_name(host)
     context = install_context(host, installer_name=name, root=root, placeholder=True)
     return (renderer or Renderer()).render(INSTALL_TEMPLATE, host, context)
 

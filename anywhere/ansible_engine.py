@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socketserver
 import tempfile
@@ -167,6 +168,15 @@ def outcome_for(host: str, run: PlaybookRun, rec: HostRecord | None) -> HostOutc
     )
 
 
+def openssh_args(ssh_config: str | None) -> str:
+    """ANSIBLE_SSH_ARGS: Ansible's default ControlMaster/ControlPersist, plus `-F` so OpenSSH
+    reads the very config file the inventory was completed from and checked against (never
+    another ~/.ssh/config or /etc/ssh/ssh_config: `none` reads no file), and no agent
+    forwarding, as the built-in engine. Command-line options win over any config file."""
+    return shlex.join(["-C", "-o", "ControlMaster=auto", "-o", "ControlPersist=60s",
+                       "-F", ssh_config or "none", "-o", "ForwardAgent=no"])
+
+
 @dataclass(frozen=True)
 class EngineRun:
     result: FleetResult
@@ -175,9 +185,10 @@ class EngineRun:
 
 def register_with_ansible(
     ctx: Context, hosts: Sequence[Host], inventory_path: Path, *, progress: ProgressFn,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None, ssh_config: str | None = None,
 ) -> EngineRun:
-    """Register `hosts` by running `ansible/register.yml` through ansible-runner."""
+    """Register `hosts` by running `ansible/register.yml` through ansible-runner; OpenSSH
+    reads `ssh_config` (the inventory's `ssh_config`; None: no file)."""
     playbook = playbook_dir() / "register.yml"
     ops = Operations(ctx.aws, ctx.view, {h.name: h for h in hosts}, ctx.settings, ctx.run_id,
                      journal=ctx.journal, known_by_host=ctx.known_by_host)
@@ -197,7 +208,9 @@ def register_with_ansible(
                 playbook, str(Path(inventory_path).resolve()), private_dir,
                 limit=",".join(names), forks=max(1, min(ctx.settings.concurrency, len(names))),
                 env=os.environ if env is None else env,
-                extra_env={SOCKET_ENV: socket_path}, on_event=on_event,
+                extra_env={SOCKET_ENV: socket_path,
+                           "ANSIBLE_SSH_ARGS": openssh_args(ssh_config)},
+                on_event=on_event,
                 cancel=cancelled.is_set,
             )
     except KeyboardInterrupt:

@@ -110,6 +110,9 @@ class Inventory:
     hosts: tuple[Host, ...]
     # group name -> host names (transitively), for --limit patterns.
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The OpenSSH client config the hosts' SSH settings were completed from (None: none):
+    # OpenSSH must read this very file when it connects (`ssh -F`).
+    ssh_config: str | None = None
 
     def host(self, name: str) -> Host:
         for h in self.hosts:

@@ -7,6 +7,12 @@ import os
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _no_operator_ssh_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Results must not depend on this machine's ~/.ssh/config: tests that want one say so."""
+    monkeypatch.setenv("ANYWHERE_SSH_CONFIG", "none")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """On a root machine every test can run, so a skipped test fails the run.
 

@@ -61,7 +61,8 @@ def _register_ansible(ctx: click.Context, params: dict[str, Any]) -> None:
     echo(f"run {context.run_id}: {len(hosts)} host(s) with ansible, journal in "
          f"{context.journal.path}", err=True)
     with fleet_progress(len(hosts)) as progress:
-        done = register_with_ansible(context, hosts, Path(inv.path), progress=progress)
+        done = register_with_ansible(context, hosts, Path(inv.path), progress=progress,
+                                     ssh_config=inv.ssh_config)
     summary = report.RunSummary(
         run_id=context.run_id, command="register", started_at=started,
         finished_at=datetime.now(UTC), outcomes=done.result.outcomes,

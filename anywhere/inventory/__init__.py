@@ -34,10 +34,13 @@ from anywhere.inventory._hosts import describe, resolve
 from anywhere.inventory._limits import check_sources
 from anywhere.inventory._patterns import select
 from anywhere.inventory._source import Tree, read
+from anywhere.inventory._ssh_config import SETTING as SSH_CONFIG_SETTING
+from anywhere.inventory._ssh_config import load_client_config
 from anywhere.inventory._values import ANYWHERE, convert
 from anywhere.models import Inventory, Secret
 
 __all__ = [
+    "SSH_CONFIG_SETTING",
     "VARIABLES",
     "LoadedInventory",
     "describe",
@@ -78,14 +81,17 @@ def load_with_secrets(
     env_home: Path | None = None,
 ) -> LoadedInventory:
     """Load and validate `path`; `env` (default: the process environment) supplies
-    AWS_REGION/AWS_DEFAULT_REGION when hosts set no `anywhere_region`; `env_home` is `~`."""
+    AWS_REGION/AWS_DEFAULT_REGION when hosts set no `anywhere_region` and
+    ANYWHERE_SSH_CONFIG (default `~/.ssh/config`, `none` for no file: see `_ssh_config`),
+    whose settings fill in what the inventory does not say; `env_home` is `~`."""
     env = os.environ if env is None else env
     path = Path(path)
     base = path if path.is_dir() else path.parent
     ctx = Context(base_dir=base.resolve(), home=env_home or Path.home())
     tree, by_ansible = _read_tree(path, ctx, env)
     region, region_problems = _env_region(env, ctx.base_dir)
-    resolved = resolve(tree, region)
+    ssh_config = load_client_config(env, ctx.home)
+    resolved = resolve(tree, region, ssh_config)
     found = sorted([*tree.problems, *resolved.problems], key=lambda p: p.line or 0)
     if by_ansible:  # Ansible gives no line numbers: do not pretend to know them
         found = [Problem(p.file, None, p.message) for p in found]
@@ -94,7 +100,8 @@ def load_with_secrets(
         problems.append(Problem(str(path), 1, "no hosts"))
     if problems:
         raise InventoryError(problems)
-    inventory = Inventory(path=str(path), hosts=resolved.hosts, groups=resolved.groups)
+    inventory = Inventory(path=str(path), hosts=resolved.hosts, groups=resolved.groups,
+                          ssh_config=str(ssh_config.path) if ssh_config else None)
     return LoadedInventory(inventory, MappingProxyType(dict(resolved.become_passwords)))
 
 

@@ -13,8 +13,10 @@ from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
 
 from anywhere.errors import Problem
+from anywhere.inventory._base import Invalid
 from anywhere.inventory._source import GroupDef, Tree, Var
 from anywhere.inventory._ssh_args import SshArgs
+from anywhere.inventory._ssh_config import ClientConfig
 from anywhere.inventory._values import host_name_problem, is_secret, mask_url
 from anywhere.models import (
     DEFAULT_INSTALLER_URL,
@@ -90,14 +92,15 @@ def _memberships(tree: Tree, graph: _Graph) -> dict[str, set[str]]:
     return result
 
 
-def resolve(tree: Tree, region_from_env: str | None) -> Resolved:
+def resolve(tree: Tree, region_from_env: str | None,
+            ssh_config: ClientConfig | None = None) -> Resolved:
     graph = _Graph(tree)
     for name in tree.groups:
         graph.depth(name)
     if graph.problems:
         return Resolved((), {}, {}, tuple(graph.problems))
     members = _memberships(tree, graph)
-    builder = _Builder(tree.file, region_from_env)
+    builder = _Builder(tree.file, region_from_env, ssh_config)
     for name, definition in tree.hosts.items():
         groups = [tree.groups[g] for g in members[name] if g in tree.groups]
         merged: dict[str, Var] = {}
@@ -116,9 +119,11 @@ def resolve(tree: Tree, region_from_env: str | None) -> Resolved:
 
 
 class _Builder:
-    def __init__(self, file: str, region_from_env: str | None) -> None:
+    def __init__(self, file: str, region_from_env: str | None,
+                 ssh_config: ClientConfig | None) -> None:
         self.file = file
         self.region_from_env = region_from_env
+        self.ssh_config = ssh_config
         self.hosts: list[Host] = []
         self.become: dict[str, Secret] = {}
         self.problems: dict[Problem, None] = {}
@@ -176,7 +181,7 @@ class _Builder:
                          "ansible_become is false, so ansible_user must be root: "
                          "registration needs root")
         key_file = get("ansible_ssh_private_key_file") or get("ansible_private_key_file")
-        return SshTarget(
+        target = SshTarget(
             address=str(get("ansible_host") or name),
             port=int(str(get("ansible_port") or 22)),
             user=str(user) if user is not None else None,
@@ -187,6 +192,30 @@ class _Builder:
             or next((a.known_hosts for a in args if a.known_hosts), None),
             become=become is not False,
             become_user=str(become_user),
+        )
+        return self._with_ssh_config(target, "ansible_port" in merged)
+
+    def _with_ssh_config(self, target: SshTarget, port_given: bool) -> SshTarget:
+        """`target` with what the operator's ssh config says where the inventory is silent.
+
+        The address (ansible_host, else the host's name) is what the config's patterns
+        match, as when Ansible runs ssh; a matching HostName replaces it.
+        """
+        if self.ssh_config is None:
+            return target
+        try:
+            said = self.ssh_config.lookup(target.address)
+        except Invalid as exc:
+            self.problems[Problem(str(self.ssh_config.path), exc.line, exc.message)] = None
+            return target
+        return replace(
+            target,
+            address=said.address,
+            port=target.port if port_given or said.port is None else said.port,
+            user=target.user if target.user is not None else said.user,
+            key_file=target.key_file or said.key_file,
+            proxy_jump=target.proxy_jump or said.proxy_jump,
+            known_hosts=target.known_hosts or said.known_hosts,
         )
 
     def _config(self, name: str, line: int, merged: dict[str, Var]) -> HostConfig:

@@ -15,6 +15,8 @@ from anywhere.lab.lab import Lab
 
 def lab_env(lab: Lab, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANYWHERE_"))}
+    # Results must not depend on this machine's ~/.ssh/config.
+    env["ANYWHERE_SSH_CONFIG"] = "none"
     env.update(lab.env())
     env.update(extra)
     return env

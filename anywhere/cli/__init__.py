@@ -68,6 +68,11 @@ def app(ctx: click.Context, verbose: int) -> None:
     INVENTORY is an Ansible YAML inventory; anywhere reads ansible_* connection variables
     and its own anywhere_* variables from it. AWS credentials, region and endpoint come from
     the usual AWS environment (AWS_PROFILE, AWS_ENDPOINT_URL, …).
+
+    SSH settings the inventory leaves unsaid (HostName, User, Port, IdentityFile, ProxyJump,
+    UserKnownHostsFile) come from ~/.ssh/config, or the file ANYWHERE_SSH_CONFIG names
+    (none: no file); a config that could run a command here (ProxyCommand, Match exec, ...)
+    or weaken host key checking is refused (exit 2).
     """
     ctx.obj = {"verbose": verbose, "settings": load()}
 

@@ -1,7 +1,8 @@
 """SSH adapter: one paramiko connection per host, strict host keys, sudo, uploads.
 
-The only module that imports paramiko. Every failure leaves as one of our `HostError`s with a
-one-line reason and a hint; nothing from paramiko or `socket` escapes.
+The only module that connects with paramiko (the inventory reads the operator's ssh config
+with paramiko's parser and fills `SshTarget` from it). Every failure leaves as one of our
+`HostError`s with a one-line reason and a hint; nothing from paramiko or `socket` escapes.
 
 Why paramiko directly rather than Fabric's `Connection`: Fabric trusts any host key by default
 (AutoAddPolicy, no known_hosts) and runs three threads per command; here one thread drives each

@@ -14,6 +14,7 @@ import pytest
 
 from anywhere import checks, ssh
 from anywhere.errors import AuthError, HostKeyError, RemoteTimeout, SudoError, UnreachableError
+from anywhere.inventory import load_inventory
 from anywhere.models import Secret, SshTarget
 from tests.e2e.sshd_fixture import SshdLab, available
 
@@ -342,3 +343,30 @@ def test_many_concurrent_transports_in_a_thread_pool(lab: SshdLab) -> None:
     with ThreadPoolExecutor(max_workers=24) as pool:
         outputs = list(pool.map(one, range(48)))
     assert outputs == [f"{i}\n0\n" for i in range(48)]
+
+
+# ---- the operator's ssh config --------------------------------------------------------------
+
+def test_a_host_alias_in_the_ssh_config_reaches_the_host(lab: SshdLab, tmp_path: Path) -> None:
+    """HostName, User, Port, IdentityFile and UserKnownHostsFile all come from the config:
+    the inventory names only the alias."""
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host lab-alias\n  HostName {lab.address}\n  User {lab.user}\n  Port 2222\n"
+        f"  IdentityFile {lab.client_key}\n  UserKnownHostsFile {lab.good_known_hosts()}\n"
+        "Host *\n  Port 22\n"
+    )
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("all:\n  vars:\n    anywhere_region: eu-west-1\n  hosts:\n"
+                         "    web1:\n      ansible_host: lab-alias\n")
+    host = load_inventory(inventory, env={"ANYWHERE_SSH_CONFIG": str(config)},
+                          env_home=tmp_path).host("web1")
+    transport = ssh.connect(host.name, host.ssh, FAST)
+    try:
+        result = transport.run('id -un; echo "$SSH_CONNECTION"')
+    finally:
+        transport.close()
+    assert result.ok, result.stderr
+    user, connection = result.stdout.splitlines()
+    assert user == lab.user
+    assert connection.split()[2:] == [lab.address, "2222"]  # server address and port

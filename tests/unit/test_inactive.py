@@ -5,20 +5,19 @@ host (its agent can never rejoin as that instance) and `check` names it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from anywhere import checks
-from anywhere.aws import Aws
 from anywhere.fleet import AwsView
 from anywhere.lifecycle import CheckOptions, aws_snapshot, check_job
 from anywhere.models import ContainerInstance, Decision, Status
 from anywhere.settings import Settings
-from anywhere.ssh import Transport
 from anywhere.steps import assess
-from tests.unit.test_lifecycle import (
+from tests.unit.fakes import (
     EXTERNAL,
     FakeAws,
     SilentHost,
+    as_aws,
     context,
     healthy_output,
     host,
@@ -62,7 +61,7 @@ def test_the_host_names_the_instance_it_runs_or_will_rejoin_as() -> None:
 
 def test_register_reregisters_a_host_whose_container_instance_was_deregistered() -> None:
     aws = ListsNoInactive()
-    view = AwsView(cast(Aws, aws), 0.0, window_s=0.0)
+    view = AwsView(as_aws(aws), 0.0, window_s=0.0)
     preflight = f'registration={{"ManagedInstanceID":"{MI}","Region":"r"}}'
     for checkpoint in (False, True):
         found = assess(view, Settings(), host("h1"), preflight,
@@ -73,7 +72,7 @@ def test_register_reregisters_a_host_whose_container_instance_was_deregistered()
 
 def test_check_says_the_container_instance_is_inactive(tmp_path: Path) -> None:
     aws = ListsNoInactive()
-    transport = cast(Transport, SilentHost(_remembering(True)))
+    transport = SilentHost(_remembering(True))
     ctx = context(tmp_path, aws, {"h1": (MI,)}, connect=lambda h: transport)
     out = check_job(ctx, CheckOptions(), aws_snapshot(ctx, [host("h1")]))(
         host("h1"), noop_control())

@@ -2,126 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
-from anywhere.aws import Aws, RunTaskResult
-from anywhere.aws.adapter import TaskDefinition
-from anywhere.errors import UnreachableError
-from anywhere.fleet import AwsView, RunControl
-from anywhere.journal import Journal
 from anywhere.lifecycle import CheckOptions, aws_snapshot, check_job
 from anywhere.models import (
-    CommandResult,
-    ContainerInstance,
     FailureClass,
-    Host,
-    HostConfig,
-    ManagedInstance,
-    SshTarget,
     Status,
 )
-from anywhere.registration import Context
-from anywhere.settings import Settings
-from anywhere.ssh import Transport
 from anywhere.tasks import TaskRefused, run_task
-
-EXTERNAL = {"ecs.capability.external": None}
-
-
-class FakeAws:
-    """Records calls; answers from the instances it was given."""
-
-    def __init__(self, managed: Sequence[ManagedInstance],
-                 containers: Sequence[ContainerInstance]) -> None:
-        self.managed = {m.instance_id: m for m in managed}
-        self.containers = {c.ec2_instance_id: c for c in containers}
-        self.calls: list[tuple[str, Any]] = []
-        self.network_mode = "bridge"
-        self.placements: tuple[tuple[str, str], ...] = ()
-        self.failures: tuple[str, ...] = ()
-
-    def managed_instances(self, ids: Sequence[str]) -> dict[str, ManagedInstance]:
-        self.calls.append(("managed_instances", tuple(ids)))
-        return {i: self.managed[i] for i in ids if i in self.managed}
-
-    def instance_tags(self, instance_id: str) -> dict[str, str]:
-        self.calls.append(("instance_tags", instance_id))
-        return {}
-
-    def container_instances(self, cluster: str, ids: Sequence[str]) -> dict[str, Any]:
-        self.calls.append(("container_instances", tuple(ids)))
-        return {i: self.containers[i] for i in ids if i in self.containers}
-
-    def set_ready(self, cluster: str, arn: str, attribute: str, ready: bool) -> None:
-        self.calls.append(("set_ready", (arn, ready)))
-
-    def task_definition(self, name: str) -> TaskDefinition:
-        return TaskDefinition(f"arn:td/{name}", self.network_mode, ("EXTERNAL",))
-
-    def run_task(self, cluster: str, td: str, **kwargs: Any) -> RunTaskResult:
-        self.calls.append(("run_task", kwargs["placement_constraints"]))
-        return RunTaskResult(tuple(t for t, _ in self.placements), self.failures,
-                             self.placements)
-
-
-class SilentHost:
-    """A transport whose host answers the verify command with `stdout`."""
-
-    def __init__(self, stdout: str) -> None:
-        self.stdout = stdout
-
-    def run(self, command: str, **kwargs: Any) -> CommandResult:
-        return CommandResult(0, self.stdout if "unit." in command else "", "")
-
-    def become(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def host(name: str) -> Host:
-    return Host(name, SshTarget(address="192.0.2.1"), HostConfig(cluster="lab", region="r"))
-
-
-def managed(mi: str, name: str, ping: str = "Online") -> ManagedInstance:
-    return ManagedInstance(mi, ping, name=name)
-
-
-def container(mi: str, status: str = "ACTIVE", ready: bool = True) -> ContainerInstance:
-    attrs: dict[str, str | None] = dict(EXTERNAL)
-    if ready:
-        attrs["anywhere.ready"] = "true"
-    return ContainerInstance(f"arn:ci/{mi}", mi, status, True, "lab", attrs)
-
-
-def context(tmp_path: Path, aws: FakeAws, known: Mapping[str, tuple[str, ...]],
-            connect: Any = None) -> Context:
-    fake = cast(Aws, aws)
-    return Context(
-        aws=fake, view=AwsView(fake, 0.0, window_s=0.0),
-        connect=connect or (lambda h: (_ for _ in ()).throw(UnreachableError("refused"))),
-        journal=Journal.create(tmp_path, "check"), settings=Settings(), run_id="r",
-        known_by_host=known,
-    )
-
-
-def healthy_output(mi: str | None) -> str:
-    reg = f'{{"ManagedInstanceID":"{mi}","Region":"r"}}' if mi else ""
-    return "\n".join([
-        "unit.amazon-ssm-agent=0 active", "unit.ecs=0 active", "unit.docker=0 active",
-        "docker_info=0 24.0.9", "metadata_rc=0",
-        'metadata={"Cluster":"lab","ContainerInstanceArn":"arn:ci/x"}',
-        f"registration={reg}",
-    ])
-
-
-def noop_control() -> RunControl:
-    return RunControl(progress=lambda *_: None)
+from tests.unit.fakes import (
+    FakeAws,
+    SilentHost,
+    container,
+    context,
+    healthy_output,
+    host,
+    managed,
+    noop_control,
+)
 
 
 def test_snapshot_reads_every_host_in_one_batch(tmp_path: Path) -> None:
@@ -158,7 +58,7 @@ def test_check_verdict_and_mark(
     # mi-1 is an older, inactive registration of the same host: mi-2 is the live one.
     aws = FakeAws([managed("mi-1", "h1", "ConnectionLost"), managed("mi-2", "h1")],
                   [container("mi-1", "INACTIVE", ready=False), container("mi-2")])
-    transport = cast(Transport, SilentHost(healthy_output(local)))
+    transport = SilentHost(healthy_output(local))
     ctx = context(tmp_path, aws, {"h1": ("mi-1", "mi-2")}, connect=lambda h: transport)
     out = check_job(ctx, CheckOptions(), aws_snapshot(ctx, [host("h1")]))(
         host("h1"), noop_control())

@@ -4,7 +4,6 @@ reason), never the whole fleet; its activation is deleted all the same."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,29 +11,16 @@ import pytest
 
 from anywhere.cli import fleet_commands, main
 from anywhere.errors import HostRenderError, TemplateError
-from anywhere.fleet import RunControl
 from anywhere.models import (
-    Activation,
-    Decision,
     FailureClass,
     Host,
     HostConfig,
-    Secret,
     SshTarget,
     Status,
 )
-from anywhere.registration import Registrar, guarded
+from anywhere.registration import Registrar
 from anywhere.render import RenderedScript, Renderer, render_install
-from tests.unit.test_lifecycle import FakeAws, context, host
-
-
-class ActivatingAws(FakeAws):
-    def create_activation(self, name: str, *args: Any) -> Activation:
-        self.calls.append(("create_activation", name))
-        return Activation(f"act-{name}", Secret("code"), name, datetime.now(UTC))
-
-    def delete_activation(self, activation_id: str) -> None:
-        self.calls.append(("delete_activation", activation_id))
+from tests.unit.fakes import FakeAws, FakeHost, context, host, noop_control
 
 
 class Refusing(Renderer):
@@ -46,28 +32,20 @@ class Refusing(Renderer):
         return super().render(template, host, context)
 
 
-class NoCommands:
-    def run(self, command: str, **kwargs: Any) -> Any:
-        raise AssertionError("nothing may run on a host whose script did not render")
-
-
 def test_a_render_failure_is_the_hosts_outcome(tmp_path: Path) -> None:
-    aws = ActivatingAws([], [])
-    ctx = replace(context(tmp_path, aws, {}), renderer=Refusing())
-    registrar = Registrar(ctx)
-    control = RunControl(progress=lambda *a: None)
-    bad = host("bad")
-
-    def body(cursor: Any) -> Any:
-        registrar._install(bad, control, NoCommands(), cursor, Decision.REGISTER)  # type: ignore[arg-type]
-        raise AssertionError("the install went on")
-
-    outcome = guarded(bad, ctx.journal, body)
+    aws = FakeAws()
+    target = FakeHost(aws=aws)
+    ctx = replace(context(tmp_path, aws, {}, connect=lambda h: target), renderer=Refusing())
+    outcome = Registrar(ctx)(host("bad"), noop_control())
     assert outcome.status is Status.FAILED
     assert outcome.failure is FailureClass.PREFLIGHT
     assert outcome.reason == ("the install script does not render: install.sh.j2 does not "
                               "render for bad: no such value")
-    assert ("delete_activation", "act-bad") in aws.calls
+    assert aws.called("create_activation") == ["bad"]
+    assert aws.live_activations == {}, "the activation outlived the failed render"
+    # Nothing was pushed or run on the host past the read-only preflight.
+    assert not target.files and not target.ran_any("install.sh")
+    assert not target.ran_any("mktemp")
 
 
 @pytest.mark.parametrize("config", [

@@ -4,18 +4,16 @@ while tasks run exactly as the built-in `deregister` does."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
 from anywhere.ansible_ops import Operations, dispatch
-from anywhere.aws import Aws
 from anywhere.aws.adapter import TaskSummary
 from anywhere.errors import UsageError
 from anywhere.fleet import AwsView
 from anywhere.settings import Settings
 from anywhere.steps import DeregisterOptions, DeregisterRefused, Retirer
-from tests.unit.test_lifecycle import FakeAws, container, healthy_output, host, managed
+from tests.unit.fakes import FakeAws, as_aws, container, healthy_output, host, managed
 
 MI = "mi-0123456789abcdef0"
 
@@ -28,29 +26,11 @@ class BusyAws(FakeAws):
         super().__init__([managed(MI, "h1")], [type(busy)(**{**busy.__dict__,
                                                              "running_tasks": running})])
         self.tasks = [TaskSummary(f"arn:task/{i}", group, "x") for i in range(running)]
-
-    def tasks_on(self, cluster: str, arn: str) -> list[TaskSummary]:
-        self.calls.append(("tasks_on", arn))
-        return self.tasks
-
-    def managed_instances_by_host(self, hosts: Any) -> dict[str, tuple[str, ...]]:
-        return {"h1": (MI,)}
-
-    def drain(self, cluster: str, arns: Any) -> None:
-        self.calls.append(("drain", tuple(arns)))
-
-    def deregister_container_instance(self, cluster: str, arn: str, force: bool) -> None:
-        self.calls.append(("deregister_container_instance", force))
-
-    def deregister_managed_instance(self, instance_id: str) -> None:
-        self.calls.append(("deregister_managed_instance", instance_id))
-
-    def leftover_activations(self, name: str) -> list[str]:
-        return []
+        self.by_host = {"h1": (MI,)}
 
 
 def _ops(aws: BusyAws) -> Operations:
-    fake = cast(Aws, aws)
+    fake = as_aws(aws)
     settings = Settings(verify_poll_s=0.0)
     return Operations(fake, AwsView(fake, 0.0, window_s=0.0), {"h1": host("h1")}, settings,
                       run_id="r")
@@ -58,7 +38,8 @@ def _ops(aws: BusyAws) -> Operations:
 
 def _called(aws: BusyAws) -> list[str]:
     return [name for name, _ in aws.calls if name not in (
-        "managed_instances", "container_instances", "instance_tags", "tasks_on")]
+        "managed_instances", "container_instances", "instance_tags", "tasks_on",
+        "managed_instances_by_host", "leftover_activations")]
 
 
 def test_playbook_retire_drains_and_refuses_while_tasks_run(tmp_path: Path) -> None:
@@ -98,7 +79,7 @@ def test_playbook_retire_refuses_a_bad_drain_timeout(timeout: object) -> None:
 def test_standalone_tasks_are_refused_at_once_not_waited_for() -> None:
     aws = BusyAws(running=1, group="family:batch")
     with pytest.raises(DeregisterRefused) as info:
-        Retirer(cast(Aws, aws), AwsView(cast(Aws, aws), 0.0, window_s=0.0),
+        Retirer(as_aws(aws), AwsView(as_aws(aws), 0.0, window_s=0.0),
                 Settings(verify_poll_s=0.0)).retire(host("h1"), [MI], DeregisterOptions(
                     drain_timeout_s=1.0))
     assert "1 standalone task(s) still running" in info.value.reason
@@ -111,7 +92,7 @@ def test_standalone_tasks_are_refused_at_once_not_waited_for() -> None:
 
 def test_standalone_tasks_with_force_are_orphaned_without_waiting() -> None:
     aws = BusyAws(running=1, group="family:batch")
-    Retirer(cast(Aws, aws), AwsView(cast(Aws, aws), 0.0, window_s=0.0),
+    Retirer(as_aws(aws), AwsView(as_aws(aws), 0.0, window_s=0.0),
             Settings(verify_poll_s=0.0)).retire(host("h1"), [MI], DeregisterOptions(
                 force=True, drain_timeout_s=1.0))
     assert ("deregister_container_instance", True) in aws.calls
@@ -120,7 +101,7 @@ def test_standalone_tasks_with_force_are_orphaned_without_waiting() -> None:
 def test_service_tasks_are_waited_for_until_the_timeout() -> None:
     aws = BusyAws(running=2, group="service:web")
     with pytest.raises(DeregisterRefused) as info:
-        Retirer(cast(Aws, aws), AwsView(cast(Aws, aws), 0.0, window_s=0.0),
+        Retirer(as_aws(aws), AwsView(as_aws(aws), 0.0, window_s=0.0),
                 Settings(verify_poll_s=0.0)).retire(host("h1"), [MI], DeregisterOptions(
                     drain_timeout_s=0.2))
     assert "2 task(s) still running" in info.value.reason

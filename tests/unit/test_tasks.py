@@ -12,7 +12,7 @@ import pytest
 from anywhere.aws import RunTaskResult
 from anywhere.errors import UsageError
 from anywhere.tasks import member_groups, run_task, shares
-from tests.unit.test_lifecycle import FakeAws, container, context, host
+from tests.unit.fakes import FakeAws, container, context, host
 
 PREFIX = "attribute:anywhere.ready == true and "
 

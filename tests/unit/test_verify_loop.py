@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from anywhere.errors import VerifyError
-from anywhere.models import CommandResult, ContainerInstance
+from anywhere.models import ContainerInstance
 from anywhere.registration import Registrar, _Progress
 from anywhere.settings import Settings
-from tests.unit.test_lifecycle import FakeAws, container, context, healthy_output, host, managed
+from tests.unit.fakes import FakeAws, ReplayHost, container, context, healthy_output, host, managed
 
 MI = "mi-0123456789abcdef0"
 
@@ -33,25 +33,6 @@ class LateEcs(FakeAws):
         return super().container_instances(cluster, ids) if self.describes >= self.after else {}
 
 
-class Host:
-    """Answers the verify command with each of `outputs` in turn (the last one repeats)."""
-
-    def __init__(self, *outputs: str) -> None:
-        self.outputs = list(outputs)
-        self.reads = 0
-
-    def run(self, command: str, **kwargs: Any) -> CommandResult:
-        self.reads += 1
-        out = self.outputs[min(self.reads, len(self.outputs)) - 1]
-        return CommandResult(0, out, "")
-
-    def become(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def registrar(tmp_path: Path, aws: FakeAws, timeout_s: float = 5.0) -> Registrar:
     ctx = context(tmp_path, aws, {})
     return Registrar(replace(ctx, settings=Settings(verify_poll_s=0.0,
@@ -59,7 +40,7 @@ def registrar(tmp_path: Path, aws: FakeAws, timeout_s: float = 5.0) -> Registrar
 
 
 def test_host_read_once_while_only_aws_lags(tmp_path: Path) -> None:
-    aws, transport = LateEcs(after=4), Host(healthy_output(MI))
+    aws, transport = LateEcs(after=4), ReplayHost(healthy_output(MI))
     results, mi, arn, _ = registrar(tmp_path, aws)._verify(host("h1"), transport, _Progress())
     assert (mi, arn) == (MI, f"arn:ci/{MI}")
     assert all(c.ok for c in results)
@@ -69,7 +50,7 @@ def test_host_read_once_while_only_aws_lags(tmp_path: Path) -> None:
 
 def test_host_reread_until_its_agents_run(tmp_path: Path) -> None:
     down = healthy_output(MI).replace("unit.ecs=0 active", "unit.ecs=3 inactive")
-    aws, transport = LateEcs(after=1), Host(down, down, healthy_output(MI))
+    aws, transport = LateEcs(after=1), ReplayHost(down, down, healthy_output(MI))
     results, _, _, _ = registrar(tmp_path, aws)._verify(host("h1"), transport, _Progress())
     assert transport.reads == 3
     assert all(c.ok for c in results)
@@ -79,5 +60,5 @@ def test_gives_up_at_the_deadline_with_the_failing_check(tmp_path: Path) -> None
     down = healthy_output(MI).replace("unit.ecs=0 active", "unit.ecs=3 inactive")
     with pytest.raises(VerifyError) as info:
         registrar(tmp_path, LateEcs(after=1), timeout_s=0.0)._verify(
-            host("h1"), Host(down), _Progress())
+            host("h1"), ReplayHost(down), _Progress())
     assert "ecs" in info.value.reason

@@ -5,7 +5,10 @@ interrupted outcome, and the activation code travels only on the install's stdin
 from __future__ import annotations
 
 import signal
+import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -259,8 +262,9 @@ def test_ctrl_c_during_a_run_leaves_an_interrupted_outcome_and_no_activation(
     controls: list[RunControl] = []
 
     def ctrl_c() -> None:
-        # As a user's Ctrl-C: SIGINT reaches the main thread while this host is activating;
-        # the host goes on only once the run has been told to stop.
+        # As a user's Ctrl-C: SIGINT reaches the main thread, waiting on its hosts, while
+        # this host is activating; the host goes on once the run has been told to stop.
+        assert _until(_main_thread_waits), "the run never waited for its hosts"
         signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
         assert controls[0].cancel.wait(10), "the run was not cancelled"
 
@@ -277,6 +281,24 @@ def test_ctrl_c_during_a_run_leaves_an_interrupted_outcome_and_no_activation(
     assert (out.status, out.failure) == (Status.FAILED, FailureClass.INTERRUPTED)
     assert not target.ran_any("install.sh")
     assert_activation_gone(aws)
+
+
+def _main_thread_waits() -> bool:
+    frame = sys._current_frames().get(threading.main_thread().ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name == "wait" and "concurrent" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def test_a_failed_delete_does_not_hide_the_install_error(tmp_path: Path) -> None:

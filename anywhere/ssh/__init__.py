@@ -144,7 +144,7 @@ def _login(
             sock = _open_socket(endpoint, timeout, role)
         client.connect(
             endpoint.address, endpoint.port, username=endpoint.user,
-            key_filename=str(Path(dial.key_file).expanduser()) if dial.key_file else None,
+            pkey=_private_key(dial.key_file) if dial.key_file else None,
             look_for_keys=dial.key_file is None, sock=sock, timeout=timeout,
             banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout,
             transport_factory=_transport_factory,
@@ -161,6 +161,19 @@ def _login(
         # Long installs are silent for minutes; keepalives notice a host that went away.
         transport.set_keepalive(_KEEPALIVE_S)
     return client
+
+
+def _private_key(path: str) -> paramiko.PKey:
+    # Loaded here, not by paramiko's key_filename: that tries each key type in turn and, when
+    # the server refuses the key, re-raises the last type's parse error instead of the refusal.
+    try:
+        return paramiko.PKey.from_path(Path(path).expanduser())
+    except paramiko.PasswordRequiredException:
+        raise AuthError(f"the private key {path} is encrypted",
+                        "use an unencrypted key, or load it into the ssh agent") from None
+    except (paramiko.SSHException, ValueError) as exc:
+        raise AuthError(f"cannot load the private key {path}: {one_line(str(exc))}",
+                        "check the key file") from None
 
 
 def _open_socket(endpoint: Endpoint, timeout: float, role: str) -> socket.socket:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
+from paramiko.hostkeys import InvalidHostKey
 
 from anywhere.errors import HostKeyError, UnreachableError
 
@@ -115,7 +116,7 @@ def load_known_hosts(client: paramiko.SSHClient, path: Path) -> None:
         return
     try:
         client.load_host_keys(str(path))
-    except (OSError, paramiko.SSHException, ValueError) as exc:
+    except (OSError, paramiko.SSHException, ValueError, InvalidHostKey) as exc:
         raise HostKeyError(
             f"cannot read {path}: {' '.join(str(exc).split())[:200]}",
             "fix or remove the broken line",

@@ -11,15 +11,20 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+from botocore.stub import Stubber
+
 from anywhere import checks
 from anywhere.aws import Aws, RunTaskResult
 from anywhere.aws.adapter import TaskDefinition, TaskSummary
+from anywhere.aws.calls import make_clients
 from anywhere.errors import ActivationError, AwsError, UnreachableError
 from anywhere.fleet import AwsView, RunControl
 from anywhere.journal import Journal
@@ -227,6 +232,30 @@ def aws_error(message: str = "ThrottlingException: Rate exceeded") -> AwsError:
 
 def activation_error(message: str = "the role is not assumable by SSM") -> ActivationError:
     return ActivationError(message, "check the role's trust policy")
+
+
+@dataclass
+class Stubbed:
+    """The real adapter over botocore clients whose answers are queued on `Stubber`s: every
+    request is checked against the service model and the parameters the test expects."""
+
+    aws: Aws
+    ssm: Stubber
+    ecs: Stubber
+    iam: Stubber
+    sts: Stubber
+
+
+@contextmanager
+def stubbed_aws(monkeypatch: pytest.MonkeyPatch, **adapter: Any) -> Iterator[Stubbed]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "unit")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit")
+    clients = make_clients("us-east-1", max_attempts=1)
+    with (Stubber(clients.ssm) as ssm, Stubber(clients.ecs) as ecs,
+          Stubber(clients.iam) as iam, Stubber(clients.sts) as sts):
+        yield Stubbed(Aws(clients, **adapter), ssm, ecs, iam, sts)
+        for stub in (ssm, ecs, iam, sts):
+            stub.assert_no_pending_responses()
 
 
 # --------------------------------------------------------------------------- host

@@ -9,7 +9,7 @@ import pytest
 from botocore.stub import Stubber
 
 from anywhere.aws import Aws
-from anywhere.aws.calls import make_clients
+from tests.unit.fakes import stubbed_aws
 
 A, B, GONE = "mi-0000000000000000a", "mi-0000000000000000b", "mi-00000000000000099"
 
@@ -25,12 +25,8 @@ def ask(ids: list[str]) -> dict[str, Any]:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Aws, Stubber]]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "unit")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit")
-    clients = make_clients("us-east-1", max_attempts=1)
-    with Stubber(clients.ssm) as stub:
-        yield Aws(clients), stub
-        stub.assert_no_pending_responses()
+    with stubbed_aws(monkeypatch) as stub:
+        yield stub.aws, stub.ssm
 
 
 def test_one_batch_when_ssm_accepts_it(aws: tuple[Aws, Stubber]) -> None:

@@ -9,8 +9,8 @@ from botocore.stub import ANY, Stubber
 
 from anywhere.aws import Aws
 from anywhere.aws.adapter import ROLE_WAIT_S
-from anywhere.aws.calls import make_clients
 from anywhere.errors import ActivationError
+from tests.unit.fakes import stubbed_aws
 
 NOT_SEEN = "Nonexistent role or missing ssm service principal in trust policy"
 CREATED = {"ActivationId": "11111111-2222-4333-8444-555555555555",
@@ -24,13 +24,9 @@ class Sleeps(list[float]):
 
 @pytest.fixture
 def stubbed(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Aws, Stubber, Sleeps]]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "unit")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit")
-    clients = make_clients("us-east-1", max_attempts=1)
     sleeps = Sleeps()
-    with Stubber(clients.ssm) as stub:
-        yield Aws(clients, sleep=sleeps), stub, sleeps
-        stub.assert_no_pending_responses()
+    with stubbed_aws(monkeypatch, sleep=sleeps) as stub:
+        yield stub.aws, stub.ssm, sleeps
 
 
 def refuse(stub: Stubber, message: str = NOT_SEEN) -> None:

@@ -1,7 +1,8 @@
 """Rendering: golden scripts from inventory-like inputs, syntax of every script, input checks.
 
 Regenerate the golden files after a deliberate template change with
-`ANYWHERE_UPDATE_GOLDEN=1 pytest tests/unit/test_render.py`, then review the diff.
+`ANYWHERE_UPDATE_GOLDEN=1 pytest tests/unit/test_render.py` (that run fails, naming each file
+it rewrote), then review the diff and run again without it.
 """
 
 from __future__ import annotations
@@ -66,18 +67,44 @@ def bash_syntax_error(text: str) -> str:
     return "" if result.returncode == 0 else result.stderr
 
 
+def compare_golden(golden: Path, text: str, update: bool) -> str:
+    """"" when `golden` holds `text`, else what is wrong. In update mode a file that differs
+    is rewritten and still reported: the run that wrote it cannot also have checked it."""
+    current = golden.read_text() if golden.is_file() else None
+    if current == text:
+        return ""
+    name = f"{golden.parent.name}/{golden.name}"
+    if update:
+        golden.write_text(text)
+        return f"{name} rewritten: review the diff, then run again without ANYWHERE_UPDATE_GOLDEN"
+    if current is None:
+        return f"missing {name}: run with ANYWHERE_UPDATE_GOLDEN=1"
+    return f"{name} differs from the render"
+
+
 @pytest.mark.parametrize("case", CASE_NAMES)
 def test_golden(case: str) -> None:
     host, kinds = load_case(case)
     assert kinds, f"case {case} renders nothing"
+    problems = []
     for kind, params in kinds.items():
         script = render_kind(kind, host, params or {})
-        golden = CASES / case / f"{kind}.sh"
-        if UPDATE:
-            golden.write_text(script.text)
-        assert golden.is_file(), f"missing {golden}: run with ANYWHERE_UPDATE_GOLDEN=1"
-        assert script.text == golden.read_text(), f"{case}/{kind}.sh differs from the render"
+        problems.append(compare_golden(CASES / case / f"{kind}.sh", script.text, UPDATE))
         assert bash_syntax_error(script.text) == "", f"{case}/{kind}"
+    assert not [p for p in problems if p], "; ".join(p for p in problems if p)
+
+
+def test_update_mode_rewrites_a_stale_golden_file_and_still_fails(tmp_path: Path) -> None:
+    golden = tmp_path / "case" / "install.sh"
+    golden.parent.mkdir()
+    golden.write_text("old\n")
+    stale = compare_golden(golden, "new\n", update=False)
+    assert stale == "case/install.sh differs from the render"
+    assert golden.read_text() == "old\n"
+    assert "rewritten" in compare_golden(golden, "new\n", update=True)
+    assert golden.read_text() == "new\n"
+    assert compare_golden(golden, "new\n", update=True) == ""  # up to date: nothing to say
+    assert "missing" in compare_golden(tmp_path / "case" / "cleanup.sh", "x", update=False)
 
 
 def test_every_golden_file_is_checked() -> None:

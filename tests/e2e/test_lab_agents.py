@@ -32,10 +32,9 @@ import pytest
 from botocore.config import Config
 
 from anywhere.lab import installer
+from anywhere.lab.endpoint import server
 
 pytestmark = pytest.mark.e2e
-server = pytest.importorskip("anywhere.lab.endpoint.server",
-                             reason="the lab endpoint (anywhere.lab.endpoint) is not there yet")
 
 REGION = "us-east-1"
 PYTHON3 = shutil.which("python3", path="/usr/bin:/bin") or "python3"

@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
-server = pytest.importorskip("anywhere.lab.endpoint.server")
-boto3 = pytest.importorskip("boto3")
-from botocore.config import Config  # noqa: E402
-from botocore.exceptions import ClientError  # noqa: E402
-
-from anywhere.lab.agents import sigv4  # noqa: E402
-from tests.e2e.helpers import activation_with_role  # noqa: E402
+from anywhere.lab.agents import sigv4
+from anywhere.lab.endpoint import server
+from tests.e2e.helpers import activation_with_role
 
 pytestmark = pytest.mark.e2e
 

@@ -475,7 +475,6 @@ def _alive(pid: int) -> bool:
 def test_agent_credentials_pin_ecs_calls_to_the_agents_account(
         endpoint: server.EndpointProcess, client: ClientFactory) -> None:
     """The ECS agent signs with the key the lab issued; its calls land in the host's account."""
-    pytest.importorskip("anywhere.lab.endpoint.ecs_external")
     ecs = client("ecs")
     ecs.create_cluster(clusterName="edge")
     agent = FakeAgent(endpoint.urls[0]).join(client("ssm").create_activation(IamRole="r"))

@@ -159,6 +159,15 @@ class FakeAws:
                                            tags={"anywhere:host": name})
         self.containers[mi] = container(mi, ready=False)
 
+    # IAM, ECS set-up
+    def ensure_role(self, name: str, create: bool) -> str:
+        self._call("ensure_role", (name, create))
+        return f"arn:aws:iam::123456789012:role/{name}"
+
+    def ensure_cluster(self, name: str, create: bool) -> str:
+        self._call("ensure_cluster", (name, create))
+        return f"arn:aws:ecs:r:123456789012:cluster/{name}"
+
     # SSM
     def create_activation(self, name: str, role: str, ttl_minutes: int,
                           tags: Mapping[str, str], run_id: str) -> Activation:

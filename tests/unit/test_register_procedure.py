@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from anywhere import checks
 from anywhere.errors import InstallError, RemoteTimeout, UnreachableError
 from anywhere.fleet import RunControl, run_fleet
 from anywhere.models import CommandResult, Decision, FailureClass, HostOutcome, Phase, Status
-from anywhere.registration import REPAIR_COMMAND, Registrar
+from anywhere.registration import REPAIR_COMMAND, Registrar, probe_only
 from anywhere.render import render_cleanup
 from anywhere.settings import Settings
 from tests.unit.fakes import (
@@ -332,3 +333,30 @@ def test_an_unreachable_host_fails_at_preflight(tmp_path: Path) -> None:
         Status.FAILED, FailureClass.UNREACHABLE, Phase.PREFLIGHT)
     assert out.hint == "is sshd running?"
     assert aws.calls == [] or aws.called("create_activation") == []
+
+
+def test_plan_probes_and_changes_nothing(tmp_path: Path) -> None:
+    aws = FakeAws()
+    target = FakeHost(aws=aws, preflight={"arch": "s390x"})
+    ctx = context(tmp_path, aws, {}, connect=lambda h: target)
+    out = probe_only(ctx)(host("h1"), noop_control())
+    assert (out.status, out.decision) == (Status.UNCHANGED, Decision.REGISTER)
+    assert "would fail preflight: arch" in out.reason
+    assert [c.name for c in out.checks if not c.ok] == ["arch"]
+    assert aws.called("create_activation") == [] and aws.called("set_ready") == []
+    assert target.commands() == [checks.PREFLIGHT_COMMAND]
+    assert target.closed
+
+
+def test_a_local_installer_is_pushed_beside_the_script(tmp_path: Path) -> None:
+    installer = tmp_path / "ecs-anywhere-install.sh"
+    installer.write_bytes(b"#!/bin/bash\necho the real installer\n")
+    aws = FakeAws()
+    target = FakeHost(aws=aws)
+    ctx = context(tmp_path, aws, {}, connect=lambda h: target)
+    out = Registrar(ctx)(host("h1", installer_path=str(installer)), noop_control())
+    assert out.status is Status.READY
+    script = "/tmp/anywhere.Ab3dE6gH/install.sh"
+    pushed = [data for path, data in target.files.items() if path != script]
+    assert pushed == [(installer.read_bytes(), 0o700)]
+    assert target.files[script][1] == 0o700

@@ -1,0 +1,124 @@
+"""The controller-side operations the playbooks ask for, in a register play's order, on a
+fake AWS: decide, prepare, activation, script, release, verify, mark-ready; and the clean-up
+of activations an interrupted play left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from anywhere.ansible_ops import COMMANDS, Operations, dispatch
+from anywhere.errors import UsageError
+from anywhere.fleet import AwsView
+from anywhere.journal import Journal
+from anywhere.settings import Settings
+from tests.unit.fakes import (
+    CODE,
+    FakeAws,
+    as_aws,
+    aws_error,
+    healthy_output,
+    host,
+    preflight_output,
+)
+
+MI = "mi-0123456789abcdef0"
+OLD = "mi-00000000000000001"
+
+
+def operations(aws: FakeAws, tmp_path: Path | None = None,
+               known: dict[str, tuple[str, ...]] | None = None) -> Operations:
+    fake = as_aws(aws)
+    journal = Journal.create(tmp_path, "register") if tmp_path else None
+    return Operations(fake, AwsView(fake, 0.0, window_s=0.0),
+                      {"h1": host("h1", create_iam_role=True)}, Settings(), "run-1",
+                      journal=journal, known_by_host=known)
+
+
+def test_a_register_play_asks_in_order_and_leaves_no_activation(tmp_path: Path) -> None:
+    aws = FakeAws()
+    ops = operations(aws, tmp_path, known={"h1": (OLD,)})
+    decided = dispatch(ops, "decide", {"host": "h1", "preflight": preflight_output(),
+                                       "state": ""})
+    assert isinstance(decided, dict)
+    assert decided["decision"] == "register" and decided["preflight_failed"] == []
+    assert decided["stale"] == [OLD]
+    assert dispatch(ops, "prepare", {"host": "h1"}) == {
+        "role": "arn:aws:iam::123456789012:role/ecsAnywhereRole",
+        "cluster": "arn:aws:ecs:r:123456789012:cluster/lab"}
+    assert aws.called("ensure_role") == [("ecsAnywhereRole", True)]
+    made = dispatch(ops, "activation", {"host": "h1"})
+    assert isinstance(made, dict) and made["code"] == CODE
+    script = dispatch(ops, "script", {"host": "h1"})
+    assert isinstance(script, str) and CODE not in script and script.startswith("#!")
+    assert dispatch(ops, "release", {"host": "h1", "activation_id": made["id"]}) == {
+        "deleted": True}
+    aws.join("h1", MI)
+    verdict = dispatch(ops, "verify", {"host": "h1", "state": healthy_output(MI)})
+    assert isinstance(verdict, dict)
+    assert verdict["ok"] and verdict["instance_id"] == MI
+    arn = verdict["container_arn"]
+    assert dispatch(ops, "mark_ready", {"host": "h1", "container_arn": arn,
+                                        "stale": [OLD]}) == {"ready": True}
+    assert aws.called("set_ready") == [(arn, True)]
+    assert aws.called("forget_instance") == [OLD]
+    rec = ops.record("h1")
+    assert (rec.ready, rec.instance_id, rec.activations) == (True, MI, [])
+    assert aws.live_activations == {}
+    assert CODE not in "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
+
+
+def test_an_interrupted_play_has_its_activations_deleted_at_the_end() -> None:
+    aws = FakeAws()
+    ops = operations(aws)
+    dispatch(ops, "activation", {"host": "h1"})
+    dispatch(ops, "activation", {"host": "h1"})
+    assert len(aws.live_activations) == 2
+    aws.fail["delete_activation"] = aws_error()
+    ops.release_all()  # a failing delete does not stop the others …
+    assert len(aws.called("delete_activation")) == 2
+    aws.fail.clear()
+    ops.release_all()  # … and what is left is deleted by the next call
+    assert aws.live_activations == {}
+    assert ops.record("h1").activations == []
+
+
+def test_a_failed_preflight_is_reported_with_its_hint() -> None:
+    decided = dispatch(operations(FakeAws()), "decide", {
+        "host": "h1", "preflight": preflight_output(arch="s390x"), "state": ""})
+    assert isinstance(decided, dict)
+    assert [f.split(":")[0] for f in decided["preflight_failed"]] == ["arch"]
+    assert decided["hint"]
+
+
+def test_a_registered_host_is_looked_up_in_aws_when_no_list_was_given() -> None:
+    aws = FakeAws()
+    aws.join("h1", MI)
+    aws.by_host = {"h1": (MI,)}
+    state = healthy_output(MI)
+    decided = dispatch(operations(aws), "decide", {
+        "host": "h1", "preflight": preflight_output(MI), "state": state})
+    assert isinstance(decided, dict)
+    assert decided["decision"] == "skip-ready"  # agents run and AWS lists the instance
+    assert aws.called("managed_instances_by_host") == [("h1",)]
+
+
+@pytest.mark.parametrize(("op", "args", "message"), [
+    ("steal", {}, "unknown operation 'steal'"),
+    ("script", {"host": "h1", "kind": "poem"}, "unknown script 'poem'"),
+    ("prepare", {"host": "ghost"}, "host 'ghost' is not in the inventory"),
+    ("retire", {"host": "h1", "drain_timeout": "soon"}, "drain_timeout must be a number"),
+    ("retire", {"host": "h1", "drain_timeout": -1}, "drain_timeout must not be negative"),
+])
+def test_bad_requests_are_usage_errors(op: str, args: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        dispatch(operations(FakeAws()), op, args)
+
+
+def test_scripts_and_commands_the_role_runs() -> None:
+    ops = operations(FakeAws())
+    wipe = dispatch(ops, "script", {"host": "h1", "kind": "wipe"})
+    cleanup = dispatch(ops, "script", {"host": "h1", "kind": "cleanup"})
+    assert isinstance(wipe, str) and isinstance(cleanup, str) and wipe != cleanup
+    assert dispatch(ops, "command", {"name": "repair"}) == COMMANDS["repair"]

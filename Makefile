@@ -38,11 +38,15 @@ lint: install ## ruff, mypy --strict, import-linter layer contracts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint ## lint, then every test (unit + e2e on the lab; e2e needs root)
-	$(BIN)/pytest -q -rs $(PYTEST_ARGS)
+# The unit run alone must cover 85 % of anywhere/ outside lab/ (pyproject: tool.coverage).
+COV_ARGS = --cov --cov-report=term --cov-fail-under=85
 
-test-unit: install ## pure tests only (no root needed)
-	$(BIN)/pytest -q -m 'not e2e' $(PYTEST_ARGS)
+test: lint ## lint, then every test: unit (with coverage) then e2e on the lab (root)
+	$(BIN)/pytest -q -rs -m 'not e2e' $(COV_ARGS) $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rs -m e2e $(PYTEST_ARGS)
+
+test-unit: install ## pure tests only (no root needed), with their coverage
+	$(BIN)/pytest -q -m 'not e2e' $(COV_ARGS) $(PYTEST_ARGS)
 
 demo: install ## build the lab and register its hosts end to end
 	$(ANYWHERE) lab up --hosts $(DEMO_HOSTS)
@@ -81,5 +85,5 @@ bench: install ## fleet benchmark on the lab (root; BENCH_N="20 50 100", quick: 
 	$(BIN)/python -m benchmarks.fleet --hosts $(BENCH_N) --runs $(BENCH_RUNS)
 
 clean: ## remove the venv, caches and build output (not the lab: use lab-down)
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache rendered
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .coverage rendered
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
-from paramiko.common import MSG_CHANNEL_SUCCESS
+from paramiko.common import (
+    AUTH_FAILED,
+    AUTH_SUCCESSFUL,
+    MSG_CHANNEL_SUCCESS,
+    OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_FAILED_CONNECT_FAILED,
+    OPEN_SUCCEEDED,
+)
 
 FAKE_SUDO = r"""#!/bin/sh
 # sudo stand-in for the unit tests' SSH server; its mode comes from $FAKE_SUDO.
@@ -66,21 +73,21 @@ class _Connection(paramiko.ServerInterface):
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
         ok = key.get_base64() == self.server.client_key.get_base64()
-        return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
+        return AUTH_SUCCESSFUL if ok else AUTH_FAILED
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if kind == "session":
-            return paramiko.OPEN_SUCCEEDED
-        return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+            return OPEN_SUCCEEDED
+        return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_direct_tcpip_request(
         self, chanid: int, origin: tuple[str, int], destination: tuple[str, int]
     ) -> int:
         if destination[0] not in ("127.0.0.1", "localhost"):
-            return paramiko.OPEN_FAILED_CONNECT_FAILED
+            return OPEN_FAILED_CONNECT_FAILED
         self.server.tunnels.append(destination)
         self.forwards[chanid] = destination
-        return paramiko.OPEN_SUCCEEDED
+        return OPEN_SUCCEEDED
 
     def check_channel_pty_request(self, channel: paramiko.Channel, *args: object) -> bool:
         self.ptys.add(channel.get_id())
@@ -149,7 +156,8 @@ class SshServer:
             transport.add_server_key(self.host_key)
             self._transports.append(transport)
             connection = _Connection(self)
-            send = transport._send_user_message
+            # paramiko has no hook for "request answered": its private sender is wrapped.
+            send = getattr(transport, "_send_user_message")  # noqa: B009
 
             def answer(message: paramiko.Message, send: Any = send,
                        connection: _Connection = connection) -> None:

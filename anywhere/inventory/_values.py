@@ -320,6 +320,20 @@ def _refuse_alias(modern: str) -> Converter:
     return convert
 
 
+def _refuse_ssh_override(value: object, _ctx: Context) -> object:
+    raise Invalid(
+        "is not supported: it changes the program or options ssh runs with on the controller "
+        "(--engine ansible); use ansible_ssh_common_args with -o ProxyJump / UserKnownHostsFile"
+    )
+
+
+def _host_key_checking(value: object, ctx: Context) -> bool:
+    if not ansible_bool(value, ctx):
+        raise Invalid("host keys are always checked: trust keys with anywhere_known_hosts or "
+                      "--accept-new-host-keys")
+    return True
+
+
 ANYWHERE: Mapping[str, Converter] = {
     "anywhere_cluster": _matching(_CLUSTER, "cluster name (letters, digits, '-', '_')"),
     "anywhere_region": _matching(_REGION, "AWS region"),
@@ -357,6 +371,17 @@ ANSIBLE: Mapping[str, Converter] = {
     "ansible_password": _refuse_password,
     "ansible_ssh_pass": _refuse_password,
     "ansible_ssh_password": _refuse_password,
+    # Each would replace what anywhere passes to OpenSSH (-F, the checked options) or run
+    # another program on the controller.
+    "ansible_ssh_args": _refuse_ssh_override,
+    "ansible_ssh_executable": _refuse_ssh_override,
+    "ansible_sftp_executable": _refuse_ssh_override,
+    "ansible_scp_executable": _refuse_ssh_override,
+    "ansible_sftp_extra_args": _refuse_ssh_override,
+    "ansible_scp_extra_args": _refuse_ssh_override,
+    "ansible_ssh_pkcs11_provider": _refuse_ssh_override,
+    "ansible_host_key_checking": _host_key_checking,
+    "ansible_ssh_host_key_checking": _host_key_checking,
     "ansible_ssh_host": _refuse_alias("ansible_host"),
     "ansible_ssh_port": _refuse_alias("ansible_port"),
     "ansible_ssh_user": _refuse_alias("ansible_user"),

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
@@ -32,15 +33,15 @@ def server(tmp_path: Path) -> Iterator[SshServer]:
         yield running
 
 
-def target(server: SshServer, tmp_path: Path, **changes: object) -> SshTarget:
+def target(server: SshServer, tmp_path: Path, **changes: Any) -> SshTarget:
     base = SshTarget(address="127.0.0.1", port=server.port, user="tester",
                      key_file=str(server.key_file), known_hosts=str(tmp_path / "known_hosts"),
                      become_user="app")
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)
 
 
 def open_to(server: SshServer, tmp_path: Path, *, accept_new: bool = True,
-            options: SshOptions | None = None, **changes: object) -> Transport:
+            options: SshOptions | None = None, **changes: Any) -> Transport:
     opts = options or SshOptions(connect_timeout_s=5.0, command_timeout_s=10.0)
     return connect("h1", target(server, tmp_path, **changes),
                    replace(opts, accept_new_host_keys=accept_new))

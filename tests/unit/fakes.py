@@ -391,3 +391,37 @@ class ReplayHost(FakeHost):
     def _answer(self, command: str) -> CommandResult:
         self.reads += 1
         return CommandResult(0, self.outputs[min(self.reads, len(self.outputs)) - 1], "")
+
+
+# --------------------------------------------------------------------------- lab endpoint
+
+
+class Clock:
+    """A hand-set clock for the lab endpoint's state machines: `now` moves when told."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeSsm:
+    """SSM as the lab's ECS side asks it: which mi- ids are registered (`live`)."""
+
+    def __init__(self) -> None:
+        self.live: set[str] = set()
+
+    def is_registered(self, account: str, region: str, instance_id: str) -> bool:
+        return instance_id in self.live
+
+
+class Roles:
+    """IAM as the lab's SSM side sees it: role name -> creation time; "r" has existed for
+    an hour."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.created = {"r": clock.now - 3600}
+
+    def created_at(self, account: str, region: str, iam_role: str) -> float | None:
+        return self.created.get(iam_role)

@@ -9,25 +9,10 @@ import pytest
 from moto.ecs.models import ecs_backends
 
 from anywhere.lab.endpoint.ecs_external import EcsExternal
+from tests.unit.fakes import Clock, FakeSsm
 
 REGION = "eu-west-1"
 TIMEOUT = 30.0
-
-
-class FakeSsm:
-    def __init__(self) -> None:
-        self.live: set[str] = set()
-
-    def is_registered(self, account: str, region: str, instance_id: str) -> bool:
-        return instance_id in self.live
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Lab:
@@ -37,7 +22,7 @@ class Lab:
         self.account = f"{random.randrange(10**11, 10**12)}"
         ecs_backends[self.account][REGION].create_cluster("c1")
         self.ssm = FakeSsm()
-        self.clock = Clock()
+        self.clock = Clock(1_700_000_000.0)
         self.ecs = EcsExternal(ecs_backends, self.clock, TIMEOUT, self.ssm)
 
     def call(self, action: str, body: dict[str, Any], caller: str | None = None,

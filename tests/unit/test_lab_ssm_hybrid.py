@@ -8,32 +8,15 @@ import pytest
 
 from anywhere.lab.endpoint.ssm_hybrid import SsmHybrid
 from anywhere.lab.endpoint.wire import CallContext, decode_token, encode_token
+from tests.unit.fakes import Clock, Roles
 
 ACCOUNT, REGION = "111122223333", "eu-west-1"
 CTX = CallContext(ACCOUNT, REGION)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-class Roles:
-    """IAM as SSM sees it: role name -> creation time; "r" has existed for an hour."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.created = {"r": clock.now - 3600}
-
-    def created_at(self, account: str, region: str, iam_role: str) -> float | None:
-        return self.created.get(iam_role)
 
 
 @pytest.fixture

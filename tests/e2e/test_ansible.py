@@ -164,3 +164,29 @@ def test_deregister_playbook_refuses_a_busy_host_unless_forced(alab: Lab) -> Non
 def _mi(lab: Lab) -> str:
     out = lab.exec("h1", ["cat", "/var/lib/amazon/ssm/registration"])
     return str(json.loads(out.stdout)["ManagedInstanceID"])
+
+
+def test_both_engines_reach_a_host_through_the_same_ssh_config_alias(
+        alab: Lab, tmp_path: Path) -> None:
+    """h1's inventory names only an alias; HostName, User and IdentityFile come from a temp
+    ssh config, which OpenSSH reads with -F and the built-in engine with paramiko."""
+    text = alab.inventory_path.read_text()
+    address = next(line.split("ansible_host: ")[1].rstrip("}").split(",")[0]
+                   for line in text.splitlines() if line.strip().startswith("h1:"))
+    key = next(line.split(": ", 1)[1] for line in text.splitlines()
+               if "ansible_ssh_private_key_file" in line)
+    kept = [line for line in text.splitlines()
+            if "ansible_user: deploy" not in line and "ansible_ssh_private_key_file" not in line]
+    inventory = tmp_path / "alias.yml"
+    inventory.write_text("\n".join(kept).replace(f"ansible_host: {address}",
+                                                 "ansible_host: lab-h1-alias") + "\n")
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host lab-h1-alias\n  HostName {address}\n  User deploy\n"
+                      f"  IdentityFile {key}\n")
+    for engine in ("ansible", "ssh"):
+        ran = anywhere(alab, "register", str(inventory), "--engine", engine, "--limit", "h1",
+                       "--yes", "--report-json", str(tmp_path / f"{engine}.json"),
+                       run_dir=tmp_path / engine, ANYWHERE_SSH_CONFIG=str(config))
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        status = read_json(tmp_path / f"{engine}.json")["hosts"][0]["status"]
+        assert status in ("ready", "unchanged"), (engine, status)

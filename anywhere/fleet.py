@@ -73,24 +73,34 @@ def run_fleet(
     """
     control = RunControl(progress=progress)
     done: dict[str, HostOutcome] = {}
+    # Recorded by each job's own thread: a Ctrl-C landing between a host's submit and the
+    # note of its future must not report a host that ran (and was cleaned up) as not started.
+    returned: dict[str, HostOutcome] = {}
+
+    def tracked(host: Host, control: RunControl) -> HostOutcome:
+        returned[host.name] = outcome = job(host, control)
+        return outcome
+
     interrupted = False
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="host") as pool:
         pending = iter(hosts)
         running: dict[Future[HostOutcome], Host] = {}
         try:
-            _fill(pool, pending, running, job, control, max(1, concurrency))
+            _fill(pool, pending, running, tracked, control, max(1, concurrency))
             while running:
                 finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     host = running.pop(fut)
                     done[host.name] = _result(fut, host, control)
                 if not _over_threshold(done.values(), fail_percent, len(hosts)):
-                    _fill(pool, pending, running, job, control, max(1, concurrency))
+                    _fill(pool, pending, running, tracked, control, max(1, concurrency))
         except KeyboardInterrupt:
             interrupted = True
             control.cancel.set()
             _drain(running, done, control)
-    outcomes = tuple(done.get(h.name) or _not_run(h, interrupted) for h in hosts)
+    # Leaving the pool waited for every job it was given, noted or not.
+    outcomes = tuple(done.get(h.name) or returned.get(h.name) or _not_run(h, interrupted)
+                     for h in hosts)
     return FleetResult(outcomes=outcomes, interrupted=interrupted)
 
 

@@ -1,23 +1,31 @@
 """The controller-side operations the playbooks ask for, in a register play's order, on a
 fake AWS: decide, prepare, activation, script, release, verify, mark-ready; and the clean-up
-of activations an interrupted play left."""
+of activations a play left when it was interrupted or failed, by both the operations and
+the engine that runs the playbook."""
 
 from __future__ import annotations
 
+import json
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from anywhere import ansible_engine
+from anywhere.ansible_bridge import HostFailure, PlaybookRun
 from anywhere.ansible_ops import COMMANDS, Operations, dispatch
 from anywhere.errors import UsageError
 from anywhere.fleet import AwsView
 from anywhere.journal import Journal
+from anywhere.models import FailureClass, Status
 from anywhere.settings import Settings
 from tests.unit.fakes import (
     CODE,
     FakeAws,
     as_aws,
     aws_error,
+    context,
     healthy_output,
     host,
     preflight_output,
@@ -122,3 +130,51 @@ def test_scripts_and_commands_the_role_runs() -> None:
     cleanup = dispatch(ops, "script", {"host": "h1", "kind": "cleanup"})
     assert isinstance(wipe, str) and isinstance(cleanup, str) and wipe != cleanup
     assert dispatch(ops, "command", {"name": "repair"}) == COMMANDS["repair"]
+
+
+def _ask_socket(path: str, op: str, args: dict[str, object]) -> dict[str, Any]:
+    """One lookup, as the role's `anywhere` lookup plugin sends it."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(path)
+        conn.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    answer: dict[str, Any] = json.loads(data)
+    return answer
+
+
+@pytest.mark.parametrize("ending", ["ctrl-c", "failed"])
+def test_the_ansible_engine_deletes_what_a_broken_play_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    # The play gets its activation, then stops before its own release: Ctrl-C, or a host
+    # that failed its install.
+    aws = FakeAws()
+
+    def play(*args: Any, extra_env: dict[str, str], **kwargs: Any) -> PlaybookRun:
+        got = _ask_socket(extra_env[ansible_engine.SOCKET_ENV], "activation", {"host": "h1"})
+        assert got["ok"] and aws.live_activations
+        if ending == "ctrl-c":
+            raise KeyboardInterrupt
+        return PlaybookRun(status="failed", rc=2, stats={}, failures={
+            "h1": HostFailure("runner_on_failed", "install: the install script succeeded",
+                              "install script exited 1")}, spans={})
+
+    monkeypatch.setattr(ansible_engine, "run_playbook", play)
+    ctx = context(tmp_path, aws, {})
+    inventory = tmp_path / "hosts.yml"
+    if ending == "ctrl-c":
+        with pytest.raises(KeyboardInterrupt):
+            ansible_engine.register_with_ansible(ctx, [host("h1")], inventory,
+                                                 progress=lambda *_: None)
+    else:
+        run = ansible_engine.register_with_ansible(ctx, [host("h1")], inventory,
+                                                   progress=lambda *_: None)
+        (out,) = run.result.outcomes
+        assert (out.status, out.failure) == (Status.FAILED, FailureClass.INSTALL)
+    assert len(aws.called("delete_activation")) == 1
+    assert aws.live_activations == {}

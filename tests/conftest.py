@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture(autouse=True)
-def _no_operator_ssh_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Results must not depend on this machine's ~/.ssh/config: tests that want one say so."""
+def _no_operator_ssh_config(request: pytest.FixtureRequest,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Results must not depend on this machine's ~/.ssh/config: tests that want one say so.
+
+    Unit tests also get an empty home: an inventory loaded with an environment of the
+    test's own (no ANYWHERE_SSH_CONFIG) would otherwise read ~/.ssh/config.
+    """
     monkeypatch.setenv("ANYWHERE_SSH_CONFIG", "none")
+    if "e2e" not in Path(str(request.node.fspath)).parts:
+        home = Path(tempfile.mkdtemp(prefix="anywhere-home-"))
+        request.addfinalizer(lambda: shutil.rmtree(home, ignore_errors=True))
+        monkeypatch.setenv("HOME", str(home))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -57,10 +57,10 @@ _PHASES: Mapping[str, tuple[Phase, FailureClass]] = {
 _UNREACHABLE_HINT = "check the address, port and firewall; --limit it out to go on without it"
 
 
-def playbook_dir() -> Path:
+def playbook_dir(env: Mapping[str, str] | None = None) -> Path:
     """$ANYWHERE_ANSIBLE_DIR, else `anywhere/ansible` (an installed wheel carries the
     playbooks there), else `ansible/` beside the package (a source checkout)."""
-    chosen = os.environ.get("ANYWHERE_ANSIBLE_DIR")
+    chosen = (os.environ if env is None else env).get("ANYWHERE_ANSIBLE_DIR")
     here = Path(__file__).resolve().parent
     shipped = here / "ansible"
     found = Path(chosen) if chosen else shipped if shipped.is_dir() else here.parent / "ansible"
@@ -189,7 +189,8 @@ def register_with_ansible(
 ) -> EngineRun:
     """Register `hosts` by running `ansible/register.yml` through ansible-runner; OpenSSH
     reads `ssh_config` (the inventory's `ssh_config`; None: no file)."""
-    playbook = playbook_dir() / "register.yml"
+    env = os.environ if env is None else env
+    playbook = playbook_dir(env) / "register.yml"
     ops = Operations(ctx.aws, ctx.view, {h.name: h for h in hosts}, ctx.settings, ctx.run_id,
                      journal=ctx.journal, known_by_host=ctx.known_by_host)
     private_dir = ctx.journal.path / "ansible"
@@ -207,7 +208,7 @@ def register_with_ansible(
             run = run_playbook(
                 playbook, str(Path(inventory_path).resolve()), private_dir,
                 limit=",".join(names), forks=max(1, min(ctx.settings.concurrency, len(names))),
-                env=os.environ if env is None else env,
+                env=env,
                 extra_env={SOCKET_ENV: socket_path,
                            "ANSIBLE_SSH_ARGS": openssh_args(ssh_config)},
                 on_event=on_event,

@@ -44,6 +44,7 @@ from io import StringIO
 
 from ruamel.yaml import YAML
 
+from anywhere.errors import ExitCode
 from anywhere.models import CheckResult, Host, HostOutcome, Secret, Status
 
 TABLE_HEADERS: tuple[str, ...] = (
@@ -68,6 +69,8 @@ class RunSummary:
     started_at: datetime
     finished_at: datetime
     outcomes: tuple[HostOutcome, ...]
+    # Ctrl-C stopped the run: unfinished hosts are reported, and the exit code says so.
+    interrupted: bool = False
 
     @property
     def counts(self) -> dict[str, int]:
@@ -104,6 +107,13 @@ class RunSummary:
     def exit_ok(self) -> bool:
         """True when every selected host ended ready or unchanged."""
         return all(o.ok for o in self.outcomes)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """How the command that ran ends: interrupted, else whether every host made it."""
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        return ExitCode.OK if self.exit_ok else ExitCode.HOSTS_FAILED
 
 
 # --------------------------------------------------------------------------- JSON

@@ -10,13 +10,13 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from anywhere import __version__, inventory, report
+from anywhere import __version__, inventory
 from anywhere.errors import EXIT_CODE_MEANINGS, AnywhereError, ExitCode, UsageError
 from anywhere.models import Host, Inventory
 from anywhere.settings import Settings, load
@@ -49,11 +49,11 @@ class AsciiFloatRange(click.FloatRange):
 _INT = re.compile(r"[+-]?[0-9]{1,12}")
 _FLOAT = re.compile(r"[+-]?(?:[0-9]{1,12}(?:\.[0-9]*)?|\.[0-9]+)")
 
-_LIMIT = click.option(
+LIMIT = click.option(
     "--limit", "-l", "limit", metavar="PATTERN",
     help="Ansible-style host pattern: names, groups, globs, a:b, a:&b, a:!b, ~regex.",
 )
-_INVENTORY = click.argument("inventory_path", metavar="INVENTORY", type=click.Path(path_type=Path))
+INVENTORY = click.argument("inventory_path", metavar="INVENTORY", type=click.Path(path_type=Path))
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,16 +74,24 @@ def app(ctx: click.Context, verbose: int) -> None:
     (none: no file); a config that could run a command here (ProxyCommand, Match exec, ...)
     or weaken host key checking is refused (exit 2).
     """
-    ctx.obj = {"verbose": verbose, "settings": load()}
+    env = ctx.ensure_object(dict).setdefault("env", os.environ)
+    ctx.obj.update(verbose=verbose, settings=load(env))
 
 
-def _settings(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.obj["settings"]
+def cli_env(ctx: click.Context) -> Mapping[str, str]:
+    """The environment `main` was given: what settings and inventories read."""
+    env: Mapping[str, str] = ctx.find_root().obj["env"]
+    return env
+
+
+def cli_settings(ctx: click.Context) -> Settings:
+    """Settings from the environment; each command applies its own flags over them."""
+    settings: Settings = ctx.find_root().obj["settings"]
     return settings
 
 
-def _select(path: Path, limit: str | None) -> tuple[Inventory, tuple[Host, ...]]:
-    inv = inventory.load_inventory(path, env=os.environ)
+def select(ctx: click.Context, path: Path, limit: str | None) -> tuple[Inventory, tuple[Host, ...]]:
+    inv = inventory.load_inventory(path, env=cli_env(ctx))
     return inv, inventory.select(inv, limit)
 
 
@@ -100,25 +108,28 @@ def inventory_group() -> None:
 
 
 @inventory_group.command("validate")
-@_INVENTORY
-def inventory_validate(inventory_path: Path) -> None:
+@INVENTORY
+@click.pass_context
+def inventory_validate(ctx: click.Context, inventory_path: Path) -> None:
     """Check INVENTORY; print every problem as FILE:LINE: message (exit 2 if any)."""
-    inv = inventory.load_inventory(inventory_path, env=os.environ)
+    inv = inventory.load_inventory(inventory_path, env=cli_env(ctx))
     echo(f"{inventory_path}: ok, {len(inv.hosts)} host(s)")
 
 
 @inventory_group.command("list")
-@_INVENTORY
-@_LIMIT
+@INVENTORY
+@LIMIT
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per host, fully resolved.")
-def inventory_list(inventory_path: Path, limit: str | None, as_json: bool) -> None:
+@click.pass_context
+def inventory_list(ctx: click.Context, inventory_path: Path, limit: str | None,
+                   as_json: bool) -> None:
     """List the selected hosts with their resolved settings."""
-    _, hosts = _select(inventory_path, limit)
+    _, hosts = select(ctx, inventory_path, limit)
     records = [inventory.describe(h) for h in hosts]
     if as_json:
         echo(json.dumps(records, indent=2, default=str))
         return
-    _print_table(
+    print_table(
         ("host", "address", "user", "cluster", "region", "groups"),
         [
             (h.name, f"{h.ssh.address}:{h.ssh.port}", h.ssh.user or "", h.config.cluster,
@@ -131,7 +142,7 @@ def inventory_list(inventory_path: Path, limit: str | None, as_json: bool) -> No
 # --------------------------------------------------------------------------- output helpers
 
 
-def _print_table(
+def print_table(
     headers: Sequence[str], rows: Sequence[Sequence[str]],
     mask: Callable[[str], str] | None = None,
 ) -> None:
@@ -153,14 +164,9 @@ def _print_table(
         echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _verbosity(ctx: click.Context) -> int:
-    level: int = ctx.find_root().obj["verbose"]
-    return level
-
-
 def host_output_tee(ctx: click.Context) -> Callable[[str, str], None] | None:
     """At -vv, host output lines (already masked by the journal) go to stderr too."""
-    if _verbosity(ctx) < 2:
+    if ctx.find_root().obj["verbose"] < 2:
         return None
     return lambda host, line: click.echo(f"{host} | {line}", err=True)
 
@@ -172,9 +178,7 @@ def _register_subcommands() -> None:
     # Imported here so `anywhere --help` stays fast and the lab stays optional.
     from anywhere.cli import ansible_commands, fleet_commands, lifecycle_commands
 
-    # ansible_commands' register (built-in register plus --engine) replaces the plain one.
-    for command in (*fleet_commands.COMMANDS, *lifecycle_commands.COMMANDS,
-                    *ansible_commands.COMMANDS):
+    for command in (*fleet_commands.COMMANDS, *lifecycle_commands.COMMANDS):
         app.add_command(command)
     inventory_group.add_command(ansible_commands.export_ansible)
     try:
@@ -184,23 +188,28 @@ def _register_subcommands() -> None:
     app.add_command(lab_group)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv) and return its exit code.
+
+    `env` (default: the process environment) is what settings and inventories read; AWS
+    clients still take credentials, profile and endpoint from the process environment.
+    """
     _register_subcommands()
+    obj = {"env": os.environ if env is None else env}
     try:
-        code = app.main(args=argv, prog_name="anywhere", standalone_mode=False)
-    except click.exceptions.Abort:
+        code = app.main(args=argv, prog_name="anywhere", standalone_mode=False, obj=obj)
+    except (click.exceptions.Abort, KeyboardInterrupt):
         echo("interrupted", err=True)
-        sys.exit(ExitCode.INTERRUPTED)
+        return int(ExitCode.INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(ExitCode.USAGE)
+        return int(ExitCode.USAGE)
     except AnywhereError as exc:
         echo(f"anywhere: {exc}" if not isinstance(exc, UsageError) else str(exc), err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        echo("interrupted", err=True)
-        sys.exit(ExitCode.INTERRUPTED)
-    sys.exit(code if isinstance(code, int) else ExitCode.OK)
+        return int(exc.exit_code)
+    return int(code) if isinstance(code, int) else int(ExitCode.OK)
 
 
-__all__ = ["app", "main", "report"]
+def run() -> None:
+    """The console script: exit with what `main` returns."""
+    sys.exit(main())

@@ -1,31 +1,29 @@
-"""`plan`, `render` and `register`: the commands that build the adapters and run the fleet."""
+"""`plan`, `render` and `register` (with either engine): what takes hosts to ready."""
 
 from __future__ import annotations
 
-import getpass
 import sys
-from dataclasses import replace
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
 
 import click
 
-from anywhere import inventory, report
-from anywhere.aws import Aws, make_clients
+from anywhere import report
+from anywhere.ansible_engine import EngineRun, register_with_ansible
 from anywhere.cli import (
-    _INVENTORY,
-    _LIMIT,
+    INVENTORY,
+    LIMIT,
     AsciiIntRange,
-    _print_table,
-    _select,
-    _settings,
+    cli_env,
+    cli_settings,
     echo,
-    host_output_tee,
+    print_table,
+    select,
 )
-from anywhere.cli.progress import fleet_progress
+from anywhere.cli.runner import FleetRun, HostFlags, confirm, host_options, run_settings
 from anywhere.errors import ExitCode, HostRenderError, UsageError
-from anywhere.fleet import AwsView, run_fleet
+from anywhere.fleet import FleetResult, ProgressFn
 from anywhere.journal import (
     Journal,
     atomic_write,
@@ -33,78 +31,32 @@ from anywhere.journal import (
     check_writable_file,
     safe_file_name,
 )
-from anywhere.models import Host, Secret
+from anywhere.models import Host
 from anywhere.registration import Context, Registrar, probe_only
 from anywhere.render import render_placeholder
-from anywhere.settings import Settings, become_password
-from anywhere.ssh import SshOptions, connect
+from anywhere.settings import Settings
+
+ENGINES = ("ssh", "ansible")
 
 
-def _ssh_options(settings: Settings) -> SshOptions:
-    return SshOptions(
-        connect_timeout_s=settings.connect_timeout_s,
-        command_timeout_s=settings.command_timeout_s,
-        accept_new_host_keys=settings.accept_new_host_keys,
-        become_password=settings.become_password,
-    )
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where register writes its reports besides the journal (None: not asked for)."""
+
+    json: Path | None = None
+    junit: Path | None = None
+    retry: Path | None = None
+
+    def check(self, settings: Settings) -> None:
+        """Every path the run writes, checked before it starts (exit 2)."""
+        check_writable_dir(settings.run_dir, "run directory (--run-dir, ANYWHERE_RUN_DIR)")
+        for flag, path in (("--report-json", self.json), ("--report-junit", self.junit),
+                           ("--retry-inventory", self.retry)):
+            if path is not None:
+                check_writable_file(path, flag)
 
 
-def _region(hosts: tuple[Host, ...]) -> str:
-    regions = sorted({h.config.region or "" for h in hosts})
-    if len(regions) != 1 or not regions[0]:
-        raise UsageError(
-            f"selected hosts span regions {', '.join(r or '(none)' for r in regions)}: "
-            "set anywhere_region (or AWS_DEFAULT_REGION) and run once per region with --limit"
-        )
-    return regions[0]
-
-
-def _context(settings: Settings, hosts: tuple[Host, ...], command: str) -> Context:
-    check_writable_dir(settings.run_dir, "run directory (--run-dir, ANYWHERE_RUN_DIR)")
-    aws = Aws(make_clients(_region(hosts)))
-    aws.account()  # fail fast (exit 3) on credentials or endpoint problems
-    journal = Journal.create(
-        settings.run_dir, command, tee=host_output_tee(click.get_current_context())
-    )
-    _mask_secrets(journal, settings, hosts)
-    options = _ssh_options(settings)
-    return Context(
-        aws=aws,
-        view=AwsView(aws, settings.verify_poll_s),
-        connect=lambda host: connect(host.name, host.ssh, options),
-        journal=journal,
-        settings=settings,
-        run_id=journal.run_id,
-        known_by_host=aws.managed_instances_by_host([h.name for h in hosts]),
-    )
-
-
-def _mask_secrets(journal: Journal, settings: Settings, hosts: tuple[Host, ...]) -> None:
-    """Every secret the run holds is masked in the journal and the tables, should a host or
-    a tool ever echo it: sudo passwords and proxy passwords (as written and decoded)."""
-    secrets = [settings.become_password, *(h.ssh.become_password for h in hosts)]
-    for host in hosts:
-        password = host.config.proxy_password
-        if password:
-            secrets += [Secret(password), Secret(unquote(password))]
-    for secret in secrets:
-        if secret is not None:
-            journal.mask(secret)
-
-
-def check_outputs(
-    settings: Settings, report_json: Path | None, report_junit: Path | None,
-    retry_inventory: Path | None,
-) -> None:
-    """Every path the run writes, checked before it starts (exit 2)."""
-    check_writable_dir(settings.run_dir, "run directory (--run-dir, ANYWHERE_RUN_DIR)")
-    for flag, path in (("--report-json", report_json), ("--report-junit", report_junit),
-                       ("--retry-inventory", retry_inventory)):
-        if path is not None:
-            check_writable_file(path, flag)
-
-
-def _prepare_aws(ctx: Context, hosts: tuple[Host, ...]) -> None:
+def prepare_aws(ctx: Context, hosts: tuple[Host, ...]) -> None:
     """Ensure each distinct IAM role and cluster once, before any host starts."""
     roles: dict[str, bool] = {}
     clusters: dict[str, bool] = {}
@@ -119,87 +71,36 @@ def _prepare_aws(ctx: Context, hosts: tuple[Host, ...]) -> None:
         ctx.aws.ensure_cluster(cluster, create)
 
 
-def _become_options(f: click.decorators.FC) -> click.decorators.FC:
-    f = click.option(
-        "--accept-new-host-keys", is_flag=True,
-        help="Record unknown host keys in known_hosts (a changed key is always refused).",
-    )(f)
-    f = click.option(
-        "--ask-become-pass", "-K", is_flag=True,
-        help="Ask once for the sudo password (else ANYWHERE_BECOME_PASSWORD or "
-        "--become-password-file); it is sent over stdin, never on a command line.",
-    )(f)
-    f = click.option(
-        "--become-password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="Read the sudo password from this file.",
-    )(f)
-    f = click.option("--concurrency", "-c", type=AsciiIntRange(1, 1000),
-                     help="Hosts worked on at once (default 50).")(f)
-    return f
-
-
-def _apply_flags(
-    settings: Settings, *, accept_new_host_keys: bool, ask_become_pass: bool,
-    become_password_file: Path | None, concurrency: int | None,
-) -> Settings:
-    password = settings.become_password
-    if become_password_file is not None:
-        # Trailing line ends are the file's, not the password's.
-        text = become_password_file.read_text(encoding="utf-8").rstrip("\r\n")
-        password = become_password(Secret(text), str(become_password_file))
-    if ask_become_pass:
-        password = Secret(getpass.getpass("sudo password: "))
-    return replace(
-        settings,
-        accept_new_host_keys=accept_new_host_keys or settings.accept_new_host_keys,
-        become_password=password,
-        concurrency=concurrency or settings.concurrency,
-    )
-
-
 @click.command("plan")
-@_INVENTORY
-@_LIMIT
-@_become_options
+@INVENTORY
+@LIMIT
+@host_options
 @click.pass_context
-def plan_cmd(
-    ctx: click.Context, inventory_path: Path, limit: str | None, accept_new_host_keys: bool,
-    ask_become_pass: bool, become_password_file: Path | None, concurrency: int | None,
-) -> None:
+def plan_cmd(ctx: click.Context, inventory_path: Path, limit: str | None, flags: HostFlags) -> int:
     """Show, read-only, what register would do to each host and why.
 
     Connects to every selected host (preflight only) and reads SSM and ECS; changes nothing.
     """
-    settings = _apply_flags(
-        _settings(ctx), accept_new_host_keys=accept_new_host_keys,
-        ask_become_pass=ask_become_pass, become_password_file=become_password_file,
-        concurrency=concurrency,
-    )
-    _, hosts = _select(inventory_path, limit)
-    context = _context(settings, hosts, "plan")
-    result = run_fleet(
-        hosts, probe_only(context), concurrency=settings.concurrency, fail_percent=100,
-        progress=lambda *_: None,
-    )
-    _print_table(
+    run = FleetRun.select(ctx, "plan", inventory_path, limit, run_settings(ctx, flags))
+    summary = run.fleet(probe_only(run.open()), quiet=True)
+    run.table(
         ("host", "would", "why", "steps"),
         [
             (o.host, o.decision.value if o.decision else f"fail: {o.failure}", o.reason,
              ",".join(p.value for p in o.steps))
-            for o in result.outcomes
+            for o in summary.outcomes
         ],
-        mask=context.journal.masked,
     )
-    ctx.exit(ExitCode.HOSTS_FAILED if any(not o.ok for o in result.outcomes) else ExitCode.OK)
+    return summary.exit_code
 
 
 @click.command("render")
-@_INVENTORY
+@INVENTORY
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory to write one install script per host into.")
-@_LIMIT
+@LIMIT
 @click.pass_context
-def render_cmd(ctx: click.Context, inventory_path: Path, out: Path, limit: str | None) -> None:
+def render_cmd(ctx: click.Context, inventory_path: Path, out: Path, limit: str | None) -> int:
     """Write each host's install script to OUT/<host>.sh for review.
 
     Files are only ever written directly inside OUT: a host name that is not a plain file
@@ -211,7 +112,7 @@ def render_cmd(ctx: click.Context, inventory_path: Path, out: Path, limit: str |
     A script with a proxy password (anywhere_proxy with user:password@) is written 0600.
     A host whose script does not render is named on stderr; the others are written (exit 1).
     """
-    _, hosts = _select(inventory_path, limit)
+    _, hosts = select(ctx, inventory_path, limit)
     check_writable_dir(out, "--out")
     failed = 0
     for host in hosts:
@@ -227,14 +128,13 @@ def render_cmd(ctx: click.Context, inventory_path: Path, out: Path, limit: str |
         atomic_write(target, script.text, mode=0o600 if script.sensitive else 0o644)
         shown = "" if target.name == f"{host.name}.sh" else f"  (host {host.name!r})"
         echo(f"{target}  sha256:{script.sha256}{shown}")
-    if failed:
-        ctx.exit(ExitCode.HOSTS_FAILED)
+    return ExitCode.HOSTS_FAILED if failed else ExitCode.OK
 
 
 @click.command("register")
-@_INVENTORY
-@_LIMIT
-@_become_options
+@INVENTORY
+@LIMIT
+@host_options
 @click.option("--fail-percent", type=AsciiIntRange(0, 100),
               help="Stop starting new hosts once more than this % of hosts failed (default 100).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -246,68 +146,77 @@ def render_cmd(ctx: click.Context, inventory_path: Path, out: Path, limit: str |
               help="Where to write an inventory of the failed hosts (default: in the run dir).")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where run journals go (default ./runs or ANYWHERE_RUN_DIR).")
+@click.option("--engine", type=click.Choice(ENGINES), default=None,
+              help="ssh: anywhere's own SSH fan-out (default, or ANYWHERE_ENGINE). ansible: run "
+              "the host-side phases with ansible-runner and ansible/register.yml (same report).")
 @click.pass_context
 def register_cmd(
-    ctx: click.Context, inventory_path: Path, limit: str | None, accept_new_host_keys: bool,
-    ask_become_pass: bool, become_password_file: Path | None, concurrency: int | None,
+    ctx: click.Context, inventory_path: Path, limit: str | None, flags: HostFlags,
     fail_percent: int | None, yes: bool, report_json: Path | None, report_junit: Path | None,
-    retry_inventory: Path | None, run_dir: Path | None,
-) -> None:
+    retry_inventory: Path | None, run_dir: Path | None, engine: str | None,
+) -> int:
     """Take every selected host to ready for the EXTERNAL launch type.
 
     Per host, over one SSH connection: preflight, decide (skip ready hosts, repair, or
     register), one short-lived activation, install, verify on the host and in AWS, mark
     ready (ECS attribute anywhere.ready=true). Safe to re-run.
     """
-    settings = _apply_flags(
-        _settings(ctx), accept_new_host_keys=accept_new_host_keys,
-        ask_become_pass=ask_become_pass, become_password_file=become_password_file,
-        concurrency=concurrency,
-    )
-    settings = replace(
-        settings,
-        fail_percent=settings.fail_percent if fail_percent is None else fail_percent,
-        run_dir=run_dir or settings.run_dir,
-    )
-    inv, hosts = _select(inventory_path, limit)
-    check_outputs(settings, report_json, report_junit, retry_inventory)
-    if not yes and not click.confirm(f"Register {len(hosts)} host(s)?", default=False):
-        raise UsageError("aborted: nothing done (pass --yes to skip this question)")
-    context = _context(settings, hosts, "register")
-    _prepare_aws(context, hosts)
-    started = datetime.now(UTC)
-    echo(f"run {context.run_id}: {len(hosts)} host(s), journal in {context.journal.path}", err=True)
-    with fleet_progress(len(hosts)) as progress:
-        result = run_fleet(
-            hosts, Registrar(context), concurrency=settings.concurrency,
-            fail_percent=settings.fail_percent, progress=progress,
-        )
-    summary = report.RunSummary(
-        run_id=context.run_id, command="register", started_at=started,
-        finished_at=datetime.now(UTC), outcomes=result.outcomes,
-    )
-    _finish(context.journal, summary, inv.path, hosts, report_json, report_junit, retry_inventory)
-    if result.interrupted:
-        ctx.exit(ExitCode.INTERRUPTED)
-    ctx.exit(ExitCode.OK if summary.exit_ok else ExitCode.HOSTS_FAILED)
+    chosen = engine or cli_settings(ctx).engine
+    if chosen not in ENGINES:
+        raise UsageError(f"$ANYWHERE_ENGINE: must be one of {', '.join(ENGINES)}")
+    settings = run_settings(ctx, flags, fail_percent=fail_percent, run_dir=run_dir)
+    if chosen == "ansible" and settings.accept_new_host_keys:
+        raise UsageError("--engine ansible checks host keys strictly: add them to known_hosts "
+                         "first (or register once with --engine ssh --accept-new-host-keys)")
+    run = FleetRun.select(ctx, "register", inventory_path, limit, settings)
+    reports = ReportPaths(report_json, report_junit, retry_inventory)
+    reports.check(run.settings)
+    confirm(yes, f"Register {len(run.hosts)} host(s)?")
+    prepare_aws(run.open(), run.hosts)
+    if chosen == "ansible":
+        run.announce(" with ansible")
+        summary, private_dir = _with_ansible(run, cli_env(ctx))
+    else:
+        run.announce()
+        summary = run.fleet(Registrar(run.context), fail_percent=run.settings.fail_percent)
+    write_reports(run.context.journal, summary, run.inventory.path, run.hosts, reports)
+    if chosen == "ansible":
+        echo(f"ansible-runner artifacts: {private_dir}", err=True)
+    return summary.exit_code
 
 
-def _finish(
+def _with_ansible(run: FleetRun, env: Mapping[str, str]) -> tuple[report.RunSummary, Path]:
+    """The host-side phases through ansible-runner; also where its artifacts are."""
+    done: list[EngineRun] = []
+
+    def work(progress: ProgressFn) -> FleetResult:
+        done.append(register_with_ansible(run.context, run.hosts, Path(run.inventory.path),
+                                          progress=progress, env=env,
+                                          ssh_config=run.inventory.ssh_config))
+        return done[-1].result
+
+    summary = run.execute(work)
+    return summary, done[-1].private_dir
+
+
+def write_reports(
     journal: Journal, summary: report.RunSummary, source: str, hosts: tuple[Host, ...],
-    report_json: Path | None, report_junit: Path | None, retry_path: Path | None,
+    paths: ReportPaths,
 ) -> None:
+    """The journal's summary and JUnit report, the table, the asked-for report files, and
+    the retry inventory of the hosts that did not finish."""
     as_json = report.to_json(summary)
     journal.write_summary(as_json)
     junit = report.to_junit(summary)
     journal.write_artifact("report.xml", junit)
-    _print_table(report.TABLE_HEADERS, report.table_rows(summary), mask=journal.masked)
-    for path, text in ((report_json, as_json), (report_junit, junit)):
+    print_table(report.TABLE_HEADERS, report.table_rows(summary), mask=journal.masked)
+    for path, text in ((paths.json, as_json), (paths.junit, junit)):
         if path is not None:
             atomic_write(path, journal.masked(text), mode=0o644)
     failed = list(summary.unfinished)
     if failed:
         retry = report.retry_inventory(hosts, failed, source, run_id=summary.run_id)
-        target = retry_path or journal.path / "retry.yml"
+        target = paths.retry or journal.path / "retry.yml"
         atomic_write(target, retry, mode=0o600)
         echo(f"{len(failed)} host(s) failed; retry with: anywhere register {target}", err=True)
     counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items() if n)
@@ -316,4 +225,3 @@ def _finish(
 
 
 COMMANDS = (plan_cmd, render_cmd, register_cmd)
-__all__ = ["COMMANDS", "inventory"]

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
 from anywhere import report
-from anywhere.cli import (
-    _INVENTORY,
-    _LIMIT,
-    AsciiFloatRange,
-    AsciiIntRange,
-    _print_table,
-    _select,
-    _settings,
-    echo,
-)
-from anywhere.cli.fleet_commands import _apply_flags, _become_options, _context
-from anywhere.cli.progress import fleet_progress
+from anywhere.cli import INVENTORY, LIMIT, AsciiFloatRange, AsciiIntRange, echo
+from anywhere.cli.runner import FleetRun, HostFlags, confirm, host_options, run_settings
 from anywhere.errors import ExitCode, UsageError
-from anywhere.fleet import run_fleet
 from anywhere.lifecycle import (
     CheckOptions,
     DeregisterOptions,
@@ -35,19 +23,18 @@ from anywhere.tasks import run_task
 
 
 @click.command("check")
-@_INVENTORY
-@_LIMIT
-@_become_options
+@INVENTORY
+@LIMIT
+@host_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON record per host with every check (for cron and monitoring).")
 @click.option("--no-mark", is_flag=True,
               help="Leave the ready attribute alone (default: keep it only on passing hosts).")
 @click.pass_context
 def check_cmd(
-    ctx: click.Context, inventory_path: Path, limit: str | None, accept_new_host_keys: bool,
-    ask_become_pass: bool, become_password_file: Path | None, concurrency: int | None,
+    ctx: click.Context, inventory_path: Path, limit: str | None, flags: HostFlags,
     as_json: bool, no_mark: bool,
-) -> None:
+) -> int:
     """Verify each selected host is fit for EXTERNAL tasks; exit 0 only if all are.
 
     Host side: SSM agent, ecs and docker units active, `docker info`, the ECS agent's
@@ -59,30 +46,16 @@ def check_cmd(
     call), not per host. The ready attribute (anywhere.ready) follows the verdict unless
     --no-mark. Exit 0 only if every selected host passes, else 1.
     """
-    settings = _apply_flags(
-        _settings(ctx), accept_new_host_keys=accept_new_host_keys,
-        ask_become_pass=ask_become_pass, become_password_file=become_password_file,
-        concurrency=concurrency,
-    )
-    _, hosts = _select(inventory_path, limit)
-    context = _context(settings, hosts, "check")
-    started = datetime.now(UTC)
-    snapshot = aws_snapshot(context, hosts)
-    with fleet_progress(len(hosts), quiet=as_json) as progress:
-        result = run_fleet(
-            hosts, check_job(context, CheckOptions(mark=not no_mark), snapshot),
-            concurrency=settings.concurrency, fail_percent=100, progress=progress,
-        )
-    summary = report.RunSummary(
-        run_id=context.run_id, command="check", started_at=started,
-        finished_at=datetime.now(UTC), outcomes=result.outcomes,
-    )
-    as_text = report.to_json(summary)
-    context.journal.write_summary(as_text)
+    run = FleetRun.select(ctx, "check", inventory_path, limit, run_settings(ctx, flags))
+    context = run.open()
+    snapshot = aws_snapshot(context, run.hosts)
+    summary = run.fleet(check_job(context, CheckOptions(mark=not no_mark), snapshot),
+                        quiet=as_json)
+    as_text = run.record(summary)
     if as_json:
         echo(context.journal.masked(as_text).rstrip("\n"))
     else:
-        _print_table(
+        run.table(
             ("host", "status", "mi-id", "failed checks"),
             [
                 (o.host, o.status.value, o.instance_id or "-",
@@ -90,16 +63,13 @@ def check_cmd(
                            f"{c.name}: {c.observed}" for c in o.checks if not c.ok) or "-")
                 for o in summary.outcomes
             ],
-            mask=context.journal.masked,
         )
-    if result.interrupted:
-        ctx.exit(ExitCode.INTERRUPTED)
-    ctx.exit(ExitCode.OK if summary.exit_ok else ExitCode.HOSTS_FAILED)
+    return summary.exit_code
 
 
 @click.command("run-task")
-@_INVENTORY
-@_LIMIT
+@INVENTORY
+@LIMIT
 @click.option("--task-definition", "-t", required=True, metavar="TD",
               help="Task definition family[:revision] or ARN (network mode bridge/host/none).")
 @click.option("--count", type=AsciiIntRange(min=1), default=1, show_default=True,
@@ -110,7 +80,7 @@ def check_cmd(
 def run_task_cmd(
     ctx: click.Context, inventory_path: Path, limit: str | None, task_definition: str,
     count: int, constraints: tuple[str, ...],
-) -> None:
+) -> int:
     """Run TD with launch type EXTERNAL, only on selected hosts marked ready.
 
     Placement is constrained with memberOf(attribute:anywhere.ready == true) and the selected
@@ -120,20 +90,19 @@ def run_task_cmd(
     reason) when TD is not fit for EXTERNAL (network mode awsvpc), no selected host is ready,
     or no task could be placed.
     """
-    _, hosts = _select(inventory_path, limit)
-    context = _context(_settings(ctx), hosts, "run-task")
-    run = run_task(context, hosts, task_definition, count, constraints)
-    for task, where in run.placed:
+    run = FleetRun.select(ctx, "run-task", inventory_path, limit, run_settings(ctx))
+    started = run_task(run.open(), run.hosts, task_definition, count, constraints)
+    for task, where in started.placed:
         echo(f"placed {task} on {where}")
-    for failure in run.failures:
+    for failure in started.failures:
         echo(f"not placed: {failure}", err=True)
-    ctx.exit(ExitCode.OK if not run.failures else ExitCode.HOSTS_FAILED)
+    return ExitCode.HOSTS_FAILED if started.failures else ExitCode.OK
 
 
 @click.command("deregister")
-@_INVENTORY
-@_LIMIT
-@_become_options
+@INVENTORY
+@LIMIT
+@host_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True,
               help="Deregister even while tasks still run (they are orphaned).")
@@ -142,10 +111,9 @@ def run_task_cmd(
 @click.option("--keep-packages", is_flag=True, help="Leave the agent packages installed.")
 @click.pass_context
 def deregister_cmd(
-    ctx: click.Context, inventory_path: Path, limit: str | None, accept_new_host_keys: bool,
-    ask_become_pass: bool, become_password_file: Path | None, concurrency: int | None,
+    ctx: click.Context, inventory_path: Path, limit: str | None, flags: HostFlags,
     yes: bool, force: bool, drain_timeout: float, keep_packages: bool,
-) -> None:
+) -> int:
     """Take the selected hosts out of ECS and SSM and wipe their agent state.
 
     Per host: ready mark removed, container instance DRAINING until its tasks stop, then
@@ -156,33 +124,16 @@ def deregister_cmd(
     """
     if not limit:
         raise UsageError("deregister needs --limit PATTERN (use --limit all for every host)")
-    settings = _apply_flags(
-        _settings(ctx), accept_new_host_keys=accept_new_host_keys,
-        ask_become_pass=ask_become_pass, become_password_file=become_password_file,
-        concurrency=concurrency,
-    )
-    _, hosts = _select(inventory_path, limit)
-    context = _context(settings, hosts, "deregister")
-    _print_removal_plan(hosts, context.known_by_host, keep_packages)
-    if not yes and not click.confirm(f"Deregister {len(hosts)} host(s)?", default=False):
-        raise UsageError("aborted: nothing done (pass --yes to skip this question)")
+    run = FleetRun.select(ctx, "deregister", inventory_path, limit, run_settings(ctx, flags))
+    context = run.open()
+    _print_removal_plan(run.hosts, context.known_by_host, keep_packages)
+    confirm(yes, f"Deregister {len(run.hosts)} host(s)?")
     options = DeregisterOptions(force=force, drain_timeout_s=drain_timeout,
                                 keep_packages=keep_packages)
-    started = datetime.now(UTC)
-    with fleet_progress(len(hosts)) as progress:
-        result = run_fleet(
-            hosts, deregister_job(context, options), concurrency=settings.concurrency,
-            fail_percent=100, progress=progress,
-        )
-    summary = report.RunSummary(
-        run_id=context.run_id, command="deregister", started_at=started,
-        finished_at=datetime.now(UTC), outcomes=result.outcomes,
-    )
-    context.journal.write_summary(report.to_json(summary))
-    _print_table(report.TABLE_HEADERS, report.table_rows(summary), mask=context.journal.masked)
-    if result.interrupted:
-        ctx.exit(ExitCode.INTERRUPTED)
-    ctx.exit(ExitCode.OK if summary.exit_ok else ExitCode.HOSTS_FAILED)
+    summary = run.fleet(deregister_job(context, options))
+    run.record(summary)
+    run.table(report.TABLE_HEADERS, report.table_rows(summary))
+    return summary.exit_code
 
 
 def _print_removal_plan(

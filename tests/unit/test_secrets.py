@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from anywhere import inventory, report
-from anywhere.cli.fleet_commands import _finish, _mask_secrets
+from anywhere.cli.fleet_commands import ReportPaths, write_reports
+from anywhere.cli.runner import mask_secrets
 from anywhere.errors import InventoryError, UsageError
 from anywhere.journal import Journal
 from anywhere.models import FailureClass, HostOutcome, Phase, Secret, Status
@@ -77,14 +78,15 @@ def test_become_and_proxy_passwords_are_masked_in_journal_and_table(
         _inventory(tmp_path, "    ansible_become_password: inv-pass\n"), env={})
     settings = Settings(become_password=Secret("flag-pass"))
     journal = Journal.create(tmp_path / "runs", "register")
-    _mask_secrets(journal, settings, loaded.hosts)
+    mask_secrets(journal, settings, loaded.hosts)
     echoed = "sudo: flag-pass inv-pass s3cr%40t s3cr@t"
     journal.output("h1", echoed)
     outcome = HostOutcome(host="h1", status=Status.FAILED, phase=Phase.INSTALL,
                           failure=FailureClass.INSTALL, reason=echoed)
     now = datetime.now(UTC)
     summary = report.RunSummary("r1", "register", now, now, (outcome,))
-    _finish(journal, summary, loaded.path, loaded.hosts, None, None, tmp_path / "retry.yml")
+    write_reports(journal, summary, loaded.path, loaded.hosts,
+                  ReportPaths(retry=tmp_path / "retry.yml"))
     shown = capsys.readouterr()
     written = "".join(p.read_text() for p in journal.path.rglob("*") if p.is_file())
     for text in (shown.out, shown.err, written):

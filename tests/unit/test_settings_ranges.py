@@ -34,13 +34,9 @@ REFUSED = [
 
 @pytest.mark.parametrize(("name", "raw", "message"), REFUSED, ids=lambda v: repr(v)[:20])
 def test_out_of_range_setting_exits_2_with_one_line(
-    name: str, raw: str, message: str, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    name: str, raw: str, message: str, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv(f"ANYWHERE_{name}", raw)
-    with pytest.raises(SystemExit) as done:
-        main(["inventory", "validate", str(EXAMPLE)])
-    assert done.value.code == 2
+    assert main(["inventory", "validate", str(EXAMPLE)], env={f"ANYWHERE_{name}": raw}) == 2
     assert capsys.readouterr().err.splitlines() == [f"$ANYWHERE_{name}: {message}"]
 
 

@@ -91,7 +91,9 @@ def cli_settings(ctx: click.Context) -> Settings:
 
 
 def select(ctx: click.Context, path: Path, limit: str | None) -> tuple[Inventory, tuple[Host, ...]]:
-    inv = inventory.load_inventory(path, env=cli_env(ctx))
+    env = cli_env(ctx)
+    home = env.get("HOME")
+    inv = inventory.load_inventory(path, env=env, env_home=Path(home) if home else None)
     return inv, inventory.select(inv, limit)
 
 
@@ -112,8 +114,8 @@ def inventory_group() -> None:
 @click.pass_context
 def inventory_validate(ctx: click.Context, inventory_path: Path) -> None:
     """Check INVENTORY; print every problem as FILE:LINE: message (exit 2 if any)."""
-    inv = inventory.load_inventory(inventory_path, env=cli_env(ctx))
-    echo(f"{inventory_path}: ok, {len(inv.hosts)} host(s)")
+    _, hosts = select(ctx, inventory_path, None)
+    echo(f"{inventory_path}: ok, {len(hosts)} host(s)")
 
 
 @inventory_group.command("list")
@@ -189,7 +191,8 @@ def _register_subcommands() -> None:
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    """Run the command line `argv` (default: sys.argv) and return its exit code.
+    """Run the command line `argv` (default: sys.argv) and return its exit code (the console
+    script and `python -m anywhere` exit with it).
 
     `env` (default: the process environment) is what settings and inventories read; AWS
     clients still take credentials, profile and endpoint from the process environment.
@@ -209,7 +212,3 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return int(exc.exit_code)
     return int(code) if isinstance(code, int) else int(ExitCode.OK)
 
-
-def run() -> None:
-    """The console script: exit with what `main` returns."""
-    sys.exit(main())

@@ -147,28 +147,8 @@ class FleetRun:
         return self._context
 
     def open(self) -> Context:
-        """AWS clients (checked at once: exit 3), the journal, SSH: what every job uses."""
-        settings, hosts = self.settings, self.hosts
-        check_writable_dir(settings.run_dir, "run directory (--run-dir, ANYWHERE_RUN_DIR)")
-        aws = Aws(make_clients(region_of(hosts)))
-        aws.account()  # fail fast (exit 3) on credentials or endpoint problems
-        journal = Journal.create(settings.run_dir, self.command, tee=self.tee)
-        mask_secrets(journal, settings, hosts)
-        options = SshOptions(
-            connect_timeout_s=settings.connect_timeout_s,
-            command_timeout_s=settings.command_timeout_s,
-            accept_new_host_keys=settings.accept_new_host_keys,
-            become_password=settings.become_password,
-        )
-        self._context = Context(
-            aws=aws,
-            view=AwsView(aws, settings.verify_poll_s),
-            connect=lambda host: connect(host.name, host.ssh, options),
-            journal=journal,
-            settings=settings,
-            run_id=journal.run_id,
-            known_by_host=aws.managed_instances_by_host([h.name for h in hosts]),
-        )
+        """The run's context (AWS checked at once: exit 3); every job works through it."""
+        self._context = open_context(self.settings, self.hosts, self.command, self.tee)
         return self._context
 
     def execute(
@@ -209,6 +189,33 @@ class FleetRun:
     def announce(self, how: str = "") -> None:
         echo(f"run {self.context.run_id}: {len(self.hosts)} host(s){how}, journal in "
              f"{self.context.journal.path}", err=True)
+
+
+def open_context(
+    settings: Settings, hosts: tuple[Host, ...], command: str,
+    tee: Callable[[str, str], None] | None = None,
+) -> Context:
+    """The composition root: AWS clients, the journal, SSH, built once per run."""
+    check_writable_dir(settings.run_dir, "run directory (--run-dir, ANYWHERE_RUN_DIR)")
+    aws = Aws(make_clients(region_of(hosts)))
+    aws.account()  # fail fast (exit 3) on credentials or endpoint problems
+    journal = Journal.create(settings.run_dir, command, tee=tee)
+    mask_secrets(journal, settings, hosts)
+    options = SshOptions(
+        connect_timeout_s=settings.connect_timeout_s,
+        command_timeout_s=settings.command_timeout_s,
+        accept_new_host_keys=settings.accept_new_host_keys,
+        become_password=settings.become_password,
+    )
+    return Context(
+        aws=aws,
+        view=AwsView(aws, settings.verify_poll_s),
+        connect=lambda host: connect(host.name, host.ssh, options),
+        journal=journal,
+        settings=settings,
+        run_id=journal.run_id,
+        known_by_host=aws.managed_instances_by_host([h.name for h in hosts]),
+    )
 
 
 def mask_secrets(journal: Journal, settings: Settings, hosts: tuple[Host, ...]) -> None:

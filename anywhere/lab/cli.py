@@ -23,7 +23,10 @@ _NAME = click.option("--name", default="default", show_default=True, help="Lab n
 
 
 def _lab_dir() -> Path | None:
-    value = os.environ.get("ANYWHERE_LAB_DIR")
+    # The environment the CLI's `main` was given, when run under it.
+    root = click.get_current_context().find_root().obj
+    env = root.get("env", os.environ) if isinstance(root, dict) else os.environ
+    value = env.get("ANYWHERE_LAB_DIR")
     return Path(value) if value else None
 
 

@@ -1,4 +1,8 @@
-"""The CLI contract as an operator meets it: help texts, exit codes, one-line errors."""
+"""The CLI contract as an operator meets it: help texts, exit codes, one-line errors.
+
+Run in-process through `main(argv, env)`, which returns the exit code; one test runs
+`python -m anywhere` to show the process exits with it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.unit.cli_run import Cli
 
 ROOT = Path(__file__).resolve().parents[2]
 INVALID = ROOT / "tests" / "cases" / "inventories" / "invalid"
@@ -31,16 +37,17 @@ CONTRACT = {
 }
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "anywhere", *args], capture_output=True, text=True,
-        timeout=60, check=False, cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT), **(env or {})},
+def test_python_dash_m_exits_with_mains_code(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "anywhere", "inventory", "list", str(tmp_path / "nope.yml")],
+        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT)},
     )
+    assert (done.returncode, done.stderr) == (2, f"{tmp_path / 'nope.yml'}: no such file\n")
 
 
-def test_top_level_help_lists_commands_and_exit_codes() -> None:
-    done = run("--help")
+def test_top_level_help_lists_commands_and_exit_codes(cli: Cli) -> None:
+    done = cli("--help")
     assert done.returncode == 0
     for name in ("inventory", "plan", "render", "register", "check", "run-task",
                  "deregister", "lab"):
@@ -50,8 +57,10 @@ def test_top_level_help_lists_commands_and_exit_codes() -> None:
 
 
 @pytest.mark.parametrize("command", sorted(CONTRACT), ids=" ".join)
-def test_each_subcommand_help_describes_its_options(command: tuple[str, ...]) -> None:
-    done = run(*command, "--help")
+def test_each_subcommand_help_describes_its_options(
+    command: tuple[str, ...], cli: Cli
+) -> None:
+    done = cli(*command, "--help")
     assert done.returncode == 0, done.stderr
     for option in CONTRACT[command]:
         assert option in done.stdout, (command, option)
@@ -61,8 +70,8 @@ INVALID_CASES = sorted(p for p in INVALID.glob("*.yml"))
 
 
 @pytest.mark.parametrize("case", INVALID_CASES, ids=lambda p: p.stem)
-def test_invalid_inventory_exits_2_with_file_line_errors(case: Path) -> None:
-    done = run("inventory", "validate", str(case), env={"AWS_DEFAULT_REGION": ""})
+def test_invalid_inventory_exits_2_with_file_line_errors(case: Path, cli: Cli) -> None:
+    done = cli("inventory", "validate", str(case), env={"AWS_DEFAULT_REGION": ""})
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     expected = [
@@ -72,27 +81,27 @@ def test_invalid_inventory_exits_2_with_file_line_errors(case: Path) -> None:
     assert done.stderr.splitlines() == expected
 
 
-def test_missing_inventory_file_is_one_line_exit_2(tmp_path: Path) -> None:
+def test_missing_inventory_file_is_one_line_exit_2(tmp_path: Path, cli: Cli) -> None:
     missing = tmp_path / "nope.yml"
-    done = run("inventory", "list", str(missing))
+    done = cli("inventory", "list", str(missing))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"{missing}: no such file"]
 
 
-def test_bad_flag_is_usage_error() -> None:
-    done = run("register", str(EXAMPLE), "--concurrency", "zero")
+def test_bad_flag_is_usage_error(cli: Cli) -> None:
+    done = cli("register", str(EXAMPLE), "--concurrency", "zero")
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
 
 
-def test_limit_matching_nothing_is_usage_error() -> None:
-    done = run("inventory", "list", str(EXAMPLE), "--limit", "no-such-host")
+def test_limit_matching_nothing_is_usage_error(cli: Cli) -> None:
+    done = cli("inventory", "list", str(EXAMPLE), "--limit", "no-such-host")
     assert done.returncode == 2
     assert "matches no host" in done.stderr
 
 
-def test_inventory_list_json_resolves_example() -> None:
-    done = run("inventory", "list", str(EXAMPLE), "--json")
+def test_inventory_list_json_resolves_example(cli: Cli) -> None:
+    done = cli("inventory", "list", str(EXAMPLE), "--json")
     assert done.returncode == 0, done.stderr
     records = json.loads(done.stdout)
     assert records, "the example inventory has hosts"
@@ -101,23 +110,25 @@ def test_inventory_list_json_resolves_example() -> None:
             assert key in record, (record["name"], key)
 
 
-def test_environment_error_is_exit_3(tmp_path: Path) -> None:
+def test_environment_error_is_exit_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
+) -> None:
     """An unreachable AWS endpoint is an environment problem, not a host failure."""
     inv = tmp_path / "inv.yml"
     inv.write_text("all:\n  hosts:\n    h1: {ansible_host: 127.0.0.1}\n"
                    "  vars: {anywhere_region: us-east-1}\n")
-    done = run("check", str(inv), env={
-        "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "y", "ANYWHERE_RUN_DIR": str(tmp_path / "runs"),
-    })
+    for name, value in (("AWS_ENDPOINT_URL", "http://127.0.0.1:9"), ("AWS_ACCESS_KEY_ID", "x"),
+                        ("AWS_SECRET_ACCESS_KEY", "y")):
+        monkeypatch.setenv(name, value)
+    done = cli("check", str(inv), env={"ANYWHERE_RUN_DIR": str(tmp_path / "runs")})
     assert done.returncode == 3, done.stderr
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-def test_render_writes_one_script_per_host_without_secrets(tmp_path: Path) -> None:
+def test_render_writes_one_script_per_host_without_secrets(tmp_path: Path, cli: Cli) -> None:
     out = tmp_path / "scripts"
-    done = run("render", str(EXAMPLE), "--out", str(out), "--limit", "web")
+    done = cli("render", str(EXAMPLE), "--out", str(out), "--limit", "web")
     assert done.returncode == 0, done.stderr
     scripts = sorted(p.name for p in out.iterdir())
     assert scripts == ["web-legacy.example.internal.sh", "web01.example.internal.sh",
@@ -130,7 +141,9 @@ def test_render_writes_one_script_per_host_without_secrets(tmp_path: Path) -> No
         assert syntax.returncode == 0, syntax.stderr
 
 
-def test_render_writes_only_inside_out_whatever_the_host_names(tmp_path: Path) -> None:
+def test_render_writes_only_inside_out_whatever_the_host_names(
+    tmp_path: Path, cli: Cli
+) -> None:
     names = ["../../escaped", "a/b", "a_b", "x" * 250, "with space", ".hidden", "plain"]
     inv = tmp_path / "inv.yml"
     inv.write_text(
@@ -142,7 +155,7 @@ def test_render_writes_only_inside_out_whatever_the_host_names(tmp_path: Path) -
     out.mkdir(parents=True)
     outside = tmp_path / "outside"
     (out / "plain.sh").symlink_to(outside)
-    done = run("render", str(inv), "--out", str(out))
+    done = cli("render", str(inv), "--out", str(out))
     assert done.returncode == 0, done.stderr
     files = list(out.iterdir())
     assert len(files) == len(names) + 1

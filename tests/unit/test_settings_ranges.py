@@ -36,7 +36,8 @@ REFUSED = [
 def test_out_of_range_setting_exits_2_with_one_line(
     name: str, raw: str, message: str, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["inventory", "validate", str(EXAMPLE)], env={f"ANYWHERE_{name}": raw}) == 2
+    env = {f"ANYWHERE_{name}": raw, "ANYWHERE_SSH_CONFIG": "none"}
+    assert main(["inventory", "validate", str(EXAMPLE)], env=env) == 2
     assert capsys.readouterr().err.splitlines() == [f"$ANYWHERE_{name}: {message}"]
 
 

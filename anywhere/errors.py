@@ -2,7 +2,7 @@
 
 `cli` is the only place that turns these into exit codes (see `ExitCode`); everything else
 raises or returns data. Per-host failures are not exceptions past `fleet`: they become
-`HostOutcome` records.
+`HostOutcome` records, and a run's records one exit code (`report.RunSummary.exit_code`).
 """
 
 from __future__ import annotations

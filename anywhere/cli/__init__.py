@@ -1,7 +1,8 @@
-"""The command line: the only module that prints, prompts or exits.
+"""The command line: the only package that prints or prompts.
 
-Every command loads settings and the inventory, builds the adapters (composition root), hands
-them to the layer below, then maps what comes back to output and one exit code.
+`main(argv, env)` returns the exit code (the console script exits with it). Commands that
+work on hosts run through `cli.runner.FleetRun`: flags → selection → context (the composition
+root) → run → reports, and return the run summary's `exit_code`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import getpass
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -99,7 +99,7 @@ def host_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(f)
     def callback(*args: Any, **params: Any) -> Any:
-        flags = HostFlags(**{name: params.pop(name) for name in HostFlags.__dataclass_fields__})
+        flags = HostFlags(**{flag.name: params.pop(flag.name) for flag in fields(HostFlags)})
         return f(*args, flags=flags, **params)
 
     for option in _HOST_OPTIONS:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from anywhere.aws import Aws
 from anywhere.cli import main, runner
 from anywhere.errors import UnreachableError
 from anywhere.fleet import AwsView
@@ -25,6 +24,7 @@ from anywhere.registration import Context
 from anywhere.settings import Settings
 from anywhere.ssh import Transport
 from tests.unit.cli_run import Cli
+from tests.unit.fakes import FakeAws, as_aws
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "inventory" / "example.yml"
@@ -33,19 +33,6 @@ WEB01 = "web01.example.internal"
 HOST_KEYS = ["host", "status", "phase", "class", "reason", "hint", "duration_s", "decision",
              "instance_id", "container_instance_arn", "agent_versions", "checks"]
 DOCUMENT_KEYS = ["run_id", "command", "started_at", "finished_at", "counts", "hosts"]
-
-
-class FakeAws:
-    """The AWS calls a run makes before its hosts start, recorded."""
-
-    def __init__(self) -> None:
-        self.ensured: list[tuple[str, str, bool]] = []
-
-    def ensure_role(self, role: str, create: bool) -> None:
-        self.ensured.append(("role", role, create))
-
-    def ensure_cluster(self, cluster: str, create: bool) -> None:
-        self.ensured.append(("cluster", cluster, create))
 
 
 def unreachable(host: Host) -> Transport:
@@ -66,8 +53,9 @@ def fake_context(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeAws]:
         def open_context(settings: Settings, hosts: tuple[Host, ...], command: str,
                          tee: Any = None) -> Context:
             journal = Journal.create(settings.run_dir, command)
-            return Context(aws=cast(Aws, aws), view=cast(AwsView, None), connect=connect,
-                           journal=journal, settings=settings, run_id=journal.run_id)
+            return Context(aws=as_aws(aws), view=AwsView(as_aws(aws), 0.0, window_s=0.0),
+                           connect=connect, journal=journal, settings=settings,
+                           run_id=journal.run_id)
 
         monkeypatch.setattr(runner, "open_context", open_context)
         return aws
@@ -137,7 +125,7 @@ def test_plan_tables_each_host_and_fails_when_one_cannot_be_read(
     assert lines[0].split() == ["host", "would", "why", "steps"]
     assert len(lines) == 5
     assert all("fail: unreachable" in line for line in lines[1:])
-    assert aws.ensured == []  # plan changes nothing, not even roles or clusters
+    assert aws.calls == []  # plan changes nothing, not even roles or clusters
     assert done.stderr == ""  # plan shows no progress lines
 
 
@@ -150,7 +138,7 @@ def test_register_reports_a_failed_host_everywhere(
                "--report-json", str(report_json), "--retry-inventory", str(retry),
                env={"ANYWHERE_RUN_DIR": str(tmp_path / "runs")})
     assert done.returncode == 1, done.stderr
-    assert ("role", "ecsAnywhereRole", False) in aws.ensured
+    assert ("ecsAnywhereRole", False) in aws.called("ensure_role")
     document = json.loads(report_json.read_text(encoding="utf-8"))
     assert list(document) == DOCUMENT_KEYS
     assert document["command"] == "register"

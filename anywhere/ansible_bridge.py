@@ -1,7 +1,6 @@
 """ansible-runner adapter: run one playbook, return per-host stats and the failure of each host.
 
-The only module that imports `ansible_runner`. What it guards against
-(see ../shared reference on ansible-runner's pitfalls):
+The only module that imports `ansible_runner`. What it guards against:
 - ansible-runner seeds the child's environment with the whole of ours and writes it to
   `artifacts/<ident>/command`: we replace that environment with an allow-list (no AWS_*
   credentials, no tokens) before the run starts;

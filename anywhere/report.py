@@ -11,11 +11,12 @@ The JSON document (`to_json`), keys always in this order::
       "command": "register",                      # register / check / deregister ...
       "started_at": "2026-01-02T03:04:05.000Z",   # UTC, ISO 8601
       "finished_at": "2026-01-02T03:09:00.250Z",
-      "counts": {"total": 3, "ready": 1, "unchanged": 1, "failed": 1, "not-run": 0},
+      "counts": {"total": 3, "ready": 1, "unchanged": 1, "removed": 0, "failed": 1,
+                 "not-run": 0},                   # every status, in this order
       "hosts": [                                  # in run order
         {
           "host": "web-1",
-          "status": "failed",                     # ready / unchanged / failed / not-run
+          "status": "failed",                     # ready/unchanged/removed/failed/not-run
           "phase": "preflight",                   # where the host stopped (done when ok)
           "class": "unreachable",                 # failure class, null when ok
           "reason": "connect timed out",          # one line

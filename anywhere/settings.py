@@ -15,7 +15,7 @@ from anywhere.models import READY_ATTRIBUTE, Secret, one_line_secret
 @dataclass(frozen=True)
 class Settings:
     concurrency: int = 50
-    # Stop starting new hosts once this share of finished hosts has failed (100 = never).
+    # Stop starting new hosts once more than this % of the selected hosts failed (100 = never).
     fail_percent: int = 100
     accept_new_host_keys: bool = False
     connect_timeout_s: float = 15.0

@@ -26,7 +26,9 @@ from anywhere.models import (
 )
 
 ProgressFn = Callable[[str, Phase, str], None]
-"""(host, phase, state) where state is "start", "ok", "failed", "skipped" …"""
+"""(host, phase, state): state is "start" as a host enters a phase, then, once the host is
+done, its outcome's `Status` value ("ready", "unchanged", "removed" or "failed"). Hosts that
+never started (not-run) are not reported here."""
 
 
 class Cancelled(Exception):
@@ -66,7 +68,7 @@ def run_fleet(
 ) -> FleetResult:
     """Run `job` for every host, at most `concurrency` at once.
 
-    Once more than `fail_percent` % of the hosts finished so far have failed, no new host is
+    Once more than `fail_percent` % of all the hosts given have failed, no new host is
     started (those get status not-run, class aborted). A KeyboardInterrupt stops new hosts,
     asks running ones to stop at their next phase boundary, waits for their clean-up, and
     reports them as interrupted.

@@ -21,7 +21,7 @@ import click
 from anywhere import report
 from anywhere.aws import Aws, make_clients
 from anywhere.cli import AsciiIntRange, cli_settings, echo, host_output_tee, print_table, select
-from anywhere.cli.progress import fleet_progress
+from anywhere.cli.view import progress_view
 from anywhere.errors import UsageError
 from anywhere.fleet import AwsView, FleetResult, HostJob, ProgressFn, run_fleet
 from anywhere.journal import Journal, check_writable_dir
@@ -156,7 +156,7 @@ class FleetRun:
     ) -> report.RunSummary:
         """`work` under the progress view (none when `quiet`), summed up."""
         started = datetime.now(UTC)
-        with fleet_progress(len(self.hosts), quiet=quiet) as progress:
+        with progress_view(len(self.hosts), quiet=quiet) as progress:
             result = work(progress)
         return report.RunSummary(
             run_id=self.context.run_id, command=self.command, started_at=started,

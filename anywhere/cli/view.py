@@ -1,4 +1,5 @@
-"""Fleet progress on stderr: a live rich view on a terminal, plain lines otherwise."""
+"""The view of a run's progress events (`fleet.ProgressFn`) on stderr: a live rich view on a
+terminal, plain lines otherwise."""
 
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from anywhere.models import Phase
+from anywhere.models import Phase, Status
 
-FINAL = {"ready", "unchanged", "removed", "failed", "not-run"}
 SHOWN_IN_FLIGHT = 12
 
 
-class FleetProgress:
-    """Receives (host, phase, state) from worker threads; thread-safe."""
+class ProgressView:
+    """A `fleet.ProgressFn`: receives (host, phase, state) from worker threads; thread-safe."""
 
     def __init__(self, total: int, stream: TextIO | None, live: bool) -> None:
         self.total = total
@@ -33,10 +33,10 @@ class FleetProgress:
 
     def __call__(self, host: str, phase: Phase, state: str) -> None:
         with self._lock:
-            if state in FINAL:
+            if state != "start":  # the host is done: `state` is its status
                 self._phase.pop(host, None)
                 self._done += 1
-                self._failed += state in ("failed", "not-run")
+                self._failed += state == Status.FAILED
                 line = f"[{self._done}/{self.total}] {host}: {state} ({phase.value})"
             else:
                 self._phase[host] = phase.value
@@ -60,14 +60,14 @@ class FleetProgress:
 
 
 @contextmanager
-def fleet_progress(total: int, *, quiet: bool = False) -> Iterator[FleetProgress]:
+def progress_view(total: int, *, quiet: bool = False) -> Iterator[ProgressView]:
     """A live view while the block runs when stderr is a terminal; plain lines otherwise."""
     live = sys.stderr.isatty() and not quiet
-    progress = FleetProgress(total, None if quiet else sys.stderr, live=live)
+    view = ProgressView(total, None if quiet else sys.stderr, live=live)
     if not live:
-        yield progress
+        yield view
         return
     console = Console(stderr=True)
-    with Live(get_renderable=progress.render, console=console, refresh_per_second=4,
+    with Live(get_renderable=view.render, console=console, refresh_per_second=4,
               transient=True):
-        yield progress
+        yield view

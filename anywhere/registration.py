@@ -68,7 +68,7 @@ REPAIR_COMMAND = (
 
 
 @contextmanager
-def _host_render(host: Host) -> Iterator[None]:
+def _host_render() -> Iterator[None]:
     """A script that does not render for this host fails this host, never the fleet."""
     try:
         yield
@@ -292,7 +292,7 @@ class Registrar:
             cursor.phase = Phase.RENDER
             control.enter(host.name, Phase.RENDER)
             installer = pushed_installer_name(host)
-            with _host_render(host):
+            with _host_render():
                 script = render_install(host, installer_name=installer, renderer=ctx.renderer)
                 cleanup = render_cleanup(host, renderer=ctx.renderer).text
             cursor.phase = Phase.INSTALL

@@ -29,7 +29,7 @@ from anywhere.inventory._ansible import (
     needs_ansible,
     tree_from_listing,
 )
-from anywhere.inventory._base import Context, Invalid
+from anywhere.inventory._base import Invalid, PathBase
 from anywhere.inventory._hosts import describe, resolve
 from anywhere.inventory._limits import check_sources
 from anywhere.inventory._patterns import select
@@ -66,7 +66,7 @@ def _env_region(env: Mapping[str, str], base_dir: Path) -> tuple[str | None, lis
         value = env.get(name)
         if value:
             try:
-                region = convert("anywhere_region", value, Context(base_dir, base_dir))
+                region = convert("anywhere_region", value, PathBase(base_dir, base_dir))
             except Invalid:
                 # Still counts as given: one problem, not one more for hosts without a region.
                 return value, [Problem(f"${name}", None, f"{value!r} is not a valid AWS region")]
@@ -87,7 +87,7 @@ def load_with_secrets(
     env = os.environ if env is None else env
     path = Path(path)
     base = path if path.is_dir() else path.parent
-    ctx = Context(base_dir=base.resolve(), home=env_home or Path.home())
+    ctx = PathBase(base_dir=base.resolve(), home=env_home or Path.home())
     tree, by_ansible = _read_tree(path, ctx, env)
     region, region_problems = _env_region(env, ctx.base_dir)
     ssh_config = load_client_config(env, ctx.home)
@@ -105,7 +105,7 @@ def load_with_secrets(
     return LoadedInventory(inventory, MappingProxyType(dict(resolved.become_passwords)))
 
 
-def _read_tree(path: Path, ctx: Context, env: Mapping[str, str]) -> tuple[Tree, bool]:
+def _read_tree(path: Path, ctx: PathBase, env: Mapping[str, str]) -> tuple[Tree, bool]:
     """The parsed inventory, and whether ansible-inventory produced it."""
     choice = env.get("ANYWHERE_INVENTORY_READER", "auto") or "auto"
     if choice not in READERS:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from anywhere.errors import InventoryError, Problem
-from anywhere.inventory._base import Context
+from anywhere.inventory._base import PathBase
 from anywhere.inventory._source import GroupDef, HostDef, Tree, _Reader
 
 BINARY = "ansible-inventory"
@@ -81,7 +81,7 @@ def _names(entry: object, key: str) -> tuple[str, ...]:
     return tuple(str(v) for v in values) if isinstance(values, list) else ()
 
 
-def tree_from_listing(listing: Mapping[str, object], file: str, ctx: Context) -> Tree:
+def tree_from_listing(listing: Mapping[str, object], file: str, ctx: PathBase) -> Tree:
     """`--list` JSON → the reader's `Tree`: hosts carry their merged variables, groups none
     (Ansible has already applied group precedence)."""
     reader = _Reader(file, ctx)

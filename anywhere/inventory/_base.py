@@ -22,7 +22,9 @@ class Invalid(Exception):
 
 
 @dataclass(frozen=True)
-class Context:
+class PathBase:
+    """Where an inventory value's paths resolve from."""
+
     base_dir: Path  # the inventory file's directory: relative paths start here
     home: Path  # what `~` means
 
@@ -37,7 +39,7 @@ def type_name(value: object) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def nonempty_text(value: object, _ctx: Context | None = None) -> str:
+def nonempty_text(value: object, _ctx: PathBase | None = None) -> str:
     if not isinstance(value, str) or not value.strip():
         raise Invalid(f"must be a non-empty string, not {type_name(value)}")
     control_check(value)
@@ -49,7 +51,7 @@ def nonempty_text(value: object, _ctx: Context | None = None) -> str:
     return str(value)
 
 
-def resolve_path(value: object, ctx: Context) -> Path:
+def resolve_path(value: object, ctx: PathBase) -> Path:
     text = nonempty_text(value)
     path = Path(ctx.home / text[2:] if text == "~" or text.startswith("~/") else text)
     return path if path.is_absolute() else ctx.base_dir / path
@@ -69,7 +71,7 @@ def control_check(text: str) -> str:
 _SSH_WORD_PATH = re.compile(r"[A-Za-z0-9_./~+@%:,-]+")
 
 
-def ssh_word_path(value: object, ctx: Context) -> Path:
+def ssh_word_path(value: object, ctx: PathBase) -> Path:
     text = control_check(nonempty_text(value))
     if not _SSH_WORD_PATH.fullmatch(text) or text.startswith("-"):
         raise Invalid(

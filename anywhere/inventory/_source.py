@@ -22,7 +22,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.resolver import VersionedResolver, implicit_resolvers
 
 from anywhere.errors import Problem
-from anywhere.inventory._base import Context, Invalid
+from anywhere.inventory._base import Invalid, PathBase
 from anywhere.inventory._limits import check_yaml, read_text
 from anywhere.inventory._ranges import MAX_HOSTS, expand_host
 from anywhere.inventory._values import convert
@@ -137,7 +137,7 @@ def _kind(value: object) -> str:
 
 
 class _Reader:
-    def __init__(self, file: str, ctx: Context) -> None:
+    def __init__(self, file: str, ctx: PathBase) -> None:
         self.file = file
         self.ctx = ctx
         self.problems: dict[Problem, None] = {}  # ordered set: one line per problem
@@ -315,7 +315,7 @@ def _yaml() -> YAML:
     return yaml
 
 
-def read(path: Path, ctx: Context) -> Tree:
+def read(path: Path, ctx: PathBase) -> Tree:
     """Parse `path`; every problem found lands in `Tree.problems` (nothing is raised)."""
     reader = _Reader(str(path), ctx)
     try:

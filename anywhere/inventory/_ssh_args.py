@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from anywhere.inventory._base import Context, Invalid, nonempty_text, ssh_word_path
+from anywhere.inventory._base import Invalid, PathBase, nonempty_text, ssh_word_path
 
 # Tuning options that do not change who we talk to or how we trust them: harmless to drop.
 _IGNORED_SSH_OPTIONS = frozenset(
@@ -34,7 +34,7 @@ class SshArgs:
     known_hosts: str | None = None
 
 
-def ssh_args(value: object, ctx: Context) -> SshArgs:
+def ssh_args(value: object, ctx: PathBase) -> SshArgs:
     text = nonempty_text(value)
     try:
         tokens = shlex.split(text)
@@ -60,7 +60,7 @@ def ssh_args(value: object, ctx: Context) -> SshArgs:
     return _ssh_options(found, ctx)
 
 
-def _ssh_options(found: Mapping[str, str], ctx: Context) -> SshArgs:
+def _ssh_options(found: Mapping[str, str], ctx: PathBase) -> SshArgs:
     for key, option_value in found.items():
         if key == "stricthostkeychecking" and option_value.lower() not in ("yes", "true"):
             raise Invalid(

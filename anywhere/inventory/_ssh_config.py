@@ -27,7 +27,7 @@ from paramiko.config import SSHConfig
 from paramiko.ssh_exception import ConfigParseError
 
 from anywhere.errors import InventoryError, Problem
-from anywhere.inventory._base import Context, Invalid, control_check
+from anywhere.inventory._base import Invalid, PathBase, control_check
 from anywhere.inventory._limits import read_text
 from anywhere.inventory._ssh_args import _proxy_jump
 from anywhere.inventory._values import ANSIBLE, ANYWHERE
@@ -62,7 +62,7 @@ class Said:
 class ClientConfig:
     """One parsed, scanned config file; `lookup` answers per host."""
 
-    def __init__(self, path: Path, text: str, ctx: Context) -> None:
+    def __init__(self, path: Path, text: str, ctx: PathBase) -> None:
         self.path = path
         # Split as paramiko reads a file: at '\n' only (a stray \f is no line end to it).
         self._lines = text.split("\n")
@@ -97,7 +97,7 @@ class ClientConfig:
         )
 
     def _check(self, found: Mapping[str, object], key: str,
-               convert: Callable[[object, Context], object]) -> object:
+               convert: Callable[[object, PathBase], object]) -> object:
         value = found.get(key)
         if value is None:
             return None
@@ -130,12 +130,12 @@ _NAMES = {"hostname": "HostName", "port": "Port", "user": "User", "identityfile"
           "IdentityFile", "proxyjump": "ProxyJump", "userknownhostsfile": "UserKnownHostsFile"}
 
 
-def _jump(value: object, _ctx: Context) -> str | None:
+def _jump(value: object, _ctx: PathBase) -> str | None:
     text = control_check(str(value))
     return None if text.lower() == DISABLED else _proxy_jump(text)
 
 
-def _first_known(value: object, ctx: Context) -> str:
+def _first_known(value: object, ctx: PathBase) -> str:
     # ssh reads every file named and writes new keys to the first: the first is ours.
     words = str(value).split()
     return str(ANYWHERE["anywhere_known_hosts"](words[0] if words else value, ctx))
@@ -232,4 +232,4 @@ def load_client_config(env: Mapping[str, str], home: Path) -> ClientConfig | Non
     except Invalid as exc:
         raise InventoryError([Problem(str(path), None, f"ssh config ({SETTING}): "
                                       f"{exc.message}")]) from None
-    return ClientConfig(path, text, Context(base_dir=Path(os.getcwd()), home=home))
+    return ClientConfig(path, text, PathBase(base_dir=Path(os.getcwd()), home=home))

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from anywhere.inventory._base import (
-    Context,
     Invalid,
+    PathBase,
     nonempty_text,
     resolve_path,
     ssh_word_path,
@@ -23,7 +23,7 @@ from anywhere.inventory._base import (
 from anywhere.inventory._ssh_args import ssh_args
 from anywhere.models import READY_ATTRIBUTE, Secret
 
-Converter = Callable[[object, Context], object]
+Converter = Callable[[object, PathBase], object]
 
 _TRUE = ("yes", "on", "true", "1", "y", "t")
 _FALSE = ("no", "off", "false", "0", "n", "f")
@@ -80,7 +80,7 @@ def ssh_word_problem(text: str) -> str | None:
             "punctuation")
 
 
-def _ssh_word(value: object, _ctx: Context) -> str:
+def _ssh_word(value: object, _ctx: PathBase) -> str:
     text = nonempty_text(value)
     problem = ssh_word_problem(text)
     if problem:
@@ -88,13 +88,13 @@ def _ssh_word(value: object, _ctx: Context) -> str:
     return text
 
 
-def _strict_bool(value: object, _ctx: Context) -> bool:
+def _strict_bool(value: object, _ctx: PathBase) -> bool:
     if not isinstance(value, bool):
         raise Invalid(f"must be true or false, not {type_name(value)}")
     return value
 
 
-def ansible_bool(value: object, _ctx: Context) -> bool:
+def ansible_bool(value: object, _ctx: PathBase) -> bool:
     """Ansible's own `boolean()`: real booleans, 0/1 and the usual words."""
     if isinstance(value, bool):
         return value
@@ -107,7 +107,7 @@ def ansible_bool(value: object, _ctx: Context) -> bool:
     raise Invalid(f"must be true or false, not {type_name(value)}")
 
 
-def _port(value: object, _ctx: Context) -> int:
+def _port(value: object, _ctx: PathBase) -> int:
     if isinstance(value, str) and _DIGITS.fullmatch(value.strip()) and len(value.strip()) < 6:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
@@ -115,14 +115,14 @@ def _port(value: object, _ctx: Context) -> int:
     return int(value)
 
 
-def _ttl(value: object, _ctx: Context) -> int:
+def _ttl(value: object, _ctx: PathBase) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 5 <= value <= 43200:
         raise Invalid(f"must be a whole number of minutes 5-43200, not {type_name(value)}")
     return int(value)
 
 
 def _matching(pattern: re.Pattern[str], what: str) -> Converter:
-    def convert(value: object, _ctx: Context) -> str:
+    def convert(value: object, _ctx: PathBase) -> str:
         text = nonempty_text(value)
         if not pattern.fullmatch(text):
             raise Invalid(f"{text!r} is not a valid {what}")
@@ -132,7 +132,7 @@ def _matching(pattern: re.Pattern[str], what: str) -> Converter:
 
 
 def _one_of(choices: tuple[str, ...]) -> Converter:
-    def convert(value: object, _ctx: Context) -> str:
+    def convert(value: object, _ctx: PathBase) -> str:
         text = nonempty_text(value)
         if text not in choices:
             raise Invalid(f"must be one of {', '.join(choices)}, not {text!r}")
@@ -142,7 +142,7 @@ def _one_of(choices: tuple[str, ...]) -> Converter:
 
 
 def _url(schemes: tuple[str, ...]) -> Converter:
-    def convert(value: object, _ctx: Context) -> str:
+    def convert(value: object, _ctx: PathBase) -> str:
         text = nonempty_text(value)
         if not _URL_CHARS.fullmatch(text):
             raise Invalid(f"{mask_url(text)!r}: a URL holds only ASCII letters, digits and "
@@ -175,14 +175,14 @@ def mask_url(url: str) -> str:
         return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
 
 
-def _existing_file(value: object, ctx: Context) -> str:
+def _existing_file(value: object, ctx: PathBase) -> str:
     path = resolve_path(value, ctx)
     if not path.is_file():
         raise Invalid(f"not a regular file: {path}" if path.exists() else f"no such file: {path}")
     return str(path)
 
 
-def _file_path(value: object, ctx: Context) -> str:
+def _file_path(value: object, ctx: PathBase) -> str:
     """A file that may not exist yet (it is created), but is never a FIFO, device or
     directory (reading one would block or fail mid-run), named in characters that stay one
     ssh argument."""
@@ -192,7 +192,7 @@ def _file_path(value: object, ctx: Context) -> str:
     return str(path)
 
 
-def _sha256(value: object, _ctx: Context) -> str:
+def _sha256(value: object, _ctx: PathBase) -> str:
     text = nonempty_text(value)
     if not _SHA256.fullmatch(text):
         raise Invalid("must be 64 hexadecimal digits")
@@ -219,7 +219,7 @@ def _scalartext(value: object) -> str | None:
     return str(value) if isinstance(value, str | int | float) else None
 
 
-def _labels(value: object, _ctx: Context) -> Mapping[str, str]:
+def _labels(value: object, _ctx: PathBase) -> Mapping[str, str]:
     mapping = _string_map(value)
     if len(mapping) > MAX_LABELS:
         raise Invalid(f"at most {MAX_LABELS} labels, not {len(mapping)}: ECS allows 10 custom "
@@ -245,7 +245,7 @@ def _labels(value: object, _ctx: Context) -> Mapping[str, str]:
     return result
 
 
-def _tags(value: object, _ctx: Context) -> Mapping[str, str]:
+def _tags(value: object, _ctx: PathBase) -> Mapping[str, str]:
     mapping = _string_map(value)
     if len(mapping) > MAX_TAGS:
         raise Invalid(f"at most {MAX_TAGS} tags, not {len(mapping)}: AWS allows 50 per "
@@ -268,7 +268,7 @@ def _tags(value: object, _ctx: Context) -> Mapping[str, str]:
     return result
 
 
-def _no_proxy(value: object, _ctx: Context) -> tuple[str, ...]:
+def _no_proxy(value: object, _ctx: PathBase) -> tuple[str, ...]:
     if isinstance(value, str):
         items: list[object] = list(value.split(","))
     elif isinstance(value, list):
@@ -285,14 +285,14 @@ def _no_proxy(value: object, _ctx: Context) -> tuple[str, ...]:
     return entries
 
 
-def _become_method(value: object, _ctx: Context) -> str:
+def _become_method(value: object, _ctx: PathBase) -> str:
     text = nonempty_text(value)
     if text != "sudo":
         raise Invalid(f"only sudo is supported, not {text!r}")
     return text
 
 
-def _connection(value: object, _ctx: Context) -> str:
+def _connection(value: object, _ctx: PathBase) -> str:
     text = nonempty_text(value)
     if text == "local":
         raise Invalid("'local' is not supported: anywhere registers hosts over SSH")
@@ -301,33 +301,33 @@ def _connection(value: object, _ctx: Context) -> str:
     return text
 
 
-def _secret(value: object, _ctx: Context) -> Secret:
+def _secret(value: object, _ctx: PathBase) -> Secret:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise Invalid(f"must be a string, not {type(value).__name__}")
     return Secret(str(value))
 
 
-def _refuse_password(value: object, _ctx: Context) -> object:
+def _refuse_password(value: object, _ctx: PathBase) -> object:
     raise Invalid(
         "password logins are not supported: use ansible_ssh_private_key_file or an ssh-agent"
     )
 
 
 def _refuse_alias(modern: str) -> Converter:
-    def convert(value: object, _ctx: Context) -> object:
+    def convert(value: object, _ctx: PathBase) -> object:
         raise Invalid(f"is an old alias that anywhere does not read: use {modern}")
 
     return convert
 
 
-def _refuse_ssh_override(value: object, _ctx: Context) -> object:
+def _refuse_ssh_override(value: object, _ctx: PathBase) -> object:
     raise Invalid(
         "is not supported: it changes the program or options ssh runs with on the controller "
         "(--engine ansible); use ansible_ssh_common_args with -o ProxyJump / UserKnownHostsFile"
     )
 
 
-def _host_key_checking(value: object, ctx: Context) -> bool:
+def _host_key_checking(value: object, ctx: PathBase) -> bool:
     if not ansible_bool(value, ctx):
         raise Invalid("host keys are always checked: trust keys with anywhere_known_hosts or "
                       "--accept-new-host-keys")
@@ -399,7 +399,7 @@ def is_secret(name: str) -> bool:
     return name in SECRET_VARIABLES or name.lower().endswith(_SECRET_SUFFIXES)
 
 
-def convert(name: str, value: object, ctx: Context) -> object:
+def convert(name: str, value: object, ctx: PathBase) -> object:
     """The checked value of variable `name`; raises Invalid. Unknown non-anywhere vars pass."""
     converter = ANYWHERE.get(name) or ANSIBLE.get(name)
     if converter is not None:

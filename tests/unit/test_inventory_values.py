@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from anywhere.inventory._base import Context, Invalid
+from anywhere.inventory._base import Invalid, PathBase
 from anywhere.inventory._source import expand_host
 from anywhere.inventory._ssh_args import SshArgs, ssh_args
 from anywhere.inventory._values import convert, is_secret, mask_url
 
-CTX = Context(base_dir=Path("/inv"), home=Path("/home/ops"))
+CTX = PathBase(base_dir=Path("/inv"), home=Path("/home/ops"))
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@ its output into facts, and an evaluation of facts into `CheckResult`s.
 The commands use POSIX sh and coreutils only (hosts may have no python), print one
 `key=value` fact per line, always exit 0, and never print a secret: files that hold one
 (`RegistrationKey`, `/root/.aws/credentials`, `AWS_*` values) are reported by existence or
-name only. The preflight facts live in `checks_preflight`; this module re-exports them.
+name only. The preflight check lives in `checks_preflight`; this module re-exports its
+command, parser and evaluation, which the phases use.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from dataclasses import dataclass, field
 
 from anywhere.checks_preflight import (
     PREFLIGHT_COMMAND,
-    SUPPORTED_OS,
-    PreflightFacts,
     evaluate_preflight,
     pairs,
     parse_preflight,
@@ -27,9 +26,7 @@ from anywhere.models import CheckResult, ContainerInstance, ManagedInstance
 __all__ = [
     "HOST_VERIFY_COMMAND",
     "PREFLIGHT_COMMAND",
-    "SUPPORTED_OS",
     "HostVerifyFacts",
-    "PreflightFacts",
     "UnitState",
     "evaluate_aws",
     "evaluate_host",

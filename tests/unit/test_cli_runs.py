@@ -9,17 +9,18 @@ whose SSH connect fails as an unreachable host would, or as Ctrl-C does.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from anywhere.cli import main, runner
+from anywhere.ansible_engine import EngineRun
+from anywhere.cli import fleet_commands, main, runner
 from anywhere.errors import UnreachableError
-from anywhere.fleet import AwsView
+from anywhere.fleet import AwsView, FleetResult, ProgressFn
 from anywhere.journal import Journal
-from anywhere.models import Host
+from anywhere.models import FailureClass, Host, HostOutcome, Phase, Status
 from anywhere.registration import Context
 from anywhere.settings import Settings
 from anywhere.ssh import Transport
@@ -189,3 +190,33 @@ def test_check_json_is_the_summary_document_on_stdout(
     assert all(list(h) == HOST_KEYS and h["class"] == "unreachable" for h in document["hosts"])
     kept = tmp_path / "latest" / "summary.json"
     assert json.loads(kept.read_text(encoding="utf-8")) == document
+
+
+def test_register_with_ansible_hands_the_play_mains_environment_and_reports_it(
+    cli: Cli, fake_context: Callable[..., FakeAws], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ansible engine gets the environment `main` was given (ansible-runner's allow-list
+    is taken from it) and the same reports and exit code as the built-in engine."""
+    fake_context(unreachable)
+    seen: dict[str, object] = {}
+
+    def play(ctx: Context, hosts: Sequence[Host], inventory_path: Path, *,
+             progress: ProgressFn, env: Mapping[str, str], ssh_config: str | None,
+             ) -> EngineRun:
+        seen.update(env=dict(env), hosts=[h.name for h in hosts], ssh_config=ssh_config)
+        outcome = HostOutcome(host=hosts[0].name, status=Status.FAILED, phase=Phase.INSTALL,
+                              failure=FailureClass.INTERRUPTED, reason="run interrupted")
+        return EngineRun(FleetResult((outcome,), interrupted=True), ctx.journal.path / "ansible")
+
+    monkeypatch.setattr(fleet_commands, "register_with_ansible", play)
+    env = {"ANYWHERE_RUN_DIR": str(tmp_path), "ANYWHERE_ENGINE": "ansible"}
+    done = cli("register", str(EXAMPLE), "--limit", WEB01, "--yes", env=env)
+    assert done.returncode == 130, done.stderr
+    assert seen["hosts"] == [WEB01] and seen["ssh_config"] is None
+    assert seen["env"] == {"HOME": str(ROOT), "ANYWHERE_SSH_CONFIG": "none", **env}
+    err = done.stderr.splitlines()
+    journal = err[0].partition(" host(s) with ansible, journal in ")[2]
+    assert journal.startswith(str(tmp_path))
+    assert err[-3:] == [f"1 host(s) failed; retry with: anywhere register {journal}/retry.yml",
+                        "summary: 1 failed", f"ansible-runner artifacts: {journal}/ansible"]

@@ -39,7 +39,8 @@ from anywhere.models import (
     Phase,
     Status,
 )
-from anywhere.registration import Context
+from anywhere.registration import INSTALL_TIMEOUT_HINT, Context, install_hint
+from anywhere.render import INSTALL_TIMED_OUT
 
 SOCKET_ENV = "ANYWHERE_CONTROL_SOCKET"
 PLAYBOOKS = ("register", "check", "deregister")
@@ -119,6 +120,12 @@ def _classify_dark(message: str) -> FailureClass:
     return FailureClass.UNREACHABLE
 
 
+def _install_timed_out(message: str) -> bool:
+    """The playbook's install failure says `install script exited N:`; N from `timeout`."""
+    return any(message.startswith(f"install script exited {status}:")
+               for status in INSTALL_TIMED_OUT)
+
+
 def _failed(host: str, failure: HostFailure, rec: HostRecord | None) -> HostOutcome:
     prefix = failure.task.split(":", 1)[0].strip()
     phase, cls = _PHASES.get(prefix, (Phase.PREFLIGHT, FailureClass.INSTALL))
@@ -130,6 +137,10 @@ def _failed(host: str, failure: HostFailure, rec: HostRecord | None) -> HostOutc
             if cls is FailureClass.HOSTKEY else "check ansible_user and the key")
     elif "sudo" in failure.message.lower() and "password" in failure.message.lower():
         cls, hint = FailureClass.SUDO, "pass --ask-become-pass or give the user NOPASSWD sudo"
+    elif _install_timed_out(failure.message):
+        cls, hint = FailureClass.TIMEOUT, INSTALL_TIMEOUT_HINT
+    elif cls is FailureClass.INSTALL:
+        hint = install_hint(failure.message, "the run directory")
     return HostOutcome(
         host=host, status=Status.FAILED, phase=phase, failure=cls,
         reason=failure.message or f"task {failure.task!r} failed", hint=hint,

@@ -31,6 +31,7 @@ from anywhere.registration import REPAIR_COMMAND
 from anywhere.render import (
     INSTALLER_NAME,
     Renderer,
+    install_command,
     pushed_installer_name,
     render_cleanup,
     render_install,
@@ -132,6 +133,11 @@ class Operations:
                                   renderer=self.renderer).text
         raise UsageError(f"unknown script {kind!r}")
 
+    def install_command(self, host: str, workdir: str) -> str:
+        """The command that runs the pushed install script, bounded on the host."""
+        self.host(host)
+        return install_command(workdir, self.settings.install_timeout_s)
+
     def prepare(self, host: str) -> dict[str, str]:
         """Ensure the host's IAM role and cluster (created only when the inventory says so)."""
         config = self.host(host).config
@@ -219,6 +225,7 @@ _OPS: Mapping[str, Handler] = {
     "command": lambda ops, a: COMMANDS[str(a["name"])],
     "decide": lambda ops, a: ops.decide(str(a["host"]), str(a["preflight"]), str(a["state"])),
     "script": lambda ops, a: ops.script(str(a["host"]), str(a.get("kind", "install"))),
+    "install_command": lambda ops, a: ops.install_command(str(a["host"]), str(a["workdir"])),
     "prepare": lambda ops, a: ops.prepare(str(a["host"])),
     "activation": lambda ops, a: ops.activation(str(a["host"])),
     "release": lambda ops, a: ops.release(str(a["host"]), str(a["activation_id"])),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -40,7 +40,16 @@ from anywhere.models import (
     Secret,
     Status,
 )
-from anywhere.render import Renderer, pushed_installer_name, render_cleanup, render_install
+from anywhere.render import (
+    DISK_FULL,
+    INSTALL_KILL_AFTER_S,
+    INSTALL_TIMED_OUT,
+    Renderer,
+    install_command,
+    pushed_installer_name,
+    render_cleanup,
+    render_install,
+)
 from anywhere.settings import Settings
 from anywhere.ssh import Transport
 from anywhere.steps import Probe, assess, verify
@@ -76,6 +85,18 @@ def _host_render() -> Iterator[None]:
         raise PreflightError(f"the install script does not render: {exc}",
                              "check this host's anywhere_* values (anywhere render shows "
                              "the script)") from None
+
+
+INSTALL_TIMEOUT_HINT = ("look at the host log in the run directory (a held package lock or a "
+                        "slow mirror?), or raise ANYWHERE_INSTALL_TIMEOUT_S")
+
+
+def install_hint(reason: str, log: str) -> str:
+    """The hint for a failed install script, from its reason (its last line of output)."""
+    if DISK_FULL in reason:
+        return ("free space on the host (`df -h`; /var, /var/lib and /tmp) and re-run: "
+                f"the host log is in {log}")
+    return f"see the host log in {log}"
 
 
 def failure_class(error: HostError) -> FailureClass:
@@ -322,19 +343,25 @@ class Registrar:
         self, host: Host, transport: Transport, workdir: str, activation: Activation
     ) -> None:
         # The code travels only on the channel's stdin: never in argv, files or the script.
+        limit = self.ctx.settings.install_timeout_s
+        started = time.monotonic()
         result = transport.run(
-            f"bash {shlex.quote(workdir)}/install.sh",
+            install_command(workdir, limit),
             sudo=True,
             secret_stdin=(Secret(activation.activation_id), activation.code),
-            timeout=self.ctx.settings.install_timeout_s,
+            # The host's own `timeout` stops the install first; this only outlasts it.
+            timeout=limit + INSTALL_KILL_AFTER_S + self.ctx.settings.connect_timeout_s,
             on_output=lambda line: self.ctx.journal.output(host.name, line),
         )
+        if result.exit_status in INSTALL_TIMED_OUT and time.monotonic() - started >= limit:
+            raise RemoteTimeout(
+                f"install still running after {limit:g} s: stopped on the host",
+                INSTALL_TIMEOUT_HINT)
         if not result.ok:
             tail = _last_line(result.stdout + "\n" + result.stderr)
+            reason = f"install script exited {result.exit_status}: {tail}"
             raise InstallError(
-                f"install script exited {result.exit_status}: {tail}",
-                f"see the host log in the run directory ({self.ctx.journal.path})",
-            )
+                reason, install_hint(reason, f"the run directory ({self.ctx.journal.path})"))
 
     def _run_logged(
         self, host: Host, transport: Transport, command: str, *, script: bool = False
@@ -391,7 +418,13 @@ def _remote_dir(transport: Transport) -> Iterator[str]:
     if not made.ok:
         raise InstallError(f"cannot create a temp dir: {_last_line(made.stderr)}")
     workdir = made.stdout.strip()
+    remove = f"rm -rf {shlex.quote(workdir)}"
     try:
         yield workdir
-    finally:
-        transport.run(f"rm -rf {shlex.quote(workdir)}", sudo=True)
+    except BaseException:
+        # The failure in flight says what went wrong; a connection lost (or a Ctrl-C) also
+        # fails this clean-up, and the install command removes the dir on the host itself.
+        with suppress(HostError):
+            transport.run(remove, sudo=True)
+        raise
+    transport.run(remove, sudo=True)

@@ -110,6 +110,27 @@ def pushed_installer_name(host: Host) -> str | None:
     return INSTALLER_NAME if host.config.installer_path else None
 
 
+# What the install script says when the installer failed on a full filesystem (ENOSPC).
+DISK_FULL = "a filesystem on this host is full (No space left on device)"
+# Seconds the host's `timeout` waits after its TERM before it KILLs what is left; the
+# controller waits that long and a little more for the exit status.
+INSTALL_KILL_AFTER_S = 10
+# `timeout`'s exit statuses: the command ran out of time (TERM sufficed, or KILL was needed).
+INSTALL_TIMED_OUT = (124, 137)
+
+
+def install_command(workdir: str, timeout_s: float) -> str:
+    """The command that runs `workdir`/install.sh on the host, bounded there by `timeout`.
+
+    A controller that only stops waiting leaves a hung installer running (and the activation
+    code in its arguments); `timeout` sends TERM to the whole process group the install runs
+    in, then KILL. The work dir is removed in the same command, so it goes even when the
+    controller's connection does not come back."""
+    quoted = shlex.quote(workdir)
+    return (f"timeout -k {INSTALL_KILL_AFTER_S} {timeout_s:.3f} bash {quoted}/install.sh; "
+            f"s=$?; rm -rf -- {quoted}; exit $s")
+
+
 def render_install(
     host: Host, *, installer_name: str | None, root: str = "", renderer: Renderer | None = None
 ) -> RenderedScript:
@@ -188,6 +209,7 @@ def install_context(
         "proxy_env_file": PROXY_ENV_FILE,
         "proxy_env_dir": PROXY_ENV_DIR,
         "proxy_env": _proxy_env(proxy) if proxy else [],
+        "disk_full": DISK_FULL,
     }
     # Defence in depth behind the inventory's checks: one line per key in ecs.config, the
     # drop-ins and the proxy environment file, whatever a caller built `host` from.

@@ -101,6 +101,11 @@ def _choose(
         return Decision.REREGISTER, (
             f"container instance is in cluster {container.cluster!r}; inventory says {cluster!r}",
         )
+    if not local.has_ecs_init:
+        # The install stopped after the SSM registration (a full disk, a lost connection, a
+        # reboot): restarting services cannot install the ECS agent, installing again can.
+        return Decision.REREGISTER, (
+            f"registered as {mi}, but the install did not finish (no ECS agent installed)",)
     problems = _readiness_problems(managed, container, host_checks)
     if not problems:
         return Decision.SKIP_READY, (f"already ready as {mi}",)

@@ -183,10 +183,14 @@ def rerun(flab: Lab, faulted: dict[str, Any], tmp_path_factory: pytest.TempPathF
 
 def test_rerun_converges(flab: Lab, faulted: dict[str, Any], rerun: dict[str, Any]) -> None:
     got = {h: (r["status"], r["class"]) for h, r in rerun["hosts"].items()}
-    # The skewed clock is still skewed: refused again, the same way.
+    # The install whose connection dropped may have finished on its own: then it is ready
+    # already. The skewed clock is still skewed: refused again, the same way.
+    if got.get(DROP) == ("unchanged", None):
+        got[DROP] = ("ready", None)
+    failed = {h: r["reason"] for h, r in rerun["hosts"].items() if r["status"] == "failed"}
     assert got == {**{h: ("ready", None) for h in (AUTH, SUDO, DISK, HANG, DROP, REBOOT)},
                    HEALTHY: ("unchanged", None), SKEW: ("failed", "preflight")}, (
-        rerun["result"].stderr[-3000:])
+        failed, rerun["result"].stderr[-1000:])
     assert _record(rerun, HEALTHY)["instance_id"] == _record(faulted, HEALTHY)["instance_id"]
     assert all(a["Deleted"] for a in rerun["audit"]["activations"])
 
@@ -212,3 +216,17 @@ def _ecs(lab: Lab) -> Any:
                         region_name=env["AWS_DEFAULT_REGION"],
                         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
                         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+def test_skewed_agents_are_refused_as_aws_refuses_them(
+        flab: Lab, rerun: dict[str, Any], tmp_path: Path) -> None:
+    """Past the preflight (its limit lifted), the skewed host's agents sign with that host's
+    clock: the endpoint refuses their calls as AWS does, and the host never becomes ready."""
+    run = _register(flab, tmp_path, "--limit", SKEW, ANYWHERE_MAX_CLOCK_SKEW_S="3600",
+                    ANYWHERE_INSTALL_TIMEOUT_S="90", ANYWHERE_VERIFY_TIMEOUT_S="15")
+    record = _record(run, SKEW)
+    assert record["status"] == "failed", record
+    log = flab.exec(SKEW, ["cat", "/var/log/amazon/ssm/amazon-ssm-agent.log"]).stdout
+    assert "Signature not yet current" in log, log[-2000:]
+    activations = LabControl(flab.endpoint_url).audit()["activations"]
+    assert all(a["Deleted"] for a in activations)

@@ -47,6 +47,11 @@ CASES = {
         REGISTERED, ManagedInstance(instance_id=MI, ping_status="ConnectionLost"), ACTIVE, OK,
         Decision.REPAIR),
     "no container instance yet": (REGISTERED, ONLINE, None, OK, Decision.REPAIR),
+    # The install failed after `-register` (disk full, connection lost): no ECS agent to
+    # restart, so repair could never finish it.
+    "registered but the install did not finish": (
+        replace(REGISTERED, has_ecs_init=False, has_agent_db=False, ecs_cluster=None), ONLINE,
+        None, OK, Decision.REREGISTER),
     # A later failed `-register` left its placeholder key beside the old registration file:
     # restarting agents cannot help, the vault has no identity.
     "placeholder key beside a known registration": (

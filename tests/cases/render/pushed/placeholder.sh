@@ -31,6 +31,8 @@ trap 'rm -rf -- "$work"' EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# The controller's connection gone: the first write fails, and the EXIT trap still cleans up.
+trap 'exit 141' PIPE
 
 # The activation id and code arrive on stdin: never in argv of this script, env or files.
 activation_id=""
@@ -71,13 +73,16 @@ fi
 log "installer sha256 verified"
 
 # Defence in depth: whatever the installer prints passes through with the code masked.
-# awk reads the code from its environment (readable by root only), not from argv.
+# awk reads the code from its environment (readable by root only), not from argv. It exits 3
+# when the installer reported a full filesystem, so the failure can say so.
 mask() {
   if command -v awk >/dev/null 2>&1; then
     awk 'BEGIN { c = ENVIRON["ANYWHERE_MASK"]; n = length(c) }
+      /No space left on device/ { full = 1 }
       { s = $0; out = ""
         while (n > 0 && (i = index(s, c)) > 0) { out = out substr(s, 1, i - 1) "***"; s = substr(s, i + n) }
-        print out s; fflush() }'
+        print out s; fflush() }
+      END { if (full) exit 3 }'
   else
     cat
   fi
@@ -103,12 +108,17 @@ if [ -x "$ROOT/usr/libexec/amazon-ecs-init" ]; then
 fi
 
 log "running the ECS Anywhere installer"
-status=0
+set +e
 bash "$installer" --region us-gov-west-1 --cluster secure --docker-install-source all ${no_start[@]+"${no_start[@]}"} \
   --activation-id "$activation_id" --activation-code "$activation_code" </dev/null 2>&1 \
-  | ANYWHERE_MASK="$activation_code" mask || status=$?
+  | ANYWHERE_MASK="$activation_code" mask
+codes=("${PIPESTATUS[@]}")
+set -e
 activation_code=""
-if [ "$status" -ne 0 ]; then
+status="${codes[0]}"
+if [ "$status" -ne 0 ] && [ "${codes[1]}" = 3 ]; then
+  die "the ECS Anywhere installer exited $status: a filesystem on this host is full (No space left on device)" "$status"
+elif [ "$status" -ne 0 ]; then
   die "the ECS Anywhere installer exited $status" "$status"
 fi
 

@@ -36,13 +36,12 @@ def _pgrep(pattern: str) -> str:
 
 def test_a_hung_install_is_stopped_on_the_host_and_its_dirs_removed(box: Box) -> None:
     run_install(box, make_host(), FAKE_EXIT="0")  # renders install.sh into box.push
-    started = time.monotonic()
     done = subprocess.run(
         ["bash", "-c", install_command(str(box.push), 1.0)], check=False,
         input=f"{ACTIVATION_ID}\n{CODE}\n", capture_output=True, text=True,
         env=box.env(FAKE_SLEEP="300"), timeout=60)
+    # Without the host-side bound the sleeping installer outlives subprocess.run's timeout.
     assert done.returncode in INSTALL_TIMED_OUT, done.stderr
-    assert time.monotonic() - started < 30
     assert (box.record / "started").exists()
     # The whole install went: script, installer and its sleep, the work dirs.
     assert _settled(lambda: _pgrep(str(box.base))) == ""

@@ -55,7 +55,9 @@ def decide(
     deregistered once the host is ready again (a reimaged or cloned disk leaves them behind).
     """
     decision, reasons = _choose(host, local, managed, container, host_checks)
-    keep = local.instance_id if decision in (Decision.SKIP_READY, Decision.REPAIR) else None
+    # Only a re-registration replaces the host's mi- id (a register that finishes a stopped
+    # install keeps it).
+    keep = None if decision is Decision.REREGISTER else local.instance_id
     stale = tuple(i for i in remote_instance_ids if i != keep)
     if stale:
         reasons = (*reasons, f"AWS still lists {', '.join(stale)} for this host: cleaned up after")
@@ -101,14 +103,16 @@ def _choose(
         return Decision.REREGISTER, (
             f"container instance is in cluster {container.cluster!r}; inventory says {cluster!r}",
         )
-    if not local.has_ecs_init:
-        # The install stopped after the SSM registration (a full disk, a lost connection, a
-        # reboot): restarting services cannot install the ECS agent, installing again can.
-        return Decision.REREGISTER, (
-            f"registered as {mi}, but the install did not finish (no ECS agent installed)",)
     problems = _readiness_problems(managed, container, host_checks)
     if not problems:
         return Decision.SKIP_READY, (f"already ready as {mi}",)
+    if not local.has_ecs_init:
+        # Registered, then the install stopped (its controller killed, the host rebooted):
+        # the installer keeps an existing registration, so installing again finishes it.
+        return Decision.REGISTER, (
+            f"registered as {mi} but the install did not finish (no ecs-init): install again, "
+            f"keeping {mi}",
+        )
     return Decision.REPAIR, tuple(problems)
 
 

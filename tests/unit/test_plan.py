@@ -47,11 +47,6 @@ CASES = {
         REGISTERED, ManagedInstance(instance_id=MI, ping_status="ConnectionLost"), ACTIVE, OK,
         Decision.REPAIR),
     "no container instance yet": (REGISTERED, ONLINE, None, OK, Decision.REPAIR),
-    # The install failed after `-register` (disk full, connection lost): no ECS agent to
-    # restart, so repair could never finish it.
-    "registered but the install did not finish": (
-        replace(REGISTERED, has_ecs_init=False, has_agent_db=False, ecs_cluster=None), ONLINE,
-        None, OK, Decision.REREGISTER),
     # A later failed `-register` left its placeholder key beside the old registration file:
     # restarting agents cannot help, the vault has no identity.
     "placeholder key beside a known registration": (
@@ -78,6 +73,16 @@ def test_stale_remote_instances_are_cleaned_after() -> None:
     assert plan.stale_instance_ids == ("mi-old",)
     kept = decide(HOST, REGISTERED, ONLINE, ACTIVE, OK, remote_instance_ids=(MI, "mi-old"))
     assert kept.stale_instance_ids == ("mi-old",)
+
+
+def test_an_install_stopped_after_registering_is_finished_keeping_the_id() -> None:
+    # The controller was killed (or the host rebooted) after `-register`, before ecs-init:
+    # installing again keeps the registration, so the host's mi- id is not stale.
+    halfway = LocalState(instance_id=MI, has_registration_key=True)
+    plan = decide(HOST, halfway, ONLINE, None, DOCKER_DOWN, remote_instance_ids=(MI,))
+    assert plan.decision is Decision.REGISTER, plan.reasons
+    assert plan.instance_id == MI and plan.stale_instance_ids == ()
+    assert "did not finish" in plan.reasons[0]
 
 
 def test_failed_registration_is_stale_state_to_clean() -> None:

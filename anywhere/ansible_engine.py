@@ -30,6 +30,7 @@ from anywhere.ansible_ops import HostRecord, Operations, dispatch
 from anywhere.aws import Aws
 from anywhere.errors import AnywhereError, EnvironmentProblem
 from anywhere.fleet import FleetResult, ProgressFn
+from anywhere.job import Context
 from anywhere.models import (
     ContainerInstance,
     Decision,
@@ -39,7 +40,7 @@ from anywhere.models import (
     Phase,
     Status,
 )
-from anywhere.registration import INSTALL_TIMEOUT_HINT, Context, install_hint
+from anywhere.registration import INSTALL_TIMEOUT_HINT, install_hint
 from anywhere.render import INSTALL_TIMED_OUT
 
 SOCKET_ENV = "ANYWHERE_CONTROL_SOCKET"

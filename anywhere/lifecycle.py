@@ -10,6 +10,7 @@ from anywhere import checks
 from anywhere.aws import HOST_TAG
 from anywhere.errors import HostError
 from anywhere.fleet import AwsState, RunControl
+from anywhere.job import Context, Cursor, failure_class, guarded, read_host, run_logged
 from anywhere.models import (
     CheckResult,
     ContainerInstance,
@@ -20,17 +21,9 @@ from anywhere.models import (
     Phase,
     Status,
 )
-from anywhere.registration import (
-    Context,
-    _Progress,
-    failure_class,
-    guarded,
-    read_host,
-    run_logged,
-)
 from anywhere.render import render_cleanup
-from anywhere.ssh import Transport, check_sudo
 from anywhere.steps import DeregisterOptions, DeregisterRefused, Retirer, remembered
+from anywhere.transport import Transport
 
 _UNKNOWN = (CheckResult("aws.registered", False, "AWS lists no mi- id for this host",
                        "run `anywhere register` for it"),)
@@ -79,16 +72,16 @@ def check_job(
 
     def job(host: Host, control: RunControl) -> HostOutcome:
         return guarded(
-            host, ctx.journal, lambda cursor: _check(ctx, options, snapshot, host, control)
+            host, control, ctx.journal, lambda cursor: _check(ctx, options, snapshot, host, cursor)
         )
 
     return job
 
 
 def _check(
-    ctx: Context, options: CheckOptions, snapshot: AwsSnapshot, host: Host, control: RunControl
+    ctx: Context, options: CheckOptions, snapshot: AwsSnapshot, host: Host, cursor: Cursor
 ) -> HostOutcome:
-    control.enter(host.name, Phase.VERIFY)
+    cursor.stage(Phase.VERIFY)
     cluster = host.config.cluster
     host_results, facts, unreachable = _host_side(ctx, host)
     local_id = facts.instance_id if facts is not None else None
@@ -209,17 +202,18 @@ def deregister_job(
     """
 
     def job(host: Host, control: RunControl) -> HostOutcome:
-        return guarded(host, ctx.journal, lambda cursor: _refusable(ctx, options, host, control,
-                                                                    cursor))
+        return guarded(
+            host, control, ctx.journal, lambda cursor: _refusable(ctx, options, host, cursor)
+        )
 
     return job
 
 
 def _refusable(
-    ctx: Context, options: DeregisterOptions, host: Host, control: RunControl, cursor: _Progress
+    ctx: Context, options: DeregisterOptions, host: Host, cursor: Cursor
 ) -> HostOutcome:
     try:
-        return _deregister(ctx, options, host, control, cursor)
+        return _deregister(ctx, options, host, cursor)
     except DeregisterRefused as exc:
         ctx.journal.event(host.name, cursor.phase.value, "refused", exc.reason)
         return HostOutcome(
@@ -230,7 +224,7 @@ def _refusable(
 
 
 def _deregister(
-    ctx: Context, options: DeregisterOptions, host: Host, control: RunControl, cursor: _Progress
+    ctx: Context, options: DeregisterOptions, host: Host, cursor: Cursor
 ) -> HostOutcome:
     notes: list[str] = []
     transport = _try_connect(ctx, host, notes)
@@ -240,10 +234,9 @@ def _deregister(
         cursor.instance_id = local_id or (ids[-1] if ids else None)
 
         def enter(phase: Phase, arn: str | None) -> None:
-            entered, cursor.phase = cursor.phase, phase
             cursor.container_arn = arn or cursor.container_arn
-            if phase is not entered:
-                control.enter(host.name, phase)
+            if phase is not cursor.phase:
+                cursor.stage(phase)
 
         retirer = Retirer(ctx.aws, ctx.view, ctx.settings, ctx.journal)
         notes += retirer.retire(host, ids, options, enter)
@@ -262,7 +255,7 @@ def _deregister(
 def _try_connect(ctx: Context, host: Host, notes: list[str]) -> Transport | None:
     try:
         transport = ctx.connect(host)
-        check_sudo(transport)
+        transport.become()
     except HostError as exc:
         notes.append(f"host not reachable ({exc.reason}): AWS side only")
         return None

@@ -1,39 +1,33 @@
 """The per-host `register` procedure: preflight → decide → activate → render → install →
-verify → mark ready, over one SSH connection, turning expected failures into data."""
+verify → mark ready, over one connection to the host, turning expected failures into data.
+
+Runs inside the job kernel (`anywhere.job`) and reaches the host only through its
+`Transport`."""
 
 from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from anywhere import checks
-from anywhere.aws import Aws
 from anywhere.errors import (
-    ActivationError,
     AnywhereError,
-    AuthError,
     HostError,
-    HostKeyError,
     HostRenderError,
     InstallError,
     PreflightError,
     RemoteTimeout,
-    SudoError,
-    UnreachableError,
     VerifyError,
 )
-from anywhere.fleet import AwsView, Cancelled, RunControl
-from anywhere.journal import Journal
+from anywhere.fleet import RunControl
+from anywhere.job import Context, Cursor, guarded, read_host, run_logged
 from anywhere.models import (
     Activation,
     CheckResult,
-    CommandResult,
     Decision,
-    FailureClass,
     Host,
     HostOutcome,
     Phase,
@@ -44,29 +38,13 @@ from anywhere.render import (
     DISK_FULL,
     INSTALL_KILL_AFTER_S,
     INSTALL_TIMED_OUT,
-    Renderer,
     install_command,
     pushed_installer_name,
     render_cleanup,
     render_install,
 )
-from anywhere.settings import Settings
-from anywhere.ssh import Transport
 from anywhere.steps import Probe, assess, verify
-
-Connect = Callable[[Host], Transport]
-
-_FAILURE_CLASS: tuple[tuple[type[HostError], FailureClass], ...] = (
-    (UnreachableError, FailureClass.UNREACHABLE),
-    (HostKeyError, FailureClass.HOSTKEY),
-    (AuthError, FailureClass.AUTH),
-    (SudoError, FailureClass.SUDO),
-    (RemoteTimeout, FailureClass.TIMEOUT),
-    (PreflightError, FailureClass.PREFLIGHT),
-    (ActivationError, FailureClass.ACTIVATION),
-    (InstallError, FailureClass.INSTALL),
-    (VerifyError, FailureClass.VERIFY),
-)
+from anywhere.transport import Transport
 
 # systemctl restart order matters: the ECS agent needs Docker, and both need SSM credentials.
 REPAIR_COMMAND = (
@@ -99,39 +77,6 @@ def install_hint(reason: str, log: str) -> str:
     return f"see the host log in {log}"
 
 
-def failure_class(error: HostError) -> FailureClass:
-    for kind, cls in _FAILURE_CLASS:
-        if isinstance(error, kind):
-            return cls
-    return FailureClass.INSTALL
-
-
-@dataclass(frozen=True)
-class Context:
-    aws: Aws
-    view: AwsView
-    connect: Connect
-    journal: Journal
-    settings: Settings
-    run_id: str
-    # mi- ids AWS lists per host name (tag anywhere:host), fetched once for the whole run.
-    known_by_host: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    # One Jinja environment for the run: building one per host costs ~10 ms of CPU each.
-    renderer: Renderer = field(default_factory=Renderer)
-    wall_clock: Callable[[], float] = time.time
-
-
-@dataclass
-class _Progress:
-    """Mutable per-host cursor: which phase we are in, for the outcome of a failure."""
-
-    phase: Phase = Phase.PREFLIGHT
-    instance_id: str | None = None
-    container_arn: str | None = None
-    decision: Decision | None = None
-    checks: tuple[CheckResult, ...] = ()
-
-
 def probe(ctx: Context, host: Host, transport: Transport) -> Probe:
     """Read-only: preflight facts, host-side state, AWS-side state, and the decision."""
     pre = transport.run(checks.PREFLIGHT_COMMAND, sudo=True, timeout=ctx.settings.command_timeout_s)
@@ -141,59 +86,12 @@ def probe(ctx: Context, host: Host, transport: Transport) -> Probe:
     )
 
 
-def read_host(ctx: Context, transport: Transport) -> checks.HostVerifyFacts:
-    """One round trip: the host-side verification facts (units, docker, metadata, mi- id)."""
-    res = transport.run(
-        checks.HOST_VERIFY_COMMAND, sudo=True, timeout=ctx.settings.command_timeout_s
-    )
-    return checks.parse_host_verify(res.stdout)
-
-
-def run_logged(
-    ctx: Context, host: Host, transport: Transport, command: str, *, script: bool = False
-) -> CommandResult:
-    """Run `command` (or a whole script fed on stdin) with sudo, output into the journal."""
-    argv, stdin = ("bash -s", command.encode()) if script else (command, b"")
-    return transport.run(
-        argv, sudo=True, stdin=stdin, timeout=ctx.settings.command_timeout_s,
-        on_output=lambda line: ctx.journal.output(host.name, line),
-    )
-
-
-def guarded(
-    host: Host, journal: Journal, body: Callable[[_Progress], HostOutcome]
-) -> HostOutcome:
-    """Run one host's procedure; expected failures become a FAILED outcome, timed."""
-    started = time.monotonic()
-    cursor = _Progress()
-    try:
-        outcome = body(cursor)
-    except HostError as exc:
-        journal.event(host.name, cursor.phase.value, "failed", exc.reason)
-        outcome = HostOutcome(
-            host=host.name, status=Status.FAILED, phase=cursor.phase,
-            failure=failure_class(exc), reason=exc.reason, hint=exc.hint,
-            instance_id=cursor.instance_id, container_instance_arn=cursor.container_arn,
-            decision=cursor.decision, checks=cursor.checks,
-        )
-    except Cancelled:
-        journal.event(host.name, cursor.phase.value, "interrupted", "run interrupted")
-        outcome = HostOutcome(
-            host=host.name, status=Status.FAILED, phase=cursor.phase,
-            failure=FailureClass.INTERRUPTED, reason="run interrupted",
-            hint="re-run register: finished hosts are skipped",
-        )
-    outcome = replace(outcome, duration_s=round(time.monotonic() - started, 3))
-    journal.outcome(outcome)
-    return outcome
-
-
 def probe_only(ctx: Context) -> Callable[[Host, RunControl], HostOutcome]:
     """The `plan` job: connect, preflight and decide, change nothing."""
 
     def job(host: Host, control: RunControl) -> HostOutcome:
-        def body(cursor: _Progress) -> HostOutcome:
-            control.enter(host.name, Phase.PREFLIGHT)
+        def body(cursor: Cursor) -> HostOutcome:
+            cursor.stage(Phase.PREFLIGHT)
             transport = ctx.connect(host)
             try:
                 found = probe(ctx, host, transport)
@@ -210,7 +108,7 @@ def probe_only(ctx: Context) -> Callable[[Host, RunControl], HostOutcome]:
                 checks=found.preflight, steps=found.plan.steps,
             )
 
-        return guarded(host, ctx.journal, body)
+        return guarded(host, control, ctx.journal, body)
 
     return job
 
@@ -223,12 +121,12 @@ class Registrar:
 
     def __call__(self, host: Host, control: RunControl) -> HostOutcome:
         return guarded(
-            host, self.ctx.journal, lambda cursor: self._register(host, control, cursor)
+            host, control, self.ctx.journal, lambda cursor: self._register(host, cursor)
         )
 
-    def _register(self, host: Host, control: RunControl, cursor: _Progress) -> HostOutcome:
+    def _register(self, host: Host, cursor: Cursor) -> HostOutcome:
         ctx = self.ctx
-        control.enter(host.name, Phase.PREFLIGHT)
+        cursor.stage(Phase.PREFLIGHT)
         transport = ctx.connect(host)
         try:
             # Sudo is proven (or refused, as SudoError) by the preflight's own sudo run.
@@ -236,21 +134,22 @@ class Registrar:
             cursor.instance_id = found.plan.instance_id
             cursor.decision = found.plan.decision
             cursor.checks = found.preflight
-            cursor.phase = Phase.DECIDE
-            control.enter(host.name, Phase.DECIDE)
+            cursor.stage(Phase.DECIDE)
             ctx.journal.event(
                 host.name, "decide", found.plan.decision.value, "; ".join(found.plan.reasons)
             )
             if found.plan.decision is Decision.SKIP_READY:
                 return self._skip(host, found, cursor)
-            return self._change(host, control, transport, found, cursor)
+            return self._change(host, transport, found, cursor)
         finally:
             transport.close()
 
-    def _skip(self, host: Host, found: Probe, cursor: _Progress) -> HostOutcome:
+    def _skip(self, host: Host, found: Probe, cursor: Cursor) -> HostOutcome:
         container = found.aws.container
         assert container is not None  # SKIP_READY implies a live container instance
         cursor.container_arn = container.arn
+        # Not a stage: a ready host is confirmed, not changed, so the run neither shows this
+        # phase nor stops here; a failure still names it.
         cursor.phase = Phase.MARK_READY
         attr = self.ctx.settings.ready_attribute
         if container.attributes.get(attr) != "true":
@@ -264,8 +163,7 @@ class Registrar:
         )
 
     def _change(
-        self, host: Host, control: RunControl, transport: Transport, found: Probe,
-        cursor: _Progress,
+        self, host: Host, transport: Transport, found: Probe, cursor: Cursor
     ) -> HostOutcome:
         decision = found.plan.decision
         if decision is not Decision.REPAIR:
@@ -275,18 +173,15 @@ class Registrar:
                 raise PreflightError(
                     "; ".join(f"{c.name}: {c.observed}" for c in failed), first.hint
                 )
-        cursor.phase = Phase.INSTALL
         if decision is Decision.REPAIR:
-            control.enter(host.name, Phase.INSTALL)
+            cursor.stage(Phase.INSTALL)
             self._run_logged(host, transport, REPAIR_COMMAND)
         else:
-            self._install(host, control, transport, cursor, decision)
-        cursor.phase = Phase.VERIFY
-        control.enter(host.name, Phase.VERIFY)
+            self._install(host, transport, cursor, decision)
+        cursor.stage(Phase.VERIFY)
         results, instance_id, arn, versions = self._verify(host, transport, cursor)
         cursor.instance_id, cursor.container_arn = instance_id, arn
-        cursor.phase = Phase.MARK_READY
-        control.enter(host.name, Phase.MARK_READY)
+        cursor.stage(Phase.MARK_READY)
         self.ctx.aws.set_ready(host.config.cluster, arn, self.ctx.settings.ready_attribute, True)
         self._clean_stale(host, found.plan.stale_instance_ids)
         ctx_reason = "; ".join(found.plan.reasons)
@@ -297,12 +192,10 @@ class Registrar:
         )
 
     def _install(
-        self, host: Host, control: RunControl, transport: Transport, cursor: _Progress,
-        decision: Decision,
+        self, host: Host, transport: Transport, cursor: Cursor, decision: Decision
     ) -> None:
         ctx = self.ctx
-        cursor.phase = Phase.ACTIVATE
-        control.enter(host.name, Phase.ACTIVATE)
+        cursor.stage(Phase.ACTIVATE)
         activation = ctx.aws.create_activation(
             host.name, host.config.iam_role, host.config.activation_ttl_minutes,
             host.config.tags, ctx.run_id,
@@ -310,14 +203,12 @@ class Registrar:
         ctx.journal.mask(activation.code)
         ctx.journal.event(host.name, "activate", "created", activation.activation_id)
         try:
-            cursor.phase = Phase.RENDER
-            control.enter(host.name, Phase.RENDER)
+            cursor.stage(Phase.RENDER)
             installer = pushed_installer_name(host)
             with _host_render():
                 script = render_install(host, installer_name=installer, renderer=ctx.renderer)
                 cleanup = render_cleanup(host, renderer=ctx.renderer).text
-            cursor.phase = Phase.INSTALL
-            control.enter(host.name, Phase.INSTALL)
+            cursor.stage(Phase.INSTALL)
             if decision is Decision.REREGISTER:
                 self._run_logged(host, transport, cleanup, script=True)
             with _remote_dir(transport) as workdir:
@@ -375,7 +266,7 @@ class Registrar:
             )
 
     def _verify(
-        self, host: Host, transport: Transport, cursor: _Progress
+        self, host: Host, transport: Transport, cursor: Cursor
     ) -> tuple[tuple[CheckResult, ...], str, str, dict[str, str]]:
         """Poll host and AWS side until every check passes or the verify window closes."""
         ctx = self.ctx

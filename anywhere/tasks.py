@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from anywhere.aws.adapter import TaskDefinition
 from anywhere.errors import AnywhereError, ExitCode, UsageError
+from anywhere.job import Context
 from anywhere.models import Host
-from anywhere.registration import Context
 
 # RunTask's limits: an expression is at most 2,000 characters, a task has at most 10
 # constraints (its definition's and the call's together), a call starts at most 10 tasks.

@@ -24,6 +24,7 @@ from anywhere.cli import (
 from anywhere.cli.runner import FleetRun, HostFlags, confirm, host_options, run_settings
 from anywhere.errors import ExitCode, HostRenderError, UsageError
 from anywhere.fleet import FleetResult, ProgressFn
+from anywhere.job import Context
 from anywhere.journal import (
     Journal,
     atomic_write,
@@ -32,7 +33,7 @@ from anywhere.journal import (
     safe_file_name,
 )
 from anywhere.models import Host
-from anywhere.registration import Context, Registrar, probe_only
+from anywhere.registration import Registrar, probe_only
 from anywhere.render import render_placeholder
 from anywhere.settings import Settings
 

@@ -24,9 +24,9 @@ from anywhere.cli import AsciiIntRange, cli_settings, echo, host_output_tee, pri
 from anywhere.cli.view import progress_view
 from anywhere.errors import UsageError
 from anywhere.fleet import AwsView, FleetResult, HostJob, ProgressFn, run_fleet
+from anywhere.job import Context
 from anywhere.journal import Journal, check_writable_dir
 from anywhere.models import Host, Inventory, Secret
-from anywhere.registration import Context
 from anywhere.settings import Settings, become_password
 from anywhere.ssh import SshOptions, connect
 

@@ -1,4 +1,5 @@
-"""SSH adapter: one paramiko connection per host, strict host keys, sudo, uploads.
+"""SSH adapter: one paramiko connection per host, strict host keys, sudo, uploads; the
+`anywhere.transport.Transport` the per-host procedures run over.
 
 The only module that connects with paramiko (the inventory reads the operator's ssh config
 with paramiko's parser and fills `SshTarget` from it). Every failure leaves as one of our
@@ -17,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import paramiko
 
@@ -38,8 +39,9 @@ from anywhere.ssh.hostkeys import (
     load_known_hosts,
     parse_jumps,
 )
-from anywhere.ssh.stream import Lines, OutputSink, pump
+from anywhere.ssh.stream import Lines, pump
 from anywhere.ssh.wire import one_line
+from anywhere.transport import OutputSink, Transport
 
 # curve25519 first: OpenSSH's sntrup/mlkem hybrids cost the host more CPU per connection.
 _KEX_FIRST = "curve25519-sha256@libssh.org"
@@ -53,30 +55,6 @@ class SshOptions:
     accept_new_host_keys: bool = False
     become_password: Secret | None = None
     default_known_hosts: Path = Path("~/.ssh/known_hosts")
-
-
-class Transport(Protocol):
-    """One open connection to one host; used by one thread at a time."""
-
-    host: str
-
-    def run(
-        self,
-        command: str,
-        *,
-        sudo: bool = False,
-        stdin: bytes = b"",
-        secret_stdin: Sequence[Secret] = (),
-        timeout: float | None = None,
-        on_output: OutputSink | None = None,
-    ) -> CommandResult: ...
-
-    def put(self, data: bytes, remote_path: str, mode: int = 0o600) -> None: ...
-
-    def become(self) -> None:
-        """Raise `SudoError` unless commands can run as the become user."""
-
-    def close(self) -> None: ...
 
 
 def connect(name: str, target: SshTarget, options: SshOptions) -> Transport:

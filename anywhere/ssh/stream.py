@@ -13,12 +13,13 @@ import codecs
 import re
 import select
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import paramiko
 
+from anywhere.transport import OutputSink
+
 CHUNK = 32768
-OutputSink = Callable[[str], None]
 
 
 class Lines:

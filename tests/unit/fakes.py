@@ -27,6 +27,7 @@ from anywhere.aws.adapter import TaskDefinition, TaskSummary
 from anywhere.aws.calls import make_clients
 from anywhere.errors import ActivationError, AwsError, UnreachableError
 from anywhere.fleet import AwsView, RunControl
+from anywhere.job import Connect, Context
 from anywhere.journal import Journal
 from anywhere.models import (
     Activation,
@@ -38,10 +39,8 @@ from anywhere.models import (
     Secret,
     SshTarget,
 )
-from anywhere.registration import Connect, Context
 from anywhere.settings import Settings
-from anywhere.ssh import Transport
-from anywhere.ssh.stream import OutputSink
+from anywhere.transport import OutputSink, Transport
 
 EXTERNAL: dict[str, str | None] = {"ecs.capability.external": None}
 CODE = "Zq8v3Kx7c0DeCodeThatMustNeverLeak"

@@ -19,11 +19,11 @@ from anywhere.ansible_engine import EngineRun
 from anywhere.cli import fleet_commands, main, runner
 from anywhere.errors import UnreachableError
 from anywhere.fleet import AwsView, FleetResult, ProgressFn
+from anywhere.job import Context
 from anywhere.journal import Journal
 from anywhere.models import FailureClass, Host, HostOutcome, Phase, Status
-from anywhere.registration import Context
 from anywhere.settings import Settings
-from anywhere.ssh import Transport
+from anywhere.transport import Transport
 from tests.unit.cli_run import Cli
 from tests.unit.fakes import FakeAws, as_aws
 

@@ -9,6 +9,7 @@ import pytest
 from anywhere.lifecycle import CheckOptions, aws_snapshot, check_job
 from anywhere.models import (
     FailureClass,
+    Phase,
     Status,
 )
 from anywhere.tasks import TaskRefused, run_task
@@ -69,6 +70,15 @@ def test_check_verdict_and_mark(
     assert marks == ([] if mark is None else [("arn:ci/mi-2", mark)])
     if failed:
         assert "mi-2" in out.reason and "anywhere register" in out.hint
+
+
+def test_an_interrupted_check_names_its_verify_phase(tmp_path: Path) -> None:
+    # check has no preflight: a host stopped at its first boundary was stopped in verify.
+    ctx = context(tmp_path, FakeAws([], []), {})
+    control = noop_control()
+    control.cancel.set()
+    out = check_job(ctx, CheckOptions(), aws_snapshot(ctx, [host("h1")]))(host("h1"), control)
+    assert (out.failure, out.phase) == (FailureClass.INTERRUPTED, Phase.VERIFY)
 
 
 def test_run_task_refuses_awsvpc_and_no_ready_host(tmp_path: Path) -> None:

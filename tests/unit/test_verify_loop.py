@@ -9,10 +9,20 @@ from typing import Any
 import pytest
 
 from anywhere.errors import VerifyError
+from anywhere.job import Cursor
 from anywhere.models import ContainerInstance
-from anywhere.registration import Registrar, _Progress
+from anywhere.registration import Registrar
 from anywhere.settings import Settings
-from tests.unit.fakes import FakeAws, ReplayHost, container, context, healthy_output, host, managed
+from tests.unit.fakes import (
+    FakeAws,
+    ReplayHost,
+    container,
+    context,
+    healthy_output,
+    host,
+    managed,
+    noop_control,
+)
 
 MI = "mi-0123456789abcdef0"
 
@@ -33,6 +43,10 @@ class LateEcs(FakeAws):
         return super().container_instances(cluster, ids) if self.describes >= self.after else {}
 
 
+def cursor() -> Cursor:
+    return Cursor("h1", noop_control())
+
+
 def registrar(tmp_path: Path, aws: FakeAws, timeout_s: float = 5.0) -> Registrar:
     ctx = context(tmp_path, aws, {})
     return Registrar(replace(ctx, settings=Settings(verify_poll_s=0.0,
@@ -41,7 +55,7 @@ def registrar(tmp_path: Path, aws: FakeAws, timeout_s: float = 5.0) -> Registrar
 
 def test_host_read_once_while_only_aws_lags(tmp_path: Path) -> None:
     aws, transport = LateEcs(after=4), ReplayHost(healthy_output(MI))
-    results, mi, arn, _ = registrar(tmp_path, aws)._verify(host("h1"), transport, _Progress())
+    results, mi, arn, _ = registrar(tmp_path, aws)._verify(host("h1"), transport, cursor())
     assert (mi, arn) == (MI, f"arn:ci/{MI}")
     assert all(c.ok for c in results)
     assert aws.describes >= 4
@@ -51,7 +65,7 @@ def test_host_read_once_while_only_aws_lags(tmp_path: Path) -> None:
 def test_host_reread_until_its_agents_run(tmp_path: Path) -> None:
     down = healthy_output(MI).replace("unit.ecs=0 active", "unit.ecs=3 inactive")
     aws, transport = LateEcs(after=1), ReplayHost(down, down, healthy_output(MI))
-    results, _, _, _ = registrar(tmp_path, aws)._verify(host("h1"), transport, _Progress())
+    results, _, _, _ = registrar(tmp_path, aws)._verify(host("h1"), transport, cursor())
     assert transport.reads == 3
     assert all(c.ok for c in results)
 
@@ -60,5 +74,5 @@ def test_gives_up_at_the_deadline_with_the_failing_check(tmp_path: Path) -> None
     down = healthy_output(MI).replace("unit.ecs=0 active", "unit.ecs=3 inactive")
     with pytest.raises(VerifyError) as info:
         registrar(tmp_path, LateEcs(after=1), timeout_s=0.0)._verify(
-            host("h1"), ReplayHost(down), _Progress())
+            host("h1"), ReplayHost(down), cursor())
     assert "ecs" in info.value.reason

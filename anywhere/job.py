@@ -1,0 +1,157 @@
+"""The per-host job kernel: what every per-host procedure (`register`, `plan`, `check`,
+`deregister`) runs inside, one host per worker of `fleet.run_fleet`.
+
+- `Context`: what a run shares with every host (AWS, the batched AWS view, the journal,
+  settings, how to reach a host).
+- `Cursor`: where one host's job is. A procedure enters a phase with one call,
+  `cursor.stage(Phase.X)`: a failure from then on names that phase, the progress view shows
+  it, and an interrupted run stops there. It also records what the job has learnt so far
+  (mi- id, container instance, decision, checks) for the outcome of a failure.
+- `guarded`: runs one host's procedure; expected failures (`HostError`, an interrupted run)
+  become a FAILED `HostOutcome` with its `failure_class`, timed and journalled.
+- `read_host` and `run_logged`: the two host-side reads and writes every procedure shares.
+
+Procedures reach a host only through `anywhere.transport.Transport` (run, put, become,
+close), made by `Context.connect`; nothing here or in them depends on SSH. The SSH adapter
+implements it with one connection per host; a batched transport (one SSM Run Command for
+many managed instances at once) can implement the same four calls and run these
+procedures unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+from anywhere import checks
+from anywhere.aws import Aws
+from anywhere.errors import (
+    ActivationError,
+    AuthError,
+    HostError,
+    HostKeyError,
+    InstallError,
+    PreflightError,
+    RemoteTimeout,
+    SudoError,
+    UnreachableError,
+    VerifyError,
+)
+from anywhere.fleet import AwsView, Cancelled, RunControl
+from anywhere.journal import Journal
+from anywhere.models import (
+    CheckResult,
+    CommandResult,
+    Decision,
+    FailureClass,
+    Host,
+    HostOutcome,
+    Phase,
+    Status,
+)
+from anywhere.render import Renderer
+from anywhere.settings import Settings
+from anywhere.transport import Transport
+
+Connect = Callable[[Host], Transport]
+
+_FAILURE_CLASS: tuple[tuple[type[HostError], FailureClass], ...] = (
+    (UnreachableError, FailureClass.UNREACHABLE),
+    (HostKeyError, FailureClass.HOSTKEY),
+    (AuthError, FailureClass.AUTH),
+    (SudoError, FailureClass.SUDO),
+    (RemoteTimeout, FailureClass.TIMEOUT),
+    (PreflightError, FailureClass.PREFLIGHT),
+    (ActivationError, FailureClass.ACTIVATION),
+    (InstallError, FailureClass.INSTALL),
+    (VerifyError, FailureClass.VERIFY),
+)
+
+
+def failure_class(error: HostError) -> FailureClass:
+    for kind, cls in _FAILURE_CLASS:
+        if isinstance(error, kind):
+            return cls
+    return FailureClass.INSTALL
+
+
+@dataclass(frozen=True)
+class Context:
+    aws: Aws
+    view: AwsView
+    connect: Connect
+    journal: Journal
+    settings: Settings
+    run_id: str
+    # mi- ids AWS lists per host name (tag anywhere:host), fetched once for the whole run.
+    known_by_host: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # One Jinja environment for the run: building one per host costs ~10 ms of CPU each.
+    renderer: Renderer = field(default_factory=Renderer)
+    wall_clock: Callable[[], float] = time.time
+
+
+@dataclass
+class Cursor:
+    """Where one host's job is, and what it has learnt, for the outcome of a failure."""
+
+    host: str
+    control: RunControl
+    phase: Phase = Phase.PREFLIGHT
+    instance_id: str | None = None
+    container_arn: str | None = None
+    decision: Decision | None = None
+    checks: tuple[CheckResult, ...] = ()
+
+    def stage(self, phase: Phase) -> None:
+        """Enter `phase`; raises `Cancelled` (reported in `phase`) once the run is
+        interrupted."""
+        self.phase = phase
+        self.control.enter(self.host, phase)
+
+
+def guarded(
+    host: Host, control: RunControl, journal: Journal, body: Callable[[Cursor], HostOutcome]
+) -> HostOutcome:
+    """Run one host's procedure; expected failures become a FAILED outcome, timed."""
+    started = time.monotonic()
+    cursor = Cursor(host.name, control)
+    try:
+        outcome = body(cursor)
+    except HostError as exc:
+        journal.event(host.name, cursor.phase.value, "failed", exc.reason)
+        outcome = HostOutcome(
+            host=host.name, status=Status.FAILED, phase=cursor.phase,
+            failure=failure_class(exc), reason=exc.reason, hint=exc.hint,
+            instance_id=cursor.instance_id, container_instance_arn=cursor.container_arn,
+            decision=cursor.decision, checks=cursor.checks,
+        )
+    except Cancelled:
+        journal.event(host.name, cursor.phase.value, "interrupted", "run interrupted")
+        outcome = HostOutcome(
+            host=host.name, status=Status.FAILED, phase=cursor.phase,
+            failure=FailureClass.INTERRUPTED, reason="run interrupted",
+            hint="re-run register: finished hosts are skipped",
+        )
+    outcome = replace(outcome, duration_s=round(time.monotonic() - started, 3))
+    journal.outcome(outcome)
+    return outcome
+
+
+def read_host(ctx: Context, transport: Transport) -> checks.HostVerifyFacts:
+    """One round trip: the host-side verification facts (units, docker, metadata, mi- id)."""
+    res = transport.run(
+        checks.HOST_VERIFY_COMMAND, sudo=True, timeout=ctx.settings.command_timeout_s
+    )
+    return checks.parse_host_verify(res.stdout)
+
+
+def run_logged(
+    ctx: Context, host: Host, transport: Transport, command: str, *, script: bool = False
+) -> CommandResult:
+    """Run `command` (or a whole script fed on stdin) with sudo, output into the journal."""
+    argv, stdin = ("bash -s", command.encode()) if script else (command, b"")
+    return transport.run(
+        argv, sudo=True, stdin=stdin, timeout=ctx.settings.command_timeout_s,
+        on_output=lambda line: ctx.journal.output(host.name, line),
+    )

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from anywhere import checks
-from anywhere.aws import Aws, make_clients
+from anywhere.aws import Aws, AwsView, make_clients
 from anywhere.errors import AnywhereError, UsageError
-from anywhere.fleet import AwsView
 from anywhere.inventory import load_inventory
 from anywhere.journal import Journal
 from anywhere.models import CheckResult, Decision, Host

@@ -1,26 +1,16 @@
-"""Run one per-host procedure over many hosts: bounded pool, fail-percent, Ctrl-C, progress.
-
-Also owns `AwsView`, the fleet-wide batched view of SSM and ECS state: every worker that
-needs to know about its instance asks the view, and the view answers all of them with one
-round of batched describe calls per poll interval — never one call per host per poll.
-"""
+"""Run one per-host procedure over many hosts: bounded pool, fail-percent, Ctrl-C, progress."""
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from anywhere.aws import Aws
-from anywhere.errors import AnywhereError
 from anywhere.models import (
-    ContainerInstance,
     FailureClass,
     Host,
     HostOutcome,
-    ManagedInstance,
     Phase,
     Status,
 )
@@ -162,109 +152,3 @@ def _not_run(host: Host, interrupted: bool) -> HostOutcome:
         reason=reason, hint="re-run with the retry inventory",
     )
 
-
-@dataclass(frozen=True)
-class AwsState:
-    managed: ManagedInstance | None
-    container: ContainerInstance | None
-
-
-class AwsView:
-    """Coalesces concurrent lookups of (cluster, mi-id) into batched describe calls.
-
-    A worker calls `get(cluster, mi)`; it blocks until a refresh that took its key set after
-    the call has finished. One refresher at a time waits out its gathering delay, takes every
-    outstanding key, and issues `managed_instances` (≤50 ids a call) and, per cluster,
-    `container_instances` (≤100 a call) for all of them at once.
-    """
-
-    def __init__(
-        self, aws: Aws, min_interval_s: float, clock: Callable[[], float] = time.monotonic,
-        window_s: float = 0.2,
-    ) -> None:
-        self._aws = aws
-        self._interval = min_interval_s
-        self._window = window_s
-        self._clock = clock
-        self._cond = threading.Condition()
-        self._wanted: set[tuple[str, str]] = set()
-        self._results: dict[tuple[str, str], AwsState] = {}
-        self._generation = 0  # refreshes finished
-        self._taken = 0  # refreshes that have taken their key set
-        self._refreshing = False
-        self._last_refresh = float("-inf")
-        self._errors: dict[int, AnywhereError] = {}
-        self._tags: dict[str, Mapping[str, str]] = {}  # touched by the refresher only
-
-    def get(self, cluster: str, instance_id: str) -> AwsState:
-        key = (cluster, instance_id)
-        with self._cond:
-            self._wanted.add(key)
-            # The next refresh to take its key set fetches ours. A refresh still in its
-            # gathering delay has not taken its keys yet, so it serves this call: waiting for
-            # the one after cost callers a whole poll interval for nothing.
-            target = self._taken + 1
-            while self._generation < target:
-                if self._refreshing:
-                    self._cond.wait()
-                    continue
-                self._refreshing = True
-                self._cond.release()
-                try:
-                    self._refresh()
-                finally:
-                    self._cond.acquire()
-            if target in self._errors:
-                raise self._errors[target]
-            return self._results.get(key, AwsState(None, None))
-
-    def container_by_arn(self, cluster: str, arn: str) -> ContainerInstance | None:
-        """One container instance by ARN, INACTIVE ones included (not batched: asked only
-        for a host whose container instance ECS no longer lists)."""
-        return self._aws.container_instance(cluster, arn)
-
-    def _refresh(self) -> None:
-        # Keys seen for the first time (a probe) only wait a short gathering window; keys
-        # being polled wait out the poll interval, so a poll round costs one batch of calls.
-        with self._cond:
-            first_look = any(k not in self._results for k in self._wanted)
-        delay = self._window if first_look else self._last_refresh + self._interval - self._clock()
-        if delay > 0:
-            time.sleep(delay)
-        with self._cond:
-            keys, self._wanted = self._wanted, set()
-            self._taken += 1
-        results: dict[tuple[str, str], AwsState] = {}
-        error: AnywhereError | None = None
-        try:
-            results = self._fetch(keys)
-        except AnywhereError as exc:
-            error = exc
-        with self._cond:
-            self._results.update(results)
-            self._generation += 1
-            if error is not None:
-                self._errors[self._generation] = error
-            self._refreshing = False
-            self._last_refresh = self._clock()
-            self._cond.notify_all()
-
-    def _fetch(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], AwsState]:
-        ids = sorted({mi for _, mi in keys})
-        managed = self._aws.managed_instances(ids) if ids else {}
-        for mi, inst in managed.items():
-            # Tags need one call per instance, so read them once per run, when it is Online
-            # (activation tags are applied at registration and do not change after).
-            if mi not in self._tags and inst.ping_status == "Online":
-                self._tags[mi] = self._aws.instance_tags(mi)
-            if mi in self._tags:
-                managed[mi] = replace(inst, tags=self._tags[mi])
-        by_cluster: dict[str, list[str]] = {}
-        for cluster, mi in keys:
-            by_cluster.setdefault(cluster, []).append(mi)
-        out: dict[tuple[str, str], AwsState] = {}
-        for cluster, mis in by_cluster.items():
-            containers = self._aws.container_instances(cluster, sorted(mis))
-            for mi in mis:
-                out[(cluster, mi)] = AwsState(managed.get(mi), containers.get(mi))
-        return out

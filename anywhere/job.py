@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from anywhere import checks
-from anywhere.aws import Aws
+from anywhere.aws import Aws, AwsView
 from anywhere.errors import (
     ActivationError,
     AuthError,
@@ -38,7 +38,7 @@ from anywhere.errors import (
     UnreachableError,
     VerifyError,
 )
-from anywhere.fleet import AwsView, Cancelled, RunControl
+from anywhere.fleet import Cancelled, RunControl
 from anywhere.journal import Journal
 from anywhere.models import (
     CheckResult,

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from types import MappingProxyType
 
 from anywhere import checks
-from anywhere.aws import HOST_TAG
+from anywhere.aws import HOST_TAG, AwsSnapshot, AwsState
 from anywhere.errors import HostError
-from anywhere.fleet import AwsState, RunControl
+from anywhere.fleet import RunControl
 from anywhere.job import Context, Cursor, failure_class, guarded, read_host, run_logged
 from anywhere.models import (
     CheckResult,
-    ContainerInstance,
     FailureClass,
     Host,
     HostOutcome,
-    ManagedInstance,
     Phase,
     Status,
 )
@@ -34,35 +31,12 @@ class CheckOptions:
     mark: bool = True  # keep the ready attribute in step with the verdict
 
 
-@dataclass(frozen=True)
-class AwsSnapshot:
-    """SSM and ECS state of every mi- id AWS lists for the selected hosts, read in one batch
-    before any host is asked, so `check` costs one round of describes for the whole fleet."""
-
-    managed: Mapping[str, ManagedInstance]
-    containers: Mapping[tuple[str, str], ContainerInstance]  # (cluster, mi-id)
-
-    def get(self, cluster: str, instance_id: str) -> AwsState | None:
-        if instance_id not in self.managed and (cluster, instance_id) not in self.containers:
-            return None
-        return AwsState(self.managed.get(instance_id), self.containers.get((cluster, instance_id)))
-
-
 def aws_snapshot(ctx: Context, hosts: Sequence[Host]) -> AwsSnapshot:
-    """One `managed_instances` (≤50 ids a call) and one `container_instances` per cluster."""
-    wanted = {(h.config.cluster, mi) for h in hosts for mi in ctx.known_by_host.get(h.name, ())}
-    managed = ctx.aws.managed_instances(sorted({mi for _, mi in wanted})) if wanted else {}
+    """AWS's state of every mi- id listed for `hosts`, one round of describes for all."""
     # The tag lookup that produced known_by_host proves each of these carries anywhere:host.
-    for host in hosts:
-        for mi in ctx.known_by_host.get(host.name, ()):
-            if mi in managed:
-                managed[mi] = replace(managed[mi], tags=MappingProxyType({HOST_TAG: host.name}))
-    containers: dict[tuple[str, str], ContainerInstance] = {}
-    for cluster in sorted({c for c, _ in wanted}):
-        ids = sorted(mi for c, mi in wanted if c == cluster)
-        for mi, found in ctx.aws.container_instances(cluster, ids).items():
-            containers[(cluster, mi)] = found
-    return AwsSnapshot(MappingProxyType(managed), MappingProxyType(containers))
+    return ctx.view.snapshot({
+        (h.config.cluster, mi): h.name for h in hosts for mi in ctx.known_by_host.get(h.name, ())
+    })
 
 
 def check_job(
@@ -280,6 +254,6 @@ def _wipe_host(
 
 
 __all__ = [
-    "AwsSnapshot", "CheckOptions", "DeregisterOptions", "aws_snapshot", "check_job",
+    "CheckOptions", "DeregisterOptions", "aws_snapshot", "check_job",
     "deregister_job",
 ]

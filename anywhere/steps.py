@@ -9,9 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from anywhere import checks
-from anywhere.aws import Aws
+from anywhere.aws import Aws, AwsState, AwsView
 from anywhere.errors import HostError
-from anywhere.fleet import AwsState, AwsView
 from anywhere.journal import Journal
 from anywhere.models import CheckResult, Host, HostPlan, Phase
 from anywhere.plan import agent_owns_shared_credentials, decide

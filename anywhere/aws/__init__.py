@@ -5,14 +5,19 @@ The endpoint comes from boto3 itself (`AWS_ENDPOINT_URL`): the lab is just anoth
 
 from anywhere.aws.adapter import HOST_TAG, RUN_TAG, Aws, RunTaskResult
 from anywhere.aws.calls import AwsClients, CallCounter, make_clients, translate
+from anywhere.aws.view import AwsSnapshot, AwsState, AwsView, StateSource
 
 __all__ = [
     "HOST_TAG",
     "RUN_TAG",
     "Aws",
     "AwsClients",
+    "AwsSnapshot",
+    "AwsState",
+    "AwsView",
     "CallCounter",
     "RunTaskResult",
+    "StateSource",
     "make_clients",
     "translate",
 ]

@@ -19,11 +19,11 @@ from urllib.parse import unquote
 import click
 
 from anywhere import report
-from anywhere.aws import Aws, make_clients
+from anywhere.aws import Aws, AwsView, make_clients
 from anywhere.cli import AsciiIntRange, cli_settings, echo, host_output_tee, print_table, select
 from anywhere.cli.view import progress_view
 from anywhere.errors import UsageError
-from anywhere.fleet import AwsView, FleetResult, HostJob, ProgressFn, run_fleet
+from anywhere.fleet import FleetResult, HostJob, ProgressFn, run_fleet
 from anywhere.job import Context
 from anywhere.journal import Journal, check_writable_dir
 from anywhere.models import Host, Inventory, Secret

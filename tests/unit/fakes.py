@@ -22,11 +22,11 @@ import pytest
 from botocore.stub import Stubber
 
 from anywhere import checks
-from anywhere.aws import Aws, RunTaskResult
+from anywhere.aws import Aws, AwsView, RunTaskResult
 from anywhere.aws.adapter import TaskDefinition, TaskSummary
 from anywhere.aws.calls import make_clients
 from anywhere.errors import ActivationError, AwsError, UnreachableError
-from anywhere.fleet import AwsView, RunControl
+from anywhere.fleet import RunControl
 from anywhere.job import Connect, Context
 from anywhere.journal import Journal
 from anywhere.models import (
@@ -111,7 +111,7 @@ def context(tmp_path: Path, aws: FakeAws, known: Mapping[str, tuple[str, ...]],
             connect: Connect | None = None, settings: Settings | None = None) -> Context:
     fake = as_aws(aws)
     return Context(
-        aws=fake, view=AwsView(fake, 0.0, window_s=0.0), connect=connect or refuse,
+        aws=fake, view=AwsView(aws, 0.0, window_s=0.0), connect=connect or refuse,
         journal=Journal.create(tmp_path, "test"), run_id="r", known_by_host=known,
         settings=settings or Settings(verify_poll_s=0.0, verify_timeout_s=5.0),
     )

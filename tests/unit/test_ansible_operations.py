@@ -15,8 +15,8 @@ import pytest
 from anywhere import ansible_engine
 from anywhere.ansible_bridge import HostFailure, PlaybookRun
 from anywhere.ansible_ops import COMMANDS, Operations, dispatch
+from anywhere.aws import AwsView
 from anywhere.errors import UsageError
-from anywhere.fleet import AwsView
 from anywhere.journal import Journal
 from anywhere.models import FailureClass, Status
 from anywhere.settings import Settings
@@ -39,7 +39,7 @@ def operations(aws: FakeAws, tmp_path: Path | None = None,
                known: dict[str, tuple[str, ...]] | None = None) -> Operations:
     fake = as_aws(aws)
     journal = Journal.create(tmp_path, "register") if tmp_path else None
-    return Operations(fake, AwsView(fake, 0.0, window_s=0.0),
+    return Operations(fake, AwsView(aws, 0.0, window_s=0.0),
                       {"h1": host("h1", create_iam_role=True)}, Settings(), "run-1",
                       journal=journal, known_by_host=known)
 

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from anywhere.fleet import AwsState, AwsView
+from anywhere.aws import AwsState, AwsView
 from anywhere.models import ContainerInstance, ManagedInstance
 
 
@@ -19,18 +19,21 @@ class CountingAws:
         self.batches.append(tuple(ids))
         return {i: ManagedInstance(instance_id=i, ping_status="ConnectionLost") for i in ids}
 
-    def container_instances(self, cluster: str, ids: Sequence[str]) -> dict[str, object]:
+    def container_instances(self, cluster: str, ids: Sequence[str]) -> dict[str, ContainerInstance]:
         return {i: ContainerInstance(arn=f"arn/{i}", ec2_instance_id=i, status="ACTIVE",
                                      agent_connected=True) for i in ids}
 
     def instance_tags(self, instance_id: str) -> dict[str, str]:
         return {}
 
+    def container_instance(self, cluster: str, arn: str) -> ContainerInstance | None:
+        return None
+
 
 def test_lookup_during_the_gathering_window_is_served_by_that_refresh() -> None:
     aws = CountingAws()
     # An hour between polls: a second lookup that had to wait for the next refresh would hang.
-    view = AwsView(aws, min_interval_s=3600, window_s=1.0)  # type: ignore[arg-type]
+    view = AwsView(aws, min_interval_s=3600, window_s=1.0)
     got: dict[str, AwsState] = {}
 
     def ask(mi: str) -> None:
@@ -51,7 +54,7 @@ def test_lookup_during_the_gathering_window_is_served_by_that_refresh() -> None:
 
 def test_a_poll_after_a_result_waits_for_a_fresh_refresh() -> None:
     aws = CountingAws()
-    view = AwsView(aws, min_interval_s=0.2, window_s=0.0)  # type: ignore[arg-type]
+    view = AwsView(aws, min_interval_s=0.2, window_s=0.0)
     view.get("c", "mi-1")
     view.get("c", "mi-1")
     # Each call is answered by a refresh that took its key after the call: two batches.

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from anywhere.ansible_engine import EngineRun
+from anywhere.aws import AwsView
 from anywhere.cli import fleet_commands, main, runner
 from anywhere.errors import UnreachableError
-from anywhere.fleet import AwsView, FleetResult, ProgressFn
+from anywhere.fleet import FleetResult, ProgressFn
 from anywhere.job import Context
 from anywhere.journal import Journal
 from anywhere.models import FailureClass, Host, HostOutcome, Phase, Status
@@ -54,7 +55,7 @@ def fake_context(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeAws]:
         def open_context(settings: Settings, hosts: tuple[Host, ...], command: str,
                          tee: Any = None) -> Context:
             journal = Journal.create(settings.run_dir, command)
-            return Context(aws=as_aws(aws), view=AwsView(as_aws(aws), 0.0, window_s=0.0),
+            return Context(aws=as_aws(aws), view=AwsView(aws, 0.0, window_s=0.0),
                            connect=connect, journal=journal, settings=settings,
                            run_id=journal.run_id)
 

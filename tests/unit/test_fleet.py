@@ -7,7 +7,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from anywhere.fleet import AwsView, RunControl, run_fleet
+from anywhere.aws import AwsView
+from anywhere.fleet import RunControl, run_fleet
 from anywhere.models import (
     ContainerInstance,
     FailureClass,
@@ -99,10 +100,13 @@ class FakeAws:
     def instance_tags(self, instance_id: str) -> dict[str, str]:
         return {"anywhere:host": instance_id}
 
+    def container_instance(self, cluster: str, arn: str) -> ContainerInstance | None:
+        return None
+
 
 def test_aws_view_coalesces_concurrent_lookups() -> None:
     aws = FakeAws()
-    view = AwsView(aws, min_interval_s=0.3)  # type: ignore[arg-type]
+    view = AwsView(aws, min_interval_s=0.3)
     results: dict[str, Any] = {}
     barrier = threading.Barrier(40)
 

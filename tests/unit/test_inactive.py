@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from anywhere import checks
-from anywhere.fleet import AwsView
+from anywhere.aws import AwsView
 from anywhere.lifecycle import CheckOptions, aws_snapshot, check_job
 from anywhere.models import ContainerInstance, Decision, Status
 from anywhere.settings import Settings
@@ -17,7 +17,6 @@ from tests.unit.fakes import (
     EXTERNAL,
     FakeAws,
     SilentHost,
-    as_aws,
     context,
     healthy_output,
     host,
@@ -61,7 +60,7 @@ def test_the_host_names_the_instance_it_runs_or_will_rejoin_as() -> None:
 
 def test_register_reregisters_a_host_whose_container_instance_was_deregistered() -> None:
     aws = ListsNoInactive()
-    view = AwsView(as_aws(aws), 0.0, window_s=0.0)
+    view = AwsView(aws, 0.0, window_s=0.0)
     preflight = f'registration={{"ManagedInstanceID":"{MI}","Region":"r"}}'
     for checkpoint in (False, True):
         found = assess(view, Settings(), host("h1"), preflight,

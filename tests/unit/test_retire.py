@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from anywhere.ansible_ops import Operations, dispatch
+from anywhere.aws import AwsView
 from anywhere.aws.adapter import TaskSummary
 from anywhere.errors import UsageError
-from anywhere.fleet import AwsView
 from anywhere.settings import Settings
 from anywhere.steps import DeregisterOptions, DeregisterRefused, Retirer
 from tests.unit.fakes import FakeAws, as_aws, container, healthy_output, host, managed
@@ -32,7 +32,7 @@ class BusyAws(FakeAws):
 def _ops(aws: BusyAws) -> Operations:
     fake = as_aws(aws)
     settings = Settings(verify_poll_s=0.0)
-    return Operations(fake, AwsView(fake, 0.0, window_s=0.0), {"h1": host("h1")}, settings,
+    return Operations(fake, AwsView(aws, 0.0, window_s=0.0), {"h1": host("h1")}, settings,
                       run_id="r")
 
 
@@ -79,7 +79,7 @@ def test_playbook_retire_refuses_a_bad_drain_timeout(timeout: object) -> None:
 def test_standalone_tasks_are_refused_at_once_not_waited_for() -> None:
     aws = BusyAws(running=1, group="family:batch")
     with pytest.raises(DeregisterRefused) as info:
-        Retirer(as_aws(aws), AwsView(as_aws(aws), 0.0, window_s=0.0),
+        Retirer(as_aws(aws), AwsView(aws, 0.0, window_s=0.0),
                 Settings(verify_poll_s=0.0)).retire(host("h1"), [MI], DeregisterOptions(
                     drain_timeout_s=1.0))
     assert "1 standalone task(s) still running" in info.value.reason
@@ -92,7 +92,7 @@ def test_standalone_tasks_are_refused_at_once_not_waited_for() -> None:
 
 def test_standalone_tasks_with_force_are_orphaned_without_waiting() -> None:
     aws = BusyAws(running=1, group="family:batch")
-    Retirer(as_aws(aws), AwsView(as_aws(aws), 0.0, window_s=0.0),
+    Retirer(as_aws(aws), AwsView(aws, 0.0, window_s=0.0),
             Settings(verify_poll_s=0.0)).retire(host("h1"), [MI], DeregisterOptions(
                 force=True, drain_timeout_s=1.0))
     assert ("deregister_container_instance", True) in aws.calls
@@ -101,7 +101,7 @@ def test_standalone_tasks_with_force_are_orphaned_without_waiting() -> None:
 def test_service_tasks_are_waited_for_until_the_timeout() -> None:
     aws = BusyAws(running=2, group="service:web")
     with pytest.raises(DeregisterRefused) as info:
-        Retirer(as_aws(aws), AwsView(as_aws(aws), 0.0, window_s=0.0),
+        Retirer(as_aws(aws), AwsView(aws, 0.0, window_s=0.0),
                 Settings(verify_poll_s=0.0)).retire(host("h1"), [MI], DeregisterOptions(
                     drain_timeout_s=0.2))
     assert "2 task(s) still running" in info.value.reason

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from anywhere.errors import InventoryError, Problem
 from anywhere.inventory._base import PathBase
-from anywhere.inventory._source import GroupDef, HostDef, Tree, _Reader
+from anywhere.inventory._source import GroupDef, HostDef, Reader, Tree
 
 BINARY = "ansible-inventory"
 # Selected by ANYWHERE_INVENTORY_READER: auto (default), ansible, yaml.
@@ -84,7 +84,7 @@ def _names(entry: object, key: str) -> tuple[str, ...]:
 def tree_from_listing(listing: Mapping[str, object], file: str, ctx: PathBase) -> Tree:
     """`--list` JSON → the reader's `Tree`: hosts carry their merged variables, groups none
     (Ansible has already applied group precedence)."""
-    reader = _Reader(file, ctx)
+    reader = Reader(file, ctx)
     meta = listing.get("_meta")
     hostvars = meta.get("hostvars", {}) if isinstance(meta, Mapping) else {}
     groups: dict[str, GroupDef] = {}

@@ -136,7 +136,7 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
-class _Reader:
+class Reader:
     def __init__(self, file: str, ctx: PathBase) -> None:
         self.file = file
         self.ctx = ctx
@@ -317,7 +317,7 @@ def _yaml() -> YAML:
 
 def read(path: Path, ctx: PathBase) -> Tree:
     """Parse `path`; every problem found lands in `Tree.problems` (nothing is raised)."""
-    reader = _Reader(str(path), ctx)
+    reader = Reader(str(path), ctx)
     try:
         text = read_text(path)
         check_yaml(text)

@@ -78,12 +78,12 @@ def _ssh_options(found: Mapping[str, str], ctx: PathBase) -> SshArgs:
     known = found.get("userknownhostsfile")
     paths = [ssh_word_path(word, ctx) for word in known.split()] if known else []
     return SshArgs(
-        proxy_jump=_proxy_jump(found.get("proxyjump") or ""),
+        proxy_jump=checked_proxy_jump(found.get("proxyjump") or ""),
         known_hosts=str(paths[0]) if paths else None,
     )
 
 
-def _proxy_jump(value: str) -> str | None:
+def checked_proxy_jump(value: str) -> str | None:
     """Each hop `[user@]host[:port]` with a port 1-65535, or refused."""
     if not value:
         return None

@@ -29,7 +29,7 @@ from paramiko.ssh_exception import ConfigParseError
 from anywhere.errors import InventoryError, Problem
 from anywhere.inventory._base import Invalid, PathBase, control_check
 from anywhere.inventory._limits import read_text
-from anywhere.inventory._ssh_args import _proxy_jump
+from anywhere.inventory._ssh_args import checked_proxy_jump
 from anywhere.inventory._values import ANSIBLE, ANYWHERE
 
 SETTING = "ANYWHERE_SSH_CONFIG"
@@ -132,7 +132,7 @@ _NAMES = {"hostname": "HostName", "port": "Port", "user": "User", "identityfile"
 
 def _jump(value: object, _ctx: PathBase) -> str | None:
     text = control_check(str(value))
-    return None if text.lower() == DISABLED else _proxy_jump(text)
+    return None if text.lower() == DISABLED else checked_proxy_jump(text)
 
 
 def _first_known(value: object, ctx: PathBase) -> str:

@@ -234,6 +234,36 @@ class FakeAws:
                              self.placements)
 
 
+class EveryInstance:
+    """The reads behind `AwsView` (`StateSource`) for a fleet whose every mi- id is known to
+    SSM (all with one ping status) and to ECS; records each batch it was asked, from any
+    thread."""
+
+    def __init__(self, ping: str = "Online") -> None:
+        self.ping = ping
+        self.ssm_batches: list[tuple[str, ...]] = []
+        self.ecs_batches: list[tuple[str, ...]] = []
+        self._lock = threading.Lock()
+
+    def managed_instances(self, ids: Sequence[str], /) -> dict[str, ManagedInstance]:
+        with self._lock:
+            self.ssm_batches.append(tuple(ids))
+        return {i: ManagedInstance(instance_id=i, ping_status=self.ping) for i in ids}
+
+    def instance_tags(self, instance_id: str, /) -> dict[str, str]:
+        return {"anywhere:host": instance_id}
+
+    def container_instances(self, cluster: str, ids: Sequence[str], /
+                            ) -> dict[str, ContainerInstance]:
+        with self._lock:
+            self.ecs_batches.append(tuple(ids))
+        return {i: ContainerInstance(arn=f"arn/{i}", ec2_instance_id=i, status="ACTIVE",
+                                     agent_connected=True) for i in ids}
+
+    def container_instance(self, cluster: str, arn: str, /) -> ContainerInstance | None:
+        return None
+
+
 def aws_error(message: str = "ThrottlingException: Rate exceeded") -> AwsError:
     return AwsError(message, "retry later")
 

@@ -5,33 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 
 from anywhere.aws import AwsState, AwsView
-from anywhere.models import ContainerInstance, ManagedInstance
-
-
-class CountingAws:
-    def __init__(self) -> None:
-        self.batches: list[tuple[str, ...]] = []
-
-    def managed_instances(self, ids: Sequence[str]) -> dict[str, ManagedInstance]:
-        self.batches.append(tuple(ids))
-        return {i: ManagedInstance(instance_id=i, ping_status="ConnectionLost") for i in ids}
-
-    def container_instances(self, cluster: str, ids: Sequence[str]) -> dict[str, ContainerInstance]:
-        return {i: ContainerInstance(arn=f"arn/{i}", ec2_instance_id=i, status="ACTIVE",
-                                     agent_connected=True) for i in ids}
-
-    def instance_tags(self, instance_id: str) -> dict[str, str]:
-        return {}
-
-    def container_instance(self, cluster: str, arn: str) -> ContainerInstance | None:
-        return None
+from tests.unit.fakes import EveryInstance
 
 
 def test_lookup_during_the_gathering_window_is_served_by_that_refresh() -> None:
-    aws = CountingAws()
+    aws = EveryInstance(ping="ConnectionLost")
     # An hour between polls: a second lookup that had to wait for the next refresh would hang.
     view = AwsView(aws, min_interval_s=3600, window_s=1.0)
     got: dict[str, AwsState] = {}
@@ -49,13 +29,13 @@ def test_lookup_during_the_gathering_window_is_served_by_that_refresh() -> None:
     assert not first.is_alive() and not second.is_alive(), "a lookup waited for the next poll"
     assert set(got) == {"mi-1", "mi-2"}
     assert all(state.managed is not None for state in got.values())
-    assert aws.batches == [("mi-1", "mi-2")]  # one batch served both
+    assert aws.ssm_batches == [("mi-1", "mi-2")]  # one batch served both
 
 
 def test_a_poll_after_a_result_waits_for_a_fresh_refresh() -> None:
-    aws = CountingAws()
+    aws = EveryInstance(ping="ConnectionLost")
     view = AwsView(aws, min_interval_s=0.2, window_s=0.0)
     view.get("c", "mi-1")
     view.get("c", "mi-1")
     # Each call is answered by a refresh that took its key after the call: two batches.
-    assert aws.batches == [("mi-1",), ("mi-1",)]
+    assert aws.ssm_batches == [("mi-1",), ("mi-1",)]

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from anywhere.aws import AwsView
 from anywhere.fleet import RunControl, run_fleet
 from anywhere.models import (
-    ContainerInstance,
     FailureClass,
     Host,
     HostOutcome,
-    ManagedInstance,
     Phase,
     SshTarget,
     Status,
 )
+from tests.unit.fakes import EveryInstance
 
 
 def hosts(n: int) -> list[Host]:
@@ -81,31 +79,8 @@ def test_fail_percent_stops_new_hosts() -> None:
     assert all(o.failure is FailureClass.ABORTED for o in result.outcomes[3:])
 
 
-class FakeAws:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, int]] = []
-        self.lock = threading.Lock()
-
-    def managed_instances(self, ids: Sequence[str]) -> dict[str, ManagedInstance]:
-        with self.lock:
-            self.calls.append(("ssm", len(ids)))
-        return {i: ManagedInstance(instance_id=i, ping_status="Online") for i in ids}
-
-    def container_instances(self, cluster: str, ids: Sequence[str]) -> dict[str, Any]:
-        with self.lock:
-            self.calls.append(("ecs", len(ids)))
-        return {i: ContainerInstance(arn=f"arn/{i}", ec2_instance_id=i, status="ACTIVE",
-                                     agent_connected=True) for i in ids}
-
-    def instance_tags(self, instance_id: str) -> dict[str, str]:
-        return {"anywhere:host": instance_id}
-
-    def container_instance(self, cluster: str, arn: str) -> ContainerInstance | None:
-        return None
-
-
 def test_aws_view_coalesces_concurrent_lookups() -> None:
-    aws = FakeAws()
+    aws = EveryInstance()
     view = AwsView(aws, min_interval_s=0.3)
     results: dict[str, Any] = {}
     barrier = threading.Barrier(40)
@@ -121,7 +96,7 @@ def test_aws_view_coalesces_concurrent_lookups() -> None:
         t.join()
     assert len(results) == 40
     assert all(r.managed is not None and r.container is not None for r in results.values())
-    ssm_calls = [n for kind, n in aws.calls if kind == "ssm"]
+    ssm_calls = [len(batch) for batch in aws.ssm_batches]
     # 40 simultaneous askers: at most a first small refresh plus one for everyone else.
-    assert len(ssm_calls) <= 3, aws.calls
+    assert len(ssm_calls) <= 3, aws.ssm_batches
     assert sum(ssm_calls) >= 40

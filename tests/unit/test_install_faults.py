@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,9 +15,10 @@ from anywhere.ansible_bridge import HostFailure, HostStats, PlaybookRun
 from anywhere.ansible_engine import outcome_for
 from anywhere.ansible_ops import HostRecord
 from anywhere.errors import UnreachableError
-from anywhere.models import CommandResult, Decision, FailureClass
-from anywhere.registration import _remote_dir, install_hint
+from anywhere.models import CommandResult, Decision, FailureClass, Status
+from anywhere.registration import Registrar, install_hint
 from anywhere.render import DISK_FULL, INSTALL_TIMED_OUT, install_command
+from tests.unit.fakes import FakeAws, FakeHost, context, host, noop_control
 from tests.unit.test_render_run import ACTIVATION_ID, CODE, Box, box, make_host, run_install
 
 __all__ = ["box"]  # the fixture, shared with the script-running tests
@@ -86,24 +88,19 @@ def test_ansible_engine_classifies_install_failures_as_the_ssh_engine(
     assert hint in outcome.hint
 
 
-class _Dropped:
-    """A transport whose connection is gone once the install started."""
+def test_a_lost_connection_keeps_its_reason_through_the_clean_up(tmp_path: Path) -> None:
+    aws = FakeAws()
+    target = FakeHost(aws=aws)
 
-    host = "h1"
-
-    def __init__(self) -> None:
-        self.lost = False
-
-    def run(self, command: str, **_: object) -> CommandResult:
-        if self.lost:
-            raise UnreachableError(f"connection to h1 lost during `{command[:20]}`", "re-run")
-        return CommandResult(0, "/tmp/anywhere.abcdefgh\n", "")
-
-
-def test_a_lost_connection_keeps_its_reason_through_the_clean_up() -> None:
-    transport = _Dropped()
-    with pytest.raises(UnreachableError) as caught, _remote_dir(transport):  # type: ignore[arg-type]
-        transport.lost = True
+    def install() -> CommandResult:
+        # The link drops during the install: every later command (the clean-up) fails too.
+        target.script = {"": UnreachableError("connection to h1 lost during `rm -rf`", "re-run")}
         raise UnreachableError("connection to h1 lost during `timeout -k 10`", "re-run")
-    assert "during `timeout" in caught.value.reason
+
+    target.script["install.sh"] = install
+    ctx = context(tmp_path, aws, {}, connect=lambda h: target)
+    outcome = Registrar(ctx)(host("h1"), noop_control())
+    assert (outcome.status, outcome.failure) == (Status.FAILED, FailureClass.UNREACHABLE)
+    assert "during `timeout" in outcome.reason
+    assert aws.live_activations == {}
 

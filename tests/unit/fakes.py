@@ -409,19 +409,6 @@ class SilentHost(FakeHost):
         return CommandResult(0, self.stdout if "unit." in command else "", "")
 
 
-class ReplayHost(FakeHost):
-    """Answers every command with each of `outputs` in turn (the last one repeats)."""
-
-    def __init__(self, *outputs: str) -> None:
-        super().__init__()
-        self.outputs = list(outputs)
-        self.reads = 0
-
-    def _answer(self, command: str) -> CommandResult:
-        self.reads += 1
-        return CommandResult(0, self.outputs[min(self.reads, len(self.outputs)) - 1], "")
-
-
 # --------------------------------------------------------------------------- lab endpoint
 
 

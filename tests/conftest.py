@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,18 @@ def _no_operator_ssh_config(request: pytest.FixtureRequest,
         home = Path(tempfile.mkdtemp(prefix="anywhere-home-"))
         request.addfinalizer(lambda: shutil.rmtree(home, ignore_errors=True))
         monkeypatch.setenv("HOME", str(home))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C works in the tests whoever started them.
+
+    A shell without job control starts a background command with SIGINT ignored; that
+    disposition would pass to every `anywhere` a test starts, and the tests that interrupt a
+    run (as an operator's Ctrl-C) would see it ignored. A handler, unlike an ignore, is not
+    inherited across exec, so each child starts with Python's own.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -195,6 +195,10 @@ class Registrar:
         self, host: Host, transport: Transport, cursor: Cursor, decision: Decision
     ) -> None:
         ctx = self.ctx
+        installer = pushed_installer_name(host)
+        # Read before the activation exists: a file gone since the inventory was loaded is
+        # this host's failure, with nothing on AWS to undo.
+        payload = _read_installer(host) if installer else None
         cursor.stage(Phase.ACTIVATE)
         activation = ctx.aws.create_activation(
             host.name, host.config.iam_role, host.config.activation_ttl_minutes,
@@ -204,7 +208,6 @@ class Registrar:
         ctx.journal.event(host.name, "activate", "created", activation.activation_id)
         try:
             cursor.stage(Phase.RENDER)
-            installer = pushed_installer_name(host)
             with _host_render():
                 script = render_install(host, installer_name=installer, renderer=ctx.renderer)
                 cleanup = render_cleanup(host, renderer=ctx.renderer).text
@@ -213,9 +216,8 @@ class Registrar:
                 self._run_logged(host, transport, cleanup, script=True)
             with _remote_dir(transport) as workdir:
                 transport.put(script.text.encode(), f"{workdir}/install.sh", 0o700)
-                if host.config.installer_path and installer:
-                    data = Path(host.config.installer_path).read_bytes()
-                    transport.put(data, f"{workdir}/{installer}", 0o700)
+                if payload is not None and installer:
+                    transport.put(payload, f"{workdir}/{installer}", 0o700)
                 self._run_install(host, transport, workdir, activation)
         finally:
             self._delete_activation(host, activation)
@@ -319,3 +321,17 @@ def _remote_dir(transport: Transport) -> Iterator[str]:
             transport.run(remove, sudo=True)
         raise
     transport.run(remove, sudo=True)
+
+
+def _read_installer(host: Host) -> bytes | None:
+    """The local installer the inventory names (anywhere_installer_path), or None."""
+    path = host.config.installer_path
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InstallError(
+            f"cannot read the installer {path}: {exc.strerror or exc}",
+            "restore the file anywhere_installer_path names, or drop the setting",
+        ) from None

@@ -360,3 +360,21 @@ def test_a_local_installer_is_pushed_beside_the_script(tmp_path: Path) -> None:
     pushed = [data for path, data in target.files.items() if path != script]
     assert pushed == [(installer.read_bytes(), 0o700)]
     assert target.files[script][1] == 0o700
+
+
+def test_an_installer_gone_since_the_inventory_was_read_fails_only_its_host(
+    tmp_path: Path
+) -> None:
+    # Validated at load, removed before the push: the host's own failure, and no activation
+    # is created for a push that cannot happen.
+    installer = tmp_path / "ecs-anywhere-install.sh"
+    installer.write_bytes(b"#!/bin/bash\n")
+    gone = host("h1", installer_path=str(installer))
+    installer.unlink()
+    aws = FakeAws()
+    target = FakeHost(aws=aws)
+    ctx = context(tmp_path, aws, {}, connect=lambda h: target)
+    out = Registrar(ctx)(gone, noop_control())
+    assert (out.status, out.failure) == (Status.FAILED, FailureClass.INSTALL)
+    assert "cannot read the installer" in out.reason and "anywhere_installer_path" in out.hint
+    assert aws.called("create_activation") == []

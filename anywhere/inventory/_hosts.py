@@ -17,7 +17,14 @@ from anywhere.inventory._base import Invalid
 from anywhere.inventory._source import GroupDef, Tree, Var
 from anywhere.inventory._ssh_args import SshArgs
 from anywhere.inventory._ssh_config import ClientConfig
-from anywhere.inventory._values import host_name_problem, is_secret, mask_url
+from anywhere.inventory._values import (
+    ADDRESS_VARS,
+    PORT_VARS,
+    USER_VARS,
+    host_name_problem,
+    is_secret,
+    mask_url,
+)
 from anywhere.models import (
     DEFAULT_INSTALLER_URL,
     Host,
@@ -52,6 +59,11 @@ class _Graph:
                 parents.append("all")  # as Ansible: a top-level group is a child of `all`
         self.depths: dict[str, int] = {"all": 0}
         self.problems: list[Problem] = []
+        for parent in sorted(set(self.parents.get("ungrouped", ())) - {"all"}):
+            # Ansible then takes every host out of `ungrouped`, and out of the inventory.
+            self.problems.append(Problem(tree.file, tree.child_lines.get((parent, "ungrouped")),
+                                         f"group {parent!r}: ungrouped cannot be a child of "
+                                         "another group (Ansible would drop its hosts)"))
 
     def depth(self, name: str, path: tuple[str, ...] = ()) -> int:
         if name in self.depths:
@@ -75,20 +87,38 @@ class _Graph:
         return seen
 
 
+def _winning(merged: Mapping[str, Var], names: tuple[str, ...]) -> Var | None:
+    """Of `names` (lowest precedence first), the one Ansible's ssh connection uses."""
+    return next((merged[n] for n in reversed(names) if n in merged), None)
+
+
 def _order(groups: list[GroupDef], graph: _Graph) -> list[GroupDef]:
     return sorted(groups, key=lambda g: (graph.depth(g.name), g.priority, g.name))
 
 
-def _memberships(tree: Tree, graph: _Graph) -> dict[str, set[str]]:
+def _memberships(tree: Tree, graph: _Graph) -> dict[str, tuple[set[str], set[str]]]:
+    """Per host: its groups with their ancestors (what patterns select), and the groups
+    whose vars it takes; the two differ only when it leaves `ungrouped`."""
     direct: dict[str, set[str]] = {name: set() for name in tree.hosts}
     for group in tree.groups.values():
         for host in group.hosts:
             direct[host].add(group.name)
-    result: dict[str, set[str]] = {}
+
+    def reach(groups: set[str]) -> set[str]:
+        return set().union(*(graph.ancestors(g) for g in groups)) | {"all"}
+
+    result: dict[str, tuple[set[str], set[str]]] = {}
     for host, groups in direct.items():
-        # As Ansible: a host in no group but `all` is in `ungrouped`.
-        own = groups if groups - {"all", "ungrouped"} else groups | {"ungrouped"}
-        result[host] = set().union(*(graph.ancestors(g) for g in own)) | {"all"}
+        reached = reach(groups)
+        if "ungrouped" in groups and reached - {"all", "ungrouped"}:
+            # As Ansible's reconcile_inventory: a host listed in another group too is taken
+            # out of `ungrouped`, and out of its vars even when a child of it keeps it there.
+            members = reach(groups - {"ungrouped"})
+            result[host] = (members, members - {"ungrouped"})
+            continue
+        if not reached - {"all"}:
+            reached = reach(groups | {"ungrouped"})  # as Ansible: in no other group
+        result[host] = (reached, reached)
     return result
 
 
@@ -102,16 +132,17 @@ def resolve(tree: Tree, region_from_env: str | None,
     members = _memberships(tree, graph)
     builder = _Builder(tree.file, region_from_env, ssh_config)
     for name, definition in tree.hosts.items():
-        groups = [tree.groups[g] for g in members[name] if g in tree.groups]
+        in_groups, var_groups = members[name]
+        groups = [tree.groups[g] for g in var_groups if g in tree.groups]
         merged: dict[str, Var] = {}
         for group in _order(groups, graph):
             merged.update(group.vars)
         merged.update(definition.vars)
-        groups_names = tuple(sorted(members[name] - {"all"}))
+        groups_names = tuple(sorted(in_groups - {"all"}))
         builder.add(name, definition.line, merged, groups_names)
     group_names = sorted(set(tree.groups) | {"all", "ungrouped"})
     index = {
-        group: tuple(h.name for h in builder.hosts if group in members[h.name])
+        group: tuple(h.name for h in builder.hosts if group in members[h.name][0])
         for group in group_names
     }
     return Resolved(tuple(builder.hosts), MappingProxyType(index),
@@ -140,8 +171,8 @@ class _Builder:
             # The name becomes the managed instance's name and its anywhere:host tag.
             self.problem(None, line, named)
             return
-        if "ansible_host" not in merged and name.startswith("-"):
-            # Without ansible_host the name is the address ssh is given: never an option.
+        if _winning(merged, ADDRESS_VARS) is None and name.startswith("-"):
+            # Without an address variable the name is what ssh is given: never an option.
             self.problem(None, line, f"host name {name!r} starts with '-': give it an "
                                      "ansible_host")
             return
@@ -170,7 +201,9 @@ class _Builder:
 
         args = [a for a in (get("ansible_ssh_common_args"), get("ansible_ssh_extra_args"))
                 if isinstance(a, SshArgs)]
-        user = get("ansible_user")
+        address, port, login = (_winning(merged, names) for names in
+                                (ADDRESS_VARS, PORT_VARS, USER_VARS))
+        user = login.value if login is not None else None
         become = get("ansible_become")
         become_user = get("ansible_become_user") or "root"
         if become is not False and become_user != "root":
@@ -182,8 +215,8 @@ class _Builder:
                          "registration needs root")
         key_file = get("ansible_ssh_private_key_file") or get("ansible_private_key_file")
         target = SshTarget(
-            address=str(get("ansible_host") or name),
-            port=int(str(get("ansible_port") or 22)),
+            address=str(address.value) if address is not None else name,
+            port=int(str(port.value)) if port is not None else 22,
             user=str(user) if user is not None else None,
             key_file=str(key_file) if key_file is not None else None,
             # ssh keeps the first value given for an option; common args come first.
@@ -193,13 +226,13 @@ class _Builder:
             become=become is not False,
             become_user=str(become_user),
         )
-        return self._with_ssh_config(target, "ansible_port" in merged)
+        return self._with_ssh_config(target, port is not None)
 
     def _with_ssh_config(self, target: SshTarget, port_given: bool) -> SshTarget:
         """`target` with what the operator's ssh config says where the inventory is silent.
 
-        The address (ansible_host, else the host's name) is what the config's patterns
-        match, as when Ansible runs ssh; a matching HostName replaces it.
+        The address Ansible would give ssh (ansible_ssh_host, else ansible_host, else the
+        host's name) is what the config's patterns match; a matching HostName replaces it.
         """
         if self.ssh_config is None:
             return target

@@ -25,7 +25,7 @@ from anywhere.errors import Problem
 from anywhere.inventory._base import Invalid, PathBase
 from anywhere.inventory._limits import check_yaml, read_text
 from anywhere.inventory._ranges import MAX_HOSTS, expand_host
-from anywhere.inventory._values import convert
+from anywhere.inventory._values import ADDRESS_VARS, PORT_VARS, convert
 
 _SECTIONS = ("hosts", "children", "vars")
 _BOOL_TAG = "tag:yaml.org,2002:bool"
@@ -287,7 +287,7 @@ class Reader:
         incoming = dict(new)
         if port is not None and "ansible_port" not in incoming:
             incoming["ansible_port"] = Var(port, port, line)
-        for key in ("ansible_host", "ansible_port"):
+        for key in (*ADDRESS_VARS, *PORT_VARS):
             old, now = first.vars.get(key), incoming.get(key)
             if old is not None and now is not None and old.ok and now.ok and old.value != now.value:
                 self.problem(now.line, f"host {name!r} is defined again with {key} {now.raw!r} "

@@ -1,10 +1,11 @@
 """The operator's OpenSSH client config (`~/.ssh/config`): what the inventory takes from it.
 
-As when Ansible runs ssh, each host's `ansible_host` (else its name) is what `Host` and
-`Match host` patterns match; a matching block's HostName, User, Port, IdentityFile, ProxyJump
-and UserKnownHostsFile fill in what the inventory leaves unsaid (the inventory wins where both
-speak). paramiko's `SSHConfig` reads the file, as Fabric does; its values are checked with the
-inventory's own converters, because they are as untrusted as inventory values.
+As when Ansible runs ssh, each host's address (`ansible_ssh_host`, else `ansible_host`, else
+its name) is what `Host` and `Match host` patterns match; a matching block's HostName, User,
+Port, IdentityFile, ProxyJump and UserKnownHostsFile fill in what the inventory leaves
+unsaid (the inventory wins where both speak). paramiko's `SSHConfig` reads the file, as
+Fabric does; its values are checked with the inventory's own converters, because they are
+as untrusted as inventory values.
 
 Nothing from the file may run on this machine or weaken host key checking, with either
 engine (OpenSSH reads the same file with `-F`). So the whole file is scanned line by line

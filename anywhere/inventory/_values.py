@@ -313,13 +313,6 @@ def _refuse_password(value: object, _ctx: PathBase) -> object:
     )
 
 
-def _refuse_alias(modern: str) -> Converter:
-    def convert(value: object, _ctx: PathBase) -> object:
-        raise Invalid(f"is an old alias that anywhere does not read: use {modern}")
-
-    return convert
-
-
 def _refuse_ssh_override(value: object, _ctx: PathBase) -> object:
     raise Invalid(
         "is not supported: it changes the program or options ssh runs with on the controller "
@@ -382,10 +375,17 @@ ANSIBLE: Mapping[str, Converter] = {
     "ansible_ssh_pkcs11_provider": _refuse_ssh_override,
     "ansible_host_key_checking": _host_key_checking,
     "ansible_ssh_host_key_checking": _host_key_checking,
-    "ansible_ssh_host": _refuse_alias("ansible_host"),
-    "ansible_ssh_port": _refuse_alias("ansible_port"),
-    "ansible_ssh_user": _refuse_alias("ansible_user"),
+    "ansible_ssh_host": _ssh_word,
+    "ansible_ssh_port": _port,
+    "ansible_ssh_user": _ssh_word,
 }
+
+# Where the ssh connection plugin reads its address, port and user, lowest precedence first:
+# its config manager walks each option's `vars:` list and the last one set wins, wherever in
+# the inventory each was set (a group's ansible_ssh_host beats a host's ansible_host).
+ADDRESS_VARS = ("ansible_host", "ansible_ssh_host")
+PORT_VARS = ("ansible_port", "ansible_ssh_port")
+USER_VARS = ("ansible_user", "ansible_ssh_user")
 
 # Never copied into Host.variables: they are secrets, or may be.
 SECRET_VARIABLES = frozenset(

@@ -73,6 +73,15 @@ def test_ansible_host_is_the_name_the_patterns_match(tmp_path: Path) -> None:
     assert (host.ssh.address, host.ssh.user, host.ssh.port) == ("10.1.2.3", "deploy", 2222)
 
 
+def test_the_winning_ansible_ssh_host_and_port_are_what_the_config_sees(tmp_path: Path) -> None:
+    # ansible_ssh_host beats ansible_host for Ansible's ssh connection: it is the name the
+    # patterns match; an ansible_ssh_port alone still keeps the config's Port out.
+    hosts = ("    db:\n      ansible_host: other\n      ansible_ssh_host: web3\n"
+             "      ansible_ssh_port: 2300\n")
+    host = load(tmp_path, full(tmp_path), hosts).host("db")
+    assert (host.ssh.address, host.ssh.user, host.ssh.port) == ("10.1.2.3", "deploy", 2300)
+
+
 def test_negated_pattern_and_first_value_wins(tmp_path: Path) -> None:
     inv = load(tmp_path, full(tmp_path), "    web9:\n    other:\n")
     for name in ("web9", "other"):

@@ -204,7 +204,8 @@ def register_with_ansible(
     env = os.environ if env is None else env
     playbook = playbook_dir(env) / "register.yml"
     ops = Operations(ctx.aws, ctx.view, {h.name: h for h in hosts}, ctx.settings, ctx.run_id,
-                     journal=ctx.journal, known_by_host=ctx.known_by_host)
+                     journal=ctx.journal, known_by_host=ctx.known_by_host,
+                     leftovers=ctx.leftovers)
     private_dir = ctx.journal.path / "ansible"
     names = [h.name for h in hosts]
 

@@ -26,7 +26,7 @@ from anywhere.errors import AnywhereError, UsageError
 from anywhere.inventory import load_inventory
 from anywhere.journal import Journal
 from anywhere.models import CheckResult, Decision, Host
-from anywhere.registration import REPAIR_COMMAND
+from anywhere.registration import REPAIR_COMMAND, STALE_WORKDIRS_COMMAND
 from anywhere.render import (
     INSTALLER_NAME,
     Renderer,
@@ -37,12 +37,20 @@ from anywhere.render import (
 )
 from anywhere.settings import Settings
 from anywhere.settings import load as load_settings
-from anywhere.steps import DeregisterOptions, DeregisterRefused, Retirer, assess, verify
+from anywhere.steps import (
+    DeregisterOptions,
+    DeregisterRefused,
+    Retirer,
+    assess,
+    sweep_activations,
+    verify,
+)
 
 COMMANDS: Mapping[str, str] = {
     "preflight": checks.PREFLIGHT_COMMAND,
     "verify": checks.HOST_VERIFY_COMMAND,
     "repair": REPAIR_COMMAND,
+    "stale-workdirs": STALE_WORKDIRS_COMMAND,
 }
 
 
@@ -73,6 +81,7 @@ class Operations:
         run_id: str, journal: Journal | None = None,
         known_by_host: Mapping[str, tuple[str, ...]] | None = None,
         clock: Callable[[], float] = time.time,
+        leftovers: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.aws = aws
         self.view = view
@@ -82,6 +91,7 @@ class Operations:
         self.journal = journal
         self.known_by_host = known_by_host
         self.clock = clock
+        self.leftovers = leftovers
         self.renderer = Renderer()
         self._lock = threading.Lock()
         self._records: dict[str, HostRecord] = {}
@@ -102,8 +112,10 @@ class Operations:
         return self.aws.managed_instances_by_host([host]).get(host, ())
 
     def decide(self, host: str, preflight: str, state: str) -> dict[str, Any]:
-        """Preflight verdict and the register decision, from the two commands' output."""
+        """Preflight verdict and the register decision, from the two commands' output; the
+        host's leftover activations (a killed run's) are deleted first."""
         h = self.host(host)
+        self._sweep(host)
         found = assess(self.view, self.settings, h, preflight,
                        lambda: checks.parse_host_verify(state), self._known(host), self.clock())
         plan, container = found.plan, found.aws.container
@@ -120,6 +132,15 @@ class Operations:
             "hint": failed[0].hint if failed else "",
             "installer_path": h.config.installer_path, "installer_name": INSTALLER_NAME,
         }
+
+    def _sweep(self, host: str) -> None:
+        journal = self.journal
+        sweep_activations(
+            self.aws, host,
+            None if self.leftovers is None else self.leftovers.get(host, ()),
+            lambda gone: journal.event(host, "activate", "leftover-deleted", gone)
+            if journal is not None else None,
+        )
 
     def script(self, host: str, kind: str) -> str:
         h = self.host(host)
@@ -268,7 +289,7 @@ def local_operations(inventory_path: str, host: str) -> Operations:
     if not region:
         raise UsageError(f"{host}: no region: set anywhere_region or AWS_DEFAULT_REGION")
     settings = load_settings(env)
-    aws = Aws(make_clients(region))
+    aws = Aws(make_clients(region, max_attempts=settings.aws_max_attempts))
     return Operations(aws, AwsView(aws, settings.verify_poll_s), {host: found}, settings,
                       run_id="ansible-playbook")
 

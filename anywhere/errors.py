@@ -72,6 +72,16 @@ class AwsError(EnvironmentProblem):
     """An AWS call failed in a way that is not about one host (credentials, endpoint)."""
 
 
+class AwsTransient(AwsError):
+    """AWS kept throttling or failing (HTTP 5xx) past the retry budget. At start-up that
+    ends the run (exit 3); inside one host's work it fails that host alone (class aws)."""
+
+    def __init__(self, reason: str, hint: str = "") -> None:
+        self.reason = reason
+        self.hint = hint
+        super().__init__(f"{reason}; {hint}" if hint else reason)
+
+
 class TemplateError(EnvironmentProblem):
     """A template is missing or does not render."""
 

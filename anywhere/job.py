@@ -7,8 +7,8 @@
   `cursor.stage(Phase.X)`: a failure from then on names that phase, the progress view shows
   it, and an interrupted run stops there. It also records what the job has learnt so far
   (mi- id, container instance, decision, checks) for the outcome of a failure.
-- `guarded`: runs one host's procedure; expected failures (`HostError`, an interrupted run)
-  become a FAILED `HostOutcome` with its `failure_class`, timed and journalled.
+- `guarded`: runs one host's procedure; expected failures (`HostError`, AWS throttling or
+  5xx past the retry budget, an interrupted run) become a FAILED `HostOutcome` with its `failure_class`, timed and journalled.
 - `read_host` and `run_logged`: the two host-side reads and writes every procedure shares.
 
 Procedures reach a host only through `anywhere.transport.Transport` (run, put, become,
@@ -29,6 +29,7 @@ from anywhere.aws import Aws, AwsView
 from anywhere.errors import (
     ActivationError,
     AuthError,
+    AwsTransient,
     HostError,
     HostKeyError,
     InstallError,
@@ -86,6 +87,9 @@ class Context:
     run_id: str
     # mi- ids AWS lists per host name (tag anywhere:host), fetched once for the whole run.
     known_by_host: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Activations an earlier run left per host name, listed once for the whole run (None:
+    # each host lists its own).
+    leftovers: Mapping[str, tuple[str, ...]] | None = None
     # One Jinja environment for the run: building one per host costs ~10 ms of CPU each.
     renderer: Renderer = field(default_factory=Renderer)
     wall_clock: Callable[[], float] = time.time
@@ -118,11 +122,13 @@ def guarded(
     cursor = Cursor(host.name, control)
     try:
         outcome = body(cursor)
-    except HostError as exc:
+    except (HostError, AwsTransient) as exc:
         journal.event(host.name, cursor.phase.value, "failed", exc.reason)
+        # AWS throttling or 5xx past the retry budget fails the hosts it met, not the fleet.
+        cls = failure_class(exc) if isinstance(exc, HostError) else FailureClass.AWS
         outcome = HostOutcome(
             host=host.name, status=Status.FAILED, phase=cursor.phase,
-            failure=failure_class(exc), reason=exc.reason, hint=exc.hint,
+            failure=cls, reason=exc.reason, hint=exc.hint,
             instance_id=cursor.instance_id, container_instance_arn=cursor.container_arn,
             decision=cursor.decision, checks=cursor.checks,
         )

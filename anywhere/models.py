@@ -164,6 +164,7 @@ class FailureClass(StrEnum):
     INSTALL = "install"
     VERIFY = "verify"
     TIMEOUT = "timeout"
+    AWS = "aws"  # AWS kept throttling or failing past the retry budget
     DEREGISTER = "deregister"
     INTERRUPTED = "interrupted"
     ABORTED = "aborted"  # not started: the fail-percent threshold stopped new hosts

@@ -43,7 +43,7 @@ from anywhere.render import (
     render_cleanup,
     render_install,
 )
-from anywhere.steps import Probe, assess, verify
+from anywhere.steps import Probe, assess, registration_refused, sweep_activations, verify
 from anywhere.transport import Transport
 
 # systemctl restart order matters: the ECS agent needs Docker, and both need SSM credentials.
@@ -52,6 +52,13 @@ REPAIR_COMMAND = (
     "(systemctl restart amazon-ssm-agent 2>/dev/null || "
     "systemctl restart snap.amazon-ssm-agent.amazon-ssm-agent) && systemctl restart ecs"
 )
+
+# Work directories (`mktemp -d /tmp/anywhere.XXXXXXXX`) that a killed controller never
+# removed: a host is worked on by one register at a time, so any left is stale.
+STALE_WORKDIRS_COMMAND = (
+    "find /tmp -maxdepth 1 -type d -name 'anywhere.????????' -exec rm -rf {} +"
+)
+WORKDIR_COMMAND = "umask 077 && mktemp -d /tmp/anywhere.XXXXXXXX"
 
 
 @contextmanager
@@ -127,6 +134,10 @@ class Registrar:
     def _register(self, host: Host, cursor: Cursor) -> HostOutcome:
         ctx = self.ctx
         cursor.stage(Phase.PREFLIGHT)
+        sweep_activations(
+            ctx.aws, host.name, None if ctx.leftovers is None else ctx.leftovers.get(host.name, ()),
+            lambda gone: ctx.journal.event(host.name, "activate", "leftover-deleted", gone),
+        )
         transport = ctx.connect(host)
         try:
             # Sudo is proven (or refused, as SudoError) by the preflight's own sudo run.
@@ -251,6 +262,9 @@ class Registrar:
                 f"install still running after {limit:g} s: stopped on the host",
                 INSTALL_TIMEOUT_HINT)
         if not result.ok:
+            refused = registration_refused(result.stdout + "\n" + result.stderr)
+            if refused is not None:
+                raise refused
             tail = _last_line(result.stdout + "\n" + result.stderr)
             reason = f"install script exited {result.exit_status}: {tail}"
             raise InstallError(
@@ -306,8 +320,10 @@ def _last_line(text: str) -> str:
 
 @contextmanager
 def _remote_dir(transport: Transport) -> Iterator[str]:
-    """A private temp dir on the host, removed on every exit path."""
-    made = transport.run("umask 077 && mktemp -d /tmp/anywhere.XXXXXXXX")
+    """A private temp dir on the host, removed on every exit path (and those of a run that
+    was killed before it could remove its own)."""
+    transport.run(STALE_WORKDIRS_COMMAND, sudo=True)
+    made = transport.run(WORKDIR_COMMAND)
     if not made.ok:
         raise InstallError(f"cannot create a temp dir: {_last_line(made.stderr)}")
     workdir = made.stdout.strip()

@@ -25,6 +25,8 @@ class Settings:
     verify_poll_s: float = 3.0
     max_clock_skew_s: float = 300.0
     min_free_disk_mb: int = 1024
+    # Attempts per AWS call, botocore's retries with back-off included (its max_attempts).
+    aws_max_attempts: int = 10
     run_dir: Path = Path("runs")
     ready_attribute: str = READY_ATTRIBUTE
     become_password: Secret | None = None
@@ -68,6 +70,7 @@ _RANGES: Mapping[str, tuple[float, float]] = {
     "verify_poll_s": (0.001, 3600),
     "max_clock_skew_s": (0.001, 86400),
     "min_free_disk_mb": (0, 10_000_000),
+    "aws_max_attempts": (1, 50),
 }
 # ASCII only, no `_` separators: what int()/float() accept beyond that is no number to a reader.
 _INT = re.compile(r"[+-]?[0-9]{1,12}")

@@ -1,16 +1,17 @@
-"""The controller-side steps both engines run — decide, verify, retire — one implementation
-each: the built-in engine (`registration`, `lifecycle`) and the Ansible one (`ansible_ops`)
+"""The controller-side steps both engines run — decide, sweep, verify, retire — one
+implementation each: the built-in engine (`registration`, `lifecycle`) and the Ansible one (`ansible_ops`)
 differ only in how they reach the host, so a fix to a step lands once for both."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from anywhere import checks
 from anywhere.aws import Aws, AwsState, AwsView
-from anywhere.errors import HostError
+from anywhere.errors import ActivationError, HostError
 from anywhere.journal import Journal
 from anywhere.models import CheckResult, Host, HostPlan, Phase
 from anywhere.plan import agent_owns_shared_credentials, decide
@@ -67,6 +68,51 @@ def remembered(
     if found is None or found.ec2_instance_id != instance_id:
         return state
     return AwsState(state.managed, found)
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+def sweep_activations(
+    aws: Aws, host: str, found: Sequence[str] | None = None,
+    note: Callable[[str], None] = lambda activation_id: None,
+) -> tuple[str, ...]:
+    """Delete what is left of `host`'s activations: a run killed outright (SIGKILL, power
+    loss) never deleted the ones it made, and each is a live code until it expires. Run for
+    every host a run works on before it gets a new one (both engines), and by deregister.
+    `found` is what a fleet-wide listing gave for `host` (None: list it now); only
+    activations tagged for `host` itself are ever taken, so other hosts' stay alive."""
+    ids = tuple(aws.leftover_activations(host) if found is None else found)
+    for activation_id in ids:
+        aws.delete_activation(activation_id)
+        note(activation_id)
+    return ids
+
+
+# --------------------------------------------------------------------------- install
+
+_FRESH = "a re-run of register creates a fresh activation"
+# SSM's answers to the agent's `-register` that blame the activation, not the host.
+_REFUSAL_HINTS = {
+    "ActivationExpired": "the activation expired before the host used it: raise "
+    f"anywhere_activation_ttl_minutes if installs start late; {_FRESH}",
+    "InvalidActivationId": f"SSM does not know the activation (deleted meanwhile?); {_FRESH}",
+    "InvalidActivation": f"SSM refused the activation id or code (deleted meanwhile?); {_FRESH}",
+    "RegistrationLimitExceeded": f"the activation was used already; {_FRESH}",
+}
+_REFUSAL = re.compile(r"Registration failed\b.*?\b(" + "|".join(_REFUSAL_HINTS) + r")\b.*")
+
+
+def registration_refused(output: str) -> ActivationError | None:
+    """The SSM agent's `-register` refusal in an install's output (`Registration failed due
+    to error registering the instance with AWS SSM. ActivationExpired: …`), as the host's
+    activation failure with its hint; None when the install failed for another reason."""
+    found = _REFUSAL.search(output)
+    if found is None:
+        return None
+    said = " ".join(found.group(0).split())[:200]
+    return ActivationError(f"SSM refused the registration: {said}",
+                           _REFUSAL_HINTS[found.group(1)])
 
 
 # --------------------------------------------------------------------------- verify
@@ -160,8 +206,7 @@ class Retirer:
         if not instance_ids:
             notes.append("AWS knows no instance for this host")
         enter(Phase.CLEANUP, None)
-        for activation_id in self.aws.leftover_activations(host.name):
-            self.aws.delete_activation(activation_id)
+        for activation_id in sweep_activations(self.aws, host.name):
             notes.append(f"deleted leftover activation {activation_id}")
         return notes
 
@@ -219,5 +264,5 @@ class Retirer:
 
 __all__ = [
     "DeregisterOptions", "DeregisterRefused", "Probe", "Retirer", "Verdict", "assess",
-    "expected_tags", "verify",
+    "expected_tags", "registration_refused", "sweep_activations", "verify",
 ]

@@ -197,17 +197,28 @@ class Aws:
         )
 
     def leftover_activations(self, host: str) -> list[str]:
-        """Ids of activations we created for `host` (tagged `anywhere:host`)."""
-        out: list[str] = []
-        for page in self._api.pages(
-            self._c.ssm, "DescribeActivations", "NextToken", "NextToken",
-            Filters=[{"FilterKey": "DefaultInstanceName", "FilterValues": [host]}],
-        ):
-            for act in page.get("ActivationList", []):
-                tags = {t["Key"]: t["Value"] for t in act.get("Tags", [])}
-                if tags.get(HOST_TAG) == host:
-                    out.append(str(act["ActivationId"]))
-        return out
+        """Ids of activations we created for `host` that are still alive."""
+        return list(self.leftover_activations_by_host([host]).get(host, ()))
+
+    def leftover_activations_by_host(self, hosts: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """host -> ids of the activations anywhere created for it that still exist (SSM
+        deletes none by itself, expired or used). DescribeActivations cannot filter by tag:
+        they are listed by DefaultInstanceName (many names a call) and kept only when the
+        `anywhere:host` tag names the same host, so an activation someone else made under
+        that name, or ours for a host outside `hosts`, is never taken."""
+        found: dict[str, list[str]] = {}
+        for chunk in _chunks(sorted(set(hosts)), SSM_FILTER_VALUES):
+            names = set(chunk)
+            for page in self._api.pages(
+                self._c.ssm, "DescribeActivations", "NextToken", "NextToken",
+                Filters=[{"FilterKey": "DefaultInstanceName", "FilterValues": chunk}],
+            ):
+                for act in page.get("ActivationList", []):
+                    tags = {t["Key"]: t["Value"] for t in act.get("Tags", [])}
+                    host = tags.get(HOST_TAG)
+                    if host in names and act.get("DefaultInstanceName") == host:
+                        found.setdefault(host, []).append(str(act["ActivationId"]))
+        return {h: tuple(ids) for h, ids in found.items()}
 
     # -- managed instances (SSM) ------------------------------------------------------------
 

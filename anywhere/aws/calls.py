@@ -27,7 +27,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.parsers import ResponseParserError
 
-from anywhere.errors import AnywhereError, AwsError, HostError
+from anywhere.errors import AnywhereError, AwsError, AwsTransient, HostError
 
 if TYPE_CHECKING:
     from mypy_boto3_ecs import ECSClient
@@ -43,6 +43,13 @@ _AUTH_CODES = frozenset({
 _THROTTLE_CODES = frozenset({
     "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded",
 })
+_SERVER_CODES = frozenset({
+    "InternalFailure", "InternalServerError", "InternalError", "ServiceUnavailable",
+    "ServiceUnavailableException", "ServerException",
+})
+THROTTLED_HINT = "AWS throttled past the retry budget: lower --concurrency or re-run later"
+SERVER_HINT = ("AWS kept failing (HTTP 5xx) past the retry budget: re-run later "
+               "(ready hosts are skipped)")
 
 
 @dataclass(frozen=True)
@@ -203,9 +210,20 @@ def _translate_client_error(
     if code.startswith("AccessDenied") or code == "UnauthorizedOperation":
         return AwsError(f"permission denied for {operation}: {message}")
     if code in _THROTTLE_CODES:
-        return _make(error_cls, f"{operation} throttled (retries exhausted): {message}",
-                     "lower --concurrency or retry later")
+        return _transient(error_cls, f"{operation} throttled (retries exhausted): {message}",
+                          THROTTLED_HINT)
+    if code in _SERVER_CODES or (_status(exc) or 0) >= 500:
+        return _transient(error_cls, f"{operation} failed (retries exhausted): {code}: "
+                          f"{message}", SERVER_HINT)
     return _make(error_cls, f"{operation} failed: {code}: {message}")
+
+
+def _transient(error_cls: type[AnywhereError], reason: str, hint: str) -> AnywhereError:
+    """Throttling or 5xx that outlasted botocore's retries: the host's error when the call
+    was one host's (ActivationError), else AwsTransient, which fails the hosts waiting on it."""
+    if issubclass(error_cls, HostError):
+        return error_cls(reason, hint)
+    return AwsTransient(reason, hint)
 
 
 def _make(error_cls: type[AnywhereError], reason: str, hint: str = "") -> AnywhereError:

@@ -197,7 +197,7 @@ def open_context(
 ) -> Context:
     """The composition root: AWS clients, the journal, SSH, built once per run."""
     check_writable_dir(settings.run_dir, "run directory (--run-dir, ANYWHERE_RUN_DIR)")
-    aws = Aws(make_clients(region_of(hosts)))
+    aws = Aws(make_clients(region_of(hosts), max_attempts=settings.aws_max_attempts))
     aws.account()  # fail fast (exit 3) on credentials or endpoint problems
     journal = Journal.create(settings.run_dir, command, tee=tee)
     mask_secrets(journal, settings, hosts)
@@ -207,6 +207,7 @@ def open_context(
         accept_new_host_keys=settings.accept_new_host_keys,
         become_password=settings.become_password,
     )
+    names = [h.name for h in hosts]
     return Context(
         aws=aws,
         view=AwsView(aws, settings.verify_poll_s),
@@ -214,7 +215,9 @@ def open_context(
         journal=journal,
         settings=settings,
         run_id=journal.run_id,
-        known_by_host=aws.managed_instances_by_host([h.name for h in hosts]),
+        known_by_host=aws.managed_instances_by_host(names),
+        # What a killed run left behind; `plan` changes nothing, so it does not look.
+        leftovers=aws.leftover_activations_by_host(names) if command == "register" else None,
     )
 
 

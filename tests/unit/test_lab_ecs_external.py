@@ -32,7 +32,9 @@ class Lab:
         assert answer[0] == status, answer
         return answer[1]
 
-    def agent(self, mi: str, attributes: list[dict[str, str]] | None = None) -> str:
+    def agent(self, mi: str, attributes: list[dict[str, str]] | None = None,
+              connect: bool = True) -> str:
+        """Register as the ECS agent does, then (`connect`) reach its agent channel."""
         self.ssm.live.add(mi)
         out = self.call("RegisterContainerInstance", {
             "cluster": "c1", "instanceIdentityDocument": "",
@@ -41,6 +43,9 @@ class Lab:
             "attributes": attributes or [], "tags": [{"key": "host", "value": mi}],
         }, caller=mi)
         arn: str = out["containerInstance"]["containerInstanceArn"]
+        if connect:
+            self.call("DiscoverPollEndpoint", {"cluster": "c1", "containerInstance": arn},
+                      caller=mi)
         return arn
 
     def describe(self, *arns: str) -> list[dict[str, Any]]:
@@ -93,6 +98,14 @@ def test_register_needs_live_managed_instance(lab: Lab) -> None:
     err = lab.call("RegisterContainerInstance", {**body, "cluster": "nope"},
                    caller="mi-0000000000000dead", status=400)
     assert err["__type"] == "ClusterNotFoundException"
+
+
+def test_registering_alone_does_not_connect(lab: Lab) -> None:
+    # agentConnected is the agent's channel to ECS, not its RegisterContainerInstance: an agent
+    # whose channel is blocked stays ACTIVE and disconnected.
+    arn = lab.agent("mi-00000000000000005", connect=False)
+    (ci,) = lab.describe(arn)
+    assert ci["status"] == "ACTIVE" and ci["agentConnected"] is False
 
 
 def test_agent_connected_follows_heartbeats(lab: Lab) -> None:

@@ -54,6 +54,9 @@ def under(base: Path, absolute: str) -> Path:
 class AgentSettings:
     endpoint_url: str
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    # [lab] fault: actions this agent can never reach (`LAB_UNREACHABLE=A,B`), as behind a
+    # firewall that drops them: every call times out and the agent keeps retrying.
+    unreachable: frozenset[str] = frozenset()
 
 
 def load_settings(base: Path, environ: Mapping[str, str]) -> AgentSettings:
@@ -69,7 +72,9 @@ def load_settings(base: Path, environ: Mapping[str, str]) -> AgentSettings:
                       DEFAULT_HEARTBEAT_S)
     if heartbeat <= 0:
         raise ValueError("[lab] heartbeat must be positive")
-    return AgentSettings(endpoint_url=url.rstrip("/"), heartbeat_s=heartbeat)
+    unreachable = frozenset(a for a in environ.get("LAB_UNREACHABLE", "").split(",") if a)
+    return AgentSettings(endpoint_url=url.rstrip("/"), heartbeat_s=heartbeat,
+                         unreachable=unreachable)
 
 
 def setup_logging(logfile: Path, name: str) -> logging.Logger:
@@ -233,9 +238,13 @@ class Client:
     http_proxy: str = ""
     no_proxy: str = ""
     timeout_s: float = HTTP_TIMEOUT_S
+    unreachable: frozenset[str] = frozenset()
 
     def call(self, target: str, body: Mapping[str, Any],
              auth: Signer | None = None) -> dict[str, Any]:
+        if target.rsplit(".", 1)[-1] in self.unreachable:
+            # What a dropped connection looks like to the agent, without the wait.
+            raise ApiError("", f"[lab] LAB_UNREACHABLE: {target} timed out (i/o timeout)")
         data = json.dumps(body).encode()
         url = self.url + "/"
         headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target}

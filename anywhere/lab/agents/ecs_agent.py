@@ -255,7 +255,8 @@ class Agent:
             self.log.critical("%s", err)
             return EXIT_TERMINAL
         client = Client(config.backend_host or self.settings.endpoint_url,
-                        http_proxy=config.http_proxy, no_proxy=config.no_proxy)
+                        http_proxy=config.http_proxy, no_proxy=config.no_proxy,
+                        unreachable=self.settings.unreachable)
         docker_version = self._wait_for_docker(stop)
         docker_gone = self._watch_docker(stop)
         try:

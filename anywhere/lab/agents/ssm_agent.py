@@ -273,7 +273,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(err, file=sys.stderr)
         return 1
     proxy, no_proxy = common.proxy_from_env(settings.endpoint_url, env)
-    client = Client(settings.endpoint_url, http_proxy=proxy, no_proxy=no_proxy)
+    client = Client(settings.endpoint_url, http_proxy=proxy, no_proxy=no_proxy,
+                    unreachable=settings.unreachable)
     if args.register:
         return _register_command(base, client, args)
     log = common.setup_logging(common.under(base, LOG_FILE), "amazon-ssm-agent")

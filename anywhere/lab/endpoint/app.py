@@ -110,6 +110,17 @@ def _read_body(environ: Environ) -> bytes:
     return body
 
 
+def _params(req: Incoming) -> dict[str, Any]:
+    """A request's top-level parameters, for fault rules that match one host's calls."""
+    if req.protocol == "query":
+        return {k: v[0] for k, v in parse_qs(req.body.decode("utf-8", "replace")).items()}
+    try:
+        body = json.loads(req.body or b"{}")
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 class LabApp:
     """The lab's WSGI application; one instance serves every bind address."""
 
@@ -200,13 +211,15 @@ class LabApp:
                                          refusal.message, start_response)
             return self._json(start_response, refusal.json_status,
                               {"__type": refusal.json_code, "message": refusal.message})
-        hit = self._faults.take(req.action, req.ctx.account)
+        hit = self._faults.take(req.action, req.ctx.account, _params(req))
         if hit.delay_s:
             self._sleep(hit.delay_s)
         if hit.error is not None:
             return self._fault_answer(req, hit.error, start_response)
         answer = self._lab_answer(req) if req.protocol == "json" else None
         if answer is not None:
+            if hit.expire and answer[0] == 200:
+                self._ssm.expire_now(str(answer[1].get("ActivationId", "")))
             return self._json(start_response, *answer)
         return self._moto(environ, start_response)
 

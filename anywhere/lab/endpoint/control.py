@@ -36,12 +36,16 @@ class LabControl:
             raise EnvironmentProblem(f"lab control {method} {path}: {exc}") from exc
 
     def add_fault(self, action: str, kind: str, count: int = 1, *, latency_ms: int = 0,
-                  status: int = 500, account: str | None = None) -> int:
-        """Make the next `count` matching requests fail (or wait); returns the rule id."""
+                  status: int = 500, account: str | None = None,
+                  match: dict[str, str] | None = None) -> int:
+        """Make the next `count` matching requests fail (or wait, or their activation expire);
+        `match` limits the rule to requests with those top-level parameters. Returns its id."""
         spec: dict[str, Any] = {"action": action, "kind": kind, "count": count,
                                 "latency_ms": latency_ms, "status": status}
         if account is not None:
             spec["account"] = account
+        if match:
+            spec["match"] = match
         return int(self._call("POST", "/_lab/faults", spec)["id"])
 
     def faults(self) -> list[dict[str, Any]]:

@@ -179,7 +179,9 @@ class EcsExternal:
         if instance is None:
             instance = ContainerInstance(
                 arn=req.arn("container-instance", f"{name}/{new_id()}"), cluster=name,
-                ec2_instance_id=mi, registered_at=req.now, last_heartbeat=req.now,
+                # Connected only once its agent reaches ECS's agent channel (ACS; the lab
+                # agent's DiscoverPollEndpoint heartbeat): registering does not connect it.
+                ec2_instance_id=mi, registered_at=req.now, last_heartbeat=float("-inf"),
                 # Only what the agent sends: it reports its own capabilities (among them
                 # ecs.capability.external, sent only in external mode).
                 attributes=attributes, tags=[], version_info={},
@@ -189,7 +191,6 @@ class EcsExternal:
         else:
             instance.version += 1
             instance.attributes = attributes
-        instance.last_heartbeat = req.now
         instance.version_info = dict(body.get("versionInfo") or instance.version_info)
         instance.registered_resources = list(
             body.get("totalResources") or instance.registered_resources

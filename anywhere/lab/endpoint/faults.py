@@ -1,9 +1,12 @@
-"""Lab-only fault rules: throttle, 5xx and latency, each for exactly `count` requests.
+"""Lab-only fault rules: throttle, 5xx, latency and expire, each for exactly `count` requests.
 
 A rule matches one action name (the part after the dot in `X-Amz-Target`, or `Action=` in a
-query-protocol body), optionally within one account. Error rules (throttle, 5xx) and latency rules
-are consumed independently, so a request can be both slowed and failed; within each kind the
-oldest rule with requests left wins.
+query-protocol body), optionally within one account and optionally only requests whose
+top-level parameters equal `match` (e.g. `{"DefaultInstanceName": "h2"}`: one host's calls).
+Error rules (throttle, 5xx), latency rules and expire rules are consumed independently, so a
+request can be both slowed and failed; within each kind the oldest rule with requests left
+wins. `expire` (CreateActivation only) makes the activation answered expire at once: what a
+host meets when its activation's expiry passed before it registered.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("throttle", "5xx", "latency")
+KINDS = ("throttle", "5xx", "latency", "expire")
+_SLOTS = {"throttle": "error", "5xx": "error", "latency": "latency", "expire": "expire"}
 _MAX_LATENCY_MS = 120_000
 
 
@@ -29,9 +33,11 @@ class FaultRule:
     latency_ms: int = 0
     status: int = 500
     account: str | None = None
+    match: tuple[tuple[str, str], ...] = ()
 
-    def matches(self, action: str, account: str) -> bool:
-        return self.action == action and self.account in (None, account)
+    def matches(self, action: str, account: str, params: dict[str, Any]) -> bool:
+        return (self.action == action and self.account in (None, account)
+                and all(params.get(key) == value for key, value in self.match))
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class FaultHit:
 
     delay_s: float = 0.0
     error: FaultRule | None = None
+    expire: bool = False
 
 
 def parse_rule(spec: dict[str, Any], rule_id: int) -> FaultRule:
@@ -63,7 +70,14 @@ def parse_rule(spec: dict[str, Any], rule_id: int) -> FaultRule:
     account = spec.get("account")
     if account is not None and not isinstance(account, str):
         raise FaultSpecError("'account' must be a string")
-    return FaultRule(rule_id, action, str(kind), count, latency_ms, int(status), account)
+    match = spec.get("match") or {}
+    if not isinstance(match, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in match.items()):
+        raise FaultSpecError("'match' must map parameter names to strings")
+    if kind == "expire" and action != "CreateActivation":
+        raise FaultSpecError("an expire rule applies to CreateActivation only")
+    return FaultRule(rule_id, action, str(kind), count, latency_ms, int(status), account,
+                     tuple(sorted(match.items())))
 
 
 class FaultTable:
@@ -89,19 +103,22 @@ class FaultTable:
 
     def rules(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [asdict(r) for r in self._rules]
+            return [{**asdict(r), "match": dict(r.match)} for r in self._rules]
 
-    def take(self, action: str, account: str) -> FaultHit:
-        """Consume at most one latency rule and one error rule matching this request."""
+    def take(self, action: str, account: str, params: dict[str, Any] | None = None) -> FaultHit:
+        """Consume at most one rule of each slot (latency, error, expire) matching this
+        request; `params` are its top-level parameters."""
+        found = params or {}
         with self._lock:
-            latency = self._consume(action, account, error=False)
-            error = self._consume(action, account, error=True)
+            latency, error, expire = (self._consume(action, account, found, slot)
+                                      for slot in ("latency", "error", "expire"))
         delay = latency.latency_ms / 1000.0 if latency else 0.0
-        return FaultHit(delay_s=delay, error=error)
+        return FaultHit(delay_s=delay, error=error, expire=expire is not None)
 
-    def _consume(self, action: str, account: str, *, error: bool) -> FaultRule | None:
+    def _consume(self, action: str, account: str, params: dict[str, Any],
+                 slot: str) -> FaultRule | None:
         for i, rule in enumerate(self._rules):
-            if (rule.kind != "latency") != error or not rule.matches(action, account):
+            if _SLOTS[rule.kind] != slot or not rule.matches(action, account, params):
                 continue
             if rule.count == 1:
                 del self._rules[i]

@@ -178,6 +178,13 @@ class SsmHybrid:
                 ],
             }
 
+    def expire_now(self, activation_id: str) -> None:
+        """[lab] fault: the activation's expiry passes now (as if the host came too late)."""
+        with self._lock:
+            rec = self._activations.get(activation_id)
+            if rec is not None:
+                self._activations[activation_id] = replace(rec, expires_at=self._clock())
+
     # ---- activations ----
 
     def _CreateActivation(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:

@@ -333,7 +333,8 @@ def _aws_ecs(
         CheckResult("ecs-connected", container.agent_connected,
                     "agent connected" if container.agent_connected else "agent not connected",
                     "" if container.agent_connected
-                    else "ECS agent lost its connection: `systemctl restart ecs`, check proxy"),
+                    else "the ECS agent does not reach ECS's agent endpoints (ecs-a-*, "
+                    "ecs-t-*): check firewall and proxy, then `systemctl restart ecs`"),
         CheckResult("ecs-external", EXTERNAL_ATTRIBUTE in container.attributes,
                     "external" if EXTERNAL_ATTRIBUTE in container.attributes
                     else f"attribute {EXTERNAL_ATTRIBUTE} missing",

@@ -1,6 +1,6 @@
 """The controller-side steps both engines run — decide, sweep, verify, retire — one
-implementation each: the built-in engine (`registration`, `lifecycle`) and the Ansible one (`ansible_ops`)
-differ only in how they reach the host, so a fix to a step lands once for both."""
+implementation each: the built-in engine (`registration`, `lifecycle`) and the Ansible one
+(`ansible_ops`) differ only in how they reach the host, so a fix to a step lands once for both."""
 
 from __future__ import annotations
 

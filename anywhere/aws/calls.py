@@ -74,7 +74,9 @@ def make_clients(
     def config(attempts: int) -> Config:
         return Config(
             region_name=region,
-            retries=cast(Any, {"max_attempts": attempts, "mode": retry_mode}),
+            # Every attempt counts, the first included (botocore's `max_attempts` would
+            # count retries only).
+            retries=cast(Any, {"total_max_attempts": attempts, "mode": retry_mode}),
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,
             max_pool_connections=64,

@@ -81,7 +81,8 @@ def module_lab(tag: str, index: int, hosts: int, **options: Any) -> Iterator[Lab
     `options` go to `Lab.up` (releases, host_quirks).
 
     Indices in use: 0 the operator's default lab, 7 the session lab, 8 spare; test modules
-    take 1-6 (one each), so their state never leaks into each other.
+    take 1-6 (one each; 5 = AWS fault matrix) and 9 (host fault matrix), so their state
+    never leaks into each other.
     """
     require_root()
     remove_stale_test_labs(index)

@@ -8,7 +8,8 @@
   it, and an interrupted run stops there. It also records what the job has learnt so far
   (mi- id, container instance, decision, checks) for the outcome of a failure.
 - `guarded`: runs one host's procedure; expected failures (`HostError`, AWS throttling or
-  5xx past the retry budget, an interrupted run) become a FAILED `HostOutcome` with its `failure_class`, timed and journalled.
+  5xx past the retry budget, an interrupted run) become a FAILED `HostOutcome` with its
+  `failure_class`, timed and journalled.
 - `read_host` and `run_logged`: the two host-side reads and writes every procedure shares.
 
 Procedures reach a host only through `anywhere.transport.Transport` (run, put, become,

@@ -54,7 +54,7 @@ REPAIR_COMMAND = (
 )
 
 # Work directories (`mktemp -d /tmp/anywhere.XXXXXXXX`) that a killed controller never
-# removed: a host is worked on by one register at a time, so any left is stale.
+# removed: a host is worked on by one register at a time, so any there before it is stale.
 STALE_WORKDIRS_COMMAND = (
     "find /tmp -maxdepth 1 -type d -name 'anywhere.????????' -exec rm -rf {} +"
 )
@@ -84,9 +84,12 @@ def install_hint(reason: str, log: str) -> str:
     return f"see the host log in {log}"
 
 
-def probe(ctx: Context, host: Host, transport: Transport) -> Probe:
-    """Read-only: preflight facts, host-side state, AWS-side state, and the decision."""
-    pre = transport.run(checks.PREFLIGHT_COMMAND, sudo=True, timeout=ctx.settings.command_timeout_s)
+def probe(ctx: Context, host: Host, transport: Transport, *, tidy: bool = False) -> Probe:
+    """Preflight facts, host-side state, AWS-side state, and the decision: read-only, but
+    for `tidy`, which also removes a killed run's work dirs (in the same round trip)."""
+    command = f"{STALE_WORKDIRS_COMMAND}\n{checks.PREFLIGHT_COMMAND}" if tidy else (
+        checks.PREFLIGHT_COMMAND)
+    pre = transport.run(command, sudo=True, timeout=ctx.settings.command_timeout_s)
     return assess(
         ctx.view, ctx.settings, host, pre.stdout, lambda: read_host(ctx, transport),
         ctx.known_by_host.get(host.name, ()), ctx.wall_clock(),
@@ -141,7 +144,7 @@ class Registrar:
         transport = ctx.connect(host)
         try:
             # Sudo is proven (or refused, as SudoError) by the preflight's own sudo run.
-            found = probe(ctx, host, transport)
+            found = probe(ctx, host, transport, tidy=True)
             cursor.instance_id = found.plan.instance_id
             cursor.decision = found.plan.decision
             cursor.checks = found.preflight
@@ -320,9 +323,7 @@ def _last_line(text: str) -> str:
 
 @contextmanager
 def _remote_dir(transport: Transport) -> Iterator[str]:
-    """A private temp dir on the host, removed on every exit path (and those of a run that
-    was killed before it could remove its own)."""
-    transport.run(STALE_WORKDIRS_COMMAND, sudo=True)
+    """A private temp dir on the host, removed on every exit path."""
     made = transport.run(WORKDIR_COMMAND)
     if not made.ok:
         raise InstallError(f"cannot create a temp dir: {_last_line(made.stderr)}")

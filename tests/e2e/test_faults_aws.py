@@ -67,8 +67,10 @@ def _register(lab: Lab, out: Path, name: str, *limit: str) -> tuple[Any, dict[st
 
 
 def _alive_activations(lab: Lab, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """anywhere's activations for `names` that still exist."""
     return [a for a in LabControl(lab.endpoint_url).audit()["activations"]
-            if not a["Deleted"] and a["DefaultInstanceName"] in names]
+            if not a["Deleted"] and {"Key": "anywhere:host", "Value": a["DefaultInstanceName"]}
+            in a["Tags"] and a["DefaultInstanceName"] in names]
 
 
 def _instances_by_name(lab: Lab) -> Counter[str]:

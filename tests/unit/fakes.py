@@ -365,7 +365,7 @@ class FakeHost:
                 if isinstance(answer, BaseException):
                     raise answer
                 return answer() if callable(answer) else answer
-        if command == checks.PREFLIGHT_COMMAND:
+        if command.endswith(checks.PREFLIGHT_COMMAND):  # register also tidies first
             return CommandResult(0, preflight_output(self.mi, **self.preflight), "")
         if command == checks.HOST_VERIFY_COMMAND:
             out = healthy_output(self.mi)

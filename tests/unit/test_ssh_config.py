@@ -266,7 +266,7 @@ def test_the_ansible_engine_passes_the_args_to_the_runner(
         return PlaybookRun(status="successful", rc=0, stats={}, failures={})
 
     class Ctx:
-        aws = view = journal = known_by_host = None
+        aws = view = journal = known_by_host = leftovers = None
         run_id = "r"
 
         class settings:

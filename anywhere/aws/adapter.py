@@ -13,11 +13,23 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from anywhere.aws.calls import AwsClients, Caller
 from anywhere.errors import ActivationError, AwsError
 from anywhere.models import Activation, ContainerInstance, ManagedInstance, Secret
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs.type_defs import (
+        AttributeTypeDef,
+        ContainerInstanceTypeDef,
+        PlacementConstraintTypeDef,
+    )
+    from mypy_boto3_ssm.type_defs import (
+        CreateActivationResultTypeDef,
+        InstanceInformationStringFilterTypeDef,
+        InstanceInformationTypeDef,
+    )
 
 HOST_TAG = "anywhere:host"
 RUN_TAG = "anywhere:run"
@@ -99,19 +111,20 @@ class Aws:
     # -- identity, role, cluster ------------------------------------------------------------
 
     def account(self) -> str:
-        return str(self._api.call(self._c.sts, "GetCallerIdentity")["Account"])
+        return str(self._api.call(self._c.sts.get_caller_identity)()["Account"])
 
     def ensure_role(self, name: str, create: bool) -> str:
         """The role's ARN; creates it (and attaches the two policies) only if `create`."""
-        role = self._api.call(self._c.iam, "GetRole", tolerate={"NoSuchEntity"}, RoleName=name)
-        if not role:
+        iam = self._c.iam
+        role = self._api.tolerant(iam.get_role, {"NoSuchEntity"})(RoleName=name)
+        if role is None:
             if not create:
                 raise AwsError(
                     f"IAM role {name} does not exist: create it (trust ssm.amazonaws.com) "
                     "or set anywhere_create_iam_role: true"
                 )
-            role = self._api.call(
-                self._c.iam, "CreateRole", RoleName=name,
+            role = self._api.call(iam.create_role)(
+                RoleName=name,
                 AssumeRolePolicyDocument=json.dumps(ROLE_TRUST),
                 Description="ECS Anywhere hosts (SSM hybrid activation)",
             )
@@ -123,8 +136,7 @@ class Aws:
         wanted = [f"arn:{partition}:iam::aws:{p}" for p in ROLE_POLICIES]
         attached = {
             p["PolicyArn"]
-            for page in self._api.pages(self._c.iam, "ListAttachedRolePolicies", "Marker", "Marker",
-                                    RoleName=name)
+            for page in self._api.pages(iam.list_attached_role_policies)(RoleName=name)
             for p in page.get("AttachedPolicies", [])
         }
         missing = [p for p in wanted if p not in attached]
@@ -134,12 +146,12 @@ class Aws:
                 "or set anywhere_create_iam_role: true"
             )
         for policy in missing:
-            self._api.call(self._c.iam, "AttachRolePolicy", RoleName=name, PolicyArn=policy)
+            self._api.call(iam.attach_role_policy)(RoleName=name, PolicyArn=policy)
         return arn
 
     def ensure_cluster(self, name: str, create: bool) -> str:
         """The cluster's ARN; creates it only if `create`."""
-        found = self._api.call(self._c.ecs, "DescribeClusters", clusters=[name])
+        found = self._api.call(self._c.ecs.describe_clusters)(clusters=[name])
         for cluster in found.get("clusters", []):
             if cluster.get("status") == "ACTIVE":
                 return str(cluster["clusterArn"])
@@ -147,7 +159,7 @@ class Aws:
             raise AwsError(
                 f"ECS cluster {name} does not exist: create it or set anywhere_create_cluster: true"
             )
-        made = self._api.call(self._c.ecs, "CreateCluster", clusterName=name)
+        made = self._api.call(self._c.ecs.create_cluster)(clusterName=name)
         return str(made["cluster"]["clusterArn"])
 
     # -- activations ------------------------------------------------------------------------
@@ -163,19 +175,22 @@ class Aws:
             )
         expires = self._now() + timedelta(minutes=ttl_minutes)
         all_tags = {**tags, HOST_TAG: host, RUN_TAG: run_id}
-        resp = self._until_role_seen(lambda: self._api.call(
-            self._c.ssm, "CreateActivation", ActivationError,
+        create = self._api.call(self._c.ssm.create_activation, ActivationError)
+        resp = self._until_role_seen(lambda: create(
             IamRole=role, RegistrationLimit=1, ExpirationDate=expires,
             DefaultInstanceName=host, Description=f"anywhere run {run_id}: {host}"[:256],
             Tags=[{"Key": k, "Value": v} for k, v in all_tags.items()],
         ))
-        # Wrap the code before anything else can see it; drop it from the response dict.
-        code = Secret(str(resp.pop("ActivationCode", "")))
-        if not code.reveal() or "ActivationId" not in resp:
+        # Wrap the code before anything else can see it; drop the response that held it.
+        code, activation_id = Secret(resp.get("ActivationCode", "")), resp.get("ActivationId")
+        del resp
+        if not code.reveal() or not activation_id:
             raise ActivationError("CreateActivation returned no activation id or code")
-        return Activation(str(resp["ActivationId"]), code, host, expires)
+        return Activation(activation_id, code, host, expires)
 
-    def _until_role_seen(self, create: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def _until_role_seen(
+        self, create: Callable[[], CreateActivationResultTypeDef]
+    ) -> CreateActivationResultTypeDef:
         """`create()`, repeated with backoff for up to ROLE_WAIT_S while SSM does not yet see
         the role (a role created moments ago, e.g. by anywhere_create_iam_role)."""
         waited, delay = 0.0, ROLE_BACKOFF_S[0]
@@ -191,10 +206,10 @@ class Aws:
 
     def delete_activation(self, activation_id: str) -> None:
         """Delete an activation; one that is already gone is fine."""
-        self._api.call(
-            self._c.ssm, "DeleteActivation", ActivationError,
-            tolerate={"InvalidActivation", "InvalidActivationId"}, ActivationId=activation_id,
-        )
+        self._api.tolerant(
+            self._c.ssm.delete_activation, {"InvalidActivation", "InvalidActivationId"},
+            ActivationError,
+        )(ActivationId=activation_id)
 
     def leftover_activations(self, host: str) -> list[str]:
         """Ids of activations we created for `host` that are still alive."""
@@ -209,8 +224,7 @@ class Aws:
         found: dict[str, list[str]] = {}
         for chunk in _chunks(sorted(set(hosts)), SSM_FILTER_VALUES):
             names = set(chunk)
-            for page in self._api.pages(
-                self._c.ssm, "DescribeActivations", "NextToken", "NextToken",
+            for page in self._api.pages(self._c.ssm.describe_activations)(
                 Filters=[{"FilterKey": "DefaultInstanceName", "FilterValues": chunk}],
             ):
                 for act in page.get("ActivationList", []):
@@ -257,38 +271,42 @@ class Aws:
 
     def deregister_managed_instance(self, instance_id: str) -> None:
         """Deregister an mi- id; one that is already gone is fine."""
-        self._api.call(
-            self._c.ssm, "DeregisterManagedInstance",
-            tolerate={"InvalidInstanceId"}, InstanceId=instance_id,
+        self._api.tolerant(self._c.ssm.deregister_managed_instance, {"InvalidInstanceId"})(
+            InstanceId=instance_id
         )
 
-    def _describe_ids(self, ids: list[str]) -> list[dict[str, Any]]:
+    def _describe_ids(self, ids: list[str]) -> list[InstanceInformationTypeDef]:
         """DescribeInstanceInformation for `ids`. Should SSM reject a whole batch because one
         id is gone (InvalidInstanceId), each id is asked alone: one deregistered instance must
         not hide the state of the others."""
-        found: list[dict[str, Any]] = []
-        for page in self._api.pages(
-            self._c.ssm, "DescribeInstanceInformation", "NextToken", "NextToken",
-            tolerate={"InvalidInstanceId"}, Filters=[{"Key": "InstanceIds", "Values": ids}],
-            MaxResults=SSM_DESCRIBE_BATCH,
-        ):
-            if "InstanceInformationList" not in page:  # the tolerated error's empty answer
+        describe = self._api.tolerant(
+            self._c.ssm.describe_instance_information, {"InvalidInstanceId"})
+        batch: list[InstanceInformationStringFilterTypeDef] = [
+            {"Key": "InstanceIds", "Values": ids}]
+        found: list[InstanceInformationTypeDef] = []
+        token = ""
+        while True:
+            page = (describe(Filters=batch, MaxResults=SSM_DESCRIBE_BATCH, NextToken=token)
+                    if token else describe(Filters=batch, MaxResults=SSM_DESCRIBE_BATCH))
+            if page is None:  # a refused batch
                 if len(ids) == 1:
                     return []
                 return [info for one in ids for info in self._describe_ids([one])]
-            found += page["InstanceInformationList"]
-        return found
+            found += page.get("InstanceInformationList", [])
+            token = page.get("NextToken", "")
+            if not token:
+                return found
 
-    def _instance_info(self, filters: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        for page in self._api.pages(
-            self._c.ssm, "DescribeInstanceInformation", "NextToken", "NextToken",
+    def _instance_info(
+        self, filters: list[InstanceInformationStringFilterTypeDef]
+    ) -> Iterator[InstanceInformationTypeDef]:
+        for page in self._api.pages(self._c.ssm.describe_instance_information)(
             Filters=filters, MaxResults=SSM_DESCRIBE_BATCH,
         ):
             yield from page.get("InstanceInformationList", [])
 
     def _tags(self, instance_id: str) -> dict[str, str]:
-        resp = self._api.call(
-            self._c.ssm, "ListTagsForResource",
+        resp = self._api.call(self._c.ssm.list_tags_for_resource)(
             ResourceType="ManagedInstance", ResourceId=instance_id,
         )
         return {t["Key"]: t["Value"] for t in resp.get("TagList", [])}
@@ -306,16 +324,14 @@ class Aws:
         arns = [
             arn
             for page in self._api.pages(
-                self._c.ecs, "ListContainerInstances", "nextToken", "nextToken",
-                tolerate={"ClusterNotFoundException"}, cluster=cluster, maxResults=100,
-            )
+                self._c.ecs.list_container_instances, tolerate={"ClusterNotFoundException"},
+            )(cluster=cluster, maxResults=100)
             for arn in page.get("containerInstanceArns", [])
         ]
         out: dict[str, ContainerInstance] = {}
         for chunk in _chunks(arns, ECS_DESCRIBE_BATCH):
-            resp = self._api.call(
-                self._c.ecs, "DescribeContainerInstances", cluster=cluster,
-                containerInstances=chunk,
+            resp = self._api.call(self._c.ecs.describe_container_instances)(
+                cluster=cluster, containerInstances=chunk,
             )
             for raw in resp.get("containerInstances", []):
                 ci = _container(raw, cluster)
@@ -328,12 +344,11 @@ class Aws:
     def container_instance(self, cluster: str, arn: str) -> ContainerInstance | None:
         """One container instance by ARN, whatever its status: ListContainerInstances leaves
         INACTIVE (deregistered) ones out, DescribeContainerInstances still answers for them."""
-        resp = self._api.call(
-            self._c.ecs, "DescribeContainerInstances",
-            tolerate={"ClusterNotFoundException", "InvalidParameterException"},
-            cluster=cluster, containerInstances=[arn],
-        )
-        found = resp.get("containerInstances") or []
+        resp = self._api.tolerant(
+            self._c.ecs.describe_container_instances,
+            {"ClusterNotFoundException", "InvalidParameterException"},
+        )(cluster=cluster, containerInstances=[arn])
+        found = resp.get("containerInstances", []) if resp else []
         return _container(found[0], cluster) if found else None
 
     def tasks_on(self, cluster: str, arn: str) -> list[TaskSummary]:
@@ -341,35 +356,32 @@ class Aws:
         arns = [
             task
             for page in self._api.pages(
-                self._c.ecs, "ListTasks", "nextToken", "nextToken",
-                tolerate={"ClusterNotFoundException"}, cluster=cluster, containerInstance=arn,
-                desiredStatus="RUNNING",
-            )
+                self._c.ecs.list_tasks, tolerate={"ClusterNotFoundException"},
+            )(cluster=cluster, containerInstance=arn, desiredStatus="RUNNING")
             for task in page.get("taskArns", [])
         ]
         out: list[TaskSummary] = []
         for chunk in _chunks(arns, ECS_DESCRIBE_BATCH):
-            resp = self._api.call(self._c.ecs, "DescribeTasks", cluster=cluster, tasks=chunk)
+            resp = self._api.call(self._c.ecs.describe_tasks)(cluster=cluster, tasks=chunk)
             out += [TaskSummary(str(t["taskArn"]), str(t.get("group", "")),
                                 str(t.get("startedBy", ""))) for t in resp.get("tasks", [])]
         return out
 
     def set_ready(self, cluster: str, arn: str, attribute: str, ready: bool) -> None:
         """Put (ready) or delete (not ready) the readiness attribute on a container instance."""
-        attr: dict[str, str] = {
+        attr: AttributeTypeDef = {
             "name": attribute, "targetType": "container-instance", "targetId": arn,
         }
         if ready:
-            self._api.call(self._c.ecs, "PutAttributes", cluster=cluster,
-                       attributes=[{**attr, "value": "true"}])
+            self._api.call(self._c.ecs.put_attributes)(
+                cluster=cluster, attributes=[{**attr, "value": "true"}])
         else:
-            self._api.call(self._c.ecs, "DeleteAttributes", cluster=cluster, attributes=[attr])
+            self._api.call(self._c.ecs.delete_attributes)(cluster=cluster, attributes=[attr])
 
     def drain(self, cluster: str, arns: Sequence[str]) -> None:
         for chunk in _chunks(list(arns), ECS_STATE_BATCH):
-            resp = self._api.call(
-                self._c.ecs, "UpdateContainerInstancesState", cluster=cluster,
-                containerInstances=chunk, status="DRAINING",
+            resp = self._api.call(self._c.ecs.update_container_instances_state)(
+                cluster=cluster, containerInstances=chunk, status="DRAINING",
             )
             failures = [f"{f.get('arn', '?')}: {f.get('reason', '?')}"
                         for f in resp.get("failures", [])]
@@ -377,8 +389,8 @@ class Aws:
                 raise AwsError(f"cannot drain in {cluster}: {'; '.join(failures)}")
 
     def deregister_container_instance(self, cluster: str, arn: str, force: bool) -> None:
-        self._api.call(self._c.ecs, "DeregisterContainerInstance", cluster=cluster,
-                   containerInstance=arn, force=force)
+        self._api.call(self._c.ecs.deregister_container_instance)(
+            cluster=cluster, containerInstance=arn, force=force)
 
     def forget_instance(self, cluster: str, instance_id: str) -> None:
         """Remove a stale registration from AWS: its container instance (forced) and its mi-."""
@@ -398,10 +410,10 @@ class Aws:
     ) -> RunTaskResult:
         """RunTask with launch type EXTERNAL (external instances have no capacity providers)."""
         extra: dict[str, Any] = {"startedBy": started_by} if started_by else {}
-        resp = self._api.call(
-            self._c.ecs, "RunTask", cluster=cluster, taskDefinition=task_definition,
+        resp = self._api.call(self._c.ecs.run_task)(
+            cluster=cluster, taskDefinition=task_definition,
             count=count, launchType="EXTERNAL",
-            placementConstraints=[dict(c) for c in placement_constraints], **extra,
+            placementConstraints=[_placement(c) for c in placement_constraints], **extra,
         )
         tasks = resp.get("tasks", [])
         return RunTaskResult(
@@ -415,7 +427,7 @@ class Aws:
 
     def task_definition(self, name: str) -> TaskDefinition:
         """Network mode and compatibilities: EXTERNAL needs bridge, host or none."""
-        resp = self._api.call(self._c.ecs, "DescribeTaskDefinition", taskDefinition=name)
+        resp = self._api.call(self._c.ecs.describe_task_definition)(taskDefinition=name)
         td = resp["taskDefinition"]
         return TaskDefinition(
             arn=str(td["taskDefinitionArn"]),
@@ -430,7 +442,15 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
         yield list(items[start : start + size])
 
 
-def _managed(info: Mapping[str, Any]) -> ManagedInstance:
+def _placement(constraint: Mapping[str, str]) -> PlacementConstraintTypeDef:
+    if constraint["type"] == "memberOf":
+        return {"type": "memberOf", "expression": constraint["expression"]}
+    if constraint["type"] == "distinctInstance":
+        return {"type": "distinctInstance"}
+    raise ValueError(f"placement constraint type {constraint['type']!r}")
+
+
+def _managed(info: InstanceInformationTypeDef) -> ManagedInstance:
     return ManagedInstance(
         instance_id=str(info["InstanceId"]),
         ping_status=str(info.get("PingStatus", "")),
@@ -441,7 +461,7 @@ def _managed(info: Mapping[str, Any]) -> ManagedInstance:
     )
 
 
-def _container(raw: Mapping[str, Any], cluster: str) -> ContainerInstance:
+def _container(raw: ContainerInstanceTypeDef, cluster: str) -> ContainerInstance:
     return ContainerInstance(
         arn=str(raw["containerInstanceArn"]),
         ec2_instance_id=str(raw.get("ec2InstanceId", "")),

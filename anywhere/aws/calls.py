@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, cast
+from types import MappingProxyType, MethodType
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import boto3
-from botocore import xform_name
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -40,6 +39,8 @@ _AUTH_CODES = frozenset({
     "InvalidSignatureException", "ExpiredToken", "ExpiredTokenException", "AuthFailure",
     "IncompleteSignature", "MissingAuthenticationToken",
 })
+P = ParamSpec("P")
+R = TypeVar("R")
 _THROTTLE_CODES = frozenset({
     "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded",
 })
@@ -112,53 +113,102 @@ class CallCounter:
 
 
 class Caller:
-    """Issues API calls: counts each, maps every botocore failure to one of our errors."""
+    """Issues API calls through the clients' own typed methods: counts each request and maps
+    every botocore failure to one of our errors. `call(client.op)(**params)` is one request,
+    `pages(client.op)(**params)` every page of it (botocore's paginator for that operation)."""
 
     def __init__(self) -> None:
         self.counter = CallCounter()
 
     def call(
-        self,
-        client: Any,
-        operation: str,
+        self, method: Callable[P, R], error_cls: type[AnywhereError] = AwsError
+    ) -> Callable[P, R]:
+        name = operation_name(method)
+
+        def issue(*args: P.args, **kwargs: P.kwargs) -> R:
+            self.counter.add(name)
+            try:
+                return method(*args, **kwargs)
+            except _FAILURES as exc:
+                raise failure(exc, method, name, error_cls) from None
+
+        return issue
+
+    def tolerant(
+        self, method: Callable[P, R], tolerate: Collection[str],
         error_cls: type[AnywhereError] = AwsError,
-        *,
-        tolerate: frozenset[str] | set[str] = frozenset(),
-        **params: Any,
-    ) -> dict[str, Any]:
-        """One API call: counted; ClientError codes in `tolerate` give `{}`; every other
-        botocore failure becomes one of our errors."""
-        service = client.meta.service_model.service_name
-        name = f"{service}.{operation}"
-        self.counter.add(name)
-        method = getattr(client, xform_name(operation))
-        try:
-            return cast(dict[str, Any], method(**params))
-        except ClientError as exc:
-            if _code(exc) in tolerate:
-                return {}
-            if _not_aws(exc):
-                raise not_aws(client, name, _status(exc), error_cls) from None
-            raise translate(exc, name, error_cls) from None
-        except BotoCoreError as exc:
-            raise translate(exc, name, error_cls) from None
-        except (ResponseParserError, KeyError, TypeError, ValueError):
-            # botocore could not read the answer (an HTML page, an empty body): whatever
-            # answers at the endpoint is not AWS.
-            raise not_aws(client, name, None, error_cls) from None
+    ) -> Callable[P, R | None]:
+        """Like `call`, but an AWS refusal whose code is in `tolerate` answers None."""
+        name = operation_name(method)
+
+        def issue(*args: P.args, **kwargs: P.kwargs) -> R | None:
+            self.counter.add(name)
+            try:
+                return method(*args, **kwargs)
+            except _FAILURES as exc:
+                if isinstance(exc, ClientError) and _code(exc) in tolerate:
+                    return None
+                raise failure(exc, method, name, error_cls) from None
+
+        return issue
 
     def pages(
-        self, client: Any, operation: str, token_in: str, token_out: str,
-        *, tolerate: frozenset[str] | set[str] = frozenset(), **params: Any,
-    ) -> Iterator[dict[str, Any]]:
-        token: str | None = None
-        while True:
-            extra = {token_in: token} if token else {}
-            page = self.call(client, operation, AwsError, tolerate=tolerate, **{**params, **extra})
-            yield page
-            token = page.get(token_out)
-            if not token:
-                return
+        self, method: Callable[P, R], *, tolerate: Collection[str] = frozenset()
+    ) -> Callable[P, Iterator[R]]:
+        """Every page of `method`, one counted request each. An AWS refusal whose code is in
+        `tolerate` ends the listing (there is nothing to list)."""
+        name = operation_name(method)
+        paginator = client_of(method).get_paginator(method.__name__)
+
+        def listing(*args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
+            pages = iter(paginator.paginate(*args, **kwargs))
+            while True:
+                try:
+                    page = next(pages)
+                except StopIteration:
+                    return
+                except _FAILURES as exc:
+                    self.counter.add(name)
+                    if isinstance(exc, ClientError) and _code(exc) in tolerate:
+                        return
+                    raise failure(exc, method, name, AwsError) from None
+                self.counter.add(name)
+                yield cast(R, page)
+
+        return listing
+
+
+# What a call can raise that is about the answer, not about us. botocore raises the last three
+# when it cannot read the answer (an HTML page, an empty body).
+_FAILURES = (ClientError, BotoCoreError, ResponseParserError, KeyError, TypeError, ValueError)
+
+
+def client_of(method: Callable[..., object]) -> Any:
+    """The client a bound operation belongs to (botocore's client methods are bound)."""
+    if not isinstance(method, MethodType):
+        raise TypeError(f"{method!r} is not a client's operation")
+    return method.__self__
+
+
+def operation_name(method: Callable[..., object]) -> str:
+    """`service.Operation` of a client's bound method, e.g. `ssm.DescribeActivations`."""
+    meta = client_of(method).meta
+    api = meta.method_to_api_mapping[method.__name__]
+    return f"{meta.service_model.service_name}.{api}"
+
+
+def failure(
+    exc: Exception, method: Callable[..., object], name: str, error_cls: type[AnywhereError]
+) -> AnywhereError:
+    """Our error for what a call raised."""
+    if isinstance(exc, ClientError):
+        if _not_aws(exc):
+            return not_aws(client_of(method), name, _status(exc), error_cls)
+        return translate(exc, name, error_cls)
+    if isinstance(exc, BotoCoreError):
+        return translate(exc, name, error_cls)
+    # botocore could not read the answer: whatever answers at the endpoint is not AWS.
+    return not_aws(client_of(method), name, None, error_cls)
 
 
 def not_aws(

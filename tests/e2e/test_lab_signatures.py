@@ -89,7 +89,7 @@ def test_tool_calls_from_a_skewed_clock_fail_as_on_aws(endpoint: server.Endpoint
     assert info.value.response["Error"]["Code"] == "InvalidSignatureException"
     # The tool names the likely cause.
     with pytest.raises(AwsError, match=r"is the clock more than 5 minutes off\?"):
-        Caller().call(ssm, "DescribeActivations")
+        Caller().call(ssm.describe_activations)()
     # STS allows 15 minutes, as AWS's does; beyond that it answers SignatureDoesNotMatch.
     assert sts.get_caller_identity()["Account"] == "210987654323"
     skew(-16)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,17 @@ def anywhere(
         [sys.executable, "-m", "anywhere", *args],
         env=env, capture_output=True, text=True, timeout=timeout, check=False,
     )
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """One CLI run that a module's tests read: the process, its output directory, the lab
+    endpoint's audit taken after it, and the controller command lines seen meanwhile."""
+
+    result: subprocess.CompletedProcess[str]
+    out: Path
+    audit: dict[str, Any]
+    argv: tuple[str, ...] = ()
 
 
 def read_json(path: Path) -> Any:
@@ -84,8 +96,11 @@ def role_seen_by_ssm(lab: Lab) -> None:
     session = boto3.session.Session(
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
-    clients = AwsClients(*(session.client(name, endpoint_url=env["AWS_ENDPOINT_URL"])
-                           for name in ("ssm", "ecs", "iam", "sts")))
+    url = env["AWS_ENDPOINT_URL"]
+    clients = AwsClients(session.client("ssm", endpoint_url=url),
+                         session.client("ecs", endpoint_url=url),
+                         session.client("iam", endpoint_url=url),
+                         session.client("sts", endpoint_url=url))
     Aws(clients).ensure_role(IAM_ROLE, create=True)
     time.sleep(float(os.environ.get("ANYWHERE_LAB_IAM_DELAY_S") or DEFAULT_IAM_DELAY_S))
 

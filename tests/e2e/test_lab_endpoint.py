@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import pytest
@@ -81,7 +81,7 @@ def client(endpoint: server.EndpointProcess, account: str) -> ClientFactory:
 
 
 def client_factory(url: str, account: str) -> ClientFactory:
-    def make(service: str, attempts: int = 1) -> Any:
+    def make(service: Literal["ssm", "ecs", "iam", "sts"], attempts: int = 1) -> Any:
         cfg = Config(retries={"total_max_attempts": attempts, "mode": "standard"},
                      read_timeout=120, connect_timeout=10)
         c = boto3.client(service, endpoint_url=url, region_name=REGION, config=cfg,

@@ -14,20 +14,17 @@ from anywhere.lab.lab import Lab
 from tests.e2e.helpers import activation_with_role
 
 
-def _client(lab: Lab, service: str) -> object:
+def test_installer_by_hand_registers_the_host(lab: Lab) -> None:
     env = lab.env()
-    return boto3.client(
-        service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+    session = boto3.session.Session(
+        region_name=env["AWS_DEFAULT_REGION"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )
-
-
-def test_installer_by_hand_registers_the_host(lab: Lab) -> None:
-    ssm, ecs = _client(lab, "ssm"), _client(lab, "ecs")
+    url = env["AWS_ENDPOINT_URL"]
+    ssm, ecs = session.client("ssm", endpoint_url=url), session.client("ecs", endpoint_url=url)
     ecs.create_cluster(clusterName="byhand")
     activation = activation_with_role(
-        _client(lab, "iam"), ssm, "anywhere-lab-host", RegistrationLimit=1,
+        session.client("iam", endpoint_url=url), ssm, "anywhere-lab-host", RegistrationLimit=1,
         DefaultInstanceName="by-hand", ExpirationDate=datetime.now(UTC) + timedelta(hours=1),
     )
     host = sorted(lab.hosts)[-1]

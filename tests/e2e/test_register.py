@@ -12,6 +12,7 @@ import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
 import pytest
@@ -19,7 +20,11 @@ import pytest
 from anywhere.lab.endpoint.control import LabControl
 from anywhere.lab.lab import Lab
 from tests.e2e.conftest import module_lab
-from tests.e2e.helpers import anywhere, read_json, role_seen_by_ssm
+from tests.e2e.helpers import RecordedRun, anywhere, read_json, role_seen_by_ssm
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_ssm import SSMClient
 
 INDEX = 1
 HOSTS = 5
@@ -31,7 +36,7 @@ def reglab() -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="module")
-def first_run(reglab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def first_run(reglab: Lab, tmp_path_factory: pytest.TempPathFactory) -> RecordedRun:
     """Register the whole lab once, with throttling injected and argv sampled meanwhile."""
     out = tmp_path_factory.mktemp("register")
     # Only the injected throttles may refuse CreateActivation here: the role is made (and
@@ -51,7 +56,7 @@ def first_run(reglab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         )
     finally:
         sampler.stop()
-    return {"result": result, "out": out, "argv": sampler.seen, "audit": control.audit()}
+    return RecordedRun(result, out, control.audit(), tuple(sampler.seen))
 
 
 def test_plan_before_register_changes_nothing(reglab: Lab, tmp_path: Path) -> None:
@@ -66,24 +71,24 @@ def test_plan_before_register_changes_nothing(reglab: Lab, tmp_path: Path) -> No
     assert not any(k in requests for k in ("CreateActivation", "PutAttributes", "CreateCluster"))
 
 
-def _ecs(lab: Lab) -> object:
+def _ecs(lab: Lab) -> ECSClient:
     return boto3.client(
         "ecs", endpoint_url=lab.endpoint_url, region_name="us-east-1",
         aws_access_key_id="testing", aws_secret_access_key="testing",
     )
 
 
-def _ssm(lab: Lab) -> object:
+def _ssm(lab: Lab) -> SSMClient:
     return boto3.client(
         "ssm", endpoint_url=lab.endpoint_url, region_name="us-east-1",
         aws_access_key_id="testing", aws_secret_access_key="testing",
     )
 
 
-def test_register_makes_every_host_ready(reglab: Lab, first_run: dict[str, object]) -> None:
-    result = first_run["result"]
+def test_register_makes_every_host_ready(reglab: Lab, first_run: RecordedRun) -> None:
+    result = first_run.result
     assert result.returncode == 0, result.stderr[-3000:]
-    report = read_json(first_run["out"] / "report.json")
+    report = read_json(first_run.out / "report.json")
     assert report["counts"]["ready"] == HOSTS
     by_host = {h["host"]: h for h in report["hosts"]}
     assert set(by_host) == set(reglab.hosts)
@@ -94,8 +99,8 @@ def test_register_makes_every_host_ready(reglab: Lab, first_run: dict[str, objec
         assert {"ssm", "ecs", "docker"} <= set(record["agent_versions"])
 
 
-def test_host_side_is_running(reglab: Lab, first_run: dict[str, object]) -> None:
-    report = read_json(first_run["out"] / "report.json")
+def test_host_side_is_running(reglab: Lab, first_run: RecordedRun) -> None:
+    report = read_json(first_run.out / "report.json")
     for record in report["hosts"]:
         host = record["host"]
         units = reglab.exec(host, ["systemctl", "is-active", "amazon-ssm-agent", "ecs", "docker"])
@@ -104,8 +109,8 @@ def test_host_side_is_running(reglab: Lab, first_run: dict[str, object]) -> None
         assert record["instance_id"] in reg.stdout
 
 
-def test_aws_side_is_ready_and_marked(reglab: Lab, first_run: dict[str, object]) -> None:
-    report = read_json(first_run["out"] / "report.json")
+def test_aws_side_is_ready_and_marked(reglab: Lab, first_run: RecordedRun) -> None:
+    report = read_json(first_run.out / "report.json")
     ids = {h["instance_id"]: h["host"] for h in report["hosts"]}
     info = _ssm(reglab).describe_instance_information(
         Filters=[{"Key": "InstanceIds", "Values": sorted(ids)}]
@@ -122,23 +127,23 @@ def test_aws_side_is_ready_and_marked(reglab: Lab, first_run: dict[str, object])
         assert attrs.get("anywhere.ready") == "true"
 
 
-def test_activations_were_per_host_and_deleted(first_run: dict[str, object]) -> None:
-    activations = first_run["audit"]["activations"]
+def test_activations_were_per_host_and_deleted(first_run: RecordedRun) -> None:
+    activations = first_run.audit["activations"]
     assert len(activations) == HOSTS
     assert all(a["Deleted"] for a in activations)
     names = sorted(a["DefaultInstanceName"] for a in activations)
     assert names == sorted(f"h{i}" for i in range(1, HOSTS + 1))
 
 
-def test_throttling_was_absorbed(first_run: dict[str, object]) -> None:
-    statuses = first_run["audit"]["statuses"]
+def test_throttling_was_absorbed(first_run: RecordedRun) -> None:
+    statuses = first_run.audit["statuses"]
     assert statuses["CreateActivation"].get("400", 0) == 3
     assert statuses["DescribeInstanceInformation"].get("400", 0) == 3
-    assert first_run["result"].returncode == 0
+    assert first_run.result.returncode == 0
 
 
-def test_reports_are_valid(first_run: dict[str, object]) -> None:
-    out: Path = first_run["out"]
+def test_reports_are_valid(first_run: RecordedRun) -> None:
+    out = first_run.out
     suite = ET.parse(out / "report.xml").getroot()
     cases = suite.findall(".//testcase")
     assert len(cases) == HOSTS
@@ -150,13 +155,13 @@ def test_reports_are_valid(first_run: dict[str, object]) -> None:
     assert oct((run_dirs[0] / "summary.json").stat().st_mode & 0o777) == "0o600"
 
 
-def test_activation_code_leaks_nowhere(reglab: Lab, first_run: dict[str, object]) -> None:
-    codes = [a["ActivationCode"] for a in first_run["audit"]["activations"]]
+def test_activation_code_leaks_nowhere(reglab: Lab, first_run: RecordedRun) -> None:
+    codes = [a["ActivationCode"] for a in first_run.audit["activations"]]
     assert codes and all(len(c) >= 20 for c in codes)
-    result = first_run["result"]
+    result = first_run.result
     haystacks = {"stdout": result.stdout, "stderr": result.stderr,
-                 "argv": "\n".join(first_run["argv"])}
-    for path in Path(first_run["out"]).rglob("*"):
+                 "argv": "\n".join(first_run.argv)}
+    for path in first_run.out.rglob("*"):
         if path.is_file():
             haystacks[str(path)] = path.read_text(errors="replace")
     for host in reglab.hosts:
@@ -167,12 +172,12 @@ def test_activation_code_leaks_nowhere(reglab: Lab, first_run: dict[str, object]
     for where, text in haystacks.items():
         for code in codes:
             assert code not in text, f"activation code found in {where}"
-    assert len(first_run["argv"]) > 10  # the sampler really saw processes
+    assert len(first_run.argv) > 10  # the sampler really saw processes
     # -vv really streamed the hosts' install output (where a careless installer would echo).
     assert sum(line.startswith("h1 | ") for line in result.stderr.splitlines()) > 5
 
 
-def test_rerun_changes_nothing(reglab: Lab, first_run: dict[str, object], tmp_path: Path) -> None:
+def test_rerun_changes_nothing(reglab: Lab, first_run: RecordedRun, tmp_path: Path) -> None:
     control = LabControl(reglab.endpoint_url)
     control.reset_audit()
     before = len(control.audit()["activations"])
@@ -186,7 +191,7 @@ def test_rerun_changes_nothing(reglab: Lab, first_run: dict[str, object], tmp_pa
                    ("PutAttributes", "DeleteAttributes", "DeregisterManagedInstance"))
     report = read_json(tmp_path / "again.json")
     assert {h["status"] for h in report["hosts"]} == {"unchanged"}
-    first = read_json(first_run["out"] / "report.json")["hosts"]
+    first = read_json(first_run.out / "report.json")["hosts"]
     old = {h["host"]: h["instance_id"] for h in first}
     assert {h["host"]: h["instance_id"] for h in report["hosts"]} == old
 

@@ -17,7 +17,7 @@ from anywhere.inventory import load_inventory
 from anywhere.lab.endpoint.control import LabControl
 from anywhere.lab.lab import Lab
 from tests.e2e.conftest import module_lab
-from tests.e2e.helpers import anywhere, lab_env, read_json
+from tests.e2e.helpers import RecordedRun, anywhere, lab_env, read_json
 
 INDEX = 2
 
@@ -28,7 +28,7 @@ def badlab() -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="module")
-def bad_run(badlab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def bad_run(badlab: Lab, tmp_path_factory: pytest.TempPathFactory) -> RecordedRun:
     out = tmp_path_factory.mktemp("bad")
     badlab.stop_host("h2")  # unreachable: connection refused
     badlab.regenerate_host_key("h3")  # known_hosts still holds the old key
@@ -39,13 +39,13 @@ def bad_run(badlab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         "--report-json", str(out / "report.json"), "--report-junit", str(out / "report.xml"),
         "--retry-inventory", str(out / "retry.yml"), run_dir=out / "runs",
     )
-    return {"result": result, "out": out, "audit": LabControl(badlab.endpoint_url).audit()}
+    return RecordedRun(result, out, LabControl(badlab.endpoint_url).audit())
 
 
-def test_exit_code_and_classes(bad_run: dict[str, object]) -> None:
-    result = bad_run["result"]
+def test_exit_code_and_classes(bad_run: RecordedRun) -> None:
+    result = bad_run.result
     assert result.returncode == 1, result.stderr[-3000:]
-    report = read_json(bad_run["out"] / "report.json")
+    report = read_json(bad_run.out / "report.json")
     got = {h["host"]: (h["status"], h["class"]) for h in report["hosts"]}
     assert got == {
         "h1": ("ready", None),
@@ -59,19 +59,19 @@ def test_exit_code_and_classes(bad_run: dict[str, object]) -> None:
             assert record["reason"] and record["hint"], record
 
 
-def test_retry_inventory_lists_exactly_the_failed(bad_run: dict[str, object]) -> None:
-    retry = load_inventory(bad_run["out"] / "retry.yml", env={})
+def test_retry_inventory_lists_exactly_the_failed(bad_run: RecordedRun) -> None:
+    retry = load_inventory(bad_run.out / "retry.yml", env={})
     assert sorted(h.name for h in retry.hosts) == ["h2", "h3", "h4"]
 
 
-def test_junit_counts_unreachable_as_failure(bad_run: dict[str, object]) -> None:
-    text = (bad_run["out"] / "report.xml").read_text()
+def test_junit_counts_unreachable_as_failure(bad_run: RecordedRun) -> None:
+    text = (bad_run.out / "report.xml").read_text()
     assert text.count("<failure") == 3
     assert 'type="unreachable"' in text
 
 
-def test_no_activation_left_and_no_temp_files(badlab: Lab, bad_run: dict[str, object]) -> None:
-    activations = bad_run["audit"]["activations"]
+def test_no_activation_left_and_no_temp_files(badlab: Lab, bad_run: RecordedRun) -> None:
+    activations = bad_run.audit["activations"]
     # Only hosts that got past preflight were given an activation (h1, h4, h5).
     assert sorted(a["DefaultInstanceName"] for a in activations) == ["h1", "h4", "h5"]
     assert all(a["Deleted"] for a in activations)
@@ -79,7 +79,7 @@ def test_no_activation_left_and_no_temp_files(badlab: Lab, bad_run: dict[str, ob
     assert leftovers.stdout.strip() == "0"
 
 
-def test_interrupt_stops_cleanly(badlab: Lab, bad_run: dict[str, object], tmp_path: Path) -> None:
+def test_interrupt_stops_cleanly(badlab: Lab, bad_run: RecordedRun, tmp_path: Path) -> None:
     """Ctrl-C mid-install: exit 130, activations deleted, no remote temp files."""
     badlab.exec("h4", ["sh", "-c", "rm -f /var/lib/amazon"])
     control = LabControl(badlab.endpoint_url)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-import yaml
+from ruamel.yaml import YAML
 
 from anywhere.ansible_bridge import HostFailure, HostStats, PlaybookRun, _Collector, child_env
 from anywhere.ansible_engine import outcome_for, serving
@@ -167,7 +167,7 @@ def test_lookup_plugin_asks_the_control_socket(monkeypatch: pytest.MonkeyPatch) 
     assert answer == [COMMANDS["verify"]]
 
 
-def _effective(env: dict[str, str], *args: str) -> object:
+def _effective(env: dict[str, str], *args: str) -> Any:
     """What ansible itself resolves from `env` (and whatever ansible.cfg it names)."""
     tool = str(Path(sys.executable).parent / "ansible-config")
     out = subprocess.run([tool, "dump", "--format", "json", *args], env=env, check=True,
@@ -188,14 +188,14 @@ def test_no_environment_or_ansible_cfg_keeps_module_files_or_logs_arguments(
                "ANSIBLE_SSH_PIPELINING": "False", "ANSIBLE_DEBUG": "1",
                "ANSIBLE_DISPLAY_ARGS_TO_STDOUT": "True", "ANSIBLE_NO_TARGET_SYSLOG": "False"}
     env = child_env(hostile, {})
-    base = {e["name"]: e["value"] for e in _effective(env) if "name" in e}  # type: ignore[attr-defined]
+    base = {e["name"]: e["value"] for e in _effective(env) if "name" in e}
     assert base["DEFAULT_KEEP_REMOTE_FILES"] is False
     assert base["ANSIBLE_PIPELINING"] is True
     assert base["DEFAULT_DEBUG"] is False
     assert base["DISPLAY_ARGS_TO_STDOUT"] is False
     assert base["DEFAULT_NO_TARGET_SYSLOG"] is True
     plugins = _effective(env, "-t", "connection")
-    ssh = next(opts for group in plugins for name, opts in group.items()  # type: ignore[attr-defined]
+    ssh = next(opts for group in plugins for name, opts in group.items()
                if name.startswith("ssh"))
     assert {o["name"]: o["value"] for o in ssh}["pipelining"] is True
 
@@ -207,11 +207,12 @@ def test_the_playbooks_set_every_name_of_pipelining_and_target_syslog() -> None:
 
     from anywhere.ansible_engine import PLAYBOOKS, playbook_dir
 
-    doc = yaml.safe_load(ssh.DOCUMENTATION)
+    yaml = YAML(typ="safe", pure=True)
+    doc = yaml.load(ssh.DOCUMENTATION)
     names = [v["name"] for v in doc["options"]["pipelining"]["vars"]]
     assert "ansible_ssh_pipelining" in names
     for name in PLAYBOOKS:
-        plays = yaml.safe_load((playbook_dir() / f"{name}.yml").read_text(encoding="utf-8"))
+        plays = yaml.load((playbook_dir() / f"{name}.yml").read_text(encoding="utf-8"))
         for play in plays:
             assert all(play["vars"][n] is True for n in names), (name, names)
             assert play["vars"]["ansible_no_target_syslog"] is True

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from anywhere.inventory._base import Invalid, PathBase
-from anywhere.inventory._source import expand_host
+from anywhere.inventory._ranges import expand_host
 from anywhere.inventory._ssh_args import SshArgs, ssh_args
 from anywhere.inventory._values import convert, is_secret, mask_url
 

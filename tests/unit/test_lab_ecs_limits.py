@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from anywhere.lab.agents import common, ecs_agent
 from tests.unit.test_lab_ecs_external import Lab
 
 
@@ -18,7 +22,7 @@ def lab() -> Lab:
     return Lab()
 
 
-def put(lab: Lab, arn: str, *pairs: tuple[str, str | None], status: int = 200) -> dict:
+def put(lab: Lab, arn: str, *pairs: tuple[str, str | None], status: int = 200) -> dict[str, Any]:
     items = [{"name": n, "targetId": arn, **({"value": v} if v is not None else {})}
              for n, v in pairs]
     return lab.call("PutAttributes", {"cluster": "c1", "attributes": items}, status=status)
@@ -113,25 +117,24 @@ def test_an_inactive_instance_cannot_come_back_from_its_checkpoint(lab: Lab) -> 
     assert fresh != arn
 
 
-class RefusingClient:
+@dataclass(frozen=True)
+class RefusingClient(common.Client):
     """The endpoint's answer to a checkpoint whose instance was deregistered."""
 
-    def __init__(self) -> None:
-        self.calls = 0
+    url: str = "http://127.0.0.1:9"
+    asked: list[str] = field(default_factory=list)
 
-    def call(self, target: str, body: dict, auth: object = None) -> dict:
-        from anywhere.lab.agents.common import ApiError
-
-        self.calls += 1
-        raise ApiError("ClientException", "Container instance 0123abcd is inactive. [lab]", 400)
+    def call(self, target: str, body: Mapping[str, Any],
+             auth: common.Signer | None = None) -> dict[str, Any]:
+        self.asked.append(target)
+        raise common.ApiError("ClientException",
+                              "Container instance 0123abcd is inactive. [lab]", 400)
 
 
 def test_the_lab_agent_treats_an_inactive_refusal_as_terminal(tmp_path: Path) -> None:
-    from anywhere.lab.agents import common, ecs_agent
-
     class Signed(ecs_agent.Agent):
-        def _auth(self, config: ecs_agent.EcsConfig) -> None:  # credentials are not the point
-            return None
+        def _auth(self, config: ecs_agent.EcsConfig) -> common.Signer:
+            return lambda url, headers, body: {}  # credentials are not the point
 
     agent = Signed(tmp_path, common.AgentSettings("http://127.0.0.1:9"),
                    logging.getLogger("test"))
@@ -139,7 +142,7 @@ def test_the_lab_agent_treats_an_inactive_refusal_as_terminal(tmp_path: Path) ->
     config = ecs_agent.EcsConfig(cluster="c1", region="r", external=True)
     with pytest.raises(ecs_agent.TerminalError, match="is inactive"):
         agent._register(threading.Event(), client, config, "25.0", "arn:ci/c1/0123abcd")
-    assert client.calls == 1  # not retried
+    assert len(client.asked) == 1  # not retried
 
 
 @pytest.mark.parametrize("tags", [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from anywhere.lab.endpoint.faults import FaultSpecError, FaultTable
@@ -53,6 +55,6 @@ def test_oldest_rule_first_and_clear() -> None:
     {"action": "X", "kind": "latency", "latency_ms": -1},
     {"action": "X", "kind": "5xx", "status": 502},
 ])
-def test_bad_specs_are_rejected(spec: dict) -> None:
+def test_bad_specs_are_rejected(spec: dict[str, Any]) -> None:
     with pytest.raises(FaultSpecError):
         FaultTable().add(spec)

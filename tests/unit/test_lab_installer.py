@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,9 +113,9 @@ def test_value_starting_with_dashes_is_rejected(script: Path, tmp_path: Path, fl
     (FULL, {"arch": "armv7l"}, "Unsupported architecture: armv7l"),
 ])
 def test_preconditions_stop_before_any_change(script: Path, tmp_path: Path,
-                                              args: tuple[str, ...], kwargs: dict[str, object],
+                                              args: tuple[str, ...], kwargs: dict[str, Any],
                                               message: str) -> None:
-    result = run(script, tmp_path, *args, **kwargs)  # type: ignore[arg-type]
+    result = run(script, tmp_path, *args, **kwargs)
     assert result.returncode == 1
     assert message in result.stdout
     assert created(tmp_path) == []
@@ -144,10 +146,15 @@ def test_bad_heartbeat_is_refused(heartbeat: float) -> None:
         installer.render(URL, heartbeat)
 
 
+def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
+    data = tar.extractfile(member)
+    assert data is not None, f"{member.name} is not a file"
+    return data.read().decode()
+
+
 def test_payload_carries_stdlib_only_agents() -> None:
     with tarfile.open(fileobj=io.BytesIO(installer.payload()), mode="r:gz") as tar:
-        files = {m.name: tar.extractfile(m).read().decode()  # type: ignore[union-attr]
-                 for m in tar.getmembers()}
+        files = {m.name: _read(tar, m) for m in tar.getmembers()}
     assert {f"anywhere/lab/agents/{n}" for n in installer.AGENT_MODULES} <= set(files)
     for name, text in files.items():
         for node in ast.walk(ast.parse(text)):
@@ -276,7 +283,7 @@ def test_ssm_wrapper_answers_version_like_the_agent_without_python(
     (tools / "python3").write_text("#!/bin/sh\necho \"python3 $*\"\nexit 97\n")
     (tools / "python3").chmod(0o755)
     env = {"PATH": f"{tools}:/usr/bin:/bin", "LAB_ROOT": str(tmp_path / "root")}
-    monkeypatch.setattr(ssm_agent.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     assert ssm_agent.main(["-version"], {}) == 0
     expected = capsys.readouterr().out
     assert expected == f"SSM Agent version: {ssm_agent.AGENT_VERSION} (lab, aarch64)\n"

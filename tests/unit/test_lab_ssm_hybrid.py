@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -29,20 +30,20 @@ def ssm(clock: Clock, roles: Roles) -> SsmHybrid:
     return SsmHybrid(clock, heartbeat_timeout_s=30.0, roles=roles, iam_delay_s=5.0)
 
 
-def ok(ssm: SsmHybrid, action: str, body: dict, ctx: CallContext = CTX) -> dict:
+def ok(ssm: SsmHybrid, action: str, body: dict[str, Any], ctx: CallContext = CTX) -> dict[str, Any]:
     status, out = ssm.handle(action, body, ctx)
     assert status == 200, out
     return out
 
 
-def error(ssm: SsmHybrid, action: str, body: dict, ctx: CallContext = CTX) -> str:
+def error(ssm: SsmHybrid, action: str, body: dict[str, Any], ctx: CallContext = CTX) -> str:
     status, out = ssm.handle(action, body, ctx)
     assert status == 400, out
     assert "[lab]" in out["message"]
     return str(out["__type"])
 
 
-def register(ssm: SsmHybrid, act: dict, fp: str = "fp") -> str:
+def register(ssm: SsmHybrid, act: dict[str, Any], fp: str = "fp") -> str:
     body = {"ActivationId": act["ActivationId"], "ActivationCode": act["ActivationCode"],
             "PublicKey": "k", "PublicKeyType": "Rsa", "Fingerprint": fp}
     return str(ok(ssm, "RegisterManagedInstance", body, CallContext("unknown", "us-east-1"))
@@ -73,7 +74,7 @@ def test_activation_ids_look_like_aws(ssm: SsmHybrid) -> None:
     ({"IamRole": "r", "ExpirationDate": 1_800_000_000.0 + 31 * 86400}, "InvalidParameters"),
     ({"IamRole": "r", "ExpirationDate": 1_800_000_000.0 - 1}, "InvalidParameters"),
 ])
-def test_create_activation_validates(ssm: SsmHybrid, body: dict, code: str) -> None:
+def test_create_activation_validates(ssm: SsmHybrid, body: dict[str, Any], code: str) -> None:
     assert error(ssm, "CreateActivation", body) == code
 
 
@@ -103,7 +104,7 @@ UNICODE_NAME = "h\u00f6st-\u0663 \u00a0\u4e2d_.:/=+-@"
     ({"Tags": [{"Key": "k", "Value": "a,b"}]}, "ValidationException"),
     ({"Tags": [{"Key": f"k{i}", "Value": ""} for i in range(51)]}, "InvalidParameters"),
 ])
-def test_activation_names_and_tags_follow_ssm_rules(ssm: SsmHybrid, body: dict,
+def test_activation_names_and_tags_follow_ssm_rules(ssm: SsmHybrid, body: dict[str, Any],
                                                      code: str) -> None:
     assert error(ssm, "CreateActivation", {"IamRole": "r", **body}) == code
 
@@ -228,7 +229,7 @@ def test_tags_propagate_and_filter(ssm: SsmHybrid) -> None:
     tags = ok(ssm, "ListTagsForResource", {"ResourceType": "ManagedInstance", "ResourceId": a})
     assert tags["TagList"] == [{"Key": "env", "Value": "lab"}, {"Key": "rack", "Value": "r1"}]
 
-    def ids(filters: list[dict]) -> set[str]:
+    def ids(filters: list[dict[str, Any]]) -> set[str]:
         rows = ok(ssm, "DescribeInstanceInformation", {"Filters": filters})
         return {r["InstanceId"] for r in rows["InstanceInformationList"]}
 
@@ -255,7 +256,9 @@ def test_tags_propagate_and_filter(ssm: SsmHybrid) -> None:
     ({"MaxResults": 51}, "ValidationException"),
     ({"NextToken": "not-a-token"}, "InvalidNextToken"),
 ])
-def test_describe_instance_information_validates(ssm: SsmHybrid, body: dict, code: str) -> None:
+def test_describe_instance_information_validates(
+    ssm: SsmHybrid, body: dict[str, Any], code: str
+) -> None:
     assert error(ssm, "DescribeInstanceInformation", body) == code
 
 
@@ -289,7 +292,7 @@ def test_audit_keeps_codes_and_deletions(ssm: SsmHybrid) -> None:
                      "Action": "sts:AssumeRole"}]}, False),
     ({}, False),
 ])
-def test_trust_policy_must_name_ssm(document: dict, trusted: bool) -> None:
+def test_trust_policy_must_name_ssm(document: dict[str, Any], trusted: bool) -> None:
     import json
 
     from anywhere.lab.endpoint.iam_roles import trusts_ssm

@@ -19,7 +19,7 @@ from anywhere.models import (
     Status,
 )
 from anywhere.registration import Registrar
-from anywhere.render import RenderedScript, Renderer, render_install
+from anywhere.render import RenderedScript, Renderer, render_install, render_placeholder
 from tests.unit.fakes import FakeAws, FakeHost, context, host, noop_control
 
 
@@ -66,7 +66,7 @@ def test_render_command_writes_the_other_hosts(
     inventory = tmp_path / "hosts.yml"
     inventory.write_text("all:\n  vars:\n    anywhere_region: eu-west-1\n"
                          "  hosts:\n    bad:\n    good:\n", encoding="utf-8")
-    real = fleet_commands.render_placeholder
+    real = render_placeholder
 
     def refusing(host: Host, **kwargs: Any) -> RenderedScript:
         if host.name == "bad":

@@ -14,9 +14,10 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 
@@ -68,14 +69,11 @@ def box(tmp_path: Path) -> Iterator[Box]:
     yield b
 
 
-def make_host(**config: object) -> Host:
-    base: dict[str, object] = {
-        "region": "eu-west-1", "cluster": "edge",
-        "labels": MappingProxyType({"rack": "r1"}),
-        "tags": MappingProxyType({"team": "ops"}),
-    }
-    base.update(config)
-    return Host("edge-01", SshTarget("192.0.2.1"), HostConfig(**base))  # type: ignore[arg-type]
+def make_host(**config: Any) -> Host:
+    base = HostConfig(region="eu-west-1", cluster="edge",
+                      labels=MappingProxyType({"rack": "r1"}),
+                      tags=MappingProxyType({"team": "ops"}))
+    return Host("edge-01", SshTarget("192.0.2.1"), replace(base, **config))
 
 
 def run_install(
@@ -264,8 +262,12 @@ def seed_registration(root: Path) -> None:
         (root / rel).write_text(text)
 
 
-def run_cleanup(box: Box, **options: bool) -> subprocess.CompletedProcess[str]:
-    script = render_cleanup(make_host(), root=str(box.root), **options)
+def run_cleanup(
+    box: Box, *, remove_config: bool = False, remove_logs: bool = False,
+    remove_packages: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    script = render_cleanup(make_host(), root=str(box.root), remove_config=remove_config,
+                            remove_logs=remove_logs, remove_packages=remove_packages)
     return subprocess.run(["bash", "-s"], check=False, input=script.text, capture_output=True,
                           text=True, env=box.env(), timeout=60)
 

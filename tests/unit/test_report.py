@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from io import StringIO
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
@@ -39,21 +40,18 @@ def _yaml(path: Path) -> object:
     return YAML(typ="safe", pure=True).load(path.read_text())
 
 
-def _outcome(raw: dict[str, object]) -> HostOutcome:
-    def opt(cls: type, key: str) -> object:
-        return cls(raw[key]) if key in raw else None
-
-    checks = tuple(CheckResult(**c) for c in raw.get("checks", []))  # type: ignore[attr-defined]
+def _outcome(raw: dict[str, Any]) -> HostOutcome:
+    """A host's record of the JSON document, read back."""
     return HostOutcome(
         host=str(raw["host"]), status=Status(raw["status"]), phase=Phase(raw["phase"]),
-        failure=opt(FailureClass, "failure"),  # type: ignore[arg-type]
+        failure=FailureClass(raw["failure"]) if "failure" in raw else None,
         reason=str(raw.get("reason", "")), hint=str(raw.get("hint", "")),
-        duration_s=float(raw.get("duration_s", 0.0)),  # type: ignore[arg-type]
-        decision=opt(Decision, "decision"),  # type: ignore[arg-type]
-        instance_id=raw.get("instance_id"),  # type: ignore[arg-type]
-        container_instance_arn=raw.get("container_instance_arn"),  # type: ignore[arg-type]
-        agent_versions=MappingProxyType(dict(raw.get("agent_versions", {}))),  # type: ignore[call-overload]
-        checks=checks,
+        duration_s=float(raw.get("duration_s", 0.0)),
+        decision=Decision(raw["decision"]) if "decision" in raw else None,
+        instance_id=raw.get("instance_id"),
+        container_instance_arn=raw.get("container_instance_arn"),
+        agent_versions=MappingProxyType(dict(raw.get("agent_versions", {}))),
+        checks=tuple(CheckResult(**c) for c in raw.get("checks", [])),
     )
 
 
@@ -166,7 +164,8 @@ def test_junit_one_testcase_per_host(mixed: report.RunSummary) -> None:
     for node in (root, suite):
         assert (node.get("tests"), node.get("failures"), node.get("skipped")) == ("5", "2", "1")
         assert node.get("errors") == "0"
-    assert suite.find("properties/property[@name='run_id']").get("value") == mixed.run_id  # type: ignore[union-attr]
+    run_id = suite.find("properties/property[@name='run_id']")
+    assert run_id is not None and run_id.get("value") == mixed.run_id
 
 
 def test_junit_unreachable_is_a_failure_and_not_run_is_skipped(mixed: report.RunSummary) -> None:

@@ -33,7 +33,7 @@ $(BIN)/activate: pyproject.toml
 
 install: $(BIN)/activate ## create .venv and install anywhere (editable) with dev tools
 
-lint: install ## ruff, mypy --strict, import-linter layer contracts
+lint: install ## ruff, mypy --strict (code, tests, benchmarks), import-linter layer contracts
 	$(BIN)/ruff check anywhere tests $(wildcard benchmarks)
 	$(BIN)/mypy
 	$(BIN)/lint-imports

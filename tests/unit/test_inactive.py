@@ -4,6 +4,7 @@ host (its agent can never rejoin as that instance) and `check` names it."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ def test_register_reregisters_a_host_whose_container_instance_was_deregistered()
     preflight = f'registration={{"ManagedInstanceID":"{MI}","Region":"r"}}'
     for checkpoint in (False, True):
         found = assess(view, Settings(), host("h1"), preflight,
-                       lambda c=checkpoint: checks.parse_host_verify(_remembering(c)), (), 0.0)
+                       partial(checks.parse_host_verify, _remembering(checkpoint)), (), 0.0)
         assert found.plan.decision is Decision.REREGISTER, found.plan.reasons
         assert "deregistered" in "; ".join(found.plan.reasons)
 

@@ -6,10 +6,18 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from enum import StrEnum
 from pathlib import Path
 
 from anywhere.errors import Problem, UsageError
 from anywhere.models import READY_ATTRIBUTE, Secret, one_line_secret
+
+
+class Engine(StrEnum):
+    """How `register` runs the host-side phases."""
+
+    SSH = "ssh"  # anywhere's own SSH fan-out
+    ANSIBLE = "ansible"  # ansible-runner with ansible/register.yml
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,7 @@ class Settings:
     run_dir: Path = Path("runs")
     ready_attribute: str = READY_ATTRIBUTE
     become_password: Secret | None = None
-    engine: str = "ssh"
+    engine: Engine = Engine.SSH
 
 
 _ENV_PREFIX = "ANYWHERE_"
@@ -92,9 +100,17 @@ def _coerce(name: str, raw: str, current: object) -> object:
             return number
         if isinstance(current, Path):
             return Path(_control_free(raw))
+        if isinstance(current, Engine):
+            return _engine(name, text)
         return _control_free(raw)
     except ValueError:
         raise _invalid(name, f"invalid value {raw!r}") from None
+
+
+def _engine(name: str, text: str) -> Engine:
+    if text not in tuple(Engine):
+        raise _invalid(name, f"must be one of {', '.join(Engine)}")
+    return Engine(text)
 
 
 def _number(text: str, whole: bool) -> int | float:

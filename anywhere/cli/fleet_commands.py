@@ -35,9 +35,7 @@ from anywhere.journal import (
 from anywhere.models import Host
 from anywhere.registration import Registrar, probe_only
 from anywhere.render import render_placeholder
-from anywhere.settings import Settings
-
-ENGINES = ("ssh", "ansible")
+from anywhere.settings import Engine, Settings
 
 
 @dataclass(frozen=True)
@@ -147,7 +145,7 @@ def render_cmd(ctx: click.Context, inventory_path: Path, out: Path, limit: str |
               help="Where to write an inventory of the failed hosts (default: in the run dir).")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where run journals go (default ./runs or ANYWHERE_RUN_DIR).")
-@click.option("--engine", type=click.Choice(ENGINES), default=None,
+@click.option("--engine", type=click.Choice([e.value for e in Engine]), default=None,
               help="ssh: anywhere's own SSH fan-out (default, or ANYWHERE_ENGINE). ansible: run "
               "the host-side phases with ansible-runner and ansible/register.yml (same report).")
 @click.pass_context
@@ -162,11 +160,9 @@ def register_cmd(
     register), one short-lived activation, install, verify on the host and in AWS, mark
     ready (ECS attribute anywhere.ready=true). Safe to re-run.
     """
-    chosen = engine or cli_settings(ctx).engine
-    if chosen not in ENGINES:
-        raise UsageError(f"$ANYWHERE_ENGINE: must be one of {', '.join(ENGINES)}")
+    chosen = Engine(engine) if engine else cli_settings(ctx).engine
     settings = run_settings(ctx, flags, fail_percent=fail_percent, run_dir=run_dir)
-    if chosen == "ansible" and settings.accept_new_host_keys:
+    if chosen is Engine.ANSIBLE and settings.accept_new_host_keys:
         raise UsageError("--engine ansible checks host keys strictly: add them to known_hosts "
                          "first (or register once with --engine ssh --accept-new-host-keys)")
     run = FleetRun.select(ctx, "register", inventory_path, limit, settings)
@@ -174,14 +170,14 @@ def register_cmd(
     reports.check(run.settings)
     confirm(yes, f"Register {len(run.hosts)} host(s)?")
     prepare_aws(run.open(), run.hosts)
-    if chosen == "ansible":
+    if chosen is Engine.ANSIBLE:
         run.announce(" with ansible")
         summary, private_dir = _with_ansible(run, cli_env(ctx))
     else:
         run.announce()
         summary = run.fleet(Registrar(run.context), fail_percent=run.settings.fail_percent)
     write_reports(run.context.journal, summary, run.inventory.path, run.hosts, reports)
-    if chosen == "ansible":
+    if chosen is Engine.ANSIBLE:
         echo(f"ansible-runner artifacts: {private_dir}", err=True)
     return summary.exit_code
 

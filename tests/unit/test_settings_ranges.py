@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from anywhere.cli import main
-from anywhere.settings import Settings, from_env
+from anywhere.settings import Engine, Settings, from_env
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "example.yml"
 
@@ -29,6 +29,8 @@ REFUSED = [
     ("MAX_CLOCK_SKEW_S", "-1", "'-1' is out of range 0.001-86400"),
     ("MIN_FREE_DISK_MB", "-1", "'-1' is out of range 0-1e+07"),
     ("READY_ATTRIBUTE", "ready\nx", "invalid value 'ready\\nx'"),
+    ("ENGINE", "chef", "must be one of ssh, ansible"),
+    ("ENGINE", "Ansible", "must be one of ssh, ansible"),
 ]
 
 
@@ -47,3 +49,8 @@ def test_values_in_range_are_taken() -> None:
     assert (got.concurrency, got.fail_percent, got.install_timeout_s, got.min_free_disk_mb) == (
         1000, 0, 12.5, 0)
     assert from_env({}) == Settings()
+
+
+def test_the_engine_is_one_of_the_engines() -> None:
+    assert from_env({"ANYWHERE_ENGINE": " ansible "}).engine is Engine.ANSIBLE
+    assert from_env({}).engine is Engine.SSH

@@ -16,6 +16,7 @@ from anywhere import checks, ssh
 from anywhere.errors import AuthError, HostKeyError, RemoteTimeout, SudoError, UnreachableError
 from anywhere.inventory import load_inventory
 from anywhere.models import Secret, SshTarget
+from anywhere.transport import Transport
 from tests.e2e.sshd_fixture import SshdLab, available
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(available() is not None, reason=str(available()))]
@@ -41,7 +42,7 @@ def target(lab: SshdLab, known: Path, *, port: int = 22, user: str | None = None
 
 
 @pytest.fixture
-def conn(lab: SshdLab) -> Iterator[ssh.Transport]:
+def conn(lab: SshdLab) -> Iterator[Transport]:
     transport = ssh.connect("h1", target(lab, lab.good_known_hosts()), FAST)
     try:
         yield transport
@@ -51,7 +52,7 @@ def conn(lab: SshdLab) -> Iterator[ssh.Transport]:
 
 # ---- host keys --------------------------------------------------------------------------------
 
-def test_known_key_accepted_and_commands_run(conn: ssh.Transport) -> None:
+def test_known_key_accepted_and_commands_run(conn: Transport) -> None:
     result = conn.run("echo out; echo err >&2; exit 3")
     assert (result.exit_status, result.stdout, result.stderr) == (3, "out\n", "err\n")
     assert conn.host == "h1"
@@ -137,21 +138,21 @@ def test_connection_refused_is_unreachable(lab: SshdLab) -> None:
 
 # ---- commands ------------------------------------------------------------------------------------
 
-def test_command_timeout_closes_channel_and_connection_stays_usable(conn: ssh.Transport) -> None:
+def test_command_timeout_closes_channel_and_connection_stays_usable(conn: Transport) -> None:
     with pytest.raises(RemoteTimeout) as info:
         conn.run("sleep 4", timeout=0.5)
     assert "sleep 4" in info.value.reason
     assert conn.run("echo still-here").stdout == "still-here\n"
 
 
-def test_output_streams_lines_from_both_streams(conn: ssh.Transport) -> None:
+def test_output_streams_lines_from_both_streams(conn: Transport) -> None:
     seen: list[str] = []
     result = conn.run("printf 'a\\nb\\n'; printf 'e1\\n' >&2; printf 'tail'", on_output=seen.append)
     assert sorted(seen) == ["a", "b", "e1", "tail"]
     assert result.stdout == "a\nb\ntail"
 
 
-def test_stdin_and_secret_stdin_lines_come_first(conn: ssh.Transport) -> None:
+def test_stdin_and_secret_stdin_lines_come_first(conn: Transport) -> None:
     result = conn.run(
         "read -r one; read -r two; echo \"$two/$one\"; cat",
         stdin=b"rest-of-input\n",
@@ -160,19 +161,19 @@ def test_stdin_and_secret_stdin_lines_come_first(conn: ssh.Transport) -> None:
     assert result.stdout == "second-value/first-value\nrest-of-input\n"
 
 
-def test_large_stdin_is_fed_while_output_flows(conn: ssh.Transport) -> None:
+def test_large_stdin_is_fed_while_output_flows(conn: Transport) -> None:
     data = b"x" * 3_000_000  # larger than the channel window: needs interleaved send/recv
     result = conn.run("cat", stdin=data)
     assert len(result.stdout) == len(data)
 
 
-def test_sudo_nopasswd(conn: ssh.Transport) -> None:
+def test_sudo_nopasswd(conn: Transport) -> None:
     ssh.check_sudo(conn)
     result = conn.run("id -u; cat", sudo=True, stdin=b"in\n")
     assert result.stdout == "0\nin\n"
 
 
-def test_first_sudo_command_runs_unprobed_and_output_is_clean(conn: ssh.Transport) -> None:
+def test_first_sudo_command_runs_unprobed_and_output_is_clean(conn: Transport) -> None:
     first = conn.run("id -u; echo out; echo err >&2; exit 3", sudo=True)
     assert (first.exit_status, first.stdout, first.stderr) == (3, "0\nout\n", "err\n")
     assert conn.run("id -u", sudo=True).stdout == "0\n"
@@ -258,7 +259,7 @@ def test_sudo_password_over_stdin_never_in_argv(lab: SshdLab) -> None:
         transport.close()
 
 
-def test_put_sets_mode_before_content(conn: ssh.Transport, lab: SshdLab) -> None:
+def test_put_sets_mode_before_content(conn: Transport, lab: SshdLab) -> None:
     path = f"/tmp/anyssh-{lab.pid}-put"
     try:
         conn.put(b"#!/bin/sh\necho hi\n", path, 0o700)
@@ -314,7 +315,7 @@ def test_multi_hop_proxy_jump_tunnels_each_hop_to_the_next(lab: SshdLab) -> None
     assert "unknown host key" in info.value.reason and "2222" in info.value.reason
 
 
-def test_check_commands_survive_sudo_quoting(conn: ssh.Transport) -> None:
+def test_check_commands_survive_sudo_quoting(conn: Transport) -> None:
     """The phase commands go through `sudo … sh -c '<quoted>'` intact and parse on a real host
     (the namespace has no route to the IMDS address, so that probe fails fast)."""
     pre = conn.run(checks.PREFLIGHT_COMMAND, sudo=True)

@@ -22,8 +22,9 @@ from anywhere.errors import (
     UnreachableError,
 )
 from anywhere.models import Secret, SshTarget
-from anywhere.ssh import SshOptions, Transport, check_sudo, connect
+from anywhere.ssh import SshOptions, check_sudo, connect
 from anywhere.ssh.wire import SUDO_ASKS
+from anywhere.transport import Transport
 from tests.unit.sshd import SshServer, ssh_server
 
 

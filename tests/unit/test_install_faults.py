@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,9 @@ def test_a_hung_install_is_stopped_on_the_host_and_its_dirs_removed(box: Box) ->
     assert list(box.tmp.iterdir()) == []
 
 
-def _settled(probe: object, wait_s: float = 5.0) -> str:
+def _settled(probe: Callable[[], str], wait_s: float = 5.0) -> str:
     deadline = time.monotonic() + wait_s
-    while (found := probe()) and time.monotonic() < deadline:  # type: ignore[operator]
+    while (found := probe()) and time.monotonic() < deadline:
         time.sleep(0.1)
     return str(found)
 

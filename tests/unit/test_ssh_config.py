@@ -14,6 +14,7 @@ from anywhere.ansible_engine import openssh_args
 from anywhere.errors import InventoryError
 from anywhere.inventory import load_inventory
 from anywhere.models import Inventory
+from tests.unit.fakes import FakeAws, context
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -265,27 +266,10 @@ def test_the_ansible_engine_passes_the_args_to_the_runner(
         seen.update(extra_env)
         return PlaybookRun(status="successful", rc=0, stats={}, failures={})
 
-    class Ctx:
-        aws = view = journal = known_by_host = leftovers = None
-        run_id = "r"
-
-        class settings:
-            concurrency = 1
-
-    class Journal:
-        path = tmp_path
-
-        def outcome(self, _o: object) -> None:
-            pass
-
-    ctx = Ctx()
-    ctx.journal = Journal()  # type: ignore[assignment]
     monkeypatch.setattr(ansible_engine, "run_playbook", fake_run)
-    monkeypatch.setattr(ansible_engine, "Operations", lambda *a, **k: type(
-        "Ops", (), {"release_all": lambda self: None, "record": lambda self, n: None})())
-    ansible_engine.register_with_ansible(ctx, [], tmp_path / "inv.yml",  # type: ignore[arg-type]
-                                         progress=lambda *_: None, env={},
-                                         ssh_config=str(tmp_path / "cfg"))
+    ansible_engine.register_with_ansible(context(tmp_path, FakeAws(), {}), [],
+                                         tmp_path / "inv.yml", progress=lambda *_: None,
+                                         env={}, ssh_config=str(tmp_path / "cfg"))
     assert shlex.split(seen["ANSIBLE_SSH_ARGS"])[5:7] == ["-F", str(tmp_path / "cfg")]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,7 @@ def test_nothing_of_the_install_left_on_the_hosts(flab: Lab, faulted: dict[str, 
     with its connection, and no host keeps a work dir or an activation code."""
     codes = [str(a["ActivationCode"]) for a in faulted["audit"]["activations"]]
     for host in (DISK, HANG, DROP, REBOOT):
-        left = _settled(lambda h=host: _leftovers(flab, h, codes))  # type: ignore[misc]
+        left = _settled(partial(_leftovers, flab, host, codes))
         assert left == "", f"{host}: {left}"
 
 

@@ -234,7 +234,7 @@ class _SshTransport:
         self._options = options
         self._client = client
         self._hops = hops
-        self._sudo_mode: str | None = None  # "direct" | "nopasswd" | "password"
+        self._sudo_mode: wire.SudoMode | None = None
         self._tty = False  # sudo refused without a tty (requiretty): sudo runs on a pty
 
     def run(
@@ -277,7 +277,7 @@ class _SshTransport:
         return None
 
     def _as_root(
-        self, command: str, mode: str, payload: bytes, limit: float,
+        self, command: str, mode: wire.SudoMode, payload: bytes, limit: float,
         on_output: OutputSink | None, password: Secret | None,
     ) -> _Ran:
         # sudo -S reads exactly one line (byte by byte); the rest reaches the command.
@@ -319,7 +319,7 @@ class _SshTransport:
             "the host rebooted, sshd restarted or the network dropped; re-run to resume",
         )
 
-    def _sudo(self) -> str:
+    def _sudo(self) -> wire.SudoMode:
         """Find out once per connection how to become the target user."""
         if self._sudo_mode is not None:
             return self._sudo_mode
@@ -330,7 +330,7 @@ class _SshTransport:
             self._tty = True
             result = self._exec(probe, b"", limit, None, "sudo -n", tty=True).result
         lines = result.stdout.strip().splitlines() or ["password"]
-        mode = lines[-1].strip() if lines[-1].strip() in wire.MODES else "password"
+        mode = wire.sudo_mode(lines[-1])
         if mode == "password":
             secret = self._options.become_password
             if secret is None:

@@ -9,11 +9,14 @@ no longer echoes (nothing is sent on stdin before it).
 from __future__ import annotations
 
 import shlex
+from typing import Literal
 
 START = "anywhere:start"
 BECOME = "anywhere:become-ok"
 TTY_READY = "anywhere:tty-ready"
-MODES = ("direct", "nopasswd", "password")
+# How to become the target user: already it (direct), sudo without or with a password.
+SudoMode = Literal["direct", "nopasswd", "password"]
+MODES: tuple[SudoMode, ...] = ("direct", "nopasswd", "password")
 SUDO_ASKS = "sudo needs a password: pass --ask-become-pass or ANYWHERE_BECOME_PASSWORD"
 
 
@@ -21,11 +24,11 @@ def plain(command: str) -> str:
     return f"printf '%s\\n' {START}\n{command}"
 
 
-def become(command: str, user: str, mode: str) -> str:
+def become(command: str, user: str, mode: SudoMode) -> str:
     return sudo_command(f"printf '%s\\n' {BECOME}\n{command}", user, mode)
 
 
-def sudo_command(command: str, user: str, mode: str) -> str:
+def sudo_command(command: str, user: str, mode: SudoMode) -> str:
     inner = f"sh -c {shlex.quote(command)}"
     if mode == "direct":
         return inner
@@ -34,6 +37,11 @@ def sudo_command(command: str, user: str, mode: str) -> str:
         return f"sudo -n -u {target} -- {inner}"
     # -k: ignore cached credentials, so sudo always consumes the password line we send.
     return f"sudo -k -S -p '' -u {target} -- {inner}"
+
+
+def sudo_mode(verdict: str) -> SudoMode:
+    """The probe's verdict line as a mode; anything else means sudo wants a password."""
+    return next((mode for mode in MODES if mode == verdict.strip()), "password")
 
 
 def probe(user: str) -> str:

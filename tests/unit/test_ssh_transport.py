@@ -23,7 +23,7 @@ from anywhere.errors import (
 )
 from anywhere.models import Secret, SshTarget
 from anywhere.ssh import SshOptions, check_sudo, connect
-from anywhere.ssh.wire import SUDO_ASKS
+from anywhere.ssh.wire import SUDO_ASKS, sudo_command, sudo_mode
 from anywhere.transport import Transport
 from tests.unit.sshd import SshServer, ssh_server
 
@@ -243,3 +243,13 @@ def test_a_jump_host_that_cannot_reach_the_target_says_so(
     with pytest.raises(UnreachableError, match=r"jump host cannot reach 192.0.2.1:22"):
         connect("h1", target(server, tmp_path, address="192.0.2.1", port=22, proxy_jump=jump),
                 SshOptions(connect_timeout_s=5.0, accept_new_host_keys=True))
+
+
+def test_the_probe_verdict_names_a_sudo_mode_and_anything_else_wants_a_password() -> None:
+    assert [sudo_mode(v) for v in ("direct", " nopasswd\n", "password")] == [
+        "direct", "nopasswd", "password"]
+    assert {sudo_mode(v) for v in ("", "sudo: a password is required", "NOPASSWD")} == {
+        "password"}
+    assert sudo_command("id", "root", "direct") == "sh -c id"
+    assert sudo_command("id", "ops", "nopasswd").startswith("sudo -n -u ops -- ")
+    assert sudo_command("id", "ops", "password").startswith("sudo -k -S -p '' -u ops -- ")

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Literal
 
 from anywhere.models import (
     FailureClass,
@@ -15,10 +16,11 @@ from anywhere.models import (
     Status,
 )
 
-ProgressFn = Callable[[str, Phase, str], None]
-"""(host, phase, state): state is "start" as a host enters a phase, then, once the host is
-done, its outcome's `Status` value ("ready", "unchanged", "removed" or "failed"). Hosts that
-never started (not-run) are not reported here."""
+ProgressState = Literal["start"] | Status
+""""start" as a host enters a phase, then, once the host is done, its outcome's `Status`
+(ready, unchanged, removed or failed). Hosts that never started (not-run) are not reported."""
+ProgressFn = Callable[[str, Phase, ProgressState], None]
+"""(host, phase, state), sent from the worker threads."""
 
 
 class Cancelled(Exception):
@@ -130,7 +132,7 @@ def _drain(
 def _result(fut: Future[HostOutcome], host: Host, control: RunControl) -> HostOutcome:
     # Unexpected exceptions in our own code propagate (they are bugs, not host failures).
     outcome = fut.result()
-    control.progress(host.name, outcome.phase, outcome.status.value)
+    control.progress(host.name, outcome.phase, outcome.status)
     return outcome
 
 

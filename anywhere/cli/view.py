@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from anywhere.fleet import ProgressState
 from anywhere.models import Phase, Status
 
 SHOWN_IN_FLIGHT = 12
@@ -31,9 +32,9 @@ class ProgressView:
         self._done = 0
         self._failed = 0
 
-    def __call__(self, host: str, phase: Phase, state: str) -> None:
+    def __call__(self, host: str, phase: Phase, state: ProgressState) -> None:
         with self._lock:
-            if state != "start":  # the host is done: `state` is its status
+            if isinstance(state, Status):  # the host is done
                 self._phase.pop(host, None)
                 self._done += 1
                 self._failed += state == Status.FAILED

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from anywhere.aws import AwsView
-from anywhere.fleet import RunControl, run_fleet
+from anywhere.fleet import ProgressState, RunControl, run_fleet
 from anywhere.models import (
     FailureClass,
     Host,
@@ -28,6 +28,21 @@ def outcome(host: Host, ok: bool) -> HostOutcome:
         return HostOutcome(host=host.name, status=Status.READY, phase=Phase.DONE)
     return HostOutcome(host=host.name, status=Status.FAILED, phase=Phase.INSTALL,
                        failure=FailureClass.INSTALL, reason="boom")
+
+
+def test_progress_sends_start_then_the_outcome_status_itself() -> None:
+    sent: list[tuple[str, Phase, ProgressState]] = []
+
+    def job(host: Host, control: RunControl) -> HostOutcome:
+        control.enter(host.name, Phase.PREFLIGHT)
+        return outcome(host, host.name == "h1")
+
+    run_fleet(hosts(2), job, concurrency=1, fail_percent=100,
+              progress=lambda *event: sent.append(event))
+    assert sorted(sent) == [("h1", Phase.DONE, Status.READY), ("h1", Phase.PREFLIGHT, "start"),
+                            ("h2", Phase.INSTALL, Status.FAILED),
+                            ("h2", Phase.PREFLIGHT, "start")]
+    assert all(isinstance(state, Status) for _, _, state in sent if state != "start")
 
 
 def test_every_host_runs_once_and_order_is_kept() -> None:

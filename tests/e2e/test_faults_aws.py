@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import boto3
 import pytest
@@ -35,8 +35,18 @@ HOSTS = 8
 FAULTY = ("h1", "h2", "h3", "h4", "h5")
 KILLED = ("h6", "h7", "h8")
 ATTEMPTS = 4  # ANYWHERE_AWS_MAX_ATTEMPTS for these runs: the retry budget of every call
-SETTINGS = {"ANYWHERE_AWS_MAX_ATTEMPTS": str(ATTEMPTS), "ANYWHERE_VERIFY_TIMEOUT_S": "15",
-            "ANYWHERE_VERIFY_POLL_S": "1"}
+
+
+class Settings(TypedDict):
+    """The environment of these runs (its keys are the run helpers' keyword arguments)."""
+
+    ANYWHERE_AWS_MAX_ATTEMPTS: str
+    ANYWHERE_VERIFY_TIMEOUT_S: str
+    ANYWHERE_VERIFY_POLL_S: str
+
+
+SETTINGS = Settings(ANYWHERE_AWS_MAX_ATTEMPTS=str(ATTEMPTS), ANYWHERE_VERIFY_TIMEOUT_S="15",
+                    ANYWHERE_VERIFY_POLL_S="1")
 BLOCKED_DROPIN = "/etc/systemd/system/ecs.service.d/lab-fault.conf"
 # Calls every registering host makes, each given a burst the budget absorbs: ATTEMPTS - 1
 # errors in a row at most (the error rules of one action are consumed one after the other).
@@ -49,7 +59,7 @@ def faultlab() -> Iterator[Lab]:
     yield from module_lab("faultsaws", INDEX, HOSTS)
 
 
-def _client(lab: Lab, service: str) -> Any:
+def _client(lab: Lab, service: Literal["ssm", "ecs", "iam", "sts"]) -> Any:
     env = lab.env()
     return boto3.client(service, endpoint_url=lab.endpoint_url, region_name="us-east-1",
                         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],

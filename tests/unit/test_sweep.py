@@ -20,7 +20,7 @@ from anywhere.models import FailureClass
 from anywhere.registration import Registrar
 from anywhere.settings import Settings
 from anywhere.steps import sweep_activations
-from tests.unit.test_lifecycle import FakeAws, context, healthy_output, host
+from tests.unit.fakes import FakeAws, context, healthy_output, host
 
 
 def _activation(ident: str, name: str, tags: dict[str, str]) -> dict[str, Any]:

@@ -134,6 +134,10 @@ class FakeAgent:
             "tags": [{"key": "host", "value": self.instance_id}]})
         assert status == 200, out
         arn: str = out["containerInstance"]["containerInstanceArn"]
+        # ECS counts an agent connected once it polls, not when it registers.
+        status, out = self.ecs("DiscoverPollEndpoint", {"cluster": CLUSTER,
+                                                        "containerInstance": arn})
+        assert status == 200, out
         return arn
 
 

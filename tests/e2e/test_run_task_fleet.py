@@ -87,6 +87,10 @@ def join(aws: Aws, endpoint: str, root: Path, name: str) -> tuple[str, str]:
     agent = ecs_agent.Agent(base, common.AgentSettings(endpoint), logging.getLogger("fleet"))
     arn = agent._register(threading.Event(), client, ecs_agent.load_config(base), "25.0.0", None)
     assert arn, f"{name} did not register"
+    # Connected only once its agent has polled, as ECS counts a real agent.
+    client.call(f"{ecs_agent.ECS}.DiscoverPollEndpoint",
+                {"containerInstance": arn, "cluster": CLUSTER},
+                auth=agent._auth(ecs_agent.load_config(base)))
     return reg.instance_id, arn
 
 

@@ -33,8 +33,9 @@ $(BIN)/activate: pyproject.toml
 
 install: $(BIN)/activate ## create .venv and install anywhere (editable) with dev tools
 
-lint: install ## ruff, mypy --strict (code, tests, benchmarks), import-linter layer contracts
+lint: install ## ruff (lint, format check), mypy --strict (code, tests, benchmarks), import-linter
 	$(BIN)/ruff check anywhere tests $(wildcard benchmarks)
+	$(BIN)/ruff format --check anywhere tests $(wildcard benchmarks)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

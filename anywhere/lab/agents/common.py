@@ -253,8 +253,7 @@ class Client:
         if urllib.parse.urlsplit(self.url).scheme not in ("http", "https"):
             raise ApiError("", f"[lab] not an http(s) endpoint: {self.url}")
         # Scheme checked above: only http(s) reaches urlopen.
-        request = urllib.request.Request(url, data=data, headers=headers,  # noqa: S310
-                                         method="POST")
+        request = urllib.request.Request(url, data=data, headers=headers, method="POST")  # noqa: S310
         try:
             with opener(self.url, self.http_proxy, self.no_proxy).open(
                     request, timeout=self.timeout_s) as response:

@@ -32,9 +32,25 @@ from typing import Any
 from anywhere.errors import EnvironmentProblem
 
 # Variables the ansible-playbook child may see; everything else (AWS_*, tokens) stays out.
-_ALLOWED = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER", "LOGNAME",
-                      "SSH_AUTH_SOCK", "TERM", "JOB_ID", "AD_HOC_COMMAND_ID", "PYTHONPATH",
-                      "ORIGINAL_STDOUT_CALLBACK", "PROOT_TMP_DIR"})
+_ALLOWED = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "LC_CTYPE",
+        "TMPDIR",
+        "USER",
+        "LOGNAME",
+        "SSH_AUTH_SOCK",
+        "TERM",
+        "JOB_ID",
+        "AD_HOC_COMMAND_ID",
+        "PYTHONPATH",
+        "ORIGINAL_STDOUT_CALLBACK",
+        "PROOT_TMP_DIR",
+    }
+)
 _ALLOWED_PREFIXES = ("ANSIBLE_", "AWX_", "RUNNER_", "ANYWHERE_CONTROL_")
 _FORCED = {
     "ANSIBLE_HOST_KEY_CHECKING": "True",
@@ -86,8 +102,7 @@ class PlaybookRun:
 
 def child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
     """The allow-listed environment for ansible-playbook, with our forced settings."""
-    env = {k: v for k, v in base.items()
-           if k in _ALLOWED or k.startswith(_ALLOWED_PREFIXES)}
+    env = {k: v for k, v in base.items() if k in _ALLOWED or k.startswith(_ALLOWED_PREFIXES)}
     env.update(extra)
     env.update(_FORCED)
     return env
@@ -138,8 +153,15 @@ def _message(res: object) -> str:
 
 def _stats(raw: Mapping[str, Mapping[str, int]] | None) -> dict[str, HostStats]:
     result: dict[str, dict[str, int]] = {}
-    names = {"ok": "ok", "changed": "changed", "failures": "failures", "dark": "dark",
-             "skipped": "skipped", "rescued": "rescued", "ignored": "ignored"}
+    names = {
+        "ok": "ok",
+        "changed": "changed",
+        "failures": "failures",
+        "dark": "dark",
+        "skipped": "skipped",
+        "rescued": "rescued",
+        "ignored": "ignored",
+    }
     for key, field_name in names.items():
         for host, count in (raw or {}).get(key, {}).items():
             result.setdefault(host, {})[field_name] = int(count)
@@ -149,25 +171,42 @@ def _stats(raw: Mapping[str, Mapping[str, int]] | None) -> dict[str, HostStats]:
 def _close_masters(control_dir: Path) -> None:
     """Ask each SSH master this run started to exit (else they linger for ControlPersist)."""
     for sock in control_dir.iterdir():
-        subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "anywhere-master"],
-                       capture_output=True, timeout=10, check=False)
+        subprocess.run(
+            ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "anywhere-master"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
 
 
 def run_playbook(
-    playbook: Path, inventory: str, private_dir: Path, *, limit: str | None = None,
-    forks: int = 5, env: Mapping[str, str], extra_env: Mapping[str, str] | None = None,
-    on_event: EventFn | None = None, cancel: Callable[[], bool] | None = None,
+    playbook: Path,
+    inventory: str,
+    private_dir: Path,
+    *,
+    limit: str | None = None,
+    forks: int = 5,
+    env: Mapping[str, str],
+    extra_env: Mapping[str, str] | None = None,
+    on_event: EventFn | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> PlaybookRun:
     """Run `playbook` with ansible-runner in `private_dir` (kept for inspection)."""
     try:
         from ansible_runner import Runner, RunnerConfig
     except ImportError:
-        raise EnvironmentProblem("--engine ansible needs ansible-runner: "
-                                 "pip install ansible-runner ansible-core") from None
+        raise EnvironmentProblem(
+            "--engine ansible needs ansible-runner: pip install ansible-runner ansible-core"
+        ) from None
     private_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     config = RunnerConfig(
-        private_data_dir=str(private_dir), playbook=str(playbook), inventory=inventory,
-        limit=limit, forks=forks, suppress_env_files=True, quiet=True,
+        private_data_dir=str(private_dir),
+        playbook=str(playbook),
+        inventory=inventory,
+        limit=limit,
+        forks=forks,
+        suppress_env_files=True,
+        quiet=True,
         project_dir=str(playbook.parent),
     )
     config.prepare()
@@ -177,8 +216,9 @@ def run_playbook(
     bindir = str(Path(sys.executable).parent)
     config.env["PATH"] = os.pathsep.join([bindir, config.env.get("PATH", os.defpath)])
     collector = _Collector(on_event)
-    runner = Runner(config=config, event_handler=collector,
-                    cancel_callback=cancel or (lambda: False))
+    runner = Runner(
+        config=config, event_handler=collector, cancel_callback=cancel or (lambda: False)
+    )
     # SSH masters of this run only: a master left by another run to a host whose link has
     # since died would hang the first task on that host.
     with tempfile.TemporaryDirectory(prefix="anywhere-cp-") as control_dir:
@@ -188,8 +228,10 @@ def run_playbook(
         finally:
             _close_masters(Path(control_dir))
     return PlaybookRun(
-        status=str(status), rc=int(rc if rc is not None else -1),
+        status=str(status),
+        rc=int(rc if rc is not None else -1),
         stats=MappingProxyType(_stats(runner.stats)),
         failures=MappingProxyType(dict(collector.failures)),
-        spans=MappingProxyType(dict(collector.spans)), private_dir=private_dir,
+        spans=MappingProxyType(dict(collector.spans)),
+        private_dir=private_dir,
     )

@@ -123,8 +123,9 @@ def _classify_dark(message: str) -> FailureClass:
 
 def _install_timed_out(message: str) -> bool:
     """The playbook's install failure says `install script exited N:`; N from `timeout`."""
-    return any(message.startswith(f"install script exited {status}:")
-               for status in INSTALL_TIMED_OUT)
+    return any(
+        message.startswith(f"install script exited {status}:") for status in INSTALL_TIMED_OUT
+    )
 
 
 def _failed(host: str, failure: HostFailure, rec: HostRecord | None) -> HostOutcome:
@@ -133,9 +134,15 @@ def _failed(host: str, failure: HostFailure, rec: HostRecord | None) -> HostOutc
     hint = ""
     if failure.event == "runner_on_unreachable":
         cls = _classify_dark(failure.message)
-        hint = _UNREACHABLE_HINT if cls is FailureClass.UNREACHABLE else (
-            "check known_hosts (a changed key is never accepted)"
-            if cls is FailureClass.HOSTKEY else "check ansible_user and the key")
+        hint = (
+            _UNREACHABLE_HINT
+            if cls is FailureClass.UNREACHABLE
+            else (
+                "check known_hosts (a changed key is never accepted)"
+                if cls is FailureClass.HOSTKEY
+                else "check ansible_user and the key"
+            )
+        )
     elif "sudo" in failure.message.lower() and "password" in failure.message.lower():
         cls, hint = FailureClass.SUDO, "pass --ask-become-pass or give the user NOPASSWD sudo"
     elif _install_timed_out(failure.message):
@@ -143,9 +150,14 @@ def _failed(host: str, failure: HostFailure, rec: HostRecord | None) -> HostOutc
     elif cls is FailureClass.INSTALL:
         hint = install_hint(failure.message, "the run directory")
     return HostOutcome(
-        host=host, status=Status.FAILED, phase=phase, failure=cls,
-        reason=failure.message or f"task {failure.task!r} failed", hint=hint,
-        decision=rec.decision if rec else None, instance_id=rec.instance_id if rec else None,
+        host=host,
+        status=Status.FAILED,
+        phase=phase,
+        failure=cls,
+        reason=failure.message or f"task {failure.task!r} failed",
+        hint=hint,
+        decision=rec.decision if rec else None,
+        instance_id=rec.instance_id if rec else None,
         container_instance_arn=rec.container_arn if rec else None,
         checks=rec.checks if rec else (),
     )
@@ -161,21 +173,33 @@ def outcome_for(host: str, run: PlaybookRun, rec: HostRecord | None) -> HostOutc
     if rec is not None and rec.ready:
         skipped = rec.decision is Decision.SKIP_READY
         return HostOutcome(
-            host=host, status=Status.UNCHANGED if skipped else Status.READY, phase=Phase.DONE,
-            reason="; ".join(rec.reasons), duration_s=duration, decision=rec.decision,
-            instance_id=rec.instance_id, container_instance_arn=rec.container_arn,
-            agent_versions=dict(rec.agent_versions), checks=rec.checks,
+            host=host,
+            status=Status.UNCHANGED if skipped else Status.READY,
+            phase=Phase.DONE,
+            reason="; ".join(rec.reasons),
+            duration_s=duration,
+            decision=rec.decision,
+            instance_id=rec.instance_id,
+            container_instance_arn=rec.container_arn,
+            agent_versions=dict(rec.agent_versions),
+            checks=rec.checks,
         )
     if host not in run.stats:
         return HostOutcome(
-            host=host, status=Status.NOT_RUN, phase=Phase.PREFLIGHT,
+            host=host,
+            status=Status.NOT_RUN,
+            phase=Phase.PREFLIGHT,
             failure=FailureClass.INTERRUPTED if run.status == "canceled" else FailureClass.ABORTED,
             reason=f"the playbook did not reach this host ({run.status})",
             hint="re-run with the retry inventory",
         )
     return HostOutcome(
-        host=host, status=Status.FAILED, phase=Phase.MARK_READY, failure=FailureClass.VERIFY,
-        reason="the playbook ended without marking the host ready", duration_s=duration,
+        host=host,
+        status=Status.FAILED,
+        phase=Phase.MARK_READY,
+        failure=FailureClass.VERIFY,
+        reason="the playbook ended without marking the host ready",
+        duration_s=duration,
         decision=rec.decision if rec else None,
     )
 
@@ -185,8 +209,19 @@ def openssh_args(ssh_config: str | None) -> str:
     reads the very config file the inventory was completed from and checked against (never
     another ~/.ssh/config or /etc/ssh/ssh_config: `none` reads no file), and no agent
     forwarding, as the built-in engine. Command-line options win over any config file."""
-    return shlex.join(["-C", "-o", "ControlMaster=auto", "-o", "ControlPersist=60s",
-                       "-F", ssh_config or "none", "-o", "ForwardAgent=no"])
+    return shlex.join(
+        [
+            "-C",
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            "ControlPersist=60s",
+            "-F",
+            ssh_config or "none",
+            "-o",
+            "ForwardAgent=no",
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -196,16 +231,28 @@ class EngineRun:
 
 
 def register_with_ansible(
-    ctx: Context, hosts: Sequence[Host], inventory_path: Path, *, progress: ProgressFn,
-    env: Mapping[str, str] | None = None, ssh_config: str | None = None,
+    ctx: Context,
+    hosts: Sequence[Host],
+    inventory_path: Path,
+    *,
+    progress: ProgressFn,
+    env: Mapping[str, str] | None = None,
+    ssh_config: str | None = None,
 ) -> EngineRun:
     """Register `hosts` by running `ansible/register.yml` through ansible-runner; OpenSSH
     reads `ssh_config` (the inventory's `ssh_config`; None: no file)."""
     env = os.environ if env is None else env
     playbook = playbook_dir(env) / "register.yml"
-    ops = Operations(ctx.aws, ctx.view, {h.name: h for h in hosts}, ctx.settings, ctx.run_id,
-                     journal=ctx.journal, known_by_host=ctx.known_by_host,
-                     leftovers=ctx.leftovers)
+    ops = Operations(
+        ctx.aws,
+        ctx.view,
+        {h.name: h for h in hosts},
+        ctx.settings,
+        ctx.run_id,
+        journal=ctx.journal,
+        known_by_host=ctx.known_by_host,
+        leftovers=ctx.leftovers,
+    )
     private_dir = ctx.journal.path / "ansible"
     names = [h.name for h in hosts]
 
@@ -219,11 +266,13 @@ def register_with_ansible(
     try:
         with serving(ops) as socket_path:
             run = run_playbook(
-                playbook, str(Path(inventory_path).resolve()), private_dir,
-                limit=",".join(names), forks=max(1, min(ctx.settings.concurrency, len(names))),
+                playbook,
+                str(Path(inventory_path).resolve()),
+                private_dir,
+                limit=",".join(names),
+                forks=max(1, min(ctx.settings.concurrency, len(names))),
                 env=env,
-                extra_env={SOCKET_ENV: socket_path,
-                           "ANSIBLE_SSH_ARGS": openssh_args(ssh_config)},
+                extra_env={SOCKET_ENV: socket_path, "ANSIBLE_SSH_ARGS": openssh_args(ssh_config)},
                 on_event=on_event,
                 cancel=cancelled.is_set,
             )
@@ -238,11 +287,13 @@ def register_with_ansible(
     return EngineRun(FleetResult(outcomes, interrupted=run.status == "canceled"), private_dir)
 
 
-
 # Host variables and groups of the exported inventory. Not `anywhere_*`: anywhere refuses
 # unknown variables of its own namespace, and these are facts, not settings.
-EXPORT_VARS = ("ecs_anywhere_instance_id", "ecs_anywhere_container_instance_arn",
-               "ecs_anywhere_ready")
+EXPORT_VARS = (
+    "ecs_anywhere_instance_id",
+    "ecs_anywhere_container_instance_arn",
+    "ecs_anywhere_ready",
+)
 READY_GROUP, NOT_READY_GROUP = "ecs_anywhere_ready", "ecs_anywhere_not_ready"
 
 
@@ -253,32 +304,50 @@ def fleet_inventory(aws: Aws, hosts: Sequence[Host], ready_attribute: str, sourc
     managed = aws.managed_instances(sorted({mi for ids in known.values() for mi in ids}))
     containers: dict[tuple[str, str], ContainerInstance] = {}
     for cluster in sorted({h.config.cluster for h in hosts}):
-        ids = sorted({mi for h in hosts if h.config.cluster == cluster for mi in known.get(
-            h.name, ())})
+        ids = sorted(
+            {mi for h in hosts if h.config.cluster == cluster for mi in known.get(h.name, ())}
+        )
         for mi, found in aws.container_instances(cluster, ids).items():
             containers[(cluster, mi)] = found
     exported = []
     for host in hosts:
         # Prefer the registration whose container instance is active (a re-registered host
         # may still list its old one).
-        ranked = sorted(known.get(host.name, ()), key=lambda i: (
-            (host.config.cluster, i) in containers
-            and containers[(host.config.cluster, i)].status == "ACTIVE", i))
+        ranked = sorted(
+            known.get(host.name, ()),
+            key=lambda i: (
+                (host.config.cluster, i) in containers
+                and containers[(host.config.cluster, i)].status == "ACTIVE",
+                i,
+            ),
+        )
         chosen = ranked[-1] if ranked else None
         container = containers.get((host.config.cluster, chosen)) if chosen else None
         online = chosen in managed and managed[chosen].ping_status == "Online"
-        ready = bool(online and container is not None and container.status == "ACTIVE"
-                     and container.agent_connected
-                     and container.attributes.get(ready_attribute) == "true")
-        values = dict(zip(EXPORT_VARS, (chosen, container.arn if container else None, ready),
-                          strict=True))
+        ready = bool(
+            online
+            and container is not None
+            and container.status == "ACTIVE"
+            and container.agent_connected
+            and container.attributes.get(ready_attribute) == "true"
+        )
+        values = dict(
+            zip(EXPORT_VARS, (chosen, container.arn if container else None, ready), strict=True)
+        )
         group = READY_GROUP if ready else NOT_READY_GROUP
-        exported.append(replace(host, variables={**host.variables, **values},
-                                groups=(*host.groups, group)))
-    text = report.retry_inventory(exported, [h.name for h in exported], source,
-                                  proxy_credentials=False)
-    body = "\n".join(ln for ln in text.splitlines()
-                     if not ln.startswith("#") or ln.startswith("# anywhere_proxy"))
-    header = (f"# The fleet of {source} as AWS sees it: {', '.join(EXPORT_VARS)} per host;\n"
-              f"# target ready hosts with `hosts: {READY_GROUP}`. Passwords are left out.\n")
+        exported.append(
+            replace(host, variables={**host.variables, **values}, groups=(*host.groups, group))
+        )
+    text = report.retry_inventory(
+        exported, [h.name for h in exported], source, proxy_credentials=False
+    )
+    body = "\n".join(
+        ln
+        for ln in text.splitlines()
+        if not ln.startswith("#") or ln.startswith("# anywhere_proxy")
+    )
+    header = (
+        f"# The fleet of {source} as AWS sees it: {', '.join(EXPORT_VARS)} per host;\n"
+        f"# target ready hosts with `hosts: {READY_GROUP}`. Passwords are left out.\n"
+    )
     return header + body + "\n"

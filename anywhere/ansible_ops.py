@@ -77,8 +77,13 @@ class Operations:
     """The operations of one playbook run, over the hosts of one inventory and region."""
 
     def __init__(
-        self, aws: Aws, view: AwsView, hosts: Mapping[str, Host], settings: Settings,
-        run_id: str, journal: Journal | None = None,
+        self,
+        aws: Aws,
+        view: AwsView,
+        hosts: Mapping[str, Host],
+        settings: Settings,
+        run_id: str,
+        journal: Journal | None = None,
         known_by_host: Mapping[str, tuple[str, ...]] | None = None,
         clock: Callable[[], float] = time.time,
         leftovers: Mapping[str, tuple[str, ...]] | None = None,
@@ -116,30 +121,43 @@ class Operations:
         host's leftover activations (a killed run's) are deleted first."""
         h = self.host(host)
         self._sweep(host)
-        found = assess(self.view, self.settings, h, preflight,
-                       lambda: checks.parse_host_verify(state), self._known(host), self.clock())
+        found = assess(
+            self.view,
+            self.settings,
+            h,
+            preflight,
+            lambda: checks.parse_host_verify(state),
+            self._known(host),
+            self.clock(),
+        )
         plan, container = found.plan, found.aws.container
         rec = self.record(host)
         rec.decision, rec.reasons, rec.instance_id = plan.decision, plan.reasons, plan.instance_id
         rec.checks = found.host_checks if plan.decision is Decision.SKIP_READY else found.preflight
         failed = [c for c in found.preflight if not c.ok]
         return {
-            "decision": plan.decision.value, "reasons": list(plan.reasons),
+            "decision": plan.decision.value,
+            "reasons": list(plan.reasons),
             "instance_id": plan.instance_id,
             "container_arn": container.arn if container is not None else None,
             "stale": list(plan.stale_instance_ids),
             "preflight_failed": [f"{c.name}: {c.observed}" for c in failed],
             "hint": failed[0].hint if failed else "",
-            "installer_path": h.config.installer_path, "installer_name": INSTALLER_NAME,
+            "installer_path": h.config.installer_path,
+            "installer_name": INSTALLER_NAME,
         }
 
     def _sweep(self, host: str) -> None:
         journal = self.journal
         sweep_activations(
-            self.aws, host,
+            self.aws,
+            host,
             None if self.leftovers is None else self.leftovers.get(host, ()),
-            lambda gone: journal.event(host, "activate", "leftover-deleted", gone)
-            if journal is not None else None,
+            lambda gone: (
+                journal.event(host, "activate", "leftover-deleted", gone)
+                if journal is not None
+                else None
+            ),
         )
 
     def script(self, host: str, kind: str) -> str:
@@ -149,8 +167,9 @@ class Operations:
             return render_install(h, installer_name=name, renderer=self.renderer).text
         if kind in ("cleanup", "wipe"):
             wipe = kind == "wipe"
-            return render_cleanup(h, remove_config=wipe, remove_logs=wipe,
-                                  renderer=self.renderer).text
+            return render_cleanup(
+                h, remove_config=wipe, remove_logs=wipe, renderer=self.renderer
+            ).text
         raise UsageError(f"unknown script {kind!r}")
 
     def install_command(self, host: str, workdir: str) -> str:
@@ -169,7 +188,11 @@ class Operations:
         """A single-use activation for `host`: its id and (secret) code."""
         h = self.host(host)
         made = self.aws.create_activation(
-            host, h.config.iam_role, h.config.activation_ttl_minutes, h.config.tags, self.run_id,
+            host,
+            h.config.iam_role,
+            h.config.activation_ttl_minutes,
+            h.config.tags,
+            self.run_id,
         )
         if self.journal is not None:
             self.journal.mask(made.code)
@@ -206,9 +229,12 @@ class Operations:
         rec.container_arn = verdict.container_arn or rec.container_arn
         rec.agent_versions = dict(facts.agent_versions)
         return {
-            "ok": verdict.ok, "instance_id": verdict.instance_id,
-            "container_arn": verdict.container_arn, "checks": _checks_json(verdict.results),
-            "failed": list(verdict.reasons), "hint": verdict.hint,
+            "ok": verdict.ok,
+            "instance_id": verdict.instance_id,
+            "container_arn": verdict.container_arn,
+            "checks": _checks_json(verdict.results),
+            "failed": list(verdict.reasons),
+            "hint": verdict.hint,
         }
 
     def mark_ready(self, host: str, container_arn: str, stale: Sequence[str]) -> dict[str, bool]:
@@ -227,13 +253,14 @@ class Operations:
         ids = sorted({*self._known(host), *([local] if local else [])})
         try:
             notes = Retirer(self.aws, self.view, self.settings, self.journal).retire(
-                self.host(host), ids, options)
+                self.host(host), ids, options
+            )
         except DeregisterRefused as exc:
             # The lookup's error text is all the playbook shows: carry the hint in it, in the
             # playbook's words for the CLI's options.
             text = f"{exc.reason}: {exc.hint}".replace(
-                "--force", "-e anywhere_deregister_force=true").replace(
-                "--drain-timeout", "-e anywhere_drain_timeout")
+                "--force", "-e anywhere_deregister_force=true"
+            ).replace("--drain-timeout", "-e anywhere_drain_timeout")
             raise DeregisterRefused(text, exc.hint) from None
         self.record(host).removed = True
         return {"instance_ids": ids, "notes": notes}
@@ -251,9 +278,11 @@ _OPS: Mapping[str, Handler] = {
     "release": lambda ops, a: ops.release(str(a["host"]), str(a["activation_id"])),
     "verify": lambda ops, a: ops.verify(str(a["host"]), str(a["state"])),
     "mark_ready": lambda ops, a: ops.mark_ready(
-        str(a["host"]), str(a["container_arn"]), [str(s) for s in a.get("stale") or ()]),
-    "retire": lambda ops, a: ops.retire(str(a["host"]), str(a.get("state") or ""),
-                                        _deregister_options(a)),
+        str(a["host"]), str(a["container_arn"]), [str(s) for s in a.get("stale") or ()]
+    ),
+    "retire": lambda ops, a: ops.retire(
+        str(a["host"]), str(a.get("state") or ""), _deregister_options(a)
+    ),
 }
 
 
@@ -290,8 +319,13 @@ def local_operations(inventory_path: str, host: str) -> Operations:
         raise UsageError(f"{host}: no region: set anywhere_region or AWS_DEFAULT_REGION")
     settings = load_settings(env)
     aws = Aws(make_clients(region, max_attempts=settings.aws_max_attempts))
-    return Operations(aws, AwsView(aws, settings.verify_poll_s), {host: found}, settings,
-                      run_id="ansible-playbook")
+    return Operations(
+        aws,
+        AwsView(aws, settings.verify_poll_s),
+        {host: found},
+        settings,
+        run_id="ansible-playbook",
+    )
 
 
 def run_local(

@@ -144,7 +144,7 @@ class HostVerifyFacts:
 def parse_host_verify(stdout: str) -> HostVerifyFacts:
     facts = pairs(stdout)
     units = {
-        key[len("unit."):]: _unit_state(value)
+        key[len("unit.") :]: _unit_state(value)
         for key, value in facts.items()
         if key.startswith("unit.")
     }
@@ -170,13 +170,14 @@ def parse_host_verify(stdout: str) -> HostVerifyFacts:
         ssm_version=ssm_version,
         agent_versions={k: v for k, v in versions.items() if v},
         container_arn=_container_arn(
-            str((metadata or {}).get("ContainerInstanceArn") or ""),
-            facts.get("checkpoint_arn", "")),
+            str((metadata or {}).get("ContainerInstanceArn") or ""), facts.get("checkpoint_arn", "")
+        ),
     )
 
 
 _CONTAINER_ARN = re.compile(
-    r"arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]+:container-instance/[A-Za-z0-9/_-]{1,255}")
+    r"arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]+:container-instance/[A-Za-z0-9/_-]{1,255}"
+)
 
 
 def _container_arn(*seen: str) -> str | None:
@@ -209,7 +210,9 @@ def _ssm_unit(facts: HostVerifyFacts) -> CheckResult:
         return CheckResult("ssm-agent", True, f"{active[0]} active")
     observed = "; ".join(f"{name}: {state.describe()}" for name, state in states.items())
     return CheckResult(
-        "ssm-agent", False, observed,
+        "ssm-agent",
+        False,
+        observed,
         "SSM agent not running: `systemctl start amazon-ssm-agent` (snap: "
         "snap.amazon-ssm-agent.amazon-ssm-agent); logs in /var/log/amazon/ssm/",
     )
@@ -225,7 +228,8 @@ def _unit_check(facts: HostVerifyFacts, unit: str, name: str, hint: str) -> Chec
 def _docker_info(facts: HostVerifyFacts) -> CheckResult:
     if facts.docker_skipped:
         return CheckResult(
-            "docker-info", False,
+            "docker-info",
+            False,
             f"not asked: docker.service is {facts.unit('docker').describe()} (a Docker CLI "
             "call would start it through docker.socket)",
             "`systemctl start docker` (then `systemctl start ecs`: ecs does not come back "
@@ -234,11 +238,17 @@ def _docker_info(facts: HostVerifyFacts) -> CheckResult:
     if facts.docker_rc == 0:
         return CheckResult("docker-info", True, f"docker server {facts.docker_version}")
     if facts.docker_rc == 127:
-        return CheckResult("docker-info", False, "no docker CLI on the host",
-                           "install Docker (or rerun the installer with a docker source)")
+        return CheckResult(
+            "docker-info",
+            False,
+            "no docker CLI on the host",
+            "install Docker (or rerun the installer with a docker source)",
+        )
     detail = facts.docker_error or "no answer"
     return CheckResult(
-        "docker-info", False, f"docker info exit {facts.docker_rc}: {detail}",
+        "docker-info",
+        False,
+        f"docker info exit {facts.docker_rc}: {detail}",
         "the Docker daemon does not answer: `systemctl status docker`, `journalctl -u docker`",
     )
 
@@ -250,22 +260,28 @@ def _introspection(facts: HostVerifyFacts, expected_cluster: str) -> tuple[Check
         if facts.metadata_raw:
             observed = f"{METADATA_URL} answered without JSON: {facts.metadata_raw[:80]}"
         hint = "ECS agent not up: `systemctl status ecs`, /var/log/ecs/ecs-agent.log"
-        return (CheckResult("ecs-introspection", False, observed, hint),
-                CheckResult("ecs-cluster-local", False, "unknown: no introspection answer", hint))
+        return (
+            CheckResult("ecs-introspection", False, observed, hint),
+            CheckResult("ecs-cluster-local", False, "unknown: no introspection answer", hint),
+        )
     arn = str(data.get("ContainerInstanceArn") or "")
     cluster = str(data.get("Cluster") or "")
     intro = (
         CheckResult("ecs-introspection", True, arn)
         if arn
         else CheckResult(
-            "ecs-introspection", False, "agent answers but has no ContainerInstanceArn yet",
+            "ecs-introspection",
+            False,
+            "agent answers but has no ContainerInstanceArn yet",
             "registration with ECS pending or failing: see /var/log/ecs/ecs-agent.log",
         )
     )
     if _same_cluster(cluster, expected_cluster):
         return intro, CheckResult("ecs-cluster-local", True, cluster)
     return intro, CheckResult(
-        "ecs-cluster-local", False, f"agent is in cluster {cluster or '(none)'}",
+        "ecs-cluster-local",
+        False,
+        f"agent is in cluster {cluster or '(none)'}",
         f"expected {expected_cluster}: an instance cannot change clusters in place; "
         "deregister, remove /var/lib/ecs/data/agent.db and register again",
     )
@@ -275,7 +291,9 @@ def _registration(facts: HostVerifyFacts) -> CheckResult:
     if facts.instance_id:
         return CheckResult("ssm-registration", True, facts.instance_id)
     return CheckResult(
-        "ssm-registration", False, "/var/lib/amazon/ssm/registration names no mi- id",
+        "ssm-registration",
+        False,
+        "/var/lib/amazon/ssm/registration names no mi- id",
         "the SSM agent did not register: see /var/log/amazon/ssm/amazon-ssm-agent.log",
     )
 
@@ -288,8 +306,10 @@ def evaluate_aws(
     expected_tags: Mapping[str, str],
 ) -> tuple[CheckResult, ...]:
     """AWS's view of the host: SSM managed instance, then the ECS container instance."""
-    return (*_aws_ssm(instance_id, managed, expected_tags),
-            *_aws_ecs(instance_id, container, expected_cluster))
+    return (
+        *_aws_ssm(instance_id, managed, expected_tags),
+        *_aws_ecs(instance_id, container, expected_cluster),
+    )
 
 
 def _aws_ssm(
@@ -297,25 +317,34 @@ def _aws_ssm(
 ) -> tuple[CheckResult, CheckResult]:
     if managed is None:
         missing = CheckResult(
-            "ssm-online", False, f"{instance_id} not found in SSM",
+            "ssm-online",
+            False,
+            f"{instance_id} not found in SSM",
             "the local registration is stale (deleted on AWS?): re-register the host",
         )
-        return missing, CheckResult("ssm-tags", False, f"{instance_id} not found in SSM",
-                                    missing.hint)
+        return missing, CheckResult(
+            "ssm-tags", False, f"{instance_id} not found in SSM", missing.hint
+        )
     if managed.ping_status == "Online":
         online = CheckResult("ssm-online", True, f"{instance_id} Online")
     else:
         since = managed.last_ping.isoformat() if managed.last_ping else "unknown"
-        hint = (f"ConnectionLost since {since}: clock skew or network?"
-                if managed.ping_status == "ConnectionLost"
-                else "the SSM agent is not connected: `systemctl status amazon-ssm-agent`")
+        hint = (
+            f"ConnectionLost since {since}: clock skew or network?"
+            if managed.ping_status == "ConnectionLost"
+            else "the SSM agent is not connected: `systemctl status amazon-ssm-agent`"
+        )
         online = CheckResult("ssm-online", False, f"{instance_id} {managed.ping_status}", hint)
     wrong = sorted(k for k, v in expected_tags.items() if managed.tags.get(k) != v)
     if wrong:
         seen = ", ".join(f"{k}={managed.tags.get(k, '(missing)')}" for k in wrong)
-        tags = CheckResult("ssm-tags", False, seen,
-                           "tags come from the activation: re-register, or add them with "
-                           "`aws ssm add-tags-to-resource --resource-type ManagedInstance`")
+        tags = CheckResult(
+            "ssm-tags",
+            False,
+            seen,
+            "tags come from the activation: re-register, or add them with "
+            "`aws ssm add-tags-to-resource --resource-type ManagedInstance`",
+        )
     else:
         tags = CheckResult("ssm-tags", True, f"{len(expected_tags)} tags present")
     return online, tags
@@ -330,26 +359,43 @@ def _aws_ecs(
         return tuple(CheckResult(n, False, observed, hint) for n in _ECS_CHECKS)
     return (
         _ecs_status(container, expected_cluster),
-        CheckResult("ecs-connected", container.agent_connected,
-                    "agent connected" if container.agent_connected else "agent not connected",
-                    "" if container.agent_connected
-                    else "the ECS agent does not reach ECS's agent endpoints (ecs-a-*, "
-                    "ecs-t-*): check firewall and proxy, then `systemctl restart ecs`"),
-        CheckResult("ecs-external", EXTERNAL_ATTRIBUTE in container.attributes,
-                    "external" if EXTERNAL_ATTRIBUTE in container.attributes
-                    else f"attribute {EXTERNAL_ATTRIBUTE} missing",
-                    "" if EXTERNAL_ATTRIBUTE in container.attributes
-                    else "the agent did not register in external mode: ECS_EXTERNAL=true "
-                         "in /var/lib/ecs/ecs.config"),
-        CheckResult("ecs-instance-id", container.ec2_instance_id == instance_id,
-                    container.ec2_instance_id or "(empty)",
-                    "" if container.ec2_instance_id == instance_id
-                    else f"container instance belongs to {container.ec2_instance_id}, "
-                         f"host is {instance_id}: a cloned disk? wipe and re-register"),
-        CheckResult("ecs-cluster", _same_cluster(container.cluster, expected_cluster),
-                    container.cluster or "(unknown)",
-                    "" if _same_cluster(container.cluster, expected_cluster)
-                    else f"expected {expected_cluster}: deregister and register again"),
+        CheckResult(
+            "ecs-connected",
+            container.agent_connected,
+            "agent connected" if container.agent_connected else "agent not connected",
+            ""
+            if container.agent_connected
+            else "the ECS agent does not reach ECS's agent endpoints (ecs-a-*, "
+            "ecs-t-*): check firewall and proxy, then `systemctl restart ecs`",
+        ),
+        CheckResult(
+            "ecs-external",
+            EXTERNAL_ATTRIBUTE in container.attributes,
+            "external"
+            if EXTERNAL_ATTRIBUTE in container.attributes
+            else f"attribute {EXTERNAL_ATTRIBUTE} missing",
+            ""
+            if EXTERNAL_ATTRIBUTE in container.attributes
+            else "the agent did not register in external mode: ECS_EXTERNAL=true "
+            "in /var/lib/ecs/ecs.config",
+        ),
+        CheckResult(
+            "ecs-instance-id",
+            container.ec2_instance_id == instance_id,
+            container.ec2_instance_id or "(empty)",
+            ""
+            if container.ec2_instance_id == instance_id
+            else f"container instance belongs to {container.ec2_instance_id}, "
+            f"host is {instance_id}: a cloned disk? wipe and re-register",
+        ),
+        CheckResult(
+            "ecs-cluster",
+            _same_cluster(container.cluster, expected_cluster),
+            container.cluster or "(unknown)",
+            ""
+            if _same_cluster(container.cluster, expected_cluster)
+            else f"expected {expected_cluster}: deregister and register again",
+        ),
     )
 
 
@@ -358,14 +404,19 @@ def _ecs_status(container: ContainerInstance, expected_cluster: str) -> CheckRes
         return CheckResult("ecs-instance", True, container.status)
     if container.status == "INACTIVE":
         return CheckResult(
-            "ecs-instance", False,
+            "ecs-instance",
+            False,
             f"container instance {container.arn} is INACTIVE: deregistered from "
             f"{container.cluster or expected_cluster}",
             "the ECS agent cannot rejoin as a deregistered instance: `anywhere register` "
             "re-registers the host (its old checkpoint is removed)",
         )
-    return CheckResult("ecs-instance", False, container.status,
-                       f"container instance is {container.status}: re-register the host")
+    return CheckResult(
+        "ecs-instance",
+        False,
+        container.status,
+        f"container instance is {container.status}: re-register the host",
+    )
 
 
 _ECS_CHECKS = ("ecs-instance", "ecs-connected", "ecs-external", "ecs-instance-id", "ecs-cluster")
@@ -387,7 +438,7 @@ def _json_object(text: str) -> dict[str, object] | None:
     if start < 0 or end < start:
         return None
     try:
-        data = json.loads(text[start:end + 1])
+        data = json.loads(text[start : end + 1])
     except ValueError:
         return None
     return data if isinstance(data, dict) else None

@@ -9,8 +9,18 @@ from dataclasses import dataclass, field
 from anywhere.models import CheckResult, LocalState
 
 # IDs of /etc/os-release that ECS Anywhere supports (openSUSE IDs start with "opensuse-").
-SUPPORTED_OS = ("debian", "ubuntu", "rhel", "centos", "rocky", "almalinux", "amzn", "fedora",
-                "sles", "opensuse")
+SUPPORTED_OS = (
+    "debian",
+    "ubuntu",
+    "rhel",
+    "centos",
+    "rocky",
+    "almalinux",
+    "amzn",
+    "fedora",
+    "sles",
+    "opensuse",
+)
 SUPPORTED_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 IMDS_URL = "http://169.254.169.254/latest/meta-data/"
 
@@ -120,8 +130,11 @@ def parse_preflight(stdout: str) -> PreflightFacts:
     free_kb, _, mount = f.get("disk", "").partition(" ")
     memory = f.get("cgroup1_memory", "").split()
     aws_files = tuple(
-        path for key, path in (("aws_credentials", "/root/.aws/credentials"),
-                               ("aws_config", "/root/.aws/config"))
+        path
+        for key, path in (
+            ("aws_credentials", "/root/.aws/credentials"),
+            ("aws_config", "/root/.aws/config"),
+        )
         if f.get(key) == "yes"
     )
     return PreflightFacts(
@@ -138,7 +151,8 @@ def parse_preflight(stdout: str) -> PreflightFacts:
         cgroupfs=f.get("cgroupfs") or None,
         cgroup2_controllers=tuple(f.get("cgroup2_controllers", "").split()),
         cgroup1_memory=(int(memory[0]), int(memory[1]))
-        if len(memory) == 2 and all(m.isdigit() for m in memory) else None,
+        if len(memory) == 2 and all(m.isdigit() for m in memory)
+        else None,
         imds=f.get("imds") or None,
         aws_env=tuple(f.get("aws_env", "").split()),
         aws_files=aws_files,
@@ -173,7 +187,10 @@ def _local_state(f: dict[str, str]) -> LocalState:
 
 
 def evaluate_preflight(
-    facts: PreflightFacts, controller_time: float, max_skew_s: float, min_free_mb: int,
+    facts: PreflightFacts,
+    controller_time: float,
+    max_skew_s: float,
+    min_free_mb: int,
     agent_credentials: bool = False,
 ) -> tuple[CheckResult, ...]:
     """The preflight verdicts. `agent_credentials`: the host holds a registration that SSM
@@ -196,7 +213,9 @@ def _os_check(facts: PreflightFacts) -> CheckResult:
     if any(_supported(i) for i in (facts.os_id, *facts.os_like)):
         return CheckResult("os", True, f"{shown} ({facts.os_name or facts.os_id})")
     return CheckResult(
-        "os", False, f"{shown} is not an ECS Anywhere platform",
+        "os",
+        False,
+        f"{shown} is not an ECS Anywhere platform",
         "supported: " + ", ".join(SUPPORTED_OS),
     )
 
@@ -209,15 +228,18 @@ def _arch_check(facts: PreflightFacts) -> CheckResult:
     normal = SUPPORTED_ARCH.get(facts.arch or "")
     if normal:
         return CheckResult("arch", True, normal)
-    return CheckResult("arch", False, facts.arch or "not reported",
-                       "ECS Anywhere runs on x86_64 and aarch64 only")
+    return CheckResult(
+        "arch", False, facts.arch or "not reported", "ECS Anywhere runs on x86_64 and aarch64 only"
+    )
 
 
 def _init_check(facts: PreflightFacts) -> CheckResult:
     if facts.systemd:
         return CheckResult("init", True, f"systemd (pid 1: {facts.pid1 or '?'})")
     return CheckResult(
-        "init", False, f"pid 1 is {facts.pid1 or 'unknown'}, /run/systemd/system absent",
+        "init",
+        False,
+        f"pid 1 is {facts.pid1 or 'unknown'}, /run/systemd/system absent",
         "the installer and the agents need systemd as init",
     )
 
@@ -230,7 +252,9 @@ def _clock_check(facts: PreflightFacts, controller_time: float, max_skew_s: floa
     if abs(skew) <= max_skew_s:
         return CheckResult("clock", True, observed)
     return CheckResult(
-        "clock", False, observed,
+        "clock",
+        False,
+        observed,
         f"AWS rejects signatures more than 5 min off (limit here {max_skew_s:.0f} s): "
         "enable NTP (`timedatectl set-ntp true`) or fix the controller's clock",
     )
@@ -242,8 +266,12 @@ def _disk_check(facts: PreflightFacts, min_free_mb: int) -> CheckResult:
     observed = f"{facts.free_mb} MB free on {facts.disk_mount or '/var'}"
     if facts.free_mb >= min_free_mb:
         return CheckResult("disk", True, observed)
-    return CheckResult("disk", False, observed,
-                       f"need {min_free_mb} MB for agents and images: free space under /var")
+    return CheckResult(
+        "disk",
+        False,
+        observed,
+        f"need {min_free_mb} MB for agents and images: free space under /var",
+    )
 
 
 def _cgroup_check(facts: PreflightFacts) -> CheckResult:
@@ -254,12 +282,16 @@ def _cgroup_check(facts: PreflightFacts) -> CheckResult:
     else:
         hierarchy, enabled = facts.cgroup1_memory or (0, 0)
         ok = enabled == 1 and hierarchy > 0
-        observed = (f"cgroup {version or 'unknown'} ({facts.cgroupfs or '?'}), memory "
-                    f"{'mounted' if ok else 'not enabled'}")
+        observed = (
+            f"cgroup {version or 'unknown'} ({facts.cgroupfs or '?'}), memory "
+            f"{'mounted' if ok else 'not enabled'}"
+        )
     if ok:
         return CheckResult("cgroup-memory", True, observed)
     return CheckResult(
-        "cgroup-memory", False, observed,
+        "cgroup-memory",
+        False,
+        observed,
         "tasks would fail to start: enable the memory cgroup "
         "(remove cgroup_disable=memory; add cgroup_enable=memory on some arm boards) and reboot",
     )
@@ -282,12 +314,16 @@ def _credentials_check(facts: PreflightFacts, agent_credentials: bool) -> CheckR
         probe = "not probed (no curl/wget/bash)" if facts.imds_answers is None else "no IMDS"
         agent = f"; {SHARED_CREDENTIALS} is the SSM agent's, for {mi}" if shared else ""
         return CheckResult("aws-credentials", True, f"no AWS credential chain ({probe}){agent}")
-    hint = ("an existing credential chain breaks external registration ('identity document ... "
-            "not valid'): remove AWS_* variables and /root/.aws, or block IMDS (EC2 is not ECS "
-            "Anywhere)")
+    hint = (
+        "an existing credential chain breaks external registration ('identity document ... "
+        "not valid'): remove AWS_* variables and /root/.aws, or block IMDS (EC2 is not ECS "
+        "Anywhere)"
+    )
     if SHARED_CREDENTIALS in files and facts.local.has_leftovers:
         known = f" as {mi}, which SSM does not know" if mi else ""
         found[found.index(SHARED_CREDENTIALS)] += f" (on a host with agent state{known})"
-        hint += ("; if the SSM agent of an earlier registration wrote it, `anywhere deregister` "
-                 "the host first: its wipe removes what the agent wrote")
+        hint += (
+            "; if the SSM agent of an earlier registration wrote it, `anywhere deregister` "
+            "the host first: its wipe removes what the agent wrote"
+        )
     return CheckResult("aws-credentials", False, "; ".join(found), hint)

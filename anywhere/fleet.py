@@ -93,8 +93,9 @@ def run_fleet(
             control.cancel.set()
             _drain(running, done, control)
     # Leaving the pool waited for every job it was given, noted or not.
-    outcomes = tuple(done.get(h.name) or returned.get(h.name) or _not_run(h, interrupted)
-                     for h in hosts)
+    outcomes = tuple(
+        done.get(h.name) or returned.get(h.name) or _not_run(h, interrupted) for h in hosts
+    )
     return FleetResult(outcomes=outcomes, interrupted=interrupted)
 
 
@@ -146,11 +147,16 @@ def _over_threshold(outcomes: Iterable[HostOutcome], fail_percent: int, total: i
 
 def _not_run(host: Host, interrupted: bool) -> HostOutcome:
     failure = FailureClass.INTERRUPTED if interrupted else FailureClass.ABORTED
-    reason = "run interrupted before this host started" if interrupted else (
-        "not started: fail-percent threshold reached"
+    reason = (
+        "run interrupted before this host started"
+        if interrupted
+        else ("not started: fail-percent threshold reached")
     )
     return HostOutcome(
-        host=host.name, status=Status.NOT_RUN, phase=Phase.PREFLIGHT, failure=failure,
-        reason=reason, hint="re-run with the retry inventory",
+        host=host.name,
+        status=Status.NOT_RUN,
+        phase=Phase.PREFLIGHT,
+        failure=failure,
+        reason=reason,
+        hint="re-run with the retry inventory",
     )
-

@@ -128,16 +128,25 @@ def guarded(
         # AWS throttling or 5xx past the retry budget fails the hosts it met, not the fleet.
         cls = failure_class(exc) if isinstance(exc, HostError) else FailureClass.AWS
         outcome = HostOutcome(
-            host=host.name, status=Status.FAILED, phase=cursor.phase,
-            failure=cls, reason=exc.reason, hint=exc.hint,
-            instance_id=cursor.instance_id, container_instance_arn=cursor.container_arn,
-            decision=cursor.decision, checks=cursor.checks,
+            host=host.name,
+            status=Status.FAILED,
+            phase=cursor.phase,
+            failure=cls,
+            reason=exc.reason,
+            hint=exc.hint,
+            instance_id=cursor.instance_id,
+            container_instance_arn=cursor.container_arn,
+            decision=cursor.decision,
+            checks=cursor.checks,
         )
     except Cancelled:
         journal.event(host.name, cursor.phase.value, "interrupted", "run interrupted")
         outcome = HostOutcome(
-            host=host.name, status=Status.FAILED, phase=cursor.phase,
-            failure=FailureClass.INTERRUPTED, reason="run interrupted",
+            host=host.name,
+            status=Status.FAILED,
+            phase=cursor.phase,
+            failure=FailureClass.INTERRUPTED,
+            reason="run interrupted",
             hint="re-run register: finished hosts are skipped",
         )
     outcome = replace(outcome, duration_s=round(time.monotonic() - started, 3))
@@ -159,6 +168,9 @@ def run_logged(
     """Run `command` (or a whole script fed on stdin) with sudo, output into the journal."""
     argv, stdin = ("bash -s", command.encode()) if script else (command, b"")
     return transport.run(
-        argv, sudo=True, stdin=stdin, timeout=ctx.settings.command_timeout_s,
+        argv,
+        sudo=True,
+        stdin=stdin,
+        timeout=ctx.settings.command_timeout_s,
         on_output=lambda line: ctx.journal.output(host.name, line),
     )

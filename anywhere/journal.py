@@ -62,7 +62,11 @@ class Journal:
     """Writes one run's directory. Safe to call from many worker threads at once."""
 
     def __init__(
-        self, path: Path, run_id: str, command: str, clock: Clock = _utc_now,
+        self,
+        path: Path,
+        run_id: str,
+        command: str,
+        clock: Clock = _utc_now,
         tee: OutputTee | None = None,
     ) -> None:
         self.path = path
@@ -78,7 +82,11 @@ class Journal:
 
     @classmethod
     def create(
-        cls, root: Path, command: str, run_id: str | None = None, clock: Clock = _utc_now,
+        cls,
+        root: Path,
+        command: str,
+        run_id: str | None = None,
+        clock: Clock = _utc_now,
         tee: OutputTee | None = None,
     ) -> Journal:
         """Make `root/<run_id>/` (0700), point `root/latest` at it, record the start."""
@@ -124,7 +132,11 @@ class Journal:
     # ----------------------------------------------------------------- appends
 
     def event(
-        self, host: str, phase: str, kind: str, message: str = "",
+        self,
+        host: str,
+        phase: str,
+        kind: str,
+        message: str = "",
         data: Mapping[str, object] | None = None,
     ) -> None:
         """Append one event line to events.jsonl."""
@@ -143,8 +155,9 @@ class Journal:
 
     def outcome(self, outcome: HostOutcome) -> None:
         """Record a host's final outcome, so a crashed run still tells which hosts finished."""
-        self.event(outcome.host, outcome.phase.value, "outcome", outcome.status.value,
-                   host_record(outcome))
+        self.event(
+            outcome.host, outcome.phase.value, "outcome", outcome.status.value, host_record(outcome)
+        )
 
     def output(self, host: str, line: str) -> None:
         """Append one line of the host's streamed output to hosts/<host>.log."""
@@ -295,9 +308,13 @@ def _runs_newest_first(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     runs = sorted(
-        (p for p in root.iterdir() if p.is_dir() and not p.is_symlink()
-         and _RUN_ID.fullmatch(p.name)),
-        key=lambda p: p.name, reverse=True,
+        (
+            p
+            for p in root.iterdir()
+            if p.is_dir() and not p.is_symlink() and _RUN_ID.fullmatch(p.name)
+        ),
+        key=lambda p: p.name,
+        reverse=True,
     )
     latest = root / LATEST
     if latest.is_symlink():
@@ -338,9 +355,7 @@ def _outcome_events(path: Path) -> list[object]:
 
 def _by_host(records: list[object]) -> dict[str, dict[str, object]]:
     # Later records win: a host retried within one run keeps its last outcome.
-    return {
-        r["host"]: r for r in records if isinstance(r, dict) and isinstance(r.get("host"), str)
-    }
+    return {r["host"]: r for r in records if isinstance(r, dict) and isinstance(r.get("host"), str)}
 
 
 def _read_json(path: Path) -> object:

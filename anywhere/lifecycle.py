@@ -22,8 +22,14 @@ from anywhere.render import render_cleanup
 from anywhere.steps import DeregisterOptions, DeregisterRefused, Retirer, remembered
 from anywhere.transport import Transport
 
-_UNKNOWN = (CheckResult("aws.registered", False, "AWS lists no mi- id for this host",
-                       "run `anywhere register` for it"),)
+_UNKNOWN = (
+    CheckResult(
+        "aws.registered",
+        False,
+        "AWS lists no mi- id for this host",
+        "run `anywhere register` for it",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -34,9 +40,9 @@ class CheckOptions:
 def aws_snapshot(ctx: Context, hosts: Sequence[Host]) -> AwsSnapshot:
     """AWS's state of every mi- id listed for `hosts`, one round of describes for all."""
     # The tag lookup that produced known_by_host proves each of these carries anywhere:host.
-    return ctx.view.snapshot({
-        (h.config.cluster, mi): h.name for h in hosts for mi in ctx.known_by_host.get(h.name, ())
-    })
+    return ctx.view.snapshot(
+        {(h.config.cluster, mi): h.name for h in hosts for mi in ctx.known_by_host.get(h.name, ())}
+    )
 
 
 def check_job(
@@ -70,26 +76,48 @@ def _check(
     results = (
         *_local_state(local_id, unreachable, instance_id, state),
         *host_results,
-        *(checks.evaluate_aws(instance_id, state.managed, state.container, cluster,
-                              {HOST_TAG: host.name}) if instance_id else _UNKNOWN),
+        *(
+            checks.evaluate_aws(
+                instance_id, state.managed, state.container, cluster, {HOST_TAG: host.name}
+            )
+            if instance_id
+            else _UNKNOWN
+        ),
     )
     failed = [c for c in results if not c.ok]
     container = state.container
     if options.mark and container is not None and container.status != "INACTIVE":
-        _mark(ctx, host, container.arn, container.attributes.get(ctx.settings.ready_attribute),
-              ready=not failed)
+        _mark(
+            ctx,
+            host,
+            container.arn,
+            container.attributes.get(ctx.settings.ready_attribute),
+            ready=not failed,
+        )
     base = HostOutcome(
-        host=host.name, status=Status.READY, phase=Phase.DONE, instance_id=instance_id,
-        container_instance_arn=container.arn if container else None, checks=results,
+        host=host.name,
+        status=Status.READY,
+        phase=Phase.DONE,
+        instance_id=instance_id,
+        container_instance_arn=container.arn if container else None,
+        checks=results,
     )
     if not failed:
         return base
     if unreachable is not None:
-        return replace(base, status=Status.FAILED, phase=Phase.VERIFY,
-                       failure=unreachable.failure, reason=unreachable.reason,
-                       hint=unreachable.hint)
+        return replace(
+            base,
+            status=Status.FAILED,
+            phase=Phase.VERIFY,
+            failure=unreachable.failure,
+            reason=unreachable.reason,
+            hint=unreachable.hint,
+        )
     return replace(
-        base, status=Status.FAILED, phase=Phase.VERIFY, failure=FailureClass.VERIFY,
+        base,
+        status=Status.FAILED,
+        phase=Phase.VERIFY,
+        failure=FailureClass.VERIFY,
         reason="; ".join(f"{c.name}: {c.observed}" for c in failed),
         hint=next((c.hint for c in failed if c.hint), ""),
     )
@@ -108,7 +136,9 @@ def _best_known(snapshot: AwsSnapshot, cluster: str, known: Sequence[str]) -> st
 
 
 def _local_state(
-    local_id: str | None, unreachable: _Unreachable | None, instance_id: str | None,
+    local_id: str | None,
+    unreachable: _Unreachable | None,
+    instance_id: str | None,
     state: AwsState,
 ) -> tuple[CheckResult, ...]:
     """A host that lost its agent state while AWS still lists it (reimaged, wiped by hand)."""
@@ -116,15 +146,20 @@ def _local_state(
         return ()
     if state.managed is None and state.container is None:
         return ()
-    seen = [f"SSM {state.managed.ping_status}" if state.managed else "",
-            f"ECS {state.container.status}" if state.container else ""]
-    return (CheckResult(
-        "local-state", False,
-        f"host has no SSM registration but AWS still lists {instance_id} for it "
-        f"({', '.join(s for s in seen if s)})",
-        f"agent state wiped (reimaged?): `anywhere register` registers it afresh and "
-        f"deregisters {instance_id}",
-    ),)
+    seen = [
+        f"SSM {state.managed.ping_status}" if state.managed else "",
+        f"ECS {state.container.status}" if state.container else "",
+    ]
+    return (
+        CheckResult(
+            "local-state",
+            False,
+            f"host has no SSM registration but AWS still lists {instance_id} for it "
+            f"({', '.join(s for s in seen if s)})",
+            f"agent state wiped (reimaged?): `anywhere register` registers it afresh and "
+            f"deregisters {instance_id}",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -183,17 +218,20 @@ def deregister_job(
     return job
 
 
-def _refusable(
-    ctx: Context, options: DeregisterOptions, host: Host, cursor: Cursor
-) -> HostOutcome:
+def _refusable(ctx: Context, options: DeregisterOptions, host: Host, cursor: Cursor) -> HostOutcome:
     try:
         return _deregister(ctx, options, host, cursor)
     except DeregisterRefused as exc:
         ctx.journal.event(host.name, cursor.phase.value, "refused", exc.reason)
         return HostOutcome(
-            host=host.name, status=Status.FAILED, phase=cursor.phase,
-            failure=FailureClass.DEREGISTER, reason=exc.reason, hint=exc.hint,
-            instance_id=cursor.instance_id, container_instance_arn=cursor.container_arn,
+            host=host.name,
+            status=Status.FAILED,
+            phase=cursor.phase,
+            failure=FailureClass.DEREGISTER,
+            reason=exc.reason,
+            hint=exc.hint,
+            instance_id=cursor.instance_id,
+            container_instance_arn=cursor.container_arn,
         )
 
 
@@ -221,8 +259,12 @@ def _deregister(
         if transport is not None:
             transport.close()
     return HostOutcome(
-        host=host.name, status=Status.REMOVED, phase=Phase.DONE, reason="; ".join(notes),
-        instance_id=cursor.instance_id, container_instance_arn=cursor.container_arn,
+        host=host.name,
+        status=Status.REMOVED,
+        phase=Phase.DONE,
+        reason="; ".join(notes),
+        instance_id=cursor.instance_id,
+        container_instance_arn=cursor.container_arn,
     )
 
 
@@ -241,19 +283,28 @@ def _wipe_host(
 ) -> list[str]:
     """Run the clean-up script; what it stopped on the way (orphaned task containers)."""
     script = render_cleanup(
-        host, remove_config=True, remove_logs=True,
-        remove_packages=not options.keep_packages, renderer=ctx.renderer,
+        host,
+        remove_config=True,
+        remove_logs=True,
+        remove_packages=not options.keep_packages,
+        renderer=ctx.renderer,
     )
     res = run_logged(ctx, host, transport, script.text, script=True)
     if not res.ok:
         raise DeregisterRefused(
             f"host clean-up exited {res.exit_status}", "see the host log in the run directory"
         )
-    return [line.removeprefix("anywhere: ") for line in res.stdout.splitlines()
-            if line.startswith("anywhere: stopped ")]
+    return [
+        line.removeprefix("anywhere: ")
+        for line in res.stdout.splitlines()
+        if line.startswith("anywhere: stopped ")
+    ]
 
 
 __all__ = [
-    "CheckOptions", "DeregisterOptions", "aws_snapshot", "check_job",
+    "CheckOptions",
+    "DeregisterOptions",
+    "aws_snapshot",
+    "check_job",
     "deregister_job",
 ]

@@ -36,8 +36,11 @@ def agent_owns_shared_credentials(local: LocalState, managed: ManagedInstance | 
     once registered, so on a host whose registration (the file `-register` writes on success)
     SSM knows, the default profile is the agent's; on any other host it is a credential chain
     of the host's own."""
-    return (local.instance_id is not None and managed is not None
-            and managed.instance_id == local.instance_id)
+    return (
+        local.instance_id is not None
+        and managed is not None
+        and managed.instance_id == local.instance_id
+    )
 
 
 def decide(

@@ -55,9 +55,7 @@ REPAIR_COMMAND = (
 
 # Work directories (`mktemp -d /tmp/anywhere.XXXXXXXX`) that a killed controller never
 # removed: a host is worked on by one register at a time, so any there before it is stale.
-STALE_WORKDIRS_COMMAND = (
-    "find /tmp -maxdepth 1 -type d -name 'anywhere.????????' -exec rm -rf {} +"
-)
+STALE_WORKDIRS_COMMAND = "find /tmp -maxdepth 1 -type d -name 'anywhere.????????' -exec rm -rf {} +"
 WORKDIR_COMMAND = "umask 077 && mktemp -d /tmp/anywhere.XXXXXXXX"
 
 
@@ -67,32 +65,45 @@ def _host_render() -> Iterator[None]:
     try:
         yield
     except HostRenderError as exc:
-        raise PreflightError(f"the install script does not render: {exc}",
-                             "check this host's anywhere_* values (anywhere render shows "
-                             "the script)") from None
+        raise PreflightError(
+            f"the install script does not render: {exc}",
+            "check this host's anywhere_* values (anywhere render shows the script)",
+        ) from None
 
 
-INSTALL_TIMEOUT_HINT = ("look at the host log in the run directory (a held package lock or a "
-                        "slow mirror?), or raise ANYWHERE_INSTALL_TIMEOUT_S")
+INSTALL_TIMEOUT_HINT = (
+    "look at the host log in the run directory (a held package lock or a "
+    "slow mirror?), or raise ANYWHERE_INSTALL_TIMEOUT_S"
+)
 
 
 def install_hint(reason: str, log: str) -> str:
     """The hint for a failed install script, from its reason (its last line of output)."""
     if DISK_FULL in reason:
-        return ("free space on the host (`df -h`; /var, /var/lib and /tmp) and re-run: "
-                f"the host log is in {log}")
+        return (
+            "free space on the host (`df -h`; /var, /var/lib and /tmp) and re-run: "
+            f"the host log is in {log}"
+        )
     return f"see the host log in {log}"
 
 
 def probe(ctx: Context, host: Host, transport: Transport, *, tidy: bool = False) -> Probe:
     """Preflight facts, host-side state, AWS-side state, and the decision: read-only, but
     for `tidy`, which also removes a killed run's work dirs (in the same round trip)."""
-    command = f"{STALE_WORKDIRS_COMMAND}\n{checks.PREFLIGHT_COMMAND}" if tidy else (
-        checks.PREFLIGHT_COMMAND)
+    command = (
+        f"{STALE_WORKDIRS_COMMAND}\n{checks.PREFLIGHT_COMMAND}"
+        if tidy
+        else (checks.PREFLIGHT_COMMAND)
+    )
     pre = transport.run(command, sudo=True, timeout=ctx.settings.command_timeout_s)
     return assess(
-        ctx.view, ctx.settings, host, pre.stdout, lambda: read_host(ctx, transport),
-        ctx.known_by_host.get(host.name, ()), ctx.wall_clock(),
+        ctx.view,
+        ctx.settings,
+        host,
+        pre.stdout,
+        lambda: read_host(ctx, transport),
+        ctx.known_by_host.get(host.name, ()),
+        ctx.wall_clock(),
     )
 
 
@@ -112,10 +123,14 @@ def probe_only(ctx: Context) -> Callable[[Host, RunControl], HostOutcome]:
             if failed and found.plan.decision not in (Decision.SKIP_READY, Decision.REPAIR):
                 reasons += [f"would fail preflight: {c.name}: {c.observed}" for c in failed]
             return HostOutcome(
-                host=host.name, status=Status.UNCHANGED, phase=Phase.DECIDE,
-                reason="; ".join(reasons), decision=found.plan.decision,
+                host=host.name,
+                status=Status.UNCHANGED,
+                phase=Phase.DECIDE,
+                reason="; ".join(reasons),
+                decision=found.plan.decision,
                 instance_id=found.plan.instance_id,
-                checks=found.preflight, steps=found.plan.steps,
+                checks=found.preflight,
+                steps=found.plan.steps,
             )
 
         return guarded(host, control, ctx.journal, body)
@@ -130,15 +145,15 @@ class Registrar:
         self.ctx = ctx
 
     def __call__(self, host: Host, control: RunControl) -> HostOutcome:
-        return guarded(
-            host, control, self.ctx.journal, lambda cursor: self._register(host, cursor)
-        )
+        return guarded(host, control, self.ctx.journal, lambda cursor: self._register(host, cursor))
 
     def _register(self, host: Host, cursor: Cursor) -> HostOutcome:
         ctx = self.ctx
         cursor.stage(Phase.PREFLIGHT)
         sweep_activations(
-            ctx.aws, host.name, None if ctx.leftovers is None else ctx.leftovers.get(host.name, ()),
+            ctx.aws,
+            host.name,
+            None if ctx.leftovers is None else ctx.leftovers.get(host.name, ()),
             lambda gone: ctx.journal.event(host.name, "activate", "leftover-deleted", gone),
         )
         transport = ctx.connect(host)
@@ -170,9 +185,13 @@ class Registrar:
             self.ctx.aws.set_ready(host.config.cluster, container.arn, attr, ready=True)
         self._clean_stale(host, found.plan.stale_instance_ids)
         return HostOutcome(
-            host=host.name, status=Status.UNCHANGED, phase=Phase.DONE,
-            reason="; ".join(found.plan.reasons), decision=Decision.SKIP_READY,
-            instance_id=found.plan.instance_id, container_instance_arn=container.arn,
+            host=host.name,
+            status=Status.UNCHANGED,
+            phase=Phase.DONE,
+            reason="; ".join(found.plan.reasons),
+            decision=Decision.SKIP_READY,
+            instance_id=found.plan.instance_id,
+            container_instance_arn=container.arn,
             checks=found.host_checks,
         )
 
@@ -200,9 +219,15 @@ class Registrar:
         self._clean_stale(host, found.plan.stale_instance_ids)
         ctx_reason = "; ".join(found.plan.reasons)
         return HostOutcome(
-            host=host.name, status=Status.READY, phase=Phase.DONE, reason=ctx_reason,
-            decision=decision, instance_id=instance_id, container_instance_arn=arn,
-            agent_versions=versions, checks=results,
+            host=host.name,
+            status=Status.READY,
+            phase=Phase.DONE,
+            reason=ctx_reason,
+            decision=decision,
+            instance_id=instance_id,
+            container_instance_arn=arn,
+            agent_versions=versions,
+            checks=results,
         )
 
     def _install(
@@ -215,8 +240,11 @@ class Registrar:
         payload = _read_installer(host) if installer else None
         cursor.stage(Phase.ACTIVATE)
         activation = ctx.aws.create_activation(
-            host.name, host.config.iam_role, host.config.activation_ttl_minutes,
-            host.config.tags, ctx.run_id,
+            host.name,
+            host.config.iam_role,
+            host.config.activation_ttl_minutes,
+            host.config.tags,
+            ctx.run_id,
         )
         ctx.journal.mask(activation.code)
         ctx.journal.event(host.name, "activate", "created", activation.activation_id)
@@ -263,7 +291,8 @@ class Registrar:
         if result.exit_status in INSTALL_TIMED_OUT and time.monotonic() - started >= limit:
             raise RemoteTimeout(
                 f"install still running after {limit:g} s: stopped on the host",
-                INSTALL_TIMEOUT_HINT)
+                INSTALL_TIMEOUT_HINT,
+            )
         if not result.ok:
             refused = registration_refused(result.stdout + "\n" + result.stderr)
             if refused is not None:
@@ -271,7 +300,8 @@ class Registrar:
             tail = _last_line(result.stdout + "\n" + result.stderr)
             reason = f"install script exited {result.exit_status}: {tail}"
             raise InstallError(
-                reason, install_hint(reason, f"the run directory ({self.ctx.journal.path})"))
+                reason, install_hint(reason, f"the run directory ({self.ctx.journal.path})")
+            )
 
     def _run_logged(
         self, host: Host, transport: Transport, command: str, *, script: bool = False
@@ -302,8 +332,12 @@ class Registrar:
             cursor.checks = verdict.results
             cursor.instance_id = verdict.instance_id or cursor.instance_id
             if verdict.ok and verdict.instance_id and verdict.container_arn:
-                return (verdict.results, verdict.instance_id, verdict.container_arn,
-                        dict(facts.agent_versions))
+                return (
+                    verdict.results,
+                    verdict.instance_id,
+                    verdict.container_arn,
+                    dict(facts.agent_versions),
+                )
             if time.monotonic() >= deadline:
                 raise VerifyError(
                     "; ".join(verdict.reasons), verdict.hint or "check the install log"

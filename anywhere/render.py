@@ -28,8 +28,13 @@ CLEANUP_TEMPLATE = "cleanup.sh.j2"
 INSTALLER_NAME = "ecs-anywhere-install.sh"
 # The ECS agent and Docker must reach these directly: instance metadata, the task metadata /
 # credentials endpoint, and the local Docker socket (AWS's proxy guide for ECS).
-ALWAYS_NO_PROXY = ("localhost", "127.0.0.1", "169.254.169.254", "169.254.170.2",
-                   "/var/run/docker.sock")
+ALWAYS_NO_PROXY = (
+    "localhost",
+    "127.0.0.1",
+    "169.254.169.254",
+    "169.254.170.2",
+    "/var/run/docker.sock",
+)
 # The proxy settings for the units, read through `EnvironmentFile=` (root, 0600): a URL with a
 # password in `Environment=` would be shown to any user by `systemctl show`.
 PROXY_ENV_DIR = "/etc/anywhere"
@@ -37,8 +42,14 @@ PROXY_ENV_FILE = PROXY_ENV_DIR + "/proxy.env"
 # Units that get the proxy drop-in; the snap name is the Ubuntu SSM agent's.
 PROXY_UNITS = ("amazon-ssm-agent", "snap.amazon-ssm-agent.amazon-ssm-agent", "docker", "ecs")
 # Keys of /etc/ecs/ecs.config this tool owns: replaced on every run, others left alone.
-ECS_CONFIG_KEYS = ("ECS_CLUSTER", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
-                   "ECS_INSTANCE_ATTRIBUTES", "ECS_CONTAINER_INSTANCE_TAGS")
+ECS_CONFIG_KEYS = (
+    "ECS_CLUSTER",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ECS_INSTANCE_ATTRIBUTES",
+    "ECS_CONTAINER_INSTANCE_TAGS",
+)
 # Characters that would break a systemd Environment="..." word or a Docker env-file line
 # (values also pass through the shell, but always quoted).
 _UNSAFE = re.compile(r'[\s"\'\\]')  # quotes are parsed inside an EnvironmentFile value
@@ -100,8 +111,12 @@ class Renderer:
             raise TemplateError(f"template {exc.name} not found (searched: {where})") from None
         except jinja2.TemplateError as exc:
             raise HostRenderError(f"{template} does not render for {host.name}: {exc}") from None
-        return RenderedScript(host.name, text, hashlib.sha256(text.encode()).hexdigest(),
-                              sensitive=host.config.proxy_password is not None)
+        return RenderedScript(
+            host.name,
+            text,
+            hashlib.sha256(text.encode()).hexdigest(),
+            sensitive=host.config.proxy_password is not None,
+        )
 
 
 def pushed_installer_name(host: Host) -> str | None:
@@ -127,8 +142,10 @@ def install_command(workdir: str, timeout_s: float) -> str:
     in, then KILL. The work dir is removed in the same command, so it goes even when the
     controller's connection does not come back."""
     quoted = shlex.quote(workdir)
-    return (f"timeout -k {INSTALL_KILL_AFTER_S} {timeout_s:.3f} bash {quoted}/install.sh; "
-            f"s=$?; rm -rf -- {quoted}; exit $s")
+    return (
+        f"timeout -k {INSTALL_KILL_AFTER_S} {timeout_s:.3f} bash {quoted}/install.sh; "
+        f"s=$?; rm -rf -- {quoted}; exit $s"
+    )
 
 
 def render_install(
@@ -216,13 +233,18 @@ def install_context(
     for key in ("ecs_config", "agent_config", "dropin", "proxy_env"):
         for line in context[key]:
             if _CONTROL.search(line):
-                raise HostRenderError(f"{host.name}: a value for {key.replace('_', ' ')} holds a "
-                                    "control character")
+                raise HostRenderError(
+                    f"{host.name}: a value for {key.replace('_', ' ')} holds a control character"
+                )
     return context
 
 
-AGENT_CONFIG_KEYS = ("AWS_DEFAULT_REGION", "ECS_EXTERNAL", "ECS_BACKEND_HOST",
-                     "ECS_ENABLE_GPU_SUPPORT")
+AGENT_CONFIG_KEYS = (
+    "AWS_DEFAULT_REGION",
+    "ECS_EXTERNAL",
+    "ECS_BACKEND_HOST",
+    "ECS_ENABLE_GPU_SUPPORT",
+)
 
 
 def _agent_config(host: Host) -> list[str]:
@@ -265,8 +287,11 @@ def _ecs_config(host: Host, proxy: Mapping[str, str] | None) -> list[str]:
     JSON keeps newlines in values escaped)."""
     lines = [f"ECS_CLUSTER={host.config.cluster}"]
     if proxy:
-        lines += [f"HTTP_PROXY={proxy['url']}", f"HTTPS_PROXY={proxy['url']}",
-                  f"NO_PROXY={proxy['no_proxy']}"]
+        lines += [
+            f"HTTP_PROXY={proxy['url']}",
+            f"HTTPS_PROXY={proxy['url']}",
+            f"NO_PROXY={proxy['no_proxy']}",
+        ]
     if host.config.labels:
         lines.append("ECS_INSTANCE_ATTRIBUTES=" + _json(host.config.labels))
     if host.config.tags:
@@ -286,8 +311,11 @@ def _proxy_env(proxy: Mapping[str, str]) -> list[str]:
     """KEY=VALUE lines of the EnvironmentFile. Taken literally by systemd (no %-specifiers,
     no $-expansion): the values were checked to hold no whitespace, quote or backslash, and
     each starts with a letter, so no quoting applies."""
-    return [f"HTTP_PROXY={proxy['url']}", f"HTTPS_PROXY={proxy['url']}",
-            f"NO_PROXY={proxy['no_proxy']}"]
+    return [
+        f"HTTP_PROXY={proxy['url']}",
+        f"HTTPS_PROXY={proxy['url']}",
+        f"NO_PROXY={proxy['no_proxy']}",
+    ]
 
 
 def _json(values: Mapping[str, str]) -> str:

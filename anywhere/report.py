@@ -49,15 +49,28 @@ from anywhere.errors import ExitCode
 from anywhere.models import CheckResult, Host, HostOutcome, Secret, Status
 
 TABLE_HEADERS: tuple[str, ...] = (
-    "host", "status", "phase", "class", "reason", "mi-id", "duration",
+    "host",
+    "status",
+    "phase",
+    "class",
+    "reason",
+    "mi-id",
+    "duration",
 )
 
 # Variables that can hold credentials. `Host.variables` should already be free of them; the
 # retry inventory drops them again so a stale value is never copied into a new file.
-SECRET_VARIABLES = frozenset({
-    "ansible_password", "ansible_ssh_pass", "ansible_ssh_password", "ansible_become_password",
-    "ansible_become_pass", "ansible_sudo_pass", "ansible_sudo_password",
-})
+SECRET_VARIABLES = frozenset(
+    {
+        "ansible_password",
+        "ansible_ssh_pass",
+        "ansible_ssh_password",
+        "ansible_become_password",
+        "ansible_become_pass",
+        "ansible_sudo_pass",
+        "ansible_sudo_password",
+    }
+)
 
 # Characters XML 1.0 cannot carry at all, even escaped (terminal escapes, NUL ...).
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -209,9 +222,15 @@ def to_junit(summary: RunSummary) -> str:
     }
     name = f"anywhere {summary.command}"
     root = ET.Element("testsuites", {"name": _x(name), **totals})
-    suite = ET.SubElement(root, "testsuite", {
-        "name": _x(name), **totals, "timestamp": _iso(summary.started_at),
-    })
+    suite = ET.SubElement(
+        root,
+        "testsuite",
+        {
+            "name": _x(name),
+            **totals,
+            "timestamp": _iso(summary.started_at),
+        },
+    )
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", {"name": "run_id", "value": _x(summary.run_id)})
     for o in outcomes:
@@ -222,16 +241,25 @@ def to_junit(summary: RunSummary) -> str:
 
 
 def _testcase(suite: ET.Element, command: str, o: HostOutcome) -> None:
-    case = ET.SubElement(suite, "testcase", {
-        "classname": _x(command),
-        "name": _x(o.host),
-        "time": f"{o.duration_s:.3f}" if math.isfinite(o.duration_s) else "0",
-    })
+    case = ET.SubElement(
+        suite,
+        "testcase",
+        {
+            "classname": _x(command),
+            "name": _x(o.host),
+            "time": f"{o.duration_s:.3f}" if math.isfinite(o.duration_s) else "0",
+        },
+    )
     cls = o.failure.value if o.failure is not None else ""
     if o.status is Status.FAILED:
-        failure = ET.SubElement(case, "failure", {
-            "type": _x(cls or "failed"), "message": _x(one_line(o.reason) or "failed"),
-        })
+        failure = ET.SubElement(
+            case,
+            "failure",
+            {
+                "type": _x(cls or "failed"),
+                "message": _x(one_line(o.reason) or "failed"),
+            },
+        )
         failure.text = _x(_failure_text(o))
     elif o.status is Status.NOT_RUN:
         reason = one_line(o.reason) or "not run"
@@ -277,8 +305,12 @@ def _x(text: str) -> str:
 
 
 def retry_inventory(
-    hosts: Sequence[Host], failed: Iterable[str], source: str, run_id: str = "",
-    *, proxy_credentials: bool = True,
+    hosts: Sequence[Host],
+    failed: Iterable[str],
+    source: str,
+    run_id: str = "",
+    *,
+    proxy_credentials: bool = True,
 ) -> str:
     """An Ansible YAML inventory of exactly the `failed` hosts, each with every resolved
     variable, so `anywhere register retry.yml` works without the source inventory.
@@ -314,13 +346,16 @@ def retry_inventory(
         top["children"] = {g: {"hosts": groups[g]} for g in sorted(groups)}
     header = [
         f"# Retry inventory: the {len(chosen)} host(s) that did not finish"
-        + (f" in run {one_line(run_id)}" if run_id else "") + ".",
+        + (f" in run {one_line(run_id)}" if run_id else "")
+        + ".",
         f"# Source inventory: {one_line(source)}",
         "# Variables are resolved per host; passwords are left out (use --ask-become-pass).",
     ]
     if dropped:
-        header.append("# anywhere_proxy (it holds a password) is left out for: "
-                      + one_line(", ".join(dropped)))
+        header.append(
+            "# anywhere_proxy (it holds a password) is left out for: "
+            + one_line(", ".join(dropped))
+        )
     return "\n".join(header) + "\n" + _dump_yaml({"all": top})
 
 

@@ -31,8 +31,13 @@ class Probe:
 
 
 def assess(
-    view: AwsView, settings: Settings, host: Host, preflight_output: str,
-    read_state: Callable[[], checks.HostVerifyFacts], known: Sequence[str], now: float,
+    view: AwsView,
+    settings: Settings,
+    host: Host,
+    preflight_output: str,
+    read_state: Callable[[], checks.HostVerifyFacts],
+    known: Sequence[str],
+    now: float,
 ) -> Probe:
     """The preflight verdict and the register decision from the preflight command's output;
     the services' state (`read_state`) is read only for a host that has a registration."""
@@ -47,7 +52,9 @@ def assess(
         host_checks = checks.evaluate_host(host_facts, host.config.cluster)
     # After AWS's view: whether /root/.aws/credentials is the SSM agent's depends on it.
     preflight = checks.evaluate_preflight(
-        facts, controller_time=now, max_skew_s=settings.max_clock_skew_s,
+        facts,
+        controller_time=now,
+        max_skew_s=settings.max_clock_skew_s,
         min_free_mb=settings.min_free_disk_mb,
         agent_credentials=agent_owns_shared_credentials(local, state.managed),
     )
@@ -56,7 +63,10 @@ def assess(
 
 
 def remembered(
-    view: AwsView, host: Host, instance_id: str, state: AwsState,
+    view: AwsView,
+    host: Host,
+    instance_id: str,
+    state: AwsState,
     facts: checks.HostVerifyFacts,
 ) -> AwsState:
     """`state`, with the container instance the host's ECS agent remembers when ECS lists
@@ -74,7 +84,9 @@ def remembered(
 
 
 def sweep_activations(
-    aws: Aws, host: str, found: Sequence[str] | None = None,
+    aws: Aws,
+    host: str,
+    found: Sequence[str] | None = None,
     note: Callable[[str], None] = lambda activation_id: None,
 ) -> tuple[str, ...]:
     """Delete what is left of `host`'s activations: a run killed outright (SIGKILL, power
@@ -111,8 +123,7 @@ def registration_refused(output: str) -> ActivationError | None:
     if found is None:
         return None
     said = " ".join(found.group(0).split())[:200]
-    return ActivationError(f"SSM refused the registration: {said}",
-                           _REFUSAL_HINTS[found.group(1)])
+    return ActivationError(f"SSM refused the registration: {said}", _REFUSAL_HINTS[found.group(1)])
 
 
 # --------------------------------------------------------------------------- verify
@@ -145,7 +156,9 @@ class Verdict:
 
 
 def verify(
-    view: AwsView, host: Host, facts: checks.HostVerifyFacts,
+    view: AwsView,
+    host: Host,
+    facts: checks.HostVerifyFacts,
     host_results: Sequence[CheckResult] | None = None,
 ) -> Verdict:
     """The host's verify facts (with their verdicts when already evaluated) and AWS's view
@@ -155,8 +168,9 @@ def verify(
     mi, arn = facts.instance_id, None
     if mi:
         state = remembered(view, host, mi, view.get(cluster, mi), facts)
-        results += checks.evaluate_aws(mi, state.managed, state.container, cluster,
-                                       expected_tags(host))
+        results += checks.evaluate_aws(
+            mi, state.managed, state.container, cluster, expected_tags(host)
+        )
         arn = state.container.arn if state.container is not None else None
     return Verdict(tuple(results), mi, arn)
 
@@ -195,7 +209,10 @@ class Retirer:
     journal: Journal | None = None
 
     def retire(
-        self, host: Host, instance_ids: Sequence[str], options: DeregisterOptions,
+        self,
+        host: Host,
+        instance_ids: Sequence[str],
+        options: DeregisterOptions,
         enter: EnterPhase = lambda phase, arn: None,
     ) -> list[str]:
         """Retire every mi- id of `host`; returns what was done, one note each."""
@@ -263,6 +280,14 @@ class Retirer:
 
 
 __all__ = [
-    "DeregisterOptions", "DeregisterRefused", "Probe", "Retirer", "Verdict", "assess",
-    "expected_tags", "registration_refused", "sweep_activations", "verify",
+    "DeregisterOptions",
+    "DeregisterRefused",
+    "Probe",
+    "Retirer",
+    "Verdict",
+    "assess",
+    "expected_tags",
+    "registration_refused",
+    "sweep_activations",
+    "verify",
 ]

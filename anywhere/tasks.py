@@ -24,7 +24,10 @@ class TaskRun:
 
 
 def run_task(
-    ctx: Context, hosts: Sequence[Host], task_definition: str, count: int,
+    ctx: Context,
+    hosts: Sequence[Host],
+    task_definition: str,
+    count: int,
     constraints: Sequence[str],
 ) -> TaskRun:
     """Run `task_definition` (EXTERNAL) only on the selected hosts that carry the ready mark.
@@ -43,20 +46,24 @@ def run_task(
             "EXTERNAL tasks need bridge, host or none"
         )
     if td.compatibilities and not {"EXTERNAL", "EC2"} & set(td.compatibilities):
-        raise TaskRefused(f"task definition {task_definition} requires "
-                          f"{', '.join(td.compatibilities)}: it cannot run on EXTERNAL hosts")
+        raise TaskRefused(
+            f"task definition {task_definition} requires "
+            f"{', '.join(td.compatibilities)}: it cannot run on EXTERNAL hosts"
+        )
     _check_constraints(td, constraints)
     ready = _ready_instances(ctx, hosts, cluster)
     if not ready:
         raise TaskRefused("no selected host is ready: run `anywhere check` to see why")
     groups = member_groups(f"attribute:{ctx.settings.ready_attribute} == true and ", sorted(ready))
-    placements, failures_seen = _place(ctx, cluster, task_definition, count, groups,
-                                       constraints)
+    placements, failures_seen = _place(ctx, cluster, task_definition, count, groups, constraints)
     names = {arn: name for name, arn in ready.values()}
     placed = tuple((task, names.get(ci, ci)) for task, ci in placements)
     # Shortfalls of one group that another group made up are no failure of the run.
-    failures = () if len(placed) >= count else tuple(
-        dict.fromkeys(_named(f, names) for f in failures_seen))
+    failures = (
+        ()
+        if len(placed) >= count
+        else tuple(dict.fromkeys(_named(f, names) for f in failures_seen))
+    )
     if not placed:
         raise TaskRefused(
             f"no task placed on the {len(ready)} ready host(s) "
@@ -97,8 +104,12 @@ def shares(count: int, sizes: Sequence[int]) -> list[int]:
 
 
 def _place(
-    ctx: Context, cluster: str, task_definition: str, count: int,
-    groups: Sequence[tuple[str, int]], constraints: Sequence[str],
+    ctx: Context,
+    cluster: str,
+    task_definition: str,
+    count: int,
+    groups: Sequence[tuple[str, int]],
+    constraints: Sequence[str],
 ) -> tuple[list[tuple[str, str]], list[str]]:
     """RunTask per group and at most MAX_TASKS_PER_CALL tasks a call, spreading `count` over
     the groups by size; what a full group cannot take goes to the groups after it."""
@@ -114,9 +125,13 @@ def _place(
             while i not in full and got < want:
                 ask = min(MAX_TASKS_PER_CALL, want - got)
                 result = ctx.aws.run_task(
-                    cluster, task_definition, count=ask, started_by="anywhere",
-                    placement_constraints=[{"type": "memberOf", "expression": e}
-                                           for e in (expression, *constraints)],
+                    cluster,
+                    task_definition,
+                    count=ask,
+                    started_by="anywhere",
+                    placement_constraints=[
+                        {"type": "memberOf", "expression": e} for e in (expression, *constraints)
+                    ],
                 )
                 placements += result.placements
                 got += len(result.placements)
@@ -132,14 +147,17 @@ def _place(
 def _check_constraints(td: TaskDefinition, constraints: Sequence[str]) -> None:
     too_long = [c for c in constraints if len(c) > MAX_EXPRESSION]
     if too_long:
-        raise UsageError(f"--constraint is {len(too_long[0])} characters long; AWS takes at "
-                         f"most {MAX_EXPRESSION}")
+        raise UsageError(
+            f"--constraint is {len(too_long[0])} characters long; AWS takes at "
+            f"most {MAX_EXPRESSION}"
+        )
     total = 1 + len(constraints) + td.placement_constraints
     if total > MAX_CONSTRAINTS:
         raise UsageError(
             f"{total} placement constraints (anywhere's own, {len(constraints)} --constraint, "
             f"{td.placement_constraints} in the task definition); AWS takes at most "
-            f"{MAX_CONSTRAINTS} per task")
+            f"{MAX_CONSTRAINTS} per task"
+        )
 
 
 def _named(failure: str, names: Mapping[str, str]) -> str:
@@ -157,7 +175,8 @@ def _ready_instances(
     return {
         mi: (ids[mi], c.arn)
         for mi, c in found.items()
-        if c.status == "ACTIVE" and c.agent_connected
+        if c.status == "ACTIVE"
+        and c.agent_connected
         and c.attributes.get(ctx.settings.ready_attribute) == "true"
     }
 

@@ -60,8 +60,11 @@ class Bench:
         self.config, self.lab, self.work = config, lab, work
         self.names = list(lab.hosts)
         self.audit = AwsAudit(lab.endpoint_url)
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("AWS_", "ANYWHERE_", "ANSIBLE_"))}
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AWS_", "ANYWHERE_", "ANSIBLE_"))
+        }
         self.env.update(lab.env())
         self.env["PYTHONPATH"] = f"{config.source}:{ROOT}"
         self.anywhere = [sys.executable, "-m", "anywhere"]
@@ -73,8 +76,9 @@ class Bench:
     def inventory(self, n: int, *, slow_installer: bool = False) -> Path:
         path = self.work / f"inventory-{n}{'-sleep' if slow_installer else ''}.yml"
         if not path.exists():
-            text = files.inventory_text(self.lab.dir, {h: self.lab.hosts[h]
-                                                       for h in self.names[:n]})
+            text = files.inventory_text(
+                self.lab.dir, {h: self.lab.hosts[h] for h in self.names[:n]}
+            )
             if slow_installer:
                 text = text.replace(str(self.lab.installer_path), str(self.wrapper))
             path.write_text(text)
@@ -108,24 +112,59 @@ class Bench:
         if tool == table.CHECK:
             return [*self.anywhere, "check", str(self.inventory(n)), "-c", c]
         if tool in (table.FLOOR, table.LOGIN):
-            return [sys.executable, "-m", "benchmarks.floor", str(self.hosts_json(n)),
-                    "--user", "deploy", "--key", str(self.lab.key_path),
-                    "--known-hosts", str(self.lab.known_hosts_path), "-c", c,
-                    *(["--command", "true"] if tool == table.LOGIN else [])]
+            return [
+                sys.executable,
+                "-m",
+                "benchmarks.floor",
+                str(self.hosts_json(n)),
+                "--user",
+                "deploy",
+                "--key",
+                str(self.lab.key_path),
+                "--known-hosts",
+                str(self.lab.known_hosts_path),
+                "-c",
+                c,
+                *(["--command", "true"] if tool == table.LOGIN else []),
+            ]
         if tool == table.ADHOC:
             # Ad-hoc arguments are Jinja templates: the command's {{.ServerVersion}} is not.
-            raw = re.sub(r"\{\{|\}\}", lambda m: "{{ '" + m.group(0) + "' }}",
-                         HOST_VERIFY_COMMAND)
-            return [str(BIN / "ansible"), "all", "-i", str(self.inventory(n)), "-m", "shell",
-                    "-a", raw, "-b", "-f", c, f"--ssh-common-args={self.ssh_args()}"]
+            raw = re.sub(r"\{\{|\}\}", lambda m: "{{ '" + m.group(0) + "' }}", HOST_VERIFY_COMMAND)
+            return [
+                str(BIN / "ansible"),
+                "all",
+                "-i",
+                str(self.inventory(n)),
+                "-m",
+                "shell",
+                "-a",
+                raw,
+                "-b",
+                "-f",
+                c,
+                f"--ssh-common-args={self.ssh_args()}",
+            ]
         if tool == table.PLAYBOOK:
-            return [str(BIN / "ansible-playbook"), "-i", str(self.inventory(n)), str(PLAYBOOK),
-                    "-f", c, f"--ssh-common-args={self.ssh_args()}"]
+            return [
+                str(BIN / "ansible-playbook"),
+                "-i",
+                str(self.inventory(n)),
+                str(PLAYBOOK),
+                "-f",
+                c,
+                f"--ssh-common-args={self.ssh_args()}",
+            ]
         raise ValueError(tool)
 
-    def measure(self, tool: str, n: int, rnd: int, argv: Sequence[str],
-                extra_env: Mapping[str, str] | None = None,
-                after: Callable[[Path, ProcessCost], dict[str, Any]] | None = None) -> None:
+    def measure(
+        self,
+        tool: str,
+        n: int,
+        rnd: int,
+        argv: Sequence[str],
+        extra_env: Mapping[str, str] | None = None,
+        after: Callable[[Path, ProcessCost], dict[str, Any]] | None = None,
+    ) -> None:
         where = self.work / "samples" / f"{rnd}-{tool.replace(' ', '_')}-{n}"
         where.mkdir(parents=True)
         time.sleep(1.5)  # let the previous command's connections and load settle
@@ -139,13 +178,21 @@ class Bench:
         accepted = SshdLog(self.lab, self.names[:n]).accepted_since(since)
         calls = self.audit.calls()
         sample: dict[str, Any] = {
-            "tool": tool, "n": n, "round": rnd, "rc": cost.rc, "wall_s": round(cost.wall_s, 3),
-            "cpu_s": round(cost.cpu_s, 3), "peak_rss_mb": round(cost.peak_rss_mb, 1),
+            "tool": tool,
+            "n": n,
+            "round": rnd,
+            "rc": cost.rc,
+            "wall_s": round(cost.wall_s, 3),
+            "cpu_s": round(cost.cpu_s, 3),
+            "peak_rss_mb": round(cost.peak_rss_mb, 1),
             "tree_rss_mb": round(cost.tree_rss_mb, 1),
-            "hosts_cpu_s": round(hosts_cpu, 3), "endpoint_cpu_s": round(endpoint_cpu, 3),
-            "ssh_total": sum(accepted.values()), "ssh_max": max(accepted.values(), default=0),
+            "hosts_cpu_s": round(hosts_cpu, 3),
+            "endpoint_cpu_s": round(endpoint_cpu, 3),
+            "ssh_total": sum(accepted.values()),
+            "ssh_max": max(accepted.values(), default=0),
             "ssh_min": min(accepted.values(), default=0),
-            "aws_calls": calls.controller, "describe_calls": calls.describes,
+            "aws_calls": calls.controller,
+            "describe_calls": calls.describes,
             "aws_by_action": dict(calls.by_action),
             "describes_per_poll": table.describes_per_poll(calls.by_action, n, len(self.names)),
         }
@@ -153,10 +200,13 @@ class Bench:
             sample.update(after(where, cost))
         self.samples.append(sample)
         status = "ok" if cost.rc == 0 else f"rc={cost.rc}: {cost.stderr.strip()[-300:]}"
-        print(f"  round {rnd} {tool:27} N={n:<3} {cost.wall_s:7.1f} s  cpu {cost.cpu_s:6.1f} s"
-              f"  lab cpu {hosts_cpu + endpoint_cpu:6.1f} s  rss {cost.peak_rss_mb:5.0f} MB"
-              f"  ssh {sample['ssh_total']:4}  "
-              f"aws {calls.controller:4}  {status}", flush=True)
+        print(
+            f"  round {rnd} {tool:27} N={n:<3} {cost.wall_s:7.1f} s  cpu {cost.cpu_s:6.1f} s"
+            f"  lab cpu {hosts_cpu + endpoint_cpu:6.1f} s  rss {cost.peak_rss_mb:5.0f} MB"
+            f"  ssh {sample['ssh_total']:4}  "
+            f"aws {calls.controller:4}  {status}",
+            flush=True,
+        )
 
     # ------------------------------------------------------------------ tools
 
@@ -170,10 +220,12 @@ class Bench:
             # A control path of its own per run, so no run reuses another's master connection.
             # Ansible at its fastest, as a tuned ops team runs it: modules over the session's
             # stdin (no temp-file round trips) and no interpreter discovery per host.
-            extra = {"ANSIBLE_SSH_CONTROL_PATH_DIR": str(cp_dir),
-                     "ANSIBLE_LOCAL_TEMP": str(self.work / "ansible-tmp"),
-                     "ANSIBLE_PIPELINING": "True",
-                     "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3"}
+            extra = {
+                "ANSIBLE_SSH_CONTROL_PATH_DIR": str(cp_dir),
+                "ANSIBLE_LOCAL_TEMP": str(self.work / "ansible-tmp"),
+                "ANSIBLE_PIPELINING": "True",
+                "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+            }
         elif tool == table.CHECK:
             extra = {"ANYWHERE_RUN_DIR": str(self.work / "runs")}
         try:
@@ -185,18 +237,38 @@ class Bench:
     def register(self, n: int, rnd: int) -> None:
         inv = self.inventory(n, slow_installer=True)
         undo = subprocess.run(
-            [*self.anywhere, "deregister", str(inv), "--limit", "all", "--yes", "--force",
-             "--drain-timeout", "0"],
+            [
+                *self.anywhere,
+                "deregister",
+                str(inv),
+                "--limit",
+                "all",
+                "--yes",
+                "--force",
+                "--drain-timeout",
+                "0",
+            ],
             env={**self.env, "ANYWHERE_RUN_DIR": str(self.work / "runs")},
-            capture_output=True, text=True, check=False)
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if undo.returncode != 0:
             raise RuntimeError(f"deregister before register failed: {undo.stderr[-500:]}")
         # The lab's ecs-init is no dpkg package, so clean-up leaves it, and an installer that
         # finds it returns early without starting ECS (as AWS's does): remove it by hand.
         for name in self.names[:n]:
             self.lab.exec(name, ["rm", "-f", "/usr/libexec/amazon-ecs-init"])
-        argv = [*self.anywhere, "register", str(inv), "--yes", "-c",
-                str(self.config.concurrency), "--report-json", "report.json"]
+        argv = [
+            *self.anywhere,
+            "register",
+            str(inv),
+            "--yes",
+            "-c",
+            str(self.config.concurrency),
+            "--report-json",
+            "report.json",
+        ]
 
         def after(where: Path, cost: ProcessCost) -> dict[str, Any]:
             return register_extras(where, cost, n)
@@ -209,7 +281,7 @@ class Bench:
             tools += [table.ADHOC, table.PLAYBOOK]
         for rnd in range(1, self.config.runs + 1):
             print(f"round {rnd}/{self.config.runs}", flush=True)
-            order = tools[rnd % len(tools):] + tools[:rnd % len(tools)]
+            order = tools[rnd % len(tools) :] + tools[: rnd % len(tools)]
             for n in self.config.sizes:
                 for tool in order:
                     self.check_like(tool, n, rnd)
@@ -226,8 +298,9 @@ def register_extras(where: Path, cost: ProcessCost, n: int) -> dict[str, Any]:
         for line in log.read_text(errors="replace").splitlines():
             if INSTALLER_MARK in line:
                 installer[log.stem] = int(line.split(INSTALLER_MARK, 1)[1].split()[0]) / 1000
-    over = [h["duration_s"] - installer[h["host"]] for h in report["hosts"]
-            if h["host"] in installer]
+    over = [
+        h["duration_s"] - installer[h["host"]] for h in report["hosts"] if h["host"] in installer
+    ]
     inst = table.median(list(installer.values())) if installer else None
     return {
         "installer_s": round(inst, 3) if inst is not None else None,
@@ -240,49 +313,64 @@ def register_extras(where: Path, cost: ProcessCost, n: int) -> dict[str, Any]:
 def close_masters(cp_dir: Path) -> None:
     """Ask each ControlMaster that Ansible left in cp_dir to exit (they persist 60 s)."""
     for sock in cp_dir.iterdir():
-        subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "bench-master"],
-                       capture_output=True, check=False, timeout=30)
+        subprocess.run(
+            ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "bench-master"],
+            capture_output=True,
+            check=False,
+            timeout=30,
+        )
 
 
 def write_results(config: Config, bench: Bench, started: datetime, info: dict[str, Any]) -> Path:
     rows = table.rows(bench.samples)
-    goals = table.targets(rows, big=max(config.sizes), mid=50 if 50 in config.sizes else
-                          max(config.register_sizes))
+    goals = table.targets(
+        rows, big=max(config.sizes), mid=50 if 50 in config.sizes else max(config.register_sizes)
+    )
     print()
     print(table.render_text(rows, goals))
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     config.out.mkdir(parents=True, exist_ok=True)
-    doc = {"started_at": started.isoformat(), "finished_at": datetime.now(UTC).isoformat(),
-           "machine": {**info, "load_avg_at_end": os.getloadavg()},
-           "config": {**vars(config), "out": str(config.out)},
-           **table.as_json(rows, goals), "samples": bench.samples}
+    doc = {
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "machine": {**info, "load_avg_at_end": os.getloadavg()},
+        "config": {**vars(config), "out": str(config.out)},
+        **table.as_json(rows, goals),
+        "samples": bench.samples,
+    }
     path = config.out / f"fleet-{stamp}-N{max(config.sizes)}.json"
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    md = [f"# Fleet benchmark {stamp}", "",
-          f"Machine: {info['cpus']} x {info['cpu_model']}, {info['memory_gb']} GB, "
-          f"kernel {info['kernel']}, Python {info['python']}; lab hosts are systemd-nspawn "
-          "containers on the same machine (they share its CPUs with the controller).",
-          f"Source: {info['source']} (commit {info['commit'][:10]}); "
-          f"{'complete' if info['complete'] else 'INCOMPLETE (a round failed)'}.",
-          f"Concurrency {config.concurrency}; medians of {config.runs} interleaved rounds; "
-          f"register uses the lab installer after a fixed {config.installer_sleep_s:g} s sleep.",
-          "", table.render_markdown(rows, goals)]
+    md = [
+        f"# Fleet benchmark {stamp}",
+        "",
+        f"Machine: {info['cpus']} x {info['cpu_model']}, {info['memory_gb']} GB, "
+        f"kernel {info['kernel']}, Python {info['python']}; lab hosts are systemd-nspawn "
+        "containers on the same machine (they share its CPUs with the controller).",
+        f"Source: {info['source']} (commit {info['commit'][:10]}); "
+        f"{'complete' if info['complete'] else 'INCOMPLETE (a round failed)'}.",
+        f"Concurrency {config.concurrency}; medians of {config.runs} interleaved rounds; "
+        f"register uses the lab installer after a fixed {config.installer_sleep_s:g} s sleep.",
+        "",
+        table.render_markdown(rows, goals),
+    ]
     path.with_suffix(".md").write_text("\n".join(md))
     print(f"results: {path} (+ .md)")
     return path
 
 
 def _commit() -> str:
-    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
     return done.stdout.strip() or "unknown"
 
 
 def parse(argv: Sequence[str] | None) -> Config:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hosts", type=int, nargs="+", default=[20, 50, 100])
-    p.add_argument("--register-sizes", type=int, nargs="*",
-                   help="default: 1 and every --hosts size")
+    p.add_argument(
+        "--register-sizes", type=int, nargs="*", help="default: 1 and every --hosts size"
+    )
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--installer-sleep", type=float, default=10.0)
@@ -291,14 +379,32 @@ def parse(argv: Sequence[str] | None) -> Config:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--skip-ansible", action="store_true")
     p.add_argument("--keep-lab", action="store_true", help="leave the lab up afterwards")
-    p.add_argument("--source", type=Path, default=ROOT,
-                   help="measure the anywhere package under this directory (default: this tree)")
+    p.add_argument(
+        "--source",
+        type=Path,
+        default=ROOT,
+        help="measure the anywhere package under this directory (default: this tree)",
+    )
     a = p.parse_args(argv)
     sizes = tuple(sorted(set(a.hosts)))
-    regs = tuple(sorted(set(a.register_sizes))) if a.register_sizes is not None else (
-        tuple(sorted({1, *sizes})))
-    return Config(sizes, regs, a.runs, a.concurrency, a.installer_sleep, a.lab_name,
-                  a.lab_index, a.out, a.skip_ansible, a.keep_lab, a.source.resolve())
+    regs = (
+        tuple(sorted(set(a.register_sizes)))
+        if a.register_sizes is not None
+        else (tuple(sorted({1, *sizes})))
+    )
+    return Config(
+        sizes,
+        regs,
+        a.runs,
+        a.concurrency,
+        a.installer_sleep,
+        a.lab_name,
+        a.lab_index,
+        a.out,
+        a.skip_ansible,
+        a.keep_lab,
+        a.source.resolve(),
+    )
 
 
 def retable(path: Path) -> None:
@@ -336,7 +442,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup = subprocess.run(
             [*bench.anywhere, "register", str(bench.inventory(len(bench.names))), "--yes"],
             env={**bench.env, "ANYWHERE_RUN_DIR": str(work / "runs")},
-            capture_output=True, text=True, check=False)
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if setup.returncode != 0:
             raise RuntimeError(f"registering the fleet failed: {setup.stderr[-800:]}")
         complete = False

@@ -27,15 +27,28 @@ def wire(command: str) -> str:
     return f"sudo -n -u root -- sh -c {shlex.quote(command)}"
 
 
-def run_one(address: str, user: str, key: str, known_hosts: str, timeout: float,
-            command: str = HOST_VERIFY_COMMAND) -> int:
+def run_one(
+    address: str,
+    user: str,
+    key: str,
+    known_hosts: str,
+    timeout: float,
+    command: str = HOST_VERIFY_COMMAND,
+) -> int:
     client = paramiko.SSHClient()
     client.load_host_keys(known_hosts)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
-        client.connect(address, username=user, key_filename=key, look_for_keys=False,
-                       allow_agent=False, timeout=timeout, banner_timeout=timeout,
-                       auth_timeout=timeout)
+        client.connect(
+            address,
+            username=user,
+            key_filename=key,
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+        )
         _, stdout, _ = client.exec_command(wire(command), timeout=timeout)
         stdout.read()
         return stdout.channel.recv_exit_status()
@@ -51,16 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--known-hosts", required=True)
     parser.add_argument("-c", "--concurrency", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=60.0)
-    parser.add_argument("--command", default=HOST_VERIFY_COMMAND,
-                        help="host-side command (default: the check's); `true` gives the cost "
-                             "of the SSH login and sudo alone")
+    parser.add_argument(
+        "--command",
+        default=HOST_VERIFY_COMMAND,
+        help="host-side command (default: the check's); `true` gives the cost "
+        "of the SSH login and sudo alone",
+    )
     args = parser.parse_args(argv)
     addresses: list[str] = json.loads(args.hosts.read_text())
 
     def one(address: str) -> str | None:
         try:
-            rc = run_one(address, args.user, args.key, args.known_hosts, args.timeout,
-                         args.command)
+            rc = run_one(address, args.user, args.key, args.known_hosts, args.timeout, args.command)
         except Exception as exc:  # a failed host is a result here, not a crash
             return f"{address}: {type(exc).__name__}: {exc}"
         return None if rc == 0 else f"{address}: exit {rc}"

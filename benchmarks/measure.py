@@ -20,14 +20,24 @@ from anywhere.lab.endpoint.control import LabControl
 from anywhere.lab.lab import Lab
 
 # Calls the lab agents make on their own (registration, heartbeats): not the controller's.
-AGENT_ACTIONS = frozenset({
-    "RegisterManagedInstance", "RequestManagedInstanceRoleToken", "UpdateInstanceInformation",
-    "RegisterContainerInstance", "DiscoverPollEndpoint", "SubmitContainerStateChange",
-    "SubmitTaskStateChange",
-})
-DESCRIBE_ACTIONS = frozenset({
-    "DescribeInstanceInformation", "ListContainerInstances", "DescribeContainerInstances",
-})
+AGENT_ACTIONS = frozenset(
+    {
+        "RegisterManagedInstance",
+        "RequestManagedInstanceRoleToken",
+        "UpdateInstanceInformation",
+        "RegisterContainerInstance",
+        "DiscoverPollEndpoint",
+        "SubmitContainerStateChange",
+        "SubmitTaskStateChange",
+    }
+)
+DESCRIBE_ACTIONS = frozenset(
+    {
+        "DescribeInstanceInformation",
+        "ListContainerInstances",
+        "DescribeContainerInstances",
+    }
+)
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -42,14 +52,16 @@ class ProcessCost:
     stderr: str
 
 
-def run_measured(argv: Sequence[str], env: Mapping[str, str], cwd: Path,
-                 timeout_s: float = 1800.0) -> ProcessCost:
+def run_measured(
+    argv: Sequence[str], env: Mapping[str, str], cwd: Path, timeout_s: float = 1800.0
+) -> ProcessCost:
     """Run argv to completion and measure it; output is kept in files under cwd."""
     out_path, err_path = cwd / "stdout.txt", cwd / "stderr.txt"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         started = time.monotonic()
-        proc = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            list(argv), env=dict(env), cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+        )
         sampler = _TreeSampler(proc.pid)
         sampler.start()
         timer = threading.Timer(timeout_s, proc.kill)
@@ -62,9 +74,13 @@ def run_measured(argv: Sequence[str], env: Mapping[str, str], cwd: Path,
         wall = time.monotonic() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     return ProcessCost(
-        rc=proc.returncode, wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime,
-        peak_rss_mb=usage.ru_maxrss / 1024, tree_rss_mb=sampler.peak / 2**20,
-        stdout=out_path.read_text(errors="replace"), stderr=err_path.read_text(errors="replace"),
+        rc=proc.returncode,
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        tree_rss_mb=sampler.peak / 2**20,
+        stdout=out_path.read_text(errors="replace"),
+        stderr=err_path.read_text(errors="replace"),
     )
 
 
@@ -124,9 +140,22 @@ class SshdLog:
         def count(item: tuple[str, Path]) -> tuple[str, int]:
             name, directory = item
             done = subprocess.run(
-                ["journalctl", "-q", "-D", str(directory), "--since", f"@{since_epoch}",
-                 "-o", "cat", "-g", "Accepted publickey"],
-                capture_output=True, text=True, check=False)
+                [
+                    "journalctl",
+                    "-q",
+                    "-D",
+                    str(directory),
+                    "--since",
+                    f"@{since_epoch}",
+                    "-o",
+                    "cat",
+                    "-g",
+                    "Accepted publickey",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             return name, len(done.stdout.splitlines())
 
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -142,8 +171,13 @@ class LabCpu:
 
     def __init__(self, lab: Lab, names: Sequence[str]) -> None:
         state = lab.state()
-        self._stats = [Path(cg) / "cpu.stat" for rec in state.hosts if rec.name in names
-                       for cg in rec.cgroups if (Path(cg) / "cpu.stat").exists()]
+        self._stats = [
+            Path(cg) / "cpu.stat"
+            for rec in state.hosts
+            if rec.name in names
+            for cg in rec.cgroups
+            if (Path(cg) / "cpu.stat").exists()
+        ]
         self._endpoint = state.endpoint_pid
 
     def hosts_s(self) -> float:
@@ -183,17 +217,26 @@ class AwsAudit:
         # Only the request counts: the audit also lists activations, which are not ours to keep.
         requests: dict[str, int] = dict(self._control.audit().get("requests", {}))
         mine = {a: n for a, n in sorted(requests.items()) if a not in AGENT_ACTIONS}
-        return AwsCalls(sum(mine.values()), sum(n for a, n in mine.items()
-                                                if a in DESCRIBE_ACTIONS), mine)
+        return AwsCalls(
+            sum(mine.values()), sum(n for a, n in mine.items() if a in DESCRIBE_ACTIONS), mine
+        )
 
 
 def machine() -> dict[str, object]:
     """What the numbers came from."""
-    cpu = next((ln.split(":", 1)[1].strip() for ln in
-                Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")),
-               platform.processor())
-    mem_kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
-                  if ln.startswith("MemTotal"))
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kb = next(
+        int(ln.split()[1])
+        for ln in Path("/proc/meminfo").read_text().splitlines()
+        if ln.startswith("MemTotal")
+    )
     versions = {}
     for dist in ("paramiko", "boto3", "moto", "ansible-core", "fabric"):
         try:
@@ -201,10 +244,14 @@ def machine() -> dict[str, object]:
         except metadata.PackageNotFoundError:
             versions[dist] = "-"
     return {
-        "cpus": os.cpu_count(), "cpu_model": cpu, "memory_gb": round(mem_kb / 2**20, 1),
-        "kernel": platform.release(), "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_gb": round(mem_kb / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
         "openssh_server": "Debian 12 (lab hosts: systemd-nspawn containers on this machine)",
-        "load_avg_at_start": os.getloadavg(), "versions": versions,
+        "load_avg_at_start": os.getloadavg(),
+        "versions": versions,
         "max_rss_unit": "MB (2**20 bytes)",
         "rlimit_nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
     }

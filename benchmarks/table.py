@@ -52,8 +52,11 @@ def _opt_median(samples: Sequence[Sample], key: str) -> float | None:
 
 
 def _lab_cpu(samples: Sequence[Sample]) -> float | None:
-    values = [float(s["hosts_cpu_s"]) + float(s.get("endpoint_cpu_s") or 0.0) for s in samples
-              if s.get("hosts_cpu_s") is not None]
+    values = [
+        float(s["hosts_cpu_s"]) + float(s.get("endpoint_cpu_s") or 0.0)
+        for s in samples
+        if s.get("hosts_cpu_s") is not None
+    ]
     return median(values) if values else None
 
 
@@ -63,29 +66,36 @@ def rows(samples: Sequence[Sample]) -> list[Row]:
         groups.setdefault((str(s["tool"]), int(s["n"])), []).append(s)
     walls = {key: median([float(s["wall_s"]) for s in group]) for key, group in groups.items()}
     out = []
-    for (tool, n), group in sorted(groups.items(), key=lambda kv: (TOOLS.index(kv[0][0])
-                                                                    if kv[0][0] in TOOLS else 99,
-                                                                    kv[0][1])):
+    for (tool, n), group in sorted(
+        groups.items(),
+        key=lambda kv: (TOOLS.index(kv[0][0]) if kv[0][0] in TOOLS else 99, kv[0][1]),
+    ):
         wall = walls[(tool, n)]
         floor, adhoc = walls.get((FLOOR, n)), walls.get((ADHOC, n))
         comparable = tool != REGISTER
-        out.append(Row(
-            tool=tool, n=n, runs=len(group), failed_runs=sum(1 for s in group if s["rc"] != 0),
-            wall_s=wall, cpu_s=median([float(s["cpu_s"]) for s in group]),
-            peak_rss_mb=median([float(s["peak_rss_mb"]) for s in group]),
-            tree_rss_mb=median([float(s["tree_rss_mb"]) for s in group]),
-            ssh_per_host=median([float(s["ssh_total"]) / n for s in group]),
-            ssh_max_per_host=max(int(s["ssh_max"]) for s in group),
-            aws_calls=median([float(s["aws_calls"]) for s in group]),
-            describe_calls=median([float(s["describe_calls"]) for s in group]),
-            describes_per_poll=_opt_median(group, "describes_per_poll"),
-            vs_floor=wall / floor if floor and comparable else None,
-            ansible_over=adhoc / wall if adhoc and comparable else None,
-            installer_s=_opt_median(group, "installer_s"),
-            overhead_per_host_s=_opt_median(group, "overhead_per_host_s"),
-            amortised_overhead_s=_opt_median(group, "amortised_overhead_s"),
-            lab_cpu_s=_lab_cpu(group),
-        ))
+        out.append(
+            Row(
+                tool=tool,
+                n=n,
+                runs=len(group),
+                failed_runs=sum(1 for s in group if s["rc"] != 0),
+                wall_s=wall,
+                cpu_s=median([float(s["cpu_s"]) for s in group]),
+                peak_rss_mb=median([float(s["peak_rss_mb"]) for s in group]),
+                tree_rss_mb=median([float(s["tree_rss_mb"]) for s in group]),
+                ssh_per_host=median([float(s["ssh_total"]) / n for s in group]),
+                ssh_max_per_host=max(int(s["ssh_max"]) for s in group),
+                aws_calls=median([float(s["aws_calls"]) for s in group]),
+                describe_calls=median([float(s["describe_calls"]) for s in group]),
+                describes_per_poll=_opt_median(group, "describes_per_poll"),
+                vs_floor=wall / floor if floor and comparable else None,
+                ansible_over=adhoc / wall if adhoc and comparable else None,
+                installer_s=_opt_median(group, "installer_s"),
+                overhead_per_host_s=_opt_median(group, "overhead_per_host_s"),
+                amortised_overhead_s=_opt_median(group, "amortised_overhead_s"),
+                lab_cpu_s=_lab_cpu(group),
+            )
+        )
     return out
 
 
@@ -99,8 +109,14 @@ def describes_per_poll(by_action: Mapping[str, int], n: int, cluster_size: int) 
     polls = by_action.get("ListContainerInstances", 0) / math.ceil(cluster_size / 100)
     if not polls:
         return None
-    describes = sum(by_action.get(a, 0) for a in (
-        "DescribeInstanceInformation", "ListContainerInstances", "DescribeContainerInstances"))
+    describes = sum(
+        by_action.get(a, 0)
+        for a in (
+            "DescribeInstanceInformation",
+            "ListContainerInstances",
+            "DescribeContainerInstances",
+        )
+    )
     return round((describes - math.ceil(n / 50)) / polls, 2)
 
 
@@ -128,33 +144,57 @@ def targets(table: Sequence[Row], big: int = 100, mid: int = 50) -> list[Target]
 
     check, reg = by.get((CHECK, big)), by.get((REGISTER, mid))
     over = check.ansible_over if check else None
-    add(f"check ≥10x faster than Ansible ad hoc (N={big})", check, over,
-        bool(over and over >= 10), "{:.1f}x")
+    add(
+        f"check ≥10x faster than Ansible ad hoc (N={big})",
+        check,
+        over,
+        bool(over and over >= 10),
+        "{:.1f}x",
+    )
     vs = check.vs_floor if check else None
-    add(f"check ≤1.3x the paramiko floor (N={big})", check, vs, bool(vs and vs <= 1.3),
-        "{:.2f}x")
+    add(f"check ≤1.3x the paramiko floor (N={big})", check, vs, bool(vs and vs <= 1.3), "{:.2f}x")
     ssh_rows = [r for r in table if r.tool in (CHECK, REGISTER)]
     worst = max((r.ssh_max_per_host for r in ssh_rows), default=None)
     least = min((r.ssh_per_host for r in ssh_rows), default=None)
-    add("one SSH connection per host per command (check, register)",
-        ssh_rows[0] if ssh_rows else None, float(worst) if worst is not None else None,
-        worst == 1 and least == 1.0, "max {:.0f} per host")
+    add(
+        "one SSH connection per host per command (check, register)",
+        ssh_rows[0] if ssh_rows else None,
+        float(worst) if worst is not None else None,
+        worst == 1 and least == 1.0,
+        "max {:.0f} per host",
+    )
     polls = [r for r in table if r.tool in (CHECK, REGISTER) and r.describes_per_poll is not None]
     bad = [r for r in polls if (r.describes_per_poll or 0) > describe_bound(r.n)]
-    add("describe calls per poll ≤ ⌈N/50⌉+⌈N/100⌉+2", polls[0] if polls else None,
-        max((r.describes_per_poll or 0) for r in polls) if polls else None, not bad,
-        "max {:.1f} per poll")
+    add(
+        "describe calls per poll ≤ ⌈N/50⌉+⌈N/100⌉+2",
+        polls[0] if polls else None,
+        max((r.describes_per_poll or 0) for r in polls) if polls else None,
+        not bad,
+        "max {:.1f} per poll",
+    )
     amort = reg.amortised_overhead_s if reg else None
-    add(f"register overhead ≤1.5 s/host amortised (N={mid})", reg, amort,
-        amort is not None and amort <= 1.5, "{:.2f} s/host")
+    add(
+        f"register overhead ≤1.5 s/host amortised (N={mid})",
+        reg,
+        amort,
+        amort is not None and amort <= 1.5,
+        "{:.2f} s/host",
+    )
     one = by.get((REGISTER, 1))
     scale = reg.wall_s / one.wall_s if reg and one else None
-    add(f"register {mid} hosts ≤2x the time of 1", one, scale, bool(scale and scale <= 2),
-        "{:.2f}x")
-    rss = max((r.peak_rss_mb for r in table if r.n == big and r.tool in (CHECK, REGISTER)),
-              default=None)
-    add(f"peak controller RSS ≤200 MB (N={big})", check, rss, rss is not None and rss <= 200,
-        "{:.0f} MB")
+    add(
+        f"register {mid} hosts ≤2x the time of 1", one, scale, bool(scale and scale <= 2), "{:.2f}x"
+    )
+    rss = max(
+        (r.peak_rss_mb for r in table if r.n == big and r.tool in (CHECK, REGISTER)), default=None
+    )
+    add(
+        f"peak controller RSS ≤200 MB (N={big})",
+        check,
+        rss,
+        rss is not None and rss <= 200,
+        "{:.0f} MB",
+    )
     return out
 
 
@@ -162,17 +202,39 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None or math.isnan(value) else format(value, spec)
 
 
-HEADERS = ("tool", "N", "runs", "wall s", "CPU s", "lab CPU s", "RSS MB", "tree MB", "ssh/host",
-           "AWS calls", "describes/poll", "x floor", "Ansible ÷", "overhead s/host")
+HEADERS = (
+    "tool",
+    "N",
+    "runs",
+    "wall s",
+    "CPU s",
+    "lab CPU s",
+    "RSS MB",
+    "tree MB",
+    "ssh/host",
+    "AWS calls",
+    "describes/poll",
+    "x floor",
+    "Ansible ÷",
+    "overhead s/host",
+)
 
 
 def cells(row: Row) -> tuple[str, ...]:
     return (
-        row.tool + (f" ({row.failed_runs} failed)" if row.failed_runs else ""), str(row.n),
-        str(row.runs), _fmt(row.wall_s), _fmt(row.cpu_s), _fmt(row.lab_cpu_s),
+        row.tool + (f" ({row.failed_runs} failed)" if row.failed_runs else ""),
+        str(row.n),
+        str(row.runs),
+        _fmt(row.wall_s),
+        _fmt(row.cpu_s),
+        _fmt(row.lab_cpu_s),
         _fmt(row.peak_rss_mb, ".0f"),
-        _fmt(row.tree_rss_mb, ".0f"), _fmt(row.ssh_per_host, ".2f"), _fmt(row.aws_calls, ".0f"),
-        _fmt(row.describes_per_poll), _fmt(row.vs_floor, ".2f"), _fmt(row.ansible_over),
+        _fmt(row.tree_rss_mb, ".0f"),
+        _fmt(row.ssh_per_host, ".2f"),
+        _fmt(row.aws_calls, ".0f"),
+        _fmt(row.describes_per_poll),
+        _fmt(row.vs_floor, ".2f"),
+        _fmt(row.ansible_over),
         _fmt(row.amortised_overhead_s, ".2f"),
     )
 
@@ -180,11 +242,13 @@ def cells(row: Row) -> tuple[str, ...]:
 def render_text(table: Sequence[Row], goals: Sequence[Target]) -> str:
     grid = [HEADERS, *(cells(r) for r in table)]
     widths = [max(len(line[i]) for line in grid) for i in range(len(HEADERS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-             for line in grid]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in grid
+    ]
     lines.append("")
-    lines += [f"[{'ok' if t.ok else '--' if t.ok is None else 'MISS'}] {t.name}: {t.value}"
-              for t in goals]
+    lines += [
+        f"[{'ok' if t.ok else '--' if t.ok is None else 'MISS'}] {t.name}: {t.value}" for t in goals
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -192,8 +256,11 @@ def render_markdown(table: Sequence[Row], goals: Sequence[Target]) -> str:
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(cells(r)) + " |" for r in table]
     lines.append("")
-    lines += [f"- {'met' if t.ok else 'not measured' if t.ok is None else '**missed**'}: "
-              f"{t.name}: {t.value}" for t in goals]
+    lines += [
+        f"- {'met' if t.ok else 'not measured' if t.ok is None else '**missed**'}: "
+        f"{t.name}: {t.value}"
+        for t in goals
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,7 @@ from botocore.model import ListShape, MapShape, ServiceModel, Shape, StructureSh
 # Java's Unicode classes as used in AWS patterns, for Python's `re` (inside a character class).
 _JAVA_CLASSES = {
     r"\p{L}": "A-Za-z\u00aa\u00b5\u00ba\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u02ff\u0370-\u1fff"
-              "\u2c00-\ud7ff\uf900-\ufdcf\ufdf0-\uffef",
+    "\u2c00-\ud7ff\uf900-\ufdcf\ufdf0-\uffef",
     r"\p{Z}": " \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000",
     r"\p{N}": "0-9\u00b2\u00b3\u00b9\u00bc-\u00be\u0660-\u0669\uff10-\uff19",
 }
@@ -74,8 +74,11 @@ def _scalar(shape: Shape, value: Any, path: str, wire: bool) -> list[str]:
             return [f"{path}: {type(value).__name__} where AWS sends a number"]
         return []
     if kind == "boolean":
-        return [] if isinstance(value, bool) else [
-            f"{path}: {type(value).__name__} where AWS sends a boolean"]
+        return (
+            []
+            if isinstance(value, bool)
+            else [f"{path}: {type(value).__name__} where AWS sends a boolean"]
+        )
     if kind == "timestamp":
         iso = shape.serialization.get("timestampFormat") == "iso8601"
         epoch = isinstance(value, int | float) and not isinstance(value, bool)
@@ -116,8 +119,11 @@ def problems(shape: Shape | None, value: Any, path: str = "$", *, wire: bool) ->
 def _structure(shape: StructureShape, value: Any, path: str, wire: bool) -> list[str]:
     if not isinstance(value, dict):
         return [f"{path}: {type(value).__name__} where AWS sends a structure"]
-    out = [f"{path}.{name}: required member missing" for name in shape.required_members
-           if value.get(name) is None]
+    out = [
+        f"{path}.{name}: required member missing"
+        for name in shape.required_members
+        if value.get(name) is None
+    ]
     for name, item in value.items():
         member = shape.members.get(name)
         if member is None:
@@ -129,36 +135,68 @@ def _structure(shape: StructureShape, value: Any, path: str, wire: bool) -> list
     return out
 
 
-def private_model(name: str, protocol: str, target_prefix: str,
-                  operations: dict[str, str | None], shapes: dict[str, Any]) -> ServiceModel:
+def private_model(
+    name: str,
+    protocol: str,
+    target_prefix: str,
+    operations: dict[str, str | None],
+    shapes: dict[str, Any],
+) -> ServiceModel:
     """A botocore model of calls botocore does not ship (operation -> output shape name)."""
-    return ServiceModel({
-        "metadata": {"protocol": protocol, "jsonVersion": "1.1", "serviceId": name,
-                     "targetPrefix": target_prefix, "endpointPrefix": name.lower(),
-                     "signatureVersion": "v4", "apiVersion": "2014-11-06"},
-        "operations": {
-            op: {"name": op, "http": {"method": "POST", "requestUri": "/"},
-                 **({"output": {"shape": out}} if out else {})}
-            for op, out in operations.items()},
-        "shapes": shapes,
-    }, service_name=name.lower())
+    return ServiceModel(
+        {
+            "metadata": {
+                "protocol": protocol,
+                "jsonVersion": "1.1",
+                "serviceId": name,
+                "targetPrefix": target_prefix,
+                "endpointPrefix": name.lower(),
+                "signatureVersion": "v4",
+                "apiVersion": "2014-11-06",
+            },
+            "operations": {
+                op: {
+                    "name": op,
+                    "http": {"method": "POST", "requestUri": "/"},
+                    **({"output": {"shape": out}} if out else {}),
+                }
+                for op, out in operations.items()
+            },
+            "shapes": shapes,
+        },
+        service_name=name.lower(),
+    )
 
 
 # From amazon-ssm-agent's vendored SDK (service/ssm/api.go): the private hybrid-agent calls.
-SSM_AGENT_MODEL = private_model("SSM", "json", "AmazonSSM", {
-    "RegisterManagedInstance": "RegisterManagedInstanceResult",
-    "RequestManagedInstanceRoleToken": "RequestManagedInstanceRoleTokenResult",
-    "UpdateInstanceInformation": "UpdateInstanceInformationResult",
-}, {
-    "RegisterManagedInstanceResult": {"type": "structure", "members": {
-        "InstanceId": {"shape": "InstanceId"}}},
-    "InstanceId": {"type": "string", "min": 10},
-    "RequestManagedInstanceRoleTokenResult": {"type": "structure", "members": {
-        "AccessKeyId": {"shape": "String"}, "SecretAccessKey": {"shape": "String"},
-        "SessionToken": {"shape": "String"}, "TokenExpirationDate": {"shape": "Timestamp"},
-        "UpdateKeyPair": {"shape": "Boolean"}}},
-    "UpdateInstanceInformationResult": {"type": "structure", "members": {}},
-    "String": {"type": "string"},
-    "Timestamp": {"type": "timestamp"},
-    "Boolean": {"type": "boolean"},
-})
+SSM_AGENT_MODEL = private_model(
+    "SSM",
+    "json",
+    "AmazonSSM",
+    {
+        "RegisterManagedInstance": "RegisterManagedInstanceResult",
+        "RequestManagedInstanceRoleToken": "RequestManagedInstanceRoleTokenResult",
+        "UpdateInstanceInformation": "UpdateInstanceInformationResult",
+    },
+    {
+        "RegisterManagedInstanceResult": {
+            "type": "structure",
+            "members": {"InstanceId": {"shape": "InstanceId"}},
+        },
+        "InstanceId": {"type": "string", "min": 10},
+        "RequestManagedInstanceRoleTokenResult": {
+            "type": "structure",
+            "members": {
+                "AccessKeyId": {"shape": "String"},
+                "SecretAccessKey": {"shape": "String"},
+                "SessionToken": {"shape": "String"},
+                "TokenExpirationDate": {"shape": "Timestamp"},
+                "UpdateKeyPair": {"shape": "Boolean"},
+            },
+        },
+        "UpdateInstanceInformationResult": {"type": "structure", "members": {}},
+        "String": {"type": "string"},
+        "Timestamp": {"type": "timestamp"},
+        "Boolean": {"type": "boolean"},
+    },
+)

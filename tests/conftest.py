@@ -12,8 +12,9 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _no_operator_ssh_config(request: pytest.FixtureRequest,
-                            monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_operator_ssh_config(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Results must not depend on this machine's ~/.ssh/config: tests that want one say so.
 
     Unit tests also get an empty home: an inventory loaded with an environment of the
@@ -50,6 +51,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     skipped = reporter.stats.get("skipped", [])
     if skipped and exitstatus == pytest.ExitCode.OK:
         reporter.write_line(
-            f"{len(skipped)} test(s) skipped on a root machine: every test must run here",
-            red=True)
+            f"{len(skipped)} test(s) skipped on a root machine: every test must run here", red=True
+        )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -92,7 +92,9 @@ class Aws:
     """Typed operations over `AwsClients`, returning `models` types."""
 
     def __init__(
-        self, clients: AwsClients, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        self,
+        clients: AwsClients,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._c = clients
@@ -176,11 +178,16 @@ class Aws:
         expires = self._now() + timedelta(minutes=ttl_minutes)
         all_tags = {**tags, HOST_TAG: host, RUN_TAG: run_id}
         create = self._api.call(self._c.ssm.create_activation, ActivationError)
-        resp = self._until_role_seen(lambda: create(
-            IamRole=role, RegistrationLimit=1, ExpirationDate=expires,
-            DefaultInstanceName=host, Description=f"anywhere run {run_id}: {host}"[:256],
-            Tags=[{"Key": k, "Value": v} for k, v in all_tags.items()],
-        ))
+        resp = self._until_role_seen(
+            lambda: create(
+                IamRole=role,
+                RegistrationLimit=1,
+                ExpirationDate=expires,
+                DefaultInstanceName=host,
+                Description=f"anywhere run {run_id}: {host}"[:256],
+                Tags=[{"Key": k, "Value": v} for k, v in all_tags.items()],
+            )
+        )
         # Wrap the code before anything else can see it; drop the response that held it.
         code, activation_id = Secret(resp.get("ActivationCode", "")), resp.get("ActivationId")
         del resp
@@ -207,7 +214,8 @@ class Aws:
     def delete_activation(self, activation_id: str) -> None:
         """Delete an activation; one that is already gone is fine."""
         self._api.tolerant(
-            self._c.ssm.delete_activation, {"InvalidActivation", "InvalidActivationId"},
+            self._c.ssm.delete_activation,
+            {"InvalidActivation", "InvalidActivationId"},
             ActivationError,
         )(ActivationId=activation_id)
 
@@ -280,14 +288,19 @@ class Aws:
         id is gone (InvalidInstanceId), each id is asked alone: one deregistered instance must
         not hide the state of the others."""
         describe = self._api.tolerant(
-            self._c.ssm.describe_instance_information, {"InvalidInstanceId"})
+            self._c.ssm.describe_instance_information, {"InvalidInstanceId"}
+        )
         batch: list[InstanceInformationStringFilterTypeDef] = [
-            {"Key": "InstanceIds", "Values": ids}]
+            {"Key": "InstanceIds", "Values": ids}
+        ]
         found: list[InstanceInformationTypeDef] = []
         token = ""
         while True:
-            page = (describe(Filters=batch, MaxResults=SSM_DESCRIBE_BATCH, NextToken=token)
-                    if token else describe(Filters=batch, MaxResults=SSM_DESCRIBE_BATCH))
+            page = (
+                describe(Filters=batch, MaxResults=SSM_DESCRIBE_BATCH, NextToken=token)
+                if token
+                else describe(Filters=batch, MaxResults=SSM_DESCRIBE_BATCH)
+            )
             if page is None:  # a refused batch
                 if len(ids) == 1:
                     return []
@@ -301,13 +314,15 @@ class Aws:
         self, filters: list[InstanceInformationStringFilterTypeDef]
     ) -> Iterator[InstanceInformationTypeDef]:
         for page in self._api.pages(self._c.ssm.describe_instance_information)(
-            Filters=filters, MaxResults=SSM_DESCRIBE_BATCH,
+            Filters=filters,
+            MaxResults=SSM_DESCRIBE_BATCH,
         ):
             yield from page.get("InstanceInformationList", [])
 
     def _tags(self, instance_id: str) -> dict[str, str]:
         resp = self._api.call(self._c.ssm.list_tags_for_resource)(
-            ResourceType="ManagedInstance", ResourceId=instance_id,
+            ResourceType="ManagedInstance",
+            ResourceId=instance_id,
         )
         return {t["Key"]: t["Value"] for t in resp.get("TagList", [])}
 
@@ -324,14 +339,16 @@ class Aws:
         arns = [
             arn
             for page in self._api.pages(
-                self._c.ecs.list_container_instances, tolerate={"ClusterNotFoundException"},
+                self._c.ecs.list_container_instances,
+                tolerate={"ClusterNotFoundException"},
             )(cluster=cluster, maxResults=100)
             for arn in page.get("containerInstanceArns", [])
         ]
         out: dict[str, ContainerInstance] = {}
         for chunk in _chunks(arns, ECS_DESCRIBE_BATCH):
             resp = self._api.call(self._c.ecs.describe_container_instances)(
-                cluster=cluster, containerInstances=chunk,
+                cluster=cluster,
+                containerInstances=chunk,
             )
             for raw in resp.get("containerInstances", []):
                 ci = _container(raw, cluster)
@@ -356,41 +373,51 @@ class Aws:
         arns = [
             task
             for page in self._api.pages(
-                self._c.ecs.list_tasks, tolerate={"ClusterNotFoundException"},
+                self._c.ecs.list_tasks,
+                tolerate={"ClusterNotFoundException"},
             )(cluster=cluster, containerInstance=arn, desiredStatus="RUNNING")
             for task in page.get("taskArns", [])
         ]
         out: list[TaskSummary] = []
         for chunk in _chunks(arns, ECS_DESCRIBE_BATCH):
             resp = self._api.call(self._c.ecs.describe_tasks)(cluster=cluster, tasks=chunk)
-            out += [TaskSummary(str(t["taskArn"]), str(t.get("group", "")),
-                                str(t.get("startedBy", ""))) for t in resp.get("tasks", [])]
+            out += [
+                TaskSummary(str(t["taskArn"]), str(t.get("group", "")), str(t.get("startedBy", "")))
+                for t in resp.get("tasks", [])
+            ]
         return out
 
     def set_ready(self, cluster: str, arn: str, attribute: str, ready: bool) -> None:
         """Put (ready) or delete (not ready) the readiness attribute on a container instance."""
         attr: AttributeTypeDef = {
-            "name": attribute, "targetType": "container-instance", "targetId": arn,
+            "name": attribute,
+            "targetType": "container-instance",
+            "targetId": arn,
         }
         if ready:
             self._api.call(self._c.ecs.put_attributes)(
-                cluster=cluster, attributes=[{**attr, "value": "true"}])
+                cluster=cluster, attributes=[{**attr, "value": "true"}]
+            )
         else:
             self._api.call(self._c.ecs.delete_attributes)(cluster=cluster, attributes=[attr])
 
     def drain(self, cluster: str, arns: Sequence[str]) -> None:
         for chunk in _chunks(list(arns), ECS_STATE_BATCH):
             resp = self._api.call(self._c.ecs.update_container_instances_state)(
-                cluster=cluster, containerInstances=chunk, status="DRAINING",
+                cluster=cluster,
+                containerInstances=chunk,
+                status="DRAINING",
             )
-            failures = [f"{f.get('arn', '?')}: {f.get('reason', '?')}"
-                        for f in resp.get("failures", [])]
+            failures = [
+                f"{f.get('arn', '?')}: {f.get('reason', '?')}" for f in resp.get("failures", [])
+            ]
             if failures:
                 raise AwsError(f"cannot drain in {cluster}: {'; '.join(failures)}")
 
     def deregister_container_instance(self, cluster: str, arn: str, force: bool) -> None:
         self._api.call(self._c.ecs.deregister_container_instance)(
-            cluster=cluster, containerInstance=arn, force=force)
+            cluster=cluster, containerInstance=arn, force=force
+        )
 
     def forget_instance(self, cluster: str, instance_id: str) -> None:
         """Remove a stale registration from AWS: its container instance (forced) and its mi-."""
@@ -411,15 +438,19 @@ class Aws:
         """RunTask with launch type EXTERNAL (external instances have no capacity providers)."""
         extra: dict[str, Any] = {"startedBy": started_by} if started_by else {}
         resp = self._api.call(self._c.ecs.run_task)(
-            cluster=cluster, taskDefinition=task_definition,
-            count=count, launchType="EXTERNAL",
-            placementConstraints=[_placement(c) for c in placement_constraints], **extra,
+            cluster=cluster,
+            taskDefinition=task_definition,
+            count=count,
+            launchType="EXTERNAL",
+            placementConstraints=[_placement(c) for c in placement_constraints],
+            **extra,
         )
         tasks = resp.get("tasks", [])
         return RunTaskResult(
             task_arns=tuple(str(t["taskArn"]) for t in tasks),
-            failures=tuple(f"{f.get('arn', '?')}: {f.get('reason', '?')}"
-                           for f in resp.get("failures", [])),
+            failures=tuple(
+                f"{f.get('arn', '?')}: {f.get('reason', '?')}" for f in resp.get("failures", [])
+            ),
             placements=tuple(
                 (str(t["taskArn"]), str(t.get("containerInstanceArn", ""))) for t in tasks
             ),

@@ -34,23 +34,43 @@ if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
     from mypy_boto3_sts import STSClient
 
-_AUTH_CODES = frozenset({
-    "UnrecognizedClientException", "InvalidClientTokenId", "SignatureDoesNotMatch",
-    "InvalidSignatureException", "ExpiredToken", "ExpiredTokenException", "AuthFailure",
-    "IncompleteSignature", "MissingAuthenticationToken",
-})
+_AUTH_CODES = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "InvalidSignatureException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "AuthFailure",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+    }
+)
 P = ParamSpec("P")
 R = TypeVar("R")
-_THROTTLE_CODES = frozenset({
-    "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded",
-})
-_SERVER_CODES = frozenset({
-    "InternalFailure", "InternalServerError", "InternalError", "ServiceUnavailable",
-    "ServiceUnavailableException", "ServerException",
-})
+_THROTTLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+    }
+)
+_SERVER_CODES = frozenset(
+    {
+        "InternalFailure",
+        "InternalServerError",
+        "InternalError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "ServerException",
+    }
+)
 THROTTLED_HINT = "AWS throttled past the retry budget: lower --concurrency or re-run later"
-SERVER_HINT = ("AWS kept failing (HTTP 5xx) past the retry budget: re-run later "
-               "(ready hosts are skipped)")
+SERVER_HINT = (
+    "AWS kept failing (HTTP 5xx) past the retry budget: re-run later (ready hosts are skipped)"
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +92,7 @@ def make_clients(
     """Clients with botocore's retry/back-off and generous read timeouts (a loaded endpoint
     can take many seconds per call). STS gets few attempts: it is the start-up probe, and an
     unreachable endpoint should fail the run in seconds, not after minutes of back-off."""
+
     def config(attempts: int) -> Config:
         return Config(
             region_name=region,
@@ -135,7 +156,9 @@ class Caller:
         return issue
 
     def tolerant(
-        self, method: Callable[P, R], tolerate: Collection[str],
+        self,
+        method: Callable[P, R],
+        tolerate: Collection[str],
         error_cls: type[AnywhereError] = AwsError,
     ) -> Callable[P, R | None]:
         """Like `call`, but an AWS refusal whose code is in `tolerate` answers None."""
@@ -218,8 +241,11 @@ def not_aws(
     ends the run with exit 3 and one line."""
     url = getattr(client.meta, "endpoint_url", "") or "(unknown URL)"
     got = f"HTTP {status} without an AWS error" if status else "a body that is not AWS's"
-    return _make(error_cls, f"the endpoint {url} answered {operation} with {got}",
-                 "is AWS_ENDPOINT_URL (or a proxy) pointing at AWS?")
+    return _make(
+        error_cls,
+        f"the endpoint {url} answered {operation} with {got}",
+        "is AWS_ENDPOINT_URL (or a proxy) pointing at AWS?",
+    )
 
 
 def _not_aws(exc: ClientError) -> bool:
@@ -262,11 +288,13 @@ def _translate_client_error(
     if code.startswith("AccessDenied") or code == "UnauthorizedOperation":
         return AwsError(f"permission denied for {operation}: {message}")
     if code in _THROTTLE_CODES:
-        return _transient(error_cls, f"{operation} throttled (retries exhausted): {message}",
-                          THROTTLED_HINT)
+        return _transient(
+            error_cls, f"{operation} throttled (retries exhausted): {message}", THROTTLED_HINT
+        )
     if code in _SERVER_CODES or (_status(exc) or 0) >= 500:
-        return _transient(error_cls, f"{operation} failed (retries exhausted): {code}: "
-                          f"{message}", SERVER_HINT)
+        return _transient(
+            error_cls, f"{operation} failed (retries exhausted): {code}: {message}", SERVER_HINT
+        )
     return _make(error_cls, f"{operation} failed: {code}: {message}")
 
 
@@ -291,5 +319,3 @@ def _code(exc: ClientError) -> str:
 def line(value: object, limit: int = 300) -> str:
     text = " ".join(str(value).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-

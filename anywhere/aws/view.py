@@ -94,8 +94,11 @@ class AwsView:
     """
 
     def __init__(
-        self, source: StateSource, min_interval_s: float,
-        clock: Callable[[], float] = time.monotonic, window_s: float = 0.2,
+        self,
+        source: StateSource,
+        min_interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        window_s: float = 0.2,
     ) -> None:
         self._source = source
         self._interval = min_interval_s
@@ -163,8 +166,9 @@ class AwsView:
         error: AnywhereError | None = None
         try:
             managed, containers = _read(self._source, keys, self._tags)
-            results = {(c, mi): AwsState(managed.get(mi), containers.get((c, mi)))
-                       for c, mi in keys}
+            results = {
+                (c, mi): AwsState(managed.get(mi), containers.get((c, mi))) for c, mi in keys
+            }
         except AnywhereError as exc:
             error = exc
         with self._cond:

@@ -26,11 +26,11 @@ EXIT_CODES_HELP = "\b\nExit codes:\n" + "".join(
     f"  {int(code):<4} {meaning}\n" for code, meaning in EXIT_CODE_MEANINGS.items()
 )
 
+
 class AsciiIntRange(click.IntRange):
     """An IntRange of ASCII digits only: int() would also take fullwidth digits and `1_0`."""
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> int:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, str) and not _INT.fullmatch(value.strip()):
             self.fail(f"{value!r} is not a whole number (ASCII digits)", param, ctx)
         return super().convert(value, param, ctx)
@@ -40,8 +40,9 @@ class AsciiFloatRange(click.FloatRange):
     """A FloatRange of plain ASCII decimals: never NaN (which passes every range check), inf
     or fullwidth digits."""
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> float:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         if isinstance(value, str) and not _FLOAT.fullmatch(value.strip()):
             self.fail(f"{value!r} is not a number (ASCII digits, optional decimals)", param, ctx)
         return super().convert(value, param, ctx)
@@ -51,7 +52,10 @@ _INT = re.compile(r"[+-]?[0-9]{1,12}")
 _FLOAT = re.compile(r"[+-]?(?:[0-9]{1,12}(?:\.[0-9]*)?|\.[0-9]+)")
 
 LIMIT = click.option(
-    "--limit", "-l", "limit", metavar="PATTERN",
+    "--limit",
+    "-l",
+    "limit",
+    metavar="PATTERN",
     help="Ansible-style host pattern: names, groups, globs, a:b, a:&b, a:!b, ~regex.",
 )
 INVENTORY = click.argument("inventory_path", metavar="INVENTORY", type=click.Path(path_type=Path))
@@ -59,9 +63,13 @@ INVENTORY = click.argument("inventory_path", metavar="INVENTORY", type=click.Pat
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="anywhere")
-@click.option("-v", "--verbose", count=True,
-              help="-vv also streams each host's command output to stderr (masked, as in the "
-              "journal; never secrets).")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="-vv also streams each host's command output to stderr (masked, as in the "
+    "journal; never secrets).",
+)
 @click.pass_context
 def app(ctx: click.Context, verbose: int) -> None:
     """Register on-prem hosts into Amazon ECS Anywhere, safely and in parallel.
@@ -124,8 +132,9 @@ def inventory_validate(ctx: click.Context, inventory_path: Path) -> None:
 @LIMIT
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per host, fully resolved.")
 @click.pass_context
-def inventory_list(ctx: click.Context, inventory_path: Path, limit: str | None,
-                   as_json: bool) -> None:
+def inventory_list(
+    ctx: click.Context, inventory_path: Path, limit: str | None, as_json: bool
+) -> None:
     """List the selected hosts with their resolved settings."""
     _, hosts = select(ctx, inventory_path, limit)
     records = [inventory.describe(h) for h in hosts]
@@ -135,8 +144,14 @@ def inventory_list(ctx: click.Context, inventory_path: Path, limit: str | None,
     print_table(
         ("host", "address", "user", "cluster", "region", "groups"),
         [
-            (h.name, f"{h.ssh.address}:{h.ssh.port}", h.ssh.user or "", h.config.cluster,
-             h.config.region or "", ",".join(h.groups))
+            (
+                h.name,
+                f"{h.ssh.address}:{h.ssh.port}",
+                h.ssh.user or "",
+                h.config.cluster,
+                h.config.region or "",
+                ",".join(h.groups),
+            )
             for h in hosts
         ],
     )
@@ -146,7 +161,8 @@ def inventory_list(ctx: click.Context, inventory_path: Path, limit: str | None,
 
 
 def print_table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]],
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
     mask: Callable[[str], str] | None = None,
 ) -> None:
     """Rows as a table; `mask` (a run's `Journal.masked`) hides the run's secrets in cells."""
@@ -212,4 +228,3 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         echo(f"anywhere: {exc}" if not isinstance(exc, UsageError) else str(exc), err=True)
         return int(exc.exit_code)
     return int(code) if isinstance(code, int) else int(ExitCode.OK)
-

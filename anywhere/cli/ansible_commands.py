@@ -16,11 +16,16 @@ from anywhere.journal import atomic_write, check_writable_file
 @click.command("export-ansible")
 @INVENTORY
 @LIMIT
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the inventory here (default: standard output).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the inventory here (default: standard output).",
+)
 @click.pass_context
-def export_ansible(ctx: click.Context, inventory_path: Path, limit: str | None,
-                   out: Path | None) -> None:
+def export_ansible(
+    ctx: click.Context, inventory_path: Path, limit: str | None, out: Path | None
+) -> None:
     """Print the selected hosts as an Ansible inventory with what AWS knows of each.
 
     Host variables ecs_anywhere_instance_id, ecs_anywhere_container_instance_arn and

@@ -49,8 +49,11 @@ class ReportPaths:
     def check(self, settings: Settings) -> None:
         """Every path the run writes, checked before it starts (exit 2)."""
         check_writable_dir(settings.run_dir, "run directory (--run-dir, ANYWHERE_RUN_DIR)")
-        for flag, path in (("--report-json", self.json), ("--report-junit", self.junit),
-                           ("--retry-inventory", self.retry)):
+        for flag, path in (
+            ("--report-json", self.json),
+            ("--report-junit", self.junit),
+            ("--retry-inventory", self.retry),
+        ):
             if path is not None:
                 check_writable_file(path, flag)
 
@@ -85,8 +88,12 @@ def plan_cmd(ctx: click.Context, inventory_path: Path, limit: str | None, flags:
     run.table(
         ("host", "would", "why", "steps"),
         [
-            (o.host, o.decision.value if o.decision else f"fail: {o.failure}", o.reason,
-             ",".join(p.value for p in o.steps))
+            (
+                o.host,
+                o.decision.value if o.decision else f"fail: {o.failure}",
+                o.reason,
+                ",".join(p.value for p in o.steps),
+            )
             for o in summary.outcomes
         ],
     )
@@ -95,8 +102,13 @@ def plan_cmd(ctx: click.Context, inventory_path: Path, limit: str | None, flags:
 
 @click.command("render")
 @INVENTORY
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory to write one install script per host into.")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write one install script per host into.",
+)
 @LIMIT
 @click.pass_context
 def render_cmd(ctx: click.Context, inventory_path: Path, out: Path, limit: str | None) -> int:
@@ -134,25 +146,52 @@ def render_cmd(ctx: click.Context, inventory_path: Path, out: Path, limit: str |
 @INVENTORY
 @LIMIT
 @host_options
-@click.option("--fail-percent", type=AsciiIntRange(0, 100),
-              help="Stop starting new hosts once more than this % of hosts failed (default 100).")
+@click.option(
+    "--fail-percent",
+    type=AsciiIntRange(0, 100),
+    help="Stop starting new hosts once more than this % of hosts failed (default 100).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write one JSON record per host here.")
-@click.option("--report-junit", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a JUnit XML report here (unreachable hosts count as failures).")
-@click.option("--retry-inventory", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write an inventory of the failed hosts (default: in the run dir).")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where run journals go (default ./runs or ANYWHERE_RUN_DIR).")
-@click.option("--engine", type=click.Choice([e.value for e in Engine]), default=None,
-              help="ssh: anywhere's own SSH fan-out (default, or ANYWHERE_ENGINE). ansible: run "
-              "the host-side phases with ansible-runner and ansible/register.yml (same report).")
+@click.option(
+    "--report-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write one JSON record per host here.",
+)
+@click.option(
+    "--report-junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JUnit XML report here (unreachable hosts count as failures).",
+)
+@click.option(
+    "--retry-inventory",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write an inventory of the failed hosts (default: in the run dir).",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where run journals go (default ./runs or ANYWHERE_RUN_DIR).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice([e.value for e in Engine]),
+    default=None,
+    help="ssh: anywhere's own SSH fan-out (default, or ANYWHERE_ENGINE). ansible: run "
+    "the host-side phases with ansible-runner and ansible/register.yml (same report).",
+)
 @click.pass_context
 def register_cmd(
-    ctx: click.Context, inventory_path: Path, limit: str | None, flags: HostFlags,
-    fail_percent: int | None, yes: bool, report_json: Path | None, report_junit: Path | None,
-    retry_inventory: Path | None, run_dir: Path | None, engine: str | None,
+    ctx: click.Context,
+    inventory_path: Path,
+    limit: str | None,
+    flags: HostFlags,
+    fail_percent: int | None,
+    yes: bool,
+    report_json: Path | None,
+    report_junit: Path | None,
+    retry_inventory: Path | None,
+    run_dir: Path | None,
+    engine: str | None,
 ) -> int:
     """Take every selected host to ready for the EXTERNAL launch type.
 
@@ -163,8 +202,10 @@ def register_cmd(
     chosen = Engine(engine) if engine else cli_settings(ctx).engine
     settings = run_settings(ctx, flags, fail_percent=fail_percent, run_dir=run_dir)
     if chosen is Engine.ANSIBLE and settings.accept_new_host_keys:
-        raise UsageError("--engine ansible checks host keys strictly: add them to known_hosts "
-                         "first (or register once with --engine ssh --accept-new-host-keys)")
+        raise UsageError(
+            "--engine ansible checks host keys strictly: add them to known_hosts "
+            "first (or register once with --engine ssh --accept-new-host-keys)"
+        )
     run = FleetRun.select(ctx, "register", inventory_path, limit, settings)
     reports = ReportPaths(report_json, report_junit, retry_inventory)
     reports.check(run.settings)
@@ -187,9 +228,16 @@ def _with_ansible(run: FleetRun, env: Mapping[str, str]) -> tuple[report.RunSumm
     done: list[EngineRun] = []
 
     def work(progress: ProgressFn) -> FleetResult:
-        done.append(register_with_ansible(run.context, run.hosts, Path(run.inventory.path),
-                                          progress=progress, env=env,
-                                          ssh_config=run.inventory.ssh_config))
+        done.append(
+            register_with_ansible(
+                run.context,
+                run.hosts,
+                Path(run.inventory.path),
+                progress=progress,
+                env=env,
+                ssh_config=run.inventory.ssh_config,
+            )
+        )
         return done[-1].result
 
     summary = run.execute(work)
@@ -197,7 +245,10 @@ def _with_ansible(run: FleetRun, env: Mapping[str, str]) -> tuple[report.RunSumm
 
 
 def write_reports(
-    journal: Journal, summary: report.RunSummary, source: str, hosts: tuple[Host, ...],
+    journal: Journal,
+    summary: report.RunSummary,
+    source: str,
+    hosts: tuple[Host, ...],
     paths: ReportPaths,
 ) -> None:
     """The journal's summary and JUnit report, the table, the asked-for report files, and

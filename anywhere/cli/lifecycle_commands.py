@@ -26,14 +26,25 @@ from anywhere.tasks import run_task
 @INVENTORY
 @LIMIT
 @host_options
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON record per host with every check (for cron and monitoring).")
-@click.option("--no-mark", is_flag=True,
-              help="Leave the ready attribute alone (default: keep it only on passing hosts).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON record per host with every check (for cron and monitoring).",
+)
+@click.option(
+    "--no-mark",
+    is_flag=True,
+    help="Leave the ready attribute alone (default: keep it only on passing hosts).",
+)
 @click.pass_context
 def check_cmd(
-    ctx: click.Context, inventory_path: Path, limit: str | None, flags: HostFlags,
-    as_json: bool, no_mark: bool,
+    ctx: click.Context,
+    inventory_path: Path,
+    limit: str | None,
+    flags: HostFlags,
+    as_json: bool,
+    no_mark: bool,
 ) -> int:
     """Verify each selected host is fit for EXTERNAL tasks; exit 0 only if all are.
 
@@ -49,8 +60,7 @@ def check_cmd(
     run = FleetRun.select(ctx, "check", inventory_path, limit, run_settings(ctx, flags))
     context = run.open()
     snapshot = aws_snapshot(context, run.hosts)
-    summary = run.fleet(check_job(context, CheckOptions(mark=not no_mark), snapshot),
-                        quiet=as_json)
+    summary = run.fleet(check_job(context, CheckOptions(mark=not no_mark), snapshot), quiet=as_json)
     as_text = run.record(summary)
     if as_json:
         echo(context.journal.masked(as_text).rstrip("\n"))
@@ -58,9 +68,19 @@ def check_cmd(
         run.table(
             ("host", "status", "mi-id", "failed checks"),
             [
-                (o.host, o.status.value, o.instance_id or "-",
-                 "; ".join(f"{c.name}: {c.observed} ({c.hint})" if c.hint else
-                           f"{c.name}: {c.observed}" for c in o.checks if not c.ok) or "-")
+                (
+                    o.host,
+                    o.status.value,
+                    o.instance_id or "-",
+                    "; ".join(
+                        f"{c.name}: {c.observed} ({c.hint})"
+                        if c.hint
+                        else f"{c.name}: {c.observed}"
+                        for c in o.checks
+                        if not c.ok
+                    )
+                    or "-",
+                )
                 for o in summary.outcomes
             ],
         )
@@ -70,16 +90,35 @@ def check_cmd(
 @click.command("run-task")
 @INVENTORY
 @LIMIT
-@click.option("--task-definition", "-t", required=True, metavar="TD",
-              help="Task definition family[:revision] or ARN (network mode bridge/host/none).")
-@click.option("--count", type=AsciiIntRange(min=1), default=1, show_default=True,
-              help="Tasks to start; spread over as many RunTask calls as needed.")
-@click.option("--constraint", "constraints", multiple=True, metavar="EXPR",
-              help="Extra memberOf expression, e.g. 'attribute:gpu == true' (repeatable).")
+@click.option(
+    "--task-definition",
+    "-t",
+    required=True,
+    metavar="TD",
+    help="Task definition family[:revision] or ARN (network mode bridge/host/none).",
+)
+@click.option(
+    "--count",
+    type=AsciiIntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Tasks to start; spread over as many RunTask calls as needed.",
+)
+@click.option(
+    "--constraint",
+    "constraints",
+    multiple=True,
+    metavar="EXPR",
+    help="Extra memberOf expression, e.g. 'attribute:gpu == true' (repeatable).",
+)
 @click.pass_context
 def run_task_cmd(
-    ctx: click.Context, inventory_path: Path, limit: str | None, task_definition: str,
-    count: int, constraints: tuple[str, ...],
+    ctx: click.Context,
+    inventory_path: Path,
+    limit: str | None,
+    task_definition: str,
+    count: int,
+    constraints: tuple[str, ...],
 ) -> int:
     """Run TD with launch type EXTERNAL, only on selected hosts marked ready.
 
@@ -104,15 +143,27 @@ def run_task_cmd(
 @LIMIT
 @host_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--force", is_flag=True,
-              help="Deregister even while tasks still run (they are orphaned).")
-@click.option("--drain-timeout", type=AsciiFloatRange(0, 3600), default=300, show_default=True,
-              help="Seconds to wait for tasks to stop after draining.")
+@click.option(
+    "--force", is_flag=True, help="Deregister even while tasks still run (they are orphaned)."
+)
+@click.option(
+    "--drain-timeout",
+    type=AsciiFloatRange(0, 3600),
+    default=300,
+    show_default=True,
+    help="Seconds to wait for tasks to stop after draining.",
+)
 @click.option("--keep-packages", is_flag=True, help="Leave the agent packages installed.")
 @click.pass_context
 def deregister_cmd(
-    ctx: click.Context, inventory_path: Path, limit: str | None, flags: HostFlags,
-    yes: bool, force: bool, drain_timeout: float, keep_packages: bool,
+    ctx: click.Context,
+    inventory_path: Path,
+    limit: str | None,
+    flags: HostFlags,
+    yes: bool,
+    force: bool,
+    drain_timeout: float,
+    keep_packages: bool,
 ) -> int:
     """Take the selected hosts out of ECS and SSM and wipe their agent state.
 
@@ -128,8 +179,9 @@ def deregister_cmd(
     context = run.open()
     _print_removal_plan(run.hosts, context.known_by_host, keep_packages)
     confirm(yes, f"Deregister {len(run.hosts)} host(s)?")
-    options = DeregisterOptions(force=force, drain_timeout_s=drain_timeout,
-                                keep_packages=keep_packages)
+    options = DeregisterOptions(
+        force=force, drain_timeout_s=drain_timeout, keep_packages=keep_packages
+    )
     summary = run.fleet(deregister_job(context, options))
     run.record(summary)
     run.table(report.TABLE_HEADERS, report.table_rows(summary))

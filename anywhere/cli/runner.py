@@ -77,20 +77,28 @@ class HostFlags:
 
 _HOST_OPTIONS = (
     click.option(
-        "--accept-new-host-keys", is_flag=True,
+        "--accept-new-host-keys",
+        is_flag=True,
         help="Record unknown host keys in known_hosts (a changed key is always refused).",
     ),
     click.option(
-        "--ask-become-pass", "-K", is_flag=True,
+        "--ask-become-pass",
+        "-K",
+        is_flag=True,
         help="Ask once for the sudo password (else ANYWHERE_BECOME_PASSWORD or "
         "--become-password-file); it is sent over stdin, never on a command line.",
     ),
     click.option(
-        "--become-password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        "--become-password-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
         help="Read the sudo password from this file.",
     ),
-    click.option("--concurrency", "-c", type=AsciiIntRange(1, 1000),
-                 help="Hosts worked on at once (default 50)."),
+    click.option(
+        "--concurrency",
+        "-c",
+        type=AsciiIntRange(1, 1000),
+        help="Hosts worked on at once (default 50).",
+    ),
 )
 
 
@@ -134,7 +142,11 @@ class FleetRun:
 
     @classmethod
     def select(
-        cls, ctx: click.Context, command: str, inventory_path: Path, limit: str | None,
+        cls,
+        ctx: click.Context,
+        command: str,
+        inventory_path: Path,
+        limit: str | None,
         settings: Settings,
     ) -> FleetRun:
         inv, hosts = select(ctx, inventory_path, limit)
@@ -159,8 +171,11 @@ class FleetRun:
         with progress_view(len(self.hosts), quiet=quiet) as progress:
             result = work(progress)
         return report.RunSummary(
-            run_id=self.context.run_id, command=self.command, started_at=started,
-            finished_at=datetime.now(UTC), outcomes=result.outcomes,
+            run_id=self.context.run_id,
+            command=self.command,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            outcomes=result.outcomes,
             interrupted=result.interrupted,
         )
 
@@ -170,8 +185,11 @@ class FleetRun:
         """`job` for every selected host through the fleet's bounded pool."""
         return self.execute(
             lambda progress: run_fleet(
-                self.hosts, job, concurrency=self.settings.concurrency,
-                fail_percent=fail_percent, progress=progress,
+                self.hosts,
+                job,
+                concurrency=self.settings.concurrency,
+                fail_percent=fail_percent,
+                progress=progress,
             ),
             quiet=quiet,
         )
@@ -187,12 +205,17 @@ class FleetRun:
         print_table(headers, rows, mask=self.context.journal.masked)
 
     def announce(self, how: str = "") -> None:
-        echo(f"run {self.context.run_id}: {len(self.hosts)} host(s){how}, journal in "
-             f"{self.context.journal.path}", err=True)
+        echo(
+            f"run {self.context.run_id}: {len(self.hosts)} host(s){how}, journal in "
+            f"{self.context.journal.path}",
+            err=True,
+        )
 
 
 def open_context(
-    settings: Settings, hosts: tuple[Host, ...], command: str,
+    settings: Settings,
+    hosts: tuple[Host, ...],
+    command: str,
     tee: Callable[[str, str], None] | None = None,
 ) -> Context:
     """The composition root: AWS clients, the journal, SSH, built once per run."""

@@ -49,8 +49,7 @@ class ProgressView:
         with self._lock:
             flying = sorted(self._phase.items())
             head = Text(
-                f"{self._done}/{self.total} done · {self._failed} failed · "
-                f"{len(flying)} in flight"
+                f"{self._done}/{self.total} done · {self._failed} failed · {len(flying)} in flight"
             )
         table = Table.grid(padding=(0, 2))
         for host, phase in flying[:SHOWN_IN_FLIGHT]:
@@ -69,6 +68,5 @@ def progress_view(total: int, *, quiet: bool = False) -> Iterator[ProgressView]:
         yield view
         return
     console = Console(stderr=True)
-    with Live(get_renderable=view.render, console=console, refresh_per_second=4,
-              transient=True):
+    with Live(get_renderable=view.render, console=console, refresh_per_second=4, transient=True):
         yield view

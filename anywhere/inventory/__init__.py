@@ -100,8 +100,12 @@ def load_with_secrets(
         problems.append(Problem(str(path), 1, "no hosts"))
     if problems:
         raise InventoryError(problems)
-    inventory = Inventory(path=str(path), hosts=resolved.hosts, groups=resolved.groups,
-                          ssh_config=str(ssh_config.path) if ssh_config else None)
+    inventory = Inventory(
+        path=str(path),
+        hosts=resolved.hosts,
+        groups=resolved.groups,
+        ssh_config=str(ssh_config.path) if ssh_config else None,
+    )
     return LoadedInventory(inventory, MappingProxyType(dict(resolved.become_passwords)))
 
 
@@ -109,15 +113,30 @@ def _read_tree(path: Path, ctx: PathBase, env: Mapping[str, str]) -> tuple[Tree,
     """The parsed inventory, and whether ansible-inventory produced it."""
     choice = env.get("ANYWHERE_INVENTORY_READER", "auto") or "auto"
     if choice not in READERS:
-        raise InventoryError([Problem("$ANYWHERE_INVENTORY_READER", None,
-                                      f"must be one of {', '.join(READERS)}, not {choice!r}")])
+        raise InventoryError(
+            [
+                Problem(
+                    "$ANYWHERE_INVENTORY_READER",
+                    None,
+                    f"must be one of {', '.join(READERS)}, not {choice!r}",
+                )
+            ]
+        )
     wanted = choice == "ansible" or (choice == "auto" and needs_ansible(path))
     binary = find_binary(env) if wanted else None
     if binary is None:
         if wanted:
-            raise InventoryError([Problem(str(path), None, "only Ansible reads this inventory "
-                                          "fully (group_vars/, host_vars/, INI or a directory): "
-                                          "install ansible-core or pass a plain YAML file")])
+            raise InventoryError(
+                [
+                    Problem(
+                        str(path),
+                        None,
+                        "only Ansible reads this inventory "
+                        "fully (group_vars/, host_vars/, INI or a directory): "
+                        "install ansible-core or pass a plain YAML file",
+                    )
+                ]
+            )
         return read(path, ctx), False
     refused = check_sources(path, VARS_DIRS)
     if refused:

@@ -55,9 +55,13 @@ def list_inventory(path: Path, binary: str, env: Mapping[str, str]) -> dict[str,
     child_env["ANSIBLE_INVENTORY_UNPARSED_FAILED"] = "True"
     try:
         done = subprocess.run(
-            [binary, "-i", str(path.resolve()), "--list"], capture_output=True, text=True,
-            env=child_env, cwd=str(path.parent if path.is_file() else path),
-            timeout=_TIMEOUT_S, check=False,
+            [binary, "-i", str(path.resolve()), "--list"],
+            capture_output=True,
+            text=True,
+            env=child_env,
+            cwd=str(path.parent if path.is_file() else path),
+            timeout=_TIMEOUT_S,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise InventoryError([Problem(str(path), None, f"{BINARY} did not run: {exc}")]) from None

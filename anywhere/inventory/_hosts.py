@@ -61,16 +61,21 @@ class _Graph:
         self.problems: list[Problem] = []
         for parent in sorted(set(self.parents.get("ungrouped", ())) - {"all"}):
             # Ansible then takes every host out of `ungrouped`, and out of the inventory.
-            self.problems.append(Problem(tree.file, tree.child_lines.get((parent, "ungrouped")),
-                                         f"group {parent!r}: ungrouped cannot be a child of "
-                                         "another group (Ansible would drop its hosts)"))
+            self.problems.append(
+                Problem(
+                    tree.file,
+                    tree.child_lines.get((parent, "ungrouped")),
+                    f"group {parent!r}: ungrouped cannot be a child of "
+                    "another group (Ansible would drop its hosts)",
+                )
+            )
 
     def depth(self, name: str, path: tuple[str, ...] = ()) -> int:
         if name in self.depths:
             return self.depths[name]
         if name in path:
             line = self.tree.child_lines.get((path[-1], name))
-            loop = " -> ".join((*path[path.index(name):], name))
+            loop = " -> ".join((*path[path.index(name) :], name))
             self.problems.append(Problem(self.tree.file, line, f"groups form a loop: {loop}"))
             return 0
         self.depths[name] = max(self.depth(p, (*path, name)) for p in self.parents[name]) + 1
@@ -122,8 +127,9 @@ def _memberships(tree: Tree, graph: _Graph) -> dict[str, tuple[set[str], set[str
     return result
 
 
-def resolve(tree: Tree, region_from_env: str | None,
-            ssh_config: ClientConfig | None = None) -> Resolved:
+def resolve(
+    tree: Tree, region_from_env: str | None, ssh_config: ClientConfig | None = None
+) -> Resolved:
     graph = _Graph(tree)
     for name in tree.groups:
         graph.depth(name)
@@ -145,13 +151,18 @@ def resolve(tree: Tree, region_from_env: str | None,
         group: tuple(h.name for h in builder.hosts if group in members[h.name][0])
         for group in group_names
     }
-    return Resolved(tuple(builder.hosts), MappingProxyType(index),
-                    MappingProxyType(builder.become), builder.finish())
+    return Resolved(
+        tuple(builder.hosts),
+        MappingProxyType(index),
+        MappingProxyType(builder.become),
+        builder.finish(),
+    )
 
 
 class _Builder:
-    def __init__(self, file: str, region_from_env: str | None,
-                 ssh_config: ClientConfig | None) -> None:
+    def __init__(
+        self, file: str, region_from_env: str | None, ssh_config: ClientConfig | None
+    ) -> None:
         self.file = file
         self.region_from_env = region_from_env
         self.ssh_config = ssh_config
@@ -173,46 +184,65 @@ class _Builder:
             return
         if _winning(merged, ADDRESS_VARS) is None and name.startswith("-"):
             # Without an address variable the name is what ssh is given: never an option.
-            self.problem(None, line, f"host name {name!r} starts with '-': give it an "
-                                     "ansible_host")
+            self.problem(None, line, f"host name {name!r} starts with '-': give it an ansible_host")
             return
         ssh = self._ssh(name, line, merged)
         config = self._config(name, line, merged)
         password = merged.get("ansible_become_password") or merged.get("ansible_become_pass")
         if password is not None and isinstance(password.value, Secret):
             if not one_line_secret(password.value):
-                self.problem(password, line, "ansible_become_password: must be one line "
-                             "(sudo -S reads up to the first newline; the rest would reach "
-                             "the command)")
+                self.problem(
+                    password,
+                    line,
+                    "ansible_become_password: must be one line "
+                    "(sudo -S reads up to the first newline; the rest would reach "
+                    "the command)",
+                )
                 return
             self.become[name] = password.value
             ssh = replace(ssh, become_password=password.value)
         variables = {k: v.raw for k, v in merged.items() if not is_secret(k)}
         if isinstance(variables.get("anywhere_proxy"), str):
             variables["anywhere_proxy"] = mask_url(str(variables["anywhere_proxy"]))
-        self.hosts.append(Host(name=name, ssh=ssh, config=config, groups=groups,
-                               source=f"{self.file}:{line}",
-                               variables=MappingProxyType(variables)))
+        self.hosts.append(
+            Host(
+                name=name,
+                ssh=ssh,
+                config=config,
+                groups=groups,
+                source=f"{self.file}:{line}",
+                variables=MappingProxyType(variables),
+            )
+        )
 
     def _ssh(self, name: str, line: int, merged: dict[str, Var]) -> SshTarget:
         def get(key: str) -> object:
             var = merged.get(key)
             return var.value if var is not None else None
 
-        args = [a for a in (get("ansible_ssh_common_args"), get("ansible_ssh_extra_args"))
-                if isinstance(a, SshArgs)]
-        address, port, login = (_winning(merged, names) for names in
-                                (ADDRESS_VARS, PORT_VARS, USER_VARS))
+        args = [
+            a
+            for a in (get("ansible_ssh_common_args"), get("ansible_ssh_extra_args"))
+            if isinstance(a, SshArgs)
+        ]
+        address, port, login = (
+            _winning(merged, names) for names in (ADDRESS_VARS, PORT_VARS, USER_VARS)
+        )
         user = login.value if login is not None else None
         become = get("ansible_become")
         become_user = get("ansible_become_user") or "root"
         if become is not False and become_user != "root":
-            self.problem(merged.get("ansible_become_user"), line,
-                         "ansible_become_user: must be root: registration installs system services")
+            self.problem(
+                merged.get("ansible_become_user"),
+                line,
+                "ansible_become_user: must be root: registration installs system services",
+            )
         if become is False and user != "root":
-            self.problem(merged.get("ansible_become"), line,
-                         "ansible_become is false, so ansible_user must be root: "
-                         "registration needs root")
+            self.problem(
+                merged.get("ansible_become"),
+                line,
+                "ansible_become is false, so ansible_user must be root: registration needs root",
+            )
         key_file = get("ansible_ssh_private_key_file") or get("ansible_private_key_file")
         target = SshTarget(
             address=str(address.value) if address is not None else name,
@@ -257,16 +287,21 @@ class _Builder:
             var = merged.get(f"anywhere_{f.name}")
             if var is not None:
                 value = var.value
-                values[f.name] = MappingProxyType(dict(value)) if isinstance(
-                    value, Mapping) else value
+                values[f.name] = (
+                    MappingProxyType(dict(value)) if isinstance(value, Mapping) else value
+                )
         if "region" not in values:
             if self.region_from_env is None:
                 self.no_region.append((name, line))
             values["region"] = self.region_from_env
         path, url = merged.get("anywhere_installer_path"), merged.get("anywhere_installer_url")
         if path is not None and url is not None and url.value != DEFAULT_INSTALLER_URL:
-            self.problem(path, line, "anywhere_installer_path and anywhere_installer_url "
-                                     f"(line {url.line}) are mutually exclusive")
+            self.problem(
+                path,
+                line,
+                "anywhere_installer_path and anywhere_installer_url "
+                f"(line {url.line}) are mutually exclusive",
+            )
         return HostConfig(**values)  # type: ignore[arg-type]
 
     def finish(self) -> tuple[Problem, ...]:
@@ -274,9 +309,14 @@ class _Builder:
             names = [n for n, _ in self.no_region]
             shown = ", ".join(names[:_MAX_NAMES]) + (", ..." if len(names) > _MAX_NAMES else "")
             count = f"{len(names)} host" + ("s" if len(names) > 1 else "")
-            self.problems[Problem(self.file, self.no_region[0][1],
-                                  f"anywhere_region is not set for {count} ({shown}): set it in "
-                                  "all.vars or export AWS_REGION")] = None
+            self.problems[
+                Problem(
+                    self.file,
+                    self.no_region[0][1],
+                    f"anywhere_region is not set for {count} ({shown}): set it in "
+                    "all.vars or export AWS_REGION",
+                )
+            ] = None
         return tuple(self.problems)
 
 

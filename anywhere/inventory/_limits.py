@@ -79,14 +79,16 @@ class _Budget:
         if self.nodes > MAX_NODES:
             raise _over(event, f"expands to more than {MAX_NODES:,} values (aliases expanded)")
         if self.text > MAX_EXPANDED_BYTES:
-            raise _over(event, f"expands to more than {MAX_EXPANDED_BYTES // (1024 * 1024)} MiB "
-                               "of text (aliases expanded)")
+            raise _over(
+                event,
+                f"expands to more than {MAX_EXPANDED_BYTES // (1024 * 1024)} MiB "
+                "of text (aliases expanded)",
+            )
 
 
 def _over(event: Event, what: str) -> Invalid:
     mark = event.start_mark
-    return Invalid(f"the inventory {what}: refused",
-                   mark.line + 1 if mark is not None else None)
+    return Invalid(f"the inventory {what}: refused", mark.line + 1 if mark is not None else None)
 
 
 @dataclass
@@ -144,8 +146,7 @@ def check_sources(path: Path, vars_dirs: tuple[str, ...]) -> list[tuple[Path, In
     """Before Ansible reads `path` (a file or directory) and the vars directories beside it:
     every file is regular, readable and within the limits, so Ansible neither blocks on a
     FIFO nor expands an alias bomb. Returns each refused file with why."""
-    roots = [path, *(
-        (path if path.is_dir() else path.parent) / d for d in vars_dirs)]
+    roots = [path, *((path if path.is_dir() else path.parent) / d for d in vars_dirs)]
     found: list[tuple[Path, Invalid]] = []
     seen = hosts = 0
     for root in roots:

@@ -14,8 +14,10 @@ from anywhere.inventory._base import Invalid
 MAX_HOSTS = 100_000
 _RANGE = re.compile(r"\[[^\]]*\]")
 # A host key with a numeric or letter range, as it may appear in any inventory file.
-_RANGED_KEY = re.compile(r"[^\s\[\]:=,]*(?:\[(?:[0-9]*|[A-Za-z]):(?:[0-9]+|[A-Za-z])"
-                         r"(?::[0-9]+)?\][^\s\[\]:=,]*)+")
+_RANGED_KEY = re.compile(
+    r"[^\s\[\]:=,]*(?:\[(?:[0-9]*|[A-Za-z]):(?:[0-9]+|[A-Za-z])"
+    r"(?::[0-9]+)?\][^\s\[\]:=,]*)+"
+)
 _DIGITS = re.compile(r"[0-9]+")
 _V6 = re.compile(r"\[([0-9A-Fa-f:.]+)\](?::([^:]*))?")
 
@@ -38,8 +40,10 @@ def expand_host(pattern: str) -> tuple[list[str], int | None]:
         text, port = head, _port(tail)
     count = _count(text)
     if count > MAX_HOSTS:
-        raise Invalid(f"host range in {pattern!r} names {count:,} hosts: at most "
-                      f"{MAX_HOSTS:,} hosts per inventory")
+        raise Invalid(
+            f"host range in {pattern!r} names {count:,} hosts: at most "
+            f"{MAX_HOSTS:,} hosts per inventory"
+        )
     names = _expand(text)
     if not all(name.strip() for name in names):
         raise Invalid(f"host key {pattern!r} names an empty host")

@@ -30,8 +30,10 @@ from anywhere.inventory._values import ADDRESS_VARS, PORT_VARS, convert
 _SECTIONS = ("hosts", "children", "vars")
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 # PyYAML's YAML 1.1 booleans, which Ansible uses; ruamel's 1.1 also reads y/n as booleans.
-_PYYAML_BOOL = re.compile(r"^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE"
-                          r"|on|On|ON|off|Off|OFF)\Z")
+_PYYAML_BOOL = re.compile(
+    r"^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE"
+    r"|on|On|ON|off|Off|OFF)\Z"
+)
 
 
 class _Yaml11Resolver(VersionedResolver):
@@ -154,13 +156,16 @@ class Reader:
             self.problem(1, "empty inventory: no hosts")
             return
         if not isinstance(data, Mapping):
-            self.problem(1, "the top level must be a mapping of groups (all: ...), "
-                            f"not {_kind(data)}")
+            self.problem(
+                1, f"the top level must be a mapping of groups (all: ...), not {_kind(data)}"
+            )
             return
         if "plugin" in data:
-            self.problem(_line(data, "plugin", value=False),
-                         "this is an inventory plugin configuration: convert it first with "
-                         "ansible-inventory -i FILE --list --yaml")
+            self.problem(
+                _line(data, "plugin", value=False),
+                "this is an inventory plugin configuration: convert it first with "
+                "ansible-inventory -i FILE --list --yaml",
+            )
             return
         for name in data:
             self.group(data, name, parent=None)
@@ -182,9 +187,10 @@ class Reader:
         if body is None:
             return
         if not isinstance(body, Mapping):
-            self.problem(_line(owner, name, value=True),
-                         f"group {name!r} must be a mapping of hosts/children/vars, "
-                         f"not {_kind(body)}")
+            self.problem(
+                _line(owner, name, value=True),
+                f"group {name!r} must be a mapping of hosts/children/vars, not {_kind(body)}",
+            )
             return
         for key in body:
             self.section(body, key, name, acc)
@@ -193,8 +199,9 @@ class Reader:
         if key not in _SECTIONS:
             close = difflib.get_close_matches(str(key), _SECTIONS, n=1)
             hint = f"did you mean {close[0]}?" if close else "expected hosts, children or vars"
-            self.problem(_line(body, key, value=False),
-                         f"group {group!r}: unknown key {key!r} ({hint})")
+            self.problem(
+                _line(body, key, value=False), f"group {group!r}: unknown key {key!r} ({hint})"
+            )
             return
         value = body[key]
         if isinstance(value, str):  # Ansible accepts `hosts: web1` for a single entry
@@ -203,8 +210,10 @@ class Reader:
             return
         if not isinstance(value, Mapping):
             hint = " (write `name:` entries, not `- name`)" if isinstance(value, list) else ""
-            self.problem(_line(body, key, value=True),
-                         f"{key} of group {group!r} must be a mapping, not {_kind(value)}{hint}")
+            self.problem(
+                _line(body, key, value=True),
+                f"{key} of group {group!r} must be a mapping, not {_kind(value)}{hint}",
+            )
             return
         if key == "vars":
             acc.vars.update(self.variables(value, acc))
@@ -220,8 +229,9 @@ class Reader:
         for name in node:
             line = _line(node, name, value=True)
             if not isinstance(name, str):
-                self.problem(_line(node, name, value=False),
-                             f"variable name {name!r} must be a string")
+                self.problem(
+                    _line(node, name, value=False), f"variable name {name!r} must be a string"
+                )
                 continue
             if group is not None and name == "ansible_group_priority":
                 self.priority(node[name], line, group)
@@ -236,8 +246,11 @@ class Reader:
                 converted = convert(name, node[name], self.ctx)
                 result[name] = Var(raw, raw if converted is node[name] else converted, line)
             except Invalid as exc:
-                at = line if not exc.message.startswith("unknown variable") else _line(
-                    node, name, value=False)
+                at = (
+                    line
+                    if not exc.message.startswith("unknown variable")
+                    else _line(node, name, value=False)
+                )
                 self.problem(exc.line or at, exc.message)
                 result[name] = Var(raw, None, line, ok=False)
         return result
@@ -263,8 +276,10 @@ class Reader:
             return
         body = node[pattern]
         if body is not None and not isinstance(body, Mapping):
-            self.problem(_line(node, pattern, value=True),
-                         f"host {pattern!r}: variables must be a mapping, not {_kind(body)}")
+            self.problem(
+                _line(node, pattern, value=True),
+                f"host {pattern!r}: variables must be a mapping, not {_kind(body)}",
+            )
             return
         if len(self.hosts) + sum(1 for n in names if n not in self.hosts) > MAX_HOSTS:
             self.problem(line, f"more than {MAX_HOSTS:,} hosts: refused")
@@ -273,8 +288,9 @@ class Reader:
         for name in names:
             self.add_host(name, line, port, variables, group)
 
-    def add_host(self, name: str, line: int, port: int | None, new: dict[str, Var],
-                 group: str) -> None:
+    def add_host(
+        self, name: str, line: int, port: int | None, new: dict[str, Var], group: str
+    ) -> None:
         if group not in self.memberships.setdefault(name, []):
             self.memberships[name].append(group)
             self.groups[group].hosts.append(name)
@@ -290,19 +306,24 @@ class Reader:
         for key in (*ADDRESS_VARS, *PORT_VARS):
             old, now = first.vars.get(key), incoming.get(key)
             if old is not None and now is not None and old.ok and now.ok and old.value != now.value:
-                self.problem(now.line, f"host {name!r} is defined again with {key} {now.raw!r} "
-                                       f"(line {old.line} says {old.raw!r})")
+                self.problem(
+                    now.line,
+                    f"host {name!r} is defined again with {key} {now.raw!r} "
+                    f"(line {old.line} says {old.raw!r})",
+                )
         self.hosts[name] = HostDef(name, first.line, {**first.vars, **new})
 
     def tree(self) -> Tree:
         self.groups.setdefault("all", _Group(1))
         groups = {
-            name: GroupDef(name, g.line, dict(g.vars), tuple(g.children), tuple(g.hosts),
-                           g.priority)
+            name: GroupDef(
+                name, g.line, dict(g.vars), tuple(g.children), tuple(g.hosts), g.priority
+            )
             for name, g in self.groups.items()
         }
-        return Tree(self.file, groups, dict(self.hosts), dict(self.child_lines),
-                    tuple(self.problems))
+        return Tree(
+            self.file, groups, dict(self.hosts), dict(self.child_lines), tuple(self.problems)
+        )
 
 
 def convert_needed(name: str) -> bool:

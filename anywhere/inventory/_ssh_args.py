@@ -11,9 +11,21 @@ from anywhere.inventory._base import Invalid, PathBase, nonempty_text, ssh_word_
 
 # Tuning options that do not change who we talk to or how we trust them: harmless to drop.
 _IGNORED_SSH_OPTIONS = frozenset(
-    {"controlmaster", "controlpersist", "controlpath", "serveraliveinterval",
-     "serveralivecountmax", "connecttimeout", "compression", "loglevel", "identitiesonly",
-     "tcpkeepalive", "connectionattempts", "preferredauthentications", "pubkeyauthentication"}
+    {
+        "controlmaster",
+        "controlpersist",
+        "controlpath",
+        "serveraliveinterval",
+        "serveralivecountmax",
+        "connecttimeout",
+        "compression",
+        "loglevel",
+        "identitiesonly",
+        "tcpkeepalive",
+        "connectionattempts",
+        "preferredauthentications",
+        "pubkeyauthentication",
+    }
 )
 
 
@@ -69,8 +81,11 @@ def _ssh_options(found: Mapping[str, str], ctx: PathBase) -> SshArgs:
             )
         if key == "proxycommand":
             raise Invalid("ProxyCommand is not supported: use -o ProxyJump=[user@]host[:port]")
-        if key not in _IGNORED_SSH_OPTIONS | {"proxyjump", "userknownhostsfile",
-                                              "stricthostkeychecking"}:
+        if key not in _IGNORED_SSH_OPTIONS | {
+            "proxyjump",
+            "userknownhostsfile",
+            "stricthostkeychecking",
+        }:
             raise Invalid(
                 f"unsupported ssh option {key!r}: anywhere understands ProxyJump/-J and "
                 "UserKnownHostsFile (connection tuning options are ignored)"

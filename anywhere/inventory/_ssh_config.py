@@ -88,8 +88,9 @@ class ClientConfig:
         known = self._check(found, "userknownhostsfile", _first_known)
         keys = found.get("identityfile")
         return Said(
-            address=name if address in (None, name) else str(
-                self._check(found, "hostname", ANSIBLE["ansible_host"])),
+            address=name
+            if address in (None, name)
+            else str(self._check(found, "hostname", ANSIBLE["ansible_host"])),
             port=int(str(port)) if port is not None else None,
             user=str(user) if user is not None else None,
             key_file=self._key_file(keys if isinstance(keys, list) else []),
@@ -97,16 +98,16 @@ class ClientConfig:
             known_hosts=str(known) if known is not None else None,
         )
 
-    def _check(self, found: Mapping[str, object], key: str,
-               convert: Callable[[object, PathBase], object]) -> object:
+    def _check(
+        self, found: Mapping[str, object], key: str, convert: Callable[[object, PathBase], object]
+    ) -> object:
         value = found.get(key)
         if value is None:
             return None
         try:
             return convert(value, self._ctx)
         except Invalid as exc:
-            raise Invalid(f"{_NAMES[key]}: {exc.message}",
-                          self._line(key, value)) from None
+            raise Invalid(f"{_NAMES[key]}: {exc.message}", self._line(key, value)) from None
 
     def _key_file(self, files: list[str]) -> str | None:
         """The first IdentityFile that is a readable file: ssh skips those that are not."""
@@ -127,8 +128,14 @@ class ClientConfig:
         return lines[0][0] if len(lines) == 1 else None
 
 
-_NAMES = {"hostname": "HostName", "port": "Port", "user": "User", "identityfile":
-          "IdentityFile", "proxyjump": "ProxyJump", "userknownhostsfile": "UserKnownHostsFile"}
+_NAMES = {
+    "hostname": "HostName",
+    "port": "Port",
+    "user": "User",
+    "identityfile": "IdentityFile",
+    "proxyjump": "ProxyJump",
+    "userknownhostsfile": "UserKnownHostsFile",
+}
 
 
 def _jump(value: object, _ctx: PathBase) -> str | None:
@@ -154,8 +161,9 @@ def _entries(lines: list[str]) -> list[tuple[int, str, str]]:
         if not line or line.startswith("#"):
             continue
         match = SSHConfig.SETTINGS_REGEX.match(line)  # paramiko's own split
-        found.append((number, match.group(1).lower(), match.group(2)) if match
-                     else (number, "", line))
+        found.append(
+            (number, match.group(1).lower(), match.group(2)) if match else (number, "", line)
+        )
     return found
 
 
@@ -178,11 +186,15 @@ def _refusal(key: str, value: str) -> str | None:
     if key == "permitlocalcommand" and word not in ("no", "false"):
         return "PermitLocalCommand runs LocalCommand on this machine"
     if key == "include":
-        return "Include is not followed (the included file would go unchecked): copy what " \
-               "it holds into this file"
+        return (
+            "Include is not followed (the included file would go unchecked): copy what "
+            "it holds into this file"
+        )
     if key == "stricthostkeychecking" and word not in ("yes", "ask", "true"):
-        return (f"StrictHostKeyChecking {value.strip()} would weaken host key checking: "
-                "anywhere always checks host keys (--accept-new-host-keys records new ones)")
+        return (
+            f"StrictHostKeyChecking {value.strip()} would weaken host key checking: "
+            "anywhere always checks host keys (--accept-new-host-keys records new ones)"
+        )
     if key == "match":
         return _match_refusal(value)
     return None
@@ -200,8 +212,10 @@ def _match_refusal(value: str) -> str | None:
     while index < len(words):
         criterion = words[index].lstrip("!").lower()
         if criterion not in _MATCH:
-            return f"Match {criterion} is not supported (Match all, canonical, final, host, " \
-                   "originalhost, localuser are)"
+            return (
+                f"Match {criterion} is not supported (Match all, canonical, final, host, "
+                "originalhost, localuser are)"
+            )
         index += 1 if criterion in ("all", "canonical", "final") else 2
     return None
 
@@ -231,6 +245,7 @@ def load_client_config(env: Mapping[str, str], home: Path) -> ClientConfig | Non
     try:
         text = read_text(path)
     except Invalid as exc:
-        raise InventoryError([Problem(str(path), None, f"ssh config ({SETTING}): "
-                                      f"{exc.message}")]) from None
+        raise InventoryError(
+            [Problem(str(path), None, f"ssh config ({SETTING}): {exc.message}")]
+        ) from None
     return ClientConfig(path, text, PathBase(base_dir=Path(os.getcwd()), home=home))

@@ -62,8 +62,10 @@ def ssm_text(text: str) -> bool:
 def host_name_problem(name: str) -> str | None:
     """Why `name` cannot be a managed instance's name (DefaultInstanceName), or None."""
     if len(name) > 256 or not ssm_text(name):
-        return (f"host name {name!r} cannot name an SSM managed instance: up to 256 letters, "
-                "digits, spaces or '_.:/=+-@'")
+        return (
+            f"host name {name!r} cannot name an SSM managed instance: up to 256 letters, "
+            "digits, spaces or '_.:/=+-@'"
+        )
     return None
 
 
@@ -76,8 +78,10 @@ def ssh_word_problem(text: str) -> str | None:
     """Why `text` cannot be an ssh user or address, or None."""
     if _SSH_WORD.fullmatch(text):
         return None
-    return (f"{text!r} cannot be an ssh user or address: no leading '-', whitespace or shell "
-            "punctuation")
+    return (
+        f"{text!r} cannot be an ssh user or address: no leading '-', whitespace or shell "
+        "punctuation"
+    )
 
 
 def _ssh_word(value: object, _ctx: PathBase) -> str:
@@ -145,8 +149,10 @@ def _url(schemes: tuple[str, ...]) -> Converter:
     def convert(value: object, _ctx: PathBase) -> str:
         text = nonempty_text(value)
         if not _URL_CHARS.fullmatch(text):
-            raise Invalid(f"{mask_url(text)!r}: a URL holds only ASCII letters, digits and "
-                          "-._~:/?#[]@!$&()*+,;=% (percent-encode anything else)")
+            raise Invalid(
+                f"{mask_url(text)!r}: a URL holds only ASCII letters, digits and "
+                "-._~:/?#[]@!$&()*+,;=% (percent-encode anything else)"
+            )
         try:
             parts = urlsplit(text)
             parts.port  # noqa: B018 - raises on a port that is not 0-65535
@@ -222,8 +228,10 @@ def _scalartext(value: object) -> str | None:
 def _labels(value: object, _ctx: PathBase) -> Mapping[str, str]:
     mapping = _string_map(value)
     if len(mapping) > MAX_LABELS:
-        raise Invalid(f"at most {MAX_LABELS} labels, not {len(mapping)}: ECS allows 10 custom "
-                      f"attributes per container instance and anywhere sets {READY_ATTRIBUTE}")
+        raise Invalid(
+            f"at most {MAX_LABELS} labels, not {len(mapping)}: ECS allows 10 custom "
+            f"attributes per container instance and anywhere sets {READY_ATTRIBUTE}"
+        )
     result: dict[str, str] = {}
     for key, raw in mapping.items():
         line = _line_of_key(mapping, key)
@@ -248,8 +256,10 @@ def _labels(value: object, _ctx: PathBase) -> Mapping[str, str]:
 def _tags(value: object, _ctx: PathBase) -> Mapping[str, str]:
     mapping = _string_map(value)
     if len(mapping) > MAX_TAGS:
-        raise Invalid(f"at most {MAX_TAGS} tags, not {len(mapping)}: AWS allows 50 per "
-                      f"resource and anywhere adds {' and '.join(RESERVED_TAGS)}")
+        raise Invalid(
+            f"at most {MAX_TAGS} tags, not {len(mapping)}: AWS allows 50 per "
+            f"resource and anywhere adds {' and '.join(RESERVED_TAGS)}"
+        )
     result: dict[str, str] = {}
     for key, raw in mapping.items():
         line = _line_of_key(mapping, key)
@@ -280,8 +290,10 @@ def _no_proxy(value: object, _ctx: PathBase) -> tuple[str, ...]:
     entries = tuple(str(item).strip() for item in items if str(item).strip())
     for entry in entries:
         if not _NO_PROXY_ENTRY.fullmatch(entry):
-            raise Invalid(f"entry {entry!r}: a host, domain, address, CIDR or socket path "
-                          "(ASCII letters, digits and -._:/*[]%)")
+            raise Invalid(
+                f"entry {entry!r}: a host, domain, address, CIDR or socket path "
+                "(ASCII letters, digits and -._:/*[]%)"
+            )
     return entries
 
 
@@ -322,8 +334,10 @@ def _refuse_ssh_override(value: object, _ctx: PathBase) -> object:
 
 def _host_key_checking(value: object, ctx: PathBase) -> bool:
     if not ansible_bool(value, ctx):
-        raise Invalid("host keys are always checked: trust keys with anywhere_known_hosts or "
-                      "--accept-new-host-keys")
+        raise Invalid(
+            "host keys are always checked: trust keys with anywhere_known_hosts or "
+            "--accept-new-host-keys"
+        )
     return True
 
 
@@ -389,8 +403,15 @@ USER_VARS = ("ansible_user", "ansible_ssh_user")
 
 # Never copied into Host.variables: they are secrets, or may be.
 SECRET_VARIABLES = frozenset(
-    {"ansible_become_password", "ansible_become_pass", "ansible_password", "ansible_ssh_pass",
-     "ansible_ssh_password", "ansible_sudo_pass", "ansible_sudo_password"}
+    {
+        "ansible_become_password",
+        "ansible_become_pass",
+        "ansible_password",
+        "ansible_ssh_pass",
+        "ansible_ssh_password",
+        "ansible_sudo_pass",
+        "ansible_sudo_password",
+    }
 )
 _SECRET_SUFFIXES = ("_pass", "_password", "_passwd", "_secret", "_token")
 

@@ -37,33 +37,63 @@ def lab_group() -> None:
 
 
 @lab_group.command("up")
-@click.option("--hosts", "count", type=click.IntRange(1, 240), default=3, show_default=True,
-              help="Number of hosts (a running lab grows to this many).")
+@click.option(
+    "--hosts",
+    "count",
+    type=click.IntRange(1, 240),
+    default=3,
+    show_default=True,
+    help="Number of hosts (a running lab grows to this many).",
+)
 @_NAME
-@click.option("--index", type=click.IntRange(0, 9), default=0, show_default=True,
-              help="Lab number: bridge awlbr<K>, 10.200.<K>.0/24, endpoint port 4566+K.")
+@click.option(
+    "--index",
+    type=click.IntRange(0, 9),
+    default=0,
+    show_default=True,
+    help="Lab number: bridge awlbr<K>, 10.200.<K>.0/24, endpoint port 4566+K.",
+)
 @click.option("--no-endpoint", is_flag=True, help="Hosts only: no AWS endpoint, no installer.")
-@click.option("--release", "releases", default=DEFAULT_SUITE, show_default=True,
-              metavar="SUITE[,SUITE...]",
-              help=f"Debian release of new hosts, in turn when several (h1 the first, h2 the "
-                   f"second, ...): {', '.join(SUITES)}.")
-@click.option("--quirk", "quirk_opts", multiple=True, metavar="HOST=QUIRK[,QUIRK...]",
-              help="A messy-host option for a new host (repeatable): "
-                   + "; ".join(f"{k}: {v}" for k, v in QUIRKS.items()) + ".")
-def up(count: int, name: str, index: int, no_endpoint: bool, releases: str,
-       quirk_opts: tuple[str, ...]) -> None:
+@click.option(
+    "--release",
+    "releases",
+    default=DEFAULT_SUITE,
+    show_default=True,
+    metavar="SUITE[,SUITE...]",
+    help=f"Debian release of new hosts, in turn when several (h1 the first, h2 the "
+    f"second, ...): {', '.join(SUITES)}.",
+)
+@click.option(
+    "--quirk",
+    "quirk_opts",
+    multiple=True,
+    metavar="HOST=QUIRK[,QUIRK...]",
+    help="A messy-host option for a new host (repeatable): "
+    + "; ".join(f"{k}: {v}" for k, v in QUIRKS.items())
+    + ".",
+)
+def up(
+    count: int, name: str, index: int, no_endpoint: bool, releases: str, quirk_opts: tuple[str, ...]
+) -> None:
     """Boot the lab (a no-op if it already runs with this many hosts).
 
     anywhere lab up --hosts 4 --release bookworm,bullseye --quirk h3=requiretty
     """
     started = time.monotonic()
     suites = tuple(s.strip() for s in releases.split(",") if s.strip())
-    lab = Lab.up(name, index, count, lab_dir=_lab_dir(), with_endpoint=not no_endpoint,
-                 releases=suites, host_quirks=parse_quirks(quirk_opts))
+    lab = Lab.up(
+        name,
+        index,
+        count,
+        lab_dir=_lab_dir(),
+        with_endpoint=not no_endpoint,
+        releases=suites,
+        host_quirks=parse_quirks(quirk_opts),
+    )
     elapsed = time.monotonic() - started
     click.echo(f"lab {name}: {len(lab.hosts)} host(s) up in {elapsed:.1f}s")
     click.echo(f"inventory: {lab.inventory_path}")
-    click.echo(f"next: eval \"$(anywhere lab env --name {name})\"")
+    click.echo(f'next: eval "$(anywhere lab env --name {name})"')
 
 
 @lab_group.command("down")

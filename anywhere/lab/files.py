@@ -37,8 +37,22 @@ def ensure_client_key(labdir: Path) -> str:
     key = labdir / CLIENT_KEY
     if not key.exists():
         done = subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"anywhere-lab@{labdir.name}",
-             "-f", str(key)], capture_output=True, text=True, check=False)
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"anywhere-lab@{labdir.name}",
+                "-f",
+                str(key),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
             raise EnvironmentProblem(f"ssh-keygen failed: {done.stderr.strip()}")
     return key.with_suffix(".pub").read_text().strip()
@@ -51,8 +65,13 @@ def ensure_ops_password(labdir: Path) -> str:
         write_private(path, secrets.token_urlsafe(18) + "\n")
     password = path.read_text().strip()
     # The password goes in on stdin, never on a command line.
-    done = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=password + "\n",
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["openssl", "passwd", "-6", "-stdin"],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0 or not done.stdout.startswith("$6$"):
         raise EnvironmentProblem(f"openssl passwd failed: {done.stderr.strip()}")
     return done.stdout.strip()
@@ -66,8 +85,9 @@ def write_known_hosts(labdir: Path, keys: Mapping[str, tuple[str, str]]) -> Path
     return path
 
 
-def inventory_text(labdir: Path, hosts: Mapping[str, str],
-                   users: Mapping[str, str] | None = None) -> str:
+def inventory_text(
+    labdir: Path, hosts: Mapping[str, str], users: Mapping[str, str] | None = None
+) -> str:
     """The lab inventory; `users` names hosts whose login user is not the default deploy."""
     lines = [
         "# Written by `anywhere lab up`; rewritten on every up.",
@@ -93,8 +113,9 @@ def inventory_text(labdir: Path, hosts: Mapping[str, str],
     return "\n".join(lines) + "\n"
 
 
-def write_inventory(labdir: Path, hosts: Mapping[str, str],
-                    users: Mapping[str, str] | None = None) -> Path:
+def write_inventory(
+    labdir: Path, hosts: Mapping[str, str], users: Mapping[str, str] | None = None
+) -> Path:
     path = labdir / INVENTORY
     write_private(path, inventory_text(labdir, hosts, users), 0o644)
     return path

@@ -85,8 +85,9 @@ def remove_cgroup(path: Path, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while _kill_members(path) and time.monotonic() < deadline:
         time.sleep(0.1)
-    for child in sorted((p for p in path.rglob("*") if p.is_dir()),
-                        key=lambda p: len(p.parts), reverse=True):
+    for child in sorted(
+        (p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+    ):
         _rmdir_quiet(child)
     _rmdir_quiet(path)
 
@@ -137,7 +138,8 @@ def provision(spec: HostSpec, identity: Identity) -> str:
     etc = spec.root / "etc"
     (etc / "hostname").write_text(f"{spec.name}\n")
     (etc / "hosts").write_text(
-        f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n{spec.address}\t{spec.name}\n")
+        f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n{spec.address}\t{spec.name}\n"
+    )
     (etc / "machine-id").write_text(os.urandom(16).hex() + "\n")
     key = write_host_key(spec)
     uids = _passwd_ids(etc / "passwd")
@@ -159,8 +161,7 @@ def write_host_key(spec: HostSpec) -> str:
     key = spec.root / "etc/ssh/ssh_host_ed25519_key"
     for p in (key, key.with_suffix(".pub")):
         p.unlink(missing_ok=True)
-    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{spec.name}",
-          "-f", str(key)])
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{spec.name}", "-f", str(key)])
     return " ".join(key.with_suffix(".pub").read_text().split()[:2])
 
 
@@ -192,16 +193,33 @@ def start(spec: HostSpec, cgroups: tuple[Path, ...], extra_args: Sequence[str] =
     moves = " ".join(shlex.quote(str(c / "cgroup.procs")) for c in cgroups)
     script = f'for f in {moves}; do echo $$ > "$f" || exit 97; done; exec "$@"'
     argv = [
-        "sh", "-c", script, "sh", "systemd-nspawn", "--quiet", "--boot",
-        f"--directory={spec.root}", f"--machine={spec.machine}",
-        f"--network-namespace-path=/run/netns/{spec.netns}", "--register=no", "--keep-unit",
-        "--link-journal=no", "--resolv-conf=off", "--timezone=off", "--console=read-only",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        "systemd-nspawn",
+        "--quiet",
+        "--boot",
+        f"--directory={spec.root}",
+        f"--machine={spec.machine}",
+        f"--network-namespace-path=/run/netns/{spec.netns}",
+        "--register=no",
+        "--keep-unit",
+        "--link-journal=no",
+        "--resolv-conf=off",
+        "--timezone=off",
+        "--console=read-only",
         *extra_args,
     ]
     spec.log.parent.mkdir(parents=True, exist_ok=True)
     with spec.log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return proc.pid
 
 
@@ -264,7 +282,11 @@ def wait_booted(spec: HostSpec, nspawn_pid: int, deadline: float) -> str:
             # Exit codes: 0 running, 1 any other state; --wait blocks while "starting".
             done = subprocess.run(
                 nsenter_argv(init, ["systemctl", "is-system-running", "--wait"]),
-                capture_output=True, text=True, timeout=remaining, check=False)
+                capture_output=True,
+                text=True,
+                timeout=remaining,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             continue
         state = done.stdout.strip()
@@ -278,8 +300,13 @@ def wait_booted(spec: HostSpec, nspawn_pid: int, deadline: float) -> str:
 def system_state(init_pid: int, timeout_s: float = 10.0) -> str:
     """`systemctl is-system-running` inside the container, without waiting."""
     try:
-        done = subprocess.run(nsenter_argv(init_pid, ["systemctl", "is-system-running"]),
-                              capture_output=True, text=True, timeout=timeout_s, check=False)
+        done = subprocess.run(
+            nsenter_argv(init_pid, ["systemctl", "is-system-running"]),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return "unknown"
     return done.stdout.strip() or "unknown"

@@ -19,9 +19,19 @@ from anywhere.lab.agents import ssm_agent
 
 TEMPLATE = Path(__file__).with_name("installer.sh.in")
 AGENTS_DIR = Path(__file__).with_name("agents")
-AGENT_MODULES = ("__init__.py", "common.py", "sigv4.py", "ssm_agent.py", "ecs_agent.py",
-                 "docker_api.py", "docker_daemon.py", "docker_cli.py", "docker_engine.py",
-                 "docker_container.py", "ecs_task_sync.py")
+AGENT_MODULES = (
+    "__init__.py",
+    "common.py",
+    "sigv4.py",
+    "ssm_agent.py",
+    "ecs_agent.py",
+    "docker_api.py",
+    "docker_daemon.py",
+    "docker_cli.py",
+    "docker_engine.py",
+    "docker_container.py",
+    "ecs_task_sync.py",
+)
 # On hosts the agents live in a package tree of their own, with stub parents, so that
 # `anywhere.lab.agents.*` imports resolve without the rest of anywhere.
 _STUB = '"""Package stub for the lab agents on lab hosts."""\n'
@@ -35,10 +45,13 @@ _VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 def payload() -> bytes:
     """The agents as a deterministic gzip'd tar (fixed mtimes, owners and order)."""
-    members = [("anywhere/__init__.py", _STUB.encode()), ("anywhere/lab/__init__.py",
-                                                            _STUB.encode())]
-    members += [(f"anywhere/lab/agents/{name}", (AGENTS_DIR / name).read_bytes())
-                for name in AGENT_MODULES]
+    members = [
+        ("anywhere/__init__.py", _STUB.encode()),
+        ("anywhere/lab/__init__.py", _STUB.encode()),
+    ]
+    members += [
+        (f"anywhere/lab/agents/{name}", (AGENTS_DIR / name).read_bytes()) for name in AGENT_MODULES
+    ]
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name, data in members:
@@ -50,8 +63,9 @@ def payload() -> bytes:
     return gzip.compress(raw.getvalue(), compresslevel=9, mtime=0)
 
 
-def render(endpoint_url: str, heartbeat_s: float = 10.0, *,
-           wait_interval_s: float = WAIT_INTERVAL_S) -> str:
+def render(
+    endpoint_url: str, heartbeat_s: float = 10.0, *, wait_interval_s: float = WAIT_INTERVAL_S
+) -> str:
     """The installer text for hosts that reach the lab endpoint at `endpoint_url`."""
     if not _URL.fullmatch(endpoint_url):
         raise ValueError(f"endpoint URL must be http(s)://host[:port][/path]: {endpoint_url!r}")
@@ -78,8 +92,13 @@ def render(endpoint_url: str, heartbeat_s: float = 10.0, *,
     return text
 
 
-def write_installer(path: Path, endpoint_url: str, heartbeat_s: float = 10.0, *,
-                    wait_interval_s: float = WAIT_INTERVAL_S) -> Path:
+def write_installer(
+    path: Path,
+    endpoint_url: str,
+    heartbeat_s: float = 10.0,
+    *,
+    wait_interval_s: float = WAIT_INTERVAL_S,
+) -> Path:
     """Write the executable lab installer to `path` and return it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(endpoint_url, heartbeat_s, wait_interval_s=wait_interval_s))

@@ -60,12 +60,20 @@ class Lab:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def up(cls, name: str = "default", index: int = 0, hosts: int = 3,
-           state_root: Path | None = None, *, lab_dir: Path | None = None,
-           with_endpoint: bool = True, heartbeat_timeout_s: float = 30.0,
-           releases: Sequence[str] = (rootfs.DEFAULT_SUITE,),
-           host_quirks: Mapping[str, Sequence[str]] | None = None,
-           cache_root: Path = rootfs.CACHE_ROOT) -> Lab:
+    def up(
+        cls,
+        name: str = "default",
+        index: int = 0,
+        hosts: int = 3,
+        state_root: Path | None = None,
+        *,
+        lab_dir: Path | None = None,
+        with_endpoint: bool = True,
+        heartbeat_timeout_s: float = 30.0,
+        releases: Sequence[str] = (rootfs.DEFAULT_SUITE,),
+        host_quirks: Mapping[str, Sequence[str]] | None = None,
+        cache_root: Path = rootfs.CACHE_ROOT,
+    ) -> Lab:
         """Boot the lab (or add hosts to a running one); a no-op when it already has `hosts`.
 
         New host hN runs Debian `releases[(N - 1) % len(releases)]` and gets the messy-host
@@ -87,12 +95,15 @@ class Lab:
         for host_name, names in wanted.items():
             quirks.check(names)
             if host_name not in {LabNet(index).host_name(n) for n in range(1, hosts + 1)}:
-                raise EnvironmentProblem(f"quirks for {host_name}, which a lab of {hosts} "
-                                         "host(s) does not have")
+                raise EnvironmentProblem(
+                    f"quirks for {host_name}, which a lab of {hosts} host(s) does not have"
+                )
         directory = lab_dir or lab_dir_for(name, state_root)
         rootfs.ensure_tools()
-        lowers = {suite: rootfs.ensure_rootfs(rootfs.cache_path(suite, cache_root), suite=suite)
-                  for suite in dict.fromkeys(releases)}
+        lowers = {
+            suite: rootfs.ensure_rootfs(rootfs.cache_path(suite, cache_root), suite=suite)
+            for suite in dict.fromkeys(releases)
+        }
         layout = _Layout(tuple(releases), lowers, wanted)
         created = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -105,8 +116,13 @@ class Lab:
                 created, previous = previous.dir_created, None
                 directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             try:
-                lab._bring_up(previous or LabState(name, index, dir_created=created), hosts,
-                              layout, with_endpoint, heartbeat_timeout_s)
+                lab._bring_up(
+                    previous or LabState(name, index, dir_created=created),
+                    hosts,
+                    layout,
+                    with_endpoint,
+                    heartbeat_timeout_s,
+                )
             except BaseException:
                 if previous is None:  # a fresh lab that failed half-way: leave nothing behind
                     lab._teardown(keep_logs=True)
@@ -114,8 +130,9 @@ class Lab:
         return lab
 
     @classmethod
-    def open(cls, name: str = "default", state_root: Path | None = None, *,
-             lab_dir: Path | None = None) -> Lab:
+    def open(
+        cls, name: str = "default", state_root: Path | None = None, *, lab_dir: Path | None = None
+    ) -> Lab:
         """The running lab `name`; EnvironmentProblem if it is not up."""
         directory = lab_dir or lab_dir_for(name, state_root)
         recorded = state.load(directory)
@@ -172,30 +189,42 @@ class Lab:
     def spec(self, number: int) -> HostSpec:
         name = self.net.host_name(number)
         return HostSpec(
-            name=name, address=self.net.host_ip(number), netns=self.net.netns(number),
-            machine=self.net.netns(number), dir=self.dir / "hosts" / name,
-            cgroup=f"anywhere-lab/{self.name}/{name}")
+            name=name,
+            address=self.net.host_ip(number),
+            netns=self.net.netns(number),
+            machine=self.net.netns(number),
+            dir=self.dir / "hosts" / name,
+            cgroup=f"anywhere-lab/{self.name}/{name}",
+        )
 
     # ------------------------------------------------------------------ up
 
-    def _bring_up(self, st: LabState, count: int, layout: _Layout, with_endpoint: bool,
-                  heartbeat_timeout_s: float) -> None:
+    def _bring_up(
+        self,
+        st: LabState,
+        count: int,
+        layout: _Layout,
+        with_endpoint: bool,
+        heartbeat_timeout_s: float,
+    ) -> None:
         if (st.name, st.index) != (self.name, self.net.index):
             raise EnvironmentProblem(
-                f"lab {st.name!r} runs with index {st.index}; use --index {st.index}")
+                f"lab {st.name!r} runs with index {st.index}; use --index {st.index}"
+            )
         for rec in st.hosts:
             if rec.name in layout.quirks and layout.quirks[rec.name] != rec.quirks:
                 raise EnvironmentProblem(
                     f"{rec.name} exists without those quirks; quirks apply when a host is "
-                    "created (take the lab down first)")
+                    "created (take the lab down first)"
+                )
         state.save(self.dir, st)
-        identity = Identity(files.ensure_client_key(self.dir),
-                                  files.ensure_ops_password(self.dir))
+        identity = Identity(files.ensure_client_key(self.dir), files.ensure_ops_password(self.dir))
         if not st.bridge_created:
             if not network.create_bridge(self.net):
                 raise EnvironmentProblem(
                     f"bridge {self.net.bridge} exists already: another lab uses index "
-                    f"{self.net.index}")
+                    f"{self.net.index}"
+                )
             st = self._save(replace(st, bridge_created=True))
         total = max(count, len(st.hosts))
         state.reserve_inotify(self.dir, total)
@@ -215,17 +244,25 @@ class Lab:
         state.save(self.dir, st)
         return st
 
-    def _create_host(self, st: LabState, number: int, identity: Identity,
-                     layout: _Layout) -> LabState:
+    def _create_host(
+        self, st: LabState, number: int, identity: Identity, layout: _Layout
+    ) -> LabState:
         spec = self.spec(number)
         release = layout.releases[(number - 1) % len(layout.releases)]
         host_quirks = layout.quirks.get(spec.name, ())
         if network.netns_exists(spec.netns):
             raise EnvironmentProblem(f"network namespace {spec.netns} exists already")
         # Recorded before each step, so a failure half-way is still cleaned up by down.
-        rec = HostRecord(spec.name, number, spec.address, netns=True,
-                         cgroups=tuple(str(h / spec.cgroup) for h in hosts.cgroup_hierarchies()),
-                         mounted=True, release=release, quirks=host_quirks)
+        rec = HostRecord(
+            spec.name,
+            number,
+            spec.address,
+            netns=True,
+            cgroups=tuple(str(h / spec.cgroup) for h in hosts.cgroup_hierarchies()),
+            mounted=True,
+            release=release,
+            quirks=host_quirks,
+        )
         st = self._save(st.with_host(rec))
         network.create_netns(self.net, number)
         hosts.make_cgroups(spec)
@@ -259,7 +296,8 @@ class Lab:
             problems = [p for p in pool.map(wait, records) if p]
         if problems:
             raise EnvironmentProblem(
-                f"{len(problems)} of {len(records)} lab hosts did not come up: {problems[0]}")
+                f"{len(problems)} of {len(records)} lab hosts did not come up: {problems[0]}"
+            )
 
     def _ensure_endpoint(self, st: LabState, heartbeat_timeout_s: float) -> LabState:
         if st.endpoint_pid is not None and endpoint_answers(self.endpoint_url):
@@ -268,14 +306,21 @@ class Lab:
             from anywhere.lab.endpoint import server
         except ImportError as exc:
             raise EnvironmentProblem(f"the lab endpoint is not available: {exc}") from exc
-        started = server.start(self.dir / "endpoint", [self.net.bridge_ip, "127.0.0.1"],
-                               self.net.port, heartbeat_timeout_s)
+        started = server.start(
+            self.dir / "endpoint",
+            [self.net.bridge_ip, "127.0.0.1"],
+            self.net.port,
+            heartbeat_timeout_s,
+        )
         return self._save(replace(st, endpoint_pid=started.pid))
 
     def _write_files(self, st: LabState) -> None:
         files.write_known_hosts(self.dir, {h.name: (h.address, h.host_key) for h in st.hosts})
-        files.write_inventory(self.dir, {h.name: h.address for h in st.hosts},
-                              {h.name: "ops" for h in st.hosts if "ops-login" in h.quirks})
+        files.write_inventory(
+            self.dir,
+            {h.name: h.address for h in st.hosts},
+            {h.name: "ops" for h in st.hosts if "ops-login" in h.quirks},
+        )
         files.write_env(self.dir, self.env())
         if st.endpoint_pid is not None:
             try:
@@ -298,15 +343,24 @@ class Lab:
             raise EnvironmentProblem(f"lab host {name} is not running")
         return rec, init
 
-    def exec(self, host: str, argv: Sequence[str], *, capture: bool = True,
-             input: str | None = None, timeout: float | None = None,
-             ) -> subprocess.CompletedProcess[str]:
+    def exec(
+        self,
+        host: str,
+        argv: Sequence[str],
+        *,
+        capture: bool = True,
+        input: str | None = None,
+        timeout: float | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run argv as root inside `host` (nsenter into its PID 1), with a clean environment."""
         _, init = self._running(host)
-        full = hosts.nsenter_argv(init, ["/usr/bin/env", "-i", f"PATH={CONTAINER_PATH}",
-                                         "HOME=/root", "LANG=C.UTF-8", *argv])
-        return subprocess.run(full, input=input, capture_output=capture, text=True,
-                              timeout=timeout, check=False)
+        full = hosts.nsenter_argv(
+            init,
+            ["/usr/bin/env", "-i", f"PATH={CONTAINER_PATH}", "HOME=/root", "LANG=C.UTF-8", *argv],
+        )
+        return subprocess.run(
+            full, input=input, capture_output=capture, text=True, timeout=timeout, check=False
+        )
 
     def stop_host(self, name: str) -> None:
         """Power the host off (its address then refuses connections); start_host undoes it."""
@@ -349,7 +403,8 @@ class Lab:
         """Rewrite known_hosts from every host's current key."""
         st = self.state()
         return files.write_known_hosts(
-            self.dir, {h.name: (h.address, h.host_key) for h in st.hosts})
+            self.dir, {h.name: (h.address, h.host_key) for h in st.hosts}
+        )
 
     # ------------------------------------------------------------------ status and down
 
@@ -362,12 +417,26 @@ class Lab:
             running = rec.pid is not None and hosts.is_nspawn_of(rec.pid, spec)
             init = hosts.container_init(rec.pid) if running and rec.pid else None
             system = hosts.system_state(init) if init else "stopped"
-            rows.append(HostStatus(rec.name, rec.address, running, system,
-                                   running and hosts.ssh_answers(rec.address), rec.release,
-                                   rec.quirks))
+            rows.append(
+                HostStatus(
+                    rec.name,
+                    rec.address,
+                    running,
+                    system,
+                    running and hosts.ssh_answers(rec.address),
+                    rec.release,
+                    rec.quirks,
+                )
+            )
         endpoint = st.endpoint_pid is not None and endpoint_answers(self.endpoint_url)
-        return LabStatus(self.name, self.net.index, self.dir, tuple(rows),
-                         self.endpoint_url if st.endpoint_pid is not None else None, endpoint)
+        return LabStatus(
+            self.name,
+            self.net.index,
+            self.dir,
+            tuple(rows),
+            self.endpoint_url if st.endpoint_pid is not None else None,
+            endpoint,
+        )
 
     def down(self, keep_logs: bool = False) -> None:
         """Stop and remove everything this lab created (logs too, unless keep_logs)."""

@@ -32,13 +32,15 @@ QUIRKS = {
     "ops-login": "the lab inventory logs in to this host as ops (sudo needs a password)",
     "small-disk": f"{SMALL_DISK_PATH} is a {SMALL_DISK_SIZE} filesystem: writes there hit ENOSPC",
     "clock-skew": f"the host's clock runs {CLOCK_SKEW} ahead (libfaketime in logins, sudo and "
-                  "the agents)",
+    "the agents)",
 }
 NOISE = "echo 'Welcome to {host} ({source}): authorised use only'"
 
 
-def parse(values: Iterable[str], known_hosts: Sequence[str] | None = None,
-          ) -> dict[str, tuple[str, ...]]:
+def parse(
+    values: Iterable[str],
+    known_hosts: Sequence[str] | None = None,
+) -> dict[str, tuple[str, ...]]:
     """`HOST=QUIRK[,QUIRK…]` options → {host: quirks}; EnvironmentProblem on a bad one."""
     found: dict[str, tuple[str, ...]] = {}
     for value in values:
@@ -57,7 +59,8 @@ def check(quirks: Iterable[str]) -> None:
     for quirk in quirks:
         if quirk not in QUIRKS:
             raise EnvironmentProblem(
-                f"unknown lab host quirk {quirk!r}; choose from {', '.join(QUIRKS)}")
+                f"unknown lab host quirk {quirk!r}; choose from {', '.join(QUIRKS)}"
+            )
 
 
 def nspawn_args(quirks: Sequence[str]) -> list[str]:
@@ -73,9 +76,14 @@ def apply(root: Path, host: str, quirks: Sequence[str], homes: Mapping[str, str]
     """Write the quirks' files into the host's overlay (`root`)."""
     check(quirks)
     etc = root / "etc"
-    sudoers = [line for quirk, line in (("requiretty", "Defaults requiretty\n"),
-                                        ("sudo-lecture", "Defaults lecture=always\n"))
-               if quirk in quirks]
+    sudoers = [
+        line
+        for quirk, line in (
+            ("requiretty", "Defaults requiretty\n"),
+            ("sudo-lecture", "Defaults lecture=always\n"),
+        )
+        if quirk in quirks
+    ]
     if sudoers:
         path = etc / "sudoers.d/anywhere-lab-quirks"
         path.write_text("".join(sudoers))
@@ -86,7 +94,8 @@ def apply(root: Path, host: str, quirks: Sequence[str], homes: Mapping[str, str]
         _skew_clock(root)
     if "noisy-login" in quirks:
         (etc / "profile.d/anywhere-lab-motd.sh").write_text(
-            NOISE.format(host=host, source="profile.d") + "\n")
+            NOISE.format(host=host, source="profile.d") + "\n"
+        )
         for user in USERS:
             for name in (".profile", ".bashrc"):
                 _prepend(root / homes[user] / name, NOISE.format(host=host, source=name))
@@ -126,5 +135,6 @@ def _skew_clock(root: Path) -> None:
     for unit in CLOCK_UNITS:  # drop-ins wait for the units the installer writes
         drop_in = root / f"etc/systemd/system/{unit}.service.d/anywhere-lab-clock.conf"
         drop_in.parent.mkdir(parents=True, exist_ok=True)
-        drop_in.write_text("[Service]\n" + "".join(f'Environment="{k}={v}"\n'
-                                                   for k, v in env.items()))
+        drop_in.write_text(
+            "[Service]\n" + "".join(f'Environment="{k}={v}"\n' for k, v in env.items())
+        )

@@ -22,8 +22,18 @@ SUITES = ("bookworm", "bullseye", "trixie")
 DEFAULT_SUITE = SUITES[0]
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = (
-    "openssh-server", "sudo", "procps", "iproute2", "python3", "systemd", "systemd-sysv",
-    "dbus", "curl", "ca-certificates", "openssl", "jq",
+    "openssh-server",
+    "sudo",
+    "procps",
+    "iproute2",
+    "python3",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "curl",
+    "ca-certificates",
+    "openssl",
+    "jq",
     # Only the clock-skew quirk preloads it; other hosts never load it.
     "libfaketime",
 )
@@ -44,12 +54,25 @@ USERS = ("deploy", "ops")
 
 # Timers, gettys and logind only add noise and CPU on a fleet of containers.
 MASKED_UNITS = (
-    "apt-daily.timer", "apt-daily-upgrade.timer", "apt-daily.service",
-    "apt-daily-upgrade.service", "e2scrub_all.timer", "e2scrub_all.service",
-    "e2scrub_reap.service", "fstrim.timer", "dpkg-db-backup.timer", "man-db.timer",
-    "getty.target", "getty@.service", "console-getty.service", "container-getty@.service",
-    "serial-getty@.service", "systemd-logind.service", "systemd-timesyncd.service",
-    "systemd-networkd-wait-online.service", "systemd-firstboot.service",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "apt-daily.service",
+    "apt-daily-upgrade.service",
+    "e2scrub_all.timer",
+    "e2scrub_all.service",
+    "e2scrub_reap.service",
+    "fstrim.timer",
+    "dpkg-db-backup.timer",
+    "man-db.timer",
+    "getty.target",
+    "getty@.service",
+    "console-getty.service",
+    "container-getty@.service",
+    "serial-getty@.service",
+    "systemd-logind.service",
+    "systemd-timesyncd.service",
+    "systemd-networkd-wait-online.service",
+    "systemd-firstboot.service",
 )
 
 SSHD_CONFIG = """\
@@ -84,8 +107,10 @@ def ensure_tools(tools: dict[str, str] | None = None) -> None:
     if shutil.which("apt-get") is None:
         raise EnvironmentProblem(f"lab needs the Debian packages {', '.join(missing)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (["apt-get", "update", "-qq"],
-                 ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]):
+    for argv in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+    ):
         done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -100,12 +125,14 @@ def is_built(path: Path = DEFAULT_CACHE) -> bool:
 def check_suite(suite: str) -> str:
     if suite not in SUITES:
         raise EnvironmentProblem(
-            f"the lab has no Debian release {suite!r}; choose from {', '.join(SUITES)}")
+            f"the lab has no Debian release {suite!r}; choose from {', '.join(SUITES)}"
+        )
     return suite
 
 
-def ensure_rootfs(path: Path = DEFAULT_CACHE, log: Path | None = None,
-                  suite: str = DEFAULT_SUITE) -> Path:
+def ensure_rootfs(
+    path: Path = DEFAULT_CACHE, log: Path | None = None, suite: str = DEFAULT_SUITE
+) -> Path:
     """Return the cached rootfs of `suite`, building it first if needed (once, atomically,
     under a lock)."""
     check_suite(suite)
@@ -133,8 +160,14 @@ def ensure_rootfs(path: Path = DEFAULT_CACHE, log: Path | None = None,
 
 
 def _debootstrap(target: Path, suite: str, log: Path) -> None:
-    argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-            suite, str(target), MIRROR]
+    argv = [
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={','.join(PACKAGES)}",
+        suite,
+        str(target),
+        MIRROR,
+    ]
     if not Path(f"/usr/share/debootstrap/scripts/{suite}").exists():
         raise EnvironmentProblem(f"this debootstrap does not know {suite}: upgrade debootstrap")
     with log.open("w") as out:
@@ -191,11 +224,11 @@ def mask_generators(root: Path) -> None:
 
 
 def _chroot(root: Path, *argv: str) -> None:
-    done = subprocess.run(["chroot", str(root), *argv], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(["chroot", str(root), *argv], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise EnvironmentProblem(
-            f"rootfs step {' '.join(argv)!r} failed: {done.stderr.strip()[:200]}")
+            f"rootfs step {' '.join(argv)!r} failed: {done.stderr.strip()[:200]}"
+        )
 
 
 def _remove_tree(path: Path) -> None:

@@ -72,9 +72,12 @@ def load(labdir: Path) -> LabState | None:
         return None
     except (OSError, ValueError) as exc:
         raise EnvironmentProblem(f"unreadable lab state {path}: {exc}") from exc
-    hosts = tuple(HostRecord(**{**h, "cgroups": tuple(h.get("cgroups", ())),
-                                "quirks": tuple(h.get("quirks", ()))})
-                  for h in raw.pop("hosts", []))
+    hosts = tuple(
+        HostRecord(
+            **{**h, "cgroups": tuple(h.get("cgroups", ())), "quirks": tuple(h.get("quirks", ()))}
+        )
+        for h in raw.pop("hosts", [])
+    )
     return LabState(**raw, hosts=hosts)
 
 

@@ -24,8 +24,14 @@ LOGS_DIR = "logs"
 HOSTS_DIR = "hosts"
 # What up may write into the lab dir; down removes these names and nothing else.
 OWN_FILES = (
-    files.CLIENT_KEY, files.CLIENT_KEY + ".pub", files.OPS_PASSWORD, files.KNOWN_HOSTS,
-    files.INVENTORY, files.ENV_SH, files.INSTALLER, state.STATE_FILE,
+    files.CLIENT_KEY,
+    files.CLIENT_KEY + ".pub",
+    files.OPS_PASSWORD,
+    files.KNOWN_HOSTS,
+    files.INVENTORY,
+    files.ENV_SH,
+    files.INSTALLER,
+    state.STATE_FILE,
 )
 
 SpecFor = Callable[[int], hosts.HostSpec]
@@ -47,7 +53,8 @@ def teardown(directory: Path, net: LabNet, spec_for: SpecFor, keep_logs: bool) -
         _attempt(problems, lambda: state.release_inotify(directory))
     if problems:
         raise EnvironmentProblem(
-            f"lab down left {len(problems)} problem(s), run it again: {problems[0]}")
+            f"lab down left {len(problems)} problem(s), run it again: {problems[0]}"
+        )
     _remove_files(directory, st, keep_logs)
 
 
@@ -95,8 +102,7 @@ def _stop_hosts(st: LabState, spec_for: SpecFor, problems: list[str]) -> None:
         problems.extend(p for p in pool.map(stop, st.hosts) if p)
 
 
-def _remove_host(rec: HostRecord, net: LabNet, spec: hosts.HostSpec,
-                 problems: list[str]) -> None:
+def _remove_host(rec: HostRecord, net: LabNet, spec: hosts.HostSpec, problems: list[str]) -> None:
     if rec.mounted:
         _attempt(problems, lambda: hosts.unmount_overlay(spec))
     if rec.netns:

@@ -63,7 +63,8 @@ def connect(name: str, target: SshTarget, options: SshOptions) -> Transport:
         options = replace(options, become_password=target.become_password)
     dial = _Dial(
         Path(target.known_hosts or options.default_known_hosts).expanduser(),
-        target.key_file, options,
+        target.key_file,
+        options,
     )
     hops: list[paramiko.SSHClient] = []
     jumps = parse_jumps(target.proxy_jump, target.user)
@@ -75,8 +76,7 @@ def connect(name: str, target: SshTarget, options: SshOptions) -> Transport:
         for hop, following in zip(jumps, route[1:], strict=True):
             client = _login(dial, hop, sock, "jump host ")
             hops.append(client)
-            sock = _tunnel(client, following.address, following.port,
-                           options.connect_timeout_s)
+            sock = _tunnel(client, following.address, following.port, options.connect_timeout_s)
         client = _login(dial, route[-1], sock, "")
     except BaseException:
         for hop_client in reversed(hops):
@@ -121,10 +121,16 @@ def _login(
         if sock is None:
             sock = _open_socket(endpoint, timeout, role)
         client.connect(
-            endpoint.address, endpoint.port, username=endpoint.user,
+            endpoint.address,
+            endpoint.port,
+            username=endpoint.user,
             pkey=_private_key(dial.key_file) if dial.key_file else None,
-            look_for_keys=dial.key_file is None, sock=sock, timeout=timeout,
-            banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout,
+            look_for_keys=dial.key_file is None,
+            sock=sock,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            channel_timeout=timeout,
             transport_factory=_transport_factory,
         )
     except BaseException as exc:
@@ -147,11 +153,14 @@ def _private_key(path: str) -> paramiko.PKey:
     try:
         return paramiko.PKey.from_path(Path(path).expanduser())
     except paramiko.PasswordRequiredException:
-        raise AuthError(f"the private key {path} is encrypted",
-                        "use an unencrypted key, or load it into the ssh agent") from None
+        raise AuthError(
+            f"the private key {path} is encrypted",
+            "use an unencrypted key, or load it into the ssh agent",
+        ) from None
     except (paramiko.SSHException, ValueError) as exc:
-        raise AuthError(f"cannot load the private key {path}: {one_line(str(exc))}",
-                        "check the key file") from None
+        raise AuthError(
+            f"cannot load the private key {path}: {one_line(str(exc))}", "check the key file"
+        ) from None
 
 
 def _open_socket(endpoint: Endpoint, timeout: float, role: str) -> socket.socket:
@@ -226,8 +235,12 @@ class _SshTransport:
     """`Transport` over one paramiko client; every command is a channel of its connection."""
 
     def __init__(
-        self, name: str, target: SshTarget, options: SshOptions,
-        client: paramiko.SSHClient, hops: tuple[paramiko.SSHClient, ...],
+        self,
+        name: str,
+        target: SshTarget,
+        options: SshOptions,
+        client: paramiko.SSHClient,
+        hops: tuple[paramiko.SSHClient, ...],
     ) -> None:
         self.host = name
         self._target = target
@@ -277,14 +290,20 @@ class _SshTransport:
         return None
 
     def _as_root(
-        self, command: str, mode: wire.SudoMode, payload: bytes, limit: float,
-        on_output: OutputSink | None, password: Secret | None,
+        self,
+        command: str,
+        mode: wire.SudoMode,
+        payload: bytes,
+        limit: float,
+        on_output: OutputSink | None,
+        password: Secret | None,
     ) -> _Ran:
         # sudo -S reads exactly one line (byte by byte); the rest reaches the command.
         send = (password.reveal().encode() + b"\n" if password else b"") + payload
         wired = wire.become(command, self._target.become_user, mode)
-        return self._exec(wired, send, limit, on_output, command, wire.BECOME,
-                          tty=self._tty and mode != "direct")
+        return self._exec(
+            wired, send, limit, on_output, command, wire.BECOME, tty=self._tty and mode != "direct"
+        )
 
     def become(self) -> None:
         # The probe that picks the sudo mode already ran sudo (and checked a password): a
@@ -296,8 +315,9 @@ class _SshTransport:
         # Over an exec channel, not SFTP: sftp-server starts through the login shell, and a
         # login file that prints (a noisy ~/.bashrc) corrupts the SFTP stream.
         brief = f"upload of {remote_path}"
-        done = self._exec(wire.upload(remote_path, mode), data,
-                          self._options.command_timeout_s, None, brief).result
+        done = self._exec(
+            wire.upload(remote_path, mode), data, self._options.command_timeout_s, None, brief
+        ).result
         if not done.ok:
             raise InstallError(
                 f"{brief} failed: {wire.one_line(done.stderr) or f'exit {done.exit_status}'}",
@@ -339,14 +359,20 @@ class _SshTransport:
                 raise SudoError(wire.sudo_reason(said), "or give the user NOPASSWD sudo")
             check = self._as_root("true", mode, b"", limit, None, secret)
             if not (check.started and check.result.ok):
-                raise SudoError(wire.sudo_reason(check.result.stderr),
-                                "check the become password")
+                raise SudoError(wire.sudo_reason(check.result.stderr), "check the become password")
         self._sudo_mode = mode
         return mode
 
     def _exec(
-        self, wired: str, payload: bytes, limit: float, on_output: OutputSink | None,
-        brief: str, mark: str = wire.START, *, tty: bool = False,
+        self,
+        wired: str,
+        payload: bytes,
+        limit: float,
+        on_output: OutputSink | None,
+        brief: str,
+        mark: str = wire.START,
+        *,
+        tty: bool = False,
     ) -> _Ran:
         marks = (wire.TTY_READY, mark) if tty else (mark,)
         if tty:
@@ -363,8 +389,15 @@ class _SshTransport:
                 channel.get_pty(term="dumb")
             channel.exec_command(wired)
             # On a pty stdin stays open: closing it would hang up the session's tty.
-            status = pump(channel, payload, time.monotonic() + limit, out, err,
-                          hold_until=1 if tty else 0, close_stdin=not tty)
+            status = pump(
+                channel,
+                payload,
+                time.monotonic() + limit,
+                out,
+                err,
+                hold_until=1 if tty else 0,
+                close_stdin=not tty,
+            )
         except (OSError, paramiko.SSHException, EOFError):
             raise self._lost(f"`{_brief(brief)}`") from None
         finally:
@@ -383,8 +416,9 @@ def _outcome(status: int, out: Lines, err: Lines, tty: bool) -> _Ran:
     """Split what came back into the command's output and the words of whatever ran first."""
     body, errors = out.finish(), err.finish()
     if not tty:
-        return _Ran(CommandResult(status, body if out.complete else out.unmatched, errors),
-                    out.complete)
+        return _Ran(
+            CommandResult(status, body if out.complete else out.unmatched, errors), out.complete
+        )
     # A pty has one stream: the text between the markers is sudo's (lecture, refusals; its
     # newlines may be CRLF), after the last one the command's stdout and stderr together,
     # byte for byte (raw mode: no CR/LF mapping).

@@ -68,8 +68,8 @@ class Lines:
                 found = _mark_line(self._head, self._marks[len(self.before)])
                 if found is None:
                     return
-                self.before.append(self._head[:found[0]])
-                self._head = self._head[found[1]:]
+                self.before.append(self._head[: found[0]])
+                self._head = self._head[found[1] :]
             text, self._head = self._head, ""
         if not text:
             return
@@ -90,8 +90,14 @@ def _mark_line(text: str, mark: str) -> tuple[int, int] | None:
 
 
 def pump(
-    channel: paramiko.Channel, payload: bytes, deadline: float, out: Lines, err: Lines,
-    *, hold_until: int = 0, close_stdin: bool = True,
+    channel: paramiko.Channel,
+    payload: bytes,
+    deadline: float,
+    out: Lines,
+    err: Lines,
+    *,
+    hold_until: int = 0,
+    close_stdin: bool = True,
 ) -> int | None:
     """Feed stdin, stream output until the exit status arrives; None when the deadline
     passes first. Stdin waits until `out` has seen `hold_until` markers. Waits on the

@@ -63,8 +63,7 @@ def on_tty(wire: str, stdin_bytes: int) -> str:
     """
     feed = f"head -c {stdin_bytes} | " if stdin_bytes else ""
     tail = "" if stdin_bytes else " </dev/null"
-    return (f"stty raw -echo || exit 97\nprintf '%s\\n' {TTY_READY}\n"
-            f"{feed}{{ {wire}\n}}{tail}")
+    return f"stty raw -echo || exit 97\nprintf '%s\\n' {TTY_READY}\n{feed}{{ {wire}\n}}{tail}"
 
 
 def needs_tty(said: str) -> bool:
@@ -75,8 +74,9 @@ def needs_tty(said: str) -> bool:
 def upload(remote_path: str, mode: int) -> str:
     """Write stdin to a new file that only its owner can read until the bytes are in."""
     path = shlex.quote(remote_path)
-    return plain(f"umask 077 && rm -f -- {path} && set -C && cat > {path} && "
-                 f"chmod {mode:o} -- {path}")
+    return plain(
+        f"umask 077 && rm -f -- {path} && set -C && cat > {path} && chmod {mode:o} -- {path}"
+    )
 
 
 def sudo_reason(said: str) -> str:

@@ -58,8 +58,13 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     count = int(os.environ.get("ANYWHERE_TEST_LAB_HOSTS", "5"))
     remove_stale_test_labs(SESSION_INDEX)
     name = f"pytest-{os.getpid()}"
-    booted = Lab.up(name, SESSION_INDEX, count, state_root=state.DEFAULT_ROOT,
-                    with_endpoint=endpoint_available())
+    booted = Lab.up(
+        name,
+        SESSION_INDEX,
+        count,
+        state_root=state.DEFAULT_ROOT,
+        with_endpoint=endpoint_available(),
+    )
     try:
         yield booted
     finally:
@@ -87,8 +92,14 @@ def module_lab(tag: str, index: int, hosts: int, **options: Any) -> Iterator[Lab
     require_root()
     remove_stale_test_labs(index)
     name = f"pytest-{os.getpid()}-{tag}"
-    booted = Lab.up(name, index, hosts, state_root=state.DEFAULT_ROOT,
-                    with_endpoint=endpoint_available(), **options)
+    booted = Lab.up(
+        name,
+        index,
+        hosts,
+        state_root=state.DEFAULT_ROOT,
+        with_endpoint=endpoint_available(),
+        **options,
+    )
     try:
         yield booted
     finally:

@@ -32,7 +32,11 @@ def anywhere(
         env["ANYWHERE_RUN_DIR"] = str(run_dir)
     return subprocess.run(
         [sys.executable, "-m", "anywhere", *args],
-        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -51,13 +55,23 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-SSM_TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{
-    "Effect": "Allow", "Principal": {"Service": "ssm.amazonaws.com"},
-    "Action": "sts:AssumeRole"}]})
+SSM_TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ssm.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
 
 
-def activation_with_role(iam: Any, ssm: Any, role: str, wait_s: float = 60.0,
-                         **params: Any) -> dict[str, Any]:
+def activation_with_role(
+    iam: Any, ssm: Any, role: str, wait_s: float = 60.0, **params: Any
+) -> dict[str, Any]:
     """CreateActivation naming `role`, created first if missing (trusting SSM), retried while
     SSM does not see the role yet, as AWS (and the lab endpoint) answer for new roles."""
     import time
@@ -74,8 +88,10 @@ def activation_with_role(iam: Any, ssm: Any, role: str, wait_s: float = 60.0,
         try:
             return dict(ssm.create_activation(IamRole=role, **params))
         except ClientError as exc:
-            if (exc.response["Error"]["Code"] != "ValidationException"
-                    or time.monotonic() > deadline):
+            if (
+                exc.response["Error"]["Code"] != "ValidationException"
+                or time.monotonic() > deadline
+            ):
                 raise
             time.sleep(0.5)
 
@@ -95,12 +111,16 @@ def role_seen_by_ssm(lab: Lab) -> None:
     env = lab.env()
     session = boto3.session.Session(
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
     url = env["AWS_ENDPOINT_URL"]
-    clients = AwsClients(session.client("ssm", endpoint_url=url),
-                         session.client("ecs", endpoint_url=url),
-                         session.client("iam", endpoint_url=url),
-                         session.client("sts", endpoint_url=url))
+    clients = AwsClients(
+        session.client("ssm", endpoint_url=url),
+        session.client("ecs", endpoint_url=url),
+        session.client("iam", endpoint_url=url),
+        session.client("sts", endpoint_url=url),
+    )
     Aws(clients).ensure_role(IAM_ROLE, create=True)
     time.sleep(float(os.environ.get("ANYWHERE_LAB_IAM_DELAY_S") or DEFAULT_IAM_DELAY_S))
 
@@ -119,5 +139,8 @@ def leaks(text: str, secrets: list[str]) -> list[str]:
 
 
 def tree_text(root: Path) -> str:
-    return "\n".join(p.read_bytes().decode("utf-8", "replace")
-                     for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink())
+    return "\n".join(
+        p.read_bytes().decode("utf-8", "replace")
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    )

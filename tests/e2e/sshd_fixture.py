@@ -31,8 +31,13 @@ def _sh(
 
 
 # What the fixture runs, and the Debian package behind each (installed when missing).
-TOOLS = {"sshd": "openssh-server", "sudo": "sudo", "ssh-keygen": "openssh-client",
-         "ip": "iproute2", "useradd": "passwd"}
+TOOLS = {
+    "sshd": "openssh-server",
+    "sudo": "sudo",
+    "ssh-keygen": "openssh-client",
+    "ip": "iproute2",
+    "useradd": "passwd",
+}
 
 
 def available() -> str | None:
@@ -169,7 +174,8 @@ class SshdLab:
         log = (self.root / f"sshd-{which}.log").open("wb")
         self.procs[which] = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, SSHD, "-D", "-e", "-f", str(cfg)],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         deadline = time.monotonic() + 10

@@ -41,14 +41,19 @@ def _playbook(lab: Lab, name: str, *args: str) -> subprocess.CompletedProcess[st
         [str(ANSIBLE_PLAYBOOK), "-i", str(lab.inventory_path), str(PLAYBOOKS / name), *args],
         # No SSH master outliving the run (ControlPersist would keep one for 60 s).
         env=lab_env(lab, ANSIBLE_SSH_ARGS="-C -o ControlMaster=no"),
-        capture_output=True, text=True, timeout=900, check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
 
 
 def _by_host(report: list[dict[str, object]]) -> dict[str, dict[str, object]]:
     keep = ("status", "decision", "phase", "class")
-    return {str(r["host"]): {k: r.get(k) for k in keep} | {"has_mi": bool(r.get("instance_id"))}
-            for r in report}
+    return {
+        str(r["host"]): {k: r.get(k) for k in keep} | {"has_mi": bool(r.get("instance_id"))}
+        for r in report
+    }
 
 
 def test_playbook_registers_two_hosts_and_check_agrees(alab: Lab) -> None:
@@ -73,8 +78,17 @@ def test_check_playbook_passes_ready_hosts_and_fails_the_fresh_one(alab: Lab) ->
 def test_engine_ansible_gives_the_built_in_report(alab: Lab, tmp_path: Path) -> None:
     inv = str(alab.inventory_path)
     ansible_report = tmp_path / "ansible.json"
-    ran = anywhere(alab, "register", inv, "--engine", "ansible", "--yes",
-                   "--report-json", str(ansible_report), run_dir=tmp_path / "runs-ansible")
+    ran = anywhere(
+        alab,
+        "register",
+        inv,
+        "--engine",
+        "ansible",
+        "--yes",
+        "--report-json",
+        str(ansible_report),
+        run_dir=tmp_path / "runs-ansible",
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     secrets = lab_secrets(alab)
     private = next((tmp_path / "runs-ansible").glob("*/ansible"))
@@ -85,8 +99,17 @@ def test_engine_ansible_gives_the_built_in_report(alab: Lab, tmp_path: Path) -> 
     out = anywhere(alab, "deregister", inv, "--limit", "h3", "--yes", run_dir=tmp_path / "d")
     assert out.returncode == 0, out.stdout + out.stderr
     builtin_report = tmp_path / "ssh.json"
-    ran = anywhere(alab, "register", inv, "--engine", "ssh", "--yes",
-                   "--report-json", str(builtin_report), run_dir=tmp_path / "runs-ssh")
+    ran = anywhere(
+        alab,
+        "register",
+        inv,
+        "--engine",
+        "ssh",
+        "--yes",
+        "--report-json",
+        str(builtin_report),
+        run_dir=tmp_path / "runs-ssh",
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     ansible_hosts = _by_host(read_json(ansible_report)["hosts"])
     assert ansible_hosts == _by_host(read_json(builtin_report)["hosts"])
@@ -97,8 +120,17 @@ def test_engine_ansible_gives_the_built_in_report(alab: Lab, tmp_path: Path) -> 
 def test_engine_ansible_reports_an_unreachable_host(alab: Lab, tmp_path: Path) -> None:
     alab.set_host_link("h3", up=False)
     try:
-        ran = anywhere(alab, "register", str(alab.inventory_path), "--engine", "ansible",
-                       "--yes", "--report-json", str(tmp_path / "r.json"), run_dir=tmp_path)
+        ran = anywhere(
+            alab,
+            "register",
+            str(alab.inventory_path),
+            "--engine",
+            "ansible",
+            "--yes",
+            "--report-json",
+            str(tmp_path / "r.json"),
+            run_dir=tmp_path,
+        )
     finally:
         alab.set_host_link("h3", up=True)
     assert ran.returncode == 1, ran.stdout + ran.stderr
@@ -111,8 +143,7 @@ def test_engine_ansible_reports_an_unreachable_host(alab: Lab, tmp_path: Path) -
 
 def test_export_lists_ready_hosts_with_their_ids(alab: Lab, tmp_path: Path) -> None:
     out = tmp_path / "fleet.yml"
-    ran = anywhere(alab, "inventory", "export-ansible", str(alab.inventory_path),
-                   "--out", str(out))
+    ran = anywhere(alab, "inventory", "export-ansible", str(alab.inventory_path), "--out", str(out))
     assert ran.returncode == 0, ran.stderr
     doc = YAML(typ="safe", pure=True).load(out.read_text())
     hosts = doc["all"]["hosts"]
@@ -123,8 +154,16 @@ def test_export_lists_ready_hosts_with_their_ids(alab: Lab, tmp_path: Path) -> N
         assert hosts[name]["ecs_anywhere_ready"] is True
     # Ansible and anywhere both read it back, and a playbook can target the ready group.
     graph = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK.parent / "ansible-inventory"), "-i", str(out), "--graph",
-         "ecs_anywhere_ready"], capture_output=True, text=True, check=True,
+        [
+            str(ANSIBLE_PLAYBOOK.parent / "ansible-inventory"),
+            "-i",
+            str(out),
+            "--graph",
+            "ecs_anywhere_ready",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "HOME": str(tmp_path)},
     )
     assert "h3" in graph.stdout
@@ -133,29 +172,48 @@ def test_export_lists_ready_hosts_with_their_ids(alab: Lab, tmp_path: Path) -> N
 
 
 def _ecs(lab: Lab) -> Any:
-    return boto3.client("ecs", endpoint_url=lab.endpoint_url, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        "ecs",
+        endpoint_url=lab.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 def test_deregister_playbook_refuses_a_busy_host_unless_forced(alab: Lab) -> None:
     ecs = _ecs(alab)
     ecs.register_task_definition(
-        family="ansible-busy", networkMode="bridge", requiresCompatibilities=["EXTERNAL"],
-        containerDefinitions=[{"name": "app", "image": "nginx", "memory": 32}])
-    arn = next(c["containerInstanceArn"] for c in ecs.describe_container_instances(
-        cluster="lab", containerInstances=ecs.list_container_instances(cluster="lab")[
-            "containerInstanceArns"])["containerInstances"] if c["ec2InstanceId"] == _mi(alab))
-    started = ecs.start_task(cluster="lab", taskDefinition="ansible-busy",
-                             containerInstances=[arn])
+        family="ansible-busy",
+        networkMode="bridge",
+        requiresCompatibilities=["EXTERNAL"],
+        containerDefinitions=[{"name": "app", "image": "nginx", "memory": 32}],
+    )
+    arn = next(
+        c["containerInstanceArn"]
+        for c in ecs.describe_container_instances(
+            cluster="lab",
+            containerInstances=ecs.list_container_instances(cluster="lab")["containerInstanceArns"],
+        )["containerInstances"]
+        if c["ec2InstanceId"] == _mi(alab)
+    )
+    started = ecs.start_task(cluster="lab", taskDefinition="ansible-busy", containerInstances=[arn])
     assert started["tasks"], started["failures"]
-    refused = _playbook(alab, "deregister.yml", "--limit", "h1",
-                        "-e", "anywhere_drain_timeout=2")
+    refused = _playbook(alab, "deregister.yml", "--limit", "h1", "-e", "anywhere_drain_timeout=2")
     assert refused.returncode != 0
     assert "task(s) still running" in refused.stdout, refused.stdout[-3000:]
     still = ecs.describe_container_instances(cluster="lab", containerInstances=[arn])
     assert still["containerInstances"][0]["status"] == "DRAINING"  # drained, not deregistered
-    forced = _playbook(alab, "deregister.yml", "--limit", "h1",
-                       "-e", "anywhere_drain_timeout=2", "-e", "anywhere_deregister_force=true")
+    forced = _playbook(
+        alab,
+        "deregister.yml",
+        "--limit",
+        "h1",
+        "-e",
+        "anywhere_drain_timeout=2",
+        "-e",
+        "anywhere_deregister_force=true",
+    )
     assert forced.returncode == 0, forced.stdout[-3000:]
     gone = ecs.describe_container_instances(cluster="lab", containerInstances=[arn])
     assert gone["containerInstances"][0]["status"] == "INACTIVE"
@@ -167,26 +225,49 @@ def _mi(lab: Lab) -> str:
 
 
 def test_both_engines_reach_a_host_through_the_same_ssh_config_alias(
-        alab: Lab, tmp_path: Path) -> None:
+    alab: Lab, tmp_path: Path
+) -> None:
     """h1's inventory names only an alias; HostName, User and IdentityFile come from a temp
     ssh config, which OpenSSH reads with -F and the built-in engine with paramiko."""
     text = alab.inventory_path.read_text()
-    address = next(line.split("ansible_host: ")[1].rstrip("}").split(",")[0]
-                   for line in text.splitlines() if line.strip().startswith("h1:"))
-    key = next(line.split(": ", 1)[1] for line in text.splitlines()
-               if "ansible_ssh_private_key_file" in line)
-    kept = [line for line in text.splitlines()
-            if "ansible_user: deploy" not in line and "ansible_ssh_private_key_file" not in line]
+    address = next(
+        line.split("ansible_host: ")[1].rstrip("}").split(",")[0]
+        for line in text.splitlines()
+        if line.strip().startswith("h1:")
+    )
+    key = next(
+        line.split(": ", 1)[1]
+        for line in text.splitlines()
+        if "ansible_ssh_private_key_file" in line
+    )
+    kept = [
+        line
+        for line in text.splitlines()
+        if "ansible_user: deploy" not in line and "ansible_ssh_private_key_file" not in line
+    ]
     inventory = tmp_path / "alias.yml"
-    inventory.write_text("\n".join(kept).replace(f"ansible_host: {address}",
-                                                 "ansible_host: lab-h1-alias") + "\n")
+    inventory.write_text(
+        "\n".join(kept).replace(f"ansible_host: {address}", "ansible_host: lab-h1-alias") + "\n"
+    )
     config = tmp_path / "ssh_config"
-    config.write_text(f"Host lab-h1-alias\n  HostName {address}\n  User deploy\n"
-                      f"  IdentityFile {key}\n")
+    config.write_text(
+        f"Host lab-h1-alias\n  HostName {address}\n  User deploy\n  IdentityFile {key}\n"
+    )
     for engine in ("ansible", "ssh"):
-        ran = anywhere(alab, "register", str(inventory), "--engine", engine, "--limit", "h1",
-                       "--yes", "--report-json", str(tmp_path / f"{engine}.json"),
-                       run_dir=tmp_path / engine, ANYWHERE_SSH_CONFIG=str(config))
+        ran = anywhere(
+            alab,
+            "register",
+            str(inventory),
+            "--engine",
+            engine,
+            "--limit",
+            "h1",
+            "--yes",
+            "--report-json",
+            str(tmp_path / f"{engine}.json"),
+            run_dir=tmp_path / engine,
+            ANYWHERE_SSH_CONFIG=str(config),
+        )
         assert ran.returncode == 0, ran.stdout + ran.stderr
         status = read_json(tmp_path / f"{engine}.json")["hosts"][0]["status"]
         assert status in ("ready", "unchanged"), (engine, status)

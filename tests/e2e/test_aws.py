@@ -57,7 +57,10 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -85,9 +88,14 @@ def account() -> str:
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     """Test credentials only; no shared config, no instance metadata lookups."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_ROLE_ARN",
-                 "AWS_WEB_IDENTITY_TOKEN_FILE"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -141,8 +149,16 @@ def test_missing_role_is_an_error_unless_created(moto_aws: Aws) -> None:
 
 def test_role_missing_a_policy(moto_aws: Aws) -> None:
     iam = moto_aws.clients.iam
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action":
-             "sts:AssumeRole", "Principal": {"Service": "ssm.amazonaws.com"}}]}
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "sts:AssumeRole",
+                "Principal": {"Service": "ssm.amazonaws.com"},
+            }
+        ],
+    }
     iam.create_role(RoleName="hosts", AssumeRolePolicyDocument=json.dumps(trust))
     iam.attach_role_policy(RoleName="hosts", PolicyArn=SSM_CORE)
     with pytest.raises(AwsError, match="AmazonEC2ContainerServiceforEC2Role"):
@@ -153,8 +169,16 @@ def test_role_missing_a_policy(moto_aws: Aws) -> None:
 
 
 def test_role_that_does_not_trust_ssm_is_refused(moto_aws: Aws) -> None:
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action":
-             "sts:AssumeRole", "Principal": {"Service": "ec2.amazonaws.com"}}]}
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "sts:AssumeRole",
+                "Principal": {"Service": "ec2.amazonaws.com"},
+            }
+        ],
+    }
     moto_aws.clients.iam.create_role(RoleName="ec2only", AssumeRolePolicyDocument=json.dumps(trust))
     with pytest.raises(AwsError, match="does not trust ssm"):
         moto_aws.ensure_role("ec2only", create=True)
@@ -173,21 +197,27 @@ def test_container_instances_are_described_in_batches(moto_aws: Aws, account: st
     # moto registers container instances only for its own EC2 instances: make 150.
     ec2 = ec2_client(account)
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    ids = [i["InstanceId"] for i in
-           ec2.run_instances(ImageId=image, MinCount=150, MaxCount=150)["Instances"]]
+    ids = [
+        i["InstanceId"]
+        for i in ec2.run_instances(ImageId=image, MinCount=150, MaxCount=150)["Instances"]
+    ]
     ecs = moto_aws.clients.ecs
     ecs.create_cluster(clusterName="big")
     for iid in ids:
         ecs.register_container_instance(
-            cluster="big", instanceIdentityDocument=json.dumps({"instanceId": iid}))
+            cluster="big", instanceIdentityDocument=json.dumps({"instanceId": iid})
+        )
     before = dict(moto_aws.calls)
     wanted = ids[:120]
     found = moto_aws.container_instances("big", wanted)
     assert sorted(found) == sorted(wanted)
     assert all(ci.status == "ACTIVE" and ci.cluster == "big" for ci in found.values())
     assert found[wanted[0]].arn.split("/")[-2] == "big"
-    assert moto_aws.calls["ecs.DescribeContainerInstances"] - before.get(
-        "ecs.DescribeContainerInstances", 0) == 2  # 150 ARNs: 100 + 50
+    assert (
+        moto_aws.calls["ecs.DescribeContainerInstances"]
+        - before.get("ecs.DescribeContainerInstances", 0)
+        == 2
+    )  # 150 ARNs: 100 + 50
     assert moto_aws.container_instances("big", []) == {}
 
 
@@ -228,8 +258,9 @@ def test_missing_credentials(aws_env: pytest.MonkeyPatch, moto_url: str, account
     assert_ours(info.value)
 
 
-def test_api_failures_map_per_scope(aws_env: pytest.MonkeyPatch, moto_url: str,
-                                    account: str) -> None:
+def test_api_failures_map_per_scope(
+    aws_env: pytest.MonkeyPatch, moto_url: str, account: str
+) -> None:
     # Plain moto has no SSM hybrid side: its 500s (no AWS error document) stand in for any
     # AWS-side failure; the operation's scope decides the error class.
     aws = adapter(moto_url, account, aws_env, attempts=1)
@@ -257,8 +288,13 @@ def lab_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     except ImportError as exc:  # the lab is optional for this module
         pytest.skip(f"lab endpoint not importable: {exc}")
     # SSM sees a new IAM role only a second after it was made, as AWS does (later still).
-    endpoint = server.start(tmp_path_factory.mktemp("lab"), ["127.0.0.1"], free_port(),
-                            heartbeat_timeout_s=300.0, iam_delay_s=1.0)
+    endpoint = server.start(
+        tmp_path_factory.mktemp("lab"),
+        ["127.0.0.1"],
+        free_port(),
+        heartbeat_timeout_s=300.0,
+        iam_delay_s=1.0,
+    )
     try:
         yield endpoint.urls[0]
     finally:
@@ -298,35 +334,66 @@ class Agent:
         data = json.dumps(body).encode()
         if cred:
             secret, token = self.signing
-            headers.update(sigv4.sign("POST", self.url + "/", headers, data, access_key=cred,
-                                      secret=secret, session_token=token, region=REGION,
-                                      service=service))
+            headers.update(
+                sigv4.sign(
+                    "POST",
+                    self.url + "/",
+                    headers,
+                    data,
+                    access_key=cred,
+                    secret=secret,
+                    session_token=token,
+                    region=REGION,
+                    service=service,
+                )
+            )
         req = urllib.request.Request(self.url + "/", data=data, headers=headers, method="POST")
         with NO_PROXY.open(req, timeout=120) as resp:
             out: dict[str, Any] = json.loads(resp.read() or b"{}")
             return out
 
     def join(self, activation_id: str, code: Secret, cluster: str | None = None) -> str | None:
-        out = self.post("AmazonSSM.RegisterManagedInstance", {
-            "ActivationId": activation_id, "ActivationCode": code.reveal(),
-            "PublicKey": self.public_key,
-            "PublicKeyType": "Rsa", "Fingerprint": self.fingerprint}, "ssm")
+        out = self.post(
+            "AmazonSSM.RegisterManagedInstance",
+            {
+                "ActivationId": activation_id,
+                "ActivationCode": code.reveal(),
+                "PublicKey": self.public_key,
+                "PublicKeyType": "Rsa",
+                "Fingerprint": self.fingerprint,
+            },
+            "ssm",
+        )
         self.instance_id = out["InstanceId"]
-        token = self.post("AmazonSSM.RequestManagedInstanceRoleToken",
-                          {"Fingerprint": self.fingerprint}, "ssm")
+        token = self.post(
+            "AmazonSSM.RequestManagedInstanceRoleToken", {"Fingerprint": self.fingerprint}, "ssm"
+        )
         self.key = token["AccessKeyId"]
         self.signing = (token["SecretAccessKey"], token["SessionToken"])
-        self.post("AmazonSSM.UpdateInstanceInformation", {
-            "InstanceId": self.instance_id, "AgentName": "amazon-ssm-agent",
-            "AgentVersion": "3.3.0.0", "PlatformType": "Linux"}, "ssm")
+        self.post(
+            "AmazonSSM.UpdateInstanceInformation",
+            {
+                "InstanceId": self.instance_id,
+                "AgentName": "amazon-ssm-agent",
+                "AgentVersion": "3.3.0.0",
+                "PlatformType": "Linux",
+            },
+            "ssm",
+        )
         if cluster is None:
             return None
-        ci = self.post("AmazonEC2ContainerServiceV20141113.RegisterContainerInstance", {
-            "cluster": cluster, "instanceIdentityDocument": "",
-            "instanceIdentityDocumentSignature": "",
-            # An agent in external mode announces it (ECS_EXTERNAL=true).
-            "attributes": [{"name": "ecs.capability.external"}],
-            "versionInfo": {"agentVersion": "1.82.0"}}, "ecs")
+        ci = self.post(
+            "AmazonEC2ContainerServiceV20141113.RegisterContainerInstance",
+            {
+                "cluster": cluster,
+                "instanceIdentityDocument": "",
+                "instanceIdentityDocumentSignature": "",
+                # An agent in external mode announces it (ECS_EXTERNAL=true).
+                "attributes": [{"name": "ecs.capability.external"}],
+                "versionInfo": {"agentVersion": "1.82.0"},
+            },
+            "ecs",
+        )
         arn: str = ci["containerInstance"]["containerInstanceArn"]
         return arn
 
@@ -335,11 +402,15 @@ def test_activation_lifecycle(lab_aws: Aws) -> None:
     act = lab_aws.create_activation("edge-01", "ecsAnywhereRole", 30, {"env": "lab"}, "run-7")
     assert isinstance(act.code, Secret) and act.code.reveal() not in repr(act)
     assert act.host == "edge-01"
-    [row] = lab_aws.clients.ssm.describe_activations(Filters=[
-        {"FilterKey": "ActivationIds", "FilterValues": [act.activation_id]}])["ActivationList"]
+    [row] = lab_aws.clients.ssm.describe_activations(
+        Filters=[{"FilterKey": "ActivationIds", "FilterValues": [act.activation_id]}]
+    )["ActivationList"]
     assert row["RegistrationLimit"] == 1 and row["DefaultInstanceName"] == "edge-01"
     assert {t["Key"]: t["Value"] for t in row["Tags"]} == {
-        "env": "lab", HOST_TAG: "edge-01", RUN_TAG: "run-7"}
+        "env": "lab",
+        HOST_TAG: "edge-01",
+        RUN_TAG: "run-7",
+    }
     assert abs((row["ExpirationDate"] - act.expires_at).total_seconds()) < 2
     # An activation someone else made for the same name is not ours to clean up.
     lab_aws.clients.ssm.create_activation(IamRole="r", DefaultInstanceName="edge-01")

@@ -45,13 +45,21 @@ class Settings(TypedDict):
     ANYWHERE_VERIFY_POLL_S: str
 
 
-SETTINGS = Settings(ANYWHERE_AWS_MAX_ATTEMPTS=str(ATTEMPTS), ANYWHERE_VERIFY_TIMEOUT_S="15",
-                    ANYWHERE_VERIFY_POLL_S="1")
+SETTINGS = Settings(
+    ANYWHERE_AWS_MAX_ATTEMPTS=str(ATTEMPTS),
+    ANYWHERE_VERIFY_TIMEOUT_S="15",
+    ANYWHERE_VERIFY_POLL_S="1",
+)
 BLOCKED_DROPIN = "/etc/systemd/system/ecs.service.d/lab-fault.conf"
 # Calls every registering host makes, each given a burst the budget absorbs: ATTEMPTS - 1
 # errors in a row at most (the error rules of one action are consumed one after the other).
-ABSORBED = ("DescribeInstanceInformation", "ListContainerInstances",
-            "DescribeContainerInstances", "DescribeActivations", "PutAttributes")
+ABSORBED = (
+    "DescribeInstanceInformation",
+    "ListContainerInstances",
+    "DescribeContainerInstances",
+    "DescribeActivations",
+    "PutAttributes",
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +69,13 @@ def faultlab() -> Iterator[Lab]:
 
 def _client(lab: Lab, service: Literal["ssm", "ecs", "iam", "sts"]) -> Any:
     env = lab.env()
-    return boto3.client(service, endpoint_url=lab.endpoint_url, region_name="us-east-1",
-                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    return boto3.client(
+        service,
+        endpoint_url=lab.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 def _register(lab: Lab, out: Path, name: str, *limit: str) -> tuple[Any, dict[str, Any]]:
@@ -78,9 +90,13 @@ def _register(lab: Lab, out: Path, name: str, *limit: str) -> tuple[Any, dict[st
 
 def _alive_activations(lab: Lab, names: tuple[str, ...]) -> list[dict[str, Any]]:
     """anywhere's activations for `names` that still exist."""
-    return [a for a in LabControl(lab.endpoint_url).audit()["activations"]
-            if not a["Deleted"] and {"Key": "anywhere:host", "Value": a["DefaultInstanceName"]}
-            in a["Tags"] and a["DefaultInstanceName"] in names]
+    return [
+        a
+        for a in LabControl(lab.endpoint_url).audit()["activations"]
+        if not a["Deleted"]
+        and {"Key": "anywhere:host", "Value": a["DefaultInstanceName"]} in a["Tags"]
+        and a["DefaultInstanceName"] in names
+    ]
 
 
 def _instances_by_name(lab: Lab) -> Counter[str]:
@@ -107,7 +123,8 @@ def _local_mi(lab: Lab, host: str) -> str | None:
 def _assert_converged(lab: Lab, report: dict[str, Any], hosts: tuple[str, ...]) -> None:
     # ready: finished by this run; unchanged: found ready (marked if it was not yet).
     assert {h: report[h]["status"] in ("ready", "unchanged") for h in hosts} == {
-        h: True for h in hosts}, {h: (report[h]["status"], report[h]["reason"]) for h in hosts}
+        h: True for h in hosts
+    }, {h: (report[h]["status"], report[h]["reason"]) for h in hosts}
     names = _instances_by_name(lab)
     assert {h: names[h] for h in hosts} == {h: 1 for h in hosts}, names
     containers = _containers_by_mi(lab)
@@ -124,19 +141,27 @@ def faulty_run(faultlab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[
     out = tmp_path_factory.mktemp("faults")
     # Only the injected faults may refuse CreateActivation: the role exists and SSM sees it.
     role_seen_by_ssm(faultlab)
-    faultlab.exec("h1", ["sh", "-c", f"mkdir -p {os.path.dirname(BLOCKED_DROPIN)} && printf "
-                         "'[Service]\\nEnvironment=LAB_UNREACHABLE=DiscoverPollEndpoint\\n' "
-                         f"> {BLOCKED_DROPIN}"])
+    faultlab.exec(
+        "h1",
+        [
+            "sh",
+            "-c",
+            f"mkdir -p {os.path.dirname(BLOCKED_DROPIN)} && printf "
+            "'[Service]\\nEnvironment=LAB_UNREACHABLE=DiscoverPollEndpoint\\n' "
+            f"> {BLOCKED_DROPIN}",
+        ],
+    )
     control = LabControl(faultlab.endpoint_url)
     control.reset_audit()
     control.add_fault("CreateActivation", "expire", match={"DefaultInstanceName": "h2"})
-    control.add_fault("CreateActivation", "throttle", ATTEMPTS,
-                      match={"DefaultInstanceName": "h3"})
-    control.add_fault("CreateActivation", "5xx", ATTEMPTS, status=503,
-                      match={"DefaultInstanceName": "h4"})
+    control.add_fault("CreateActivation", "throttle", ATTEMPTS, match={"DefaultInstanceName": "h3"})
+    control.add_fault(
+        "CreateActivation", "5xx", ATTEMPTS, status=503, match={"DefaultInstanceName": "h4"}
+    )
     for host in ("h1", "h5"):
-        control.add_fault("CreateActivation", "throttle", ATTEMPTS - 2,
-                          match={"DefaultInstanceName": host})
+        control.add_fault(
+            "CreateActivation", "throttle", ATTEMPTS - 2, match={"DefaultInstanceName": host}
+        )
         control.add_fault("CreateActivation", "5xx", 1, match={"DefaultInstanceName": host})
     for action in ABSORBED:
         control.add_fault(action, "throttle", ATTEMPTS - 2)
@@ -149,15 +174,16 @@ def faulty_run(faultlab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return {"done": done, "report": report, "audit": control.audit(), "left": left, "out": out}
 
 
-def test_each_fault_fails_its_host_alone_with_class_and_hint(
-        faulty_run: dict[str, Any]) -> None:
+def test_each_fault_fails_its_host_alone_with_class_and_hint(faulty_run: dict[str, Any]) -> None:
     done, report = faulty_run["done"], faulty_run["report"]
     assert done.returncode == 1, done.stderr[-3000:]
     assert set(report) == set(FAULTY)
     outcome = {h: (r["status"], r["class"]) for h, r in report.items()}
     assert outcome == {
-        "h1": ("failed", "verify"), "h2": ("failed", "activation"),
-        "h3": ("failed", "activation"), "h4": ("failed", "activation"),
+        "h1": ("failed", "verify"),
+        "h2": ("failed", "activation"),
+        "h3": ("failed", "activation"),
+        "h4": ("failed", "activation"),
         "h5": ("ready", None),
     }, {h: (r["status"], r["class"], r["reason"]) for h, r in report.items()}
     assert "ecs-connected" in report["h1"]["reason"]
@@ -183,15 +209,15 @@ def test_bursts_within_the_budget_were_absorbed(faulty_run: dict[str, Any]) -> N
 
 
 def test_no_activation_is_left_alive(faultlab: Lab, faulty_run: dict[str, Any]) -> None:
-    made = [a for a in faulty_run["audit"]["activations"]
-            if a["DefaultInstanceName"] in FAULTY]
+    made = [a for a in faulty_run["audit"]["activations"] if a["DefaultInstanceName"] in FAULTY]
     assert sorted(a["DefaultInstanceName"] for a in made) == ["h1", "h2", "h5"]
     assert [a["Expired"] for a in made if a["DefaultInstanceName"] == "h2"] == [True]
     assert _alive_activations(faultlab, FAULTY) == []
 
 
 def test_rerun_after_the_faults_converges(
-        faultlab: Lab, faulty_run: dict[str, Any], tmp_path: Path) -> None:
+    faultlab: Lab, faulty_run: dict[str, Any], tmp_path: Path
+) -> None:
     # The operator opens the firewall for h1's agent channel.
     faultlab.exec("h1", ["sh", "-c", f"rm -f {BLOCKED_DROPIN} && systemctl daemon-reload"])
     done, report = _register(faultlab, tmp_path, "again", *FAULTY)
@@ -224,22 +250,37 @@ def _await_installers_gone(lab: Lab) -> None:
             time.sleep(0.5)
 
 
-def test_a_run_killed_mid_install_is_finished_by_the_next(
-        faultlab: Lab, tmp_path: Path) -> None:
+def test_a_run_killed_mid_install_is_finished_by_the_next(faultlab: Lab, tmp_path: Path) -> None:
     role_seen_by_ssm(faultlab)
     ssm = _client(faultlab, "ssm")
     # Activations this run must leave alone: one of anywhere's for a host outside the run,
     # and someone else's that happens to carry a host's name.
     outside = ssm.create_activation(
-        IamRole=IAM_ROLE, DefaultInstanceName="h1", RegistrationLimit=1,
-        Tags=[{"Key": "anywhere:host", "Value": "h1"}, {"Key": "anywhere:run", "Value": "x"}])
-    foreign = ssm.create_activation(IamRole=IAM_ROLE, DefaultInstanceName="h6",
-                                    Tags=[{"Key": "team", "Value": "db"}])
+        IamRole=IAM_ROLE,
+        DefaultInstanceName="h1",
+        RegistrationLimit=1,
+        Tags=[{"Key": "anywhere:host", "Value": "h1"}, {"Key": "anywhere:run", "Value": "x"}],
+    )
+    foreign = ssm.create_activation(
+        IamRole=IAM_ROLE, DefaultInstanceName="h6", Tags=[{"Key": "team", "Value": "db"}]
+    )
     env = lab_env(faultlab, ANYWHERE_RUN_DIR=str(tmp_path / "runs"), **SETTINGS)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "anywhere", "register", str(faultlab.inventory_path), "--yes",
-         "--limit", ":".join(KILLED)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+        [
+            sys.executable,
+            "-m",
+            "anywhere",
+            "register",
+            str(faultlab.inventory_path),
+            "--yes",
+            "--limit",
+            ":".join(KILLED),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         _await_activations(faultlab, proc, len(KILLED))
         time.sleep(1.0)  # into the installs
@@ -258,12 +299,18 @@ def test_a_run_killed_mid_install_is_finished_by_the_next(
     for host, mi in registered.items():
         if mi is not None and host in known:
             assert report[host]["instance_id"] == mi, (host, registered)
-    alive = {a["ActivationId"] for a in LabControl(faultlab.endpoint_url).audit()["activations"]
-             if not a["Deleted"]}
+    alive = {
+        a["ActivationId"]
+        for a in LabControl(faultlab.endpoint_url).audit()["activations"]
+        if not a["Deleted"]
+    }
     assert {outside["ActivationId"], foreign["ActivationId"]} <= alive
     assert not alive & {a["ActivationId"] for a in left}
-    codes = [a["ActivationCode"] for a in LabControl(faultlab.endpoint_url).audit()[
-        "activations"] if a["DefaultInstanceName"] in KILLED]
+    codes = [
+        a["ActivationCode"]
+        for a in LabControl(faultlab.endpoint_url).audit()["activations"]
+        if a["DefaultInstanceName"] in KILLED
+    ]
     for host in KILLED:
         workdirs = faultlab.exec(host, ["sh", "-c", "ls -d /tmp/anywhere.* 2>/dev/null"])
         assert workdirs.stdout.strip() == "", (host, workdirs.stdout)

@@ -39,12 +39,17 @@ SSM_REGISTERED = ["test", "-s", "/var/lib/amazon/ssm/registration"]
 
 @pytest.fixture(scope="module")
 def flab() -> Iterator[Lab]:
-    yield from module_lab("faultshosts", INDEX, HOSTS, host_quirks={
-        SUDO: ("ops-login",), SKEW: ("clock-skew",), DISK: ("small-disk",)})
+    yield from module_lab(
+        "faultshosts",
+        INDEX,
+        HOSTS,
+        host_quirks={SUDO: ("ops-login",), SKEW: ("clock-skew",), DISK: ("small-disk",)},
+    )
 
 
-def _when(lab: Lab, host: str, probe: list[str], strike: Callable[[], None],
-          timeout_s: float = 120.0) -> threading.Thread:
+def _when(
+    lab: Lab, host: str, probe: list[str], strike: Callable[[], None], timeout_s: float = 120.0
+) -> threading.Thread:
     """Run `strike` as soon as `probe` succeeds on `host` (polled), in a thread."""
 
     def watch() -> None:
@@ -64,6 +69,7 @@ def _reboot(lab: Lab, host: str) -> Callable[[], None]:
     def strike() -> None:
         lab.stop_host(host)
         lab.start_host(host)
+
     return strike
 
 
@@ -71,13 +77,22 @@ def _drop_ssh(lab: Lab, host: str) -> Callable[[], None]:
     def strike() -> None:
         # The sshd processes serving the controller's one connection (monitor and session).
         lab.exec(host, ["pkill", "-KILL", "-f", "^sshd: deploy"])
+
     return strike
 
 
 def _register(lab: Lab, out: Path, *extra: str, **env: Any) -> dict[str, Any]:
-    result = anywhere(lab, "register", str(lab.inventory_path), "--yes",
-                      "--report-json", str(out / "report.json"), *extra,
-                      run_dir=out / "runs", **env)
+    result = anywhere(
+        lab,
+        "register",
+        str(lab.inventory_path),
+        "--yes",
+        "--report-json",
+        str(out / "report.json"),
+        *extra,
+        run_dir=out / "runs",
+        **env,
+    )
     report = read_json(out / "report.json") if (out / "report.json").exists() else {"hosts": []}
     return {"result": result, "hosts": {h["host"]: h for h in report["hosts"]}, "out": out}
 
@@ -86,10 +101,16 @@ def _register(lab: Lab, out: Path, *extra: str, **env: Any) -> dict[str, Any]:
 def faulted(flab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     flab.exec(AUTH, ["rm", "-f", "/home/deploy/.ssh/authorized_keys"])
     flab.exec(HANG, ["sh", "-c", f"mkdir -p {Path(HANG_KNOB).parent} && touch {HANG_KNOB}"])
-    watchers = [_when(flab, DROP, SSM_REGISTERED, _drop_ssh(flab, DROP)),
-                _when(flab, REBOOT, INSTALLER_RUNS, _reboot(flab, REBOOT))]
-    run = _register(flab, tmp_path_factory.mktemp("faulted"),
-                    ANYWHERE_INSTALL_TIMEOUT_S=INSTALL_TIMEOUT_S, ANYWHERE_VERIFY_TIMEOUT_S="90")
+    watchers = [
+        _when(flab, DROP, SSM_REGISTERED, _drop_ssh(flab, DROP)),
+        _when(flab, REBOOT, INSTALLER_RUNS, _reboot(flab, REBOOT)),
+    ]
+    run = _register(
+        flab,
+        tmp_path_factory.mktemp("faulted"),
+        ANYWHERE_INSTALL_TIMEOUT_S=INSTALL_TIMEOUT_S,
+        ANYWHERE_VERIFY_TIMEOUT_S="90",
+    )
     for thread in watchers:
         thread.join(timeout=120)
     run["audit"] = LabControl(flab.endpoint_url).audit()
@@ -106,9 +127,14 @@ def test_each_fault_has_its_class_and_a_hint(faulted: dict[str, Any]) -> None:
     assert result.returncode == 1, result.stderr[-3000:]
     got = {h: (r["status"], r["class"]) for h, r in faulted["hosts"].items()}
     assert got == {
-        HEALTHY: ("ready", None), AUTH: ("failed", "auth"), SUDO: ("failed", "sudo"),
-        SKEW: ("failed", "preflight"), DISK: ("failed", "install"), HANG: ("failed", "timeout"),
-        DROP: ("failed", "unreachable"), REBOOT: ("failed", "unreachable"),
+        HEALTHY: ("ready", None),
+        AUTH: ("failed", "auth"),
+        SUDO: ("failed", "sudo"),
+        SKEW: ("failed", "preflight"),
+        DISK: ("failed", "install"),
+        HANG: ("failed", "timeout"),
+        DROP: ("failed", "unreachable"),
+        REBOOT: ("failed", "unreachable"),
     }, result.stderr[-3000:]
     for host, record in faulted["hosts"].items():
         assert host == HEALTHY or (record["reason"] and record["hint"]), record
@@ -134,7 +160,8 @@ def test_no_activation_left_alive(faulted: dict[str, Any]) -> None:
     activations = faulted["audit"]["activations"]
     # Hosts refused before the install (auth, sudo, clock) never got one.
     assert sorted(a["DefaultInstanceName"] for a in activations) == sorted(
-        [HEALTHY, DISK, HANG, DROP, REBOOT])
+        [HEALTHY, DISK, HANG, DROP, REBOOT]
+    )
     assert all(a["Deleted"] for a in activations), activations
 
 
@@ -149,14 +176,30 @@ def test_nothing_of_the_install_left_on_the_hosts(flab: Lab, faulted: dict[str, 
 
 def _leftovers(lab: Lab, host: str, codes: list[str]) -> str:
     running = lab.exec(host, ["pgrep", "-af", f"install.sh|{INSTALLER_NAME}|sleep 3600"])
-    dirs = lab.exec(host, ["sh", "-c", "ls -d /tmp/anywhere.* /tmp/anywhere-install.* "
-                           "2>/dev/null || true"])
-    files = lab.exec(host, ["sh", "-c", "grep -rlF -f /dev/stdin /tmp /var/tmp /root /etc "
-                            "/var/lib /home 2>/dev/null || true"], input="\n".join(codes) + "\n")
+    dirs = lab.exec(
+        host, ["sh", "-c", "ls -d /tmp/anywhere.* /tmp/anywhere-install.* 2>/dev/null || true"]
+    )
+    files = lab.exec(
+        host,
+        [
+            "sh",
+            "-c",
+            "grep -rlF -f /dev/stdin /tmp /var/tmp /root /etc /var/lib /home 2>/dev/null || true",
+        ],
+        input="\n".join(codes) + "\n",
+    )
     argv = lab.exec(host, ["sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null || true"]).stdout
     in_argv = [c[:4] + "…" for c in codes if c in argv]
-    return "\n".join(x for x in (running.stdout.strip(), dirs.stdout.strip(),
-                                 files.stdout.strip(), " ".join(in_argv)) if x)
+    return "\n".join(
+        x
+        for x in (
+            running.stdout.strip(),
+            dirs.stdout.strip(),
+            files.stdout.strip(),
+            " ".join(in_argv),
+        )
+        if x
+    )
 
 
 def _settled(probe: Callable[[], str], wait_s: float = 20.0) -> str:
@@ -168,16 +211,30 @@ def _settled(probe: Callable[[], str], wait_s: float = 20.0) -> str:
 
 
 @pytest.fixture(scope="module")
-def rerun(flab: Lab, faulted: dict[str, Any], tmp_path_factory: pytest.TempPathFactory,
-          ) -> dict[str, Any]:
+def rerun(
+    flab: Lab,
+    faulted: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
     """What an operator does about each fault, then register again."""
-    flab.exec(AUTH, ["sh", "-c", "install -o deploy -g deploy -m 600 "
-                     "/home/ops/.ssh/authorized_keys /home/deploy/.ssh/authorized_keys"])
+    flab.exec(
+        AUTH,
+        [
+            "sh",
+            "-c",
+            "install -o deploy -g deploy -m 600 "
+            "/home/ops/.ssh/authorized_keys /home/deploy/.ssh/authorized_keys",
+        ],
+    )
     flab.exec(DISK, ["mount", "-o", "remount,size=16m", quirks.SMALL_DISK_PATH])
     flab.exec(HANG, ["rm", "-f", HANG_KNOB])
     flab.start_host(REBOOT)  # no-op when it is up already
-    run = _register(flab, tmp_path_factory.mktemp("rerun"), "--become-password-file",
-                    str(flab.ops_password_path))
+    run = _register(
+        flab,
+        tmp_path_factory.mktemp("rerun"),
+        "--become-password-file",
+        str(flab.ops_password_path),
+    )
     run["audit"] = LabControl(flab.endpoint_url).audit()
     return run
 
@@ -189,20 +246,26 @@ def test_rerun_converges(flab: Lab, faulted: dict[str, Any], rerun: dict[str, An
     if got.get(DROP) == ("unchanged", None):
         got[DROP] = ("ready", None)
     failed = {h: r["reason"] for h, r in rerun["hosts"].items() if r["status"] == "failed"}
-    assert got == {**{h: ("ready", None) for h in (AUTH, SUDO, DISK, HANG, DROP, REBOOT)},
-                   HEALTHY: ("unchanged", None), SKEW: ("failed", "preflight")}, (
-        failed, rerun["result"].stderr[-1000:])
+    assert got == {
+        **{h: ("ready", None) for h in (AUTH, SUDO, DISK, HANG, DROP, REBOOT)},
+        HEALTHY: ("unchanged", None),
+        SKEW: ("failed", "preflight"),
+    }, (failed, rerun["result"].stderr[-1000:])
     # Every host SSM knew after the faults (the healthy one, and installs that stopped after
     # registering) keeps its mi- id.
-    registered = {m["Name"]: m["InstanceId"] for m in faulted["audit"]["managed_instances"]
-                  if not m.get("Deregistered")}
+    registered = {
+        m["Name"]: m["InstanceId"]
+        for m in faulted["audit"]["managed_instances"]
+        if not m.get("Deregistered")
+    }
     assert HEALTHY in registered and DISK in registered, registered
     assert {h: _record(rerun, h)["instance_id"] for h in registered} == registered
     assert all(a["Deleted"] for a in rerun["audit"]["activations"])
 
 
 def test_rerun_leaves_one_managed_and_one_container_instance_per_host(
-        flab: Lab, rerun: dict[str, Any]) -> None:
+    flab: Lab, rerun: dict[str, Any]
+) -> None:
     live = [m for m in rerun["audit"]["managed_instances"] if not m.get("Deregistered")]
     by_name: dict[str, list[str]] = {}
     for m in live:
@@ -212,24 +275,34 @@ def test_rerun_leaves_one_managed_and_one_container_instance_per_host(
     ecs = _ecs(flab)
     arns = ecs.list_container_instances(cluster=CLUSTER, status="ACTIVE")["containerInstanceArns"]
     found = ecs.describe_container_instances(cluster=CLUSTER, containerInstances=arns)
-    assert sorted(c["ec2InstanceId"] for c in found["containerInstances"]) == sorted(
-        ready.values())
+    assert sorted(c["ec2InstanceId"] for c in found["containerInstances"]) == sorted(ready.values())
 
 
 def _ecs(lab: Lab) -> Any:
     env = lab.env()
-    return boto3.client("ecs", endpoint_url=env["AWS_ENDPOINT_URL"],
-                        region_name=env["AWS_DEFAULT_REGION"],
-                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    return boto3.client(
+        "ecs",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 def test_skewed_agents_are_refused_as_aws_refuses_them(
-        flab: Lab, rerun: dict[str, Any], tmp_path: Path) -> None:
+    flab: Lab, rerun: dict[str, Any], tmp_path: Path
+) -> None:
     """Past the preflight (its limit lifted), the skewed host's agents sign with that host's
     clock: the endpoint refuses their calls as AWS does, and the host never becomes ready."""
-    run = _register(flab, tmp_path, "--limit", SKEW, ANYWHERE_MAX_CLOCK_SKEW_S="3600",
-                    ANYWHERE_INSTALL_TIMEOUT_S="90", ANYWHERE_VERIFY_TIMEOUT_S="15")
+    run = _register(
+        flab,
+        tmp_path,
+        "--limit",
+        SKEW,
+        ANYWHERE_MAX_CLOCK_SKEW_S="3600",
+        ANYWHERE_INSTALL_TIMEOUT_S="90",
+        ANYWHERE_VERIFY_TIMEOUT_S="15",
+    )
     record = _record(run, SKEW)
     assert record["status"] == "failed", record
     log = flab.exec(SKEW, ["cat", "/var/log/amazon/ssm/amazon-ssm-agent.log"]).stdout

@@ -21,8 +21,17 @@ OWN_CREDENTIALS = "[default]\naws_access_key_id = AKIAOWNKEY\naws_secret_access_
 
 def _register(lab: Lab, tmp_path: Path, name: str) -> tuple[int, dict[str, Any]]:
     report = tmp_path / f"{name}.json"
-    done = anywhere(lab, "register", str(lab.inventory_path), "--yes", "--limit", HOST,
-                    "--report-json", str(report), run_dir=tmp_path / "runs")
+    done = anywhere(
+        lab,
+        "register",
+        str(lab.inventory_path),
+        "--yes",
+        "--limit",
+        HOST,
+        "--report-json",
+        str(report),
+        run_dir=tmp_path / "runs",
+    )
     assert report.exists(), done.stdout[-2000:] + done.stderr[-2000:]
     (record,) = read_json(report)["hosts"]
     return done.returncode, record
@@ -33,8 +42,11 @@ def _vault_instance_id(lab: Lab) -> str:
 
 
 def test_unregistered_host_with_its_own_credentials_is_refused(lab: Lab, tmp_path: Path) -> None:
-    lab.exec(HOST, ["sh", "-c", "mkdir -p /root/.aws && umask 077 && cat > /root/.aws/credentials"],
-             input=OWN_CREDENTIALS)
+    lab.exec(
+        HOST,
+        ["sh", "-c", "mkdir -p /root/.aws && umask 077 && cat > /root/.aws/credentials"],
+        input=OWN_CREDENTIALS,
+    )
     control = LabControl(lab.endpoint_url)
     control.reset_audit()
     try:
@@ -51,7 +63,8 @@ def test_unregistered_host_with_its_own_credentials_is_refused(lab: Lab, tmp_pat
 
 
 def test_failed_registration_leaves_a_placeholder_the_next_run_cleans(
-        lab: Lab, tmp_path: Path) -> None:
+    lab: Lab, tmp_path: Path
+) -> None:
     control = LabControl(lab.endpoint_url)
     # Every attempt the SSM agent makes (it retries server errors) fails.
     control.add_fault("RegisterManagedInstance", "5xx", count=5)
@@ -74,15 +87,28 @@ def test_failed_reregistration_by_hand_is_not_taken_for_ready(lab: Lab, tmp_path
     before = json.loads(lab.exec(HOST, ["cat", "/var/lib/amazon/ssm/registration"]).stdout)
     # An operator's `-register -y` with a wrong activation: the vault is left without an
     # identity while the registration file still names the old instance, which SSM knows.
-    tried = lab.exec(HOST, ["amazon-ssm-agent", "-register", "-y", "-code", "-", "-id",
-                            "00000000-0000-4000-8000-000000000000", "-region", "us-east-1"],
-                     input="bogus-code\n")
+    tried = lab.exec(
+        HOST,
+        [
+            "amazon-ssm-agent",
+            "-register",
+            "-y",
+            "-code",
+            "-",
+            "-id",
+            "00000000-0000-4000-8000-000000000000",
+            "-region",
+            "us-east-1",
+        ],
+        input="bogus-code\n",
+    )
     assert tried.returncode == 1, tried.stdout + tried.stderr
     assert _vault_instance_id(lab) == ""
     rc, record = _register(lab, tmp_path, "after-hand")
     assert rc == 0 and record["status"] == "ready", record
     assert record["decision"] == "reregister" and "stale" in record["reason"]
     assert record["instance_id"] != before["ManagedInstanceID"]
-    check = anywhere(lab, "check", str(lab.inventory_path), "--limit", HOST,
-                     run_dir=tmp_path / "runs")
+    check = anywhere(
+        lab, "check", str(lab.inventory_path), "--limit", HOST, run_dir=tmp_path / "runs"
+    )
     assert check.returncode == 0, check.stdout[-2000:]

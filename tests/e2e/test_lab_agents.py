@@ -89,8 +89,13 @@ def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> An
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    ep = server.start(tmp_path_factory.mktemp("endpoint"), ["127.0.0.1"], free_port(),
-                      heartbeat_timeout_s=5.0, iam_delay_s=0.0)
+    ep = server.start(
+        tmp_path_factory.mktemp("endpoint"),
+        ["127.0.0.1"],
+        free_port(),
+        heartbeat_timeout_s=5.0,
+        iam_delay_s=0.0,
+    )
     try:
         yield ep.urls[0]
     finally:
@@ -103,10 +108,18 @@ def aws(endpoint: str) -> Callable[[str], Any]:
     cfg = Config(retries={"total_max_attempts": 3, "mode": "standard"}, read_timeout=120)
 
     def make(service: Any) -> Any:
-        c = boto3.client(service, endpoint_url=endpoint, region_name=REGION, config=cfg,
-                         aws_access_key_id="AKIDLAB", aws_secret_access_key="lab-secret")
-        c.meta.events.register("before-sign.*.*", lambda request, **_: request.headers.__setitem__(
-            "x-moto-account-id", account))
+        c = boto3.client(
+            service,
+            endpoint_url=endpoint,
+            region_name=REGION,
+            config=cfg,
+            aws_access_key_id="AKIDLAB",
+            aws_secret_access_key="lab-secret",
+        )
+        c.meta.events.register(
+            "before-sign.*.*",
+            lambda request, **_: request.headers.__setitem__("x-moto-account-id", account),
+        )
         return c
 
     return make
@@ -119,15 +132,20 @@ class Host:
         # Short path: the Docker socket under it must fit in sun_path (108 bytes).
         self.root = Path(tempfile.mkdtemp(prefix="awl-agents-"))
         self.metadata_port = free_port()
-        self.env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LAB_ROOT": str(self.root),
-                    "LAB_ENDPOINT_URL": endpoint, "LAB_HEARTBEAT_S": "1",
-                    "LAB_METADATA_PORT": str(self.metadata_port),
-                    "PYTHONPATH": str(self.root / AGENTS_PATH)}
+        self.env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "LAB_ROOT": str(self.root),
+            "LAB_ENDPOINT_URL": endpoint,
+            "LAB_HEARTBEAT_S": "1",
+            "LAB_METADATA_PORT": str(self.metadata_port),
+            "PYTHONPATH": str(self.root / AGENTS_PATH),
+        }
         self.procs: list[subprocess.Popen[bytes]] = []
         (self.root / "etc").mkdir()
         (self.root / "etc/machine-id").write_text(os.urandom(16).hex() + "\n")
-        (self.root / "etc/os-release").write_text('NAME="Debian GNU/Linux"\nID=debian\n'
-                                                  'VERSION_ID="12"\n')
+        (self.root / "etc/os-release").write_text(
+            'NAME="Debian GNU/Linux"\nID=debian\nVERSION_ID="12"\n'
+        )
 
     def unpack_agents(self) -> None:
         """Place the agents exactly as the installer's payload carries them."""
@@ -140,13 +158,23 @@ class Host:
         target.write_text(text)
 
     def run(self, module: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PYTHON3, "-m", f"anywhere.lab.agents.{module}", *args],
-                              env=self.env, input=stdin, capture_output=True, text=True,
-                              timeout=120, check=False)
+        return subprocess.run(
+            [PYTHON3, "-m", f"anywhere.lab.agents.{module}", *args],
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
     def start(self, module: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([PYTHON3, "-m", f"anywhere.lab.agents.{module}"], env=self.env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [PYTHON3, "-m", f"anywhere.lab.agents.{module}"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.procs.append(proc)
         return proc
 
@@ -157,8 +185,11 @@ class Host:
             return dict(json.load(response))
 
     def all_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.root.rglob("*")
-                         if p.is_file() and not p.is_socket())
+        return "\n".join(
+            p.read_text(errors="replace")
+            for p in self.root.rglob("*")
+            if p.is_file() and not p.is_socket()
+        )
 
     def close(self) -> None:
         pids = [p.pid for p in self.procs]
@@ -187,45 +218,69 @@ def host(endpoint: str) -> Iterator[Host]:
 
 def activation(aws: Callable[[str], Any], cluster: str) -> tuple[str, str]:
     aws("ecs").create_cluster(clusterName=cluster)
-    aws("iam").create_role(RoleName="ecsAnywhereRole", AssumeRolePolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Principal": {"Service": "ssm.amazonaws.com"},
-            "Action": "sts:AssumeRole"}]}))
-    answer = aws("ssm").create_activation(IamRole="ecsAnywhereRole", RegistrationLimit=1,
-                                          DefaultInstanceName="h1",
-                                          Tags=[{"Key": "team", "Value": "lab"}])
+    aws("iam").create_role(
+        RoleName="ecsAnywhereRole",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "ssm.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )
+    answer = aws("ssm").create_activation(
+        IamRole="ecsAnywhereRole",
+        RegistrationLimit=1,
+        DefaultInstanceName="h1",
+        Tags=[{"Key": "team", "Value": "lab"}],
+    )
     return answer["ActivationId"], answer["ActivationCode"]
 
 
 def ping_status(aws: Callable[[str], Any], mi: str) -> str:
     info = aws("ssm").describe_instance_information(
-        Filters=[{"Key": "InstanceIds", "Values": [mi]}])["InstanceInformationList"]
+        Filters=[{"Key": "InstanceIds", "Values": [mi]}]
+    )["InstanceInformationList"]
     return str(info[0]["PingStatus"]) if info else ""
 
 
 def container_instance(aws: Callable[[str], Any], cluster: str, mi: str) -> dict[str, Any]:
     ecs = aws("ecs")
-    arns = ecs.list_container_instances(cluster=cluster,
-                                        filter=f"ec2InstanceId == '{mi}'")["containerInstanceArns"]
+    arns = ecs.list_container_instances(cluster=cluster, filter=f"ec2InstanceId == '{mi}'")[
+        "containerInstanceArns"
+    ]
     if not arns:
         return {}
-    found = ecs.describe_container_instances(cluster=cluster, containerInstances=arns,
-                                           include=["TAGS"])
+    found = ecs.describe_container_instances(
+        cluster=cluster, containerInstances=arns, include=["TAGS"]
+    )
     return dict(found["containerInstances"][0])
 
 
-def test_agents_register_heartbeat_and_serve_metadata(aws: Callable[[str], Any],
-                                                      host: Host) -> None:
+def test_agents_register_heartbeat_and_serve_metadata(
+    aws: Callable[[str], Any], host: Host
+) -> None:
     act_id, code = activation(aws, "lab-agents")
     host.unpack_agents()
-    host.write("/etc/ecs/ecs.config", "ECS_CLUSTER=lab-agents\n"
-               'ECS_INSTANCE_ATTRIBUTES={"rack": "r7"}\n'
-               'ECS_CONTAINER_INSTANCE_TAGS={"env": "e2e"}\n')
-    host.write("/var/lib/ecs/ecs.config",
-               f"AWS_DEFAULT_REGION={REGION}\nECS_EXTERNAL=true\nECS_CLUSTER=ignored\n")
+    host.write(
+        "/etc/ecs/ecs.config",
+        "ECS_CLUSTER=lab-agents\n"
+        'ECS_INSTANCE_ATTRIBUTES={"rack": "r7"}\n'
+        'ECS_CONTAINER_INSTANCE_TAGS={"env": "e2e"}\n',
+    )
+    host.write(
+        "/var/lib/ecs/ecs.config",
+        f"AWS_DEFAULT_REGION={REGION}\nECS_EXTERNAL=true\nECS_CLUSTER=ignored\n",
+    )
 
-    reg = host.run("ssm_agent", "-register", "-code", "-", "-id", act_id, "-region", REGION,
-                   stdin=code + "\n")
+    reg = host.run(
+        "ssm_agent", "-register", "-code", "-", "-id", act_id, "-region", REGION, stdin=code + "\n"
+    )
     assert reg.returncode == 0, reg.stdout + reg.stderr
     mi = json.loads((host.root / "var/lib/amazon/ssm/registration").read_text())
     assert mi["Region"] == REGION and mi["ManagedInstanceID"] in reg.stdout
@@ -270,9 +325,13 @@ def test_docker_cli_answers_only_while_daemon_runs(host: Host) -> None:
     down = host.run("docker_cli", "info", "--format", "{{.ServerVersion}}")
     assert down.returncode == 1 and "Cannot connect to the Docker daemon" in down.stderr
     daemon = host.start("docker_daemon")
-    up = wait_for(lambda: (r := host.run("docker_cli", "info", "--format",
-                                         "{{.ServerVersion}}")).returncode == 0 and r,
-                  "docker info")
+    up = wait_for(
+        lambda: (
+            (r := host.run("docker_cli", "info", "--format", "{{.ServerVersion}}")).returncode == 0
+            and r
+        ),
+        "docker info",
+    )
     assert up.stdout.strip() == "24.0.9"
     version = host.run("docker_cli", "version", "--format", "{{.Server.Version}}")
     assert version.returncode == 0 and version.stdout.strip() == "24.0.9"
@@ -282,13 +341,15 @@ def test_docker_cli_answers_only_while_daemon_runs(host: Host) -> None:
     assert again.returncode == 1 and "Cannot connect to the Docker daemon" in again.stderr
 
 
-def test_registration_error_is_reported_and_leaves_nothing(aws: Callable[[str], Any],
-                                                           host: Host) -> None:
+def test_registration_error_is_reported_and_leaves_nothing(
+    aws: Callable[[str], Any], host: Host
+) -> None:
     act_id, code = activation(aws, "lab-bad")
     host.unpack_agents()
     wrong = code[::-1] if code[::-1] != code else code + "x"
-    reg = host.run("ssm_agent", "-register", "-code", "-", "-id", act_id, "-region", REGION,
-                   stdin=wrong + "\n")
+    reg = host.run(
+        "ssm_agent", "-register", "-code", "-", "-id", act_id, "-region", REGION, stdin=wrong + "\n"
+    )
     assert reg.returncode != 0
     assert "InvalidActivation" in reg.stdout + reg.stderr
     assert wrong not in reg.stdout + reg.stderr
@@ -312,19 +373,37 @@ def installer_env(host: Host, tmp: Path) -> dict[str, str]:
 
 
 def test_installer_installs_registers_and_waits_for_metadata(
-        aws: Callable[[str], Any], host: Host, tmp_path: Path, endpoint: str) -> None:
+    aws: Callable[[str], Any], host: Host, tmp_path: Path, endpoint: str
+) -> None:
     act_id, code = activation(aws, "lab-installer")
     script = installer.write_installer(tmp_path / "install.sh", endpoint, heartbeat_s=1.0)
     host.write("/etc/ecs/ecs.config", 'ECS_CONTAINER_INSTANCE_TAGS={"via": "installer"}\n')
     env = installer_env(host, tmp_path)
-    run = subprocess.run(["bash", str(script), "--region", REGION, "--cluster", "lab-installer",
-                          "--activation-id", act_id, "--activation-code", code],
-                         env=env, capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [
+            "bash",
+            str(script),
+            "--region",
+            REGION,
+            "--cluster",
+            "lab-installer",
+            "--activation-id",
+            act_id,
+            "--activation-code",
+            code,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     out = run.stdout + run.stderr
     assert run.returncode == 0, out
     assert "Ping ECS Agent registered successfully!" in out
     mi_id = json.loads((host.root / "var/lib/amazon/ssm/registration").read_text())[
-        "ManagedInstanceID"]
+        "ManagedInstanceID"
+    ]
     ci = wait_for(lambda: container_instance(aws, "lab-installer", mi_id), "container instance")
     assert ci["status"] == "ACTIVE"
     assert {"key": "via", "value": "installer"} in ci.get("tags", [])
@@ -335,9 +414,25 @@ def test_installer_installs_registers_and_waits_for_metadata(
     assert code not in host.all_text()
 
     # A second run finds everything installed: no new registration, no config appended.
-    again = subprocess.run(["bash", str(script), "--region", REGION, "--cluster", "other",
-                            "--activation-id", act_id, "--activation-code", code],
-                           env=env, capture_output=True, text=True, timeout=300, check=False)
+    again = subprocess.run(
+        [
+            "bash",
+            str(script),
+            "--region",
+            REGION,
+            "--cluster",
+            "other",
+            "--activation-id",
+            act_id,
+            "--activation-code",
+            code,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"SSM agent is already registered. Managed instance ID: {mi_id}" in again.stdout
     assert "ecs agent is already installed" in again.stdout
@@ -369,8 +464,9 @@ class RecordingProxy(BaseHTTPRequestHandler):
         return
 
 
-def test_ecs_agent_goes_through_http_proxy_from_ecs_config(aws: Callable[[str], Any],
-                                                           host: Host) -> None:
+def test_ecs_agent_goes_through_http_proxy_from_ecs_config(
+    aws: Callable[[str], Any], host: Host
+) -> None:
     seen: list[str] = []
     handler = type("Proxy", (RecordingProxy,), {"seen": seen})
     proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -378,11 +474,23 @@ def test_ecs_agent_goes_through_http_proxy_from_ecs_config(aws: Callable[[str], 
     try:
         act_id, code = activation(aws, "lab-proxy")
         host.unpack_agents()
-        host.write("/etc/ecs/ecs.config", "ECS_CLUSTER=lab-proxy\n"
-                   f"HTTP_PROXY=http://127.0.0.1:{proxy.server_port}\nNO_PROXY=169.254.169.254\n")
+        host.write(
+            "/etc/ecs/ecs.config",
+            "ECS_CLUSTER=lab-proxy\n"
+            f"HTTP_PROXY=http://127.0.0.1:{proxy.server_port}\nNO_PROXY=169.254.169.254\n",
+        )
         host.write("/var/lib/ecs/ecs.config", f"AWS_DEFAULT_REGION={REGION}\nECS_EXTERNAL=true\n")
-        reg = host.run("ssm_agent", "-register", "-code", "-", "-id", act_id, "-region", REGION,
-                       stdin=code + "\n")
+        reg = host.run(
+            "ssm_agent",
+            "-register",
+            "-code",
+            "-",
+            "-id",
+            act_id,
+            "-region",
+            REGION,
+            stdin=code + "\n",
+        )
         assert reg.returncode == 0, reg.stdout + reg.stderr
         for module in ("docker_daemon", "ssm_agent", "ecs_agent"):
             host.start(module)
@@ -410,8 +518,9 @@ def test_agent_runs_stops_and_reports_its_tasks(aws: Callable[[str], Any], host:
     host.unpack_agents()
     host.write("/etc/ecs/ecs.config", "ECS_CLUSTER=lab-tasks\n")
     host.write("/var/lib/ecs/ecs.config", f"AWS_DEFAULT_REGION={REGION}\nECS_EXTERNAL=true\n")
-    reg = host.run("ssm_agent", "-register", "-code", "-", "-id", act_id, "-region", REGION,
-                   stdin=code + "\n")
+    reg = host.run(
+        "ssm_agent", "-register", "-code", "-", "-id", act_id, "-region", REGION, stdin=code + "\n"
+    )
     assert reg.returncode == 0, reg.stdout + reg.stderr
     mi = json.loads((host.root / "var/lib/amazon/ssm/registration").read_text())
     for module in ("docker_daemon", "ssm_agent", "ecs_agent"):
@@ -420,9 +529,18 @@ def test_agent_runs_stops_and_reports_its_tasks(aws: Callable[[str], Any], host:
     ecs = aws("ecs")
     port = free_port()
     ecs.register_task_definition(
-        family="web", networkMode="bridge", requiresCompatibilities=["EXTERNAL"],
-        containerDefinitions=[{"name": "web", "image": "nginx", "memory": 32,
-                               "portMappings": [{"containerPort": 80, "hostPort": port}]}])
+        family="web",
+        networkMode="bridge",
+        requiresCompatibilities=["EXTERNAL"],
+        containerDefinitions=[
+            {
+                "name": "web",
+                "image": "nginx",
+                "memory": 32,
+                "portMappings": [{"containerPort": 80, "hostPort": port}],
+            }
+        ],
+    )
 
     def run() -> str:
         placed = ecs.run_task(cluster="lab-tasks", taskDefinition="web", launchType="EXTERNAL")
@@ -431,8 +549,9 @@ def test_agent_runs_stops_and_reports_its_tasks(aws: Callable[[str], Any], host:
         return str(placed["tasks"][0]["taskArn"])
 
     def containers() -> list[str]:
-        return host.run("docker_cli", "ps", "-q", "--filter",
-                        "label=com.amazonaws.ecs.cluster=lab-tasks").stdout.split()
+        return host.run(
+            "docker_cli", "ps", "-q", "--filter", "label=com.amazonaws.ecs.cluster=lab-tasks"
+        ).stdout.split()
 
     # StopTask: the agent stops the task's container.
     first = run()

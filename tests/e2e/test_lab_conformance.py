@@ -46,14 +46,30 @@ AWS_BEYOND_THE_MODEL = {
 }
 
 # Errors any AWS query or JSON API may answer, beyond each operation's own.
-COMMON_ERRORS = frozenset({
-    "AccessDeniedException", "ExpiredToken", "ExpiredTokenException", "IncompleteSignature",
-    "IncompleteSignatureException", "InternalFailure", "InvalidClientTokenId",
-    "InvalidParameterCombination", "InvalidParameterValue", "InvalidSignatureException",
-    "MissingAuthenticationToken", "MissingParameter", "RequestExpired", "ServiceUnavailable",
-    "SignatureDoesNotMatch", "Throttling", "ThrottlingException", "UnrecognizedClientException",
-    "ValidationError", "ValidationException",
-})
+COMMON_ERRORS = frozenset(
+    {
+        "AccessDeniedException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "IncompleteSignature",
+        "IncompleteSignatureException",
+        "InternalFailure",
+        "InvalidClientTokenId",
+        "InvalidParameterCombination",
+        "InvalidParameterValue",
+        "InvalidSignatureException",
+        "MissingAuthenticationToken",
+        "MissingParameter",
+        "RequestExpired",
+        "ServiceUnavailable",
+        "SignatureDoesNotMatch",
+        "Throttling",
+        "ThrottlingException",
+        "UnrecognizedClientException",
+        "ValidationError",
+        "ValidationException",
+    }
+)
 
 
 def tool_actions() -> set[tuple[str, str]]:
@@ -82,7 +98,8 @@ def model_for(service: str, operation: str) -> ServiceModel:
     if operation in model.operation_names:
         return model
     assert service == "ssm" and operation in SSM_AGENT_MODEL.operation_names, (
-        f"{service}.{operation}: no botocore shape and no private shape written for it")
+        f"{service}.{operation}: no botocore shape and no private shape written for it"
+    )
     return SSM_AGENT_MODEL
 
 
@@ -98,8 +115,9 @@ class Checked:
         shape = model_for(service, operation).operation_model(operation).output_shape
         self.seen.add((service, operation))
         found = [f"{service}.{operation} {p}" for p in problems(shape, body, wire=wire)]
-        self.problems += [p for p in found
-                          if not any(re.fullmatch(known, p) for known in AWS_BEYOND_THE_MODEL)]
+        self.problems += [
+            p for p in found if not any(re.fullmatch(known, p) for known in AWS_BEYOND_THE_MODEL)
+        ]
 
     def judge_error(self, operation: Any, code: str, message: Any) -> None:
         service = operation.service_model.service_name
@@ -145,11 +163,18 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.Endpoi
 
 
 @pytest.fixture
-def tool(endpoint: server.EndpointProcess, monkeypatch: pytest.MonkeyPatch,
-         tmp_path: Path) -> tuple[Aws, Checked, str]:
+def tool(
+    endpoint: server.EndpointProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> tuple[Aws, Checked, str]:
     account = str(secrets.randbelow(9 * 10**11) + 10**11)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy",
-                 "https_proxy"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -161,7 +186,8 @@ def tool(endpoint: server.EndpointProcess, monkeypatch: pytest.MonkeyPatch,
     for client in (aws.clients.ssm, aws.clients.ecs, aws.clients.iam, aws.clients.sts):
         client.meta.events.register(
             "before-sign.*.*",
-            lambda request, **_: request.headers.__setitem__("x-moto-account-id", account))
+            lambda request, **_: request.headers.__setitem__("x-moto-account-id", account),
+        )
         client.meta.events.register("after-call.*.*", checked.hook)
     return aws, checked, account
 
@@ -179,33 +205,50 @@ class Host:
     def join(self, activation_id: str, code: str) -> None:
         (self.base / "etc").mkdir(parents=True)
         (self.base / "etc" / "machine-id").write_text(secrets.token_hex(16) + "\n")
-        assert ssm_agent.register(self.base, self.client, code, activation_id=activation_id,
-                                  region=REGION, out=io.StringIO()) == 0
+        assert (
+            ssm_agent.register(
+                self.base,
+                self.client,
+                code,
+                activation_id=activation_id,
+                region=REGION,
+                out=io.StringIO(),
+            )
+            == 0
+        )
         self.reg = ssm_agent.load_registration(self.base)
         assert self.reg is not None
         self.creds = ssm_agent.fetch_credentials(self.base, self.client, self.reg)
         ssm_agent.heartbeat(self.base, self.client, self.reg, self.creds)
 
     def ecs(self, action: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        auth = common.signer(self.creds["AccessKeyId"], self.creds["SecretAccessKey"],
-                             self.creds["SessionToken"], REGION, "ecs")
+        auth = common.signer(
+            self.creds["AccessKeyId"],
+            self.creds["SecretAccessKey"],
+            self.creds["SessionToken"],
+            REGION,
+            "ecs",
+        )
         return self.client.call(f"{ecs_agent.ECS}.{action}", body, auth=auth)
 
     def register_ecs(self) -> None:
         config = ecs_agent.EcsConfig(cluster=CLUSTER, region=REGION, external=True)
-        answer = self.ecs("RegisterContainerInstance",
-                          ecs_agent.registration_body(config, "25.0.0", None))
+        answer = self.ecs(
+            "RegisterContainerInstance", ecs_agent.registration_body(config, "25.0.0", None)
+        )
         self.arn = answer["containerInstance"]["containerInstanceArn"]
         self.ecs("DiscoverPollEndpoint", {"containerInstance": self.arn, "cluster": CLUSTER})
 
     def poll_tasks(self) -> None:
         """The agent's task polling (its Docker side is not needed for the answers)."""
-        sync = ecs_task_sync.TaskSync(self.base, self.ecs_call, CLUSTER, self.arn,
-                                      logging.getLogger("conformance"))
+        sync = ecs_task_sync.TaskSync(
+            self.base, self.ecs_call, CLUSTER, self.arn, logging.getLogger("conformance")
+        )
         wanted = sync._wanted()
         assert wanted, "the task placed here is not listed for its instance"
-        self.ecs_call(f"{ecs_agent.ECS}.DescribeTasks", {"cluster": CLUSTER,
-                                                         "tasks": sorted(wanted)})
+        self.ecs_call(
+            f"{ecs_agent.ECS}.DescribeTasks", {"cluster": CLUSTER, "tasks": sorted(wanted)}
+        )
         assert sync._active()
         # What the agent reports of a task whose container went away.
         sync._report_stopped(sorted(wanted)[0], "Essential container in task exited")
@@ -222,9 +265,9 @@ def test_calls_are_found_in_the_code() -> None:
         model_for(service, operation)  # each has a shape to be judged by
 
 
-def test_every_answer_is_one_aws_could_give(endpoint: server.EndpointProcess,
-                                            tool: tuple[Aws, Checked, str],
-                                            tmp_path: Path) -> None:
+def test_every_answer_is_one_aws_could_give(
+    endpoint: server.EndpointProcess, tool: tuple[Aws, Checked, str], tmp_path: Path
+) -> None:
     aws, checked, account = tool
     agents_client = RecordingClient(endpoint.urls[0])
     agents_client.checked = checked
@@ -256,8 +299,11 @@ def test_every_answer_is_one_aws_could_give(endpoint: server.EndpointProcess,
     aws.deregister_managed_instance(ids[0])
     _tolerated_errors(aws, ids[0])
     assert checked.problems == []
-    assert {("GetRole", "NoSuchEntity"), ("DeleteActivation", "InvalidActivationId"),
-            ("ListContainerInstances", "ClusterNotFoundException")} <= checked.errors
+    assert {
+        ("GetRole", "NoSuchEntity"),
+        ("DeleteActivation", "InvalidActivationId"),
+        ("ListContainerInstances", "ClusterNotFoundException"),
+    } <= checked.errors
     missing = (tool_actions() | agent_actions()) - checked.seen
     assert not missing, f"calls whose answers this test never checked: {sorted(missing)}"
 
@@ -275,13 +321,19 @@ def _run_a_task(aws: Aws, account: str, arn: str) -> None:
     aws.set_ready(CLUSTER, arn, READY, ready=True)
     ecs = boto3.client("ecs", region_name=REGION)  # setup only: the tool never registers one
     ecs.meta.events.register(
-        "before-sign.*.*", lambda request, **_: request.headers.__setitem__(
-            "x-moto-account-id", account))
+        "before-sign.*.*",
+        lambda request, **_: request.headers.__setitem__("x-moto-account-id", account),
+    )
     ecs.register_task_definition(
-        family="hello", networkMode="bridge", requiresCompatibilities=["EXTERNAL"],
-        containerDefinitions=[{"name": "hello", "image": "busybox", "memory": 128}])
+        family="hello",
+        networkMode="bridge",
+        requiresCompatibilities=["EXTERNAL"],
+        containerDefinitions=[{"name": "hello", "image": "busybox", "memory": 128}],
+    )
     assert aws.task_definition("hello").network_mode == "bridge"
-    run = aws.run_task(CLUSTER, "hello", placement_constraints=[
-        {"type": "memberOf", "expression": f"attribute:{READY} == true"}])
+    run = aws.run_task(
+        CLUSTER,
+        "hello",
+        placement_constraints=[{"type": "memberOf", "expression": f"attribute:{READY} == true"}],
+    )
     assert run.placements and run.placements[0][1] == arn, run.failures
-

@@ -37,8 +37,9 @@ def free_port() -> int:
 
 def _start(tmp: Path, heartbeat_timeout_s: float) -> Iterator[server.EndpointProcess]:
     # IAM shows new roles at once here: these tests are about SSM and ECS, not IAM's delay.
-    ep = server.start(tmp, ["127.0.0.1"], free_port(), heartbeat_timeout_s=heartbeat_timeout_s,
-                      iam_delay_s=0.0)
+    ep = server.start(
+        tmp, ["127.0.0.1"], free_port(), heartbeat_timeout_s=heartbeat_timeout_s, iam_delay_s=0.0
+    )
     try:
         yield ep
     finally:
@@ -67,9 +68,18 @@ ClientFactory = Callable[..., Any]
 
 # Roles the tests' activations name; CreateActivation refuses a role IAM does not know.
 ROLES = ("r", "ecsAnywhereRole", "otherRole")
-SSM_TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{
-    "Effect": "Allow", "Principal": {"Service": "ssm.amazonaws.com"},
-    "Action": "sts:AssumeRole"}]})
+SSM_TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ssm.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
 
 
 @pytest.fixture
@@ -82,10 +92,19 @@ def client(endpoint: server.EndpointProcess, account: str) -> ClientFactory:
 
 def client_factory(url: str, account: str) -> ClientFactory:
     def make(service: Literal["ssm", "ecs", "iam", "sts"], attempts: int = 1) -> Any:
-        cfg = Config(retries={"total_max_attempts": attempts, "mode": "standard"},
-                     read_timeout=120, connect_timeout=10)
-        c = boto3.client(service, endpoint_url=url, region_name=REGION, config=cfg,
-                         aws_access_key_id="AKIDLAB", aws_secret_access_key="lab-secret")
+        cfg = Config(
+            retries={"total_max_attempts": attempts, "mode": "standard"},
+            read_timeout=120,
+            connect_timeout=10,
+        )
+        c = boto3.client(
+            service,
+            endpoint_url=url,
+            region_name=REGION,
+            config=cfg,
+            aws_access_key_id="AKIDLAB",
+            aws_secret_access_key="lab-secret",
+        )
 
         def pin_account(request: Any, **_: Any) -> None:
             request.headers["x-moto-account-id"] = account
@@ -109,15 +128,31 @@ class FakeAgent:
         # for RSA), the issued secret and session token for role credentials.
         self.keys: dict[str, tuple[str, str]] = {}
 
-    def call(self, target: str, body: dict[str, Any], credential: str | None = None,
-             now: datetime | None = None) -> tuple[int, dict[str, Any]]:
+    def call(
+        self,
+        target: str,
+        body: dict[str, Any],
+        credential: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[int, dict[str, Any]]:
         headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target}
         data = json.dumps(body).encode()
         if credential:
             secret, token = self.keys.get(credential, ("not-issued", ""))
-            headers.update(sigv4.sign("POST", self.url + "/", headers, data,
-                                      access_key=credential, secret=secret, session_token=token,
-                                      region=REGION, service="ssm", now=now))
+            headers.update(
+                sigv4.sign(
+                    "POST",
+                    self.url + "/",
+                    headers,
+                    data,
+                    access_key=credential,
+                    secret=secret,
+                    session_token=token,
+                    region=REGION,
+                    service="ssm",
+                    now=now,
+                )
+            )
         req = urllib.request.Request(self.url + "/", data=data, headers=headers, method="POST")
         try:
             with NO_PROXY.open(req, timeout=60) as resp:
@@ -126,28 +161,47 @@ class FakeAgent:
             return exc.code, json.loads(exc.read() or b"{}")
 
     def register(self, activation_id: str, code: str) -> tuple[int, dict[str, Any]]:
-        status, out = self.call("AmazonSSM.RegisterManagedInstance", {
-            "ActivationId": activation_id, "ActivationCode": code,
-            "PublicKey": self.public_key, "PublicKeyType": "Rsa", "Fingerprint": self.fingerprint})
+        status, out = self.call(
+            "AmazonSSM.RegisterManagedInstance",
+            {
+                "ActivationId": activation_id,
+                "ActivationCode": code,
+                "PublicKey": self.public_key,
+                "PublicKeyType": "Rsa",
+                "Fingerprint": self.fingerprint,
+            },
+        )
         if status == 200:
             self.instance_id = out["InstanceId"]
             self.keys[self.instance_id] = (self.public_key, "")
         return status, out
 
     def token(self) -> tuple[int, dict[str, Any]]:
-        status, out = self.call("AmazonSSM.RequestManagedInstanceRoleToken",
-                                {"Fingerprint": self.fingerprint}, credential=self.instance_id)
+        status, out = self.call(
+            "AmazonSSM.RequestManagedInstanceRoleToken",
+            {"Fingerprint": self.fingerprint},
+            credential=self.instance_id,
+        )
         if status == 200:
             self.access_key = out["AccessKeyId"]
             self.keys[self.access_key] = (out["SecretAccessKey"], out["SessionToken"])
         return status, out
 
     def heartbeat(self) -> tuple[int, dict[str, Any]]:
-        return self.call("AmazonSSM.UpdateInstanceInformation", {
-            "InstanceId": self.instance_id, "AgentName": "amazon-ssm-agent",
-            "AgentVersion": "3.3.0.0", "PlatformName": "Debian GNU/Linux",
-            "PlatformType": "Linux", "PlatformVersion": "12", "IPAddress": "10.200.7.11",
-            "ComputerName": "h1"}, credential=self.access_key)
+        return self.call(
+            "AmazonSSM.UpdateInstanceInformation",
+            {
+                "InstanceId": self.instance_id,
+                "AgentName": "amazon-ssm-agent",
+                "AgentVersion": "3.3.0.0",
+                "PlatformName": "Debian GNU/Linux",
+                "PlatformType": "Linux",
+                "PlatformVersion": "12",
+                "IPAddress": "10.200.7.11",
+                "ComputerName": "h1",
+            },
+            credential=self.access_key,
+        )
 
     def join(self, activation: dict[str, Any], beat: bool = True) -> FakeAgent:
         assert self.register(activation["ActivationId"], activation["ActivationCode"])[0] == 200
@@ -166,37 +220,52 @@ def error_code(call: Callable[[], Any]) -> str:
 def test_activation_lifecycle(client: ClientFactory) -> None:
     ssm = client("ssm")
     expires = datetime.now(UTC) + timedelta(hours=2)
-    act = ssm.create_activation(IamRole="ecsAnywhereRole", RegistrationLimit=3,
-                                ExpirationDate=expires, DefaultInstanceName="h1",
-                                Description="lab", Tags=[{"Key": "env", "Value": "lab"}])
+    act = ssm.create_activation(
+        IamRole="ecsAnywhereRole",
+        RegistrationLimit=3,
+        ExpirationDate=expires,
+        DefaultInstanceName="h1",
+        Description="lab",
+        Tags=[{"Key": "env", "Value": "lab"}],
+    )
     other = ssm.create_activation(IamRole="otherRole")
-    [row] = ssm.describe_activations(Filters=[
-        {"FilterKey": "ActivationIds", "FilterValues": [act["ActivationId"]]}])["ActivationList"]
+    [row] = ssm.describe_activations(
+        Filters=[{"FilterKey": "ActivationIds", "FilterValues": [act["ActivationId"]]}]
+    )["ActivationList"]
     assert (row["IamRole"], row["RegistrationLimit"], row["RegistrationsCount"]) == (
-        "ecsAnywhereRole", 3, 0)
+        "ecsAnywhereRole",
+        3,
+        0,
+    )
     assert abs((row["ExpirationDate"] - expires).total_seconds()) < 1
     assert row["Tags"] == [{"Key": "env", "Value": "lab"}] and row["Expired"] is False
     by_role = ssm.describe_activations(
-        Filters=[{"FilterKey": "IamRole", "FilterValues": ["otherRole"]}])["ActivationList"]
+        Filters=[{"FilterKey": "IamRole", "FilterValues": ["otherRole"]}]
+    )["ActivationList"]
     assert [r["ActivationId"] for r in by_role] == [other["ActivationId"]]
     assert by_role[0]["RegistrationLimit"] == 1
-    pages = list(ssm.get_paginator("describe_activations").paginate(PaginationConfig={
-        "PageSize": 1}))
+    pages = list(
+        ssm.get_paginator("describe_activations").paginate(PaginationConfig={"PageSize": 1})
+    )
     assert len(pages) == 2
     ssm.delete_activation(ActivationId=act["ActivationId"])
     listed = [r["ActivationId"] for r in ssm.describe_activations()["ActivationList"]]
     assert listed == [other["ActivationId"]]
     assert error_code(lambda: ssm.delete_activation(ActivationId=act["ActivationId"])) == (
-        "InvalidActivationId")
+        "InvalidActivationId"
+    )
     assert error_code(lambda: ssm.create_activation(IamRole="r", RegistrationLimit=1001)) == (
-        "ValidationException")
+        "ValidationException"
+    )
     too_late = datetime.now(UTC) + timedelta(days=31)
     assert error_code(lambda: ssm.create_activation(IamRole="r", ExpirationDate=too_late)) == (
-        "InvalidParameters")
+        "InvalidParameters"
+    )
 
 
-def test_agent_registration_outcomes(endpoint: server.EndpointProcess,
-                                     client: ClientFactory) -> None:
+def test_agent_registration_outcomes(
+    endpoint: server.EndpointProcess, client: ClientFactory
+) -> None:
     ssm = client("ssm")
     url = endpoint.urls[0]
     act = ssm.create_activation(IamRole="r")
@@ -215,17 +284,18 @@ def test_agent_registration_outcomes(endpoint: server.EndpointProcess,
     assert (status, out["__type"]) == (400, "InvalidActivation")
 
     soon = ssm.create_activation(
-        IamRole="r", ExpirationDate=datetime.now(UTC) + timedelta(seconds=1))
+        IamRole="r", ExpirationDate=datetime.now(UTC) + timedelta(seconds=1)
+    )
     time.sleep(1.5)
     status, out = FakeAgent(url).register(soon["ActivationId"], soon["ActivationCode"])
     assert (status, out["__type"]) == (400, "ActivationExpired")
-    [row] = ssm.describe_activations(Filters=[
-        {"FilterKey": "ActivationIds", "FilterValues": [act["ActivationId"]]}])["ActivationList"]
+    [row] = ssm.describe_activations(
+        Filters=[{"FilterKey": "ActivationIds", "FilterValues": [act["ActivationId"]]}]
+    )["ActivationList"]
     assert row["RegistrationsCount"] == 1
 
 
-def test_heartbeats_drive_ping_status(fast_endpoint: server.EndpointProcess,
-                                      account: str) -> None:
+def test_heartbeats_drive_ping_status(fast_endpoint: server.EndpointProcess, account: str) -> None:
     make = client_factory(fast_endpoint.urls[0], account)
     make("iam").create_role(RoleName="r", AssumeRolePolicyDocument=SSM_TRUST)
     ssm = make("ssm")
@@ -241,11 +311,19 @@ def test_heartbeats_drive_ping_status(fast_endpoint: server.EndpointProcess,
     assert row["InstanceId"] == agent.instance_id == row["SourceId"]
     assert (row["ActivationId"], row["IamRole"], row["Name"]) == (act["ActivationId"], "r", "h1")
     assert (row["PlatformType"], row["PlatformName"], row["PlatformVersion"]) == (
-        "Linux", "Debian GNU/Linux", "12")
+        "Linux",
+        "Debian GNU/Linux",
+        "12",
+    )
     assert (row["AgentVersion"], row["IPAddress"], row["ComputerName"]) == (
-        "3.3.0.0", "10.200.7.11", "h1")
+        "3.3.0.0",
+        "10.200.7.11",
+        "h1",
+    )
     assert (row["ResourceType"], row["SourceType"]) == (
-        "ManagedInstance", "AWS::SSM::ManagedInstance")
+        "ManagedInstance",
+        "AWS::SSM::ManagedInstance",
+    )
     assert isinstance(row["LastPingDateTime"], datetime)
     assert isinstance(row["RegistrationDate"], datetime)
     deadline = time.monotonic() + 30
@@ -272,11 +350,13 @@ def test_agent_identity_checks(endpoint: server.EndpointProcess, client: ClientF
     assert stranger.heartbeat()[1]["__type"] == "UnrecognizedClientException"
 
 
-def test_describe_filters_and_paging(endpoint: server.EndpointProcess,
-                                     client: ClientFactory) -> None:
+def test_describe_filters_and_paging(
+    endpoint: server.EndpointProcess, client: ClientFactory
+) -> None:
     ssm = client("ssm")
-    act = ssm.create_activation(IamRole="r", RegistrationLimit=60,
-                                Tags=[{"Key": "fleet", "Value": "lab"}])
+    act = ssm.create_activation(
+        IamRole="r", RegistrationLimit=60, Tags=[{"Key": "fleet", "Value": "lab"}]
+    )
     agents = [FakeAgent(endpoint.urls[0]).join(act, beat=i % 2 == 0) for i in range(60)]
     ids = {a.instance_id for a in agents}
     online = {a.instance_id for a in agents[::2]}
@@ -293,21 +373,39 @@ def test_describe_filters_and_paging(endpoint: server.EndpointProcess,
     assert len(small_pages) == 60 and set(small_pages) == ids
     assert set(listed(Filters=[{"Key": "PingStatus", "Values": ["Online"]}])) == online
     assert set(listed(Filters=[{"Key": "PingStatus", "Values": ["ConnectionLost"]}])) == (
-        ids - online)
+        ids - online
+    )
     three = sorted(ids)[:3]
     assert sorted(listed(Filters=[{"Key": "InstanceIds", "Values": three}])) == three
-    assert set(listed(InstanceInformationFilterList=[
-        {"key": "PingStatus", "valueSet": ["Online"]}])) == online
-    assert set(listed(Filters=[{"Key": "ActivationIds", "Values": [act["ActivationId"]]},
-                               {"Key": "ResourceType", "Values": ["ManagedInstance"]}])) == ids
+    assert (
+        set(listed(InstanceInformationFilterList=[{"key": "PingStatus", "valueSet": ["Online"]}]))
+        == online
+    )
+    assert (
+        set(
+            listed(
+                Filters=[
+                    {"Key": "ActivationIds", "Values": [act["ActivationId"]]},
+                    {"Key": "ResourceType", "Values": ["ManagedInstance"]},
+                ]
+            )
+        )
+        == ids
+    )
     assert set(listed(Filters=[{"Key": "tag:fleet", "Values": ["lab"]}])) == ids
     assert listed(Filters=[{"Key": "tag:fleet", "Values": ["prod"]}]) == []
     assert error_code(lambda: ssm.describe_instance_information(MaxResults=51)) == (
-        "ValidationException")
-    assert error_code(lambda: ssm.describe_instance_information(
-        Filters=[{"Key": "Colour", "Values": ["x"]}])) == "InvalidFilterKey"
+        "ValidationException"
+    )
+    assert (
+        error_code(
+            lambda: ssm.describe_instance_information(Filters=[{"Key": "Colour", "Values": ["x"]}])
+        )
+        == "InvalidFilterKey"
+    )
     assert error_code(lambda: ssm.describe_instance_information(NextToken="bogus")) == (
-        "InvalidNextToken")
+        "InvalidNextToken"
+    )
 
 
 def test_deregister(endpoint: server.EndpointProcess, client: ClientFactory) -> None:
@@ -317,18 +415,25 @@ def test_deregister(endpoint: server.EndpointProcess, client: ClientFactory) -> 
     assert ssm.describe_instance_information()["InstanceInformationList"] == []
     assert agent.heartbeat()[1]["__type"] == "InvalidInstanceId"
     assert agent.token()[1]["__type"] == "InvalidInstanceId"
-    assert error_code(lambda: ssm.deregister_managed_instance(
-        InstanceId=agent.instance_id)) == "InvalidInstanceId"
-    assert error_code(lambda: ssm.deregister_managed_instance(
-        InstanceId="mi-0123456789abcdef0")) == "InvalidInstanceId"
+    assert (
+        error_code(lambda: ssm.deregister_managed_instance(InstanceId=agent.instance_id))
+        == "InvalidInstanceId"
+    )
+    assert (
+        error_code(lambda: ssm.deregister_managed_instance(InstanceId="mi-0123456789abcdef0"))
+        == "InvalidInstanceId"
+    )
 
 
-def test_tags_propagate_from_activation(endpoint: server.EndpointProcess,
-                                        client: ClientFactory) -> None:
+def test_tags_propagate_from_activation(
+    endpoint: server.EndpointProcess, client: ClientFactory
+) -> None:
     ssm = client("ssm")
-    act = ssm.create_activation(IamRole="r", Tags=[{"Key": "env", "Value": "lab"},
-                                                   {"Key": "Name", "Value": "ignored"}],
-                                DefaultInstanceName="display")
+    act = ssm.create_activation(
+        IamRole="r",
+        Tags=[{"Key": "env", "Value": "lab"}, {"Key": "Name", "Value": "ignored"}],
+        DefaultInstanceName="display",
+    )
     agent = FakeAgent(endpoint.urls[0]).join(act)
     mi = agent.instance_id
 
@@ -339,23 +444,31 @@ def test_tags_propagate_from_activation(endpoint: server.EndpointProcess,
     assert tags() == {"env": "lab", "Name": "ignored"}
     [row] = ssm.describe_instance_information()["InstanceInformationList"]
     assert row["Name"] == "display"  # a Name tag does not set the display name
-    ssm.add_tags_to_resource(ResourceType="ManagedInstance", ResourceId=mi,
-                             Tags=[{"Key": "rack", "Value": "r7"}])
-    ssm.remove_tags_from_resource(ResourceType="ManagedInstance", ResourceId=mi,
-                                  TagKeys=["Name"])
+    ssm.add_tags_to_resource(
+        ResourceType="ManagedInstance", ResourceId=mi, Tags=[{"Key": "rack", "Value": "r7"}]
+    )
+    ssm.remove_tags_from_resource(ResourceType="ManagedInstance", ResourceId=mi, TagKeys=["Name"])
     assert tags() == {"env": "lab", "rack": "r7"}
-    assert error_code(lambda: ssm.list_tags_for_resource(
-        ResourceType="ManagedInstance", ResourceId="mi-0123456789abcdef0")) == "InvalidResourceId"
+    assert (
+        error_code(
+            lambda: ssm.list_tags_for_resource(
+                ResourceType="ManagedInstance", ResourceId="mi-0123456789abcdef0"
+            )
+        )
+        == "InvalidResourceId"
+    )
     # Other resource types still reach moto.
     ssm.put_parameter(Name="/lab/p", Value="v", Type="String")
-    ssm.add_tags_to_resource(ResourceType="Parameter", ResourceId="/lab/p",
-                             Tags=[{"Key": "k", "Value": "v"}])
+    ssm.add_tags_to_resource(
+        ResourceType="Parameter", ResourceId="/lab/p", Tags=[{"Key": "k", "Value": "v"}]
+    )
     listed = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId="/lab/p")
     assert listed["TagList"] == [{"Key": "k", "Value": "v"}]
 
 
-def test_faults_fail_exactly_count_calls(endpoint: server.EndpointProcess,
-                                         client: ClientFactory, account: str) -> None:
+def test_faults_fail_exactly_count_calls(
+    endpoint: server.EndpointProcess, client: ClientFactory, account: str
+) -> None:
     lab = LabControl(endpoint.urls[0])
     ssm, iam = client("ssm"), client("iam")
     lab.add_fault("CreateActivation", "throttle", count=2, account=account)
@@ -380,8 +493,9 @@ def test_faults_fail_exactly_count_calls(endpoint: server.EndpointProcess,
     assert view["statuses"]["DescribeActivations"] == {"500": 1, "200": 1}
 
 
-def test_standard_retries_absorb_faults(endpoint: server.EndpointProcess,
-                                        client: ClientFactory, account: str) -> None:
+def test_standard_retries_absorb_faults(
+    endpoint: server.EndpointProcess, client: ClientFactory, account: str
+) -> None:
     lab = LabControl(endpoint.urls[0])
     ssm = client("ssm", attempts=4)
     lab.add_fault("CreateActivation", "throttle", count=2, account=account)
@@ -398,12 +512,12 @@ def test_standard_retries_absorb_faults(endpoint: server.EndpointProcess,
     assert statuses["DescribeActivations"] == {"200": 1}
 
 
-def test_audit_view(endpoint: server.EndpointProcess, client: ClientFactory,
-                    account: str) -> None:
+def test_audit_view(endpoint: server.EndpointProcess, client: ClientFactory, account: str) -> None:
     lab = LabControl(endpoint.urls[0])
     ssm = client("ssm")
-    kept = ssm.create_activation(IamRole="r", DefaultInstanceName="h1",
-                                 Tags=[{"Key": "env", "Value": "lab"}])
+    kept = ssm.create_activation(
+        IamRole="r", DefaultInstanceName="h1", Tags=[{"Key": "env", "Value": "lab"}]
+    )
     gone = ssm.create_activation(IamRole="r")
     ssm.delete_activation(ActivationId=gone["ActivationId"])
     agent = FakeAgent(endpoint.urls[0]).join(kept)
@@ -412,8 +526,11 @@ def test_audit_view(endpoint: server.EndpointProcess, client: ClientFactory,
     assert view["requests"]["CreateActivation"] == 2
     assert view["requests"]["GetCallerIdentity"] == 1  # answered by moto, counted all the same
     # The agent's calls count in the account its activation belongs to, signed or not.
-    for action in ("RegisterManagedInstance", "RequestManagedInstanceRoleToken",
-                   "UpdateInstanceInformation"):
+    for action in (
+        "RegisterManagedInstance",
+        "RequestManagedInstanceRoleToken",
+        "UpdateInstanceInformation",
+    ):
         assert view["requests"][action] == 1
     by_id = {a["ActivationId"]: a for a in view["activations"]}
     assert by_id[kept["ActivationId"]]["ActivationCode"] == kept["ActivationCode"]
@@ -422,25 +539,32 @@ def test_audit_view(endpoint: server.EndpointProcess, client: ClientFactory,
     assert by_id[gone["ActivationId"]]["Deleted"] is True
     [inst] = view["managed_instances"]
     assert (inst["InstanceId"], inst["Name"], inst["Deregistered"]) == (
-        agent.instance_id, "h1", False)
+        agent.instance_id,
+        "h1",
+        False,
+    )
     lab.reset_audit()
     after = lab.audit(account)
     assert after["requests"] == {} and len(after["activations"]) == 2
 
 
-def test_accounts_are_isolated(endpoint: server.EndpointProcess, account: str,
-                              client: ClientFactory) -> None:
+def test_accounts_are_isolated(
+    endpoint: server.EndpointProcess, account: str, client: ClientFactory
+) -> None:
     mine = client_factory(endpoint.urls[0], account)("ssm")
     theirs = client_factory(endpoint.urls[0], "210987654321")("ssm")
     act = mine.create_activation(IamRole="r")
     assert act["ActivationId"] not in [
-        r["ActivationId"] for r in theirs.describe_activations()["ActivationList"]]
+        r["ActivationId"] for r in theirs.describe_activations()["ActivationList"]
+    ]
     assert error_code(lambda: theirs.delete_activation(ActivationId=act["ActivationId"])) == (
-        "InvalidActivationId")
+        "InvalidActivationId"
+    )
 
 
-def test_log_has_actions_but_no_secrets(endpoint: server.EndpointProcess,
-                                        client: ClientFactory) -> None:
+def test_log_has_actions_but_no_secrets(
+    endpoint: server.EndpointProcess, client: ClientFactory
+) -> None:
     act = client("ssm").create_activation(IamRole="r")
     FakeAgent(endpoint.urls[0]).join(act)
     log = (endpoint.state_dir / server.LOG_FILE).read_text()
@@ -473,21 +597,32 @@ def _alive(pid: int) -> bool:
 
 
 def test_agent_credentials_pin_ecs_calls_to_the_agents_account(
-        endpoint: server.EndpointProcess, client: ClientFactory) -> None:
+    endpoint: server.EndpointProcess, client: ClientFactory
+) -> None:
     """The ECS agent signs with the key the lab issued; its calls land in the host's account."""
     ecs = client("ecs")
     ecs.create_cluster(clusterName="edge")
     agent = FakeAgent(endpoint.urls[0]).join(client("ssm").create_activation(IamRole="r"))
-    status, out = agent.call("AmazonEC2ContainerServiceV20141113.RegisterContainerInstance", {
-        "cluster": "edge", "instanceIdentityDocument": "", "instanceIdentityDocumentSignature": "",
-        "versionInfo": {"agentVersion": "1.90.0", "agentHash": "x", "dockerVersion": "25.0"},
-        "attributes": [{"name": "rack", "value": "r7"}]}, credential=agent.access_key)
+    status, out = agent.call(
+        "AmazonEC2ContainerServiceV20141113.RegisterContainerInstance",
+        {
+            "cluster": "edge",
+            "instanceIdentityDocument": "",
+            "instanceIdentityDocumentSignature": "",
+            "versionInfo": {"agentVersion": "1.90.0", "agentHash": "x", "dockerVersion": "25.0"},
+            "attributes": [{"name": "rack", "value": "r7"}],
+        },
+        credential=agent.access_key,
+    )
     assert status == 200, out
     arns = ecs.list_container_instances(
-        cluster="edge", filter=f"ec2InstanceId == '{agent.instance_id}'")["containerInstanceArns"]
+        cluster="edge", filter=f"ec2InstanceId == '{agent.instance_id}'"
+    )["containerInstanceArns"]
     assert arns == [out["containerInstance"]["containerInstanceArn"]]
     # A caller with no lab-issued credentials is not an agent.
     status, out = FakeAgent(endpoint.urls[0]).call(
         "AmazonEC2ContainerServiceV20141113.RegisterContainerInstance",
-        {"cluster": "edge"}, credential="AKIDLAB")
+        {"cluster": "edge"},
+        credential="AKIDLAB",
+    )
     assert status == 400

@@ -18,17 +18,32 @@ from anywhere.lab.lab import Lab
 SPARE_INDEX = 8  # the index of the conftest's spare lab
 
 
-def ssh(lab: Lab, host: str, command: str, user: str = "deploy",
-        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def ssh(
+    lab: Lab, host: str, command: str, user: str = "deploy", stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """The OpenSSH client with strict host-key checking against the lab's known_hosts."""
     argv = [
-        "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={lab.known_hosts_path}", "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10", "-i", str(lab.key_path),
-        f"{user}@{lab.hosts[host]}", command,
+        "ssh",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={lab.known_hosts_path}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "ConnectTimeout=10",
+        "-i",
+        str(lab.key_path),
+        f"{user}@{lab.hosts[host]}",
+        command,
     ]
-    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60,
-                          check=False)
+    return subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_strict_key_ssh_reaches_every_host(lab: Lab) -> None:
@@ -67,8 +82,9 @@ def test_each_host_has_its_own_identity_and_no_way_out(lab: Lab) -> None:
     machine_ids, host_keys = set(), set()
     for name, address in lab.hosts.items():
         machine_ids.add(lab.exec(name, ["cat", "/etc/machine-id"]).stdout.strip())
-        host_keys.add(lab.exec(name, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"])
-                      .stdout.split()[1])
+        host_keys.add(
+            lab.exec(name, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).stdout.split()[1]
+        )
         addresses = lab.exec(name, ["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
         assert f"inet {address}/24" in addresses
         routes = lab.exec(name, ["ip", "route", "show", "default"])
@@ -95,8 +111,14 @@ def test_files_for_the_controller(lab: Lab) -> None:
 def test_cli_status_env_and_exec(lab: Lab) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k != "ANYWHERE_LAB_DIR"}
-        return subprocess.run([sys.executable, "-m", "anywhere", "lab", *args], env=env,
-                              capture_output=True, text=True, timeout=120, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "anywhere", "lab", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
     status = cli("status", "--name", lab.name)
     assert status.returncode == 0, status.stdout + status.stderr
@@ -137,13 +159,20 @@ def test_stopped_host_refuses_connections_then_comes_back(lab: Lab) -> None:
 
 
 def _leftovers(index: int, labdir: Path) -> list[str]:
-    found = [f"netns {n}" for n in os.listdir("/run/netns")
-             if n.startswith(f"awl{index}-")] if os.path.isdir("/run/netns") else []
-    found += [f"link {n}" for n in os.listdir("/sys/class/net")
-              if n == f"awlbr{index}" or n.startswith(f"awl{index}h")]
+    found = (
+        [f"netns {n}" for n in os.listdir("/run/netns") if n.startswith(f"awl{index}-")]
+        if os.path.isdir("/run/netns")
+        else []
+    )
+    found += [
+        f"link {n}"
+        for n in os.listdir("/sys/class/net")
+        if n == f"awlbr{index}" or n.startswith(f"awl{index}h")
+    ]
     with open("/proc/self/mounts") as mounts:
-        found += [f"mount {line.split()[1]}" for line in mounts
-                  if line.split()[1].startswith(str(labdir))]
+        found += [
+            f"mount {line.split()[1]}" for line in mounts if line.split()[1].startswith(str(labdir))
+        ]
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -29,13 +29,13 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.Endpoi
 
 def _joined(endpoint: server.EndpointProcess, account: str, count: int) -> list[FakeAgent]:
     make = client_factory(endpoint.urls[0], account)
-    act = activation_with_role(make("iam"), make("ssm"), "ecsAnywhereRole",
-                               RegistrationLimit=count)
+    act = activation_with_role(make("iam"), make("ssm"), "ecsAnywhereRole", RegistrationLimit=count)
     return [FakeAgent(endpoint.urls[0]).join(act) for _ in range(count)]
 
 
 def test_agent_calls_need_the_credentials_issued_to_that_instance(
-        endpoint: server.EndpointProcess) -> None:
+    endpoint: server.EndpointProcess,
+) -> None:
     me, other = _joined(endpoint, "210987654321", 2)
     secret, token = me.keys[me.access_key]
     me.keys[me.access_key] = ("a-wrong-secret", token)
@@ -44,13 +44,19 @@ def test_agent_calls_need_the_credentials_issued_to_that_instance(
     assert "does not match the signature you provided" in out["message"]
     # The other instance's access key, signed with my secret and token.
     me.keys[other.access_key] = (secret, token)
-    status, out = me.call("AmazonSSM.UpdateInstanceInformation",
-                          {"InstanceId": other.instance_id}, credential=other.access_key)
+    status, out = me.call(
+        "AmazonSSM.UpdateInstanceInformation",
+        {"InstanceId": other.instance_id},
+        credential=other.access_key,
+    )
     assert (status, out["__type"]) == (400, "UnrecognizedClientException")
     # A role-token request for the other instance, signed with my registered key.
     me.keys[other.instance_id] = me.keys[me.instance_id]
-    status, out = me.call("AmazonSSM.RequestManagedInstanceRoleToken",
-                          {"Fingerprint": other.fingerprint}, credential=other.instance_id)
+    status, out = me.call(
+        "AmazonSSM.RequestManagedInstanceRoleToken",
+        {"Fingerprint": other.fingerprint},
+        credential=other.instance_id,
+    )
     assert (status, out["__type"]) == (400, "InvalidSignatureException")
     me.keys[me.access_key] = (secret, token)
     assert me.heartbeat() == (200, {})
@@ -60,8 +66,12 @@ def test_agent_call_dated_six_minutes_off_is_refused(endpoint: server.EndpointPr
     [agent] = _joined(endpoint, "210987654322", 1)
     for offset, words in ((-6, "Signature expired:"), (6, "Signature not yet current:")):
         skewed = datetime.now(UTC) + timedelta(minutes=offset)
-        status, out = agent.call("AmazonSSM.UpdateInstanceInformation",
-                                 {"InstanceId": agent.instance_id}, agent.access_key, now=skewed)
+        status, out = agent.call(
+            "AmazonSSM.UpdateInstanceInformation",
+            {"InstanceId": agent.instance_id},
+            agent.access_key,
+            now=skewed,
+        )
         assert (status, out["__type"]) == (400, "InvalidSignatureException")
         assert out["message"].startswith(words) and "5 min.)" in out["message"]
     assert agent.heartbeat() == (200, {})
@@ -73,14 +83,17 @@ def skew(monkeypatch: pytest.MonkeyPatch) -> Any:
     real = botocore.compat.get_current_datetime  # what botocore.auth signs with
 
     def set_minutes(minutes: float) -> None:
-        monkeypatch.setattr("botocore.auth.get_current_datetime",
-                            lambda **kw: real(**kw) + timedelta(minutes=minutes))
+        monkeypatch.setattr(
+            "botocore.auth.get_current_datetime",
+            lambda **kw: real(**kw) + timedelta(minutes=minutes),
+        )
 
     return set_minutes
 
 
-def test_tool_calls_from_a_skewed_clock_fail_as_on_aws(endpoint: server.EndpointProcess,
-                                                       skew: Any, tmp_path: Path) -> None:
+def test_tool_calls_from_a_skewed_clock_fail_as_on_aws(
+    endpoint: server.EndpointProcess, skew: Any, tmp_path: Path
+) -> None:
     make = client_factory(endpoint.urls[0], "210987654323")
     ssm, sts = make("ssm"), make("sts")
     skew(-6)

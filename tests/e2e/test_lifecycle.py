@@ -46,15 +46,23 @@ def _shared_credentials(lab: Lab, host: str) -> str:
 
 
 def test_rerun_on_hosts_with_the_agents_credentials_changes_nothing(
-        registered: Lab, tmp_path: Path) -> None:
+    registered: Lab, tmp_path: Path
+) -> None:
     lab = registered
     for host in lab.hosts:  # the SSM agent shares its role credentials as the real one does
         assert _shared_credentials(lab, host).startswith("[default]\naws_access_key_id = ")
     control = LabControl(lab.endpoint_url)
     control.reset_audit()
     report = tmp_path / "again.json"
-    done = anywhere(lab, "register", str(lab.inventory_path), "--yes",
-                    "--report-json", str(report), run_dir=tmp_path / "runs")
+    done = anywhere(
+        lab,
+        "register",
+        str(lab.inventory_path),
+        "--yes",
+        "--report-json",
+        str(report),
+        run_dir=tmp_path / "runs",
+    )
     assert done.returncode == 0, done.stdout[-3000:]
     hosts = json.loads(report.read_text())["hosts"]
     assert {h["status"] for h in hosts} == {"unchanged"} and len(hosts) == HOSTS
@@ -67,17 +75,24 @@ def test_rerun_on_hosts_with_the_agents_credentials_changes_nothing(
 
 def _client(lab: Lab, service: Literal["ecs", "ssm"]) -> Any:
     return boto3.client(
-        service, endpoint_url=lab.endpoint_url, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        service,
+        endpoint_url=lab.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
 
 
 def _containers(lab: Lab) -> dict[str, dict[str, Any]]:
     """mi- id → container instance, over every status the cluster still lists."""
     ecs = _client(lab, "ecs")
-    arns = [a for status in ("ACTIVE", "DRAINING", "INACTIVE")
-            for a in ecs.list_container_instances(cluster=CLUSTER, status=status)
-            ["containerInstanceArns"]]
+    arns = [
+        a
+        for status in ("ACTIVE", "DRAINING", "INACTIVE")
+        for a in ecs.list_container_instances(cluster=CLUSTER, status=status)[
+            "containerInstanceArns"
+        ]
+    ]
     if not arns:
         return {}
     found = ecs.describe_container_instances(cluster=CLUSTER, containerInstances=arns)
@@ -86,21 +101,24 @@ def _containers(lab: Lab) -> dict[str, dict[str, Any]]:
 
 def _ready_arns(lab: Lab) -> set[str]:
     listed = _client(lab, "ecs").list_attributes(
-        cluster=CLUSTER, targetType="container-instance", attributeName=READY_ATTRIBUTE,
-        attributeValue="true")
+        cluster=CLUSTER,
+        targetType="container-instance",
+        attributeName=READY_ATTRIBUTE,
+        attributeValue="true",
+    )
     return {a["targetId"] for a in listed["attributes"]}
 
 
 def _managed(lab: Lab) -> dict[str, str]:
     """mi- id → host name for every managed instance SSM lists."""
     pages = _client(lab, "ssm").get_paginator("describe_instance_information").paginate()
-    return {i["InstanceId"]: i.get("Name", "") for p in pages
-            for i in p["InstanceInformationList"]}
+    return {i["InstanceId"]: i.get("Name", "") for p in pages for i in p["InstanceInformationList"]}
 
 
 def _check(lab: Lab, tmp_path: Path, *extra: str) -> tuple[int, dict[str, dict[str, Any]]]:
-    done = anywhere(lab, "check", str(lab.inventory_path), "--json", *extra,
-                    run_dir=tmp_path / "runs")
+    done = anywhere(
+        lab, "check", str(lab.inventory_path), "--json", *extra, run_dir=tmp_path / "runs"
+    )
     assert done.returncode in (0, 1), done.stderr[-3000:]
     report = json.loads(done.stdout)
     return done.returncode, {h["host"]: h for h in report["hosts"]}
@@ -125,8 +143,10 @@ def _wait(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
 
 def _agent_up(lab: Lab, host: str) -> None:
     url = "http://localhost:51678/v1/metadata"
-    _wait(lambda: "ContainerInstanceArn" in lab.exec(host, ["curl", "-s", url]).stdout,
-          f"the ECS agent on {host}")
+    _wait(
+        lambda: "ContainerInstanceArn" in lab.exec(host, ["curl", "-s", url]).stdout,
+        f"the ECS agent on {host}",
+    )
 
 
 def _served(lab: Lab, host: str, port: int) -> str:
@@ -154,8 +174,11 @@ def test_check_follows_docker_and_gates_run_task(registered: Lab, tmp_path: Path
     assert _ready_arns(lab) == set(by_host.values())
     ecs = _client(lab, "ecs")
     ecs.register_task_definition(
-        family="life-web", networkMode="bridge", requiresCompatibilities=["EXTERNAL"],
-        containerDefinitions=[{"name": "web", "image": "nginx", "memory": 32}])
+        family="life-web",
+        networkMode="bridge",
+        requiresCompatibilities=["EXTERNAL"],
+        containerDefinitions=[{"name": "web", "image": "nginx", "memory": 32}],
+    )
 
     lab.exec("h2", ["systemctl", "stop", "docker"])
     try:
@@ -167,18 +190,29 @@ def test_check_follows_docker_and_gates_run_task(registered: Lab, tmp_path: Path
         assert [h for h, r in hosts.items() if r["status"] != "ready"] == ["h2"]
         assert by_host["h2"] not in _ready_arns(lab)
         attrs = ecs.describe_container_instances(
-            cluster=CLUSTER, containerInstances=[by_host["h2"]])["containerInstances"][0]
+            cluster=CLUSTER, containerInstances=[by_host["h2"]]
+        )["containerInstances"][0]
         assert READY_ATTRIBUTE not in {a["name"] for a in attrs["attributes"]}
 
         # Six tasks over three ready hosts: none may land on h2, which is up but not ready.
-        done = anywhere(lab, "run-task", str(lab.inventory_path), "-t", "life-web",
-                        "--count", "6", run_dir=tmp_path / "runs")
+        done = anywhere(
+            lab,
+            "run-task",
+            str(lab.inventory_path),
+            "-t",
+            "life-web",
+            "--count",
+            "6",
+            run_dir=tmp_path / "runs",
+        )
         assert done.returncode == 0, done.stdout + done.stderr
-        placed = [ln.rsplit(" on ", 1)[1] for ln in done.stdout.splitlines()
-                  if ln.startswith("placed ")]
+        placed = [
+            ln.rsplit(" on ", 1)[1] for ln in done.stdout.splitlines() if ln.startswith("placed ")
+        ]
         assert len(placed) == 6 and set(placed) <= {"h1", "h3", "h4"}, placed
-        tasks = ecs.describe_tasks(cluster=CLUSTER,
-                                   tasks=ecs.list_tasks(cluster=CLUSTER)["taskArns"])["tasks"]
+        tasks = ecs.describe_tasks(
+            cluster=CLUSTER, tasks=ecs.list_tasks(cluster=CLUSTER)["taskArns"]
+        )["tasks"]
         assert by_host["h2"] not in {t["containerInstanceArn"] for t in tasks}
     finally:
         _stop_all_tasks(lab)
@@ -190,7 +224,8 @@ def test_check_follows_docker_and_gates_run_task(registered: Lab, tmp_path: Path
 
 
 def test_stopped_docker_is_reported_as_is_and_register_repairs_it(
-        registered: Lab, tmp_path: Path) -> None:
+    registered: Lab, tmp_path: Path
+) -> None:
     lab = registered
     lab.exec("h2", ["systemctl", "stop", "docker"])
     try:
@@ -204,8 +239,15 @@ def test_stopped_docker_is_reported_as_is_and_register_repairs_it(
         # check is read-only: no Docker CLI call started Docker again through docker.socket.
         assert _unit(lab, "h2", "docker.socket") == "active"
         assert _unit(lab, "h2", "docker") == "inactive"
-        done = anywhere(lab, "register", str(lab.inventory_path), "--yes", "--limit", "h2",
-                        run_dir=tmp_path / "runs")
+        done = anywhere(
+            lab,
+            "register",
+            str(lab.inventory_path),
+            "--yes",
+            "--limit",
+            "h2",
+            run_dir=tmp_path / "runs",
+        )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert (_unit(lab, "h2", "docker"), _unit(lab, "h2", "ecs")) == ("active", "active")
     finally:
@@ -232,20 +274,35 @@ def test_run_task_refuses_awsvpc_and_unmet_constraints(registered: Lab, tmp_path
     lab = registered
     ecs = _client(lab, "ecs")
     ecs.register_task_definition(
-        family="life-vpc", networkMode="awsvpc", requiresCompatibilities=["EXTERNAL"],
-        containerDefinitions=[{"name": "web", "image": "nginx", "memory": 32}])
+        family="life-vpc",
+        networkMode="awsvpc",
+        requiresCompatibilities=["EXTERNAL"],
+        containerDefinitions=[{"name": "web", "image": "nginx", "memory": 32}],
+    )
     ecs.register_task_definition(
-        family="life-web", networkMode="bridge", requiresCompatibilities=["EXTERNAL"],
-        containerDefinitions=[{"name": "web", "image": "nginx", "memory": 32}])
+        family="life-web",
+        networkMode="bridge",
+        requiresCompatibilities=["EXTERNAL"],
+        containerDefinitions=[{"name": "web", "image": "nginx", "memory": 32}],
+    )
     before = len(ecs.list_tasks(cluster=CLUSTER)["taskArns"])
 
-    vpc = anywhere(lab, "run-task", str(lab.inventory_path), "-t", "life-vpc",
-                   run_dir=tmp_path / "runs")
+    vpc = anywhere(
+        lab, "run-task", str(lab.inventory_path), "-t", "life-vpc", run_dir=tmp_path / "runs"
+    )
     assert vpc.returncode == 1
     assert "awsvpc" in vpc.stderr and "bridge, host or none" in vpc.stderr
 
-    unmet = anywhere(lab, "run-task", str(lab.inventory_path), "-t", "life-web",
-                     "--constraint", "attribute:gpu == true", run_dir=tmp_path / "runs")
+    unmet = anywhere(
+        lab,
+        "run-task",
+        str(lab.inventory_path),
+        "-t",
+        "life-web",
+        "--constraint",
+        "attribute:gpu == true",
+        run_dir=tmp_path / "runs",
+    )
     assert unmet.returncode == 1
     assert "no task placed" in unmet.stderr and "MemberOf" in unmet.stderr, unmet.stderr
     assert "placed " not in unmet.stdout
@@ -292,15 +349,25 @@ def test_out_of_band_deregistration_is_named_and_reregistered(
     _, hosts = _check(lab, tmp_path, "--no-mark")
     arn, old = hosts["h4"]["container_instance_arn"], hosts["h4"]["instance_id"]
     _client(lab, "ecs").deregister_container_instance(
-        cluster=CLUSTER, containerInstance=arn, force=True)
+        cluster=CLUSTER, containerInstance=arn, force=True
+    )
     rc, hosts = _check(lab, tmp_path, "--limit", "h4")
     assert rc == 1
     named = {c["name"]: c for c in hosts["h4"]["checks"]}["ecs-instance"]
     assert not named["ok"] and "INACTIVE" in named["observed"], named
     assert "deregistered" in named["observed"] and "anywhere register" in named["hint"]
     report = tmp_path / "register.json"
-    done = anywhere(lab, "register", str(lab.inventory_path), "--yes", "--limit", "h4",
-                    "--report-json", str(report), run_dir=tmp_path / "runs")
+    done = anywhere(
+        lab,
+        "register",
+        str(lab.inventory_path),
+        "--yes",
+        "--limit",
+        "h4",
+        "--report-json",
+        str(report),
+        run_dir=tmp_path / "runs",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     record = json.loads(report.read_text())["hosts"][0]
     assert (record["decision"], record["status"]) == ("reregister", "ready"), record
@@ -313,13 +380,31 @@ def test_deregister_says_at_once_that_draining_never_stops_standalone_tasks(
     registered: Lab, tmp_path: Path
 ) -> None:
     lab = registered
-    ran = anywhere(lab, "run-task", str(lab.inventory_path), "-t", "life-web", "--limit", "h3",
-                   run_dir=tmp_path / "runs")
+    ran = anywhere(
+        lab,
+        "run-task",
+        str(lab.inventory_path),
+        "-t",
+        "life-web",
+        "--limit",
+        "h3",
+        run_dir=tmp_path / "runs",
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     try:
         # A drain timeout longer than the run: only a refusal that does not wait returns.
-        done = anywhere(lab, "deregister", str(lab.inventory_path), "--limit", "h3", "--yes",
-                        "--drain-timeout", "3600", run_dir=tmp_path / "runs", timeout=900)
+        done = anywhere(
+            lab,
+            "deregister",
+            str(lab.inventory_path),
+            "--limit",
+            "h3",
+            "--yes",
+            "--drain-timeout",
+            "3600",
+            run_dir=tmp_path / "runs",
+            timeout=900,
+        )
         assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
         out = done.stdout + done.stderr
         assert "standalone task(s) still running" in out and "never stops" in out, out[-2000:]
@@ -338,8 +423,17 @@ def test_deregister_removes_one_host(registered: Lab, tmp_path: Path) -> None:
     lab = registered
     _, hosts = _check(lab, tmp_path, "--no-mark")
     old = {h: r["instance_id"] for h, r in hosts.items()}
-    done = anywhere(lab, "deregister", str(lab.inventory_path), "--limit", "h3", "--yes",
-                    "--drain-timeout", "30", run_dir=tmp_path / "runs")
+    done = anywhere(
+        lab,
+        "deregister",
+        str(lab.inventory_path),
+        "--limit",
+        "h3",
+        "--yes",
+        "--drain-timeout",
+        "30",
+        run_dir=tmp_path / "runs",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "will deregister 1 host(s)" in done.stdout and old["h3"] in done.stdout
     managed = _managed(lab)
@@ -363,8 +457,15 @@ def test_register_brings_deregistered_host_back(registered: Lab, tmp_path: Path)
     # writes no agent config; the install script must write ECS_EXTERNAL and the region itself.
     assert lab.exec("h3", ["test", "-x", "/usr/libexec/amazon-ecs-init"]).returncode == 0
     assert lab.exec("h3", ["test", "-e", "/var/lib/ecs/ecs.config"]).returncode == 1
-    done = anywhere(lab, "register", str(lab.inventory_path), "--yes", "--limit", "h3",
-                    run_dir=tmp_path / "runs")
+    done = anywhere(
+        lab,
+        "register",
+        str(lab.inventory_path),
+        "--yes",
+        "--limit",
+        "h3",
+        run_dir=tmp_path / "runs",
+    )
     assert done.returncode == 0, done.stdout[-2000:]
     rc, hosts = _check(lab, tmp_path, "--limit", "h3")
     assert rc == 0
@@ -401,8 +502,15 @@ def test_register_repairs_reimaged_host(registered: Lab, tmp_path: Path) -> None
     lab = registered
     stale = {mi for mi, name in _managed(lab).items() if name == "h1"}
     assert stale, "h1 should still be listed by SSM after its reimage"
-    done = anywhere(lab, "register", str(lab.inventory_path), "--yes", "--limit", "h1",
-                    run_dir=tmp_path / "runs")
+    done = anywhere(
+        lab,
+        "register",
+        str(lab.inventory_path),
+        "--yes",
+        "--limit",
+        "h1",
+        run_dir=tmp_path / "runs",
+    )
     assert done.returncode == 0, done.stdout[-2000:]
     rc, hosts = _check(lab, tmp_path, "--limit", "h1")
     assert rc == 0
@@ -413,18 +521,38 @@ def test_register_repairs_reimaged_host(registered: Lab, tmp_path: Path) -> None
 
 # The last two take h3 and h4 out for good.
 
+
 def _run_port_task(lab: Lab, host: str, tmp_path: Path) -> str:
     """Run a task publishing host port 8080 on `host`; its ARN once its port answers there."""
     ecs = _client(lab, "ecs")
     ecs.register_task_definition(
-        family="life-port", networkMode="bridge", requiresCompatibilities=["EXTERNAL"],
-        containerDefinitions=[{"name": "web", "image": "nginx", "memory": 32,
-                               "portMappings": [{"containerPort": 80, "hostPort": 8080}]}])
-    done = anywhere(lab, "run-task", str(lab.inventory_path), "-t", "life-port",
-                    "--limit", host, run_dir=tmp_path / "runs")
+        family="life-port",
+        networkMode="bridge",
+        requiresCompatibilities=["EXTERNAL"],
+        containerDefinitions=[
+            {
+                "name": "web",
+                "image": "nginx",
+                "memory": 32,
+                "portMappings": [{"containerPort": 80, "hostPort": 8080}],
+            }
+        ],
+    )
+    done = anywhere(
+        lab,
+        "run-task",
+        str(lab.inventory_path),
+        "-t",
+        "life-port",
+        "--limit",
+        host,
+        run_dir=tmp_path / "runs",
+    )
     assert done.returncode == 0 and f" on {host}" in done.stdout, done.stdout + done.stderr
-    _wait(lambda: "[lab] container ecs-life-port-" in _served(lab, host, 8080),
-          f"the task's port on {host}")
+    _wait(
+        lambda: "[lab] container ecs-life-port-" in _served(lab, host, 8080),
+        f"the task's port on {host}",
+    )
     assert len(_task_containers(lab, host)) == 1
     arns = ecs.list_tasks(cluster=CLUSTER, family="life-port")["taskArns"]
     assert len(arns) == 1
@@ -434,8 +562,18 @@ def _run_port_task(lab: Lab, host: str, tmp_path: Path) -> str:
 def test_forced_deregister_wipe_stops_the_orphaned_task(registered: Lab, tmp_path: Path) -> None:
     lab = registered
     _run_port_task(lab, "h3", tmp_path)
-    done = anywhere(lab, "deregister", str(lab.inventory_path), "--limit", "h3", "--yes",
-                    "--force", "--drain-timeout", "1", run_dir=tmp_path / "runs")
+    done = anywhere(
+        lab,
+        "deregister",
+        str(lab.inventory_path),
+        "--limit",
+        "h3",
+        "--yes",
+        "--force",
+        "--drain-timeout",
+        "1",
+        run_dir=tmp_path / "runs",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "stopped 1 ECS task container(s)" in done.stdout, done.stdout
     assert _task_containers(lab, "h3") == []
@@ -443,7 +581,8 @@ def test_forced_deregister_wipe_stops_the_orphaned_task(registered: Lab, tmp_pat
 
 
 def test_forced_deregistration_alone_leaves_the_task_running(
-        registered: Lab, tmp_path: Path) -> None:
+    registered: Lab, tmp_path: Path
+) -> None:
     lab = registered
     task = _run_port_task(lab, "h4", tmp_path)
     ecs = _client(lab, "ecs")
@@ -451,14 +590,25 @@ def test_forced_deregistration_alone_leaves_the_task_running(
     ecs.deregister_container_instance(cluster=CLUSTER, containerInstance=arn, force=True)
     # The agent learns that its instance is inactive, exits terminally (5) and stays down...
     _wait(lambda: _unit(lab, "h4", "ecs") == "failed", "the ECS agent's terminal exit")
-    shown = lab.exec("h4", ["systemctl", "show", "ecs", "-p", "ExecMainStatus", "-p",
-                            "NRestarts"]).stdout.split()
+    shown = lab.exec(
+        "h4", ["systemctl", "show", "ecs", "-p", "ExecMainStatus", "-p", "NRestarts"]
+    ).stdout.split()
     assert sorted(shown) == ["ExecMainStatus=5", "NRestarts=0"]
     # ...and the task's container runs on, orphaned, as on a real host.
     assert "[lab] container ecs-life-port-" in _served(lab, "h4", 8080)
     assert len(_task_containers(lab, "h4")) == 1
-    done = anywhere(lab, "deregister", str(lab.inventory_path), "--limit", "h4", "--yes",
-                    "--force", "--drain-timeout", "1", run_dir=tmp_path / "runs")
+    done = anywhere(
+        lab,
+        "deregister",
+        str(lab.inventory_path),
+        "--limit",
+        "h4",
+        "--yes",
+        "--force",
+        "--drain-timeout",
+        "1",
+        run_dir=tmp_path / "runs",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "stopped 1 ECS task container(s)" in done.stdout, done.stdout
     assert _task_containers(lab, "h4") == []

@@ -40,19 +40,44 @@ def registered(mixlab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     password_file = str(mixlab.ops_password_path)
     inventory = str(mixlab.inventory_path)
     # -vv streams every host's output into stderr: where an echoed secret would show.
-    register = anywhere(mixlab, "-vv", "register", inventory, "--yes",
-                        "--become-password-file", password_file, run_dir=out / "runs")
-    check = anywhere(mixlab, "check", inventory, "--become-password-file", password_file,
-                     run_dir=out / "runs")
+    register = anywhere(
+        mixlab,
+        "-vv",
+        "register",
+        inventory,
+        "--yes",
+        "--become-password-file",
+        password_file,
+        run_dir=out / "runs",
+    )
+    check = anywhere(
+        mixlab, "check", inventory, "--become-password-file", password_file, run_dir=out / "runs"
+    )
     return {"register": register, "check": check, "out": out}
 
 
-def _openssh(lab: Lab, host: str, command: str, user: str = "deploy",
-             ) -> subprocess.CompletedProcess[str]:
+def _openssh(
+    lab: Lab,
+    host: str,
+    command: str,
+    user: str = "deploy",
+) -> subprocess.CompletedProcess[str]:
     """The OpenSSH client, as an operator would log in (no tty: `ssh host command`)."""
-    argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={lab.known_hosts_path}", "-o", "IdentitiesOnly=yes",
-            "-i", str(lab.key_path), f"{user}@{lab.hosts[host]}", command]
+    argv = [
+        "ssh",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={lab.known_hosts_path}",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-i",
+        str(lab.key_path),
+        f"{user}@{lab.hosts[host]}",
+        command,
+    ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -82,8 +107,10 @@ def test_mixed_messy_fleet_registers_and_passes_check(registered: dict[str, obje
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
 
 
-def test_no_secret_in_output_journal_or_hosts(mixlab: Lab, registered: dict[str, object],
-                                              ) -> None:
+def test_no_secret_in_output_journal_or_hosts(
+    mixlab: Lab,
+    registered: dict[str, object],
+) -> None:
     secrets = [*lab_secrets(mixlab), mixlab.ops_password_path.read_text().strip()]
     texts = {"register": registered["register"], "check": registered["check"]}
     for what, done in texts.items():
@@ -106,14 +133,24 @@ def test_a_pty_never_echoes_what_is_sent(mixlab: Lab) -> None:
     intact, and neither comes back in the output."""
     password = mixlab.ops_password_path.read_text().strip()
     secret = "not-for-the-screen-" + password[::-1]
-    target = SshTarget(address=mixlab.hosts["h3"], user="ops", key_file=str(mixlab.key_path),
-                       known_hosts=str(mixlab.known_hosts_path))
-    options = replace(ssh.SshOptions(connect_timeout_s=10.0, command_timeout_s=30.0),
-                      become_password=Secret(password))
+    target = SshTarget(
+        address=mixlab.hosts["h3"],
+        user="ops",
+        key_file=str(mixlab.key_path),
+        known_hosts=str(mixlab.known_hosts_path),
+    )
+    options = replace(
+        ssh.SshOptions(connect_timeout_s=10.0, command_timeout_s=30.0),
+        become_password=Secret(password),
+    )
     transport = ssh.connect("h3", target, options)
     try:
-        result = transport.run('read -r s; id -u; echo "${#s}"; cat', sudo=True,
-                               secret_stdin=(Secret(secret),), stdin=b"\x03\x04end\r\n")
+        result = transport.run(
+            'read -r s; id -u; echo "${#s}"; cat',
+            sudo=True,
+            secret_stdin=(Secret(secret),),
+            stdin=b"\x03\x04end\r\n",
+        )
     finally:
         transport.close()
     assert (result.exit_status, result.stdout) == (0, f"0\n{len(secret)}\n\x03\x04end\r\n")

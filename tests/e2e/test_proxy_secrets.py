@@ -27,8 +27,11 @@ def test_units_read_the_proxy_password_from_the_environment_file_only(lab: Lab) 
         f"systemctl daemon-reload; systemctl start {UNIT}"
     )
     try:
-        done = lab.exec(HOST, ["sh", "-c", setup, "sh", *context["dropin"]],
-                        input="\n".join(context["proxy_env"]) + "\n")
+        done = lab.exec(
+            HOST,
+            ["sh", "-c", setup, "sh", *context["dropin"]],
+            input="\n".join(context["proxy_env"]) + "\n",
+        )
         assert done.returncode == 0, done.stderr
         pid = lab.exec(HOST, ["systemctl", "show", "-p", "MainPID", "--value", UNIT]).stdout
         environ = lab.exec(HOST, ["cat", f"/proc/{pid.strip()}/environ"]).stdout.split("\0")
@@ -37,6 +40,13 @@ def test_units_read_the_proxy_password_from_the_environment_file_only(lab: Lab) 
         assert f"EnvironmentFiles={PROXY_ENV_FILE}" in shown
         assert "pa%25s" not in shown
     finally:
-        lab.exec(HOST, ["sh", "-c", f"systemctl stop {UNIT}; rm -rf {dropin_dir} "
-                        f"/etc/systemd/system/{UNIT}.service /etc/anywhere; "
-                        "systemctl daemon-reload"])
+        lab.exec(
+            HOST,
+            [
+                "sh",
+                "-c",
+                f"systemctl stop {UNIT}; rm -rf {dropin_dir} "
+                f"/etc/systemd/system/{UNIT}.service /etc/anywhere; "
+                "systemctl daemon-reload",
+            ],
+        )

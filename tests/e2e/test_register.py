@@ -49,9 +49,15 @@ def first_run(reglab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Recorded
     sampler.start()
     try:
         result = anywhere(
-            reglab, "-vv", "register", str(reglab.inventory_path), "--yes",
-            "--report-json", str(out / "report.json"),
-            "--report-junit", str(out / "report.xml"),
+            reglab,
+            "-vv",
+            "register",
+            str(reglab.inventory_path),
+            "--yes",
+            "--report-json",
+            str(out / "report.json"),
+            "--report-junit",
+            str(out / "report.xml"),
             run_dir=out / "runs",
         )
     finally:
@@ -73,15 +79,21 @@ def test_plan_before_register_changes_nothing(reglab: Lab, tmp_path: Path) -> No
 
 def _ecs(lab: Lab) -> ECSClient:
     return boto3.client(
-        "ecs", endpoint_url=lab.endpoint_url, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "ecs",
+        endpoint_url=lab.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
 
 
 def _ssm(lab: Lab) -> SSMClient:
     return boto3.client(
-        "ssm", endpoint_url=lab.endpoint_url, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "ssm",
+        endpoint_url=lab.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
 
 
@@ -159,8 +171,11 @@ def test_activation_code_leaks_nowhere(reglab: Lab, first_run: RecordedRun) -> N
     codes = [a["ActivationCode"] for a in first_run.audit["activations"]]
     assert codes and all(len(c) >= 20 for c in codes)
     result = first_run.result
-    haystacks = {"stdout": result.stdout, "stderr": result.stderr,
-                 "argv": "\n".join(first_run.argv)}
+    haystacks = {
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "argv": "\n".join(first_run.argv),
+    }
     for path in first_run.out.rglob("*"):
         if path.is_file():
             haystacks[str(path)] = path.read_text(errors="replace")
@@ -181,14 +196,23 @@ def test_rerun_changes_nothing(reglab: Lab, first_run: RecordedRun, tmp_path: Pa
     control = LabControl(reglab.endpoint_url)
     control.reset_audit()
     before = len(control.audit()["activations"])
-    result = anywhere(reglab, "register", str(reglab.inventory_path), "--yes",
-                      "--report-json", str(tmp_path / "again.json"), run_dir=tmp_path / "runs")
+    result = anywhere(
+        reglab,
+        "register",
+        str(reglab.inventory_path),
+        "--yes",
+        "--report-json",
+        str(tmp_path / "again.json"),
+        run_dir=tmp_path / "runs",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     audit = control.audit()
     assert audit["requests"].get("CreateActivation", 0) == 0
     assert len(audit["activations"]) == before
-    assert not any(k in audit["requests"] for k in
-                   ("PutAttributes", "DeleteAttributes", "DeregisterManagedInstance"))
+    assert not any(
+        k in audit["requests"]
+        for k in ("PutAttributes", "DeleteAttributes", "DeregisterManagedInstance")
+    )
     report = read_json(tmp_path / "again.json")
     assert {h["status"] for h in report["hosts"]} == {"unchanged"}
     first = read_json(first_run.out / "report.json")["hosts"]

@@ -35,9 +35,17 @@ def bad_run(badlab: Lab, tmp_path_factory: pytest.TempPathFactory) -> RecordedRu
     # The installer cannot create /var/lib/amazon/ssm when /var/lib/amazon is a file.
     badlab.exec("h4", ["sh", "-c", "rm -rf /var/lib/amazon && touch /var/lib/amazon"])
     result = anywhere(
-        badlab, "register", str(badlab.inventory_path), "--yes",
-        "--report-json", str(out / "report.json"), "--report-junit", str(out / "report.xml"),
-        "--retry-inventory", str(out / "retry.yml"), run_dir=out / "runs",
+        badlab,
+        "register",
+        str(badlab.inventory_path),
+        "--yes",
+        "--report-json",
+        str(out / "report.json"),
+        "--report-junit",
+        str(out / "report.xml"),
+        "--retry-inventory",
+        str(out / "retry.yml"),
+        run_dir=out / "runs",
     )
     return RecordedRun(result, out, LabControl(badlab.endpoint_url).audit())
 
@@ -85,9 +93,20 @@ def test_interrupt_stops_cleanly(badlab: Lab, bad_run: RecordedRun, tmp_path: Pa
     control = LabControl(badlab.endpoint_url)
     env = lab_env(badlab, ANYWHERE_RUN_DIR=str(tmp_path / "runs"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "anywhere", "register", str(badlab.inventory_path), "--yes",
-         "--limit", "h4"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "anywhere",
+            "register",
+            str(badlab.inventory_path),
+            "--yes",
+            "--limit",
+            "h4",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not control.audit()["activations"][3:]:
@@ -102,13 +121,23 @@ def test_interrupt_stops_cleanly(badlab: Lab, bad_run: RecordedRun, tmp_path: Pa
 
 def test_rerun_after_interrupt_converges(badlab: Lab, tmp_path: Path) -> None:
     """After the interrupted run, register again: h4 ends ready with one registration."""
-    done = anywhere(badlab, "register", str(badlab.inventory_path), "--yes", "--limit", "h4",
-                    "--report-json", str(tmp_path / "r.json"), run_dir=tmp_path / "runs")
+    done = anywhere(
+        badlab,
+        "register",
+        str(badlab.inventory_path),
+        "--yes",
+        "--limit",
+        "h4",
+        "--report-json",
+        str(tmp_path / "r.json"),
+        run_dir=tmp_path / "runs",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     record = read_json(tmp_path / "r.json")["hosts"][0]
     assert record["status"] in ("ready", "unchanged")
     audit = LabControl(badlab.endpoint_url).audit()
-    live = [m for m in audit["managed_instances"]
-            if m.get("Name") == "h4" and not m.get("Deregistered")]
+    live = [
+        m for m in audit["managed_instances"] if m.get("Name") == "h4" and not m.get("Deregistered")
+    ]
     assert [m["InstanceId"] for m in live] == [record["instance_id"]]
     assert all(a["Deleted"] for a in audit["activations"])

@@ -33,11 +33,22 @@ def lab() -> Iterator[SshdLab]:
         sshd.close()
 
 
-def target(lab: SshdLab, known: Path, *, port: int = 22, user: str | None = None,
-           key: Path | None = None, jump: str | None = None) -> SshTarget:
+def target(
+    lab: SshdLab,
+    known: Path,
+    *,
+    port: int = 22,
+    user: str | None = None,
+    key: Path | None = None,
+    jump: str | None = None,
+) -> SshTarget:
     return SshTarget(
-        address=lab.address, port=port, user=user or lab.user,
-        key_file=str(key or lab.client_key), known_hosts=str(known), proxy_jump=jump,
+        address=lab.address,
+        port=port,
+        user=user or lab.user,
+        key_file=str(key or lab.client_key),
+        known_hosts=str(known),
+        proxy_jump=jump,
     )
 
 
@@ -51,6 +62,7 @@ def conn(lab: SshdLab) -> Iterator[Transport]:
 
 
 # ---- host keys --------------------------------------------------------------------------------
+
 
 def test_known_key_accepted_and_commands_run(conn: Transport) -> None:
     result = conn.run("echo out; echo err >&2; exit 3")
@@ -99,8 +111,10 @@ def test_accept_new_is_safe_across_threads(lab: SshdLab) -> None:
     lines = sorted(path.read_text().splitlines())
     # Concurrent connects to the same host may each record it once they saw it missing, but
     # every line must be whole and name the right key.
-    assert set(lines) == {f"{lab.address} {lab.host_pub('a')}",
-                          f"[{lab.address}]:2222 {lab.host_pub('b')}"}
+    assert set(lines) == {
+        f"{lab.address} {lab.host_pub('a')}",
+        f"[{lab.address}]:2222 {lab.host_pub('b')}",
+    }
 
 
 def test_changed_key_refused_even_with_accept_new(lab: SshdLab) -> None:
@@ -122,6 +136,7 @@ def test_hashed_known_hosts_entries_work(lab: SshdLab) -> None:
 
 # ---- connection errors --------------------------------------------------------------------------
 
+
 def test_auth_refused(lab: SshdLab) -> None:
     with pytest.raises(AuthError) as info:
         ssh.connect("h1", target(lab, lab.good_known_hosts(), key=lab.stranger_key), FAST)
@@ -137,6 +152,7 @@ def test_connection_refused_is_unreachable(lab: SshdLab) -> None:
 
 
 # ---- commands ------------------------------------------------------------------------------------
+
 
 def test_command_timeout_closes_channel_and_connection_stays_usable(conn: Transport) -> None:
     with pytest.raises(RemoteTimeout) as info:
@@ -154,7 +170,7 @@ def test_output_streams_lines_from_both_streams(conn: Transport) -> None:
 
 def test_stdin_and_secret_stdin_lines_come_first(conn: Transport) -> None:
     result = conn.run(
-        "read -r one; read -r two; echo \"$two/$one\"; cat",
+        'read -r one; read -r two; echo "$two/$one"; cat',
         stdin=b"rest-of-input\n",
         secret_stdin=(Secret("first-value"), Secret("second-value")),
     )
@@ -240,8 +256,9 @@ def test_sudo_password_over_stdin_never_in_argv(lab: SshdLab) -> None:
 
     def work() -> None:
         ssh.check_sudo(transport)
-        res = transport.run("read -r c; sleep 1.5; id -u; echo ${#c}", sudo=True,
-                            secret_stdin=(Secret(code),))
+        res = transport.run(
+            "read -r c; sleep 1.5; id -u; echo ${#c}", sudo=True, secret_stdin=(Secret(code),)
+        )
         outcome["stdout"] = res.stdout
 
     try:
@@ -298,7 +315,6 @@ def test_proxy_jump_uses_strict_keys_for_both_hops(lab: SshdLab) -> None:
     assert "unknown host key" in info.value.reason
 
 
-
 def test_multi_hop_proxy_jump_tunnels_each_hop_to_the_next(lab: SshdLab) -> None:
     # controller -> main sshd (:22) -> alt sshd (:2222) -> target: the main sshd again. Were
     # every hop tunnelled to the target, the second hop would meet key A under key B's name.
@@ -336,8 +352,10 @@ def test_many_concurrent_transports_in_a_thread_pool(lab: SshdLab) -> None:
         transport = ssh.connect(f"h{i}", target(lab, known, port=(22, 2222)[i % 2]), FAST)
         try:
             transport.put(f"{i}\n".encode(), f"/tmp/anyssh-{lab.pid}-pool-{i}")
-            return transport.run(f"cat /tmp/anyssh-{lab.pid}-pool-{i}; rm /tmp/anyssh-{lab.pid}-"
-                                 f"pool-{i}; id -u", sudo=True).stdout
+            return transport.run(
+                f"cat /tmp/anyssh-{lab.pid}-pool-{i}; rm /tmp/anyssh-{lab.pid}-pool-{i}; id -u",
+                sudo=True,
+            ).stdout
         finally:
             transport.close()
 
@@ -347,6 +365,7 @@ def test_many_concurrent_transports_in_a_thread_pool(lab: SshdLab) -> None:
 
 
 # ---- the operator's ssh config --------------------------------------------------------------
+
 
 def test_a_host_alias_in_the_ssh_config_reaches_the_host(lab: SshdLab, tmp_path: Path) -> None:
     """HostName, User, Port, IdentityFile and UserKnownHostsFile all come from the config:
@@ -358,10 +377,13 @@ def test_a_host_alias_in_the_ssh_config_reaches_the_host(lab: SshdLab, tmp_path:
         "Host *\n  Port 22\n"
     )
     inventory = tmp_path / "inventory.yml"
-    inventory.write_text("all:\n  vars:\n    anywhere_region: eu-west-1\n  hosts:\n"
-                         "    web1:\n      ansible_host: lab-alias\n")
-    host = load_inventory(inventory, env={"ANYWHERE_SSH_CONFIG": str(config)},
-                          env_home=tmp_path).host("web1")
+    inventory.write_text(
+        "all:\n  vars:\n    anywhere_region: eu-west-1\n  hosts:\n"
+        "    web1:\n      ansible_host: lab-alias\n"
+    )
+    host = load_inventory(
+        inventory, env={"ANYWHERE_SSH_CONFIG": str(config)}, env_home=tmp_path
+    ).host("web1")
     transport = ssh.connect(host.name, host.ssh, FAST)
     try:
         result = transport.run('id -un; echo "$SSH_CONNECTION"')

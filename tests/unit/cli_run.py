@@ -29,7 +29,8 @@ class Cli:
 
     def __call__(self, *args: str, env: Mapping[str, str] | None = None) -> Done:
         self.capsys.readouterr()
-        code = main(list(args),
-                    env={"HOME": str(ROOT), "ANYWHERE_SSH_CONFIG": "none", **(env or {})})
+        code = main(
+            list(args), env={"HOME": str(ROOT), "ANYWHERE_SSH_CONFIG": "none", **(env or {})}
+        )
         out, err = self.capsys.readouterr()
         return Done(code, out, err)

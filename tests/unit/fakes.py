@@ -50,8 +50,9 @@ CODE = "Zq8v3Kx7c0DeCodeThatMustNeverLeak"
 
 
 def host(name: str, **config: Any) -> Host:
-    return Host(name, SshTarget(address="192.0.2.1"),
-                HostConfig(cluster="lab", region="r", **config))
+    return Host(
+        name, SshTarget(address="192.0.2.1"), HostConfig(cluster="lab", region="r", **config)
+    )
 
 
 def managed(mi: str, name: str, ping: str = "Online") -> ManagedInstance:
@@ -68,27 +69,44 @@ def container(mi: str, status: str = "ACTIVE", ready: bool = True) -> ContainerI
 def healthy_output(mi: str | None) -> str:
     """The verify command's output on a host whose agents all run (registered as `mi`)."""
     reg = f'{{"ManagedInstanceID":"{mi}","Region":"r"}}' if mi else ""
-    return "\n".join([
-        "unit.amazon-ssm-agent=0 active", "unit.ecs=0 active", "unit.docker=0 active",
-        "docker_info=0 24.0.9", "metadata_rc=0",
-        'metadata={"Cluster":"lab","ContainerInstanceArn":"arn:ci/x"}',
-        f"registration={reg}",
-    ])
+    return "\n".join(
+        [
+            "unit.amazon-ssm-agent=0 active",
+            "unit.ecs=0 active",
+            "unit.docker=0 active",
+            "docker_info=0 24.0.9",
+            "metadata_rc=0",
+            'metadata={"Cluster":"lab","ContainerInstanceArn":"arn:ci/x"}',
+            f"registration={reg}",
+        ]
+    )
 
 
 def preflight_output(mi: str | None = None, **changes: str) -> str:
     """The preflight command's output on a fit Ubuntu 22.04 host, its clock now; `mi` is the
     registration the host holds, `changes` override single facts (e.g. arch="s390x")."""
     facts = {
-        "os.ID": "ubuntu", "os.ID_LIKE": "debian", "os.VERSION_ID": '"22.04"',
-        "os.PRETTY_NAME": '"Ubuntu 22.04.4 LTS"', "arch": "x86_64", "pid1": "systemd",
-        "systemd_booted": "yes", "epoch": str(int(time.time())), "disk": "30512344 /",
-        "cgroupfs": "cgroup2fs", "cgroup2_controllers": "cpuset cpu io memory pids",
-        "cgroup1_memory": "0 1", "imds": "http-000", "aws_env": "", "aws_credentials": "no",
+        "os.ID": "ubuntu",
+        "os.ID_LIKE": "debian",
+        "os.VERSION_ID": '"22.04"',
+        "os.PRETTY_NAME": '"Ubuntu 22.04.4 LTS"',
+        "arch": "x86_64",
+        "pid1": "systemd",
+        "systemd_booted": "yes",
+        "epoch": str(int(time.time())),
+        "disk": "30512344 /",
+        "cgroupfs": "cgroup2fs",
+        "cgroup2_controllers": "cpuset cpu io memory pids",
+        "cgroup1_memory": "0 1",
+        "imds": "http-000",
+        "aws_env": "",
+        "aws_credentials": "no",
         "aws_config": "no",
         "registration": f'{{"ManagedInstanceID":"{mi}","Region":"r"}}' if mi else "",
-        "registration_key": "yes" if mi else "no", "ecs_init": "yes" if mi else "no",
-        "agent_db": "yes" if mi else "no", "ecs_cluster": "lab" if mi else "",
+        "registration_key": "yes" if mi else "no",
+        "ecs_init": "yes" if mi else "no",
+        "agent_db": "yes" if mi else "no",
+        "ecs_cluster": "lab" if mi else "",
     }
     facts.update(changes)
     return "\n".join(f"{key}={value}" for key, value in facts.items())
@@ -107,12 +125,21 @@ def as_aws(fake: FakeAws) -> Aws:
     return cast(Aws, fake)
 
 
-def context(tmp_path: Path, aws: FakeAws, known: Mapping[str, tuple[str, ...]],
-            connect: Connect | None = None, settings: Settings | None = None) -> Context:
+def context(
+    tmp_path: Path,
+    aws: FakeAws,
+    known: Mapping[str, tuple[str, ...]],
+    connect: Connect | None = None,
+    settings: Settings | None = None,
+) -> Context:
     fake = as_aws(aws)
     return Context(
-        aws=fake, view=AwsView(aws, 0.0, window_s=0.0), connect=connect or refuse,
-        journal=Journal.create(tmp_path, "test"), run_id="r", known_by_host=known,
+        aws=fake,
+        view=AwsView(aws, 0.0, window_s=0.0),
+        connect=connect or refuse,
+        journal=Journal.create(tmp_path, "test"),
+        run_id="r",
+        known_by_host=known,
         settings=settings or Settings(verify_poll_s=0.0, verify_timeout_s=5.0),
     )
 
@@ -124,8 +151,9 @@ class FakeAws:
     """Records calls; answers from the instances it holds. `fail` maps a method name to the
     error that call raises; `hooks` maps one to a callable run at the start of the call."""
 
-    def __init__(self, managed: Sequence[ManagedInstance] = (),
-                 containers: Sequence[ContainerInstance] = ()) -> None:
+    def __init__(
+        self, managed: Sequence[ManagedInstance] = (), containers: Sequence[ContainerInstance] = ()
+    ) -> None:
         self.managed = {m.instance_id: m for m in managed}
         self.containers = {c.ec2_instance_id: c for c in containers}
         self.calls: list[tuple[str, Any]] = []
@@ -154,8 +182,7 @@ class FakeAws:
 
     def join(self, name: str, mi: str) -> None:
         """What a successful install does in AWS: `name` registered as `mi`."""
-        self.managed[mi] = ManagedInstance(mi, "Online", name=name,
-                                           tags={"anywhere:host": name})
+        self.managed[mi] = ManagedInstance(mi, "Online", name=name, tags={"anywhere:host": name})
         self.containers[mi] = container(mi, ready=False)
 
     # IAM, ECS set-up
@@ -168,8 +195,9 @@ class FakeAws:
         return f"arn:aws:ecs:r:123456789012:cluster/{name}"
 
     # SSM
-    def create_activation(self, name: str, role: str, ttl_minutes: int,
-                          tags: Mapping[str, str], run_id: str) -> Activation:
+    def create_activation(
+        self, name: str, role: str, ttl_minutes: int, tags: Mapping[str, str], run_id: str
+    ) -> Activation:
         self._call("create_activation", name)
         activation_id = f"act-{name}-{next(self._ids)}"
         self.live_activations[activation_id] = name
@@ -200,8 +228,7 @@ class FakeAws:
         self._call("deregister_managed_instance", instance_id)
 
     # ECS
-    def container_instances(self, cluster: str, ids: Sequence[str]
-                            ) -> dict[str, ContainerInstance]:
+    def container_instances(self, cluster: str, ids: Sequence[str]) -> dict[str, ContainerInstance]:
         self._call("container_instances", tuple(ids))
         return {i: self.containers[i] for i in ids if i in self.containers}
 
@@ -230,8 +257,7 @@ class FakeAws:
 
     def run_task(self, cluster: str, td: str, **kwargs: Any) -> RunTaskResult:
         self._call("run_task", kwargs["placement_constraints"])
-        return RunTaskResult(tuple(t for t, _ in self.placements), self.failures,
-                             self.placements)
+        return RunTaskResult(tuple(t for t, _ in self.placements), self.failures, self.placements)
 
 
 class EveryInstance:
@@ -253,12 +279,17 @@ class EveryInstance:
     def instance_tags(self, instance_id: str, /) -> dict[str, str]:
         return {"anywhere:host": instance_id}
 
-    def container_instances(self, cluster: str, ids: Sequence[str], /
-                            ) -> dict[str, ContainerInstance]:
+    def container_instances(
+        self, cluster: str, ids: Sequence[str], /
+    ) -> dict[str, ContainerInstance]:
         with self._lock:
             self.ecs_batches.append(tuple(ids))
-        return {i: ContainerInstance(arn=f"arn/{i}", ec2_instance_id=i, status="ACTIVE",
-                                     agent_connected=True) for i in ids}
+        return {
+            i: ContainerInstance(
+                arn=f"arn/{i}", ec2_instance_id=i, status="ACTIVE", agent_connected=True
+            )
+            for i in ids
+        }
 
     def container_instance(self, cluster: str, arn: str, /) -> ContainerInstance | None:
         return None
@@ -289,8 +320,12 @@ def stubbed_aws(monkeypatch: pytest.MonkeyPatch, **adapter: Any) -> Iterator[Stu
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "unit")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit")
     clients = make_clients("us-east-1", max_attempts=1)
-    with (Stubber(clients.ssm) as ssm, Stubber(clients.ecs) as ecs,
-          Stubber(clients.iam) as iam, Stubber(clients.sts) as sts):
+    with (
+        Stubber(clients.ssm) as ssm,
+        Stubber(clients.ecs) as ecs,
+        Stubber(clients.iam) as iam,
+        Stubber(clients.sts) as sts,
+    ):
         yield Stubbed(Aws(clients, **adapter), ssm, ecs, iam, sts)
         for stub in (ssm, ecs, iam, sts):
             stub.assert_no_pending_responses()

@@ -159,8 +159,9 @@ class SshServer:
             # paramiko has no hook for "request answered": its private sender is wrapped.
             send = getattr(transport, "_send_user_message")  # noqa: B009
 
-            def answer(message: paramiko.Message, send: Any = send,
-                       connection: _Connection = connection) -> None:
+            def answer(
+                message: paramiko.Message, send: Any = send, connection: _Connection = connection
+            ) -> None:
                 send(message)
                 connection.replied(message)
 
@@ -169,8 +170,9 @@ class SshServer:
                 transport.start_server(server=connection)
             except (paramiko.SSHException, EOFError, OSError):
                 continue  # the client gave up during the handshake (refused host key …)
-            threading.Thread(target=self._channels, args=(transport, connection),
-                             daemon=True).start()
+            threading.Thread(
+                target=self._channels, args=(transport, connection), daemon=True
+            ).start()
 
     def _channels(self, transport: paramiko.Transport, connection: _Connection) -> None:
         while transport.is_active():
@@ -180,8 +182,12 @@ class SshServer:
                 threading.Thread(target=_relay, args=(channel, destination), daemon=True).start()
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-                "FAKE_SUDO": self.sudo, "LC_ALL": "C"}
+        return {
+            **os.environ,
+            "PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "FAKE_SUDO": self.sudo,
+            "LC_ALL": "C",
+        }
 
     def execute(self, channel: paramiko.Channel, command: str, tty: bool) -> None:
         if self.motd:
@@ -196,15 +202,20 @@ class SshServer:
 
     def _on_pipes(self, channel: paramiko.Channel, command: str) -> int:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=self._env(), start_new_session=True,
+            ["/bin/sh", "-c", command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self._env(),
+            start_new_session=True,
         )
         self._procs.append(proc)
         assert proc.stdin and proc.stdout and proc.stderr
         feed = threading.Thread(target=_feed, args=(channel, proc.stdin.fileno()), daemon=True)
         feed.start()
-        err = threading.Thread(target=_copy, args=(proc.stderr.fileno(),
-                                                   channel.sendall_stderr), daemon=True)
+        err = threading.Thread(
+            target=_copy, args=(proc.stderr.fileno(), channel.sendall_stderr), daemon=True
+        )
         err.start()
         _copy(proc.stdout.fileno(), channel.sendall)
         err.join()
@@ -214,8 +225,11 @@ class SshServer:
         master, slave = os.openpty()
         # A session of its own with the pty as controlling tty, as sshd gives a pty session.
         proc = subprocess.Popen(
-            ["setsid", "-w", "-c", "/bin/sh", "-c", command], stdin=slave, stdout=slave,
-            stderr=slave, env=self._env(),
+            ["setsid", "-w", "-c", "/bin/sh", "-c", command],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=self._env(),
         )
         self._procs.append(proc)
         os.close(slave)
@@ -243,6 +257,7 @@ def _copy(fd: int, send: Callable[[bytes], object]) -> None:
 
 def _relay(channel: paramiko.Channel, destination: tuple[str, int]) -> None:
     with socket.create_connection(destination) as sock:
+
         def back() -> None:
             with suppress(OSError, EOFError):
                 while data := sock.recv(32768):

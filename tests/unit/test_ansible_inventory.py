@@ -35,8 +35,9 @@ def _by_name(hosts: tuple[Host, ...]) -> dict[str, Host]:
 def test_group_and_host_vars_resolve_like_the_inline_inventory(tmp_path: Path) -> None:
     env = {**BASE_ENV, "HOME": str(tmp_path)}
     split = load_with_secrets(SPLIT, env=env, env_home=tmp_path)
-    inline = load_with_secrets(INLINE, env={**env, "ANYWHERE_INVENTORY_READER": "yaml"},
-                               env_home=tmp_path)
+    inline = load_with_secrets(
+        INLINE, env={**env, "ANYWHERE_INVENTORY_READER": "yaml"}, env_home=tmp_path
+    )
     assert _by_name(split.inventory.hosts) == _by_name(inline.inventory.hosts)
     assert {k: set(v) for k, v in split.inventory.groups.items() if v} == {
         k: set(v) for k, v in inline.inventory.groups.items() if v
@@ -50,10 +51,12 @@ def test_group_and_host_vars_resolve_like_the_inline_inventory(tmp_path: Path) -
 @needs_binary
 def test_forced_ansible_reader_matches_yaml_reader_on_a_plain_file(tmp_path: Path) -> None:
     env = {**BASE_ENV, "HOME": str(tmp_path), "AWS_REGION": "eu-west-1"}
-    via_ansible = load_with_secrets(INLINE, env={**env, "ANYWHERE_INVENTORY_READER": "ansible"},
-                                    env_home=tmp_path)
-    via_yaml = load_with_secrets(INLINE, env={**env, "ANYWHERE_INVENTORY_READER": "yaml"},
-                                 env_home=tmp_path)
+    via_ansible = load_with_secrets(
+        INLINE, env={**env, "ANYWHERE_INVENTORY_READER": "ansible"}, env_home=tmp_path
+    )
+    via_yaml = load_with_secrets(
+        INLINE, env={**env, "ANYWHERE_INVENTORY_READER": "yaml"}, env_home=tmp_path
+    )
     assert _by_name(via_ansible.inventory.hosts) == _by_name(via_yaml.inventory.hosts)
 
 

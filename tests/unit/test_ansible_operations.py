@@ -35,40 +35,49 @@ MI = "mi-0123456789abcdef0"
 OLD = "mi-00000000000000001"
 
 
-def operations(aws: FakeAws, tmp_path: Path | None = None,
-               known: dict[str, tuple[str, ...]] | None = None) -> Operations:
+def operations(
+    aws: FakeAws, tmp_path: Path | None = None, known: dict[str, tuple[str, ...]] | None = None
+) -> Operations:
     fake = as_aws(aws)
     journal = Journal.create(tmp_path, "register") if tmp_path else None
-    return Operations(fake, AwsView(aws, 0.0, window_s=0.0),
-                      {"h1": host("h1", create_iam_role=True)}, Settings(), "run-1",
-                      journal=journal, known_by_host=known)
+    return Operations(
+        fake,
+        AwsView(aws, 0.0, window_s=0.0),
+        {"h1": host("h1", create_iam_role=True)},
+        Settings(),
+        "run-1",
+        journal=journal,
+        known_by_host=known,
+    )
 
 
 def test_a_register_play_asks_in_order_and_leaves_no_activation(tmp_path: Path) -> None:
     aws = FakeAws()
     ops = operations(aws, tmp_path, known={"h1": (OLD,)})
-    decided = dispatch(ops, "decide", {"host": "h1", "preflight": preflight_output(),
-                                       "state": ""})
+    decided = dispatch(ops, "decide", {"host": "h1", "preflight": preflight_output(), "state": ""})
     assert isinstance(decided, dict)
     assert decided["decision"] == "register" and decided["preflight_failed"] == []
     assert decided["stale"] == [OLD]
     assert dispatch(ops, "prepare", {"host": "h1"}) == {
         "role": "arn:aws:iam::123456789012:role/ecsAnywhereRole",
-        "cluster": "arn:aws:ecs:r:123456789012:cluster/lab"}
+        "cluster": "arn:aws:ecs:r:123456789012:cluster/lab",
+    }
     assert aws.called("ensure_role") == [("ecsAnywhereRole", True)]
     made = dispatch(ops, "activation", {"host": "h1"})
     assert isinstance(made, dict) and made["code"] == CODE
     script = dispatch(ops, "script", {"host": "h1"})
     assert isinstance(script, str) and CODE not in script and script.startswith("#!")
     assert dispatch(ops, "release", {"host": "h1", "activation_id": made["id"]}) == {
-        "deleted": True}
+        "deleted": True
+    }
     aws.join("h1", MI)
     verdict = dispatch(ops, "verify", {"host": "h1", "state": healthy_output(MI)})
     assert isinstance(verdict, dict)
     assert verdict["ok"] and verdict["instance_id"] == MI
     arn = verdict["container_arn"]
-    assert dispatch(ops, "mark_ready", {"host": "h1", "container_arn": arn,
-                                        "stale": [OLD]}) == {"ready": True}
+    assert dispatch(ops, "mark_ready", {"host": "h1", "container_arn": arn, "stale": [OLD]}) == {
+        "ready": True
+    }
     assert aws.called("set_ready") == [(arn, True)]
     assert aws.called("forget_instance") == [OLD]
     rec = ops.record("h1")
@@ -93,8 +102,11 @@ def test_an_interrupted_play_has_its_activations_deleted_at_the_end() -> None:
 
 
 def test_a_failed_preflight_is_reported_with_its_hint() -> None:
-    decided = dispatch(operations(FakeAws()), "decide", {
-        "host": "h1", "preflight": preflight_output(arch="s390x"), "state": ""})
+    decided = dispatch(
+        operations(FakeAws()),
+        "decide",
+        {"host": "h1", "preflight": preflight_output(arch="s390x"), "state": ""},
+    )
     assert isinstance(decided, dict)
     assert [f.split(":")[0] for f in decided["preflight_failed"]] == ["arch"]
     assert decided["hint"]
@@ -105,20 +117,24 @@ def test_a_registered_host_is_looked_up_in_aws_when_no_list_was_given() -> None:
     aws.join("h1", MI)
     aws.by_host = {"h1": (MI,)}
     state = healthy_output(MI)
-    decided = dispatch(operations(aws), "decide", {
-        "host": "h1", "preflight": preflight_output(MI), "state": state})
+    decided = dispatch(
+        operations(aws), "decide", {"host": "h1", "preflight": preflight_output(MI), "state": state}
+    )
     assert isinstance(decided, dict)
     assert decided["decision"] == "skip-ready"  # agents run and AWS lists the instance
     assert aws.called("managed_instances_by_host") == [("h1",)]
 
 
-@pytest.mark.parametrize(("op", "args", "message"), [
-    ("steal", {}, "unknown operation 'steal'"),
-    ("script", {"host": "h1", "kind": "poem"}, "unknown script 'poem'"),
-    ("prepare", {"host": "ghost"}, "host 'ghost' is not in the inventory"),
-    ("retire", {"host": "h1", "drain_timeout": "soon"}, "drain_timeout must be a number"),
-    ("retire", {"host": "h1", "drain_timeout": -1}, "drain_timeout must not be negative"),
-])
+@pytest.mark.parametrize(
+    ("op", "args", "message"),
+    [
+        ("steal", {}, "unknown operation 'steal'"),
+        ("script", {"host": "h1", "kind": "poem"}, "unknown script 'poem'"),
+        ("prepare", {"host": "ghost"}, "host 'ghost' is not in the inventory"),
+        ("retire", {"host": "h1", "drain_timeout": "soon"}, "drain_timeout must be a number"),
+        ("retire", {"host": "h1", "drain_timeout": -1}, "drain_timeout must not be negative"),
+    ],
+)
 def test_bad_requests_are_usage_errors(op: str, args: dict[str, object], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         dispatch(operations(FakeAws()), op, args)
@@ -160,20 +176,32 @@ def test_the_ansible_engine_deletes_what_a_broken_play_left(
         assert got["ok"] and aws.live_activations
         if ending == "ctrl-c":
             raise KeyboardInterrupt
-        return PlaybookRun(status="failed", rc=2, stats={}, failures={
-            "h1": HostFailure("runner_on_failed", "install: the install script succeeded",
-                              "install script exited 1")}, spans={})
+        return PlaybookRun(
+            status="failed",
+            rc=2,
+            stats={},
+            failures={
+                "h1": HostFailure(
+                    "runner_on_failed",
+                    "install: the install script succeeded",
+                    "install script exited 1",
+                )
+            },
+            spans={},
+        )
 
     monkeypatch.setattr(ansible_engine, "run_playbook", play)
     ctx = context(tmp_path, aws, {})
     inventory = tmp_path / "hosts.yml"
     if ending == "ctrl-c":
         with pytest.raises(KeyboardInterrupt):
-            ansible_engine.register_with_ansible(ctx, [host("h1")], inventory,
-                                                 progress=lambda *_: None)
+            ansible_engine.register_with_ansible(
+                ctx, [host("h1")], inventory, progress=lambda *_: None
+            )
     else:
-        run = ansible_engine.register_with_ansible(ctx, [host("h1")], inventory,
-                                                   progress=lambda *_: None)
+        run = ansible_engine.register_with_ansible(
+            ctx, [host("h1")], inventory, progress=lambda *_: None
+        )
         (out,) = run.result.outcomes
         assert (out.status, out.failure) == (Status.FAILED, FailureClass.INSTALL)
     assert len(aws.called("delete_activation")) == 1

@@ -32,12 +32,18 @@ def test_pages_follow_the_token_and_count_one_request_per_page(ssm: SSMClient) -
     stub = Stubber(ssm)
     row = {"ActivationId": "a1", "DefaultInstanceName": "h"}
     stub.add_response("describe_activations", {"ActivationList": [row], "NextToken": "t2"}, {})
-    stub.add_response("describe_activations", {"ActivationList": [{**row, "ActivationId": "a2"}]},
-                     {"NextToken": "t2"})
+    stub.add_response(
+        "describe_activations",
+        {"ActivationList": [{**row, "ActivationId": "a2"}]},
+        {"NextToken": "t2"},
+    )
     caller = Caller()
     with stub:
-        ids = [a["ActivationId"] for page in caller.pages(ssm.describe_activations)()
-               for a in page.get("ActivationList", [])]
+        ids = [
+            a["ActivationId"]
+            for page in caller.pages(ssm.describe_activations)()
+            for a in page.get("ActivationList", [])
+        ]
     assert ids == ["a1", "a2"]
     assert caller.counter.snapshot() == {"ssm.DescribeActivations": 2}
 
@@ -48,10 +54,10 @@ def test_a_tolerated_refusal_answers_none_or_ends_the_listing(ssm: SSMClient) ->
     stub.add_client_error("describe_activations", "InvalidFilter", "no")
     caller = Caller()
     with stub:
-        assert caller.tolerant(ssm.delete_activation, {"InvalidActivation"})(
-            ActivationId="a1") is None
-        assert list(caller.pages(ssm.describe_activations,
-                                 tolerate={"InvalidFilter"})()) == []
+        assert (
+            caller.tolerant(ssm.delete_activation, {"InvalidActivation"})(ActivationId="a1") is None
+        )
+        assert list(caller.pages(ssm.describe_activations, tolerate={"InvalidFilter"})()) == []
     assert caller.counter.snapshot() == {"ssm.DeleteActivation": 1, "ssm.DescribeActivations": 1}
 
 

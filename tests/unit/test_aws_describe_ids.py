@@ -15,8 +15,7 @@ A, B, GONE = "mi-0000000000000000a", "mi-0000000000000000b", "mi-000000000000000
 
 
 def info(mi: str) -> dict[str, Any]:
-    return {"InstanceId": mi, "PingStatus": "Online", "ResourceType": "ManagedInstance",
-            "Name": mi}
+    return {"InstanceId": mi, "PingStatus": "Online", "ResourceType": "ManagedInstance", "Name": mi}
 
 
 def ask(ids: list[str]) -> dict[str, Any]:
@@ -31,21 +30,28 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Aws, Stubber]]:
 
 def test_one_batch_when_ssm_accepts_it(aws: tuple[Aws, Stubber]) -> None:
     adapter, stub = aws
-    stub.add_response("describe_instance_information",
-                      {"InstanceInformationList": [info(A), info(B)]}, ask([A, B, GONE]))
+    stub.add_response(
+        "describe_instance_information",
+        {"InstanceInformationList": [info(A), info(B)]},
+        ask([A, B, GONE]),
+    )
     assert sorted(adapter.managed_instances([A, GONE, B])) == [A, B]
 
 
 def test_rejected_batch_is_asked_id_by_id(aws: tuple[Aws, Stubber]) -> None:
     adapter, stub = aws
-    stub.add_client_error("describe_instance_information", "InvalidInstanceId",
-                          expected_params=ask([A, B, GONE]))
-    stub.add_response("describe_instance_information",
-                      {"InstanceInformationList": [info(A)]}, ask([A]))
-    stub.add_response("describe_instance_information",
-                      {"InstanceInformationList": [info(B)]}, ask([B]))
-    stub.add_client_error("describe_instance_information", "InvalidInstanceId",
-                          expected_params=ask([GONE]))
+    stub.add_client_error(
+        "describe_instance_information", "InvalidInstanceId", expected_params=ask([A, B, GONE])
+    )
+    stub.add_response(
+        "describe_instance_information", {"InstanceInformationList": [info(A)]}, ask([A])
+    )
+    stub.add_response(
+        "describe_instance_information", {"InstanceInformationList": [info(B)]}, ask([B])
+    )
+    stub.add_client_error(
+        "describe_instance_information", "InvalidInstanceId", expected_params=ask([GONE])
+    )
     found = adapter.managed_instances([A, B, GONE])
     assert sorted(found) == [A, B]
     assert found[A].ping_status == "Online"

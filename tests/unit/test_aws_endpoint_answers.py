@@ -84,15 +84,27 @@ ENDPOINTS = {
 @pytest.mark.parametrize("kind", sorted(ENDPOINTS))
 def test_an_endpoint_that_is_not_aws_is_exit_3_in_one_line(kind: str, tmp_path: Path) -> None:
     inv = tmp_path / "inv.yml"
-    inv.write_text("all:\n  hosts:\n    h1: {ansible_host: 127.0.0.1}\n"
-                   "  vars: {anywhere_region: us-east-1}\n", encoding="utf-8")
+    inv.write_text(
+        "all:\n  hosts:\n    h1: {ansible_host: 127.0.0.1}\n  vars: {anywhere_region: us-east-1}\n",
+        encoding="utf-8",
+    )
     with ENDPOINTS[kind]() as url:
         done = subprocess.run(
-            [sys.executable, "-m", "anywhere", "check", str(inv)], capture_output=True,
-            text=True, timeout=300, check=False, cwd=tmp_path,
-            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "AWS_ENDPOINT_URL": url,
-                 "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
-                 "ANYWHERE_RUN_DIR": str(tmp_path / "runs")})
+            [sys.executable, "-m", "anywhere", "check", str(inv)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            cwd=tmp_path,
+            env={
+                "PATH": os.environ["PATH"],
+                "HOME": str(tmp_path),
+                "AWS_ENDPOINT_URL": url,
+                "AWS_ACCESS_KEY_ID": "x",
+                "AWS_SECRET_ACCESS_KEY": "y",
+                "ANYWHERE_RUN_DIR": str(tmp_path / "runs"),
+            },
+        )
     assert done.returncode == 3, done.stderr
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()

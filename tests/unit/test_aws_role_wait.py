@@ -13,8 +13,7 @@ from anywhere.errors import ActivationError
 from tests.unit.fakes import stubbed_aws
 
 NOT_SEEN = "Nonexistent role or missing ssm service principal in trust policy"
-CREATED = {"ActivationId": "11111111-2222-4333-8444-555555555555",
-           "ActivationCode": "c0de" * 5}
+CREATED = {"ActivationId": "11111111-2222-4333-8444-555555555555", "ActivationCode": "c0de" * 5}
 
 
 class Sleeps(list[float]):
@@ -36,10 +35,19 @@ def stubbed(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Aws, Stubber, Sle
 
 
 def refuse(stub: Stubber, message: str = NOT_SEEN) -> None:
-    stub.add_client_error("create_activation", "ValidationException", message,
-                          expected_params={"IamRole": "fresh", "RegistrationLimit": 1,
-                                           "ExpirationDate": ANY, "DefaultInstanceName": "h1",
-                                           "Description": ANY, "Tags": ANY})
+    stub.add_client_error(
+        "create_activation",
+        "ValidationException",
+        message,
+        expected_params={
+            "IamRole": "fresh",
+            "RegistrationLimit": 1,
+            "ExpirationDate": ANY,
+            "DefaultInstanceName": "h1",
+            "Description": ANY,
+            "Tags": ANY,
+        },
+    )
 
 
 def test_a_role_ssm_does_not_see_yet_is_waited_for(stubbed: tuple[Aws, Stubber, Sleeps]) -> None:

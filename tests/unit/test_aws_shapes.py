@@ -16,9 +16,14 @@ DESCRIBE = SSM.operation_model("DescribeInstanceInformation").output_shape
 
 
 def row(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"InstanceId": "mi-0123456789abcdef0", "PingStatus": "Online",
-                            "ResourceType": "ManagedInstance", "RegistrationDate": 1.7e9,
-                            "IPAddress": "10.0.0.1", "IsLatestVersion": False}
+    base: dict[str, Any] = {
+        "InstanceId": "mi-0123456789abcdef0",
+        "PingStatus": "Online",
+        "ResourceType": "ManagedInstance",
+        "RegistrationDate": 1.7e9,
+        "IPAddress": "10.0.0.1",
+        "IsLatestVersion": False,
+    }
     base.update(changes)
     return {"InstanceInformationList": [base]}
 
@@ -29,14 +34,17 @@ def test_an_answer_aws_could_give_passes() -> None:
     assert problems(DESCRIBE, parsed, wire=False) == []
 
 
-@pytest.mark.parametrize(("changes", "words"), [
-    ({"PingStatus": "Up"}, "is not one of"),
-    ({"InstanceId": "host-1"}, "does not match"),
-    ({"IsLatestVersion": "false"}, "where AWS sends a boolean"),
-    ({"RegistrationDate": "2026-01-01T00:00:00Z"}, "is not a timestamp"),
-    ({"IPAddress": "1" * 47}, "above the maximum 46"),
-    ({"Hostname": "h1"}, "not a member of"),
-])
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"PingStatus": "Up"}, "is not one of"),
+        ({"InstanceId": "host-1"}, "does not match"),
+        ({"IsLatestVersion": "false"}, "where AWS sends a boolean"),
+        ({"RegistrationDate": "2026-01-01T00:00:00Z"}, "is not a timestamp"),
+        ({"IPAddress": "1" * 47}, "above the maximum 46"),
+        ({"Hostname": "h1"}, "not a member of"),
+    ],
+)
 def test_each_kind_of_wrong_answer_is_caught(changes: dict[str, Any], words: str) -> None:
     found = problems(DESCRIBE, row(**changes), wire=True)
     assert len(found) == 1 and words in found[0], found
@@ -45,7 +53,8 @@ def test_each_kind_of_wrong_answer_is_caught(changes: dict[str, Any], words: str
 def test_required_members_types_and_list_bounds() -> None:
     tags = SSM.operation_model("ListTagsForResource").output_shape
     assert problems(tags, {"TagList": [{"Key": "k"}]}, wire=True) == [
-        "$.TagList[0].Value: required member missing"]
+        "$.TagList[0].Value: required member missing"
+    ]
     assert "where AWS sends a list" in problems(tags, {"TagList": {}}, wire=True)[0]
     ecs = botocore.session.get_session().get_service_model("ecs")
     state = ecs.operation_model("UpdateContainerInstancesState").output_shape
@@ -61,8 +70,12 @@ def test_java_unicode_classes_in_patterns() -> None:
 
 def test_agent_private_shapes() -> None:
     token = SSM_AGENT_MODEL.operation_model("RequestManagedInstanceRoleToken").output_shape
-    good = {"AccessKeyId": "ASIA", "SecretAccessKey": "s", "SessionToken": "t",
-            "TokenExpirationDate": 1.7e9}
+    good = {
+        "AccessKeyId": "ASIA",
+        "SecretAccessKey": "s",
+        "SessionToken": "t",
+        "TokenExpirationDate": 1.7e9,
+    }
     assert problems(token, good, wire=True) == []
     assert problems(token, {**good, "TokenExpirationDate": "soon"}, wire=True)
     register = SSM_AGENT_MODEL.operation_model("RegisterManagedInstance").output_shape

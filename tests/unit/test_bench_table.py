@@ -9,8 +9,17 @@ from benchmarks import table
 
 def sample(tool: str, n: int, wall: float, **over: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "tool": tool, "n": n, "rc": 0, "wall_s": wall, "cpu_s": wall / 4, "peak_rss_mb": 80.0,
-        "tree_rss_mb": 80.0, "ssh_total": n, "ssh_max": 1, "aws_calls": 5, "describe_calls": 4,
+        "tool": tool,
+        "n": n,
+        "rc": 0,
+        "wall_s": wall,
+        "cpu_s": wall / 4,
+        "peak_rss_mb": 80.0,
+        "tree_rss_mb": 80.0,
+        "ssh_total": n,
+        "ssh_max": 1,
+        "aws_calls": 5,
+        "describe_calls": 4,
         "describes_per_poll": 4.0,
     }
     return {**base, **over}
@@ -20,8 +29,10 @@ def fleet(check_walls: list[float], floor: float = 10.0, adhoc: float = 150.0) -
     out = [sample(table.CHECK, 100, w) for w in check_walls]
     out += [sample(table.FLOOR, 100, floor, aws_calls=0, describes_per_poll=None)] * 3
     out += [sample(table.ADHOC, 100, adhoc, aws_calls=0, describes_per_poll=None)] * 3
-    out += [sample(table.REGISTER, 1, 20.0, amortised_overhead_s=2.5),
-            sample(table.REGISTER, 50, 30.0, amortised_overhead_s=0.4, peak_rss_mb=120.0)]
+    out += [
+        sample(table.REGISTER, 1, 20.0, amortised_overhead_s=2.5),
+        sample(table.REGISTER, 50, 30.0, amortised_overhead_s=0.4, peak_rss_mb=120.0),
+    ]
     return out
 
 
@@ -60,15 +71,20 @@ def test_describe_bound() -> None:
 
 def test_describes_per_poll_leaves_out_the_one_time_tag_lookup() -> None:
     # N=100: 2 pages of tag lookup, then one poll of 2 SSM pages, a listing and a describe.
-    calls = {"DescribeInstanceInformation": 4, "ListContainerInstances": 1,
-             "DescribeContainerInstances": 1, "PutAttributes": 3}
+    calls = {
+        "DescribeInstanceInformation": 4,
+        "ListContainerInstances": 1,
+        "DescribeContainerInstances": 1,
+        "PutAttributes": 3,
+    }
     assert table.describes_per_poll(calls, 100, 100) == 4.0
     assert table.describes_per_poll({"DescribeInstanceInformation": 2}, 100, 100) is None
 
 
 def test_lab_cpu_is_hosts_plus_endpoint_median_and_absent_in_old_samples() -> None:
-    samples = [sample(table.CHECK, 20, 5.0, hosts_cpu_s=h, endpoint_cpu_s=0.5)
-               for h in (2.0, 9.0, 3.0)]
+    samples = [
+        sample(table.CHECK, 20, 5.0, hosts_cpu_s=h, endpoint_cpu_s=0.5) for h in (2.0, 9.0, 3.0)
+    ]
     row = table.rows(samples)[0]
     assert row.lab_cpu_s == 3.5
     assert table.cells(row)[table.HEADERS.index("lab CPU s")] == "3.5"

@@ -117,15 +117,20 @@ def test_commands_never_print_secret_bearing_files() -> None:
     # /root/.aws is tested for existence only; RegistrationKey also with a silent grep.
     assert "yn aws_credentials /root/.aws/credentials" in checks.PREFLIGHT_COMMAND
     assert "k=/var/lib/amazon/ssm/Vault/Store/RegistrationKey" in checks.PREFLIGHT_COMMAND
-    assert "grep -Eq '\"instanceID\"" in checks.PREFLIGHT_COMMAND
+    assert 'grep -Eq \'"instanceID"' in checks.PREFLIGHT_COMMAND
 
 
 @pytest.mark.parametrize("command", ["PREFLIGHT_COMMAND", "HOST_VERIFY_COMMAND"])
 def test_commands_are_posix_sh(command: str) -> None:
     shells = [s for s in ("dash", "sh", "bash") if shutil.which(s)]
     for shell in shells:
-        checked = subprocess.run([shell, "-n"], input=getattr(checks, command), text=True,
-                                 capture_output=True, check=False)
+        checked = subprocess.run(
+            [shell, "-n"],
+            input=getattr(checks, command),
+            text=True,
+            capture_output=True,
+            check=False,
+        )
         assert checked.returncode == 0, (shell, checked.stderr)
 
 
@@ -144,21 +149,39 @@ def test_aws_env_names_only(tmp_path: Path) -> None:
 
 def _units_part() -> str:
     lines = checks.HOST_VERIFY_COMMAND.splitlines()
-    return "\n".join(lines[:lines.index("done") + 1])
+    return "\n".join(lines[: lines.index("done") + 1])
 
 
-@pytest.mark.parametrize(("fake", "expected"), [
-    # systemd answers a word per unit, in order
-    ("echo active; echo inactive; echo failed; echo active; exit 3",
-     {"amazon-ssm-agent": (0, "active"), "snap.amazon-ssm-agent.amazon-ssm-agent": (3, "inactive"),
-      "ecs": (3, "failed"), "docker": (0, "active")}),
-    # not booted with systemd: nothing on stdout, exit 1
-    ("echo 'System has not been booted with systemd' >&2; exit 1",
-     dict.fromkeys(("amazon-ssm-agent", "snap.amazon-ssm-agent.amazon-ssm-agent", "ecs",
-                    "docker"), (1, "none"))),
-    (None, dict.fromkeys(("amazon-ssm-agent", "snap.amazon-ssm-agent.amazon-ssm-agent", "ecs",
-                          "docker"), (127, "none"))),
-])
+@pytest.mark.parametrize(
+    ("fake", "expected"),
+    [
+        # systemd answers a word per unit, in order
+        (
+            "echo active; echo inactive; echo failed; echo active; exit 3",
+            {
+                "amazon-ssm-agent": (0, "active"),
+                "snap.amazon-ssm-agent.amazon-ssm-agent": (3, "inactive"),
+                "ecs": (3, "failed"),
+                "docker": (0, "active"),
+            },
+        ),
+        # not booted with systemd: nothing on stdout, exit 1
+        (
+            "echo 'System has not been booted with systemd' >&2; exit 1",
+            dict.fromkeys(
+                ("amazon-ssm-agent", "snap.amazon-ssm-agent.amazon-ssm-agent", "ecs", "docker"),
+                (1, "none"),
+            ),
+        ),
+        (
+            None,
+            dict.fromkeys(
+                ("amazon-ssm-agent", "snap.amazon-ssm-agent.amazon-ssm-agent", "ecs", "docker"),
+                (127, "none"),
+            ),
+        ),
+    ],
+)
 def test_unit_states_from_one_systemctl_call(
     tmp_path: Path, fake: str | None, expected: dict[str, tuple[int, str]]
 ) -> None:
@@ -168,32 +191,45 @@ def test_unit_states_from_one_systemctl_call(
         tool.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n{fake}\n')
         tool.chmod(0o755)
     # PATH holds the fake only: the snippet needs nothing but shell builtins and systemctl.
-    out = subprocess.run(["/bin/sh", "-c", _units_part()], text=True, capture_output=True,
-                         check=True, env={"PATH": str(tmp_path)}).stdout
+    out = subprocess.run(
+        ["/bin/sh", "-c", _units_part()],
+        text=True,
+        capture_output=True,
+        check=True,
+        env={"PATH": str(tmp_path)},
+    ).stdout
     facts = checks.parse_host_verify(out)
     assert {u: (st.rc, st.state) for u, st in facts.units.items()} == expected
     if fake is not None:
         assert calls.read_text().splitlines() == [
-            "is-active amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent ecs docker"]
+            "is-active amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent ecs docker"
+        ]
 
 
-@pytest.mark.parametrize(("docker_word", "asked"), [("active", True), ("inactive", False),
-                                                    ("failed", False)])
+@pytest.mark.parametrize(
+    ("docker_word", "asked"), [("active", True), ("inactive", False), ("failed", False)]
+)
 def test_verify_asks_docker_only_while_its_service_is_active(
     tmp_path: Path, docker_word: str, asked: bool
 ) -> None:
     # On a real host a Docker CLI call on a stopped docker.service starts it (docker.socket):
     # a read-only check must not make that call.
     calls = tmp_path / "calls"
-    for name, body in (("systemctl", f"echo active; echo inactive; echo active; "
-                                     f"echo {docker_word}; exit 3"),
-                       ("docker", "echo 24.0.9"), ("cat", "exit 1")):
+    for name, body in (
+        ("systemctl", f"echo active; echo inactive; echo active; echo {docker_word}; exit 3"),
+        ("docker", "echo 24.0.9"),
+        ("cat", "exit 1"),
+    ):
         tool = tmp_path / name
         tool.write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\n{body}\n')
         tool.chmod(0o755)
-    out = subprocess.run(["/bin/sh", "-c", checks.HOST_VERIFY_COMMAND], text=True,
-                         capture_output=True, check=True,
-                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"}).stdout
+    out = subprocess.run(
+        ["/bin/sh", "-c", checks.HOST_VERIFY_COMMAND],
+        text=True,
+        capture_output=True,
+        check=True,
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+    ).stdout
     docker_calls = [c for c in calls.read_text().splitlines() if c.startswith("docker ")]
     facts = checks.parse_host_verify(out)
     result = {c.name: c for c in checks.evaluate_host(facts, "lab")}["docker-info"]
@@ -205,20 +241,24 @@ def test_verify_asks_docker_only_while_its_service_is_active(
         assert "systemctl start ecs" in result.hint
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    (None, "no"),
-    ('{"instanceID":"mi-0123456789abcdef0","privateKey":"k"}', "yes"),
-    ('{"instanceID": "mi-0123456789abcdef0"}', "yes"),
-    ('{"instanceID":"","region":"","privateKey":"k"}', "placeholder"),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "no"),
+        ('{"instanceID":"mi-0123456789abcdef0","privateKey":"k"}', "yes"),
+        ('{"instanceID": "mi-0123456789abcdef0"}', "yes"),
+        ('{"instanceID":"","region":"","privateKey":"k"}', "placeholder"),
+    ],
+)
 def test_preflight_tells_a_failed_registrations_key_from_a_real_one(
-        tmp_path: Path, content: str | None, expected: str) -> None:
+    tmp_path: Path, content: str | None, expected: str
+) -> None:
     lines = checks.PREFLIGHT_COMMAND.splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.startswith("k=/var/lib/amazon"))
     key = tmp_path / "RegistrationKey"
     if content is not None:
         key.write_text(content)
-    snippet = "\n".join([f"k={key}", *lines[start + 1:start + 5]])
+    snippet = "\n".join([f"k={key}", *lines[start + 1 : start + 5]])
     done = subprocess.run(["sh", "-c", snippet], capture_output=True, text=True, check=True)
     assert done.stdout == f"registration_key={expected}\n"
     assert "mi-" not in done.stdout + done.stderr

@@ -24,8 +24,16 @@ CONTRACT = {
     ("inventory", "list"): ["--limit", "--json"],
     ("plan",): ["--limit"],
     ("render",): ["--out", "--limit"],
-    ("register",): ["--limit", "--concurrency", "--yes", "--report-json", "--report-junit",
-                    "--fail-percent", "--accept-new-host-keys", "--ask-become-pass"],
+    ("register",): [
+        "--limit",
+        "--concurrency",
+        "--yes",
+        "--report-json",
+        "--report-junit",
+        "--fail-percent",
+        "--accept-new-host-keys",
+        "--ask-become-pass",
+    ],
     ("check",): ["--limit", "--json", "--no-mark"],
     ("run-task",): ["--task-definition", "--count", "--constraint"],
     ("deregister",): ["--limit", "--yes", "--force", "--drain-timeout", "--keep-packages"],
@@ -40,7 +48,11 @@ CONTRACT = {
 def test_python_dash_m_exits_with_mains_code(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "anywhere", "inventory", "list", str(tmp_path / "nope.yml")],
-        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
         env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT)},
     )
     assert (done.returncode, done.stderr) == (2, f"{tmp_path / 'nope.yml'}: no such file\n")
@@ -49,17 +61,23 @@ def test_python_dash_m_exits_with_mains_code(tmp_path: Path) -> None:
 def test_top_level_help_lists_commands_and_exit_codes(cli: Cli) -> None:
     done = cli("--help")
     assert done.returncode == 0
-    for name in ("inventory", "plan", "render", "register", "check", "run-task",
-                 "deregister", "lab"):
+    for name in (
+        "inventory",
+        "plan",
+        "render",
+        "register",
+        "check",
+        "run-task",
+        "deregister",
+        "lab",
+    ):
         assert f"  {name} " in done.stdout
     for code in ("0 ", "1 ", "2 ", "3 ", "130"):
         assert f"  {code}" in done.stdout
 
 
 @pytest.mark.parametrize("command", sorted(CONTRACT), ids=" ".join)
-def test_each_subcommand_help_describes_its_options(
-    command: tuple[str, ...], cli: Cli
-) -> None:
+def test_each_subcommand_help_describes_its_options(command: tuple[str, ...], cli: Cli) -> None:
     done = cli(*command, "--help")
     assert done.returncode == 0, done.stderr
     for option in CONTRACT[command]:
@@ -76,7 +94,8 @@ def test_invalid_inventory_exits_2_with_file_line_errors(case: Path, cli: Cli) -
     assert "Traceback" not in done.stderr
     expected = [
         line.replace("<file>", str(case)).replace("<dir>", str(case.parent))
-        for line in case.with_suffix(".errors").read_text().splitlines() if line.strip()
+        for line in case.with_suffix(".errors").read_text().splitlines()
+        if line.strip()
     ]
     assert done.stderr.splitlines() == expected
 
@@ -115,10 +134,14 @@ def test_environment_error_is_exit_3(
 ) -> None:
     """An unreachable AWS endpoint is an environment problem, not a host failure."""
     inv = tmp_path / "inv.yml"
-    inv.write_text("all:\n  hosts:\n    h1: {ansible_host: 127.0.0.1}\n"
-                   "  vars: {anywhere_region: us-east-1}\n")
-    for name, value in (("AWS_ENDPOINT_URL", "http://127.0.0.1:9"), ("AWS_ACCESS_KEY_ID", "x"),
-                        ("AWS_SECRET_ACCESS_KEY", "y")):
+    inv.write_text(
+        "all:\n  hosts:\n    h1: {ansible_host: 127.0.0.1}\n  vars: {anywhere_region: us-east-1}\n"
+    )
+    for name, value in (
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+        ("AWS_ACCESS_KEY_ID", "x"),
+        ("AWS_SECRET_ACCESS_KEY", "y"),
+    ):
         monkeypatch.setenv(name, value)
     done = cli("check", str(inv), env={"ANYWHERE_RUN_DIR": str(tmp_path / "runs")})
     assert done.returncode == 3, done.stderr
@@ -131,8 +154,12 @@ def test_render_writes_one_script_per_host_without_secrets(tmp_path: Path, cli: 
     done = cli("render", str(EXAMPLE), "--out", str(out), "--limit", "web")
     assert done.returncode == 0, done.stderr
     scripts = sorted(p.name for p in out.iterdir())
-    assert scripts == ["web-legacy.example.internal.sh", "web01.example.internal.sh",
-                       "web02.example.internal.sh", "web03.example.internal.sh"]
+    assert scripts == [
+        "web-legacy.example.internal.sh",
+        "web01.example.internal.sh",
+        "web02.example.internal.sh",
+        "web03.example.internal.sh",
+    ]
     for script in out.iterdir():
         text = script.read_text()
         assert "read -r activation_code" in text
@@ -141,16 +168,15 @@ def test_render_writes_one_script_per_host_without_secrets(tmp_path: Path, cli: 
         assert syntax.returncode == 0, syntax.stderr
 
 
-def test_render_writes_only_inside_out_whatever_the_host_names(
-    tmp_path: Path, cli: Cli
-) -> None:
+def test_render_writes_only_inside_out_whatever_the_host_names(tmp_path: Path, cli: Cli) -> None:
     names = ["../../escaped", "a/b", "a_b", "x" * 250, "with space", ".hidden", "plain"]
     inv = tmp_path / "inv.yml"
     inv.write_text(
         "all:\n  vars: {anywhere_region: us-east-1, ansible_become: false, ansible_user: root}\n"
-        "  hosts:\n" + "".join(f'    "{n}": {{ansible_host: 10.0.0.{i + 1}}}\n'
-                               for i, n in enumerate(names))
-        + '    secret: {ansible_host: 10.0.0.99, anywhere_proxy: "http://u:pw@proxy:3128"}\n')
+        "  hosts:\n"
+        + "".join(f'    "{n}": {{ansible_host: 10.0.0.{i + 1}}}\n' for i, n in enumerate(names))
+        + '    secret: {ansible_host: 10.0.0.99, anywhere_proxy: "http://u:pw@proxy:3128"}\n'
+    )
     out = tmp_path / "a" / "out"
     out.mkdir(parents=True)
     outside = tmp_path / "outside"
@@ -159,8 +185,10 @@ def test_render_writes_only_inside_out_whatever_the_host_names(
     assert done.returncode == 0, done.stderr
     files = list(out.iterdir())
     assert len(files) == len(names) + 1
-    assert all(f.is_file() and not f.is_symlink() and not f.name.startswith(".")
-               and len(f.name) <= 104 for f in files)
+    assert all(
+        f.is_file() and not f.is_symlink() and not f.name.startswith(".") and len(f.name) <= 104
+        for f in files
+    )
     assert not outside.exists()
     assert sorted(p.name for p in tmp_path.rglob("*.sh")) == sorted(f.name for f in files)
     modes = {f.name: f.stat().st_mode & 0o777 for f in files}

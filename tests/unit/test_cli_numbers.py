@@ -20,13 +20,17 @@ REFUSED = [
 
 def _command(where: object, option: str) -> click.Command:
     commands = where if isinstance(where, tuple) else (where,)
-    return next(c for c in commands if isinstance(c, click.Command)
-                and any(option in p.opts for p in c.params))
+    return next(
+        c
+        for c in commands
+        if isinstance(c, click.Command) and any(option in p.opts for p in c.params)
+    )
 
 
 @pytest.mark.parametrize(("where", "option", "raw"), REFUSED, ids=lambda v: repr(v)[:24])
-def test_a_number_flag_refuses_what_is_no_ascii_number(where: object, option: str,
-                                                        raw: str) -> None:
+def test_a_number_flag_refuses_what_is_no_ascii_number(
+    where: object, option: str, raw: str
+) -> None:
     command = _command(where, option)
     with pytest.raises(click.BadParameter, match=r"ASCII"):
         command.make_context(command.name or "cmd", ["inventory.yml", option, raw])

@@ -32,8 +32,20 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "inventory" / "example.yml"
 WEB01 = "web01.example.internal"
 
-HOST_KEYS = ["host", "status", "phase", "class", "reason", "hint", "duration_s", "decision",
-             "instance_id", "container_instance_arn", "agent_versions", "checks"]
+HOST_KEYS = [
+    "host",
+    "status",
+    "phase",
+    "class",
+    "reason",
+    "hint",
+    "duration_s",
+    "decision",
+    "instance_id",
+    "container_instance_arn",
+    "agent_versions",
+    "checks",
+]
 DOCUMENT_KEYS = ["run_id", "command", "started_at", "finished_at", "counts", "hosts"]
 
 
@@ -52,12 +64,18 @@ def fake_context(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeAws]:
     def install(connect: Callable[[Host], Transport]) -> FakeAws:
         aws = FakeAws()
 
-        def open_context(settings: Settings, hosts: tuple[Host, ...], command: str,
-                         tee: Any = None) -> Context:
+        def open_context(
+            settings: Settings, hosts: tuple[Host, ...], command: str, tee: Any = None
+        ) -> Context:
             journal = Journal.create(settings.run_dir, command)
-            return Context(aws=as_aws(aws), view=AwsView(aws, 0.0, window_s=0.0),
-                           connect=connect, journal=journal, settings=settings,
-                           run_id=journal.run_id)
+            return Context(
+                aws=as_aws(aws),
+                view=AwsView(aws, 0.0, window_s=0.0),
+                connect=connect,
+                journal=journal,
+                settings=settings,
+                run_id=journal.run_id,
+            )
 
         monkeypatch.setattr(runner, "open_context", open_context)
         return aws
@@ -76,11 +94,12 @@ def test_main_returns_the_exit_code_instead_of_exiting() -> None:
 def test_usage_errors_are_one_line_exit_2(cli: Cli) -> None:
     done = cli("deregister", str(EXAMPLE), "--yes")
     assert (done.returncode, done.stderr) == (
-        2, "deregister needs --limit PATTERN (use --limit all for every host)\n")
+        2,
+        "deregister needs --limit PATTERN (use --limit all for every host)\n",
+    )
     done = cli("register", str(EXAMPLE), "--yes", env={"ANYWHERE_ENGINE": "chef"})
     assert (done.returncode, done.stderr) == (2, "$ANYWHERE_ENGINE: must be one of ssh, ansible\n")
-    done = cli("register", str(EXAMPLE), "--yes", "--engine", "ansible",
-               "--accept-new-host-keys")
+    done = cli("register", str(EXAMPLE), "--yes", "--engine", "ansible", "--accept-new-host-keys")
     assert done.returncode == 2
     assert done.stderr.startswith("--engine ansible checks host keys strictly")
     done = cli("register", str(EXAMPLE), "--fail-percent", "101")
@@ -93,8 +112,10 @@ def test_the_environment_passed_in_is_the_one_read(
     monkeypatch.setenv("ANYWHERE_CONCURRENCY", "0")  # out of range, but not what main reads
     assert cli("inventory", "validate", str(EXAMPLE)).returncode == 0
     done = cli("inventory", "validate", str(EXAMPLE), env={"ANYWHERE_CONCURRENCY": "0"})
-    assert (done.returncode, done.stderr) == (2, "$ANYWHERE_CONCURRENCY: '0' is out of range "
-                                                 "1-1000\n")
+    assert (done.returncode, done.stderr) == (
+        2,
+        "$ANYWHERE_CONCURRENCY: '0' is out of range 1-1000\n",
+    )
 
 
 def test_the_region_fallback_comes_from_the_environment_passed_in(
@@ -113,8 +134,9 @@ def test_inventory_list_json_shape(cli: Cli) -> None:
     assert done.returncode == 0, done.stderr
     (record,) = json.loads(done.stdout)
     assert record["name"] == WEB01
-    assert {"name", "address", "port", "user", "become", "groups", "cluster",
-            "region"} <= set(record)
+    assert {"name", "address", "port", "user", "become", "groups", "cluster", "region"} <= set(
+        record
+    )
 
 
 def test_plan_tables_each_host_and_fails_when_one_cannot_be_read(
@@ -136,9 +158,18 @@ def test_register_reports_a_failed_host_everywhere(
 ) -> None:
     aws = fake_context(unreachable)
     report_json, retry = tmp_path / "report.json", tmp_path / "retry.yml"
-    done = cli("register", str(EXAMPLE), "--limit", WEB01, "--yes",
-               "--report-json", str(report_json), "--retry-inventory", str(retry),
-               env={"ANYWHERE_RUN_DIR": str(tmp_path / "runs")})
+    done = cli(
+        "register",
+        str(EXAMPLE),
+        "--limit",
+        WEB01,
+        "--yes",
+        "--report-json",
+        str(report_json),
+        "--retry-inventory",
+        str(retry),
+        env={"ANYWHERE_RUN_DIR": str(tmp_path / "runs")},
+    )
     assert done.returncode == 1, done.stderr
     assert ("ecsAnywhereRole", False) in aws.called("ensure_role")
     document = json.loads(report_json.read_text(encoding="utf-8"))
@@ -150,23 +181,40 @@ def test_register_reports_a_failed_host_everywhere(
     assert f"{WEB01}:" in retry.read_text(encoding="utf-8")
     err = done.stderr.splitlines()
     assert err[0].startswith("run ") and "1 host(s), journal in" in err[0]
-    assert err[-2:] == [f"1 host(s) failed; retry with: anywhere register {retry}",
-                        "summary: 1 failed"]
+    assert err[-2:] == [
+        f"1 host(s) failed; retry with: anywhere register {retry}",
+        "summary: 1 failed",
+    ]
     assert done.stdout.splitlines()[0].split() == [
-        "host", "status", "phase", "class", "reason", "mi-id", "duration"]
+        "host",
+        "status",
+        "phase",
+        "class",
+        "reason",
+        "mi-id",
+        "duration",
+    ]
 
 
-@pytest.mark.parametrize(("command", "flags"), [
-    ("register", ["--yes"]), ("plan", []), ("check", ["--no-mark"]), ("deregister", ["--yes"]),
-])
+@pytest.mark.parametrize(
+    ("command", "flags"),
+    [
+        ("register", ["--yes"]),
+        ("plan", []),
+        ("check", ["--no-mark"]),
+        ("deregister", ["--yes"]),
+    ],
+)
 def test_ctrl_c_during_a_run_exits_130_with_its_reports(
-    cli: Cli, fake_context: Callable[..., FakeAws], tmp_path: Path, command: str,
+    cli: Cli,
+    fake_context: Callable[..., FakeAws],
+    tmp_path: Path,
+    command: str,
     flags: list[str],
 ) -> None:
     fake_context(ctrl_c)
     runs = tmp_path / "runs"
-    done = cli(command, str(EXAMPLE), "--limit", WEB01, *flags,
-               env={"ANYWHERE_RUN_DIR": str(runs)})
+    done = cli(command, str(EXAMPLE), "--limit", WEB01, *flags, env={"ANYWHERE_RUN_DIR": str(runs)})
     assert done.returncode == 130, done.stderr
     assert WEB01 in done.stdout  # the run still tables what became of each host
     if command != "plan":  # plan keeps no summary
@@ -179,22 +227,31 @@ def test_check_json_is_the_summary_document_on_stdout(
     cli: Cli, fake_context: Callable[..., FakeAws], tmp_path: Path
 ) -> None:
     fake_context(unreachable)
-    done = cli("check", str(EXAMPLE), "--limit", "web", "--json",
-               env={"ANYWHERE_RUN_DIR": str(tmp_path)})
+    done = cli(
+        "check", str(EXAMPLE), "--limit", "web", "--json", env={"ANYWHERE_RUN_DIR": str(tmp_path)}
+    )
     assert done.returncode == 1
     assert done.stderr == ""  # --json keeps stderr free of progress lines
     document = json.loads(done.stdout)
     assert list(document) == DOCUMENT_KEYS
     assert document["command"] == "check"
-    assert document["counts"] == {"total": 4, "ready": 0, "unchanged": 0, "removed": 0,
-                                  "failed": 4, "not-run": 0}
+    assert document["counts"] == {
+        "total": 4,
+        "ready": 0,
+        "unchanged": 0,
+        "removed": 0,
+        "failed": 4,
+        "not-run": 0,
+    }
     assert all(list(h) == HOST_KEYS and h["class"] == "unreachable" for h in document["hosts"])
     kept = tmp_path / "latest" / "summary.json"
     assert json.loads(kept.read_text(encoding="utf-8")) == document
 
 
 def test_register_with_ansible_hands_the_play_mains_environment_and_reports_it(
-    cli: Cli, fake_context: Callable[..., FakeAws], tmp_path: Path,
+    cli: Cli,
+    fake_context: Callable[..., FakeAws],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The ansible engine gets the environment `main` was given (ansible-runner's allow-list
@@ -202,12 +259,23 @@ def test_register_with_ansible_hands_the_play_mains_environment_and_reports_it(
     fake_context(unreachable)
     seen: dict[str, object] = {}
 
-    def play(ctx: Context, hosts: Sequence[Host], inventory_path: Path, *,
-             progress: ProgressFn, env: Mapping[str, str], ssh_config: str | None,
-             ) -> EngineRun:
+    def play(
+        ctx: Context,
+        hosts: Sequence[Host],
+        inventory_path: Path,
+        *,
+        progress: ProgressFn,
+        env: Mapping[str, str],
+        ssh_config: str | None,
+    ) -> EngineRun:
         seen.update(env=dict(env), hosts=[h.name for h in hosts], ssh_config=ssh_config)
-        outcome = HostOutcome(host=hosts[0].name, status=Status.FAILED, phase=Phase.INSTALL,
-                              failure=FailureClass.INTERRUPTED, reason="run interrupted")
+        outcome = HostOutcome(
+            host=hosts[0].name,
+            status=Status.FAILED,
+            phase=Phase.INSTALL,
+            failure=FailureClass.INTERRUPTED,
+            reason="run interrupted",
+        )
         return EngineRun(FleetResult((outcome,), interrupted=True), ctx.journal.path / "ansible")
 
     monkeypatch.setattr(fleet_commands, "register_with_ansible", play)
@@ -219,5 +287,8 @@ def test_register_with_ansible_hands_the_play_mains_environment_and_reports_it(
     err = done.stderr.splitlines()
     journal = err[0].partition(" host(s) with ansible, journal in ")[2]
     assert journal.startswith(str(tmp_path))
-    assert err[-3:] == [f"1 host(s) failed; retry with: anywhere register {journal}/retry.yml",
-                        "summary: 1 failed", f"ansible-runner artifacts: {journal}/ansible"]
+    assert err[-3:] == [
+        f"1 host(s) failed; retry with: anywhere register {journal}/retry.yml",
+        "summary: 1 failed",
+        f"ansible-runner artifacts: {journal}/ansible",
+    ]

@@ -40,8 +40,9 @@ def test_a_registered_host_is_retired_on_both_sides(tmp_path: Path) -> None:
     assert aws.called("deregister_container_instance") == [False]
     assert aws.called("deregister_managed_instance") == [MI]
     assert aws.live_activations == {}
-    wipe = render_cleanup(host("h1"), remove_config=True, remove_logs=True,
-                          remove_packages=True).text
+    wipe = render_cleanup(
+        host("h1"), remove_config=True, remove_logs=True, remove_packages=True
+    ).text
     assert [r.stdin for r in target.ran if r.command == "bash -s"] == [wipe.encode()]
     assert "stopped container web-1" in out.reason
     assert f"{MI} deregistered" in out.reason

@@ -26,8 +26,13 @@ def hosts(n: int) -> list[Host]:
 def outcome(host: Host, ok: bool) -> HostOutcome:
     if ok:
         return HostOutcome(host=host.name, status=Status.READY, phase=Phase.DONE)
-    return HostOutcome(host=host.name, status=Status.FAILED, phase=Phase.INSTALL,
-                       failure=FailureClass.INSTALL, reason="boom")
+    return HostOutcome(
+        host=host.name,
+        status=Status.FAILED,
+        phase=Phase.INSTALL,
+        failure=FailureClass.INSTALL,
+        reason="boom",
+    )
 
 
 def test_progress_sends_start_then_the_outcome_status_itself() -> None:
@@ -37,11 +42,15 @@ def test_progress_sends_start_then_the_outcome_status_itself() -> None:
         control.enter(host.name, Phase.PREFLIGHT)
         return outcome(host, host.name == "h1")
 
-    run_fleet(hosts(2), job, concurrency=1, fail_percent=100,
-              progress=lambda *event: sent.append(event))
-    assert sorted(sent) == [("h1", Phase.DONE, Status.READY), ("h1", Phase.PREFLIGHT, "start"),
-                            ("h2", Phase.INSTALL, Status.FAILED),
-                            ("h2", Phase.PREFLIGHT, "start")]
+    run_fleet(
+        hosts(2), job, concurrency=1, fail_percent=100, progress=lambda *event: sent.append(event)
+    )
+    assert sorted(sent) == [
+        ("h1", Phase.DONE, Status.READY),
+        ("h1", Phase.PREFLIGHT, "start"),
+        ("h2", Phase.INSTALL, Status.FAILED),
+        ("h2", Phase.PREFLIGHT, "start"),
+    ]
     assert all(isinstance(state, Status) for _, _, state in sent if state != "start")
 
 
@@ -85,8 +94,7 @@ def test_fail_percent_stops_new_hosts() -> None:
     def job(host: Host, control: RunControl) -> HostOutcome:
         return outcome(host, host.name not in ("h1", "h2", "h3"))
 
-    result = run_fleet(hosts(20), job, concurrency=1, fail_percent=10,
-                       progress=lambda *a: None)
+    result = run_fleet(hosts(20), job, concurrency=1, fail_percent=10, progress=lambda *a: None)
     statuses = [o.status for o in result.outcomes]
     # 20 hosts at 10 %: the third failure crosses the line, nothing starts after it.
     assert statuses[:3] == [Status.FAILED] * 3

@@ -28,7 +28,7 @@ class CtrlCAfterFirstSubmit(ThreadPoolExecutor):
 
 
 def test_a_host_queued_as_ctrl_c_lands_is_reported_as_it_ended(
-    monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(fleet, "ThreadPoolExecutor", CtrlCAfterFirstSubmit)
     ran: list[str] = []
@@ -37,8 +37,9 @@ def test_a_host_queued_as_ctrl_c_lands_is_reported_as_it_ended(
         ran.append(h.name)
         return HostOutcome(host=h.name, status=Status.READY, phase=Phase.DONE)
 
-    result = run_fleet([host("h1"), host("h2")], job, concurrency=1, fail_percent=100,
-                       progress=lambda *_: None)
+    result = run_fleet(
+        [host("h1"), host("h2")], job, concurrency=1, fail_percent=100, progress=lambda *_: None
+    )
     assert result.interrupted and ran == ["h1"]
     first, second = result.outcomes
     assert first.status is Status.READY  # it ran to the end: not "never started"

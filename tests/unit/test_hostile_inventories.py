@@ -45,8 +45,9 @@ def test_hostile_inventory(case: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "Traceback" not in err
     assert code == want_code, err
     shown = (out if want_code == 0 else err).splitlines()
-    assert shown == [line.replace("<file>", str(case)).replace("<dir>", str(case.parent))
-                     for line in lines]
+    assert shown == [
+        line.replace("<file>", str(case)).replace("<dir>", str(case.parent)) for line in lines
+    ]
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device"])
@@ -62,7 +63,8 @@ def test_fifo_or_device_as_inventory_is_refused_without_blocking(
     code, _, err = validate(path, capsys)
     assert code == 2
     assert err.splitlines() == [
-        f"{path}: is not a regular file (a FIFO, socket or device is never read)"]
+        f"{path}: is not a regular file (a FIFO, socket or device is never read)"
+    ]
 
 
 def test_fifo_in_group_vars_is_refused_before_ansible_reads_it(
@@ -80,5 +82,5 @@ def test_fifo_in_group_vars_is_refused_before_ansible_reads_it(
     code, _, err = validate(inventory, capsys)
     assert code == 2
     assert err.splitlines() == [
-        f"{fifo}: is not a regular file (a FIFO, socket or device is never read)"]
-
+        f"{fifo}: is not a regular file (a FIFO, socket or device is never read)"
+    ]

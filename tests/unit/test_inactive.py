@@ -47,7 +47,8 @@ def _remembering(checkpoint: bool) -> str:
     out = healthy_output(MI)
     if checkpoint:
         out = out.replace("unit.ecs=0 active", "unit.ecs=3 failed").replace(
-            'metadata={"Cluster":"lab","ContainerInstanceArn":"arn:ci/x"}', "metadata=")
+            'metadata={"Cluster":"lab","ContainerInstanceArn":"arn:ci/x"}', "metadata="
+        )
         return out + f"\ncheckpoint_arn={ARN}"
     return out.replace("arn:ci/x", ARN)
 
@@ -64,8 +65,15 @@ def test_register_reregisters_a_host_whose_container_instance_was_deregistered()
     view = AwsView(aws, 0.0, window_s=0.0)
     preflight = f'registration={{"ManagedInstanceID":"{MI}","Region":"r"}}'
     for checkpoint in (False, True):
-        found = assess(view, Settings(), host("h1"), preflight,
-                       partial(checks.parse_host_verify, _remembering(checkpoint)), (), 0.0)
+        found = assess(
+            view,
+            Settings(),
+            host("h1"),
+            preflight,
+            partial(checks.parse_host_verify, _remembering(checkpoint)),
+            (),
+            0.0,
+        )
         assert found.plan.decision is Decision.REREGISTER, found.plan.reasons
         assert "deregistered" in "; ".join(found.plan.reasons)
 
@@ -75,7 +83,8 @@ def test_check_says_the_container_instance_is_inactive(tmp_path: Path) -> None:
     transport = SilentHost(_remembering(True))
     ctx = context(tmp_path, aws, {"h1": (MI,)}, connect=lambda h: transport)
     out = check_job(ctx, CheckOptions(), aws_snapshot(ctx, [host("h1")]))(
-        host("h1"), noop_control())
+        host("h1"), noop_control()
+    )
     assert out.status is Status.FAILED
     failed: dict[str, Any] = {c.name: c for c in out.checks if not c.ok}
     assert "INACTIVE" in failed["ecs-instance"].observed

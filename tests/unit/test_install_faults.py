@@ -33,16 +33,22 @@ echo certs > /dev/full
 
 
 def _pgrep(pattern: str) -> str:
-    return subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True,
-                          check=False).stdout.strip()
+    return subprocess.run(
+        ["pgrep", "-af", pattern], capture_output=True, text=True, check=False
+    ).stdout.strip()
 
 
 def test_a_hung_install_is_stopped_on_the_host_and_its_dirs_removed(box: Box) -> None:
     run_install(box, make_host(), FAKE_EXIT="0")  # renders install.sh into box.push
     done = subprocess.run(
-        ["bash", "-c", install_command(str(box.push), 1.0)], check=False,
-        input=f"{ACTIVATION_ID}\n{CODE}\n", capture_output=True, text=True,
-        env=box.env(FAKE_SLEEP="300"), timeout=60)
+        ["bash", "-c", install_command(str(box.push), 1.0)],
+        check=False,
+        input=f"{ACTIVATION_ID}\n{CODE}\n",
+        capture_output=True,
+        text=True,
+        env=box.env(FAKE_SLEEP="300"),
+        timeout=60,
+    )
     # Without the host-side bound the sleeping installer outlives subprocess.run's timeout.
     assert done.returncode in INSTALL_TIMED_OUT, done.stderr
     assert (box.record / "started").exists()
@@ -70,20 +76,34 @@ def test_a_full_filesystem_is_named_in_the_failure(box: Box) -> None:
 def test_disk_full_gets_its_own_hint() -> None:
     assert "free space" in install_hint(f"install script exited 1: {DISK_FULL}", "runs/x")
     assert install_hint("install script exited 1: no docker", "runs/x") == (
-        "see the host log in runs/x")
+        "see the host log in runs/x"
+    )
 
 
-@pytest.mark.parametrize(("message", "cls", "hint"), [
-    ("install script exited 124: ", FailureClass.TIMEOUT, "ANYWHERE_INSTALL_TIMEOUT_S"),
-    ("install script exited 137: ", FailureClass.TIMEOUT, "ANYWHERE_INSTALL_TIMEOUT_S"),
-    (f"install script exited 1: anywhere: error: the ECS Anywhere installer exited 1: "
-     f"{DISK_FULL}", FailureClass.INSTALL, "free space"),
-])
+@pytest.mark.parametrize(
+    ("message", "cls", "hint"),
+    [
+        ("install script exited 124: ", FailureClass.TIMEOUT, "ANYWHERE_INSTALL_TIMEOUT_S"),
+        ("install script exited 137: ", FailureClass.TIMEOUT, "ANYWHERE_INSTALL_TIMEOUT_S"),
+        (
+            f"install script exited 1: anywhere: error: the ECS Anywhere installer exited 1: "
+            f"{DISK_FULL}",
+            FailureClass.INSTALL,
+            "free space",
+        ),
+    ],
+)
 def test_ansible_engine_classifies_install_failures_as_the_ssh_engine(
-        message: str, cls: FailureClass, hint: str) -> None:
+    message: str, cls: FailureClass, hint: str
+) -> None:
     failure = HostFailure("runner_on_failed", "install: the install script succeeded", message)
-    run = PlaybookRun(status="failed", rc=2, stats={"h1": HostStats(failures=1)},
-                      failures={"h1": failure}, spans={})
+    run = PlaybookRun(
+        status="failed",
+        rc=2,
+        stats={"h1": HostStats(failures=1)},
+        failures={"h1": failure},
+        spans={},
+    )
     outcome = outcome_for("h1", run, HostRecord(decision=Decision.REGISTER))
     assert outcome.failure is cls
     assert hint in outcome.hint
@@ -104,4 +124,3 @@ def test_a_lost_connection_keeps_its_reason_through_the_clean_up(tmp_path: Path)
     assert (outcome.status, outcome.failure) == (Status.FAILED, FailureClass.UNREACHABLE)
     assert "during `timeout" in outcome.reason
     assert aws.live_activations == {}
-

@@ -66,12 +66,29 @@ def test_yaml_11_scalars_as_ansible_reads_them(precedence: Inventory) -> None:
 
 def test_ranges_ports_order_and_groups(precedence: Inventory) -> None:
     names = [h.name for h in precedence.hosts]
-    assert names == ["solo", "p1", "p2", "p3.example", "deep", "node1", "node2", "node3",
-                     "both", "prio"]
+    assert names == [
+        "solo",
+        "p1",
+        "p2",
+        "p3.example",
+        "deep",
+        "node1",
+        "node2",
+        "node3",
+        "both",
+        "prio",
+    ]
     assert precedence.host("p3.example").ssh.port == 2201
     assert precedence.host("solo").groups == ("ungrouped",)
-    assert precedence.groups["europe"] == ("p1", "p2", "p3.example", "deep", "node1", "node2",
-                                           "node3")
+    assert precedence.groups["europe"] == (
+        "p1",
+        "p2",
+        "p3.example",
+        "deep",
+        "node1",
+        "node2",
+        "node3",
+    )
     assert precedence.groups["ungrouped"] == ("solo",)
     assert precedence.groups["all"] == tuple(names)
     assert precedence.host("deep").groups == ("europe", "paris", "zulu")
@@ -140,7 +157,8 @@ def test_minimal_defaults() -> None:
     box = inv.host("box.lan")
     assert box.config.create_cluster is True
     assert box.config.installer_sha256 == (
-        "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4")
+        "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4"
+    )
 
 
 def test_describe_record_has_every_setting() -> None:
@@ -152,10 +170,30 @@ def test_describe_record_has_every_setting() -> None:
     assert record["groups"] == ["europe", "paris"]
     assert record["labels"] == {"tier": "parent"}
     assert record["source"] == f"{VALID / 'precedence.yml'}:29"
-    for key in ("address", "port", "user", "key_file", "proxy_jump", "become", "become_user",
-                "known_hosts", "region", "iam_role", "create_iam_role", "create_cluster", "tags",
-                "gpu", "proxy", "no_proxy", "docker_install_source", "installer_url",
-                "installer_sha256", "installer_path", "activation_ttl_minutes", "ecs_endpoint"):
+    for key in (
+        "address",
+        "port",
+        "user",
+        "key_file",
+        "proxy_jump",
+        "become",
+        "become_user",
+        "known_hosts",
+        "region",
+        "iam_role",
+        "create_iam_role",
+        "create_cluster",
+        "tags",
+        "gpu",
+        "proxy",
+        "no_proxy",
+        "docker_install_source",
+        "installer_url",
+        "installer_sha256",
+        "installer_path",
+        "activation_ttl_minutes",
+        "ecs_endpoint",
+    ):
         assert key in record
 
 
@@ -163,16 +201,18 @@ def test_example_inventory_resolves(tmp_path: Path) -> None:
     inv = load_inventory(EXAMPLE, env=NO_ENV, env_home=tmp_path)
     assert len(inv.hosts) == 7
     db1 = inv.host("db1")
-    assert (db1.config.cluster, db1.config.gpu, db1.ssh.address) == ("databases", True,
-                                                                    "10.20.0.11")
+    assert (db1.config.cluster, db1.config.gpu, db1.ssh.address) == (
+        "databases",
+        True,
+        "10.20.0.11",
+    )
     # Relative to the inventory's directory, not the working directory.
     assert db1.ssh.key_file == str(EXAMPLE.parent / "keys" / "example_ed25519")
     assert inv.host("web-legacy.example.internal").ssh.port == 2222
     edge = inv.host("edge1")
     assert edge.ssh.proxy_jump == "ops@bastion.example.internal:22"
     assert "169.254.170.2" in edge.config.no_proxy
-    assert dict(inv.host("web02.example.internal").config.labels) == {"site": "lab",
-                                                                      "role": "web"}
+    assert dict(inv.host("web02.example.internal").config.labels) == {"site": "lab", "role": "web"}
 
 
 def test_missing_file() -> None:
@@ -190,8 +230,11 @@ def test_directory_instead_of_file() -> None:
 
 def expected_lines(case: Path) -> list[str]:
     text = case.with_suffix(".errors").read_text()
-    return [line.replace("<file>", str(case)).replace("<dir>", str(case.parent))
-            for line in text.splitlines() if line]
+    return [
+        line.replace("<file>", str(case)).replace("<dir>", str(case.parent))
+        for line in text.splitlines()
+        if line
+    ]
 
 
 @pytest.mark.parametrize("case", sorted(INVALID.glob("*.yml")), ids=lambda p: p.stem)

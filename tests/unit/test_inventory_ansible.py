@@ -57,18 +57,33 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 
 def ansible_list(case: Path, tmp_path: Path) -> dict[str, object]:
     command = str(ANSIBLE_INVENTORY) if ANSIBLE_INVENTORY.exists() else "ansible-inventory"
-    done = subprocess.run([command, "-i", str(case), "--list"], capture_output=True, text=True,
-                          env=clean_env(tmp_path), cwd=tmp_path, check=True, timeout=120)
+    done = subprocess.run(
+        [command, "-i", str(case), "--list"],
+        capture_output=True,
+        text=True,
+        env=clean_env(tmp_path),
+        cwd=tmp_path,
+        check=True,
+        timeout=120,
+    )
     data: dict[str, object] = json.loads(done.stdout)
     return data
 
 
-def ansible_ssh_targets(hostvars: dict[str, dict[str, object]],
-                        tmp_path: Path) -> dict[str, list[object]]:
+def ansible_ssh_targets(
+    hostvars: dict[str, dict[str, object]], tmp_path: Path
+) -> dict[str, list[object]]:
     """Per host: the address, port and user Ansible's ssh connection plugin resolves."""
-    done = subprocess.run([sys.executable, "-c", SSH_OPTIONS], input=json.dumps(hostvars),
-                          capture_output=True, text=True, env=clean_env(tmp_path), cwd=tmp_path,
-                          check=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", SSH_OPTIONS],
+        input=json.dumps(hostvars),
+        capture_output=True,
+        text=True,
+        env=clean_env(tmp_path),
+        cwd=tmp_path,
+        check=True,
+        timeout=120,
+    )
     data: dict[str, list[object]] = json.loads(done.stdout)
     return data
 
@@ -108,8 +123,9 @@ def test_same_hosts_vars_and_groups_as_ansible(case: Path, tmp_path: Path) -> No
         assert dict(host.variables) == comparable(hostvars.get(host.name, {})), host.name
     for group, members in inventory.groups.items():
         assert set(members) == group_hosts(listing, group), group
-    targets = ansible_ssh_targets({h.name: hostvars.get(h.name, {}) for h in inventory.hosts},
-                                  tmp_path)
+    targets = ansible_ssh_targets(
+        {h.name: hostvars.get(h.name, {}) for h in inventory.hosts}, tmp_path
+    )
     for host in inventory.hosts:
         address, port, user = targets[host.name]
         # No ssh config here: ssh's own default port when Ansible passes none.
@@ -120,9 +136,15 @@ def test_same_hosts_vars_and_groups_as_ansible(case: Path, tmp_path: Path) -> No
 def test_limit_ungrouped_selects_what_ansible_selects(pattern: str, tmp_path: Path) -> None:
     case = VALID / "ungrouped.yml"
     command = ANSIBLE_INVENTORY.parent / "ansible"
-    done = subprocess.run([str(command) if command.exists() else "ansible", "-i", str(case),
-                           pattern, "--list-hosts"], capture_output=True, text=True,
-                          env=clean_env(tmp_path), cwd=tmp_path, check=True, timeout=120)
+    done = subprocess.run(
+        [str(command) if command.exists() else "ansible", "-i", str(case), pattern, "--list-hosts"],
+        capture_output=True,
+        text=True,
+        env=clean_env(tmp_path),
+        cwd=tmp_path,
+        check=True,
+        timeout=120,
+    )
     listed = {line.strip() for line in done.stdout.splitlines()[1:] if line.strip()}
     assert listed  # the pattern selects someone, so the comparison says something
     assert {h.name for h in select(ours(case, tmp_path), pattern)} == listed

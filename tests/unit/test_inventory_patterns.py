@@ -61,8 +61,11 @@ def test_select(inventory: Inventory, pattern: str | None, expected: list[str]) 
         ("paris:&alpha", "--limit 'paris:&alpha' matches no host"),
         ("web*", "--limit 'web*' matches no host"),
         ("", "--limit '' matches no host"),
-        ("~(", "--limit '~(': bad regular expression: missing ), unterminated subpattern at "
-               "position 0"),
+        (
+            "~(",
+            "--limit '~(': bad regular expression: missing ), unterminated subpattern at "
+            "position 0",
+        ),
     ],
 )
 def test_select_errors(inventory: Inventory, pattern: str, message: str) -> None:

@@ -41,8 +41,11 @@ def test_ssh_args(text: str, expected: SshArgs) -> None:
         ("anywhere_no_proxy", ["x", "y"], ("x", "y")),
         ("anywhere_known_hosts", "~/known", "/home/ops/known"),
         ("anywhere_labels", {"n": 3}, {"n": "3"}),
-        ("anywhere_tags", {"\u00e9quipe": "\u0663\u00a0\u4e2d", "empty": ""},
-         {"\u00e9quipe": "\u0663\u00a0\u4e2d", "empty": ""}),
+        (
+            "anywhere_tags",
+            {"\u00e9quipe": "\u0663\u00a0\u4e2d", "empty": ""},
+            {"\u00e9quipe": "\u0663\u00a0\u4e2d", "empty": ""},
+        ),
         ("anywhere_ecs_endpoint", "http://127.0.0.1:4566", "http://127.0.0.1:4566"),
         ("some_other_var", ["kept", "as-is"], ["kept", "as-is"]),
     ],
@@ -56,19 +59,33 @@ def test_convert(name: str, value: object, expected: object) -> None:
     [
         ("ansible_port", True, "ansible_port: must be a port number 1-65535, not bool True"),
         ("ansible_become", "maybe", "ansible_become: must be true or false, not str 'maybe'"),
-        ("anywhere_tags", {f"k{i}": "v" for i in range(49)},
-         "anywhere_tags: at most 48 tags, not 49: AWS allows 50 per resource and anywhere adds "
-         "anywhere:host and anywhere:run"),
-        ("anywhere_labels", {"x" * 129: "v"},
-         f"anywhere_labels: label name '{'x' * 129}': up to 128 letters, digits, '-', '_', '.', "
-         "'/' or '\\'"),
-        ("anywhere_tags", {"k": "zero\u200bwidth"},
-         "anywhere_tags: tag 'k': value must be up to 256 letters, digits, spaces or "
-         "'_.:/=+-@'"),
-        ("anywhere_proxy", "proxy:3128", "anywhere_proxy: must be a http or https URL, not "
-                                         "'proxy:3128'"),
-        ("anywhere_regoin", "x",
-         "unknown variable anywhere_regoin (did you mean anywhere_region?)"),
+        (
+            "anywhere_tags",
+            {f"k{i}": "v" for i in range(49)},
+            "anywhere_tags: at most 48 tags, not 49: AWS allows 50 per resource and anywhere adds "
+            "anywhere:host and anywhere:run",
+        ),
+        (
+            "anywhere_labels",
+            {"x" * 129: "v"},
+            f"anywhere_labels: label name '{'x' * 129}': up to 128 letters, digits, '-', '_', '.', "
+            "'/' or '\\'",
+        ),
+        (
+            "anywhere_tags",
+            {"k": "zero\u200bwidth"},
+            "anywhere_tags: tag 'k': value must be up to 256 letters, digits, spaces or '_.:/=+-@'",
+        ),
+        (
+            "anywhere_proxy",
+            "proxy:3128",
+            "anywhere_proxy: must be a http or https URL, not 'proxy:3128'",
+        ),
+        (
+            "anywhere_regoin",
+            "x",
+            "unknown variable anywhere_regoin (did you mean anywhere_region?)",
+        ),
     ],
 )
 def test_convert_refuses(name: str, value: object, message: str) -> None:

@@ -51,7 +51,10 @@ def test_layout_and_permissions(tmp_path: Path) -> None:
     assert _mode(j.path / "hosts") == 0o700
     files = _all_files(root)
     assert {p.relative_to(j.path).as_posix() for p in files} == {
-        "events.jsonl", "hosts/web-1.log", "summary.json", "report.xml",
+        "events.jsonl",
+        "hosts/web-1.log",
+        "summary.json",
+        "report.xml",
     }
     assert all(_mode(p) == 0o600 for p in files), {p.name: oct(_mode(p)) for p in files}
     latest = root / "latest"
@@ -116,9 +119,14 @@ def test_artifact_names_are_checked(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- masking
 
 
-@pytest.mark.parametrize("value", [
-    "AbCdEf0123456789xyzQ", 'with "quotes" and \\back\\slashes', "ünïcødé-ʂecret",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "AbCdEf0123456789xyzQ",
+        'with "quotes" and \\back\\slashes',
+        "ünïcødé-ʂecret",
+    ],
+)
 def test_a_registered_secret_never_reaches_any_file(tmp_path: Path, value: str) -> None:
     j = jr.Journal.create(tmp_path, "register")
     j.mask(Secret(value))

@@ -68,8 +68,11 @@ def _cli(base: Path, *args: str) -> tuple[int, str, str]:
 
 def _run_task_container(base: Path, port: int) -> str:
     task = {"taskArn": TASK, "taskDefinitionArn": "arn:aws:ecs:us-east-1:1:task-definition/web:3"}
-    container = {"name": "web", "image": "nginx",
-                 "networkBindings": [{"containerPort": 80, "hostPort": port, "protocol": "tcp"}]}
+    container = {
+        "name": "web",
+        "image": "nginx",
+        "networkBindings": [{"containerPort": 80, "hostPort": port, "protocol": "tcp"}],
+    }
     body = ecs_task_sync.create_body(task, container, "lab")
     name = ecs_task_sync.container_name("web", "3", "web")
     created = docker_api.call(base, "POST", f"/v1.43/containers/create?name={name}", body)
@@ -77,8 +80,9 @@ def _run_task_container(base: Path, port: int) -> str:
     return str(created["Id"])
 
 
-def test_a_started_container_is_a_process_serving_its_host_port(daemon: tuple[
-        Path, threading.Event, threading.Thread]) -> None:
+def test_a_started_container_is_a_process_serving_its_host_port(
+    daemon: tuple[Path, threading.Event, threading.Thread],
+) -> None:
     base, _, _ = daemon
     port = _free_port()
     cid = _run_task_container(base, port)
@@ -87,10 +91,12 @@ def test_a_started_container_is_a_process_serving_its_host_port(daemon: tuple[
     assert (code, out.split()) == (0, [cid[:12]])
     listed = docker_api.call(base, "GET", "/v1.43/containers/json")
     assert listed[0]["Labels"] == {
-        "com.amazonaws.ecs.task-arn": TASK, "com.amazonaws.ecs.cluster": "lab",
+        "com.amazonaws.ecs.task-arn": TASK,
+        "com.amazonaws.ecs.cluster": "lab",
         "com.amazonaws.ecs.container-name": "web",
         "com.amazonaws.ecs.task-definition-family": "web",
-        "com.amazonaws.ecs.task-definition-version": "3"}
+        "com.amazonaws.ecs.task-definition-version": "3",
+    }
     assert _cli(base, "ps", "-q", "--filter", "label=other")[1] == ""
 
     # A second container cannot take the same host port, as with Docker.
@@ -105,8 +111,9 @@ def test_a_started_container_is_a_process_serving_its_host_port(daemon: tuple[
     assert code == 1 and "No such container: nosuch" in err
 
 
-def test_the_daemon_stops_its_containers_when_it_stops(daemon: tuple[
-        Path, threading.Event, threading.Thread]) -> None:
+def test_the_daemon_stops_its_containers_when_it_stops(
+    daemon: tuple[Path, threading.Event, threading.Thread],
+) -> None:
     base, stop, thread = daemon
     port = _free_port()
     _run_task_container(base, port)
@@ -122,12 +129,22 @@ def test_a_client_call_starts_the_daemon_through_its_socket(tmp_path: Path) -> N
     # connection, passing it the socket (LISTEN_FDS); the daemon must serve on that one.
     sock = tmp_path / docker_api.SOCKET.lstrip("/")
     sock.parent.mkdir(parents=True)
-    env = {**os.environ, "LAB_ROOT": str(tmp_path),
-           "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = {**os.environ, "LAB_ROOT": str(tmp_path), "PYTHONPATH": os.pathsep.join(sys.path)}
     activator = subprocess.Popen(
-        ["systemd-socket-activate", "-l", str(sock), sys.executable, "-m",
-         "anywhere.lab.agents.docker_daemon", "-H", "fd://"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            "systemd-socket-activate",
+            "-l",
+            str(sock),
+            sys.executable,
+            "-m",
+            "anywhere.lab.agents.docker_daemon",
+            "-H",
+            "fd://",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         _until(sock.exists)
         code, out, err = _cli(tmp_path, "info", "--format", "{{.ServerVersion}}")

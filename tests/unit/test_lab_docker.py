@@ -65,27 +65,36 @@ def _cli(base: Path, *args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-@pytest.mark.parametrize(("raw", "path", "expected"), [
-    (b'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{"ServerVersion": "24.0.9"}',
-     INFO, {"ServerVersion": "24.0.9"}),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}trailing", INFO, {}),
-    (b"HTTP/1.0 200 OK\r\n\r\n[]", "/v1.43/containers/json", {}),
-    (b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nOK", "/_ping", {"ping": "OK"}),
-])
+@pytest.mark.parametrize(
+    ("raw", "path", "expected"),
+    [
+        (
+            b'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{"ServerVersion": "24.0.9"}',
+            INFO,
+            {"ServerVersion": "24.0.9"},
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}trailing", INFO, {}),
+        (b"HTTP/1.0 200 OK\r\n\r\n[]", "/v1.43/containers/json", {}),
+        (b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nOK", "/_ping", {"ping": "OK"}),
+    ],
+)
 def test_answers_are_parsed(raw: bytes, path: str, expected: dict[str, str]) -> None:
     assert docker_api.parse_response(raw, path) == expected
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    (b"", "no HTTP answer"),
-    (b"HTTP/1.0 200 OK\r\nServer: x\r\n", "no HTTP answer"),
-    (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "no HTTP answer"),
-    (b'HTTP/1.0 404 Not Found\r\n\r\n{"message": "page not found"}', "HTTP 404"),
-    (b"HTTP/1.0 500 Internal Server Error\r\n\r\n", "HTTP 500"),
-    (b"HTTP/1.0 200 OK\r\nContent-Length: 99\r\n\r\n{}", "cut short"),
-    (b"HTTP/1.0 200 OK\r\nContent-Length: -1\r\n\r\n{}", "Content-Length"),
-    (b"HTTP/1.0 200 OK\r\n\r\n{not json", "unreadable"),
-])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"", "no HTTP answer"),
+        (b"HTTP/1.0 200 OK\r\nServer: x\r\n", "no HTTP answer"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "no HTTP answer"),
+        (b'HTTP/1.0 404 Not Found\r\n\r\n{"message": "page not found"}', "HTTP 404"),
+        (b"HTTP/1.0 500 Internal Server Error\r\n\r\n", "HTTP 500"),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 99\r\n\r\n{}", "cut short"),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: -1\r\n\r\n{}", "Content-Length"),
+        (b"HTTP/1.0 200 OK\r\n\r\n{not json", "unreadable"),
+    ],
+)
 def test_broken_answers_raise_oserror(raw: bytes, message: str) -> None:
     with pytest.raises(OSError, match=message):
         docker_api.parse_response(raw, INFO)
@@ -122,12 +131,15 @@ def test_cli_answers_while_the_daemon_runs(daemon: Path) -> None:
     assert _cli(daemon, "--version") == (0, "Docker version 24.0.9, build lab\n", "")
 
 
-@pytest.mark.parametrize("answer", [
-    None,  # no daemon, no socket
-    b"HTTP/1.0 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
-    b"HTTP/1.0 200 OK\r\n\r\n<html>",
-    b"",
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,  # no daemon, no socket
+        b"HTTP/1.0 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\n\r\n<html>",
+        b"",
+    ],
+)
 def test_cli_says_unreachable_and_exits_1(tmp_path: Path, answer: bytes | None) -> None:
     server = None if answer is None else _one_shot_server(tmp_path, answer)
     code, out, err = _cli(tmp_path, "info", "--format", "{{.ServerVersion}}")
@@ -140,13 +152,29 @@ def test_cli_imports_only_cheap_modules(tmp_path: Path) -> None:
     # The agents exactly as a host gets them, so nothing of the rest of anywhere can leak in.
     with tarfile.open(fileobj=io.BytesIO(installer.payload()), mode="r:gz") as tar:
         tar.extractall(tmp_path, filter="data")
-    probe = (f"import sys; sys.path.insert(0, {str(tmp_path)!r}); "
-             "import anywhere.lab.agents.docker_cli; print(' '.join(sorted(sys.modules)))")
-    done = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True,
-                          timeout=60, check=True)
+    probe = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); "
+        "import anywhere.lab.agents.docker_cli; print(' '.join(sorted(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
     loaded = set(done.stdout.split())
     assert "anywhere.lab.agents.docker_api" in loaded
-    heavy = {"typing", "pathlib", "platform", "http", "http.client", "urllib", "logging",
-             "threading", "dataclasses", "datetime", "hashlib", "socketserver",
-             "anywhere.lab.agents.common", "anywhere.lab.agents.docker_daemon"}
+    heavy = {
+        "typing",
+        "pathlib",
+        "platform",
+        "http",
+        "http.client",
+        "urllib",
+        "logging",
+        "threading",
+        "dataclasses",
+        "datetime",
+        "hashlib",
+        "socketserver",
+        "anywhere.lab.agents.common",
+        "anywhere.lab.agents.docker_daemon",
+    }
     assert loaded & heavy == set()

@@ -25,44 +25,59 @@ class Lab:
         self.clock = Clock(1_700_000_000.0)
         self.ecs = EcsExternal(ecs_backends, self.clock, TIMEOUT, self.ssm)
 
-    def call(self, action: str, body: dict[str, Any], caller: str | None = None,
-             status: int = 200) -> dict[str, Any]:
+    def call(
+        self, action: str, body: dict[str, Any], caller: str | None = None, status: int = 200
+    ) -> dict[str, Any]:
         answer = self.ecs.handle(action, body, self.account, REGION, caller)
         assert answer is not None, f"{action} was left to moto"
         assert answer[0] == status, answer
         return answer[1]
 
-    def agent(self, mi: str, attributes: list[dict[str, str]] | None = None,
-              connect: bool = True) -> str:
+    def agent(
+        self, mi: str, attributes: list[dict[str, str]] | None = None, connect: bool = True
+    ) -> str:
         """Register as the ECS agent does, then (`connect`) reach its agent channel."""
         self.ssm.live.add(mi)
-        out = self.call("RegisterContainerInstance", {
-            "cluster": "c1", "instanceIdentityDocument": "",
-            "instanceIdentityDocumentSignature": "",
-            "versionInfo": {"agentVersion": "1.82.0", "agentHash": "abc", "dockerVersion": "25.0"},
-            "attributes": attributes or [], "tags": [{"key": "host", "value": mi}],
-        }, caller=mi)
+        out = self.call(
+            "RegisterContainerInstance",
+            {
+                "cluster": "c1",
+                "instanceIdentityDocument": "",
+                "instanceIdentityDocumentSignature": "",
+                "versionInfo": {
+                    "agentVersion": "1.82.0",
+                    "agentHash": "abc",
+                    "dockerVersion": "25.0",
+                },
+                "attributes": attributes or [],
+                "tags": [{"key": "host", "value": mi}],
+            },
+            caller=mi,
+        )
         arn: str = out["containerInstance"]["containerInstanceArn"]
         if connect:
-            self.call("DiscoverPollEndpoint", {"cluster": "c1", "containerInstance": arn},
-                      caller=mi)
+            self.call(
+                "DiscoverPollEndpoint", {"cluster": "c1", "containerInstance": arn}, caller=mi
+            )
         return arn
 
     def describe(self, *arns: str) -> list[dict[str, Any]]:
-        out = self.call("DescribeContainerInstances", {"cluster": "c1",
-                                                       "containerInstances": list(arns)})
+        out = self.call(
+            "DescribeContainerInstances", {"cluster": "c1", "containerInstances": list(arns)}
+        )
         instances: list[dict[str, Any]] = out["containerInstances"]
         return instances
 
     def task_definition(self, mode: str | None = "bridge", **extra: Any) -> str:
         body: dict[str, Any] = {
-            "family": "web", "requiresCompatibilities": ["EXTERNAL"],
-            "containerDefinitions": [{"name": "web", "image": "nginx", "memory": 256,
-                                      "cpu": 128}], **extra}
+            "family": "web",
+            "requiresCompatibilities": ["EXTERNAL"],
+            "containerDefinitions": [{"name": "web", "image": "nginx", "memory": 256, "cpu": 128}],
+            **extra,
+        }
         if mode:
             body["networkMode"] = mode
-        arn: str = self.call("RegisterTaskDefinition", body)["taskDefinition"][
-            "taskDefinitionArn"]
+        arn: str = self.call("RegisterTaskDefinition", body)["taskDefinition"]["taskDefinitionArn"]
         return arn
 
 
@@ -95,8 +110,12 @@ def test_register_needs_live_managed_instance(lab: Lab) -> None:
     err = lab.call("RegisterContainerInstance", body, caller="mi-0000000000000dead", status=400)
     assert err["__type"] == "UnrecognizedClientException"
     lab.ssm.live.add("mi-0000000000000dead")
-    err = lab.call("RegisterContainerInstance", {**body, "cluster": "nope"},
-                   caller="mi-0000000000000dead", status=400)
+    err = lab.call(
+        "RegisterContainerInstance",
+        {**body, "cluster": "nope"},
+        caller="mi-0000000000000dead",
+        status=400,
+    )
     assert err["__type"] == "ClusterNotFoundException"
 
 
@@ -120,11 +139,14 @@ def test_agent_connected_follows_heartbeats(lab: Lab) -> None:
 def test_list_filters_and_paging(lab: Lab) -> None:
     web = lab.agent("mi-00000000000000003", [{"name": "role", "value": "web"}])
     db = lab.agent("mi-00000000000000004", [{"name": "role", "value": "db"}])
-    listed = lab.call("ListContainerInstances", {
-        "cluster": "c1", "filter": "ec2InstanceId == 'mi-00000000000000004'"})
+    listed = lab.call(
+        "ListContainerInstances",
+        {"cluster": "c1", "filter": "ec2InstanceId == 'mi-00000000000000004'"},
+    )
     assert listed["containerInstanceArns"] == [db]
-    listed = lab.call("ListContainerInstances", {"cluster": "c1",
-                                                 "filter": "attribute:role == web"})
+    listed = lab.call(
+        "ListContainerInstances", {"cluster": "c1", "filter": "attribute:role == web"}
+    )
     assert listed["containerInstanceArns"] == [web]
     first = lab.call("ListContainerInstances", {"cluster": "c1", "maxResults": 1})
     rest = lab.call("ListContainerInstances", {"cluster": "c1", "nextToken": first["nextToken"]})
@@ -136,49 +158,97 @@ def test_list_filters_and_paging(lab: Lab) -> None:
 
 def test_describe_reports_unknown_as_failures(lab: Lab) -> None:
     arn = lab.agent("mi-00000000000000005")
-    out = lab.call("DescribeContainerInstances", {
-        "cluster": "c1", "containerInstances": [arn.rsplit("/", 1)[1], "f" * 32],
-        "include": ["TAGS"]})
+    out = lab.call(
+        "DescribeContainerInstances",
+        {
+            "cluster": "c1",
+            "containerInstances": [arn.rsplit("/", 1)[1], "f" * 32],
+            "include": ["TAGS"],
+        },
+    )
     assert [c["containerInstanceArn"] for c in out["containerInstances"]] == [arn]
     assert out["containerInstances"][0]["tags"] == [
-        {"key": "host", "value": "mi-00000000000000005"}]
+        {"key": "host", "value": "mi-00000000000000005"}
+    ]
     assert out["failures"] == [{"arn": "f" * 32, "reason": "MISSING"}]
 
 
 def test_attributes_by_arn_and_id(lab: Lab) -> None:
     arn = lab.agent("mi-00000000000000006")
-    lab.call("PutAttributes", {"cluster": "c1", "attributes": [
-        {"name": "anywhere.ready", "value": "true", "targetType": "container-instance",
-         "targetId": arn},
-        {"name": "flag", "targetId": arn.rsplit("/", 1)[1]}]})
-    listed = lab.call("ListAttributes", {"cluster": "c1", "targetType": "container-instance",
-                                         "attributeName": "anywhere.ready"})
-    assert listed["attributes"] == [{"name": "anywhere.ready", "value": "true",
-                                     "targetType": "container-instance", "targetId": arn}]
-    lab.call("DeleteAttributes", {"cluster": "c1", "attributes": [
-        {"name": "anywhere.ready", "targetId": arn}]})
+    lab.call(
+        "PutAttributes",
+        {
+            "cluster": "c1",
+            "attributes": [
+                {
+                    "name": "anywhere.ready",
+                    "value": "true",
+                    "targetType": "container-instance",
+                    "targetId": arn,
+                },
+                {"name": "flag", "targetId": arn.rsplit("/", 1)[1]},
+            ],
+        },
+    )
+    listed = lab.call(
+        "ListAttributes",
+        {"cluster": "c1", "targetType": "container-instance", "attributeName": "anywhere.ready"},
+    )
+    assert listed["attributes"] == [
+        {
+            "name": "anywhere.ready",
+            "value": "true",
+            "targetType": "container-instance",
+            "targetId": arn,
+        }
+    ]
+    lab.call(
+        "DeleteAttributes",
+        {"cluster": "c1", "attributes": [{"name": "anywhere.ready", "targetId": arn}]},
+    )
     assert "anywhere.ready" not in attrs(lab.describe(arn)[0])
     assert "flag" in attrs(lab.describe(arn)[0])
-    err = lab.call("PutAttributes", {"cluster": "c1", "attributes": [
-        {"name": "x", "value": "1", "targetId": "0" * 32}]}, status=400)
+    err = lab.call(
+        "PutAttributes",
+        {"cluster": "c1", "attributes": [{"name": "x", "value": "1", "targetId": "0" * 32}]},
+        status=400,
+    )
     assert err["__type"] == "TargetNotFoundException"
 
 
 def test_task_definition_keeps_network_mode(lab: Lab) -> None:
-    out = lab.call("RegisterTaskDefinition", {
-        "family": "h", "networkMode": "host", "requiresCompatibilities": ["EXTERNAL"],
-        "containerDefinitions": [{"name": "c", "image": "busybox", "memory": 64}]})
+    out = lab.call(
+        "RegisterTaskDefinition",
+        {
+            "family": "h",
+            "networkMode": "host",
+            "requiresCompatibilities": ["EXTERNAL"],
+            "containerDefinitions": [{"name": "c", "image": "busybox", "memory": 64}],
+        },
+    )
     assert out["taskDefinition"]["networkMode"] == "host"
     assert "EXTERNAL" in out["taskDefinition"]["compatibilities"]
-    assert lab.ecs.handle("RegisterTaskDefinition", {"family": "ec2", "containerDefinitions": [
-        {"name": "c", "image": "busybox", "memory": 64}]}, lab.account, REGION, None) is None
+    assert (
+        lab.ecs.handle(
+            "RegisterTaskDefinition",
+            {
+                "family": "ec2",
+                "containerDefinitions": [{"name": "c", "image": "busybox", "memory": 64}],
+            },
+            lab.account,
+            REGION,
+            None,
+        )
+        is None
+    )
 
 
 def test_awsvpc_is_refused_at_placement(lab: Lab) -> None:
     lab.agent("mi-00000000000000007")
     td = lab.task_definition("awsvpc")
-    err = lab.call("RunTask", {"cluster": "c1", "taskDefinition": td, "launchType": "EXTERNAL"},
-                   status=400)
+    err = lab.call(
+        "RunTask", {"cluster": "c1", "taskDefinition": td, "launchType": "EXTERNAL"}, status=400
+    )
     assert err["__type"] == "InvalidParameterException"
 
 
@@ -186,17 +256,31 @@ def test_run_task_honours_member_of_and_distinct_instance(lab: Lab) -> None:
     web = lab.agent("mi-00000000000000008", [{"name": "role", "value": "web"}])
     lab.agent("mi-00000000000000009", [{"name": "role", "value": "db"}])
     td = lab.task_definition()
-    run = {"cluster": "c1", "taskDefinition": td, "launchType": "EXTERNAL", "count": 2,
-           "placementConstraints": [{"type": "memberOf", "expression": "attribute:role == web"},
-                                    {"type": "distinctInstance"}]}
+    run = {
+        "cluster": "c1",
+        "taskDefinition": td,
+        "launchType": "EXTERNAL",
+        "count": 2,
+        "placementConstraints": [
+            {"type": "memberOf", "expression": "attribute:role == web"},
+            {"type": "distinctInstance"},
+        ],
+    }
     out = lab.call("RunTask", run)
     assert [t["containerInstanceArn"] for t in out["tasks"]] == [web]
     reasons = sorted(f["reason"] for f in out["failures"])
-    assert reasons == ["DistinctInstance placement constraint unsatisfied.",
-                       "MemberOf placement constraint unsatisfied."]
+    assert reasons == [
+        "DistinctInstance placement constraint unsatisfied.",
+        "MemberOf placement constraint unsatisfied.",
+    ]
     assert lab.describe(web)[0]["runningTasksCount"] == 1
-    none = lab.call("RunTask", {**run, "placementConstraints": [
-        {"type": "memberOf", "expression": "attribute:role == cache"}]})
+    none = lab.call(
+        "RunTask",
+        {
+            **run,
+            "placementConstraints": [{"type": "memberOf", "expression": "attribute:role == cache"}],
+        },
+    )
     assert none["tasks"] == []
     assert {f["reason"] for f in none["failures"]} == {"MemberOf placement constraint unsatisfied."}
 
@@ -214,13 +298,16 @@ def test_run_task_reports_resources_and_empty_cluster(lab: Lab) -> None:
 def test_tasks_list_describe_stop_and_deregister(lab: Lab) -> None:
     arn = lab.agent("mi-00000000000000011")
     td = lab.task_definition()
-    task = lab.call("RunTask", {"cluster": "c1", "taskDefinition": td,
-                                "launchType": "EXTERNAL"})["tasks"][0]
+    task = lab.call("RunTask", {"cluster": "c1", "taskDefinition": td, "launchType": "EXTERNAL"})[
+        "tasks"
+    ][0]
     assert task["lastStatus"] == "RUNNING"
     assert lab.call("ListTasks", {"cluster": "c1", "containerInstance": arn})["taskArns"] == [
-        task["taskArn"]]
-    err = lab.call("DeregisterContainerInstance", {"cluster": "c1", "containerInstance": arn},
-                   status=400)
+        task["taskArn"]
+    ]
+    err = lab.call(
+        "DeregisterContainerInstance", {"cluster": "c1", "containerInstance": arn}, status=400
+    )
     assert err["__type"] == "InvalidParameterException"
     lab.call("StopTask", {"cluster": "c1", "task": task["taskArn"]})
     described = lab.call("DescribeTasks", {"cluster": "c1", "tasks": [task["taskArn"]]})
@@ -230,8 +317,9 @@ def test_tasks_list_describe_stop_and_deregister(lab: Lab) -> None:
     assert gone["containerInstance"]["status"] == "INACTIVE"
     assert lab.describe(arn)[0]["status"] == "INACTIVE"
     assert lab.call("ListContainerInstances", {"cluster": "c1"})["containerInstanceArns"] == []
-    err = lab.call("DeregisterContainerInstance", {"cluster": "c1", "containerInstance": "x" * 32},
-                   status=400)
+    err = lab.call(
+        "DeregisterContainerInstance", {"cluster": "c1", "containerInstance": "x" * 32}, status=400
+    )
     assert err["__type"] == "ClientException"
 
 
@@ -239,14 +327,24 @@ def test_service_places_desired_count_and_replaces_after_drain(lab: Lab) -> None
     a = lab.agent("mi-00000000000000012")
     b = lab.agent("mi-00000000000000013")
     td = lab.task_definition()
-    svc = lab.call("CreateService", {"cluster": "c1", "serviceName": "s", "taskDefinition": td,
-                                     "desiredCount": 2, "launchType": "EXTERNAL"})["service"]
+    svc = lab.call(
+        "CreateService",
+        {
+            "cluster": "c1",
+            "serviceName": "s",
+            "taskDefinition": td,
+            "desiredCount": 2,
+            "launchType": "EXTERNAL",
+        },
+    )["service"]
     assert svc["runningCount"] == 2
     on = lab.call("ListTasks", {"cluster": "c1", "serviceName": "s"})["taskArns"]
     hosts = lab.call("DescribeTasks", {"cluster": "c1", "tasks": on})["tasks"]
     assert sorted(t["containerInstanceArn"] for t in hosts) == sorted([a, b])
-    lab.call("UpdateContainerInstancesState", {"cluster": "c1", "containerInstances": [a],
-                                               "status": "DRAINING"})
+    lab.call(
+        "UpdateContainerInstancesState",
+        {"cluster": "c1", "containerInstances": [a], "status": "DRAINING"},
+    )
     assert lab.describe(a)[0]["runningTasksCount"] == 0
     assert lab.describe(b)[0]["runningTasksCount"] == 2
     described = lab.call("DescribeServices", {"cluster": "c1", "services": ["s"]})
@@ -255,8 +353,16 @@ def test_service_places_desired_count_and_replaces_after_drain(lab: Lab) -> None
 
 def test_service_waits_for_instances_then_places(lab: Lab) -> None:
     td = lab.task_definition()
-    svc = lab.call("CreateService", {"cluster": "c1", "serviceName": "late", "taskDefinition": td,
-                                     "desiredCount": 1, "launchType": "EXTERNAL"})["service"]
+    svc = lab.call(
+        "CreateService",
+        {
+            "cluster": "c1",
+            "serviceName": "late",
+            "taskDefinition": td,
+            "desiredCount": 1,
+            "launchType": "EXTERNAL",
+        },
+    )["service"]
     assert svc["runningCount"] == 0
     assert "[lab]" in svc["events"][0]["message"]
     lab.agent("mi-00000000000000014")
@@ -266,8 +372,12 @@ def test_service_waits_for_instances_then_places(lab: Lab) -> None:
 
 def test_moto_still_answers_what_it_can(lab: Lab) -> None:
     assert lab.ecs.handle("DescribeClusters", {}, lab.account, REGION, None) is None
-    assert lab.ecs.handle("RunTask", {"cluster": "c1", "taskDefinition": "x"}, lab.account,
-                          REGION, None) is None
+    assert (
+        lab.ecs.handle(
+            "RunTask", {"cluster": "c1", "taskDefinition": "x"}, lab.account, REGION, None
+        )
+        is None
+    )
 
 
 def test_tags_on_lab_resources(lab: Lab) -> None:
@@ -275,6 +385,11 @@ def test_tags_on_lab_resources(lab: Lab) -> None:
     lab.call("TagResource", {"resourceArn": arn, "tags": [{"key": "team", "value": "edge"}]})
     lab.call("UntagResource", {"resourceArn": arn, "tagKeys": ["host"]})
     assert lab.call("ListTagsForResource", {"resourceArn": arn})["tags"] == [
-        {"key": "team", "value": "edge"}]
-    assert lab.ecs.handle("ListTagsForResource", {"resourceArn": "arn:aws:ecs:x"}, lab.account,
-                          REGION, None) is None
+        {"key": "team", "value": "edge"}
+    ]
+    assert (
+        lab.ecs.handle(
+            "ListTagsForResource", {"resourceArn": "arn:aws:ecs:x"}, lab.account, REGION, None
+        )
+        is None
+    )

@@ -21,4 +21,5 @@ def test_lab_up_without_moto_says_how_to_install_it(
     monkeypatch.setattr("anywhere.lab.rootfs.ensure_tools", must_not_run)
     assert main(["lab", "up", "--hosts", "1", "--name", "unit-no-moto"]) == 3
     assert capsys.readouterr().err.splitlines() == [
-        "anywhere: the lab needs moto: pip install 'anywhere[lab]'"]
+        "anywhere: the lab needs moto: pip install 'anywhere[lab]'"
+    ]

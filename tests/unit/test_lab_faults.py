@@ -46,15 +46,18 @@ def test_oldest_rule_first_and_clear() -> None:
     assert table.take("X", "a").error is None
 
 
-@pytest.mark.parametrize("spec", [
-    {"kind": "throttle"},
-    {"action": "X", "kind": "boom"},
-    {"action": "X", "kind": "throttle", "count": 0},
-    {"action": "X", "kind": "throttle", "count": True},
-    {"action": "X", "kind": "latency"},
-    {"action": "X", "kind": "latency", "latency_ms": -1},
-    {"action": "X", "kind": "5xx", "status": 502},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "throttle"},
+        {"action": "X", "kind": "boom"},
+        {"action": "X", "kind": "throttle", "count": 0},
+        {"action": "X", "kind": "throttle", "count": True},
+        {"action": "X", "kind": "latency"},
+        {"action": "X", "kind": "latency", "latency_ms": -1},
+        {"action": "X", "kind": "5xx", "status": 502},
+    ],
+)
 def test_bad_specs_are_rejected(spec: dict[str, Any]) -> None:
     with pytest.raises(FaultSpecError):
         FaultTable().add(spec)

@@ -25,9 +25,19 @@ from anywhere.lab import installer
 from anywhere.lab.agents import common, docker_api, docker_cli, docker_daemon, ecs_agent, ssm_agent
 
 URL = "http://10.200.0.1:4566"
-VALUE_FLAGS = ("--region", "--cluster", "--activation-code", "--activation-id",
-               "--docker-install-source", "--ecs-version", "--deb-url", "--rpm-url",
-               "--ecs-endpoint", "--certs-file", "--ip-compatibility")
+VALUE_FLAGS = (
+    "--region",
+    "--cluster",
+    "--activation-code",
+    "--activation-id",
+    "--docker-install-source",
+    "--ecs-version",
+    "--deb-url",
+    "--rpm-url",
+    "--ecs-endpoint",
+    "--certs-file",
+    "--ip-compatibility",
+)
 FULL = ("--region", "us-east-1", "--activation-id", "act-1", "--activation-code", "c0de")
 
 
@@ -41,9 +51,12 @@ def fake_tools(tmp: Path, uid: int = 0, arch: str = "x86_64", systemctl_rc: int 
     machine (systemctl, by default, says every unit is disabled and fails every change)."""
     bin_dir = tmp / "bin"
     bin_dir.mkdir(exist_ok=True)
-    systemctl = f"echo \"systemctl $*\" >>\"$LAB_ROOT/.calls\"; exit {systemctl_rc}"
-    for name, body in {"id": f"echo {uid}", "uname": f"echo {arch}",
-                       "systemctl": systemctl}.items():
+    systemctl = f'echo "systemctl $*" >>"$LAB_ROOT/.calls"; exit {systemctl_rc}'
+    for name, body in {
+        "id": f"echo {uid}",
+        "uname": f"echo {arch}",
+        "systemctl": systemctl,
+    }.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
     return bin_dir
@@ -52,9 +65,17 @@ def fake_tools(tmp: Path, uid: int = 0, arch: str = "x86_64", systemctl_rc: int 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
-def run(script: Path, tmp: Path, *args: str, uid: int = 0, arch: str = "x86_64",
-        systemd: bool = True, systemctl_rc: int = 1, certs: bool = True,
-        path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess[str]:
+def run(
+    script: Path,
+    tmp: Path,
+    *args: str,
+    uid: int = 0,
+    arch: str = "x86_64",
+    systemd: bool = True,
+    systemctl_rc: int = 1,
+    certs: bool = True,
+    path: str = "/usr/bin:/bin",
+) -> subprocess.CompletedProcess[str]:
     root = tmp / "root"
     if systemd:
         (root / "run/systemd/system").mkdir(parents=True, exist_ok=True)
@@ -63,24 +84,40 @@ def run(script: Path, tmp: Path, *args: str, uid: int = 0, arch: str = "x86_64",
         bundle = root / CA_BUNDLE.lstrip("/")
         bundle.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(CA_BUNDLE, bundle)
-    env = {"PATH": f"{fake_tools(tmp, uid, arch, systemctl_rc)}:{path}",
-           "LAB_ROOT": str(root)}
-    return subprocess.run(["bash", str(script), *args], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+    env = {"PATH": f"{fake_tools(tmp, uid, arch, systemctl_rc)}:{path}", "LAB_ROOT": str(root)}
+    return subprocess.run(
+        ["bash", str(script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def created(tmp: Path) -> list[str]:
     """Files the script left under its root, other than the probe log and what tests made."""
     root = tmp / "root"
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() and p.name != ".calls" and p != root / CA_BUNDLE.lstrip("/"))
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and p.name != ".calls" and p != root / CA_BUNDLE.lstrip("/")
+    )
 
 
 def test_help_lists_every_public_flag_and_exits_zero(script: Path, tmp_path: Path) -> None:
     result = run(script, tmp_path, "--help")
     assert result.returncode == 0
-    for flag in (*VALUE_FLAGS[:5], "--ecs-version", "--ecs-endpoint", "--skip-registration",
-                 "--certs-file", "--ip-compatibility", "--no-start", "--enable-gpu"):
+    for flag in (
+        *VALUE_FLAGS[:5],
+        "--ecs-version",
+        "--ecs-endpoint",
+        "--skip-registration",
+        "--certs-file",
+        "--ip-compatibility",
+        "--no-start",
+        "--enable-gpu",
+    ):
         assert flag in result.stdout
     assert URL in result.stdout
 
@@ -101,20 +138,26 @@ def test_value_starting_with_dashes_is_rejected(script: Path, tmp_path: Path, fl
     assert f"Option {flag} was passed an invalid value: --no-start" in result.stdout
 
 
-@pytest.mark.parametrize(("args", "kwargs", "message"), [
-    (FULL, {"uid": 1000}, "Please run as root."),
-    (FULL, {"systemd": False}, "The install script currently supports only systemd."),
-    (FULL[2:], {}, "--region is required"),
-    (FULL[:4], {}, "Both --activation-id and --activation-code are required"),
-    (("--region", "us-east-1", "--activation-code", "c0de"), {}, "Both --activation-id"),
-    (("--region", "us-east-1", "--skip-registration"), {},
-     "--skip-registration flag specified but the SSM agent service is not running."),
-    ((*FULL, "--ip-compatibility", "ipv5"), {}, "Invalid value for --ip-compatibility"),
-    (FULL, {"arch": "armv7l"}, "Unsupported architecture: armv7l"),
-])
-def test_preconditions_stop_before_any_change(script: Path, tmp_path: Path,
-                                              args: tuple[str, ...], kwargs: dict[str, Any],
-                                              message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (FULL, {"uid": 1000}, "Please run as root."),
+        (FULL, {"systemd": False}, "The install script currently supports only systemd."),
+        (FULL[2:], {}, "--region is required"),
+        (FULL[:4], {}, "Both --activation-id and --activation-code are required"),
+        (("--region", "us-east-1", "--activation-code", "c0de"), {}, "Both --activation-id"),
+        (
+            ("--region", "us-east-1", "--skip-registration"),
+            {},
+            "--skip-registration flag specified but the SSM agent service is not running.",
+        ),
+        ((*FULL, "--ip-compatibility", "ipv5"), {}, "Invalid value for --ip-compatibility"),
+        (FULL, {"arch": "armv7l"}, "Unsupported architecture: armv7l"),
+    ],
+)
+def test_preconditions_stop_before_any_change(
+    script: Path, tmp_path: Path, args: tuple[str, ...], kwargs: dict[str, Any], message: str
+) -> None:
     result = run(script, tmp_path, *args, **kwargs)
     assert result.returncode == 1
     assert message in result.stdout
@@ -133,8 +176,9 @@ def test_installer_is_reproducible_and_executable(tmp_path: Path) -> None:
     assert subprocess.run(["bash", "-n", str(a)], check=False).returncode == 0
 
 
-@pytest.mark.parametrize("url", ["10.200.0.1:4566", "http://x:1/'; rm -rf /", "ftp://h:1",
-                                 "http://h:1 x", ""])
+@pytest.mark.parametrize(
+    "url", ["10.200.0.1:4566", "http://x:1/'; rm -rf /", "ftp://h:1", "http://h:1 x", ""]
+)
 def test_bad_endpoint_url_is_refused(url: str) -> None:
     with pytest.raises(ValueError, match="endpoint URL"):
         installer.render(url)
@@ -159,29 +203,37 @@ def test_payload_carries_stdlib_only_agents() -> None:
     for name, text in files.items():
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.Import | ast.ImportFrom):
-                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [
-                    node.module or ""]
+                mods = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                )
                 for mod in mods:
                     top = mod.split(".")[0]
                     assert top in sys.stdlib_module_names or mod.startswith(
-                        "anywhere.lab.agents"), f"{name} imports {mod}"
+                        "anywhere.lab.agents"
+                    ), f"{name} imports {mod}"
 
 
 def test_env_file_parsing_and_first_file_wins() -> None:
-    etc = ecs_agent.parse_env_file("# comment\nECS_CLUSTER=a\n\nECS_CLUSTER=b\n"
-                                   "HTTP_PROXY='http://p:3128'\nnot a line\n")
+    etc = ecs_agent.parse_env_file(
+        "# comment\nECS_CLUSTER=a\n\nECS_CLUSTER=b\nHTTP_PROXY='http://p:3128'\nnot a line\n"
+    )
     assert etc == {"ECS_CLUSTER": "b", "HTTP_PROXY": "http://p:3128"}
     lib = ecs_agent.parse_env_file("ECS_CLUSTER=c\nAWS_DEFAULT_REGION=eu-west-1\n")
     merged = ecs_agent.merge_first_wins(etc, lib)
     config = ecs_agent.config_from_values(merged)
-    assert (config.cluster, config.region, config.http_proxy) == ("b", "eu-west-1",
-                                                                  "http://p:3128")
+    assert (config.cluster, config.region, config.http_proxy) == ("b", "eu-west-1", "http://p:3128")
 
 
 def test_attributes_and_tags_are_json_objects() -> None:
-    config = ecs_agent.config_from_values({
-        "ECS_INSTANCE_ATTRIBUTES": '{"rack": "r1", "zone": "z"}',
-        "ECS_CONTAINER_INSTANCE_TAGS": '{"team": "a"}', "ECS_EXTERNAL": "true"})
+    config = ecs_agent.config_from_values(
+        {
+            "ECS_INSTANCE_ATTRIBUTES": '{"rack": "r1", "zone": "z"}',
+            "ECS_CONTAINER_INSTANCE_TAGS": '{"team": "a"}',
+            "ECS_EXTERNAL": "true",
+        }
+    )
     assert config.attributes == {"rack": "r1", "zone": "z"} and config.tags == {"team": "a"}
     assert config.external and config.cluster == "default"
     for bad in ('["rack"]', "{rack: r1}", '{"n": 1}'):
@@ -190,8 +242,9 @@ def test_attributes_and_tags_are_json_objects() -> None:
 
 
 def test_custom_attributes_and_tags_only_at_first_registration() -> None:
-    config = ecs_agent.config_from_values({"ECS_INSTANCE_ATTRIBUTES": '{"rack": "r1"}',
-                                           "ECS_CONTAINER_INSTANCE_TAGS": '{"t": "v"}'})
+    config = ecs_agent.config_from_values(
+        {"ECS_INSTANCE_ATTRIBUTES": '{"rack": "r1"}', "ECS_CONTAINER_INSTANCE_TAGS": '{"t": "v"}'}
+    )
     first = ecs_agent.registration_body(config, "24.0.9", None)
     assert {"name": "rack", "value": "r1"} in first["attributes"]
     assert first["tags"] == [{"key": "t", "value": "v"}] and "containerInstanceArn" not in first
@@ -206,26 +259,32 @@ def test_checkpoint_for_another_cluster_stops_the_agent(tmp_path: Path) -> None:
     (tmp_path / "etc/ecs/ecs.config").write_text("ECS_CLUSTER=new\n")
     (tmp_path / "var/lib/ecs/data").mkdir(parents=True)
     (tmp_path / "var/lib/ecs/data/agent.db").write_text(
-        json.dumps({"Cluster": "old", "ContainerInstanceArn": "arn:ci/1"}))
+        json.dumps({"Cluster": "old", "ContainerInstanceArn": "arn:ci/1"})
+    )
     log = logging.getLogger(f"test-ecs-{id(tmp_path)}")
     agent = ecs_agent.Agent(tmp_path, common.AgentSettings("http://127.0.0.1:9"), log)
     stop = threading.Event()
     assert agent.run(stop) == ecs_agent.EXIT_TERMINAL
     config = ecs_agent.config_from_values({"ECS_CLUSTER": "old"})
-    assert ecs_agent.check_checkpoint({"Cluster": "old", "ContainerInstanceArn": "arn:ci/1"},
-                                      config) == "arn:ci/1"
+    assert (
+        ecs_agent.check_checkpoint({"Cluster": "old", "ContainerInstanceArn": "arn:ci/1"}, config)
+        == "arn:ci/1"
+    )
     assert ecs_agent.check_checkpoint(None, config) is None
 
 
-@pytest.mark.parametrize(("host", "no_proxy", "bypass"), [
-    ("10.200.0.1", "localhost,10.200.0.0/24", True),
-    ("10.201.0.1", "10.200.0.0/24", False),
-    ("ecs.lab.internal", ".lab.internal", True),
-    ("lab.internal", "lab.internal:443", True),
-    ("evil-lab.internal", "lab.internal", False),
-    ("anything", "*", True),
-    ("169.254.169.254", "", False),
-])
+@pytest.mark.parametrize(
+    ("host", "no_proxy", "bypass"),
+    [
+        ("10.200.0.1", "localhost,10.200.0.0/24", True),
+        ("10.201.0.1", "10.200.0.0/24", False),
+        ("ecs.lab.internal", ".lab.internal", True),
+        ("lab.internal", "lab.internal:443", True),
+        ("evil-lab.internal", "lab.internal", False),
+        ("anything", "*", True),
+        ("169.254.169.254", "", False),
+    ],
+)
 def test_no_proxy_decides(host: str, no_proxy: str, bypass: bool) -> None:
     assert common.bypasses_proxy(host, no_proxy) is bypass
 
@@ -233,10 +292,12 @@ def test_no_proxy_decides(host: str, no_proxy: str, bypass: bool) -> None:
 def test_settings_from_file_and_environment(tmp_path: Path) -> None:
     (tmp_path / "etc/anywhere-lab").mkdir(parents=True)
     (tmp_path / "etc/anywhere-lab/agents.json").write_text(
-        json.dumps({"endpoint_url": URL + "/", "heartbeat_s": 3}))
+        json.dumps({"endpoint_url": URL + "/", "heartbeat_s": 3})
+    )
     assert common.load_settings(tmp_path, {}) == common.AgentSettings(URL, 3.0)
-    over = common.load_settings(tmp_path, {"LAB_ENDPOINT_URL": "http://127.0.0.1:1",
-                                           "LAB_HEARTBEAT_S": "0.5"})
+    over = common.load_settings(
+        tmp_path, {"LAB_ENDPOINT_URL": "http://127.0.0.1:1", "LAB_HEARTBEAT_S": "0.5"}
+    )
     assert over == common.AgentSettings("http://127.0.0.1:1", 0.5)
     with pytest.raises(ValueError, match="no endpoint URL"):
         common.load_settings(tmp_path / "empty", {})
@@ -269,8 +330,11 @@ def test_ssm_agent_proxy_comes_from_its_environment() -> None:
 
 
 def test_ssm_wrapper_answers_version_like_the_agent_without_python(
-        script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    script: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert f"LAB_SSM_AGENT_VERSION='{ssm_agent.AGENT_VERSION}'" in script.read_text()
     # The install fails soon after writing the wrapper (fake systemctl, no endpoint): only the
     # wrapper matters here.
@@ -280,7 +344,7 @@ def test_ssm_wrapper_answers_version_like_the_agent_without_python(
     (tmp_path / "probe").mkdir()
     tools = fake_tools(tmp_path / "probe", arch="aarch64")
     # A python3 that only says it was started: the answer must come from the wrapper itself.
-    (tools / "python3").write_text("#!/bin/sh\necho \"python3 $*\"\nexit 97\n")
+    (tools / "python3").write_text('#!/bin/sh\necho "python3 $*"\nexit 97\n')
     (tools / "python3").chmod(0o755)
     env = {"PATH": f"{tools}:/usr/bin:/bin", "LAB_ROOT": str(tmp_path / "root")}
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
@@ -288,18 +352,32 @@ def test_ssm_wrapper_answers_version_like_the_agent_without_python(
     expected = capsys.readouterr().out
     assert expected == f"SSM Agent version: {ssm_agent.AGENT_VERSION} (lab, aarch64)\n"
     for flag in ("-version", "--version"):
-        done = subprocess.run([str(wrapper), flag], env=env, capture_output=True, text=True,
-                              timeout=30, check=False)
+        done = subprocess.run(
+            [str(wrapper), flag], env=env, capture_output=True, text=True, timeout=30, check=False
+        )
         assert (done.returncode, done.stdout, done.stderr) == (0, expected, "")
     # Anything else is the agent's to answer.
-    other = subprocess.run([str(wrapper), "-version", "-y"], env=env, capture_output=True,
-                           text=True, timeout=30, check=False)
+    other = subprocess.run(
+        [str(wrapper), "-version", "-y"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert other.returncode == 97 and "anywhere.lab.agents.ssm_agent -version -y" in other.stdout
 
 
 def test_docker_wrapper_runs_the_cli_against_the_daemon(script: Path, tmp_path: Path) -> None:
-    done = run(script, tmp_path, "--region", "us-east-1", "--skip-registration", "--no-start",
-               systemctl_rc=0)
+    done = run(
+        script,
+        tmp_path,
+        "--region",
+        "us-east-1",
+        "--skip-registration",
+        "--no-start",
+        systemctl_rc=0,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     root = tmp_path / "root"
     # main() straight from -c: `-m`'s runpy costs each short-lived `docker` call a few ms.
@@ -316,8 +394,7 @@ def test_docker_wrapper_runs_the_cli_against_the_daemon(script: Path, tmp_path: 
         deadline = time.monotonic() + 10
         while not (root / docker_api.SOCKET.lstrip("/")).exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        up = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60,
-                            check=False)
+        up = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
         assert (up.returncode, up.stdout) == (0, docker_api.SERVER_VERSION + "\n")
     finally:
         stop.set()
@@ -326,23 +403,36 @@ def test_docker_wrapper_runs_the_cli_against_the_daemon(script: Path, tmp_path: 
 
 def _function(script_text: str, name: str) -> str:
     start = script_text.index(f"\n{name}() {{") + 1
-    return script_text[start:script_text.index("\n}\n", start) + 3]
+    return script_text[start : script_text.index("\n}\n", start) + 3]
 
 
-@pytest.mark.parametrize(("body", "rc", "expected"), [
-    ('{"Cluster":"lab","ContainerInstanceArn":"arn:aws:ecs:r:1:container-instance/lab/9f",'
-     '"Version":"Amazon ECS Agent - v1.89.2"}', 0, '"arn:aws:ecs:r:1:container-instance/lab/9f"'),
-    ('{"Cluster":"lab","Version":"v1"}', 0, "null"),  # agent up, not registered yet
-    ("", 7, "null"),  # connection refused: the agent is not listening yet
-])
-def test_metadata_arn_prints_what_jq_would(script: Path, tmp_path: Path, body: str, rc: int,
-                                           expected: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "rc", "expected"),
+    [
+        (
+            '{"Cluster":"lab","ContainerInstanceArn":"arn:aws:ecs:r:1:container-instance/lab/9f",'
+            '"Version":"Amazon ECS Agent - v1.89.2"}',
+            0,
+            '"arn:aws:ecs:r:1:container-instance/lab/9f"',
+        ),
+        ('{"Cluster":"lab","Version":"v1"}', 0, "null"),  # agent up, not registered yet
+        ("", 7, "null"),  # connection refused: the agent is not listening yet
+    ],
+)
+def test_metadata_arn_prints_what_jq_would(
+    script: Path, tmp_path: Path, body: str, rc: int, expected: str
+) -> None:
     fake = tmp_path / "curl"
     fake.write_text(f"#!/bin/sh\nprintf '%s' '{body}'\nexit {rc}\n")
     fake.chmod(0o755)
     program = _function(script.read_text(), "metadata-arn") + "metadata-arn\n"
-    done = subprocess.run(["bash", "-c", program], env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["bash", "-c", program],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout == expected + "\n"
 
 
@@ -361,8 +451,10 @@ def test_docker_source_none_carries_on_without_docker(script: Path, tmp_path: Pa
 def test_missing_ca_certificates_fail_the_install(script: Path, tmp_path: Path) -> None:
     done = run(script, tmp_path, *NO_START, systemctl_rc=0, certs=False)
     assert done.returncode == 1
-    assert ("Could not find certificates. Please rerun with --certs-file and provide a valid path"
-            in done.stdout) and "Installation Failed" in done.stdout
+    assert (
+        "Could not find certificates. Please rerun with --certs-file and provide a valid path"
+        in done.stdout
+    ) and "Installation Failed" in done.stdout
     assert not (tmp_path / "root/usr/libexec/amazon-ecs-init").exists()
 
 
@@ -417,8 +509,9 @@ def _register_refused(tmp_path: Path, url: str) -> None:
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
     out = io.StringIO()
-    rc = ssm_agent.register(tmp_path, client, "c0de", activation_id="act-1", region="us-east-1",
-                            out=out)
+    rc = ssm_agent.register(
+        tmp_path, client, "c0de", activation_id="act-1", region="us-east-1", out=out
+    )
     assert rc == 1 and "InvalidActivation" in out.getvalue()
     key = tmp_path / ssm_agent.REGISTRATION_KEY.lstrip("/")
     stored = json.loads(key.read_text())
@@ -432,14 +525,19 @@ def _register_refused(tmp_path: Path, url: str) -> None:
 def test_shared_credentials_set_the_default_profile_and_keep_the_rest(tmp_path: Path) -> None:
     path = tmp_path / "root/.aws/credentials"
     path.parent.mkdir(parents=True)
-    path.write_text("[ops]\naws_access_key_id = AKIAOPS\n\n[default]\nregion = eu-west-1\n"
-                    "aws_access_key_id = OLD\n")
+    path.write_text(
+        "[ops]\naws_access_key_id = AKIAOPS\n\n[default]\nregion = eu-west-1\n"
+        "aws_access_key_id = OLD\n"
+    )
     common.store_shared_credentials(tmp_path, "ASIA1", "s1", "t1")
     common.store_shared_credentials(tmp_path, "ASIA2", "s2", "t2")
     assert path.stat().st_mode & 0o777 == 0o600
     assert common.read_shared_credentials(tmp_path) == {
-        "region": "eu-west-1", "aws_access_key_id": "ASIA2", "aws_secret_access_key": "s2",
-        "aws_session_token": "t2"}
+        "region": "eu-west-1",
+        "aws_access_key_id": "ASIA2",
+        "aws_secret_access_key": "s2",
+        "aws_session_token": "t2",
+    }
     assert common.read_shared_credentials(tmp_path, "ops") == {"aws_access_key_id": "AKIAOPS"}
     assert path.read_text().count("aws_access_key_id") == 2
 
@@ -448,14 +546,15 @@ def test_fresh_shared_credentials_file(tmp_path: Path) -> None:
     assert common.read_shared_credentials(tmp_path) is None
     common.store_shared_credentials(tmp_path, "ASIA1", "s1", "t1")
     assert (tmp_path / "root/.aws/credentials").read_text() == (
-        "[default]\naws_access_key_id = ASIA1\naws_secret_access_key = s1\n"
-        "aws_session_token = t1\n")
+        "[default]\naws_access_key_id = ASIA1\naws_secret_access_key = s1\naws_session_token = t1\n"
+    )
 
 
 def test_only_ecs_external_with_a_region_makes_an_external_agent() -> None:
     closed = "http://127.0.0.1:9/latest/dynamic/instance-identity/document"
-    external = ecs_agent.config_from_values({"ECS_EXTERNAL": "true",
-                                             "AWS_DEFAULT_REGION": "us-east-1"})
+    external = ecs_agent.config_from_values(
+        {"ECS_EXTERNAL": "true", "AWS_DEFAULT_REGION": "us-east-1"}
+    )
     ecs_agent.require_external(external, closed)
     body = ecs_agent.registration_body(external, "24.0.9", None)
     assert {"name": ecs_agent.EXTERNAL_CAPABILITY} in body["attributes"]
@@ -465,8 +564,9 @@ def test_only_ecs_external_with_a_region_makes_an_external_agent() -> None:
         config = ecs_agent.config_from_values(values)
         with pytest.raises(ecs_agent.ConfigError, match="instance identity document"):
             ecs_agent.require_external(config, closed)
-        names = {a["name"] for a in ecs_agent.registration_body(config, "24.0.9", None)
-                 ["attributes"]}
+        names = {
+            a["name"] for a in ecs_agent.registration_body(config, "24.0.9", None)["attributes"]
+        }
         assert ecs_agent.EXTERNAL_CAPABILITY not in names
 
 

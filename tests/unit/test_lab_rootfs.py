@@ -15,6 +15,8 @@ def test_every_generator_is_masked_once(tmp_path: Path) -> None:
     rootfs.mask_generators(tmp_path)
     rootfs.mask_generators(tmp_path)  # a second customisation pass changes nothing
     masks = tmp_path / "etc/systemd/system-generators"
-    assert sorted(p.name for p in masks.iterdir()) == ["systemd-fstab-generator",
-                                                       "systemd-sysv-generator"]
+    assert sorted(p.name for p in masks.iterdir()) == [
+        "systemd-fstab-generator",
+        "systemd-sysv-generator",
+    ]
     assert all(p.readlink() == Path("/dev/null") for p in masks.iterdir())

@@ -18,22 +18,47 @@ from anywhere.lab.endpoint.sigcheck import IssuedKey, check
 URL = "http://10.200.0.1:4566/"
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 BODY = b'{"InstanceId": "mi-0123456789abcdef0"}'
-BASE_HEADERS = {"Content-Type": "application/x-amz-json-1.1",
-                "X-Amz-Target": "AmazonSSM.UpdateInstanceInformation"}
+BASE_HEADERS = {
+    "Content-Type": "application/x-amz-json-1.1",
+    "X-Amz-Target": "AmazonSSM.UpdateInstanceInformation",
+}
 KEY = IssuedKey("s3cr3t", "token-abc", NOW.timestamp() + 3600)
 
 
-def signed(secret: str = "s3cr3t", token: str = "token-abc", key: str = "ASIAKEY",
-           when: datetime = NOW, service: str = "ssm") -> dict[str, str]:
-    return {**BASE_HEADERS, **sigv4.sign("POST", URL, BASE_HEADERS, BODY, access_key=key,
-                                         secret=secret, session_token=token,
-                                         region="us-east-1", service=service, now=when)}
+def signed(
+    secret: str = "s3cr3t",
+    token: str = "token-abc",
+    key: str = "ASIAKEY",
+    when: datetime = NOW,
+    service: str = "ssm",
+) -> dict[str, str]:
+    return {
+        **BASE_HEADERS,
+        **sigv4.sign(
+            "POST",
+            URL,
+            BASE_HEADERS,
+            BODY,
+            access_key=key,
+            secret=secret,
+            session_token=token,
+            region="us-east-1",
+            service=service,
+            now=when,
+        ),
+    }
 
 
 def environ(headers: dict[str, str], body: bytes = BODY) -> dict[str, Any]:
-    env: dict[str, Any] = {"REQUEST_METHOD": "POST", "RAW_URI": "/", "PATH_INFO": "/",
-                           "QUERY_STRING": "", "HTTP_HOST": "10.200.0.1:4566",
-                           "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "RAW_URI": "/",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "HTTP_HOST": "10.200.0.1:4566",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
     for name, value in headers.items():
         if name.lower() == "content-type":
             env["CONTENT_TYPE"] = value
@@ -64,11 +89,14 @@ def test_issued_key_signed_right_passes() -> None:
     assert check(environ(signed()), BODY, NOW.timestamp(), issued({"ASIAKEY": KEY})) is None
 
 
-@pytest.mark.parametrize(("headers", "code"), [
-    (signed(secret="wrong"), "InvalidSignatureException"),
-    (signed(token="other-token"), "UnrecognizedClientException"),
-    (signed(token=""), "UnrecognizedClientException"),
-])
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        (signed(secret="wrong"), "InvalidSignatureException"),
+        (signed(token="other-token"), "UnrecognizedClientException"),
+        (signed(token=""), "UnrecognizedClientException"),
+    ],
+)
 def test_issued_key_signed_wrong_is_refused(headers: dict[str, str], code: str) -> None:
     refusal = check(environ(headers), BODY, NOW.timestamp(), issued({"ASIAKEY": KEY}))
     assert refusal is not None and refusal.json_code == code
@@ -77,14 +105,19 @@ def test_issued_key_signed_wrong_is_refused(headers: dict[str, str], code: str) 
 def test_another_instances_key_is_refused() -> None:
     other = IssuedKey("other-secret", "other-token", KEY.expires_at)
     headers = signed(key="ASIAOTHER")  # our secret and token under the other instance's key
-    refusal = check(environ(headers), BODY, NOW.timestamp(),
-                    issued({"ASIAKEY": KEY, "ASIAOTHER": other}))
+    refusal = check(
+        environ(headers), BODY, NOW.timestamp(), issued({"ASIAKEY": KEY, "ASIAOTHER": other})
+    )
     assert refusal is not None and refusal.json_code == "UnrecognizedClientException"
 
 
 def test_tampered_body_is_refused() -> None:
-    refusal = check(environ(signed(), b'{"InstanceId": "mi-x"}'), b'{"InstanceId": "mi-x"}',
-                    NOW.timestamp(), issued({"ASIAKEY": KEY}))
+    refusal = check(
+        environ(signed(), b'{"InstanceId": "mi-x"}'),
+        b'{"InstanceId": "mi-x"}',
+        NOW.timestamp(),
+        issued({"ASIAKEY": KEY}),
+    )
     assert refusal is not None and refusal.json_code == "InvalidSignatureException"
 
 
@@ -95,12 +128,21 @@ def test_expired_key_is_refused() -> None:
     assert (refusal.json_code, refusal.query_code) == ("ExpiredTokenException", "ExpiredToken")
 
 
-@pytest.mark.parametrize(("offset_min", "words"), [
-    (-6, "Signature expired: 20260301T115400Z is now earlier than 20260301T115500Z "
-         "(20260301T120000Z - 5 min.)"),
-    (6, "Signature not yet current: 20260301T120600Z is still later than 20260301T120500Z "
-        "(20260301T120000Z + 5 min.)"),
-])
+@pytest.mark.parametrize(
+    ("offset_min", "words"),
+    [
+        (
+            -6,
+            "Signature expired: 20260301T115400Z is now earlier than 20260301T115500Z "
+            "(20260301T120000Z - 5 min.)",
+        ),
+        (
+            6,
+            "Signature not yet current: 20260301T120600Z is still later than 20260301T120500Z "
+            "(20260301T120000Z + 5 min.)",
+        ),
+    ],
+)
 def test_request_dated_six_minutes_off_is_refused(offset_min: int, words: str) -> None:
     headers = signed(when=NOW + timedelta(minutes=offset_min))
     # Checked for any key, the tool's too (moto's credentials are never verified).

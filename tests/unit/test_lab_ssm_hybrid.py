@@ -44,15 +44,25 @@ def error(ssm: SsmHybrid, action: str, body: dict[str, Any], ctx: CallContext = 
 
 
 def register(ssm: SsmHybrid, act: dict[str, Any], fp: str = "fp") -> str:
-    body = {"ActivationId": act["ActivationId"], "ActivationCode": act["ActivationCode"],
-            "PublicKey": "k", "PublicKeyType": "Rsa", "Fingerprint": fp}
-    return str(ok(ssm, "RegisterManagedInstance", body, CallContext("unknown", "us-east-1"))
-               ["InstanceId"])
+    body = {
+        "ActivationId": act["ActivationId"],
+        "ActivationCode": act["ActivationCode"],
+        "PublicKey": "k",
+        "PublicKeyType": "Rsa",
+        "Fingerprint": fp,
+    }
+    return str(
+        ok(ssm, "RegisterManagedInstance", body, CallContext("unknown", "us-east-1"))["InstanceId"]
+    )
 
 
 def agent_ctx(ssm: SsmHybrid, instance_id: str, fp: str = "fp") -> CallContext:
-    token = ok(ssm, "RequestManagedInstanceRoleToken", {"Fingerprint": fp},
-               CallContext(ACCOUNT, REGION, credential_id=instance_id))
+    token = ok(
+        ssm,
+        "RequestManagedInstanceRoleToken",
+        {"Fingerprint": fp},
+        CallContext(ACCOUNT, REGION, credential_id=instance_id),
+    )
     caller = ssm.caller_of(token["AccessKeyId"])
     assert caller is not None
     return CallContext(caller[1], caller[2], token["AccessKeyId"], caller[0])
@@ -60,30 +70,36 @@ def agent_ctx(ssm: SsmHybrid, instance_id: str, fp: str = "fp") -> CallContext:
 
 def test_activation_ids_look_like_aws(ssm: SsmHybrid) -> None:
     act = ok(ssm, "CreateActivation", {"IamRole": "r"})
-    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
-                        act["ActivationId"])
+    assert re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", act["ActivationId"]
+    )
     assert re.fullmatch(r"[A-Za-z0-9]{20}", act["ActivationCode"])
     mi = register(ssm, act)
     assert re.fullmatch(r"mi-[0-9a-f]{17}", mi)
 
 
-@pytest.mark.parametrize(("body", "code"), [
-    ({}, "ValidationException"),
-    ({"IamRole": "r", "RegistrationLimit": 0}, "ValidationException"),
-    ({"IamRole": "r", "RegistrationLimit": 1001}, "ValidationException"),
-    ({"IamRole": "r", "ExpirationDate": 1_800_000_000.0 + 31 * 86400}, "InvalidParameters"),
-    ({"IamRole": "r", "ExpirationDate": 1_800_000_000.0 - 1}, "InvalidParameters"),
-])
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({}, "ValidationException"),
+        ({"IamRole": "r", "RegistrationLimit": 0}, "ValidationException"),
+        ({"IamRole": "r", "RegistrationLimit": 1001}, "ValidationException"),
+        ({"IamRole": "r", "ExpirationDate": 1_800_000_000.0 + 31 * 86400}, "InvalidParameters"),
+        ({"IamRole": "r", "ExpirationDate": 1_800_000_000.0 - 1}, "InvalidParameters"),
+    ],
+)
 def test_create_activation_validates(ssm: SsmHybrid, body: dict[str, Any], code: str) -> None:
     assert error(ssm, "CreateActivation", body) == code
 
 
-def test_a_role_iam_does_not_yet_show_is_refused(ssm: SsmHybrid, clock: Clock,
-                                                  roles: Roles) -> None:
+def test_a_role_iam_does_not_yet_show_is_refused(
+    ssm: SsmHybrid, clock: Clock, roles: Roles
+) -> None:
     status, out = ssm.handle("CreateActivation", {"IamRole": "missing"}, CTX)
     assert (status, out["__type"]) == (400, "ValidationException")
     assert out["message"].startswith(
-        "Nonexistent role or missing ssm service principal in trust policy")
+        "Nonexistent role or missing ssm service principal in trust policy"
+    )
     roles.created["fresh"] = clock.now - 1
     assert error(ssm, "CreateActivation", {"IamRole": "fresh"}) == "ValidationException"
     clock.now += 5
@@ -94,32 +110,41 @@ def test_a_role_iam_does_not_yet_show_is_refused(ssm: SsmHybrid, clock: Clock,
 UNICODE_NAME = "h\u00f6st-\u0663 \u00a0\u4e2d_.:/=+-@"
 
 
-@pytest.mark.parametrize(("body", "code"), [
-    ({"DefaultInstanceName": "web#1"}, "ValidationException"),
-    ({"DefaultInstanceName": "web\u200b1"}, "ValidationException"),  # a format char, not Z
-    ({"DefaultInstanceName": "x" * 257}, "ValidationException"),
-    ({"Tags": [{"Key": "", "Value": "v"}]}, "ValidationException"),
-    ({"Tags": [{"Key": "k" * 129, "Value": "v"}]}, "ValidationException"),
-    ({"Tags": [{"Key": "k", "Value": "v" * 257}]}, "ValidationException"),
-    ({"Tags": [{"Key": "k", "Value": "a,b"}]}, "ValidationException"),
-    ({"Tags": [{"Key": f"k{i}", "Value": ""} for i in range(51)]}, "InvalidParameters"),
-])
-def test_activation_names_and_tags_follow_ssm_rules(ssm: SsmHybrid, body: dict[str, Any],
-                                                     code: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"DefaultInstanceName": "web#1"}, "ValidationException"),
+        ({"DefaultInstanceName": "web\u200b1"}, "ValidationException"),  # a format char, not Z
+        ({"DefaultInstanceName": "x" * 257}, "ValidationException"),
+        ({"Tags": [{"Key": "", "Value": "v"}]}, "ValidationException"),
+        ({"Tags": [{"Key": "k" * 129, "Value": "v"}]}, "ValidationException"),
+        ({"Tags": [{"Key": "k", "Value": "v" * 257}]}, "ValidationException"),
+        ({"Tags": [{"Key": "k", "Value": "a,b"}]}, "ValidationException"),
+        ({"Tags": [{"Key": f"k{i}", "Value": ""} for i in range(51)]}, "InvalidParameters"),
+    ],
+)
+def test_activation_names_and_tags_follow_ssm_rules(
+    ssm: SsmHybrid, body: dict[str, Any], code: str
+) -> None:
     assert error(ssm, "CreateActivation", {"IamRole": "r", **body}) == code
 
 
 def test_unicode_letters_numbers_and_spaces_are_fine(ssm: SsmHybrid) -> None:
     tags = [{"Key": UNICODE_NAME, "Value": UNICODE_NAME}, {"Key": "empty", "Value": ""}]
     tags += [{"Key": f"k{i}", "Value": "v"} for i in range(48)]
-    act = ok(ssm, "CreateActivation", {"IamRole": "r", "DefaultInstanceName": UNICODE_NAME,
-                                       "Tags": tags})
+    act = ok(
+        ssm, "CreateActivation", {"IamRole": "r", "DefaultInstanceName": UNICODE_NAME, "Tags": tags}
+    )
     mi = register(ssm, act)
     body = {"ResourceType": "ManagedInstance", "ResourceId": mi}
-    assert error(ssm, "AddTagsToResource", {**body, "Tags": [{"Key": "one", "Value": "more"}]}
-                 ) == "TooManyTagsError"
-    assert error(ssm, "AddTagsToResource", {**body, "Tags": [{"Key": "k0", "Value": "a|b"}]}
-                 ) == "ValidationException"
+    assert (
+        error(ssm, "AddTagsToResource", {**body, "Tags": [{"Key": "one", "Value": "more"}]})
+        == "TooManyTagsError"
+    )
+    assert (
+        error(ssm, "AddTagsToResource", {**body, "Tags": [{"Key": "k0", "Value": "a|b"}]})
+        == "ValidationException"
+    )
     ok(ssm, "AddTagsToResource", {**body, "Tags": [{"Key": "k0", "Value": "replaced"}]})
 
 
@@ -128,12 +153,14 @@ def test_an_unknown_id_in_the_instance_ids_filter_is_an_error(ssm: SsmHybrid) ->
     gone = register(ssm, ok(ssm, "CreateActivation", {"IamRole": "r"}))
     ok(ssm, "DeregisterManagedInstance", {"InstanceId": gone})
     for wanted in ([mi, "mi-00000000000000000"], [gone]):
-        for body in ({"Filters": [{"Key": "InstanceIds", "Values": wanted}]},
-                     {"InstanceInformationFilterList": [{"key": "InstanceIds",
-                                                         "valueSet": wanted}]}):
+        for body in (
+            {"Filters": [{"Key": "InstanceIds", "Values": wanted}]},
+            {"InstanceInformationFilterList": [{"key": "InstanceIds", "valueSet": wanted}]},
+        ):
             assert error(ssm, "DescribeInstanceInformation", body) == "InvalidInstanceId"
-    found = ok(ssm, "DescribeInstanceInformation",
-               {"Filters": [{"Key": "InstanceIds", "Values": [mi]}]})
+    found = ok(
+        ssm, "DescribeInstanceInformation", {"Filters": [{"Key": "InstanceIds", "Values": [mi]}]}
+    )
     assert [r["InstanceId"] for r in found["InstanceInformationList"]] == [mi]
 
 
@@ -161,7 +188,8 @@ def test_registration_checks_code_expiry_limit_and_deletion(ssm: SsmHybrid, cloc
     ok(ssm, "DeleteActivation", {"ActivationId": act["ActivationId"]})
     assert error(ssm, "RegisterManagedInstance", good, ctx) == "InvalidActivation"
     assert error(ssm, "DeleteActivation", {"ActivationId": act["ActivationId"]}) == (
-        "InvalidActivationId")
+        "InvalidActivationId"
+    )
 
 
 def test_ping_status_follows_heartbeats(ssm: SsmHybrid, clock: Clock) -> None:
@@ -186,14 +214,19 @@ def test_ping_status_follows_heartbeats(ssm: SsmHybrid, clock: Clock) -> None:
 def test_agent_identity_is_checked(ssm: SsmHybrid) -> None:
     mi = register(ssm, ok(ssm, "CreateActivation", {"IamRole": "r", "RegistrationLimit": 2}))
     other = register(ssm, {**ok(ssm, "CreateActivation", {"IamRole": "r"})})
-    assert error(ssm, "RequestManagedInstanceRoleToken", {"Fingerprint": "nope"},
-                 CallContext(ACCOUNT, REGION, credential_id=mi)) == (
-        "MachineFingerprintDoesNotMatch")
+    assert error(
+        ssm,
+        "RequestManagedInstanceRoleToken",
+        {"Fingerprint": "nope"},
+        CallContext(ACCOUNT, REGION, credential_id=mi),
+    ) == ("MachineFingerprintDoesNotMatch")
     ctx = agent_ctx(ssm, mi)
     assert error(ssm, "UpdateInstanceInformation", {"InstanceId": other}, ctx) == (
-        "InvalidInstanceId")
+        "InvalidInstanceId"
+    )
     assert error(ssm, "UpdateInstanceInformation", {"InstanceId": mi}, CTX) == (
-        "UnrecognizedClientException")
+        "UnrecognizedClientException"
+    )
 
 
 def test_deregistered_instance_is_gone(ssm: SsmHybrid) -> None:
@@ -215,17 +248,29 @@ def test_state_is_per_account_and_region(ssm: SsmHybrid) -> None:
     assert ok(ssm, "DescribeActivations", {}, elsewhere)["ActivationList"] == []
     assert ok(ssm, "DescribeInstanceInformation", {}, elsewhere)["InstanceInformationList"] == []
     assert error(ssm, "DeleteActivation", {"ActivationId": act["ActivationId"]}, elsewhere) == (
-        "InvalidActivationId")
+        "InvalidActivationId"
+    )
     assert error(ssm, "DeregisterManagedInstance", {"InstanceId": mi}, elsewhere) == (
-        "InvalidInstanceId")
+        "InvalidInstanceId"
+    )
 
 
 def test_tags_propagate_and_filter(ssm: SsmHybrid) -> None:
-    act = ok(ssm, "CreateActivation", {"IamRole": "r", "RegistrationLimit": 2,
-                                       "Tags": [{"Key": "env", "Value": "lab"}]})
+    act = ok(
+        ssm,
+        "CreateActivation",
+        {"IamRole": "r", "RegistrationLimit": 2, "Tags": [{"Key": "env", "Value": "lab"}]},
+    )
     a, b = register(ssm, act), register(ssm, act)
-    ok(ssm, "AddTagsToResource", {"ResourceType": "ManagedInstance", "ResourceId": a,
-                                  "Tags": [{"Key": "rack", "Value": "r1"}]})
+    ok(
+        ssm,
+        "AddTagsToResource",
+        {
+            "ResourceType": "ManagedInstance",
+            "ResourceId": a,
+            "Tags": [{"Key": "rack", "Value": "r1"}],
+        },
+    )
     tags = ok(ssm, "ListTagsForResource", {"ResourceType": "ManagedInstance", "ResourceId": a})
     assert tags["TagList"] == [{"Key": "env", "Value": "lab"}, {"Key": "rack", "Value": "r1"}]
 
@@ -236,26 +281,38 @@ def test_tags_propagate_and_filter(ssm: SsmHybrid) -> None:
     assert ids([{"Key": "tag:env", "Values": ["lab"]}]) == {a, b}
     assert ids([{"Key": "tag:rack", "Values": ["r1"]}]) == {a}
     assert ids([{"Key": "tag-key", "Values": ["rack"]}]) == {a}
-    ok(ssm, "RemoveTagsFromResource", {"ResourceType": "ManagedInstance", "ResourceId": a,
-                                       "TagKeys": ["rack"]})
+    ok(
+        ssm,
+        "RemoveTagsFromResource",
+        {"ResourceType": "ManagedInstance", "ResourceId": a, "TagKeys": ["rack"]},
+    )
     assert ids([{"Key": "tag:rack", "Values": ["r1"]}]) == set()
-    assert error(ssm, "ListTagsForResource", {"ResourceType": "ManagedInstance",
-                                              "ResourceId": "mi-00000000000000000"}) == (
-        "InvalidResourceId")
+    assert error(
+        ssm,
+        "ListTagsForResource",
+        {"ResourceType": "ManagedInstance", "ResourceId": "mi-00000000000000000"},
+    ) == ("InvalidResourceId")
     assert ssm.handles("AddTagsToResource", {"ResourceType": "ManagedInstance"})
     assert not ssm.handles("AddTagsToResource", {"ResourceType": "Parameter"})
 
 
-@pytest.mark.parametrize(("body", "code"), [
-    ({"Filters": [{"Key": "Bogus", "Values": ["x"]}]}, "InvalidFilterKey"),
-    ({"Filters": [{"Key": "PingStatus", "Values": ["Sleeping"]}]},
-     "InvalidInstanceInformationFilterValue"),
-    ({"InstanceInformationFilterList": [{"key": "InstanceIds", "valueSet": []}]},
-     "InvalidInstanceInformationFilterValue"),
-    ({"MaxResults": 4}, "ValidationException"),
-    ({"MaxResults": 51}, "ValidationException"),
-    ({"NextToken": "not-a-token"}, "InvalidNextToken"),
-])
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"Filters": [{"Key": "Bogus", "Values": ["x"]}]}, "InvalidFilterKey"),
+        (
+            {"Filters": [{"Key": "PingStatus", "Values": ["Sleeping"]}]},
+            "InvalidInstanceInformationFilterValue",
+        ),
+        (
+            {"InstanceInformationFilterList": [{"key": "InstanceIds", "valueSet": []}]},
+            "InvalidInstanceInformationFilterValue",
+        ),
+        ({"MaxResults": 4}, "ValidationException"),
+        ({"MaxResults": 51}, "ValidationException"),
+        ({"NextToken": "not-a-token"}, "InvalidNextToken"),
+    ],
+)
 def test_describe_instance_information_validates(
     ssm: SsmHybrid, body: dict[str, Any], code: str
 ) -> None:
@@ -280,18 +337,58 @@ def test_audit_keeps_codes_and_deletions(ssm: SsmHybrid) -> None:
     assert ssm.audit("000000000000") == {"activations": [], "managed_instances": []}
 
 
-@pytest.mark.parametrize(("document", "trusted"), [
-    ({"Statement": [{"Effect": "Allow", "Principal": {"Service": "ssm.amazonaws.com"},
-                     "Action": "sts:AssumeRole"}]}, True),
-    ({"Statement": {"Effect": "Allow", "Principal": {"Service": ["ec2.amazonaws.com",
-                                                                "ssm.amazonaws.com"]},
-                    "Action": ["sts:AssumeRole"]}}, True),
-    ({"Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
-                     "Action": "sts:AssumeRole"}]}, False),
-    ({"Statement": [{"Effect": "Deny", "Principal": {"Service": "ssm.amazonaws.com"},
-                     "Action": "sts:AssumeRole"}]}, False),
-    ({}, False),
-])
+@pytest.mark.parametrize(
+    ("document", "trusted"),
+    [
+        (
+            {
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "ssm.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ]
+            },
+            True,
+        ),
+        (
+            {
+                "Statement": {
+                    "Effect": "Allow",
+                    "Principal": {"Service": ["ec2.amazonaws.com", "ssm.amazonaws.com"]},
+                    "Action": ["sts:AssumeRole"],
+                }
+            },
+            True,
+        ),
+        (
+            {
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "ec2.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ]
+            },
+            False,
+        ),
+        (
+            {
+                "Statement": [
+                    {
+                        "Effect": "Deny",
+                        "Principal": {"Service": "ssm.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ]
+            },
+            False,
+        ),
+        ({}, False),
+    ],
+)
 def test_trust_policy_must_name_ssm(document: dict[str, Any], trusted: bool) -> None:
     import json
 

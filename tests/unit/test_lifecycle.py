@@ -27,8 +27,9 @@ from tests.unit.fakes import (
 
 def test_snapshot_reads_every_host_in_one_batch(tmp_path: Path) -> None:
     ids = {f"h{i}": (f"mi-{i:017x}",) for i in range(60)}
-    aws = FakeAws([managed(mi[0], h) for h, mi in ids.items()],
-                  [container(mi[0]) for mi in ids.values()])
+    aws = FakeAws(
+        [managed(mi[0], h) for h, mi in ids.items()], [container(mi[0]) for mi in ids.values()]
+    )
     snap = aws_snapshot(context(tmp_path, aws, ids), [host(h) for h in ids])
     assert [name for name, _ in aws.calls] == ["managed_instances", "container_instances"]
     state = snap.get("lab", ids["h7"][0])
@@ -49,20 +50,26 @@ def test_unreachable_host_is_judged_on_its_aws_side(tmp_path: Path) -> None:
     assert ("set_ready", ("arn:ci/mi-1", False)) in aws.calls
 
 
-@pytest.mark.parametrize(("local", "failed", "mark"), [
-    ("mi-2", set(), None),  # healthy and already marked: no attribute call
-    (None, {"local-state", "ssm-registration"}, False),  # wiped while AWS lists mi-2
-])
+@pytest.mark.parametrize(
+    ("local", "failed", "mark"),
+    [
+        ("mi-2", set(), None),  # healthy and already marked: no attribute call
+        (None, {"local-state", "ssm-registration"}, False),  # wiped while AWS lists mi-2
+    ],
+)
 def test_check_verdict_and_mark(
     tmp_path: Path, local: str | None, failed: set[str], mark: bool | None
 ) -> None:
     # mi-1 is an older, inactive registration of the same host: mi-2 is the live one.
-    aws = FakeAws([managed("mi-1", "h1", "ConnectionLost"), managed("mi-2", "h1")],
-                  [container("mi-1", "INACTIVE", ready=False), container("mi-2")])
+    aws = FakeAws(
+        [managed("mi-1", "h1", "ConnectionLost"), managed("mi-2", "h1")],
+        [container("mi-1", "INACTIVE", ready=False), container("mi-2")],
+    )
     transport = SilentHost(healthy_output(local))
     ctx = context(tmp_path, aws, {"h1": ("mi-1", "mi-2")}, connect=lambda h: transport)
     out = check_job(ctx, CheckOptions(), aws_snapshot(ctx, [host("h1")]))(
-        host("h1"), noop_control())
+        host("h1"), noop_control()
+    )
     assert out.instance_id == "mi-2"
     assert {c.name for c in out.checks if not c.ok} == failed
     assert (out.status is Status.READY) == (not failed)

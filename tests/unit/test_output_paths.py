@@ -21,22 +21,39 @@ def _closed_port() -> str:
 
 def _run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     inv = tmp_path / "inv.yml"
-    inv.write_text("all:\n  hosts:\n    h1: {ansible_host: 127.0.0.1}\n"
-                   "  vars: {anywhere_region: us-east-1}\n", encoding="utf-8")
+    inv.write_text(
+        "all:\n  hosts:\n    h1: {ansible_host: 127.0.0.1}\n  vars: {anywhere_region: us-east-1}\n",
+        encoding="utf-8",
+    )
     return subprocess.run(
         [sys.executable, "-m", "anywhere", *args[:1], str(inv), *args[1:]],
-        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
-        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "AWS_ACCESS_KEY_ID": "x",
-             "AWS_SECRET_ACCESS_KEY": "y", "AWS_ENDPOINT_URL": _closed_port(),
-             "ANYWHERE_RUN_DIR": str(tmp_path / "runs"), **env})
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "y",
+            "AWS_ENDPOINT_URL": _closed_port(),
+            "ANYWHERE_RUN_DIR": str(tmp_path / "runs"),
+            **env,
+        },
+    )
 
 
 CASES = {
     "json-under-proc": (["--report-json", "/proc/anywhere-report.json"], "--report-json"),
-    "junit-parent-is-a-file": (["--report-junit", "{tmp}/inv.yml/r.xml"],
-                               "--report-junit {tmp}/inv.yml/r.xml: no such directory"),
-    "retry-no-parent": (["--retry-inventory", "{tmp}/no/such/retry.yml"],
-                        "--retry-inventory {tmp}/no/such/retry.yml: no such directory"),
+    "junit-parent-is-a-file": (
+        ["--report-junit", "{tmp}/inv.yml/r.xml"],
+        "--report-junit {tmp}/inv.yml/r.xml: no such directory",
+    ),
+    "retry-no-parent": (
+        ["--retry-inventory", "{tmp}/no/such/retry.yml"],
+        "--retry-inventory {tmp}/no/such/retry.yml: no such directory",
+    ),
     "run-dir-under-proc": (["--run-dir", "/proc/anywhere-runs"], "run directory"),
 }
 
@@ -44,11 +61,14 @@ CASES = {
 @pytest.mark.parametrize("engine", ["ssh", "ansible"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_register_refuses_unwritable_outputs_before_it_starts(
-    tmp_path: Path, case: str, engine: str,
+    tmp_path: Path,
+    case: str,
+    engine: str,
 ) -> None:
     flags, expected = CASES[case]
-    done = _run(tmp_path, "register", "--yes", "--engine", engine,
-                *(f.format(tmp=tmp_path) for f in flags))
+    done = _run(
+        tmp_path, "register", "--yes", "--engine", engine, *(f.format(tmp=tmp_path) for f in flags)
+    )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and expected.format(tmp=tmp_path) in lines[0], lines
@@ -62,4 +82,5 @@ def test_other_commands_refuse_an_unwritable_run_dir_before_calling_aws(tmp_path
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip().splitlines() == [
             f"run directory (--run-dir, ANYWHERE_RUN_DIR) {blocker}/runs: cannot write there "
-            "(Not a directory)"]
+            "(Not a directory)"
+        ]

@@ -22,36 +22,68 @@ from anywhere.plan import agent_owns_shared_credentials, decide
 HOST = Host(name="h1", ssh=SshTarget(address="10.0.0.1"), config=HostConfig(cluster="edge"))
 MI = "mi-0123456789abcdef0"
 ONLINE = ManagedInstance(instance_id=MI, ping_status="Online")
-ACTIVE = ContainerInstance(arn="arn:ci/1", ec2_instance_id=MI, status="ACTIVE",
-                           agent_connected=True, cluster="edge")
-REGISTERED = LocalState(instance_id=MI, has_registration_key=True, has_ecs_init=True,
-                        has_agent_db=True, ecs_cluster="edge")
+ACTIVE = ContainerInstance(
+    arn="arn:ci/1", ec2_instance_id=MI, status="ACTIVE", agent_connected=True, cluster="edge"
+)
+REGISTERED = LocalState(
+    instance_id=MI,
+    has_registration_key=True,
+    has_ecs_init=True,
+    has_agent_db=True,
+    ecs_cluster="edge",
+)
 OK = (CheckResult("docker", True, "active"),)
 DOCKER_DOWN = (CheckResult("docker", False, "inactive", "systemctl start docker"),)
 
 CASES = {
     "fresh": (LocalState(), None, None, (), Decision.REGISTER),
     "leftover key without registration": (
-        LocalState(has_registration_key=True), None, None, (), Decision.REREGISTER),
+        LocalState(has_registration_key=True),
+        None,
+        None,
+        (),
+        Decision.REREGISTER,
+    ),
     "ready": (REGISTERED, ONLINE, ACTIVE, OK, Decision.SKIP_READY),
     "mi unknown to SSM": (REGISTERED, None, None, OK, Decision.REREGISTER),
     "other cluster locally": (
-        LocalState(instance_id=MI, ecs_cluster="old"), ONLINE, ACTIVE, OK, Decision.REREGISTER),
+        LocalState(instance_id=MI, ecs_cluster="old"),
+        ONLINE,
+        ACTIVE,
+        OK,
+        Decision.REREGISTER,
+    ),
     "container deregistered": (
-        REGISTERED, ONLINE,
-        ContainerInstance(arn="arn:ci/1", ec2_instance_id=MI, status="INACTIVE",
-                          agent_connected=False, cluster="edge"),
-        OK, Decision.REREGISTER),
+        REGISTERED,
+        ONLINE,
+        ContainerInstance(
+            arn="arn:ci/1",
+            ec2_instance_id=MI,
+            status="INACTIVE",
+            agent_connected=False,
+            cluster="edge",
+        ),
+        OK,
+        Decision.REREGISTER,
+    ),
     "docker down": (REGISTERED, ONLINE, ACTIVE, DOCKER_DOWN, Decision.REPAIR),
     "ssm connection lost": (
-        REGISTERED, ManagedInstance(instance_id=MI, ping_status="ConnectionLost"), ACTIVE, OK,
-        Decision.REPAIR),
+        REGISTERED,
+        ManagedInstance(instance_id=MI, ping_status="ConnectionLost"),
+        ACTIVE,
+        OK,
+        Decision.REPAIR,
+    ),
     "no container instance yet": (REGISTERED, ONLINE, None, OK, Decision.REPAIR),
     # A later failed `-register` left its placeholder key beside the old registration file:
     # restarting agents cannot help, the vault has no identity.
     "placeholder key beside a known registration": (
-        replace(REGISTERED, registration_key_placeholder=True), ONLINE, ACTIVE, OK,
-        Decision.REREGISTER),
+        replace(REGISTERED, registration_key_placeholder=True),
+        ONLINE,
+        ACTIVE,
+        OK,
+        Decision.REREGISTER,
+    ),
 }
 
 
@@ -92,16 +124,23 @@ def test_failed_registration_is_stale_state_to_clean() -> None:
     assert "stale" in plan.reasons[0] and "failed registration" in plan.reasons[0]
 
 
-@pytest.mark.parametrize(("local", "managed", "owned"), [
-    (REGISTERED, ONLINE, True),
-    (REGISTERED, ManagedInstance(instance_id=MI, ping_status="ConnectionLost"), True),
-    (REGISTERED, None, False),  # SSM does not know it: the file cannot be told apart
-    (REGISTERED, ManagedInstance(instance_id="mi-00000000000000001", ping_status="Online"),
-     False),
-    # A later failed `-register` does not make the earlier registration's file anyone else's.
-    (replace(REGISTERED, registration_key_placeholder=True), ONLINE, True),
-    (LocalState(), None, False),
-])
+@pytest.mark.parametrize(
+    ("local", "managed", "owned"),
+    [
+        (REGISTERED, ONLINE, True),
+        (REGISTERED, ManagedInstance(instance_id=MI, ping_status="ConnectionLost"), True),
+        (REGISTERED, None, False),  # SSM does not know it: the file cannot be told apart
+        (
+            REGISTERED,
+            ManagedInstance(instance_id="mi-00000000000000001", ping_status="Online"),
+            False,
+        ),
+        # A later failed `-register` does not make the earlier registration's file anyone else's.
+        (replace(REGISTERED, registration_key_placeholder=True), ONLINE, True),
+        (LocalState(), None, False),
+    ],
+)
 def test_shared_credentials_belong_to_the_agent_only_on_a_known_registration(
-        local: LocalState, managed: ManagedInstance | None, owned: bool) -> None:
+    local: LocalState, managed: ManagedInstance | None, owned: bool
+) -> None:
     assert agent_owns_shared_credentials(local, managed) is owned

@@ -19,8 +19,13 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "example.yml"
 def _job(host: Host, control: RunControl) -> HostOutcome:
     control.enter(host.name, Phase.PREFLIGHT)
     if host.name == "db1":
-        return HostOutcome(host=host.name, status=Status.FAILED, phase=Phase.PREFLIGHT,
-                           failure=FailureClass.SUDO, reason="no sudo")
+        return HostOutcome(
+            host=host.name,
+            status=Status.FAILED,
+            phase=Phase.PREFLIGHT,
+            failure=FailureClass.SUDO,
+            reason="no sudo",
+        )
     return HostOutcome(host=host.name, status=Status.UNCHANGED, phase=Phase.DONE)
 
 
@@ -32,8 +37,10 @@ def test_plain_lines_follow_the_fleets_events() -> None:
     lines = stream.getvalue().splitlines()
     assert [ln.split()[-1] for ln in lines[0::2]] == ["preflight"] * len(hosts)
     done = [ln.split(maxsplit=1)[1] for ln in lines[1::2]]
-    assert done == [f"{h.name}: {'failed (preflight)' if h.name == 'db1' else 'unchanged (done)'}"
-                    for h in hosts]
+    assert done == [
+        f"{h.name}: {'failed (preflight)' if h.name == 'db1' else 'unchanged (done)'}"
+        for h in hosts
+    ]
     assert [ln.split()[0] for ln in lines[1::2]] == [f"[{i}/{len(hosts)}]" for i in range(1, 6)]
     rendered = view.render()
     assert isinstance(rendered, Group)

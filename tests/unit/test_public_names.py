@@ -28,13 +28,21 @@ def _uses(path: Path) -> list[str]:
         elif isinstance(node, ast.Import):
             modules.update(a.asname or a.name for a in node.names if a.name.startswith("anywhere"))
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and _private(node.attr)
-                and isinstance(node.value, ast.Name) and node.value.id in modules):
+        if (
+            isinstance(node, ast.Attribute)
+            and _private(node.attr)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+        ):
             found.append(f"{path.name}:{node.lineno}: {node.value.id}.{node.attr}")
     return found
 
 
 def test_no_module_uses_a_private_name_of_another() -> None:
-    found = [use for path in sorted(PACKAGE.rglob("*.py"))
-             if "lab" not in path.relative_to(PACKAGE).parts for use in _uses(path)]
+    found = [
+        use
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "lab" not in path.relative_to(PACKAGE).parts
+        for use in _uses(path)
+    ]
     assert found == []

@@ -38,10 +38,18 @@ MI = "mi-0123456789abcdef0"
 OLD = "mi-00000000000000001"
 
 
-def register(tmp_path: Path, aws: FakeAws, target: FakeHost, *, known: tuple[str, ...] = (),
-             settings: Settings | None = None, name: str = "h1") -> HostOutcome:
-    ctx = context(tmp_path, aws, {name: known} if known else {}, connect=lambda h: target,
-                  settings=settings)
+def register(
+    tmp_path: Path,
+    aws: FakeAws,
+    target: FakeHost,
+    *,
+    known: tuple[str, ...] = (),
+    settings: Settings | None = None,
+    name: str = "h1",
+) -> HostOutcome:
+    ctx = context(
+        tmp_path, aws, {name: known} if known else {}, connect=lambda h: target, settings=settings
+    )
     return Registrar(ctx)(host(name), noop_control())
 
 
@@ -87,7 +95,10 @@ def test_a_failed_preflight_stops_before_any_change(tmp_path: Path) -> None:
     target = FakeHost(aws=aws, preflight={"arch": "s390x"})
     out = register(tmp_path, aws, target)
     assert (out.status, out.failure, out.phase) == (
-        Status.FAILED, FailureClass.PREFLIGHT, Phase.DECIDE)
+        Status.FAILED,
+        FailureClass.PREFLIGHT,
+        Phase.DECIDE,
+    )
     assert "arch" in out.reason
     assert aws.called("create_activation") == []
     assert aws.called("set_ready") == []
@@ -108,8 +119,13 @@ def test_a_failed_preflight_does_not_stop_a_repair(tmp_path: Path, comes_up: boo
         return failing(0)
 
     target.script[REPAIR_COMMAND] = restart
-    out = register(tmp_path, aws, target, known=(MI,),
-                   settings=Settings(verify_poll_s=0.0, verify_timeout_s=0.0))
+    out = register(
+        tmp_path,
+        aws,
+        target,
+        known=(MI,),
+        settings=Settings(verify_poll_s=0.0, verify_timeout_s=0.0),
+    )
     assert out.decision is Decision.REPAIR
     assert [r.sudo for r in target.ran if r.command == REPAIR_COMMAND] == [True]
     assert aws.called("create_activation") == []
@@ -118,7 +134,10 @@ def test_a_failed_preflight_does_not_stop_a_repair(tmp_path: Path, comes_up: boo
         assert aws.called("set_ready") == [(f"arn:ci/{MI}", True)]
     else:
         assert (out.status, out.failure, out.phase) == (
-            Status.FAILED, FailureClass.VERIFY, Phase.VERIFY)
+            Status.FAILED,
+            FailureClass.VERIFY,
+            Phase.VERIFY,
+        )
         assert "ecs" in out.reason
         assert aws.called("set_ready") == []
 
@@ -141,9 +160,11 @@ def test_reregister_runs_the_clean_up_before_the_install(tmp_path: Path) -> None
     out = register(tmp_path, aws, target, known=(OLD,))
     assert (out.status, out.decision) == (Status.READY, Decision.REREGISTER)
     cleanup = render_cleanup(host("h1")).text
-    order = [i for i, r in enumerate(target.ran)
-             if (r.command == "bash -s" and r.stdin == cleanup.encode())
-             or "install.sh" in r.command]
+    order = [
+        i
+        for i, r in enumerate(target.ran)
+        if (r.command == "bash -s" and r.stdin == cleanup.encode()) or "install.sh" in r.command
+    ]
     assert len(order) == 2
     assert target.ran[order[0]].command == "bash -s" and target.ran[order[0]].sudo
     assert aws.called("forget_instance") == [OLD]
@@ -156,17 +177,23 @@ def test_a_failed_clean_up_fails_the_host_and_deletes_the_activation(tmp_path: P
     target.script["bash -s"] = failing(1, stderr="rm: cannot remove '/var/lib/ecs': busy")
     out = register(tmp_path, aws, target, known=(OLD,))
     assert (out.status, out.failure, out.phase) == (
-        Status.FAILED, FailureClass.INSTALL, Phase.INSTALL)
+        Status.FAILED,
+        FailureClass.INSTALL,
+        Phase.INSTALL,
+    )
     assert "busy" in out.reason
     assert not target.ran_any("install.sh")
     assert_activation_gone(aws)
 
 
-@pytest.mark.parametrize(("error", "failure"), [
-    (InstallError("sftp: no space left on device"), FailureClass.INSTALL),
-    (UnreachableError("connection reset by peer"), FailureClass.UNREACHABLE),
-    (RemoteTimeout("upload stalled"), FailureClass.TIMEOUT),
-])
+@pytest.mark.parametrize(
+    ("error", "failure"),
+    [
+        (InstallError("sftp: no space left on device"), FailureClass.INSTALL),
+        (UnreachableError("connection reset by peer"), FailureClass.UNREACHABLE),
+        (RemoteTimeout("upload stalled"), FailureClass.TIMEOUT),
+    ],
+)
 def test_a_failed_push_deletes_the_activation_and_the_work_dir(
     tmp_path: Path, error: Exception, failure: FailureClass
 ) -> None:
@@ -179,24 +206,24 @@ def test_a_failed_push_deletes_the_activation_and_the_work_dir(
     assert_activation_gone(aws)
 
 
-def test_a_failed_install_names_its_last_line_and_deletes_the_activation(
-    tmp_path: Path
-) -> None:
+def test_a_failed_install_names_its_last_line_and_deletes_the_activation(tmp_path: Path) -> None:
     aws = FakeAws()
     target = FakeHost(aws=aws)
     target.script["install.sh"] = failing(
-        1, "Downloading the SSM agent\nERROR: apt-get: could not get lock /var/lib/dpkg/lock\n")
+        1, "Downloading the SSM agent\nERROR: apt-get: could not get lock /var/lib/dpkg/lock\n"
+    )
     out = register(tmp_path, aws, target)
     assert (out.status, out.failure, out.phase) == (
-        Status.FAILED, FailureClass.INSTALL, Phase.INSTALL)
+        Status.FAILED,
+        FailureClass.INSTALL,
+        Phase.INSTALL,
+    )
     assert "exited 1" in out.reason and "could not get lock" in out.reason
     assert aws.called("set_ready") == []
     assert_activation_gone(aws)
 
 
-def test_an_install_timeout_is_class_timeout_and_deletes_the_activation(
-    tmp_path: Path
-) -> None:
+def test_an_install_timeout_is_class_timeout_and_deletes_the_activation(tmp_path: Path) -> None:
     aws = FakeAws()
     target = FakeHost(aws=aws)
     target.script["install.sh"] = RemoteTimeout("no output for 900 s", "raise the timeout")
@@ -209,10 +236,14 @@ def test_a_verify_timeout_deletes_the_activation(tmp_path: Path) -> None:
     # The install "succeeds" but AWS never lists the host: verify gives up.
     aws = FakeAws()
     target = FakeHost()  # not joined to `aws`: the registration never shows there
-    out = register(tmp_path, aws, target, settings=Settings(verify_poll_s=0.0,
-                                                            verify_timeout_s=0.0))
+    out = register(
+        tmp_path, aws, target, settings=Settings(verify_poll_s=0.0, verify_timeout_s=0.0)
+    )
     assert (out.status, out.failure, out.phase) == (
-        Status.FAILED, FailureClass.VERIFY, Phase.VERIFY)
+        Status.FAILED,
+        FailureClass.VERIFY,
+        Phase.VERIFY,
+    )
     assert out.instance_id == MI
     assert aws.called("set_ready") == []
     assert_activation_gone(aws)
@@ -222,18 +253,20 @@ def test_a_failed_verify_names_the_failing_check(tmp_path: Path) -> None:
     # The installer exits 0 but the host's ECS agent never starts.
     aws = FakeAws()
     target = FakeHost(aws=aws, install_starts_agents=False, agents_up=False)
-    out = register(tmp_path, aws, target, settings=Settings(verify_poll_s=0.0,
-                                                            verify_timeout_s=0.0))
+    out = register(
+        tmp_path, aws, target, settings=Settings(verify_poll_s=0.0, verify_timeout_s=0.0)
+    )
     assert (out.status, out.failure, out.phase) == (
-        Status.FAILED, FailureClass.VERIFY, Phase.VERIFY)
+        Status.FAILED,
+        FailureClass.VERIFY,
+        Phase.VERIFY,
+    )
     assert "ecs" in out.reason
     assert {c.name for c in out.checks if not c.ok}
     assert_activation_gone(aws)
 
 
-def test_an_unexpected_error_propagates_after_the_activation_is_deleted(
-    tmp_path: Path
-) -> None:
+def test_an_unexpected_error_propagates_after_the_activation_is_deleted(tmp_path: Path) -> None:
     aws = FakeAws()
     target = FakeHost(aws=aws)
     target.script["install.sh"] = RuntimeError("bug in our own code")
@@ -254,7 +287,7 @@ def test_ctrl_c_in_the_worker_still_deletes_the_activation(tmp_path: Path) -> No
 
 
 def test_ctrl_c_during_a_run_leaves_an_interrupted_outcome_and_no_activation(
-    tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     aws = FakeAws()
     target = FakeHost(aws=aws)
@@ -275,8 +308,7 @@ def test_ctrl_c_during_a_run_leaves_an_interrupted_outcome_and_no_activation(
         controls.append(control)
         return registrar(host("h1"), control)
 
-    result = run_fleet([host("h1")], job, concurrency=1, fail_percent=100,
-                       progress=lambda *_: None)
+    result = run_fleet([host("h1")], job, concurrency=1, fail_percent=100, progress=lambda *_: None)
     assert result.interrupted
     (out,) = result.outcomes
     assert (out.status, out.failure) == (Status.FAILED, FailureClass.INTERRUPTED)
@@ -320,7 +352,10 @@ def test_a_refused_activation_fails_the_host_before_it_changes(tmp_path: Path) -
     target = FakeHost(aws=aws)
     out = register(tmp_path, aws, target)
     assert (out.status, out.failure, out.phase) == (
-        Status.FAILED, FailureClass.ACTIVATION, Phase.ACTIVATE)
+        Status.FAILED,
+        FailureClass.ACTIVATION,
+        Phase.ACTIVATE,
+    )
     assert aws.called("delete_activation") == []
     assert not target.files and not target.ran_any("mktemp")
 
@@ -330,7 +365,10 @@ def test_an_unreachable_host_fails_at_preflight(tmp_path: Path) -> None:
     ctx = context(tmp_path, aws, {})
     out = Registrar(ctx)(host("h1"), noop_control())
     assert (out.status, out.failure, out.phase) == (
-        Status.FAILED, FailureClass.UNREACHABLE, Phase.PREFLIGHT)
+        Status.FAILED,
+        FailureClass.UNREACHABLE,
+        Phase.PREFLIGHT,
+    )
     assert out.hint == "is sshd running?"
     assert aws.called("create_activation") == []
 
@@ -362,9 +400,7 @@ def test_a_local_installer_is_pushed_beside_the_script(tmp_path: Path) -> None:
     assert target.files[script][1] == 0o700
 
 
-def test_an_installer_gone_since_the_inventory_was_read_fails_only_its_host(
-    tmp_path: Path
-) -> None:
+def test_an_installer_gone_since_the_inventory_was_read_fails_only_its_host(tmp_path: Path) -> None:
     # Validated at load, removed before the push: the host's own failure, and no activation
     # is created for a push that cannot happen.
     installer = tmp_path / "ecs-anywhere-install.sh"

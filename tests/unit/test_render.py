@@ -68,7 +68,7 @@ def bash_syntax_error(text: str) -> str:
 
 
 def compare_golden(golden: Path, text: str, update: bool) -> str:
-    """"" when `golden` holds `text`, else what is wrong. In update mode a file that differs
+    """ "" when `golden` holds `text`, else what is wrong. In update mode a file that differs
     is rewritten and still reported: the run that wrote it cannot also have checked it."""
     current = golden.read_text() if golden.is_file() else None
     if current == text:

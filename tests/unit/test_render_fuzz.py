@@ -19,14 +19,36 @@ from anywhere.render import install_context, render_cleanup, render_install, ren
 
 # Printable ASCII, what the file formats treat as special, and a few non-ASCII characters.
 HOSTILE = st.sampled_from(
-    [*map(chr, range(0x20, 0x7F)), "\n", "\r", "\t", "\0", "\x1b", "\x7f", "\x85", "\u2028",
-     "\ufeff", "\u00e9", "\uff12", "%n", "%%", "$(id)", "`id`", "${X}", "\\n"]
+    [
+        *map(chr, range(0x20, 0x7F)),
+        "\n",
+        "\r",
+        "\t",
+        "\0",
+        "\x1b",
+        "\x7f",
+        "\x85",
+        "\u2028",
+        "\ufeff",
+        "\u00e9",
+        "\uff12",
+        "%n",
+        "%%",
+        "$(id)",
+        "`id`",
+        "${X}",
+        "\\n",
+    ]
 )
 TEXT = st.lists(HOSTILE, max_size=12).map("".join)
 HOSTS = st.sampled_from(["proxy.lan", "10.0.0.1", "[fd00::1]", "u:p%40w@proxy.lan", "a.b"])
-URL = st.builds(lambda scheme, host, port, rest: f"{scheme}://{host}{port}{rest}",
-                st.sampled_from(["http", "https"]), HOSTS,
-                st.sampled_from(["", ":3128", ":0", ":65536", ":x"]), TEXT)
+URL = st.builds(
+    lambda scheme, host, port, rest: f"{scheme}://{host}{port}{rest}",
+    st.sampled_from(["http", "https"]),
+    HOSTS,
+    st.sampled_from(["", ":3128", ":0", ":65536", ":x"]),
+    TEXT,
+)
 VALUES: dict[str, Any] = {
     "anywhere_proxy": URL,
     "anywhere_ecs_endpoint": URL,
@@ -44,8 +66,9 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 def _loaded(name: str, variables: dict[str, object]) -> Host | None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "hosts.yml"
-        data = {"all": {"vars": {"anywhere_region": "eu-west-1", **variables},
-                        "hosts": {name: None}}}
+        data = {
+            "all": {"vars": {"anywhere_region": "eu-west-1", **variables}, "hosts": {name: None}}
+        }
         path.write_text(json.dumps(data), encoding="utf-8")  # JSON is YAML
         try:
             return load_inventory(path, env={}).hosts[0]
@@ -54,8 +77,7 @@ def _loaded(name: str, variables: dict[str, object]) -> Host | None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.one_of(st.just("web1"), TEXT), variables=st.fixed_dictionaries(
-    {}, optional=VALUES))
+@given(name=st.one_of(st.just("web1"), TEXT), variables=st.fixed_dictionaries({}, optional=VALUES))
 def test_what_validate_accepts_renders(name: str, variables: dict[str, object]) -> None:
     host = _loaded(name, variables)
     if host is None:

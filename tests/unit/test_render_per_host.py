@@ -39,8 +39,9 @@ def test_a_render_failure_is_the_hosts_outcome(tmp_path: Path) -> None:
     outcome = Registrar(ctx)(host("bad"), noop_control())
     assert outcome.status is Status.FAILED
     assert outcome.failure is FailureClass.PREFLIGHT
-    assert outcome.reason == ("the install script does not render: install.sh.j2 does not "
-                              "render for bad: no such value")
+    assert outcome.reason == (
+        "the install script does not render: install.sh.j2 does not render for bad: no such value"
+    )
     assert aws.called("create_activation") == ["bad"]
     assert aws.live_activations == {}, "the activation outlived the failed render"
     # Nothing was pushed or run on the host past the read-only preflight.
@@ -48,11 +49,15 @@ def test_a_render_failure_is_the_hosts_outcome(tmp_path: Path) -> None:
     assert not target.ran_any("mktemp")
 
 
-@pytest.mark.parametrize("config", [
-    HostConfig(region="eu-west-1", cluster="prod\nECS_CLUSTER=other"),
-    HostConfig(region="eu-west-1", ecs_endpoint="https://ecs.example\nECS_EXTERNAL=false"),
-    HostConfig(region="eu-west-1", proxy="http://proxy.lan:3128/\x1b[2J"),
-], ids=["cluster", "endpoint", "proxy"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        HostConfig(region="eu-west-1", cluster="prod\nECS_CLUSTER=other"),
+        HostConfig(region="eu-west-1", ecs_endpoint="https://ecs.example\nECS_EXTERNAL=false"),
+        HostConfig(region="eu-west-1", proxy="http://proxy.lan:3128/\x1b[2J"),
+    ],
+    ids=["cluster", "endpoint", "proxy"],
+)
 def test_the_render_refuses_a_control_character_in_a_config_line(config: HostConfig) -> None:
     # However the host was built (the inventory refuses these first): never a second line.
     bad = Host("web1", SshTarget("192.0.2.1"), config)
@@ -64,8 +69,10 @@ def test_render_command_writes_the_other_hosts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     inventory = tmp_path / "hosts.yml"
-    inventory.write_text("all:\n  vars:\n    anywhere_region: eu-west-1\n"
-                         "  hosts:\n    bad:\n    good:\n", encoding="utf-8")
+    inventory.write_text(
+        "all:\n  vars:\n    anywhere_region: eu-west-1\n  hosts:\n    bad:\n    good:\n",
+        encoding="utf-8",
+    )
     real = render_placeholder
 
     def refusing(host: Host, **kwargs: Any) -> RenderedScript:
@@ -77,5 +84,6 @@ def test_render_command_writes_the_other_hosts(
     out = tmp_path / "out"
     assert main(["render", str(inventory), "--out", str(out)]) == 1
     assert capsys.readouterr().err.splitlines() == [
-        "not rendered: bad: a value for ecs config holds a control character"]
+        "not rendered: bad: a value for ecs config holds a control character"
+    ]
     assert sorted(p.name for p in out.iterdir()) == ["good.sh"]

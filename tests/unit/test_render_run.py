@@ -54,8 +54,12 @@ class Box:
     record: Path
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {"PATH": os.environ["PATH"], "TMPDIR": str(self.tmp), "RECORD": str(self.record),
-               "FAKE_ROOT": str(self.root)}
+        env = {
+            "PATH": os.environ["PATH"],
+            "TMPDIR": str(self.tmp),
+            "RECORD": str(self.record),
+            "FAKE_ROOT": str(self.root),
+        }
         env.update(extra)
         return env
 
@@ -70,9 +74,12 @@ def box(tmp_path: Path) -> Iterator[Box]:
 
 
 def make_host(**config: Any) -> Host:
-    base = HostConfig(region="eu-west-1", cluster="edge",
-                      labels=MappingProxyType({"rack": "r1"}),
-                      tags=MappingProxyType({"team": "ops"}))
+    base = HostConfig(
+        region="eu-west-1",
+        cluster="edge",
+        labels=MappingProxyType({"rack": "r1"}),
+        tags=MappingProxyType({"team": "ops"}),
+    )
     return Host("edge-01", SshTarget("192.0.2.1"), replace(base, **config))
 
 
@@ -85,9 +92,13 @@ def run_install(
     assert CODE not in script.text
     (box.push / "install.sh").write_text(script.text)
     return subprocess.run(
-        ["bash", str(box.push / "install.sh")], check=False,
+        ["bash", str(box.push / "install.sh")],
+        check=False,
         input=f"{ACTIVATION_ID}\n{CODE}\n" if stdin is None else stdin,
-        capture_output=True, text=True, env=box.env(**env), timeout=60,
+        capture_output=True,
+        text=True,
+        env=box.env(**env),
+        timeout=60,
     )
 
 
@@ -129,10 +140,13 @@ def test_config_is_written_before_the_installer_runs(box: Box) -> None:
     for unit in ("amazon-ssm-agent", "docker", "ecs"):
         dropin = box.root / f"etc/systemd/system/{unit}.service.d/http-proxy.conf"
         assert dropin.read_text().splitlines()[1:] == [
-            "[Service]", "EnvironmentFile=/etc/anywhere/proxy.env",
+            "[Service]",
+            "EnvironmentFile=/etc/anywhere/proxy.env",
         ]
     assert (box.root / "etc/anywhere/proxy.env").read_text().splitlines() == [
-        "HTTP_PROXY=http://proxy:3128", "HTTPS_PROXY=http://proxy:3128", f"NO_PROXY={no_proxy}",
+        "HTTP_PROXY=http://proxy:3128",
+        "HTTPS_PROXY=http://proxy:3128",
+        f"NO_PROXY={no_proxy}",
     ]
     env = (box.record / "env").read_text().splitlines()
     assert "HTTPS_PROXY=http://proxy:3128" in env and f"no_proxy={no_proxy}" in env
@@ -141,8 +155,11 @@ def test_config_is_written_before_the_installer_runs(box: Box) -> None:
 def test_a_proxy_password_is_only_in_root_only_files(box: Box) -> None:
     url = "http://ops:pa%25ss$word@proxy:3128"
     assert run_install(box, make_host(proxy=url)).returncode == 0
-    holders = {str(p.relative_to(box.root)): stat.S_IMODE(p.stat().st_mode)
-               for p in files_under(box.root) if "pa%25ss" in p.read_text()}
+    holders = {
+        str(p.relative_to(box.root)): stat.S_IMODE(p.stat().st_mode)
+        for p in files_under(box.root)
+        if "pa%25ss" in p.read_text()
+    }
     assert holders == {"etc/ecs/ecs.config": 0o600, "etc/anywhere/proxy.env": 0o600}
     assert stat.S_IMODE((box.root / "etc/anywhere").stat().st_mode) == 0o700
     # Taken literally: no %-specifier or $-expansion applies in an EnvironmentFile.
@@ -161,8 +178,10 @@ def test_rerun_keeps_foreign_keys_and_replaces_ours(box: Box) -> None:
     assert run_install(box, make_host()).returncode == 0
     assert cfg.read_text() == first
     assert first.splitlines() == [
-        "ECS_LOGLEVEL=debug", "ECS_CLUSTER=edge",
-        'ECS_INSTANCE_ATTRIBUTES={"rack":"r1"}', 'ECS_CONTAINER_INSTANCE_TAGS={"team":"ops"}',
+        "ECS_LOGLEVEL=debug",
+        "ECS_CLUSTER=edge",
+        'ECS_INSTANCE_ATTRIBUTES={"rack":"r1"}',
+        'ECS_CONTAINER_INSTANCE_TAGS={"team":"ops"}',
     ]
     assert not (box.root / "etc/systemd").exists()  # no proxy, no drop-ins
 
@@ -221,13 +240,18 @@ def test_missing_or_bad_stdin_is_refused(box: Box, stdin: str) -> None:
 
 
 def test_termination_removes_the_work_dir(box: Box) -> None:
-    script = render_install(make_host(), installer_name="ecs-anywhere-install.sh",
-                            root=str(box.root))
+    script = render_install(
+        make_host(), installer_name="ecs-anywhere-install.sh", root=str(box.root)
+    )
     (box.push / "install.sh").write_text(script.text)
     proc = subprocess.Popen(
-        ["bash", str(box.push / "install.sh")], stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-        env=box.env(FAKE_SLEEP="60"), start_new_session=True,
+        ["bash", str(box.push / "install.sh")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=box.env(FAKE_SLEEP="60"),
+        start_new_session=True,
     )
     try:
         assert proc.stdin is not None
@@ -263,13 +287,28 @@ def seed_registration(root: Path) -> None:
 
 
 def run_cleanup(
-    box: Box, *, remove_config: bool = False, remove_logs: bool = False,
+    box: Box,
+    *,
+    remove_config: bool = False,
+    remove_logs: bool = False,
     remove_packages: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    script = render_cleanup(make_host(), root=str(box.root), remove_config=remove_config,
-                            remove_logs=remove_logs, remove_packages=remove_packages)
-    return subprocess.run(["bash", "-s"], check=False, input=script.text, capture_output=True,
-                          text=True, env=box.env(), timeout=60)
+    script = render_cleanup(
+        make_host(),
+        root=str(box.root),
+        remove_config=remove_config,
+        remove_logs=remove_logs,
+        remove_packages=remove_packages,
+    )
+    return subprocess.run(
+        ["bash", "-s"],
+        check=False,
+        input=script.text,
+        capture_output=True,
+        text=True,
+        env=box.env(),
+        timeout=60,
+    )
 
 
 def test_cleanup_removes_registration_state_only(box: Box) -> None:
@@ -277,9 +316,11 @@ def test_cleanup_removes_registration_state_only(box: Box) -> None:
     assert run_cleanup(box).returncode == 0
     left = {str(p.relative_to(box.root)) for p in files_under(box.root)}
     assert left == {
-        "var/lib/ecs/ecs.config", "etc/ecs/ecs.config",
+        "var/lib/ecs/ecs.config",
+        "etc/ecs/ecs.config",
         "etc/systemd/system/docker.service.d/http-proxy.conf",
-        "var/log/ecs/ecs-agent.log", "var/log/amazon/ssm/amazon-ssm-agent.log",
+        "var/log/ecs/ecs-agent.log",
+        "var/log/amazon/ssm/amazon-ssm-agent.log",
     }
 
 
@@ -291,8 +332,10 @@ def test_full_cleanup_is_idempotent(box: Box) -> None:
         assert files_under(box.root) == []
 
 
-AGENT_PROFILE = ("[default]\naws_access_key_id = ASIAAGENT\naws_secret_access_key = s3cret\n"
-                 "aws_session_token = t0ken\n")
+AGENT_PROFILE = (
+    "[default]\naws_access_key_id = ASIAAGENT\naws_secret_access_key = s3cret\n"
+    "aws_session_token = t0ken\n"
+)
 NAMED_KEY = '{"instanceID":"mi-0123456789abcdef0","privateKey":"k"}'
 
 
@@ -316,11 +359,15 @@ def test_cleanup_removes_the_ssm_agents_shared_credentials(box: Box, wipe: bool)
 
 def test_cleanup_keeps_what_the_agent_did_not_write(box: Box) -> None:
     own = "# mine\n[ops]\naws_access_key_id = AKIAOPS\n\n"
-    creds = seed_credentials(box.root, own + AGENT_PROFILE + "region = eu-west-1\n"
-                             "[profile x]\nrole_arn = arn:aws:iam::1:role/x\n", NAMED_KEY)
+    creds = seed_credentials(
+        box.root,
+        own + AGENT_PROFILE + "region = eu-west-1\n[profile x]\nrole_arn = arn:aws:iam::1:role/x\n",
+        NAMED_KEY,
+    )
     assert run_cleanup(box, remove_config=True).returncode == 0
-    assert creds.read_text() == (own + "[default]\nregion = eu-west-1\n"
-                                 "[profile x]\nrole_arn = arn:aws:iam::1:role/x\n")
+    assert creds.read_text() == (
+        own + "[default]\nregion = eu-west-1\n[profile x]\nrole_arn = arn:aws:iam::1:role/x\n"
+    )
     assert creds.stat().st_mode & 0o777 == 0o600
 
 

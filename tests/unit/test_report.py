@@ -31,8 +31,18 @@ from anywhere.models import (
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "report"
 HOST_KEYS = [
-    "host", "status", "phase", "class", "reason", "hint", "duration_s", "decision",
-    "instance_id", "container_instance_arn", "agent_versions", "checks",
+    "host",
+    "status",
+    "phase",
+    "class",
+    "reason",
+    "hint",
+    "duration_s",
+    "decision",
+    "instance_id",
+    "container_instance_arn",
+    "agent_versions",
+    "checks",
 ]
 
 
@@ -43,9 +53,12 @@ def _yaml(path: Path) -> object:
 def _outcome(raw: dict[str, Any]) -> HostOutcome:
     """A host's record of the JSON document, read back."""
     return HostOutcome(
-        host=str(raw["host"]), status=Status(raw["status"]), phase=Phase(raw["phase"]),
+        host=str(raw["host"]),
+        status=Status(raw["status"]),
+        phase=Phase(raw["phase"]),
         failure=FailureClass(raw["failure"]) if "failure" in raw else None,
-        reason=str(raw.get("reason", "")), hint=str(raw.get("hint", "")),
+        reason=str(raw.get("reason", "")),
+        hint=str(raw.get("hint", "")),
         duration_s=float(raw.get("duration_s", 0.0)),
         decision=Decision(raw["decision"]) if "decision" in raw else None,
         instance_id=raw.get("instance_id"),
@@ -59,7 +72,8 @@ def load_summary(name: str) -> report.RunSummary:
     raw = _yaml(CASES / f"{name}.yml")
     assert isinstance(raw, dict)
     return report.RunSummary(
-        run_id=raw["run_id"], command=raw["command"],
+        run_id=raw["run_id"],
+        command=raw["command"],
         started_at=datetime.fromisoformat(raw["started_at"]),
         finished_at=datetime.fromisoformat(raw["finished_at"]),
         outcomes=tuple(_outcome(o) for o in raw["outcomes"]),
@@ -70,8 +84,12 @@ def load_hosts() -> list[Host]:
     raw = _yaml(CASES / "inventory.yml")
     assert isinstance(raw, list)
     return [
-        Host(name=h["name"], ssh=SshTarget(address=h["address"]), groups=tuple(h["groups"]),
-             variables=MappingProxyType(h["variables"]))
+        Host(
+            name=h["name"],
+            ssh=SshTarget(address=h["address"]),
+            groups=tuple(h["groups"]),
+            variables=MappingProxyType(h["variables"]),
+        )
         for h in raw
     ]
 
@@ -93,12 +111,15 @@ def test_summary_properties(mixed: report.RunSummary) -> None:
     assert mixed.duration_s == pytest.approx(295.25)
 
 
-@pytest.mark.parametrize("statuses, ok", [
-    ((), True),
-    ((Status.READY, Status.UNCHANGED), True),
-    ((Status.READY, Status.NOT_RUN), False),
-    ((Status.FAILED,), False),
-])
+@pytest.mark.parametrize(
+    "statuses, ok",
+    [
+        ((), True),
+        ((Status.READY, Status.UNCHANGED), True),
+        ((Status.READY, Status.NOT_RUN), False),
+        ((Status.FAILED,), False),
+    ],
+)
 def test_exit_ok(statuses: tuple[Status, ...], ok: bool) -> None:
     now = datetime.now(UTC)
     outcomes = tuple(HostOutcome(f"h{i}", s, Phase.DONE) for i, s in enumerate(statuses))
@@ -142,8 +163,13 @@ def test_json_non_finite_duration_is_null() -> None:
 def test_secret_in_a_reason_prints_masked() -> None:
     code = Secret("s3cr3t-activation-code")
     now = datetime.now(UTC)
-    outcome = HostOutcome("h", Status.FAILED, Phase.INSTALL, FailureClass.INSTALL,
-                          reason=f"installer refused --activation-code {code}")
+    outcome = HostOutcome(
+        "h",
+        Status.FAILED,
+        Phase.INSTALL,
+        FailureClass.INSTALL,
+        reason=f"installer refused --activation-code {code}",
+    )
     summary = report.RunSummary("r", "register", now, now, (outcome,))
     texts = [report.to_json(summary), report.to_junit(summary), repr(report.table_rows(summary))]
     for text in texts:
@@ -190,16 +216,23 @@ def test_junit_unreachable_is_a_failure_and_not_run_is_skipped(mixed: report.Run
     assert "instance: mi-0123456789abcdef0" in (cases["web-1"].findtext("system-out") or "")
 
 
-@pytest.mark.parametrize("nasty", [
-    "]]> <script>&amp; \"quoted\" 'single'",
-    "terminal \x1b[31mred\x1b[0m and NUL \x00 and \x7f",
-    "surrogate-free unicode: ümlaut ✓ 𝄞",
-])
+@pytest.mark.parametrize(
+    "nasty",
+    [
+        "]]> <script>&amp; \"quoted\" 'single'",
+        "terminal \x1b[31mred\x1b[0m and NUL \x00 and \x7f",
+        "surrogate-free unicode: ümlaut ✓ 𝄞",
+    ],
+)
 def test_junit_escapes_everything(nasty: str) -> None:
     now = datetime.now(UTC)
     outcome = HostOutcome(
-        host=f"h<{nasty}>", status=Status.FAILED, phase=Phase.INSTALL,
-        failure=FailureClass.INSTALL, reason=nasty, hint=nasty,
+        host=f"h<{nasty}>",
+        status=Status.FAILED,
+        phase=Phase.INSTALL,
+        failure=FailureClass.INSTALL,
+        reason=nasty,
+        hint=nasty,
         checks=(CheckResult(nasty, False, nasty, nasty),),
     )
     text = report.to_junit(report.RunSummary(nasty, nasty, now, now, (outcome,)))
@@ -221,8 +254,13 @@ def test_table_rows(mixed: report.RunSummary) -> None:
     assert all(len(r) == len(report.TABLE_HEADERS) for r in rows)
     assert rows[0] == ("web-1", "ready", "done", "", "", "mi-0123456789abcdef0", "84.5s")
     assert rows[2] == (
-        "db-1", "failed", "preflight", "unreachable",
-        "connect to 10.0.0.9:22 timed out after 15 s", "", "15.0s",
+        "db-1",
+        "failed",
+        "preflight",
+        "unreachable",
+        "connect to 10.0.0.9:22 timed out after 15 s",
+        "",
+        "15.0s",
     )
     assert all("\n" not in cell for r in rows for cell in r)
 
@@ -231,8 +269,9 @@ def test_table_rows(mixed: report.RunSummary) -> None:
 
 
 def test_retry_inventory_lists_exactly_the_failed_hosts(mixed: report.RunSummary) -> None:
-    text = report.retry_inventory(load_hosts(), mixed.unfinished, "inventory/prod.yml",
-                                  run_id=mixed.run_id)
+    text = report.retry_inventory(
+        load_hosts(), mixed.unfinished, "inventory/prod.yml", run_id=mixed.run_id
+    )
     doc = YAML(typ="safe", pure=True).load(text)
     assert list(doc) == ["all"]
     assert list(doc["all"]["hosts"]) == ["db-1", "db-2", "db-3"]
@@ -244,7 +283,8 @@ def test_retry_inventory_lists_exactly_the_failed_hosts(mixed: report.RunSummary
     assert doc["all"]["hosts"]["db-2"]["anywhere_gpu"] is True
     assert doc["all"]["hosts"]["db-3"] is None
     assert doc["all"]["children"] == {
-        "db": {"hosts": {"db-1": None, "db-2": None}}, "eu": {"hosts": {"db-1": None}},
+        "db": {"hosts": {"db-1": None, "db-2": None}},
+        "eu": {"hosts": {"db-1": None}},
     }
     header = [line for line in text.splitlines() if line.startswith("#")]
     assert any("inventory/prod.yml" in line for line in header)
@@ -252,10 +292,18 @@ def test_retry_inventory_lists_exactly_the_failed_hosts(mixed: report.RunSummary
 
 
 def test_retry_inventory_never_copies_passwords() -> None:
-    host = Host("h", SshTarget("10.0.0.1"), variables=MappingProxyType({
-        "ansible_become_password": "hunter2", "ansible_password": "hunter3",
-        "nested": {"code": Secret("hunter4"), "keep": 1}, "plain": Secret("hunter5"),
-    }))
+    host = Host(
+        "h",
+        SshTarget("10.0.0.1"),
+        variables=MappingProxyType(
+            {
+                "ansible_become_password": "hunter2",
+                "ansible_password": "hunter3",
+                "nested": {"code": Secret("hunter4"), "keep": 1},
+                "plain": Secret("hunter5"),
+            }
+        ),
+    )
     text = report.retry_inventory([host], ["h"], "src.yml")
     assert "hunter" not in text
     assert YAML(typ="safe", pure=True).load(text)["all"]["hosts"]["h"] == {"nested": {"keep": 1}}
@@ -267,7 +315,8 @@ def test_retry_inventory_rejects_unknown_hosts() -> None:
 
 
 def test_retry_inventory_reads_back_with_ansible(
-    mixed: report.RunSummary, tmp_path: Path,
+    mixed: report.RunSummary,
+    tmp_path: Path,
 ) -> None:
     tool = Path(sys.executable).parent / "ansible-inventory"
     if not tool.exists() and shutil.which("ansible-inventory") is None:
@@ -276,9 +325,15 @@ def test_retry_inventory_reads_back_with_ansible(
     path.write_text(report.retry_inventory(load_hosts(), mixed.unfinished, "src.yml"))
     done = subprocess.run(
         [str(tool if tool.exists() else "ansible-inventory"), "-i", str(path), "--list"],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
-        env={"ANSIBLE_LOCAL_TEMP": str(tmp_path), "ANSIBLE_HOME": str(tmp_path),
-             "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env={
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path),
+            "ANSIBLE_HOME": str(tmp_path),
+            "PATH": "/usr/bin:/bin",
+        },
     )
     listed = json.loads(done.stdout)
     hostvars = listed["_meta"]["hostvars"]

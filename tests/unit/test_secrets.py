@@ -29,7 +29,8 @@ def _inventory(tmp_path: Path, extra: str = "") -> Path:
         "all:\n  vars:\n    anywhere_region: us-east-1\n    ansible_user: admin\n"
         f"    anywhere_proxy: '{PROXY}'\n{extra}"
         "  hosts:\n    h1: {ansible_host: 10.0.0.1}\n    h2: {ansible_host: 10.0.0.2}\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     return path
 
 
@@ -54,39 +55,61 @@ def test_a_become_password_with_a_newline_is_refused_everywhere(tmp_path: Path) 
     with pytest.raises(UsageError, match=r"ANYWHERE_BECOME_PASSWORD: .*one line"):
         from_env({"ANYWHERE_BECOME_PASSWORD": "pw\nid-and-code"})
     assert from_env({"ANYWHERE_BECOME_PASSWORD": "pw"}).become_password is not None
-    path = _inventory(tmp_path, "    ansible_become_password: \"pw\\nrm -rf /\"\n")
+    path = _inventory(tmp_path, '    ansible_become_password: "pw\\nrm -rf /"\n')
     with pytest.raises(InventoryError) as raised:
         inventory.load_inventory(path, env={})
     assert [str(p) for p in raised.value.problems] == [
         f"{path}:6: ansible_become_password: must be one line (sudo -S reads up to the first "
-        "newline; the rest would reach the command)"]
+        "newline; the rest would reach the command)"
+    ]
     secret = tmp_path / "become"
     secret.write_text("pw\nsecond line\n", encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, "-m", "anywhere", "register", str(_inventory(tmp_path)), "--yes",
-         "--become-password-file", str(secret)],
-        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
-        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+        [
+            sys.executable,
+            "-m",
+            "anywhere",
+            "register",
+            str(_inventory(tmp_path)),
+            "--yes",
+            "--become-password-file",
+            str(secret),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == f"{secret}: the sudo password must be one line"
 
 
 def test_become_and_proxy_passwords_are_masked_in_journal_and_table(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     loaded = inventory.load_inventory(
-        _inventory(tmp_path, "    ansible_become_password: inv-pass\n"), env={})
+        _inventory(tmp_path, "    ansible_become_password: inv-pass\n"), env={}
+    )
     settings = Settings(become_password=Secret("flag-pass"))
     journal = Journal.create(tmp_path / "runs", "register")
     mask_secrets(journal, settings, loaded.hosts)
     echoed = "sudo: flag-pass inv-pass s3cr%40t s3cr@t"
     journal.output("h1", echoed)
-    outcome = HostOutcome(host="h1", status=Status.FAILED, phase=Phase.INSTALL,
-                          failure=FailureClass.INSTALL, reason=echoed)
+    outcome = HostOutcome(
+        host="h1",
+        status=Status.FAILED,
+        phase=Phase.INSTALL,
+        failure=FailureClass.INSTALL,
+        reason=echoed,
+    )
     now = datetime.now(UTC)
     summary = report.RunSummary("r1", "register", now, now, (outcome,))
-    write_reports(journal, summary, loaded.path, loaded.hosts,
-                  ReportPaths(retry=tmp_path / "retry.yml"))
+    write_reports(
+        journal, summary, loaded.path, loaded.hosts, ReportPaths(retry=tmp_path / "retry.yml")
+    )
     shown = capsys.readouterr()
     written = "".join(p.read_text() for p in journal.path.rglob("*") if p.is_file())
     for text in (shown.out, shown.err, written):

@@ -36,7 +36,10 @@ REFUSED = [
 
 @pytest.mark.parametrize(("name", "raw", "message"), REFUSED, ids=lambda v: repr(v)[:20])
 def test_out_of_range_setting_exits_2_with_one_line(
-    name: str, raw: str, message: str, capsys: pytest.CaptureFixture[str],
+    name: str,
+    raw: str,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     env = {f"ANYWHERE_{name}": raw, "ANYWHERE_SSH_CONFIG": "none"}
     assert main(["inventory", "validate", str(EXAMPLE)], env=env) == 2
@@ -44,10 +47,20 @@ def test_out_of_range_setting_exits_2_with_one_line(
 
 
 def test_values_in_range_are_taken() -> None:
-    got = from_env({"ANYWHERE_CONCURRENCY": "1000", "ANYWHERE_FAIL_PERCENT": "0",
-                    "ANYWHERE_INSTALL_TIMEOUT_S": " 12.5 ", "ANYWHERE_MIN_FREE_DISK_MB": "0"})
+    got = from_env(
+        {
+            "ANYWHERE_CONCURRENCY": "1000",
+            "ANYWHERE_FAIL_PERCENT": "0",
+            "ANYWHERE_INSTALL_TIMEOUT_S": " 12.5 ",
+            "ANYWHERE_MIN_FREE_DISK_MB": "0",
+        }
+    )
     assert (got.concurrency, got.fail_percent, got.install_timeout_s, got.min_free_disk_mb) == (
-        1000, 0, 12.5, 0)
+        1000,
+        0,
+        12.5,
+        0,
+    )
     assert from_env({}) == Settings()
 
 

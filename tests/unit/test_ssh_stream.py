@@ -8,7 +8,7 @@ from anywhere.ssh.stream import Lines
 def _feed(lines: Lines, text: str, size: int) -> str:
     data = text.encode()
     for i in range(0, len(data), size):
-        lines.feed(data[i:i + size])
+        lines.feed(data[i : i + size])
     return lines.finish()
 
 

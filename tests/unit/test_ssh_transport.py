@@ -35,17 +35,29 @@ def server(tmp_path: Path) -> Iterator[SshServer]:
 
 
 def target(server: SshServer, tmp_path: Path, **changes: Any) -> SshTarget:
-    base = SshTarget(address="127.0.0.1", port=server.port, user="tester",
-                     key_file=str(server.key_file), known_hosts=str(tmp_path / "known_hosts"),
-                     become_user="app")
+    base = SshTarget(
+        address="127.0.0.1",
+        port=server.port,
+        user="tester",
+        key_file=str(server.key_file),
+        known_hosts=str(tmp_path / "known_hosts"),
+        become_user="app",
+    )
     return replace(base, **changes)
 
 
-def open_to(server: SshServer, tmp_path: Path, *, accept_new: bool = True,
-            options: SshOptions | None = None, **changes: Any) -> Transport:
+def open_to(
+    server: SshServer,
+    tmp_path: Path,
+    *,
+    accept_new: bool = True,
+    options: SshOptions | None = None,
+    **changes: Any,
+) -> Transport:
     opts = options or SshOptions(connect_timeout_s=5.0, command_timeout_s=10.0)
-    return connect("h1", target(server, tmp_path, **changes),
-                   replace(opts, accept_new_host_keys=accept_new))
+    return connect(
+        "h1", target(server, tmp_path, **changes), replace(opts, accept_new_host_keys=accept_new)
+    )
 
 
 def test_a_command_runs_and_login_noise_is_not_its_output(
@@ -74,7 +86,8 @@ def test_an_unknown_host_key_is_refused_and_a_changed_one_always(
     assert "ssh-keyscan -p" in unknown.value.hint
     other = paramiko.ECDSAKey.generate()
     (tmp_path / "known_hosts").write_text(
-        f"[127.0.0.1]:{server.port} {other.get_name()} {other.get_base64()}\n")
+        f"[127.0.0.1]:{server.port} {other.get_name()} {other.get_base64()}\n"
+    )
     with pytest.raises(HostKeyError, match="host key CHANGED"):
         open_to(server, tmp_path, accept_new=True)
 
@@ -98,8 +111,11 @@ def test_a_closed_port_is_unreachable(tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as held:
         port = held.getsockname()[1]
     with pytest.raises(UnreachableError, match=r"connection refused by 127.0.0.1"):
-        connect("h1", SshTarget("127.0.0.1", port, known_hosts=str(tmp_path / "k")),
-                SshOptions(connect_timeout_s=2.0))
+        connect(
+            "h1",
+            SshTarget("127.0.0.1", port, known_hosts=str(tmp_path / "k")),
+            SshOptions(connect_timeout_s=2.0),
+        )
 
 
 def test_something_that_is_not_ssh_fails_the_handshake(tmp_path: Path) -> None:
@@ -113,8 +129,11 @@ def test_something_that_is_not_ssh_fails_the_handshake(tmp_path: Path) -> None:
 
         threading.Thread(target=answer, daemon=True).start()
         with pytest.raises(UnreachableError, match="handshake"):
-            connect("h1", SshTarget("127.0.0.1", port, known_hosts=str(tmp_path / "k")),
-                    SshOptions(connect_timeout_s=2.0))
+            connect(
+                "h1",
+                SshTarget("127.0.0.1", port, known_hosts=str(tmp_path / "k")),
+                SshOptions(connect_timeout_s=2.0),
+            )
 
 
 def test_nopasswd_sudo_runs_the_command_in_one_go(server: SshServer, tmp_path: Path) -> None:
@@ -124,8 +143,12 @@ def test_nopasswd_sudo_runs_the_command_in_one_go(server: SshServer, tmp_path: P
         assert (res.exit_status, res.stdout) == (0, "as-root\n")
         assert sum("sudo" in c for c in server.commands) == 1  # no separate probe
         # Later sudo commands (here with a secret on stdin) reuse the mode found.
-        secret = transport.run("cat", sudo=True, secret_stdin=(Secret("act-1"), Secret("c0de")),
-                               on_output=lambda _: None)
+        secret = transport.run(
+            "cat",
+            sudo=True,
+            secret_stdin=(Secret("act-1"), Secret("c0de")),
+            on_output=lambda _: None,
+        )
         assert secret.stdout == "act-1\nc0de\n"
         assert all("c0de" not in c for c in server.commands)
     finally:
@@ -144,11 +167,14 @@ def test_password_sudo_sends_the_password_first(server: SshServer, tmp_path: Pat
         transport.close()
 
 
-@pytest.mark.parametrize(("mode", "password", "reason"), [
-    ("password:s3cret", None, SUDO_ASKS),
-    ("password:s3cret", "wrong", "sudo refused the become password"),
-    ("refuse", None, "sudo refused: tester is not in the sudoers file"),
-])
+@pytest.mark.parametrize(
+    ("mode", "password", "reason"),
+    [
+        ("password:s3cret", None, SUDO_ASKS),
+        ("password:s3cret", "wrong", "sudo refused the become password"),
+        ("refuse", None, "sudo refused: tester is not in the sudoers file"),
+    ],
+)
 def test_sudo_refusals_are_sudo_errors(
     server: SshServer, tmp_path: Path, mode: str, password: str | None, reason: str
 ) -> None:
@@ -202,9 +228,7 @@ def test_put_writes_the_file_with_its_mode(server: SshServer, tmp_path: Path) ->
     assert dest.stat().st_mode & 0o777 == 0o700
 
 
-def test_a_command_past_its_timeout_is_a_remote_timeout(
-    server: SshServer, tmp_path: Path
-) -> None:
+def test_a_command_past_its_timeout_is_a_remote_timeout(server: SshServer, tmp_path: Path) -> None:
     transport = open_to(server, tmp_path)
     try:
         with pytest.raises(RemoteTimeout, match=r"`sleep 3` still running after 0.3 s"):
@@ -241,15 +265,20 @@ def test_a_jump_host_that_cannot_reach_the_target_says_so(
 ) -> None:
     jump = f"tester@127.0.0.1:{server.port}"
     with pytest.raises(UnreachableError, match=r"jump host cannot reach 192.0.2.1:22"):
-        connect("h1", target(server, tmp_path, address="192.0.2.1", port=22, proxy_jump=jump),
-                SshOptions(connect_timeout_s=5.0, accept_new_host_keys=True))
+        connect(
+            "h1",
+            target(server, tmp_path, address="192.0.2.1", port=22, proxy_jump=jump),
+            SshOptions(connect_timeout_s=5.0, accept_new_host_keys=True),
+        )
 
 
 def test_the_probe_verdict_names_a_sudo_mode_and_anything_else_wants_a_password() -> None:
     assert [sudo_mode(v) for v in ("direct", " nopasswd\n", "password")] == [
-        "direct", "nopasswd", "password"]
-    assert {sudo_mode(v) for v in ("", "sudo: a password is required", "NOPASSWD")} == {
-        "password"}
+        "direct",
+        "nopasswd",
+        "password",
+    ]
+    assert {sudo_mode(v) for v in ("", "sudo: a password is required", "NOPASSWD")} == {"password"}
     assert sudo_command("id", "root", "direct") == "sh -c id"
     assert sudo_command("id", "ops", "nopasswd").startswith("sudo -n -u ops -- ")
     assert sudo_command("id", "ops", "password").startswith("sudo -k -S -p '' -u ops -- ")

@@ -54,15 +54,23 @@ def test_member_groups_fit_and_cover_every_id() -> None:
     assert len(groups) > 2
     assert all(len(expr) <= 2000 and expr.startswith(PREFIX) for expr, _ in groups)
     named = [m for expr, _ in groups for m in re.findall(r"'(mi-[0-9a-f]+)'", expr)]
-    assert named == ids and [n for _, n in groups] == [len(re.findall("'mi-", e))
-                                                       for e, _ in groups]
+    assert named == ids and [n for _, n in groups] == [
+        len(re.findall("'mi-", e)) for e, _ in groups
+    ]
     assert member_groups(PREFIX, ids[:3]) == [
-        (PREFIX + "ec2InstanceId in ['" + "', '".join(ids[:3]) + "']", 3)]
+        (PREFIX + "ec2InstanceId in ['" + "', '".join(ids[:3]) + "']", 3)
+    ]
 
 
-@pytest.mark.parametrize(("count", "sizes", "expected"), [
-    (1, [84, 6], [1, 0]), (25, [84, 6], [23, 2]), (10, [5, 5], [5, 5]), (3, [1, 1, 1], [1, 1, 1]),
-])
+@pytest.mark.parametrize(
+    ("count", "sizes", "expected"),
+    [
+        (1, [84, 6], [1, 0]),
+        (25, [84, 6], [23, 2]),
+        (10, [5, 5], [5, 5]),
+        (3, [1, 1, 1], [1, 1, 1]),
+    ],
+)
 def test_shares_follow_group_sizes(count: int, sizes: list[int], expected: list[int]) -> None:
     assert shares(count, sizes) == expected
 

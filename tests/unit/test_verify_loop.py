@@ -23,14 +23,12 @@ class LateEcs(FakeAws):
         self.after = after
         self.describes = 0
 
-    def container_instances(self, cluster: str, ids: Sequence[str]
-                            ) -> dict[str, ContainerInstance]:
+    def container_instances(self, cluster: str, ids: Sequence[str]) -> dict[str, ContainerInstance]:
         self.describes += 1
         return super().container_instances(cluster, ids) if self.describes >= self.after else {}
 
 
-def register(tmp_path: Path, aws: FakeAws, target: FakeHost, timeout_s: float = 5.0
-             ) -> HostOutcome:
+def register(tmp_path: Path, aws: FakeAws, target: FakeHost, timeout_s: float = 5.0) -> HostOutcome:
     settings = Settings(verify_poll_s=0.0, verify_timeout_s=timeout_s)
     ctx = context(tmp_path, aws, {}, connect=lambda h: target, settings=settings)
     return Registrar(ctx)(host("h1"), noop_control())
@@ -45,7 +43,10 @@ def test_host_read_once_while_only_aws_lags(tmp_path: Path) -> None:
     target = FakeHost(aws=aws)
     out = register(tmp_path, aws, target)
     assert (out.status, out.instance_id, out.container_instance_arn) == (
-        Status.READY, MI, f"arn:ci/{MI}")
+        Status.READY,
+        MI,
+        f"arn:ci/{MI}",
+    )
     assert aws.describes >= 4
     assert verify_reads(target) == 1
 

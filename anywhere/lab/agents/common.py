@@ -34,8 +34,16 @@ DEFAULT_HEARTBEAT_S = 10.0
 HTTP_TIMEOUT_S = 10.0
 # Errors worth retrying as the AWS SDKs do: throttling and server-side trouble.
 RETRYABLE_CODES = frozenset(
-    {"ThrottlingException", "Throttling", "RequestLimitExceeded", "TooManyRequestsException",
-     "ServiceUnavailable", "InternalServerError", "InternalFailure", "ServerException"}
+    {
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "ServiceUnavailable",
+        "InternalServerError",
+        "InternalFailure",
+        "ServerException",
+    }
 )
 
 
@@ -68,13 +76,15 @@ def load_settings(base: Path, environ: Mapping[str, str]) -> AgentSettings:
     url = environ.get("LAB_ENDPOINT_URL") or str(data.get("endpoint_url") or "")
     if not url:
         raise ValueError(f"[lab] no endpoint URL: set LAB_ENDPOINT_URL or write {SETTINGS_FILE}")
-    heartbeat = float(environ.get("LAB_HEARTBEAT_S") or data.get("heartbeat_s") or
-                      DEFAULT_HEARTBEAT_S)
+    heartbeat = float(
+        environ.get("LAB_HEARTBEAT_S") or data.get("heartbeat_s") or DEFAULT_HEARTBEAT_S
+    )
     if heartbeat <= 0:
         raise ValueError("[lab] heartbeat must be positive")
     unreachable = frozenset(a for a in environ.get("LAB_UNREACHABLE", "").split(",") if a)
-    return AgentSettings(endpoint_url=url.rstrip("/"), heartbeat_s=heartbeat,
-                         unreachable=unreachable)
+    return AgentSettings(
+        endpoint_url=url.rstrip("/"), heartbeat_s=heartbeat, unreachable=unreachable
+    )
 
 
 def setup_logging(logfile: Path, name: str) -> logging.Logger:
@@ -138,8 +148,9 @@ def read_shared_credentials(base: Path, profile: str = SHARED_PROFILE) -> dict[s
     return None
 
 
-def store_shared_credentials(base: Path, key: str, secret: str, token: str,
-                             profile: str = SHARED_PROFILE) -> None:
+def store_shared_credentials(
+    base: Path, key: str, secret: str, token: str, profile: str = SHARED_PROFILE
+) -> None:
     """Set the three credential keys of `profile`, keeping every other section and key, as the
     SSM agent's shared-credentials store does; the file is written 0600."""
     path = under(base, SHARED_CREDENTIALS_FILE)
@@ -181,12 +192,22 @@ class ApiError(Exception):
 Signer = Callable[[str, Mapping[str, str], bytes], dict[str, str]]
 
 
-def signer(access_key: str, secret: str, session_token: str, region: str,
-           service: str) -> Signer:
+def signer(access_key: str, secret: str, session_token: str, region: str, service: str) -> Signer:
     """SigV4 for the agents' POSTs, with the credentials passed in (wherever they are kept)."""
+
     def sign(url: str, headers: Mapping[str, str], body: bytes) -> dict[str, str]:
-        return sigv4.sign("POST", url, headers, body, access_key=access_key, secret=secret,
-                          session_token=session_token, region=region, service=service)
+        return sigv4.sign(
+            "POST",
+            url,
+            headers,
+            body,
+            access_key=access_key,
+            secret=secret,
+            session_token=session_token,
+            region=region,
+            service=service,
+        )
+
     return sign
 
 
@@ -240,8 +261,9 @@ class Client:
     timeout_s: float = HTTP_TIMEOUT_S
     unreachable: frozenset[str] = frozenset()
 
-    def call(self, target: str, body: Mapping[str, Any],
-             auth: Signer | None = None) -> dict[str, Any]:
+    def call(
+        self, target: str, body: Mapping[str, Any], auth: Signer | None = None
+    ) -> dict[str, Any]:
         if target.rsplit(".", 1)[-1] in self.unreachable:
             # What a dropped connection looks like to the agent, without the wait.
             raise ApiError("", f"[lab] LAB_UNREACHABLE: {target} timed out (i/o timeout)")
@@ -256,7 +278,8 @@ class Client:
         request = urllib.request.Request(url, data=data, headers=headers, method="POST")  # noqa: S310
         try:
             with opener(self.url, self.http_proxy, self.no_proxy).open(
-                    request, timeout=self.timeout_s) as response:
+                request, timeout=self.timeout_s
+            ) as response:
                 return _decode(response.read())
         except urllib.error.HTTPError as err:
             payload = _decode(err.read())
@@ -275,9 +298,15 @@ def _decode(raw: bytes) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def call_with_retry(call: Callable[[], dict[str, Any]], stop: threading.Event,
-                    log: logging.Logger, *, attempts: int = 5, base_s: float = 0.5,
-                    cap_s: float = 20.0) -> dict[str, Any]:
+def call_with_retry(
+    call: Callable[[], dict[str, Any]],
+    stop: threading.Event,
+    log: logging.Logger,
+    *,
+    attempts: int = 5,
+    base_s: float = 0.5,
+    cap_s: float = 20.0,
+) -> dict[str, Any]:
     """`call()`, retried with capped exponential backoff while the error is retryable."""
     for attempt in range(attempts):
         try:

@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 SOCKET = "/var/run/docker.sock"
 SERVER_VERSION = "24.0.9"
 API_VERSION = "1.43"
-UNREACHABLE = ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
-               "Is the docker daemon running?")
+UNREACHABLE = (
+    "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+    "Is the docker daemon running?"
+)
 # Larger answers than this are not the lab daemon's: refuse them rather than buffer them.
 MAX_RESPONSE = 1 << 20
 
@@ -57,8 +59,9 @@ def query(base: str | os.PathLike[str], path: str, timeout_s: float = 5.0) -> di
     return data if isinstance(data, dict) else {}
 
 
-def call(base: str | os.PathLike[str], method: str, path: str, body: Any = None,
-         timeout_s: float = 5.0) -> Any:
+def call(
+    base: str | os.PathLike[str], method: str, path: str, body: Any = None, timeout_s: float = 5.0
+) -> Any:
     """`method path` with a JSON `body`; the decoded answer (None when empty); OSError else."""
     payload = b"" if body is None else json.dumps(body).encode()
     head = f"{method} {path} HTTP/1.0\r\nHost: docker\r\n"

@@ -38,8 +38,13 @@ def render(template: str, data: dict[str, Any]) -> str:
 
 
 def _client() -> dict[str, Any]:
-    return {"Version": docker_api.SERVER_VERSION, "ApiVersion": docker_api.API_VERSION,
-            "Os": "linux", "Arch": docker_api.arch(), "GitCommit": "lab"}
+    return {
+        "Version": docker_api.SERVER_VERSION,
+        "ApiVersion": docker_api.API_VERSION,
+        "Os": "linux",
+        "Arch": docker_api.arch(),
+        "GitCommit": "lab",
+    }
 
 
 def _format_flag(args: Sequence[str]) -> str | None:
@@ -57,11 +62,23 @@ def _info(base: str, args: Sequence[str], out: TextIO) -> None:
     if fmt is not None:
         print(render(fmt, data), file=out)
         return
-    print("Client:\n Version:    " + docker_api.SERVER_VERSION + "\n Context:    default\n",
-          file=out)
+    print(
+        "Client:\n Version:    " + docker_api.SERVER_VERSION + "\n Context:    default\n", file=out
+    )
     print("Server:", file=out)
-    for key in ("Containers", "Images", "ServerVersion", "Driver", "CgroupDriver",
-                "CgroupVersion", "OperatingSystem", "OSType", "Architecture", "NCPU", "Name"):
+    for key in (
+        "Containers",
+        "Images",
+        "ServerVersion",
+        "Driver",
+        "CgroupDriver",
+        "CgroupVersion",
+        "OperatingSystem",
+        "OSType",
+        "Architecture",
+        "NCPU",
+        "Name",
+    ):
         print(f" {key}: {data.get(key, '')}", file=out)
 
 
@@ -69,15 +86,21 @@ def _version(base: str, args: Sequence[str], out: TextIO) -> None:
     client = _client()
     fmt = _format_flag(args)
     if fmt is None:
-        print(f"Client:\n Version:           {client['Version']}\n"
-              f" API version:       {client['ApiVersion']}\n OS/Arch:           "
-              f"linux/{client['Arch']}\n", file=out)
+        print(
+            f"Client:\n Version:           {client['Version']}\n"
+            f" API version:       {client['ApiVersion']}\n OS/Arch:           "
+            f"linux/{client['Arch']}\n",
+            file=out,
+        )
     server = docker_api.query(base, "/v1.43/version")
     if fmt is not None:
         print(render(fmt, {"Client": client, "Server": server}), file=out)
         return
-    print(f"Server: Docker Engine - Community (lab)\n Engine:\n  Version:          "
-          f"{server['Version']}\n  API version:      {server['ApiVersion']}", file=out)
+    print(
+        f"Server: Docker Engine - Community (lab)\n Engine:\n  Version:          "
+        f"{server['Version']}\n  API version:      {server['ApiVersion']}",
+        file=out,
+    )
 
 
 def _ps_filters(args: Sequence[str]) -> dict[str, list[str]]:
@@ -106,20 +129,25 @@ def _ps(base: str, args: Sequence[str], out: TextIO) -> None:
         return
     print("CONTAINER ID   IMAGE     COMMAND   CREATED   STATUS    PORTS     NAMES", file=out)
     for item in found:
-        ports = ", ".join(f"0.0.0.0:{p['PublicPort']}->{p['PrivatePort']}/{p['Type']}"
-                          for p in item.get("Ports") or [])
+        ports = ", ".join(
+            f"0.0.0.0:{p['PublicPort']}->{p['PrivatePort']}/{p['Type']}"
+            for p in item.get("Ports") or []
+        )
         names = ",".join(n.lstrip("/") for n in item.get("Names") or [])
-        print(f"{str(item.get('Id', ''))[:12]}   {item.get('Image', '')}   "
-              f"\"{item.get('Command', '')}\"   {item.get('Status', '')}   {ports}   {names}",
-              file=out)
+        print(
+            f"{str(item.get('Id', ''))[:12]}   {item.get('Image', '')}   "
+            f'"{item.get("Command", "")}"   {item.get("Status", "")}   {ports}   {names}',
+            file=out,
+        )
 
 
 def _each(base: str, refs: Sequence[str], out: TextIO, method: str, suffix: str) -> None:
     failed = []
     for ref in refs:
         try:
-            docker_api.call(base, method, f"/v1.43/containers/{docker_api.quote(ref)}{suffix}",
-                            timeout_s=60.0)
+            docker_api.call(
+                base, method, f"/v1.43/containers/{docker_api.quote(ref)}{suffix}", timeout_s=60.0
+            )
             print(ref, file=out)
         except docker_api.DaemonError as err:
             failed.append(f"Error response from daemon: {err.message}")
@@ -133,8 +161,9 @@ def _stop(base: str, args: Sequence[str], out: TextIO) -> None:
 
 def _rm(base: str, args: Sequence[str], out: TextIO) -> None:
     force = "-f" in args or "--force" in args
-    _each(base, [a for a in args if not a.startswith("-")], out, "DELETE",
-          "?force=1" if force else "")
+    _each(
+        base, [a for a in args if not a.startswith("-")], out, "DELETE", "?force=1" if force else ""
+    )
 
 
 class CommandError(Exception):
@@ -144,21 +173,30 @@ class CommandError(Exception):
 COMMANDS = {"info": _info, "version": _version, "ps": _ps, "stop": _stop, "rm": _rm}
 
 
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
-         out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     base = docker_api.root(os.environ if environ is None else environ)
     if not args or args[0] in ("--help", "-h", "help"):
-        print("Usage:  docker [OPTIONS] COMMAND\n\n[lab] commands: info, version, ps, stop, rm",
-              file=out)
+        print(
+            "Usage:  docker [OPTIONS] COMMAND\n\n[lab] commands: info, version, ps, stop, rm",
+            file=out,
+        )
         return 0
     if args[0] in ("--version", "-v"):
         print(f"Docker version {docker_api.SERVER_VERSION}, build lab", file=out)
         return 0
     command = COMMANDS.get(args[0])
     if command is None:
-        print(f"docker: '{args[0]}' is not a docker command.\n"
-              "See 'docker --help' [lab: only info, version, ps, stop and rm exist]", file=err)
+        print(
+            f"docker: '{args[0]}' is not a docker command.\n"
+            "See 'docker --help' [lab: only info, version, ps, stop and rm exist]",
+            file=err,
+        )
         return 1
     try:
         command(base, args[1:], out)

@@ -15,8 +15,12 @@ from collections.abc import Sequence
 
 def answer(name: str) -> bytes:
     body = f"[lab] container {name}\n".encode()
-    return (b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
-            + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return (
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
 
 
 def serve(sock: socket.socket, reply: bytes) -> None:

@@ -31,26 +31,43 @@ def info(base: Path, engine: docker_engine.Engine) -> dict[str, Any]:
     if path.is_file():
         release = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
     cgroup2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
-    return {"ID": "lab", "Containers": engine.count(),
-            "ContainersRunning": engine.running_count(), "Images": 0,
-            "Driver": "overlay2", "CgroupDriver": "systemd" if cgroup2 else "cgroupfs",
-            "CgroupVersion": "2" if cgroup2 else "1", "ServerVersion": SERVER_VERSION,
-            "OperatingSystem": release.get("PRETTY_NAME", "Linux").strip('"'),
-            "OSType": "linux", "Architecture": os.uname().machine, "NCPU": os.cpu_count() or 1,
-            "Name": socket.gethostname(), "Labels": ["anywhere-lab=true"]}
+    return {
+        "ID": "lab",
+        "Containers": engine.count(),
+        "ContainersRunning": engine.running_count(),
+        "Images": 0,
+        "Driver": "overlay2",
+        "CgroupDriver": "systemd" if cgroup2 else "cgroupfs",
+        "CgroupVersion": "2" if cgroup2 else "1",
+        "ServerVersion": SERVER_VERSION,
+        "OperatingSystem": release.get("PRETTY_NAME", "Linux").strip('"'),
+        "OSType": "linux",
+        "Architecture": os.uname().machine,
+        "NCPU": os.cpu_count() or 1,
+        "Name": socket.gethostname(),
+        "Labels": ["anywhere-lab=true"],
+    }
 
 
 def version() -> dict[str, Any]:
-    return {"Version": SERVER_VERSION, "ApiVersion": API_VERSION, "MinAPIVersion": "1.12",
-            "Os": "linux", "Arch": arch(), "KernelVersion": os.uname().release,
-            "GitCommit": "lab", "Components": [{"Name": "Engine", "Version": SERVER_VERSION}]}
+    return {
+        "Version": SERVER_VERSION,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": "1.12",
+        "Os": "linux",
+        "Arch": arch(),
+        "KernelVersion": os.uname().release,
+        "GitCommit": "lab",
+        "Components": [{"Name": "Engine", "Version": SERVER_VERSION}],
+    }
 
 
 Answer = tuple[int, Any]
 
 
-def route(base: Path, engine: docker_engine.Engine, method: str, target: str,
-          body: Mapping[str, Any]) -> Answer:
+def route(
+    base: Path, engine: docker_engine.Engine, method: str, target: str, body: Mapping[str, Any]
+) -> Answer:
     """(status, JSON value or b"OK") for one API call; clients prefix a version (`/v1.43`)."""
     split = urllib.parse.urlsplit(target)
     parts = [p for p in split.path.split("/") if p]
@@ -63,8 +80,14 @@ def route(base: Path, engine: docker_engine.Engine, method: str, target: str,
         return err.status, {"message": err.message}
 
 
-def _route(base: Path, engine: docker_engine.Engine, method: str, parts: list[str],
-           query: Mapping[str, list[str]], body: Mapping[str, Any]) -> Answer:
+def _route(
+    base: Path,
+    engine: docker_engine.Engine,
+    method: str,
+    parts: list[str],
+    query: Mapping[str, list[str]],
+    body: Mapping[str, Any],
+) -> Answer:
     def flag(name: str) -> bool:
         return (query.get(name) or ["0"])[0] not in ("0", "false", "")
 
@@ -107,8 +130,9 @@ def _filters(query: Mapping[str, list[str]]) -> dict[str, list[str]]:
     return {str(k): [str(x) for x in v] for k, v in data.items()}
 
 
-def _handler(base: Path, engine: docker_engine.Engine,
-             stop: threading.Event) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    base: Path, engine: docker_engine.Engine, stop: threading.Event
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         # One answer per connection, then close: `docker_api.call` reads the body to EOF.
         protocol_version = "HTTP/1.0"
@@ -127,8 +151,11 @@ def _handler(base: Path, engine: docker_engine.Engine,
                 status, value = 400, {"message": "invalid JSON body"}
             else:
                 status, value = route(base, engine, method, self.path, body)
-            data = value if isinstance(value, bytes) else (
-                b"" if value is None else json.dumps(value).encode())
+            data = (
+                value
+                if isinstance(value, bytes)
+                else (b"" if value is None else json.dumps(value).encode())
+            )
             self.send_response(status)
             kind = "text/plain" if isinstance(value, bytes) else "application/json"
             self.send_header("Content-Type", kind)
@@ -180,8 +207,7 @@ def activated_socket(environ: Mapping[str, str]) -> socket.socket | None:
     return socket.socket(fileno=3)
 
 
-def serve(base: Path, stop: threading.Event,
-          environ: Mapping[str, str] | None = None) -> int:
+def serve(base: Path, stop: threading.Event, environ: Mapping[str, str] | None = None) -> int:
     path = common.under(base, SOCKET)
     engine = docker_engine.Engine()
     inherited = activated_socket(os.environ if environ is None else environ)
@@ -197,8 +223,9 @@ def serve(base: Path, stop: threading.Event,
         server.server_activate()
         os.chmod(path, 0o660)
         where = str(path)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
+    )
     thread.start()
     print(f"[lab] dockerd {SERVER_VERSION} listening on {where}", file=sys.stderr, flush=True)
     try:

@@ -62,14 +62,25 @@ class Container:
         running = self.running()
         code = self._code()
         return {
-            "Id": self.id, "Names": [f"/{self.name}"], "Image": self.image,
-            "Command": "[lab] docker_container", "Created": self.created,
-            "Labels": dict(self.labels), "State": "running" if running else
-            ("exited" if self.process is not None else "created"),
-            "Status": "Up" if running else (f"Exited ({code})" if code is not None
-                                            else "Created"),
-            "Ports": [{"IP": "0.0.0.0", "PrivatePort": b.container_port,
-                       "PublicPort": b.host_port, "Type": b.protocol} for b in self.bindings],
+            "Id": self.id,
+            "Names": [f"/{self.name}"],
+            "Image": self.image,
+            "Command": "[lab] docker_container",
+            "Created": self.created,
+            "Labels": dict(self.labels),
+            "State": "running"
+            if running
+            else ("exited" if self.process is not None else "created"),
+            "Status": "Up" if running else (f"Exited ({code})" if code is not None else "Created"),
+            "Ports": [
+                {
+                    "IP": "0.0.0.0",
+                    "PrivatePort": b.container_port,
+                    "PublicPort": b.host_port,
+                    "Type": b.protocol,
+                }
+                for b in self.bindings
+            ],
         }
 
     def _code(self) -> int | None:
@@ -87,7 +98,7 @@ def bindings_from(host_config: Mapping[str, Any]) -> tuple[Binding, ...]:
         for target in targets or []:
             host_port = str((target or {}).get("HostPort") or "")
             if not port.isdigit() or not host_port.isdigit():
-                raise EngineError(400, f"invalid port specification: \"{key}\"")
+                raise EngineError(400, f'invalid port specification: "{key}"')
             found.append(Binding(int(port), proto or "tcp", int(host_port)))
     return tuple(found)
 
@@ -126,14 +137,21 @@ class Engine:
             name = name.lstrip("/") or f"lab_{secrets.token_hex(4)}"
             held = next((c for c in self._containers.values() if c.name == name), None)
             if held is not None:
-                raise EngineError(409, f'Conflict. The container name "/{name}" is already in '
-                                       f'use by container "{held.id}". You have to remove (or '
-                                       "rename) that container to be able to reuse that name.")
+                raise EngineError(
+                    409,
+                    f'Conflict. The container name "/{name}" is already in '
+                    f'use by container "{held.id}". You have to remove (or '
+                    "rename) that container to be able to reuse that name.",
+                )
             labels = {str(k): str(v) for k, v in (body.get("Labels") or {}).items()}
             container = Container(
-                id=secrets.token_hex(32), name=name, image=str(body.get("Image") or ""),
-                labels=labels, bindings=bindings_from(body.get("HostConfig") or {}),
-                created=int(time.time()))
+                id=secrets.token_hex(32),
+                name=name,
+                image=str(body.get("Image") or ""),
+                labels=labels,
+                bindings=bindings_from(body.get("HostConfig") or {}),
+                created=int(time.time()),
+            )
             self._containers[container.id] = container
             return container.id
 
@@ -157,10 +175,19 @@ class Engine:
             held = self._bind(container)
             # Its own session, as a container's processes are not the daemon's process group.
             container.process = subprocess.Popen(
-                [sys.executable, "-m", "anywhere.lab.agents.docker_container", container.name,
-                 *(str(s.fileno()) for s in held)],
-                pass_fds=[s.fileno() for s in held], start_new_session=True,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    sys.executable,
+                    "-m",
+                    "anywhere.lab.agents.docker_container",
+                    container.name,
+                    *(str(s.fileno()) for s in held),
+                ],
+                pass_fds=[s.fileno() for s in held],
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             for sock in held:
                 sock.close()
             container.exit_code = None
@@ -180,9 +207,12 @@ class Engine:
                 sock.close()
                 for other in held:
                     other.close()
-                raise EngineError(500, "driver failed programming external connectivity on "
-                                       f"endpoint {container.name}: Bind for 0.0.0.0:"
-                                       f"{b.host_port} failed: port is already allocated") from None
+                raise EngineError(
+                    500,
+                    "driver failed programming external connectivity on "
+                    f"endpoint {container.name}: Bind for 0.0.0.0:"
+                    f"{b.host_port} failed: port is already allocated",
+                ) from None
             held.append(sock)
         return held
 
@@ -206,17 +236,23 @@ class Engine:
         container = self.find(ref)
         if container.running():
             if not force:
-                raise EngineError(409, f"You cannot remove a running container {container.id}. "
-                                       "Stop the container before attempting removal or force "
-                                       "remove")
+                raise EngineError(
+                    409,
+                    f"You cannot remove a running container {container.id}. "
+                    "Stop the container before attempting removal or force "
+                    "remove",
+                )
             self.stop(container.id, timeout_s=0)
         with self._lock:
             self._containers.pop(container.id, None)
 
     def list(self, all_: bool, filters: Mapping[str, Iterable[str]]) -> list[dict[str, Any]]:
         with self._lock:
-            chosen = [c for c in self._containers.values()
-                      if (all_ or c.running()) and matches(c, filters)]
+            chosen = [
+                c
+                for c in self._containers.values()
+                if (all_ or c.running()) and matches(c, filters)
+            ]
         return [c.summary() for c in sorted(chosen, key=lambda c: -c.created)]
 
     def running_count(self) -> int:

@@ -35,15 +35,24 @@ METADATA_PORT = 51678
 ECS = "AmazonEC2ContainerServiceV20141113"
 # The real agent's "terminal" exit status: ecs-init does not restart it (RestartPreventExitStatus).
 EXIT_TERMINAL = 5
-CREDENTIAL_CODES = frozenset({"UnrecognizedClientException", "ExpiredTokenException",
-                              "InvalidSignatureException", "AccessDeniedException",
-                              "InvalidInstanceId", "MissingAuthenticationTokenException"})
+CREDENTIAL_CODES = frozenset(
+    {
+        "UnrecognizedClientException",
+        "ExpiredTokenException",
+        "InvalidSignatureException",
+        "AccessDeniedException",
+        "InvalidInstanceId",
+        "MissingAuthenticationTokenException",
+    }
+)
 NO_CREDENTIALS = "NoCredentialProviders"
 EXTERNAL_CAPABILITY = "ecs.capability.external"
 # Capabilities the agent reports about itself at registration.
 CAPABILITIES = (
-    "ecs.capability.execution-role-awslogs", "ecs.capability.container-health-check",
-    "ecs.capability.task-cpu-mem-limit", "com.amazonaws.ecs.capability.logging-driver.json-file",
+    "ecs.capability.execution-role-awslogs",
+    "ecs.capability.container-health-check",
+    "ecs.capability.task-cpu-mem-limit",
+    "com.amazonaws.ecs.capability.logging-driver.json-file",
     "com.amazonaws.ecs.capability.logging-driver.awslogs",
     "com.amazonaws.ecs.capability.logging-driver.none",
     *(f"com.amazonaws.ecs.capability.docker-remote-api.1.{minor}" for minor in range(17, 45)),
@@ -144,17 +153,22 @@ def require_external(config: EcsConfig, imds_url: str = IMDS_IDENTITY) -> None:
     """
     if config.external:
         if not config.region:
-            raise ConfigError("ECS_EXTERNAL=true needs a region: AWS_DEFAULT_REGION is not set "
-                              "in /etc/ecs/ecs.config or /var/lib/ecs/ecs.config")
+            raise ConfigError(
+                "ECS_EXTERNAL=true needs a region: AWS_DEFAULT_REGION is not set "
+                "in /etc/ecs/ecs.config or /var/lib/ecs/ecs.config"
+            )
         return
     try:
         common.opener(imds_url).open(imds_url, timeout=1.0).close()
     except OSError as err:
-        raise ConfigError(f"Unable to get the instance identity document from EC2 instance "
-                          f"metadata ({getattr(err, 'reason', err)}); not an EC2 instance and "
-                          f"ECS_EXTERNAL is not true") from None
-    raise ConfigError("[lab] EC2 container instances are not part of the lab: set "
-                      "ECS_EXTERNAL=true")
+        raise ConfigError(
+            f"Unable to get the instance identity document from EC2 instance "
+            f"metadata ({getattr(err, 'reason', err)}); not an EC2 instance and "
+            f"ECS_EXTERNAL is not true"
+        ) from None
+    raise ConfigError(
+        "[lab] EC2 container instances are not part of the lab: set ECS_EXTERNAL=true"
+    )
 
 
 def _memory_mb() -> int:
@@ -174,23 +188,33 @@ def registration_body(config: EcsConfig, docker_version: str, arn: str | None) -
     sends them; built-in attributes go every time.
     """
     attributes: list[dict[str, str]] = [
-        {"name": "ecs.os-type", "value": "linux"}, {"name": "ecs.os-family", "value": "LINUX"},
+        {"name": "ecs.os-type", "value": "linux"},
+        {"name": "ecs.os-family", "value": "LINUX"},
         {"name": "ecs.cpu-architecture", "value": platform.machine()},
-        *({"name": name} for name in CAPABILITIES)]
+        *({"name": name} for name in CAPABILITIES),
+    ]
     if config.external:
         # The agent announces external mode itself; ECS only stores what it is sent.
         attributes.append({"name": EXTERNAL_CAPABILITY})
     body: dict[str, Any] = {
-        "cluster": config.cluster, "instanceIdentityDocument": "",
+        "cluster": config.cluster,
+        "instanceIdentityDocument": "",
         "instanceIdentityDocumentSignature": "",
         "totalResources": [
             {"name": "CPU", "type": "INTEGER", "integerValue": (os.cpu_count() or 1) * 1024},
             {"name": "MEMORY", "type": "INTEGER", "integerValue": _memory_mb()},
-            {"name": "PORTS", "type": "STRINGSET",
-             "stringSetValue": ["22", "2375", "2376", "51678", "51679"]},
-            {"name": "PORTS_UDP", "type": "STRINGSET", "stringSetValue": []}],
-        "versionInfo": {"agentVersion": AGENT_VERSION, "agentHash": "lab",
-                        "dockerVersion": f"DockerVersion: {docker_version}"},
+            {
+                "name": "PORTS",
+                "type": "STRINGSET",
+                "stringSetValue": ["22", "2375", "2376", "51678", "51679"],
+            },
+            {"name": "PORTS_UDP", "type": "STRINGSET", "stringSetValue": []},
+        ],
+        "versionInfo": {
+            "agentVersion": AGENT_VERSION,
+            "agentHash": "lab",
+            "dockerVersion": f"DockerVersion: {docker_version}",
+        },
         "attributes": attributes,
     }
     if arn:
@@ -207,9 +231,11 @@ def check_checkpoint(checkpoint: Mapping[str, Any] | None, config: EcsConfig) ->
         return None
     saved = str(checkpoint.get("Cluster", ""))
     if saved and saved != config.cluster:
-        raise ConfigError(f"Data mismatch; saved cluster '{saved}' does not match configured "
-                          f"cluster '{config.cluster}'. Perhaps you want to delete the "
-                          f"configured checkpoint file?")
+        raise ConfigError(
+            f"Data mismatch; saved cluster '{saved}' does not match configured "
+            f"cluster '{config.cluster}'. Perhaps you want to delete the "
+            f"configured checkpoint file?"
+        )
     arn = checkpoint.get("ContainerInstanceArn")
     return str(arn) if arn else None
 
@@ -254,9 +280,12 @@ class Agent:
         except ConfigError as err:
             self.log.critical("%s", err)
             return EXIT_TERMINAL
-        client = Client(config.backend_host or self.settings.endpoint_url,
-                        http_proxy=config.http_proxy, no_proxy=config.no_proxy,
-                        unreachable=self.settings.unreachable)
+        client = Client(
+            config.backend_host or self.settings.endpoint_url,
+            http_proxy=config.http_proxy,
+            no_proxy=config.no_proxy,
+            unreachable=self.settings.unreachable,
+        )
         docker_version = self._wait_for_docker(stop)
         docker_gone = self._watch_docker(stop)
         try:
@@ -266,17 +295,19 @@ class Agent:
             return EXIT_TERMINAL
         if arn is None:
             return 1 if docker_gone.is_set() else 0
-        state = {"Cluster": config.cluster, "ContainerInstanceArn": arn,
-                 "Version": VERSION_STRING}
+        state = {"Cluster": config.cluster, "ContainerInstanceArn": arn, "Version": VERSION_STRING}
         try:
-            server = ThreadingHTTPServer(("127.0.0.1", self.metadata_port),
-                                         _metadata_handler(state))
+            server = ThreadingHTTPServer(
+                ("127.0.0.1", self.metadata_port), _metadata_handler(state)
+            )
         except OSError as err:
-            self.log.critical("introspection server cannot listen on :%d: %s",
-                              self.metadata_port, err)
+            self.log.critical(
+                "introspection server cannot listen on :%d: %s", self.metadata_port, err
+            )
             return 1
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                         daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
+        ).start()
         try:
             code = self._heartbeat(stop, client, config, arn)
         finally:
@@ -316,27 +347,39 @@ class Agent:
         creds = common.read_shared_credentials(self.base) or {}
         key, secret = creds.get("aws_access_key_id", ""), creds.get("aws_secret_access_key", "")
         if not key or not secret:
-            raise ApiError(NO_CREDENTIALS, "NoCredentialProviders: no valid providers in chain",
-                           0)
-        return common.signer(key, secret, creds.get("aws_session_token", ""), config.region,
-                             "ecs")
+            raise ApiError(NO_CREDENTIALS, "NoCredentialProviders: no valid providers in chain", 0)
+        return common.signer(key, secret, creds.get("aws_session_token", ""), config.region, "ecs")
 
-    def _register(self, stop: threading.Event, client: Client, config: EcsConfig,
-                  docker_version: str, saved_arn: str | None) -> str | None:
+    def _register(
+        self,
+        stop: threading.Event,
+        client: Client,
+        config: EcsConfig,
+        docker_version: str,
+        saved_arn: str | None,
+    ) -> str | None:
         attempt = 0
         while not stop.is_set():
             try:
-                answer = client.call(f"{ECS}.RegisterContainerInstance",
-                                     registration_body(config, docker_version, saved_arn),
-                                     auth=self._auth(config))
+                answer = client.call(
+                    f"{ECS}.RegisterContainerInstance",
+                    registration_body(config, docker_version, saved_arn),
+                    auth=self._auth(config),
+                )
                 instance = answer.get("containerInstance") or {}
                 arn = str(instance.get("containerInstanceArn", ""))
-                checkpoint = {"Cluster": config.cluster, "ContainerInstanceArn": arn,
-                              "EC2InstanceID": instance.get("ec2InstanceId", ""),
-                              "AgentVersion": AGENT_VERSION}
+                checkpoint = {
+                    "Cluster": config.cluster,
+                    "ContainerInstanceArn": arn,
+                    "EC2InstanceID": instance.get("ec2InstanceId", ""),
+                    "AgentVersion": AGENT_VERSION,
+                }
                 common.write_private(common.under(self.base, CHECKPOINT), json.dumps(checkpoint))
-                self.log.info("Registration completed successfully. I am running as '%s' in "
-                              "cluster '%s'", arn, config.cluster)
+                self.log.info(
+                    "Registration completed successfully. I am running as '%s' in cluster '%s'",
+                    arn,
+                    config.cluster,
+                )
                 return arn
             except ApiError as err:
                 if err.code == NO_CREDENTIALS:
@@ -345,9 +388,11 @@ class Agent:
                     continue
                 if saved_arn and is_inactive_refusal(err):
                     # Only removing the checkpoint lets this host register again.
-                    raise TerminalError(f"Error re-registering: {err}; the container instance "
-                                        f"is deregistered: remove {CHECKPOINT} to register "
-                                        "anew") from None
+                    raise TerminalError(
+                        f"Error re-registering: {err}; the container instance "
+                        f"is deregistered: remove {CHECKPOINT} to register "
+                        "anew"
+                    ) from None
                 if err.code == "ClusterNotFoundException" and config.cluster == "default":
                     self._create_default_cluster(client, config)
                 self.log.error("Unable to register as a container instance with ECS: %s", err)
@@ -358,30 +403,37 @@ class Agent:
     def _create_default_cluster(self, client: Client, config: EcsConfig) -> None:
         # The real agent creates the `default` cluster when it is missing, and only that one.
         try:
-            client.call(f"{ECS}.CreateCluster", {"clusterName": "default"},
-                        auth=self._auth(config))
+            client.call(f"{ECS}.CreateCluster", {"clusterName": "default"}, auth=self._auth(config))
         except ApiError as err:
             self.log.error("Unable to create the default cluster: %s", err)
 
-    def _heartbeat(self, stop: threading.Event, client: Client, config: EcsConfig,
-                   arn: str) -> int:
+    def _heartbeat(self, stop: threading.Event, client: Client, config: EcsConfig, arn: str) -> int:
         failures = 0
         tasks = ecs_task_sync.TaskSync(
-            self.base, lambda target, body: client.call(target, body, auth=self._auth(config)),
-            config.cluster, arn, self.log)
+            self.base,
+            lambda target, body: client.call(target, body, auth=self._auth(config)),
+            config.cluster,
+            arn,
+            self.log,
+        )
         while not stop.is_set():
             try:
-                client.call(f"{ECS}.DiscoverPollEndpoint",
-                            {"containerInstance": arn, "cluster": config.cluster},
-                            auth=self._auth(config))
+                client.call(
+                    f"{ECS}.DiscoverPollEndpoint",
+                    {"containerInstance": arn, "cluster": config.cluster},
+                    auth=self._auth(config),
+                )
                 if failures:
                     self.log.info("Connected to ECS again")
                 failures = 0
                 self._sync_tasks(tasks)
                 stop.wait(self.settings.heartbeat_s)
             except ecs_task_sync.InstanceInactive:
-                self.log.critical("Container instance %s is inactive (deregistered); exiting. "
-                                  "Its task containers are left running.", arn)
+                self.log.critical(
+                    "Container instance %s is inactive (deregistered); exiting. "
+                    "Its task containers are left running.",
+                    arn,
+                )
                 return EXIT_TERMINAL
             except ApiError as err:
                 if is_inactive_refusal(err):

@@ -55,8 +55,9 @@ def family_revision(task_definition_arn: str) -> tuple[str, str]:
     return family, revision
 
 
-def create_body(task: Mapping[str, Any], container: Mapping[str, Any],
-                cluster: str) -> dict[str, Any]:
+def create_body(
+    task: Mapping[str, Any], container: Mapping[str, Any], cluster: str
+) -> dict[str, Any]:
     """`POST /containers/create` for one container of `task`, with the agent's labels."""
     family, revision = family_revision(str(task.get("taskDefinitionArn", "")))
     bindings: dict[str, list[dict[str, str]]] = {}
@@ -66,9 +67,13 @@ def create_body(task: Mapping[str, Any], container: Mapping[str, Any],
             bindings.setdefault(key, []).append({"HostIp": "", "HostPort": str(b["hostPort"])})
     return {
         "Image": str(container.get("image") or ""),
-        "Labels": {LABEL_TASK: str(task["taskArn"]), LABEL_CLUSTER: cluster,
-                   LABEL_CONTAINER: str(container.get("name") or ""),
-                   LABEL_FAMILY: family, LABEL_VERSION: revision},
+        "Labels": {
+            LABEL_TASK: str(task["taskArn"]),
+            LABEL_CLUSTER: cluster,
+            LABEL_CONTAINER: str(container.get("name") or ""),
+            LABEL_FAMILY: family,
+            LABEL_VERSION: revision,
+        },
         "ExposedPorts": {key: {} for key in bindings},
         "HostConfig": {"PortBindings": bindings},
     }
@@ -76,7 +81,7 @@ def create_body(task: Mapping[str, Any], container: Mapping[str, Any],
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 @dataclass(frozen=True)
@@ -107,8 +112,12 @@ class TaskSync:
                     self._start(task)
         for task_arn in gone:
             for container_id in local[task_arn]:
-                docker_api.call(self.base, "POST", f"/v1.43/containers/{container_id}/stop"
-                                f"?t={STOP_TIMEOUT_S}", timeout_s=STOP_TIMEOUT_S + 10)
+                docker_api.call(
+                    self.base,
+                    "POST",
+                    f"/v1.43/containers/{container_id}/stop?t={STOP_TIMEOUT_S}",
+                    timeout_s=STOP_TIMEOUT_S + 10,
+                )
             self.log.info("Task %s stopped: its containers are stopped", task_arn)
         remembered = sorted((set(local) - set(gone)) | started)
         common.write_private(common.under(self.base, TASKS_FILE), json.dumps(remembered))
@@ -121,9 +130,10 @@ class TaskSync:
         return {str(a) for a in data} if isinstance(data, list) else set()
 
     def _report_stopped(self, task_arn: str, reason: str) -> None:
-        self.call(f"{ECS}.SubmitTaskStateChange",
-                  {"cluster": self.cluster, "task": task_arn, "status": "STOPPED",
-                   "reason": reason})
+        self.call(
+            f"{ECS}.SubmitTaskStateChange",
+            {"cluster": self.cluster, "task": task_arn, "status": "STOPPED", "reason": reason},
+        )
         self.log.info("Task %s: reported STOPPED (%s)", task_arn, reason)
 
     def _wanted(self) -> set[str]:
@@ -140,8 +150,9 @@ class TaskSync:
     def _local(self) -> dict[str, list[str]]:
         """Task ARN → ids of this cluster's running ECS containers on the host."""
         filters = json.dumps({"label": [f"{LABEL_CLUSTER}={self.cluster}"]})
-        found = docker_api.call(self.base, "GET",
-                                f"/v1.43/containers/json?filters={docker_api.quote(filters)}")
+        found = docker_api.call(
+            self.base, "GET", f"/v1.43/containers/json?filters={docker_api.quote(filters)}"
+        )
         local: dict[str, list[str]] = {}
         for item in found or []:
             arn = (item.get("Labels") or {}).get(LABEL_TASK)
@@ -150,8 +161,10 @@ class TaskSync:
         return local
 
     def _active(self) -> bool:
-        answer = self.call(f"{ECS}.DescribeContainerInstances",
-                           {"cluster": self.cluster, "containerInstances": [self.instance_arn]})
+        answer = self.call(
+            f"{ECS}.DescribeContainerInstances",
+            {"cluster": self.cluster, "containerInstances": [self.instance_arn]},
+        )
         found = answer.get("containerInstances") or []
         return bool(found) and found[0].get("status") in ("ACTIVE", "DRAINING")
 
@@ -161,13 +174,21 @@ class TaskSync:
             name = container_name(family, revision, str(container.get("name") or ""))
             try:
                 created = docker_api.call(
-                    self.base, "POST", f"/v1.43/containers/create?name={name}",
-                    create_body(task, container, self.cluster))
+                    self.base,
+                    "POST",
+                    f"/v1.43/containers/create?name={name}",
+                    create_body(task, container, self.cluster),
+                )
                 docker_api.call(self.base, "POST", f"/v1.43/containers/{created['Id']}/start")
             except docker_api.DaemonError as err:
-                self.log.error("Task %s: container %s failed to start: %s",
-                               task.get("taskArn"), name, err.message)
-                self._report_stopped(str(task["taskArn"]),
-                                     f"CannotStartContainerError: {err.message}")
+                self.log.error(
+                    "Task %s: container %s failed to start: %s",
+                    task.get("taskArn"),
+                    name,
+                    err.message,
+                )
+                self._report_stopped(
+                    str(task["taskArn"]), f"CannotStartContainerError: {err.message}"
+                )
                 return
             self.log.info("Task %s: container %s running", task.get("taskArn"), name)

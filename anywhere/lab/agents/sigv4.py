@@ -55,40 +55,64 @@ def parse_authorization(value: str) -> Authorization | None:
 
 def _canonical_query(query: str) -> str:
     pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-    encoded = [(urllib.parse.quote(k, safe="-_.~"), urllib.parse.quote(v, safe="-_.~"))
-               for k, v in pairs]
+    encoded = [
+        (urllib.parse.quote(k, safe="-_.~"), urllib.parse.quote(v, safe="-_.~")) for k, v in pairs
+    ]
     return "&".join(f"{k}={v}" for k, v in sorted(encoded))
 
 
-def canonical_request(method: str, path: str, query: str, headers: Mapping[str, str],
-                      signed_headers: Sequence[str], payload_sha256: str) -> str:
+def canonical_request(
+    method: str,
+    path: str,
+    query: str,
+    headers: Mapping[str, str],
+    signed_headers: Sequence[str],
+    payload_sha256: str,
+) -> str:
     """The canonical request; `headers` keyed by lower-case name, `signed_headers` sorted."""
     lines = [f"{name}:{' '.join(headers.get(name, '').split())}\n" for name in signed_headers]
-    return "\n".join([
-        method.upper(),
-        urllib.parse.quote(path or "/", safe="/-_.~"),
-        _canonical_query(query),
-        "".join(lines),
-        ";".join(signed_headers),
-        payload_sha256,
-    ])
+    return "\n".join(
+        [
+            method.upper(),
+            urllib.parse.quote(path or "/", safe="/-_.~"),
+            _canonical_query(query),
+            "".join(lines),
+            ";".join(signed_headers),
+            payload_sha256,
+        ]
+    )
 
 
 def signature(secret: str, amz_date: str, region: str, service: str, canonical: str) -> str:
     """The hex signature of `canonical` with the key chain derived from `secret`."""
     day = amz_date[:8]
-    string_to_sign = "\n".join([
-        ALGORITHM, amz_date, f"{day}/{region}/{service}/aws4_request",
-        hashlib.sha256(canonical.encode()).hexdigest()])
+    string_to_sign = "\n".join(
+        [
+            ALGORITHM,
+            amz_date,
+            f"{day}/{region}/{service}/aws4_request",
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        ]
+    )
     key = f"AWS4{secret}".encode()
     for part in (day, region, service, "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
 
 
-def sign(method: str, url: str, headers: Mapping[str, str], body: bytes, *, access_key: str,
-         secret: str, session_token: str, region: str, service: str,
-         now: datetime | None = None) -> dict[str, str]:
+def sign(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    access_key: str,
+    secret: str,
+    session_token: str,
+    region: str,
+    service: str,
+    now: datetime | None = None,
+) -> dict[str, str]:
     """The headers to add to a request: `X-Amz-Date`, the session token if any, `Authorization`.
 
     Every header given is signed, with `host` (from `url`), `x-amz-date` and, with a session
@@ -103,10 +127,13 @@ def sign(method: str, url: str, headers: Mapping[str, str], body: bytes, *, acce
     lowered = {k.lower(): v for k, v in {**headers, **added}.items()}
     lowered["host"] = parts.netloc
     names = sorted(lowered)
-    canonical = canonical_request(method, parts.path, parts.query, lowered, names,
-                                  hashlib.sha256(body).hexdigest())
+    canonical = canonical_request(
+        method, parts.path, parts.query, lowered, names, hashlib.sha256(body).hexdigest()
+    )
     sig = signature(secret, amz_date, region, service, canonical)
-    added["Authorization"] = (f"{ALGORITHM} Credential={access_key}/{amz_date[:8]}/{region}/"
-                              f"{service}/aws4_request, SignedHeaders={';'.join(names)}, "
-                              f"Signature={sig}")
+    added["Authorization"] = (
+        f"{ALGORITHM} Credential={access_key}/{amz_date[:8]}/{region}/"
+        f"{service}/aws4_request, SignedHeaders={';'.join(names)}, "
+        f"Signature={sig}"
+    )
     return added

@@ -37,10 +37,12 @@ REGISTRATION_FILE = "/var/lib/amazon/ssm/registration"
 LOG_FILE = "/var/log/amazon/ssm/amazon-ssm-agent.log"
 MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 # Codes after which the real agent hibernates: its identity is gone or no longer trusted.
-HIBERNATE_CODES = frozenset({"InvalidInstanceId", "MachineFingerprintDoesNotMatch",
-                             "AccessDeniedException"})
-CREDENTIAL_CODES = frozenset({"ExpiredTokenException", "UnrecognizedClientException",
-                              "InvalidSignatureException"})
+HIBERNATE_CODES = frozenset(
+    {"InvalidInstanceId", "MachineFingerprintDoesNotMatch", "AccessDeniedException"}
+)
+CREDENTIAL_CODES = frozenset(
+    {"ExpiredTokenException", "UnrecognizedClientException", "InvalidSignatureException"}
+)
 # Refresh role credentials this long before they expire.
 REFRESH_MARGIN_S = 300.0
 
@@ -80,17 +82,26 @@ def load_registration(base: Path) -> Registration | None:
     data = common.read_json(common.under(base, REGISTRATION_KEY))
     if not data or not data.get("instanceID"):
         return None
-    return Registration(instance_id=str(data["instanceID"]), region=str(data.get("region", "")),
-                        private_key=str(data.get("privateKey", "")))
+    return Registration(
+        instance_id=str(data["instanceID"]),
+        region=str(data.get("region", "")),
+        private_key=str(data.get("privateKey", "")),
+    )
 
 
 def _store_key(base: Path, instance_id: str, region: str, private_key: str) -> None:
-    key = {"instanceID": instance_id, "region": region, "availabilityZone": "",
-           "privateKey": private_key, "privateKeyType": "Rsa",
-           "privateKeyCreatedDate": common.utc_now()}
+    key = {
+        "instanceID": instance_id,
+        "region": region,
+        "availabilityZone": "",
+        "privateKey": private_key,
+        "privateKeyType": "Rsa",
+        "privateKeyCreatedDate": common.utc_now(),
+    }
     # Compact, as Go's encoding/json writes it.
-    common.write_private(common.under(base, REGISTRATION_KEY),
-                         json.dumps(key, separators=(",", ":")))
+    common.write_private(
+        common.under(base, REGISTRATION_KEY), json.dumps(key, separators=(",", ":"))
+    )
 
 
 def public_key(private_key: str) -> str:
@@ -104,35 +115,50 @@ def public_key(private_key: str) -> str:
     return base64.b64encode(hashlib.sha256(private_key.encode()).digest()).decode()
 
 
-def register(base: Path, client: Client, code: str, *, activation_id: str, region: str,
-             out: TextIO) -> int:
+def register(
+    base: Path, client: Client, code: str, *, activation_id: str, region: str, out: TextIO
+) -> int:
     """Register with the activation; prints like the real agent and returns its exit code."""
     private_key = base64.b64encode(secrets.token_bytes(32)).decode()
     # As the real agent: the key pair goes into the vault with an empty instance id before SSM
     # is called (it proves the vault is writable), so a failed registration leaves it behind.
     _store_key(base, "", "", private_key)
-    body = {"ActivationId": activation_id, "ActivationCode": code,
-            "PublicKey": public_key(private_key),
-            "PublicKeyType": "Rsa", "Fingerprint": fingerprint(base)}
+    body = {
+        "ActivationId": activation_id,
+        "ActivationCode": code,
+        "PublicKey": public_key(private_key),
+        "PublicKeyType": "Rsa",
+        "Fingerprint": fingerprint(base),
+    }
     try:
         # Unsigned, as the real agent's call: the activation code is the credential.
         answer = common.call_with_retry(
             lambda: client.call("AmazonSSM.RegisterManagedInstance", body),
-            threading.Event(), logging.getLogger("amazon-ssm-agent.register"))
+            threading.Event(),
+            logging.getLogger("amazon-ssm-agent.register"),
+        )
     except ApiError as err:
-        print("Registration failed due to error registering the instance with AWS SSM. "
-              f"{err.code or 'RequestError'}: {err.message}", file=out)
+        print(
+            "Registration failed due to error registering the instance with AWS SSM. "
+            f"{err.code or 'RequestError'}: {err.message}",
+            file=out,
+        )
         return 1
     instance_id = str(answer.get("InstanceId", ""))
     if not instance_id.startswith("mi-"):
         print(f"Registration failed: [lab] unexpected answer {sorted(answer)}", file=out)
         return 1
     _store_key(base, instance_id, region, private_key)
-    common.write_private(common.under(base, REGISTRATION_FILE),
-                         json.dumps({"ManagedInstanceID": instance_id, "Region": region}),
-                         mode=0o644)
-    print("Successfully registered the instance with AWS SSM using Managed instance-id: "
-          f"{instance_id}", file=out)
+    common.write_private(
+        common.under(base, REGISTRATION_FILE),
+        json.dumps({"ManagedInstanceID": instance_id, "Region": region}),
+        mode=0o644,
+    )
+    print(
+        "Successfully registered the instance with AWS SSM using Managed instance-id: "
+        f"{instance_id}",
+        file=out,
+    )
     return 0
 
 
@@ -151,13 +177,21 @@ def fetch_credentials(base: Path, client: Client, reg: Registration) -> dict[str
     the default profile of /root/.aws/credentials (0600), as the real agent's ShareCreds does."""
     body = {"Fingerprint": fingerprint(base)}
     answer = client.call(
-        "AmazonSSM.RequestManagedInstanceRoleToken", body,
-        auth=common.signer(reg.instance_id, public_key(reg.private_key), "", reg.region, "ssm"))
-    creds = {"AccessKeyId": answer["AccessKeyId"], "SecretAccessKey": answer["SecretAccessKey"],
-             "SessionToken": answer.get("SessionToken", ""), "InstanceId": reg.instance_id,
-             "Region": reg.region, "Expiration": _expiry(answer.get("TokenExpirationDate"))}
-    common.store_shared_credentials(base, str(creds["AccessKeyId"]),
-                                    str(creds["SecretAccessKey"]), str(creds["SessionToken"]))
+        "AmazonSSM.RequestManagedInstanceRoleToken",
+        body,
+        auth=common.signer(reg.instance_id, public_key(reg.private_key), "", reg.region, "ssm"),
+    )
+    creds = {
+        "AccessKeyId": answer["AccessKeyId"],
+        "SecretAccessKey": answer["SecretAccessKey"],
+        "SessionToken": answer.get("SessionToken", ""),
+        "InstanceId": reg.instance_id,
+        "Region": reg.region,
+        "Expiration": _expiry(answer.get("TokenExpirationDate")),
+    }
+    common.store_shared_credentials(
+        base, str(creds["AccessKeyId"]), str(creds["SecretAccessKey"]), str(creds["SessionToken"])
+    )
     return creds
 
 
@@ -185,13 +219,27 @@ def _ip_address(endpoint_url: str) -> str:
 
 def heartbeat(base: Path, client: Client, reg: Registration, creds: Mapping[str, Any]) -> None:
     release = _os_release(base)
-    body = {"InstanceId": reg.instance_id, "AgentName": "amazon-ssm-agent",
-            "AgentVersion": AGENT_VERSION, "PlatformName": release.get("NAME", "Linux"),
-            "PlatformType": "Linux", "PlatformVersion": release.get("VERSION_ID", ""),
-            "IPAddress": _ip_address(client.url), "ComputerName": socket.gethostname()}
-    client.call("AmazonSSM.UpdateInstanceInformation", body,
-                auth=common.signer(str(creds["AccessKeyId"]), str(creds["SecretAccessKey"]),
-                                   str(creds.get("SessionToken", "")), reg.region, "ssm"))
+    body = {
+        "InstanceId": reg.instance_id,
+        "AgentName": "amazon-ssm-agent",
+        "AgentVersion": AGENT_VERSION,
+        "PlatformName": release.get("NAME", "Linux"),
+        "PlatformType": "Linux",
+        "PlatformVersion": release.get("VERSION_ID", ""),
+        "IPAddress": _ip_address(client.url),
+        "ComputerName": socket.gethostname(),
+    }
+    client.call(
+        "AmazonSSM.UpdateInstanceInformation",
+        body,
+        auth=common.signer(
+            str(creds["AccessKeyId"]),
+            str(creds["SecretAccessKey"]),
+            str(creds.get("SessionToken", "")),
+            reg.region,
+            "ssm",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -205,19 +253,26 @@ class Daemon:
         client = self.client
         creds: dict[str, Any] | None = None
         failures = 0
-        self.log.info("amazon-ssm-agent %s (lab) starting; endpoint %s", AGENT_VERSION,
-                      self.settings.endpoint_url)
+        self.log.info(
+            "amazon-ssm-agent %s (lab) starting; endpoint %s",
+            AGENT_VERSION,
+            self.settings.endpoint_url,
+        )
         while not stop.is_set():
             reg = load_registration(self.base)
             if reg is None:
-                self.log.error("Failed to load instance info from vault. RegistrationKey does "
-                               "not exist.")
+                self.log.error(
+                    "Failed to load instance info from vault. RegistrationKey does not exist."
+                )
                 failures += 1
                 stop.wait(common.backoff(failures, self.settings.heartbeat_s, 300.0))
                 continue
             try:
-                if creds is None or creds.get("InstanceId") != reg.instance_id or (
-                        0 < float(creds["Expiration"]) - REFRESH_MARGIN_S < _now()):
+                if (
+                    creds is None
+                    or creds.get("InstanceId") != reg.instance_id
+                    or (0 < float(creds["Expiration"]) - REFRESH_MARGIN_S < _now())
+                ):
                     creds = fetch_credentials(self.base, client, reg)
                     self.log.info("role credentials refreshed for %s", reg.instance_id)
                 heartbeat(self.base, client, reg, creds)
@@ -235,10 +290,15 @@ class Daemon:
     def _delay(self, err: ApiError, failures: int) -> float:
         if err.code in HIBERNATE_CODES:
             # The real agent backs off exponentially while hibernating; the lab scales it down.
-            delay = common.backoff(failures, self.settings.heartbeat_s,
-                                   30 * self.settings.heartbeat_s)
-            self.log.error("Entering SSM Agent hibernate - %s. SSM Agent is hibernating; next "
-                           "attempt in %.0fs", err, delay)
+            delay = common.backoff(
+                failures, self.settings.heartbeat_s, 30 * self.settings.heartbeat_s
+            )
+            self.log.error(
+                "Entering SSM Agent hibernate - %s. SSM Agent is hibernating; next "
+                "attempt in %.0fs",
+                err,
+                delay,
+            )
             return delay
         delay = common.backoff(failures, 1.0, self.settings.heartbeat_s)
         self.log.warning("heartbeat failed: %s; retrying in %.1fs", err, delay)
@@ -273,8 +333,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(err, file=sys.stderr)
         return 1
     proxy, no_proxy = common.proxy_from_env(settings.endpoint_url, env)
-    client = Client(settings.endpoint_url, http_proxy=proxy, no_proxy=no_proxy,
-                    unreachable=settings.unreachable)
+    client = Client(
+        settings.endpoint_url, http_proxy=proxy, no_proxy=no_proxy, unreachable=settings.unreachable
+    )
     if args.register:
         return _register_command(base, client, args)
     log = common.setup_logging(common.under(base, LOG_FILE), "amazon-ssm-agent")
@@ -288,11 +349,13 @@ def _register_command(base: Path, client: Client, args: argparse.Namespace) -> i
         return 1
     existing = load_registration(base)
     if existing is not None and not args.y:
-        print(f"The instance is already registered as {existing.instance_id}; "
-              "use -y to replace the registration", file=sys.stderr)
+        print(
+            f"The instance is already registered as {existing.instance_id}; "
+            "use -y to replace the registration",
+            file=sys.stderr,
+        )
         return 1
-    return register(base, client, code, activation_id=args.id, region=args.region,
-                    out=sys.stdout)
+    return register(base, client, code, activation_id=args.id, region=args.region, out=sys.stdout)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,25 @@ from anywhere.errors import AnywhereError, ExitCode
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m anywhere.lab.endpoint",
-                                     description="Local AWS endpoint for the lab.")
+    parser = argparse.ArgumentParser(
+        prog="python -m anywhere.lab.endpoint", description="Local AWS endpoint for the lab."
+    )
     parser.add_argument("--bind", action="append", required=True, help="address (repeatable)")
     parser.add_argument("--port", type=int, default=4566)
     parser.add_argument("--state-dir", type=Path, required=True)
-    parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
-                        help="seconds of agent silence before ConnectionLost")
-    parser.add_argument("--iam-delay", type=float, default=None,
-                        help="seconds before CreateActivation sees a new IAM role "
-                        "(default $ANYWHERE_LAB_IAM_DELAY_S, else 5)")
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=30.0,
+        help="seconds of agent silence before ConnectionLost",
+    )
+    parser.add_argument(
+        "--iam-delay",
+        type=float,
+        default=None,
+        help="seconds before CreateActivation sees a new IAM role "
+        "(default $ANYWHERE_LAB_IAM_DELAY_S, else 5)",
+    )
     args = parser.parse_args(argv)
     # Read by moto when IAM first loads; both AWS-managed host policies must be attachable.
     os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")

@@ -37,13 +37,21 @@ DEFAULT_REGION = "us-east-1"
 SSM_PREFIX = "AmazonSSM"
 ECS_PREFIX = "AmazonEC2ContainerServiceV20141113"
 JSON_TYPE = "application/x-amz-json-1.1"
-_QUERY_XMLNS = {"iam": "https://iam.amazonaws.com/doc/2010-05-08/",
-                "sts": "https://sts.amazonaws.com/doc/2011-06-15/"}
+_QUERY_XMLNS = {
+    "iam": "https://iam.amazonaws.com/doc/2010-05-08/",
+    "sts": "https://sts.amazonaws.com/doc/2011-06-15/",
+}
 
 
 class EcsHandler(Protocol):
-    def handle(self, action: str, body: dict[str, Any], account: str, region: str,
-               caller_instance_id: str | None) -> tuple[int, dict[str, Any]] | None: ...
+    def handle(
+        self,
+        action: str,
+        body: dict[str, Any],
+        account: str,
+        region: str,
+        caller_instance_id: str | None,
+    ) -> tuple[int, dict[str, Any]] | None: ...
 
 
 @dataclass(frozen=True)
@@ -92,7 +100,7 @@ def _credential_scope(auth: str) -> list[str]:
     """`AWS4-HMAC-SHA256 Credential=KEY/date/region/service/aws4_request, ...` → its fields."""
     for part in auth.replace(",", " ").split():
         if part.startswith("Credential="):
-            fields = part[len("Credential="):].split("/")
+            fields = part[len("Credential=") :].split("/")
             if len(fields) == 5:
                 return fields
     return []
@@ -124,10 +132,19 @@ def _params(req: Incoming) -> dict[str, Any]:
 class LabApp:
     """The lab's WSGI application; one instance serves every bind address."""
 
-    def __init__(self, *, moto_app: WsgiApp, ssm: SsmHybrid, ecs: EcsHandler | None,
-                 faults: FaultTable, counter: RequestCounter, log: logging.Logger,
-                 account_of_key: Callable[[str], str], sleep: Callable[[float], None],
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        moto_app: WsgiApp,
+        ssm: SsmHybrid,
+        ecs: EcsHandler | None,
+        faults: FaultTable,
+        counter: RequestCounter,
+        log: logging.Logger,
+        account_of_key: Callable[[str], str],
+        sleep: Callable[[float], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._moto = moto_app
         self._ssm = ssm
         self._ecs = ecs
@@ -156,11 +173,20 @@ class LabApp:
             result = self._dispatch(environ, req, recording_start)
         except Exception:
             self._log.exception("lab handler failed for %s", req.action)
-            result = self._json(recording_start, 500, {
-                "__type": "InternalFailure", "message": "[lab] internal error in the endpoint"})
+            result = self._json(
+                recording_start,
+                500,
+                {"__type": "InternalFailure", "message": "[lab] internal error in the endpoint"},
+            )
         self._counter.add(req.ctx.account, req.action, status_box[0])
-        self._log.info("%s %s account=%s -> %s %.0fms", req.method, req.action, req.ctx.account,
-                       status_box[0], (time.monotonic() - started) * 1000)
+        self._log.info(
+            "%s %s account=%s -> %s %.0fms",
+            req.method,
+            req.action,
+            req.ctx.account,
+            status_box[0],
+            (time.monotonic() - started) * 1000,
+        )
         return result
 
     def _incoming(self, environ: Environ, path: str) -> Incoming:
@@ -183,8 +209,7 @@ class LabApp:
         label = f"{service or 'unsigned'}:{method}"
         return Incoming(method, path, "rest", "", label, body, service, ctx)
 
-    def _context(self, environ: Environ, scope: list[str], target: str,
-                 body: bytes) -> CallContext:
+    def _context(self, environ: Environ, scope: list[str], target: str, body: bytes) -> CallContext:
         """Account and region like moto (header, then access key), except for agents' calls."""
         key, region = (scope[0], scope[2]) if scope else (None, DEFAULT_REGION)
         caller = self._ssm.caller_of(key) if key else None
@@ -199,18 +224,24 @@ class LabApp:
         if owner is not None:
             return CallContext(owner[0], owner[1], key)
         account = environ.get("HTTP_X_MOTO_ACCOUNT_ID") or (
-            self._account_of_key(key) if key else DEFAULT_ACCOUNT)
+            self._account_of_key(key) if key else DEFAULT_ACCOUNT
+        )
         return CallContext(account, region, key)
 
-    def _dispatch(self, environ: Environ, req: Incoming,
-                  start_response: StartResponse) -> Iterable[bytes]:
+    def _dispatch(
+        self, environ: Environ, req: Incoming, start_response: StartResponse
+    ) -> Iterable[bytes]:
         refusal = sigcheck.check(environ, req.body, self._clock(), self._ssm.issued)
         if refusal is not None:
             if req.protocol == "query":
-                return self._query_error(req, refusal.query_status, refusal.query_code,
-                                         refusal.message, start_response)
-            return self._json(start_response, refusal.json_status,
-                              {"__type": refusal.json_code, "message": refusal.message})
+                return self._query_error(
+                    req, refusal.query_status, refusal.query_code, refusal.message, start_response
+                )
+            return self._json(
+                start_response,
+                refusal.json_status,
+                {"__type": refusal.json_code, "message": refusal.message},
+            )
         hit = self._faults.take(req.action, req.ctx.account, _params(req))
         if hit.delay_s:
             self._sleep(hit.delay_s)
@@ -233,12 +264,14 @@ class LabApp:
         if req.target_prefix == SSM_PREFIX and self._ssm.handles(req.action, body):
             return self._ssm.handle(req.action, body, req.ctx)
         if req.target_prefix == ECS_PREFIX and self._ecs is not None:
-            return self._ecs.handle(req.action, body, req.ctx.account, req.ctx.region,
-                                    req.ctx.caller_instance_id)
+            return self._ecs.handle(
+                req.action, body, req.ctx.account, req.ctx.region, req.ctx.caller_instance_id
+            )
         return None
 
-    def _fault_answer(self, req: Incoming, rule: FaultRule,
-                      start_response: StartResponse) -> Iterable[bytes]:
+    def _fault_answer(
+        self, req: Incoming, rule: FaultRule, start_response: StartResponse
+    ) -> Iterable[bytes]:
         throttle = rule.kind == "throttle"
         status = 400 if throttle else rule.status
         message = "Rate exceeded [lab]" if throttle else "[lab] injected internal failure"
@@ -246,41 +279,66 @@ class LabApp:
             code = "ThrottlingException" if throttle else "InternalFailure"
             return self._json(start_response, status, {"__type": code, "message": message})
         code = "Throttling" if throttle else "InternalFailure"
-        return self._query_error(req, status, code, message, start_response,
-                                 sender=throttle)
+        return self._query_error(req, status, code, message, start_response, sender=throttle)
 
-    def _query_error(self, req: Incoming, status: int, code: str, message: str,
-                     start_response: StartResponse, *, sender: bool = True) -> Iterable[bytes]:
+    def _query_error(
+        self,
+        req: Incoming,
+        status: int,
+        code: str,
+        message: str,
+        start_response: StartResponse,
+        *,
+        sender: bool = True,
+    ) -> Iterable[bytes]:
         rid = str(uuid.uuid4())
-        error = (f"<Error><Type>{'Sender' if sender else 'Receiver'}</Type><Code>{code}</Code>"
-                 f"<Message>{xml_escape(message)}</Message></Error>")
+        error = (
+            f"<Error><Type>{'Sender' if sender else 'Receiver'}</Type><Code>{code}</Code>"
+            f"<Message>{xml_escape(message)}</Message></Error>"
+        )
         if req.service == "ec2":
             xml = f"<Response><Errors>{error}</Errors><RequestID>{rid}</RequestID></Response>"
         else:
             xmlns = _QUERY_XMLNS.get(req.service, "")
-            xml = (f'<ErrorResponse xmlns="{xmlns}">{error}<RequestId>{rid}</RequestId>'
-                   "</ErrorResponse>")
+            xml = (
+                f'<ErrorResponse xmlns="{xmlns}">{error}<RequestId>{rid}</RequestId>'
+                "</ErrorResponse>"
+            )
         return self._send(start_response, status, "text/xml", xml.encode())
 
-    def _json(self, start_response: StartResponse, status: int,
-              payload: dict[str, Any]) -> Iterable[bytes]:
+    def _json(
+        self, start_response: StartResponse, status: int, payload: dict[str, Any]
+    ) -> Iterable[bytes]:
         return self._send(start_response, status, JSON_TYPE, json.dumps(payload).encode())
 
     @staticmethod
-    def _send(start_response: StartResponse, status: int, content_type: str,
-              data: bytes) -> Iterable[bytes]:
-        reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-                  405: "Method Not Allowed", 500: "Internal Server Error",
-                  503: "Service Unavailable"}.get(status, "Error")
-        start_response(f"{status} {reason}", [
-            ("Content-Type", content_type), ("Content-Length", str(len(data))),
-            ("x-amzn-RequestId", str(uuid.uuid4()))])
+    def _send(
+        start_response: StartResponse, status: int, content_type: str, data: bytes
+    ) -> Iterable[bytes]:
+        reason = {
+            200: "OK",
+            400: "Bad Request",
+            403: "Forbidden",
+            404: "Not Found",
+            405: "Method Not Allowed",
+            500: "Internal Server Error",
+            503: "Service Unavailable",
+        }.get(status, "Error")
+        start_response(
+            f"{status} {reason}",
+            [
+                ("Content-Type", content_type),
+                ("Content-Length", str(len(data))),
+                ("x-amzn-RequestId", str(uuid.uuid4())),
+            ],
+        )
         return [data]
 
     # ---- /_lab/ controls ----
 
-    def _control(self, environ: Environ, path: str,
-                 start_response: StartResponse) -> Iterable[bytes]:
+    def _control(
+        self, environ: Environ, path: str, start_response: StartResponse
+    ) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         account = parse_qs(environ.get("QUERY_STRING", "")).get("account", [None])[0]
         if (method, path.rstrip("/")) == ("POST", "/_lab/faults"):
@@ -288,7 +346,9 @@ class LabApp:
         routes: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
             ("GET", "/_lab/health"): lambda: {"ok": True, "pid": os.getpid()},
             ("GET", "/_lab/audit"): lambda: {
-                **self._counter.view(account), **self._ssm.audit(account)},
+                **self._counter.view(account),
+                **self._ssm.audit(account),
+            },
             ("POST", "/_lab/audit/reset"): lambda: {"cleared": self._counter.reset()},
             ("GET", "/_lab/faults"): lambda: {"faults": self._faults.rules()},
             ("DELETE", "/_lab/faults"): lambda: {"cleared": self._faults.clear()},

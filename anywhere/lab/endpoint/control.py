@@ -24,8 +24,11 @@ class LabControl:
         data = json.dumps(payload).encode() if payload is not None else None
         # The scheme was checked to be http in __init__.
         req = urllib.request.Request(  # noqa: S310
-            f"{self._url}{path}", data=data, method=method,
-            headers={"Content-Type": "application/json"})
+            f"{self._url}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with self._opener.open(req, timeout=self._timeout_s) as resp:
                 return json.loads(resp.read() or b"{}")
@@ -35,13 +38,26 @@ class LabControl:
         except (urllib.error.URLError, OSError) as exc:
             raise EnvironmentProblem(f"lab control {method} {path}: {exc}") from exc
 
-    def add_fault(self, action: str, kind: str, count: int = 1, *, latency_ms: int = 0,
-                  status: int = 500, account: str | None = None,
-                  match: dict[str, str] | None = None) -> int:
+    def add_fault(
+        self,
+        action: str,
+        kind: str,
+        count: int = 1,
+        *,
+        latency_ms: int = 0,
+        status: int = 500,
+        account: str | None = None,
+        match: dict[str, str] | None = None,
+    ) -> int:
         """Make the next `count` matching requests fail (or wait, or their activation expire);
         `match` limits the rule to requests with those top-level parameters. Returns its id."""
-        spec: dict[str, Any] = {"action": action, "kind": kind, "count": count,
-                                "latency_ms": latency_ms, "status": status}
+        spec: dict[str, Any] = {
+            "action": action,
+            "kind": kind,
+            "count": count,
+            "latency_ms": latency_ms,
+            "status": status,
+        }
         if account is not None:
             spec["account"] = account
         if match:

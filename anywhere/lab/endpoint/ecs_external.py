@@ -61,8 +61,9 @@ def _attributes_from(items: list[Json]) -> dict[str, str | None]:
 
 
 def _checked_tags(tags: list[Json]) -> list[Json]:
-    problem = rules.ecs_tags_problem([(str(t.get("key") or ""), str(t.get("value") or ""))
-                                      for t in tags])
+    problem = rules.ecs_tags_problem(
+        [(str(t.get("key") or ""), str(t.get("value") or "")) for t in tags]
+    )
     if problem:
         raise invalid(problem)
     return tags
@@ -71,17 +72,24 @@ def _checked_tags(tags: list[Json]) -> list[Json]:
 def _check_custom_limit(instance_id: str, attributes: dict[str, str | None]) -> None:
     custom = sum(1 for name in attributes if rules.is_custom_attribute(name))
     if custom > rules.MAX_CUSTOM_ATTRIBUTES:
-        raise EcsError("AttributeLimitExceededException",
-                       f"Container instance {instance_id} would have {custom} custom "
-                       f"attributes; you can apply up to {rules.MAX_CUSTOM_ATTRIBUTES} custom "
-                       "attributes for each resource.")
+        raise EcsError(
+            "AttributeLimitExceededException",
+            f"Container instance {instance_id} would have {custom} custom "
+            f"attributes; you can apply up to {rules.MAX_CUSTOM_ATTRIBUTES} custom "
+            "attributes for each resource.",
+        )
 
 
 class EcsExternal:
     """Answers the ECS actions moto cannot do for external (`mi-`) container instances."""
 
-    def __init__(self, moto_ecs_backends: object, clock: Callable[[], float],
-                 heartbeat_timeout_s: float, ssm: ManagedInstances) -> None:
+    def __init__(
+        self,
+        moto_ecs_backends: object,
+        clock: Callable[[], float],
+        heartbeat_timeout_s: float,
+        ssm: ManagedInstances,
+    ) -> None:
         self._backends: Any = moto_ecs_backends
         self._clock = clock
         self._timeout = heartbeat_timeout_s
@@ -120,15 +128,22 @@ class EcsExternal:
             "ListServices": services.list_services,
         }
 
-    def handle(self, action: str, body: dict[str, Any], account: str, region: str,
-               caller_instance_id: str | None) -> tuple[int, dict[str, Any]] | None:
+    def handle(
+        self,
+        action: str,
+        body: dict[str, Any],
+        account: str,
+        region: str,
+        caller_instance_id: str | None,
+    ) -> tuple[int, dict[str, Any]] | None:
         """Answer an ECS JSON action (status, JSON body), or None to let moto answer it."""
         handler = self._handlers.get(action)
         if handler is None:
             return None
         with self._lock:
-            req = Request(account, region, self._clock(), self._backends[account][region],
-                          self._timeout)
+            req = Request(
+                account, region, self._clock(), self._backends[account][region], self._timeout
+            )
             try:
                 result = handler(req, body, caller_instance_id)
             except EcsError as err:
@@ -142,11 +157,16 @@ class EcsExternal:
 
     def _caller(self, req: Request, caller: str | None) -> str:
         if not caller:
-            raise EcsError("ClientException", "An external container instance registers with "
-                           "the credentials of a registered managed instance (mi-…).")
+            raise EcsError(
+                "ClientException",
+                "An external container instance registers with "
+                "the credentials of a registered managed instance (mi-…).",
+            )
         if not self._ssm.is_registered(req.account, req.region, caller):
-            raise EcsError("UnrecognizedClientException",
-                           "The security token included in the request is invalid.")
+            raise EcsError(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            )
         return caller
 
     def _holder(self, req: Request, mi: str) -> tuple[str, ContainerInstance] | None:
@@ -156,8 +176,9 @@ class EcsExternal:
                     return name, instance
         return None
 
-    def register_container_instance(self, req: Request, body: Json,
-                                    caller: str | None) -> Json | None:
+    def register_container_instance(
+        self, req: Request, body: Json, caller: str | None
+    ) -> Json | None:
         if body.get("instanceIdentityDocument"):
             return None  # an EC2 instance: moto's own path
         mi = self._caller(req, caller)
@@ -170,21 +191,28 @@ class EcsExternal:
             raise EcsError("ClientException", f"Container instance {saved.id} is inactive.")
         held = self._holder(req, mi)
         if held is not None and held[0] != name:
-            raise EcsError("ClientException", f"{mi} is already registered in cluster "
-                           f"{held[0]}; deregister it there first.")
+            raise EcsError(
+                "ClientException",
+                f"{mi} is already registered in cluster {held[0]}; deregister it there first.",
+            )
         instance = held[1] if held is not None else None
         attributes = {**(instance.attributes if instance is not None else {}), **given}
         _check_custom_limit(instance.id if instance else "(new)", attributes)
         tags = _checked_tags(list(body.get("tags") or (instance.tags if instance else [])))
         if instance is None:
             instance = ContainerInstance(
-                arn=req.arn("container-instance", f"{name}/{new_id()}"), cluster=name,
+                arn=req.arn("container-instance", f"{name}/{new_id()}"),
+                cluster=name,
                 # Connected only once its agent reaches ECS's agent channel (ACS; the lab
                 # agent's DiscoverPollEndpoint heartbeat): registering does not connect it.
-                ec2_instance_id=mi, registered_at=req.now, last_heartbeat=float("-inf"),
+                ec2_instance_id=mi,
+                registered_at=req.now,
+                last_heartbeat=float("-inf"),
                 # Only what the agent sends: it reports its own capabilities (among them
                 # ecs.capability.external, sent only in external mode).
-                attributes=attributes, tags=[], version_info={},
+                attributes=attributes,
+                tags=[],
+                version_info={},
                 registered_resources=default_resources(),
             )
             state.instances[instance.id] = instance
@@ -216,18 +244,27 @@ class EcsExternal:
             "serviceConnectEndpoint": f"https://ecs-sc-1.{req.region}.amazonaws.com/",
         }
 
-    def list_container_instances(self, req: Request, body: Json,
-                                 caller: str | None) -> Json | None:
+    def list_container_instances(self, req: Request, body: Json, caller: str | None) -> Json | None:
         name = cluster_name(req, body.get("cluster"))
         state = self._store.cluster(req, name)
         if not state.instances and req.backend.container_instances.get(name):
             return None  # only moto's own (EC2) instances here
         status = body.get("status")
-        if status not in (None, ACTIVE, DRAINING, INACTIVE, "REGISTERING", "DEREGISTERING",
-                          "REGISTRATION_FAILED"):
+        if status not in (
+            None,
+            ACTIVE,
+            DRAINING,
+            INACTIVE,
+            "REGISTERING",
+            "DEREGISTERING",
+            "REGISTRATION_FAILED",
+        ):
             raise invalid(f"Invalid status: {status}.")
-        chosen = [ci for ci in state.instances.values()
-                  if (ci.status == status if status else ci.status != INACTIVE)]
+        chosen = [
+            ci
+            for ci in state.instances.values()
+            if (ci.status == status if status else ci.status != INACTIVE)
+        ]
         if body.get("filter"):
             if len(str(body["filter"])) > rules.MAX_EXPRESSION:
                 raise invalid(f"filter can be at most {rules.MAX_EXPRESSION} characters.")
@@ -239,8 +276,9 @@ class EcsExternal:
         arns, token = page([ci.arn for ci in chosen], body)
         return {"containerInstanceArns": arns, **({"nextToken": token} if token else {})}
 
-    def describe_container_instances(self, req: Request, body: Json,
-                                     caller: str | None) -> Json | None:
+    def describe_container_instances(
+        self, req: Request, body: Json, caller: str | None
+    ) -> Json | None:
         name = cluster_name(req, body.get("cluster"))
         state = self._store.cluster(req, name)
         refs = [str(r) for r in body.get("containerInstances") or []]
@@ -251,14 +289,19 @@ class EcsExternal:
         if not any(found) and req.backend.container_instances.get(name):
             return None  # moto's own (EC2) instances
         return {
-            "containerInstances": [instance_json(ci, state, req, with_tags)
-                                   for ci in found if ci is not None],
-            "failures": [{"arn": ref, "reason": "MISSING"}
-                         for ref, ci in zip(refs, found, strict=True) if ci is None],
+            "containerInstances": [
+                instance_json(ci, state, req, with_tags) for ci in found if ci is not None
+            ],
+            "failures": [
+                {"arn": ref, "reason": "MISSING"}
+                for ref, ci in zip(refs, found, strict=True)
+                if ci is None
+            ],
         }
 
-    def update_container_instances_state(self, req: Request, body: Json,
-                                         caller: str | None) -> Json | None:
+    def update_container_instances_state(
+        self, req: Request, body: Json, caller: str | None
+    ) -> Json | None:
         name = cluster_name(req, body.get("cluster"))
         state = self._store.cluster(req, name)
         status = body.get("status")
@@ -266,15 +309,16 @@ class EcsExternal:
             raise invalid("Container instance status should be one of [ACTIVE, DRAINING].")
         refs = list(body.get("containerInstances") or [])
         if len(refs) > rules.MAX_STATE_CHANGES:
-            raise invalid(f"containerInstances can have at most {rules.MAX_STATE_CHANGES} "
-                          f"items, not {len(refs)}.")
+            raise invalid(
+                f"containerInstances can have at most {rules.MAX_STATE_CHANGES} "
+                f"items, not {len(refs)}."
+            )
         done: list[ContainerInstance] = []
         failures: list[Json] = []
         for ref in [str(r) for r in refs]:
             instance = find_instance(state, ref)
             if instance is None or instance.status == INACTIVE:
-                failures.append({"arn": ref, "reason": "MISSING" if instance is None
-                                 else INACTIVE})
+                failures.append({"arn": ref, "reason": "MISSING" if instance is None else INACTIVE})
                 continue
             if instance.status != status:
                 instance.status = status
@@ -283,15 +327,22 @@ class EcsExternal:
                 # AWS stops and replaces service tasks on draining instances, not others.
                 for task in list(state.live_tasks(instance.arn)):
                     if task.group.startswith("service:"):
-                        ecs_tasks.stop(req, task, "Container instance is draining.",
-                                       "ServiceSchedulerInitiated")
+                        ecs_tasks.stop(
+                            req,
+                            task,
+                            "Container instance is draining.",
+                            "ServiceSchedulerInitiated",
+                        )
             done.append(instance)
         self._reconcile(req, name)
-        return {"containerInstances": [instance_json(ci, state, req, False) for ci in done],
-                "failures": failures}
+        return {
+            "containerInstances": [instance_json(ci, state, req, False) for ci in done],
+            "failures": failures,
+        }
 
-    def deregister_container_instance(self, req: Request, body: Json,
-                                      caller: str | None) -> Json | None:
+    def deregister_container_instance(
+        self, req: Request, body: Json, caller: str | None
+    ) -> Json | None:
         name = cluster_name(req, body.get("cluster"))
         state = self._store.cluster(req, name)
         ref = str(body.get("containerInstance") or "")
@@ -299,23 +350,29 @@ class EcsExternal:
             raise invalid("containerInstance is required.")
         instance = find_instance(state, ref)
         if instance is None:
-            raise EcsError("ClientException", f"Container instance {ref} not found in "
-                           f"cluster {name}.")
+            raise EcsError(
+                "ClientException", f"Container instance {ref} not found in cluster {name}."
+            )
         running = list(state.live_tasks(instance.arn))
         if running and not body.get("force"):
-            raise invalid(f"The container instance has {len(running)} running task(s); "
-                          "stop them or deregister with force.")
+            raise invalid(
+                f"The container instance has {len(running)} running task(s); "
+                "stop them or deregister with force."
+            )
         for task in running:
-            ecs_tasks.stop(req, task, "Container instance deregistered with force; the task "
-                           "is orphaned.", "TaskFailedToStart")
+            ecs_tasks.stop(
+                req,
+                task,
+                "Container instance deregistered with force; the task is orphaned.",
+                "TaskFailedToStart",
+            )
         if instance.status != INACTIVE:
             instance.status = INACTIVE
             instance.version += 1
         self._reconcile(req, name)
         return {"containerInstance": instance_json(instance, state, req, False)}
 
-    def _targets(self, req: Request,
-                 body: Json) -> list[tuple[ContainerInstance, str, str | None]]:
+    def _targets(self, req: Request, body: Json) -> list[tuple[ContainerInstance, str, str | None]]:
         """Resolve PutAttributes/DeleteAttributes items to (instance, name, value)."""
         state = self._store.cluster(req, cluster_name(req, body.get("cluster")))
         items = list(body.get("attributes") or [])
@@ -329,7 +386,7 @@ class EcsExternal:
             instance = find_instance(state, target) if target else None
             if instance is None:
                 raise EcsError("TargetNotFoundException", f"Could not find {target}.")
-            (attr_name, value), = _attributes_from([item]).items()
+            ((attr_name, value),) = _attributes_from([item]).items()
             resolved.append((instance, attr_name, value))
         return resolved
 
@@ -353,8 +410,12 @@ class EcsExternal:
     @staticmethod
     def _echo(resolved: list[tuple[ContainerInstance, str, str | None]]) -> list[Json]:
         return [
-            {"name": n, "targetType": TARGET_TYPE, "targetId": ci.arn,
-             **({"value": v} if v is not None else {})}
+            {
+                "name": n,
+                "targetType": TARGET_TYPE,
+                "targetId": ci.arn,
+                **({"value": v} if v is not None else {}),
+            }
             for ci, n, v in resolved
         ]
 
@@ -368,7 +429,8 @@ class EcsExternal:
             raise invalid("attributeValue requires attributeName.")
         found = [
             (ci, n, v)
-            for ci in state.instances.values() if ci.status != INACTIVE
+            for ci in state.instances.values()
+            if ci.status != INACTIVE
             for n, v in ci.attributes.items()
             if wanted_name in (None, n) and wanted_value in (None, v)
         ]
@@ -378,15 +440,16 @@ class EcsExternal:
     def _tagged(self, req: Request, arn: str) -> ContainerInstance | Task | Service | None:
         for _, state in self._store.clusters(req):
             holders: list[ContainerInstance | Task | Service] = [
-                *state.instances.values(), *state.tasks.values(), *state.services.values()
+                *state.instances.values(),
+                *state.tasks.values(),
+                *state.services.values(),
             ]
             for holder in holders:
                 if holder.arn == arn:
                     return holder
         return None
 
-    def list_tags_for_resource(self, req: Request, body: Json,
-                               caller: str | None) -> Json | None:
+    def list_tags_for_resource(self, req: Request, body: Json, caller: str | None) -> Json | None:
         holder = self._tagged(req, str(body.get("resourceArn") or ""))
         return None if holder is None else {"tags": holder.tags}
 
@@ -396,7 +459,8 @@ class EcsExternal:
             return None
         added = {str(t.get("key")): t for t in body.get("tags") or []}
         holder.tags = _checked_tags(
-            [t for t in holder.tags if t.get("key") not in added] + list(added.values()))
+            [t for t in holder.tags if t.get("key") not in added] + list(added.values())
+        )
         return {}
 
     def untag_resource(self, req: Request, body: Json, caller: str | None) -> Json | None:

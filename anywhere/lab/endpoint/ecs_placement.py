@@ -12,15 +12,32 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 SUBJECTS = frozenset(
-    {"agentConnected", "agentVersion", "ec2InstanceId", "ec2InstanceType", "registeredAt",
-     "runningTasksCount"}
+    {
+        "agentConnected",
+        "agentVersion",
+        "ec2InstanceId",
+        "ec2InstanceType",
+        "registeredAt",
+        "runningTasksCount",
+    }
 )
 _OPERATORS = {
-    "==": "==", "equals": "==", "!=": "!=", "not_equals": "!=",
-    ">": ">", ">=": ">=", "<": "<", "<=": "<=",
-    "=~": "=~", "matches": "=~", "!~": "!~", "not_matches": "!~",
-    "exists": "exists", "not_exists": "!exists",
-    "in": "in", "not_in": "!in",
+    "==": "==",
+    "equals": "==",
+    "!=": "!=",
+    "not_equals": "!=",
+    ">": ">",
+    ">=": ">=",
+    "<": "<",
+    "<=": "<=",
+    "=~": "=~",
+    "matches": "=~",
+    "!~": "!~",
+    "not_matches": "!~",
+    "exists": "exists",
+    "not_exists": "!exists",
+    "in": "in",
+    "not_in": "!in",
 }
 _UNARY = frozenset({"exists", "!exists"})
 _LISTS = frozenset({"in", "!in"})
@@ -87,7 +104,7 @@ def tokenize(text: str) -> list[Token]:
     while pos < len(stripped):
         match = _TOKEN.match(stripped, pos)
         if match is None or match.end() == pos:
-            raise ExpressionError(f"unexpected character at {pos}: {stripped[pos:pos + 10]!r}")
+            raise ExpressionError(f"unexpected character at {pos}: {stripped[pos : pos + 10]!r}")
         kind = match.lastgroup or "word"
         tokens.append(Token(kind, match.group(kind)))
         pos = match.end()
@@ -227,8 +244,10 @@ def _compare(actual: str | None, present: bool, node: Comparison) -> bool:
     if not present or actual is None:
         return False
     checks: dict[str, Callable[[float, float], bool]] = {
-        ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
-        "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+        ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b,
+        "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b,
     }
     return _ordered(actual, expected, checks[op])
 
@@ -242,7 +261,7 @@ def evaluate(expr: Expr, facts: Facts) -> bool:
     if isinstance(expr, Or):
         return evaluate(expr.left, facts) or evaluate(expr.right, facts)
     if expr.subject.startswith("attribute:"):
-        name = expr.subject[len("attribute:"):]
+        name = expr.subject[len("attribute:") :]
         present = name in facts.attributes
         return _compare(facts.attributes.get(name), present, expr)
     value = facts.properties.get(expr.subject)

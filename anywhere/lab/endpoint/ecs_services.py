@@ -51,7 +51,7 @@ def reconcile(req: Request, name: str, state: ClusterState) -> None:
             continue
         group = f"service:{service.name}"
         running = [t for t in state.live_tasks() if t.group == group]
-        for task in running[service.desired_count:]:
+        for task in running[service.desired_count :]:
             reason = f"Scaling activity initiated by (deployment ecs-svc/{service.deployment_id})"
             ecs_tasks.stop(req, task, reason, "ServiceSchedulerInitiated")
         missing = service.desired_count - len(running)
@@ -62,12 +62,17 @@ def reconcile(req: Request, name: str, state: ClusterState) -> None:
             placed, failures = ecs_tasks.place(req, name, state, demand, missing)
             if failures:
                 reasons = sorted({f["reason"] for f in failures})
-                _event(req, service, f"(service {service.name}) was unable to place a task "
-                       "because no container instance met all of its requirements. Reasons: "
-                       f"{', '.join(reasons)}. [lab]")
+                _event(
+                    req,
+                    service,
+                    f"(service {service.name}) was unable to place a task "
+                    "because no container instance met all of its requirements. Reasons: "
+                    f"{', '.join(reasons)}. [lab]",
+                )
             elif placed:
-                _event(req, service, f"(service {service.name}) has started {len(placed)} "
-                       "tasks. [lab]")
+                _event(
+                    req, service, f"(service {service.name}) has started {len(placed)} tasks. [lab]"
+                )
         if sum(1 for t in state.live_tasks() if t.group == group) == service.desired_count:
             _event(req, service, f"(service {service.name}) has reached a steady state.")
     sync_cluster_counts(req, name, state)
@@ -153,12 +158,16 @@ class EcsServices:
         # Validates the task definition and constraints before anything is recorded.
         demand = ecs_tasks.demand_for(req, body, "", "")
         service = Service(
-            arn=req.arn("service", f"{name}/{service_name}"), name=service_name, cluster=name,
-            task_definition_arn=demand.task_definition.arn, desired_count=count,
-            created_at=req.now, placement_constraints=list(body.get("placementConstraints")
-                                                           or []),
+            arn=req.arn("service", f"{name}/{service_name}"),
+            name=service_name,
+            cluster=name,
+            task_definition_arn=demand.task_definition.arn,
+            desired_count=count,
+            created_at=req.now,
+            placement_constraints=list(body.get("placementConstraints") or []),
             placement_strategy=list(body.get("placementStrategy") or []),
-            tags=list(body.get("tags") or []), deployment_id=new_id()[:20],
+            tags=list(body.get("tags") or []),
+            deployment_id=new_id()[:20],
         )
         state.services[service_name] = service
         reconcile(req, name, state)
@@ -177,8 +186,11 @@ class EcsServices:
         with_tags = "TAGS" in (body.get("include") or [])
         return {
             "services": [service_json(req, s, state, with_tags) for s in found if s],
-            "failures": [{"arn": ref, "reason": "MISSING"}
-                         for ref, s in zip(refs, found, strict=True) if s is None],
+            "failures": [
+                {"arn": ref, "reason": "MISSING"}
+                for ref, s in zip(refs, found, strict=True)
+                if s is None
+            ],
         }
 
     def update_service(self, req: Request, body: Json, caller: str | None) -> Json | None:
@@ -194,8 +206,12 @@ class EcsServices:
                 service.task_definition_arn = demand.task_definition.arn
                 service.deployment_id = new_id()[:20]
                 for task in [t for t in state.live_tasks() if t.group == f"service:{service.name}"]:
-                    ecs_tasks.stop(req, task, "Deployment replaced the task. [lab]",
-                                   "ServiceSchedulerInitiated")
+                    ecs_tasks.stop(
+                        req,
+                        task,
+                        "Deployment replaced the task. [lab]",
+                        "ServiceSchedulerInitiated",
+                    )
         if body.get("desiredCount") is not None:
             service.desired_count = int(body["desiredCount"])
         reconcile(req, name, state)
@@ -223,7 +239,8 @@ class EcsServices:
         if body.get("launchType") not in (None, "EXTERNAL"):
             arns = []
         arns += [
-            svc.arn for svc in req.backend.services.values()
+            svc.arn
+            for svc in req.backend.services.values()
             if svc.cluster_name == name and svc.status == ACTIVE
         ]
         items, token = page(arns, body, limit=100, default=10)

@@ -40,12 +40,20 @@ NO_INSTANCES = "No Container Instances were found in your cluster."
 MEMBER_OF = "MemberOf placement constraint unsatisfied."
 DISTINCT = "DistinctInstance placement constraint unsatisfied."
 _TD_ARGS = {
-    "volumes": "volumes", "networkMode": "network_mode", "tags": "tags",
+    "volumes": "volumes",
+    "networkMode": "network_mode",
+    "tags": "tags",
     "placementConstraints": "placement_constraints",
-    "requiresCompatibilities": "requires_compatibilities", "cpu": "cpu", "memory": "memory",
-    "taskRoleArn": "task_role_arn", "executionRoleArn": "execution_role_arn",
-    "proxyConfiguration": "proxy_configuration", "runtimePlatform": "runtime_platform",
-    "ipcMode": "ipc_mode", "pidMode": "pid_mode", "ephemeralStorage": "ephemeral_storage",
+    "requiresCompatibilities": "requires_compatibilities",
+    "cpu": "cpu",
+    "memory": "memory",
+    "taskRoleArn": "task_role_arn",
+    "executionRoleArn": "execution_role_arn",
+    "proxyConfiguration": "proxy_configuration",
+    "runtimePlatform": "runtime_platform",
+    "ipcMode": "ipc_mode",
+    "pidMode": "pid_mode",
+    "ephemeralStorage": "ephemeral_storage",
 }
 
 
@@ -80,9 +88,7 @@ def register_task_definition(req: Request, body: Json) -> Json | None:
     td.network_mode = mode
     # awsvpc definitions register but are not EXTERNAL-compatible: placement refuses them.
     td.compatibilities = ["EC2"] + (["EXTERNAL"] if mode in EXTERNAL_MODES else ["FARGATE"])
-    return serialize_moto(
-        "RegisterTaskDefinition", {"taskDefinition": td, "tags": td.tags or []}
-    )
+    return serialize_moto("RegisterTaskDefinition", {"taskDefinition": td, "tags": td.tags or []})
 
 
 def serialize_moto(operation: str, result: Json) -> Json:
@@ -113,9 +119,7 @@ def _host_ports(td: Any) -> tuple[int, ...]:
 
 
 def _container_sum(td: Any, key: str, fallback: str = "") -> int:
-    return sum(
-        int(c.get(key) or c.get(fallback) or 0) for c in td.container_definitions
-    )
+    return sum(int(c.get(key) or c.get(fallback) or 0) for c in td.container_definitions)
 
 
 def _parse_constraints(constraints: Iterable[Json]) -> tuple[list[ecs_placement.Expr], bool]:
@@ -128,8 +132,10 @@ def _parse_constraints(constraints: Iterable[Json]) -> tuple[list[ecs_placement.
         elif kind == "memberOf":
             expression = str(constraint.get("expression") or "")
             if len(expression) > rules.MAX_EXPRESSION:
-                raise invalid(f"The placement constraint expression is {len(expression)} "
-                              f"characters long; the maximum is {rules.MAX_EXPRESSION}.")
+                raise invalid(
+                    f"The placement constraint expression is {len(expression)} "
+                    f"characters long; the maximum is {rules.MAX_EXPRESSION}."
+                )
             try:
                 member_of.append(ecs_placement.parse(expression))
             except ecs_placement.ExpressionError as err:
@@ -147,14 +153,15 @@ def demand_for(req: Request, body: Json, group: str, started_by: str) -> Demand:
         raise invalid("Task definition does not support launch_type EXTERNAL.")
     if body.get("networkConfiguration"):
         raise invalid(
-            "Network Configuration is not valid for the given networkMode of this task "
-            "definition."
+            "Network Configuration is not valid for the given networkMode of this task definition."
         )
     constraints = [*td.placement_constraints, *(body.get("placementConstraints") or [])]
     if len(constraints) > rules.MAX_CONSTRAINTS:
         # The limit counts the task definition's constraints and the request's together.
-        raise invalid(f"{len(constraints)} placement constraints for the task; you can "
-                      f"specify up to {rules.MAX_CONSTRAINTS}.")
+        raise invalid(
+            f"{len(constraints)} placement constraints for the task; you can "
+            f"specify up to {rules.MAX_CONSTRAINTS}."
+        )
     member_of, distinct = _parse_constraints(constraints)
     return Demand(
         task_definition=td,
@@ -179,8 +186,11 @@ def reject_reason(
     verdicts = (
         ("AGENT", not connected(instance, req)),
         (MEMBER_OF, not all(ecs_placement.evaluate(expr, seen) for expr in demand.member_of)),
-        (DISTINCT, demand.distinct
-         and any(t.group == demand.group for t in state.live_tasks(instance.arn))),
+        (
+            DISTINCT,
+            demand.distinct
+            and any(t.group == demand.group for t in state.live_tasks(instance.arn)),
+        ),
         ("RESOURCE:CPU", demand.cpu > cpu),
         ("RESOURCE:MEMORY", demand.memory > memory),
         ("RESOURCE:PORTS", bool(ports & set(demand.host_ports))),
@@ -188,8 +198,9 @@ def reject_reason(
     return next((reason for reason, failed in verdicts if failed), None)
 
 
-def create_task(req: Request, name: str, state: ClusterState, instance: ContainerInstance,
-                demand: Demand) -> Task:
+def create_task(
+    req: Request, name: str, state: ClusterState, instance: ContainerInstance, demand: Demand
+) -> Task:
     td = demand.task_definition
     task_id = new_id()
     arn = req.arn("task", f"{name}/{task_id}")
@@ -201,9 +212,12 @@ def create_task(req: Request, name: str, state: ClusterState, instance: Containe
             "image": c.get("image"),
             "lastStatus": RUNNING,
             "networkBindings": [
-                {"bindIP": "0.0.0.0", "containerPort": m.get("containerPort"),
-                 "hostPort": m.get("hostPort") or m.get("containerPort"),
-                 "protocol": m.get("protocol", "tcp")}
+                {
+                    "bindIP": "0.0.0.0",
+                    "containerPort": m.get("containerPort"),
+                    "hostPort": m.get("hostPort") or m.get("containerPort"),
+                    "protocol": m.get("protocol", "tcp"),
+                }
                 for m in c.get("portMappings") or []
             ],
             "networkInterfaces": [],
@@ -213,17 +227,27 @@ def create_task(req: Request, name: str, state: ClusterState, instance: Containe
         for c in td.container_definitions
     ]
     task = Task(
-        arn=arn, cluster=name, task_definition_arn=td.arn, container_instance_arn=instance.arn,
-        group=demand.group, started_by=demand.started_by, created_at=req.now, cpu=demand.cpu,
-        memory=demand.memory, host_ports=demand.host_ports, containers=containers,
-        overrides=demand.overrides, tags=list(demand.tags),
+        arn=arn,
+        cluster=name,
+        task_definition_arn=td.arn,
+        container_instance_arn=instance.arn,
+        group=demand.group,
+        started_by=demand.started_by,
+        created_at=req.now,
+        cpu=demand.cpu,
+        memory=demand.memory,
+        host_ports=demand.host_ports,
+        containers=containers,
+        overrides=demand.overrides,
+        tags=list(demand.tags),
     )
     state.tasks[task_id] = task
     return task
 
 
-def place(req: Request, name: str, state: ClusterState, demand: Demand,
-          count: int) -> tuple[list[Task], list[Json]]:
+def place(
+    req: Request, name: str, state: ClusterState, demand: Demand, count: int
+) -> tuple[list[Task], list[Json]]:
     """Place `count` tasks, spreading over the least-busy instances that satisfy `demand`."""
     candidates = [ci for ci in state.instances.values() if ci.status == ACTIVE]
     if not candidates:
@@ -292,8 +316,10 @@ def task_json(req: Request, task: Task, with_tags: bool) -> Json:
     }
     if task.stopped_at is not None:
         out.update(
-            stoppedReason=task.stopped_reason, stopCode=task.stop_code,
-            stoppingAt=task.stopped_at, stoppedAt=task.stopped_at,
+            stoppedReason=task.stopped_reason,
+            stopCode=task.stop_code,
+            stoppingAt=task.stopped_at,
+            stoppedAt=task.stopped_at,
             executionStoppedAt=task.stopped_at,
         )
     if with_tags:
@@ -328,14 +354,16 @@ class EcsTasks:
             return None
         if not 1 <= len(refs) <= 10:
             raise invalid("containerInstances must list between 1 and 10 instances.")
-        demand = demand_for(req, {**body, "placementConstraints": []}, "",
-                            str(body.get("startedBy") or ""))
+        demand = demand_for(
+            req, {**body, "placementConstraints": []}, "", str(body.get("startedBy") or "")
+        )
         tasks: list[Json] = []
         failures: list[Json] = []
         for ref, instance in zip(refs, targets, strict=True):
             if instance is None or instance.status != ACTIVE:
-                failures.append({"arn": ref, "reason": "MISSING" if instance is None
-                                 else "INACTIVE"})
+                failures.append(
+                    {"arn": ref, "reason": "MISSING" if instance is None else "INACTIVE"}
+                )
                 continue
             reason = reject_reason(req, state, instance, demand)
             if reason is not None and reason not in (MEMBER_OF, DISTINCT):
@@ -359,7 +387,8 @@ class EcsTasks:
             "tasks": [task_json(req, t, with_tags) for t in found if t is not None],
             "failures": [
                 {"arn": ref, "reason": "MISSING"}
-                for ref, t in zip(refs, found, strict=True) if t is None
+                for ref, t in zip(refs, found, strict=True)
+                if t is None
             ],
         }
 
@@ -376,8 +405,9 @@ class EcsTasks:
         if instance:
             checks.append(lambda t: last_part(t.container_instance_arn) == last_part(instance))
         if body.get("family"):
-            checks.append(lambda t: last_part(t.task_definition_arn).split(":")[0]
-                          == body["family"])
+            checks.append(
+                lambda t: last_part(t.task_definition_arn).split(":")[0] == body["family"]
+            )
         if body.get("startedBy"):
             checks.append(lambda t: t.started_by == body["startedBy"])
         if service:
@@ -399,8 +429,7 @@ class EcsTasks:
         self._after_change(req, name)
         return {"task": task_json(req, task, False)}
 
-    def submit_task_state_change(self, req: Request, body: Json,
-                                 caller: str | None) -> Json | None:
+    def submit_task_state_change(self, req: Request, body: Json, caller: str | None) -> Json | None:
         """The agent reporting a task it ran as STOPPED (its essential container exited)."""
         if not caller:
             return None
@@ -411,11 +440,17 @@ class EcsTasks:
             raise invalid(f"Task {body.get('task')} not found in cluster {name}.")
         instance = find_instance(state, task.container_instance_arn)
         if instance is None or instance.ec2_instance_id != caller:
-            raise EcsError("AccessDeniedException", "[lab] the task does not run on the "
-                           "caller's container instance")
+            raise EcsError(
+                "AccessDeniedException",
+                "[lab] the task does not run on the caller's container instance",
+            )
         if body.get("status") == STOPPED:
-            stop(req, task, str(body.get("reason") or "Essential container in task exited"),
-                 "EssentialContainerExited")
+            stop(
+                req,
+                task,
+                str(body.get("reason") or "Essential container in task exited"),
+                "EssentialContainerExited",
+            )
             sync_cluster_counts(req, name, state)
             self._after_change(req, name)
         return {"acknowledgment": "true"}

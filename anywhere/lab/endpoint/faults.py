@@ -36,8 +36,11 @@ class FaultRule:
     match: tuple[tuple[str, str], ...] = ()
 
     def matches(self, action: str, account: str, params: dict[str, Any]) -> bool:
-        return (self.action == action and self.account in (None, account)
-                and all(params.get(key) == value for key, value in self.match))
+        return (
+            self.action == action
+            and self.account in (None, account)
+            and all(params.get(key) == value for key, value in self.match)
+        )
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,21 @@ def parse_rule(spec: dict[str, Any], rule_id: int) -> FaultRule:
         raise FaultSpecError("'account' must be a string")
     match = spec.get("match") or {}
     if not isinstance(match, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in match.items()):
+        isinstance(k, str) and isinstance(v, str) for k, v in match.items()
+    ):
         raise FaultSpecError("'match' must map parameter names to strings")
     if kind == "expire" and action != "CreateActivation":
         raise FaultSpecError("an expire rule applies to CreateActivation only")
-    return FaultRule(rule_id, action, str(kind), count, latency_ms, int(status), account,
-                     tuple(sorted(match.items())))
+    return FaultRule(
+        rule_id,
+        action,
+        str(kind),
+        count,
+        latency_ms,
+        int(status),
+        account,
+        tuple(sorted(match.items())),
+    )
 
 
 class FaultTable:
@@ -110,13 +122,16 @@ class FaultTable:
         request; `params` are its top-level parameters."""
         found = params or {}
         with self._lock:
-            latency, error, expire = (self._consume(action, account, found, slot)
-                                      for slot in ("latency", "error", "expire"))
+            latency, error, expire = (
+                self._consume(action, account, found, slot)
+                for slot in ("latency", "error", "expire")
+            )
         delay = latency.latency_ms / 1000.0 if latency else 0.0
         return FaultHit(delay_s=delay, error=error, expire=expire is not None)
 
-    def _consume(self, action: str, account: str, params: dict[str, Any],
-                 slot: str) -> FaultRule | None:
+    def _consume(
+        self, action: str, account: str, params: dict[str, Any], slot: str
+    ) -> FaultRule | None:
         for i, rule in enumerate(self._rules):
             if _SLOTS[rule.kind] != slot or not rule.matches(action, account, params):
                 continue

@@ -19,8 +19,10 @@ MAX_SSM_TAGS = 50
 # ECS Attribute: name 1-128 of letters, digits, `-_/\.`; value 1-128 of letters, digits,
 # `-_.@/\:` and spaces, not at either end.
 ECS_ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_./\\-]{1,128}")
-ECS_ATTRIBUTE_VALUE = re.compile(r"[A-Za-z0-9_.@/\\:-](?:[A-Za-z0-9_.@/\\: -]{0,126}"
-                                 r"[A-Za-z0-9_.@/\\:-])?")
+ECS_ATTRIBUTE_VALUE = re.compile(
+    r"[A-Za-z0-9_.@/\\:-](?:[A-Za-z0-9_.@/\\: -]{0,126}"
+    r"[A-Za-z0-9_.@/\\:-])?"
+)
 MAX_CUSTOM_ATTRIBUTES = 10
 # Attributes the agent reports about itself; they do not count against the custom limit.
 BUILTIN_PREFIXES = ("ecs.", "com.amazonaws.ecs.")
@@ -32,24 +34,27 @@ MAX_STATE_CHANGES = 10
 
 def ssm_text_ok(text: str) -> bool:
     """True when every character is a letter, separator or number (any script) or `_.:/=+-@`."""
-    return all(ch in _SSM_EXTRA or unicodedata.category(ch)[0] in _SSM_CATEGORIES
-               for ch in text)
+    return all(ch in _SSM_EXTRA or unicodedata.category(ch)[0] in _SSM_CATEGORIES for ch in text)
 
 
 def constraint_message(value: str, member: str, constraint: str) -> str:
     """The wording of AWS's request validation failures (ValidationException)."""
-    return (f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
-            f"constraint: {constraint}")
+    return (
+        f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
+        f"constraint: {constraint}"
+    )
 
 
 def ssm_text_problem(value: str, member: str, low: int, high: int) -> str | None:
     """Why `value` breaks SSM's length or pattern rule for `member`, or None."""
     if not low <= len(value) <= high:
-        return constraint_message(value, member, f"Member must have length between {low} and "
-                                  f"{high}")
+        return constraint_message(
+            value, member, f"Member must have length between {low} and {high}"
+        )
     if not ssm_text_ok(value):
-        return constraint_message(value, member, "Member must satisfy regular expression "
-                                  f"pattern: {SSM_TEXT_PATTERN}")
+        return constraint_message(
+            value, member, f"Member must satisfy regular expression pattern: {SSM_TEXT_PATTERN}"
+        )
     return None
 
 
@@ -60,12 +65,16 @@ def is_custom_attribute(name: str) -> bool:
 def ecs_attribute_problem(name: str, value: str | None) -> str | None:
     """Why an ECS attribute is refused (InvalidParameterException), or None."""
     if not ECS_ATTRIBUTE_NAME.fullmatch(name):
-        return (f"Attribute name {name!r} is invalid: 1-128 letters, numbers, hyphens, "
-                "underscores, forward slashes, back slashes or periods.")
+        return (
+            f"Attribute name {name!r} is invalid: 1-128 letters, numbers, hyphens, "
+            "underscores, forward slashes, back slashes or periods."
+        )
     if value is not None and not ECS_ATTRIBUTE_VALUE.fullmatch(value):
-        return (f"Attribute value {value!r} of {name!r} is invalid: 1-128 letters, numbers, "
-                "hyphens, underscores, periods, at signs, forward slashes, back slashes, "
-                "colons or spaces (not at either end).")
+        return (
+            f"Attribute value {value!r} of {name!r} is invalid: 1-128 letters, numbers, "
+            "hyphens, underscores, periods, at signs, forward slashes, back slashes, "
+            "colons or spaces (not at either end)."
+        )
     return None
 
 
@@ -75,9 +84,13 @@ def ecs_tags_problem(tags: list[tuple[str, str]]) -> str | None:
         return f"A resource can have at most {MAX_ECS_TAGS} tags, not {len(tags)}."
     for key, value in tags:
         if not 1 <= len(key) <= 128 or not ssm_text_ok(key) or key.lower().startswith("aws:"):
-            return (f"Tag key {key!r} is invalid: 1-128 letters, numbers, spaces or "
-                    "'+-=._:/@', and not starting with 'aws:'.")
+            return (
+                f"Tag key {key!r} is invalid: 1-128 letters, numbers, spaces or "
+                "'+-=._:/@', and not starting with 'aws:'."
+            )
         if len(value) > 256 or not ssm_text_ok(value):
-            return (f"Tag value {value!r} of {key!r} is invalid: up to 256 letters, numbers, "
-                    "spaces or '+-=._:/@'.")
+            return (
+                f"Tag value {value!r} of {key!r} is invalid: up to 256 letters, numbers, "
+                "spaces or '+-=._:/@'."
+            )
     return None

@@ -36,7 +36,10 @@ _ECS_MODULE = "anywhere.lab.endpoint.ecs_external"
 # The moto internals this package builds on; a moto upgrade that drops one must fail here.
 _MOTO_INTERNALS = {
     "moto.moto_server.werkzeug_app": (
-        "DomainDispatcherApplication", "create_backend_app", "MotoRequestHandler"),
+        "DomainDispatcherApplication",
+        "create_backend_app",
+        "MotoRequestHandler",
+    ),
     "moto.iam.models": ("get_account_id_from", "iam_backends"),
     "moto.ecs.models": ("ecs_backends",),
     "moto.settings": ("load_iam_aws_managed_policies",),
@@ -54,7 +57,8 @@ def check_moto() -> None:
         raise EnvironmentProblem("the lab needs moto: pip install 'anywhere[lab]'") from exc
     if moto.__version__ != PINNED_MOTO:
         raise EnvironmentProblem(
-            f"the lab endpoint is built for moto {PINNED_MOTO}, found {moto.__version__}")
+            f"the lab endpoint is built for moto {PINNED_MOTO}, found {moto.__version__}"
+        )
     for module_name, names in _MOTO_INTERNALS.items():
         try:
             module = importlib.import_module(module_name)
@@ -79,8 +83,9 @@ def _load_ecs(ssm: SsmHybrid, heartbeat_timeout_s: float) -> EcsHandler | None:
     return ecs
 
 
-def build_app(heartbeat_timeout_s: float, log: logging.Logger,
-              iam_delay_s: float = DEFAULT_IAM_DELAY_S) -> LabApp:
+def build_app(
+    heartbeat_timeout_s: float, log: logging.Logger, iam_delay_s: float = DEFAULT_IAM_DELAY_S
+) -> LabApp:
     check_moto()
     from moto.iam.models import get_account_id_from, iam_backends
     from moto.settings import load_iam_aws_managed_policies
@@ -120,8 +125,13 @@ def _write_pid(path: Path) -> None:
     tmp.replace(path)
 
 
-def serve(binds: Sequence[str], port: int, state_dir: Path, heartbeat_timeout_s: float,
-          iam_delay_s: float = DEFAULT_IAM_DELAY_S) -> None:
+def serve(
+    binds: Sequence[str],
+    port: int,
+    state_dir: Path,
+    heartbeat_timeout_s: float,
+    iam_delay_s: float = DEFAULT_IAM_DELAY_S,
+) -> None:
     """Serve until SIGTERM/SIGINT (the body of `python -m anywhere.lab.endpoint`)."""
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import make_server
@@ -150,8 +160,13 @@ def serve(binds: Sequence[str], port: int, state_dir: Path, heartbeat_timeout_s:
     for t in threads:
         t.start()
     _write_pid(state_dir / PID_FILE)
-    log.info("serving on %s port %d (heartbeat timeout %.1fs, IAM delay %.1fs)",
-             ",".join(binds), port, heartbeat_timeout_s, iam_delay_s)
+    log.info(
+        "serving on %s port %d (heartbeat timeout %.1fs, IAM delay %.1fs)",
+        ",".join(binds),
+        port,
+        heartbeat_timeout_s,
+        iam_delay_s,
+    )
     try:
         stop.wait()
     finally:
@@ -209,8 +224,14 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def start(state_dir: Path, binds: Sequence[str], port: int, heartbeat_timeout_s: float = 30.0,
-          timeout_s: float = 90.0, iam_delay_s: float | None = None) -> EndpointProcess:
+def start(
+    state_dir: Path,
+    binds: Sequence[str],
+    port: int,
+    heartbeat_timeout_s: float = 30.0,
+    timeout_s: float = 90.0,
+    iam_delay_s: float | None = None,
+) -> EndpointProcess:
     """Start the endpoint process and wait until every bind address answers.
 
     `iam_delay_s`: how long a new IAM role stays invisible to CreateActivation (default
@@ -218,8 +239,17 @@ def start(state_dir: Path, binds: Sequence[str], port: int, heartbeat_timeout_s:
     if not binds:
         raise EnvironmentProblem("the lab endpoint needs at least one bind address")
     state_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", _MODULE, "--port", str(port), "--state-dir", str(state_dir),
-           "--heartbeat-timeout", str(heartbeat_timeout_s)]
+    cmd = [
+        sys.executable,
+        "-m",
+        _MODULE,
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state_dir),
+        "--heartbeat-timeout",
+        str(heartbeat_timeout_s),
+    ]
     if iam_delay_s is not None:
         cmd += ["--iam-delay", str(iam_delay_s)]
     for b in binds:
@@ -228,20 +258,28 @@ def start(state_dir: Path, binds: Sequence[str], port: int, heartbeat_timeout_s:
     out_path = state_dir / OUT_FILE
     with out_path.open("ab") as out:
         # Its own session: the endpoint outlives `lab up` and ignores the terminal's Ctrl-C.
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     endpoint = EndpointProcess(proc.pid, tuple(_url(b, port) for b in binds), state_dir, proc)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise EnvironmentProblem(
-                f"the lab endpoint exited with status {proc.returncode}:\n{_tail(out_path)}")
+                f"the lab endpoint exited with status {proc.returncode}:\n{_tail(out_path)}"
+            )
         if all(_answers(u, proc.pid) for u in endpoint.urls):
             return endpoint
         time.sleep(0.2)
     endpoint.stop()
     raise EnvironmentProblem(
-        f"the lab endpoint did not answer within {timeout_s:.0f}s:\n{_tail(out_path)}")
+        f"the lab endpoint did not answer within {timeout_s:.0f}s:\n{_tail(out_path)}"
+    )
 
 
 def _running_pid(state_dir: Path) -> int | None:

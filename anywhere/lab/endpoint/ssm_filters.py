@@ -29,8 +29,9 @@ _PING_STATUSES = frozenset({"Online", "ConnectionLost", "Inactive"})
 
 def instance_filters(body: dict[str, Any]) -> Iterable[Predicate]:
     """Predicates from both the legacy `InstanceInformationFilterList` and `Filters`."""
-    pairs = [(f.get("key"), f.get("valueSet")) for f in body.get("InstanceInformationFilterList")
-             or []]
+    pairs = [
+        (f.get("key"), f.get("valueSet")) for f in body.get("InstanceInformationFilterList") or []
+    ]
     pairs += [(f.get("Key"), f.get("Values")) for f in body.get("Filters") or []]
     for key, raw_values in pairs:
         values = frozenset(str(v) for v in raw_values or [])
@@ -41,10 +42,18 @@ def instance_filters(body: dict[str, Any]) -> Iterable[Predicate]:
 
 def filtered_ids(body: dict[str, Any]) -> list[str]:
     """The ids named by an InstanceIds filter of either kind, in order."""
-    ids = [str(v) for f in body.get("InstanceInformationFilterList") or []
-           if f.get("key") == "InstanceIds" for v in f.get("valueSet") or []]
-    ids += [str(v) for f in body.get("Filters") or []
-            if f.get("Key") == "InstanceIds" for v in f.get("Values") or []]
+    ids = [
+        str(v)
+        for f in body.get("InstanceInformationFilterList") or []
+        if f.get("key") == "InstanceIds"
+        for v in f.get("valueSet") or []
+    ]
+    ids += [
+        str(v)
+        for f in body.get("Filters") or []
+        if f.get("Key") == "InstanceIds"
+        for v in f.get("Values") or []
+    ]
     return list(dict.fromkeys(ids))
 
 

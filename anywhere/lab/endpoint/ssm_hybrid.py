@@ -41,16 +41,28 @@ TOKEN_LIFETIME_S = 3600
 AGENT_ACTIONS = frozenset(
     {"RegisterManagedInstance", "RequestManagedInstanceRoleToken", "UpdateInstanceInformation"}
 )
-_CLIENT_ACTIONS = frozenset({
-    "CreateActivation", "DescribeActivations", "DeleteActivation",
-    "DescribeInstanceInformation", "DeregisterManagedInstance",
-})
+_CLIENT_ACTIONS = frozenset(
+    {
+        "CreateActivation",
+        "DescribeActivations",
+        "DeleteActivation",
+        "DescribeInstanceInformation",
+        "DeregisterManagedInstance",
+    }
+)
 _TAG_ACTIONS = frozenset({"AddTagsToResource", "ListTagsForResource", "RemoveTagsFromResource"})
 _TAGGABLE = frozenset({"ManagedInstance", "Activation"})
 _CODE_ALPHABET = string.ascii_letters + string.digits
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
-_AGENT_FIELDS = ("AgentName", "AgentVersion", "PlatformName", "PlatformType", "PlatformVersion",
-                 "IPAddress", "ComputerName")
+_AGENT_FIELDS = (
+    "AgentName",
+    "AgentVersion",
+    "PlatformName",
+    "PlatformType",
+    "PlatformVersion",
+    "IPAddress",
+    "ComputerName",
+)
 
 
 class Roles(Protocol):
@@ -96,8 +108,13 @@ class InstanceRecord:
 class SsmHybrid:
     """The SSM hybrid state of every account and region, behind one lock."""
 
-    def __init__(self, clock: Callable[[], float], heartbeat_timeout_s: float, roles: Roles,
-                 iam_delay_s: float = DEFAULT_IAM_DELAY_S) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        heartbeat_timeout_s: float,
+        roles: Roles,
+        iam_delay_s: float = DEFAULT_IAM_DELAY_S,
+    ) -> None:
         self._clock = clock
         self._heartbeat_timeout_s = heartbeat_timeout_s
         self._roles = roles
@@ -172,8 +189,13 @@ class SsmHybrid:
             return {
                 "activations": [self._audit_activation(a, now) for a in acts],
                 "managed_instances": [
-                    {**self._describe(i, now), "AccountId": i.account, "Region": i.region,
-                     "Deregistered": i.deregistered, "Tags": tags_out(i.tags)}
+                    {
+                        **self._describe(i, now),
+                        "AccountId": i.account,
+                        "Region": i.region,
+                        "Deregistered": i.deregistered,
+                        "Tags": tags_out(i.tags),
+                    }
                     for i in insts
                 ],
             }
@@ -192,14 +214,17 @@ class SsmHybrid:
         name = str(body.get("DefaultInstanceName", ""))
         description = str(body.get("Description", ""))
         tags = _valid_tags(tags_in(body.get("Tags")), "tags")
-        for problem in (_too_long(iam_role, "iamRole", 64),
-                        _too_long(description, "description", 256),
-                        rules.ssm_text_problem(name, "defaultInstanceName", 0, 256)):
+        for problem in (
+            _too_long(iam_role, "iamRole", 64),
+            _too_long(description, "description", 256),
+            rules.ssm_text_problem(name, "defaultInstanceName", 0, 256),
+        ):
             if problem:
                 raise ApiError("ValidationException", problem)
         if len(dict(tags)) > rules.MAX_SSM_TAGS:
-            raise ApiError("InvalidParameters",
-                           f"A resource can have at most {rules.MAX_SSM_TAGS} tags")
+            raise ApiError(
+                "InvalidParameters", f"A resource can have at most {rules.MAX_SSM_TAGS} tags"
+            )
         limit = body.get("RegistrationLimit", 1)
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise ApiError("ValidationException", "RegistrationLimit must be between 1 and 1000")
@@ -239,7 +264,8 @@ class SsmHybrid:
         items = [
             self._describe_activation(a, now)
             for a in self._activations.values()
-            if (a.account, a.region) == (ctx.account, ctx.region) and not a.deleted
+            if (a.account, a.region) == (ctx.account, ctx.region)
+            and not a.deleted
             and a.activation_id in wanted.get("ActivationIds", {a.activation_id})
             and a.default_name in wanted.get("DefaultInstanceName", {a.default_name})
             and a.iam_role in wanted.get("IamRole", {a.iam_role})
@@ -321,8 +347,11 @@ class SsmHybrid:
             raise ApiError("MachineFingerprintDoesNotMatch", "Fingerprint does not match")
         key = "ASIA" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(16))
         # Earlier keys stay valid until they expire, as STS credentials do.
-        issued = IssuedKey(secrets.token_urlsafe(30)[:40], secrets.token_urlsafe(96),
-                           self._clock() + TOKEN_LIFETIME_S)
+        issued = IssuedKey(
+            secrets.token_urlsafe(30)[:40],
+            secrets.token_urlsafe(96),
+            self._clock() + TOKEN_LIFETIME_S,
+        )
         self._keys[key] = (rec.instance_id, issued)
         return {
             "AccessKeyId": key,
@@ -353,8 +382,10 @@ class SsmHybrid:
 
     def _live_instance(self, instance_id: str, ctx: CallContext | None = None) -> InstanceRecord:
         rec = self._instances.get(instance_id)
-        if rec is None or rec.deregistered or (
-            ctx is not None and (rec.account, rec.region) != (ctx.account, ctx.region)
+        if (
+            rec is None
+            or rec.deregistered
+            or (ctx is not None and (rec.account, rec.region) != (ctx.account, ctx.region))
         ):
             raise ApiError("InvalidInstanceId", f"Instance Id {instance_id} is not valid")
         return rec
@@ -365,11 +396,14 @@ class SsmHybrid:
         self, body: dict[str, Any], ctx: CallContext
     ) -> dict[str, Any]:
         preds = list(instance_filters(body))
-        unknown = [mi for mi in filtered_ids(body) if not self.is_registered(
-            ctx.account, ctx.region, mi)]
+        unknown = [
+            mi for mi in filtered_ids(body) if not self.is_registered(ctx.account, ctx.region, mi)
+        ]
         if unknown:
-            raise ApiError("InvalidInstanceId",
-                           f"Instance Id {', '.join(unknown)} is not valid for this account")
+            raise ApiError(
+                "InvalidInstanceId",
+                f"Instance Id {', '.join(unknown)} is not valid for this account",
+            )
         now = self._clock()
         items = []
         for rec in self._instances.values():
@@ -430,12 +464,19 @@ class SsmHybrid:
         rec = self._tagged(body, ctx)
         added = _valid_tags(tags_in(body.get("Tags")), "tags")
         if not added:
-            raise ApiError("ValidationException", rules.constraint_message(
-                "[]", "tags", "Member must have length greater than or equal to 1"))
+            raise ApiError(
+                "ValidationException",
+                rules.constraint_message(
+                    "[]", "tags", "Member must have length greater than or equal to 1"
+                ),
+            )
         merged = merge_tags(rec.tags, added)
         if len(merged) > rules.MAX_SSM_TAGS:
-            raise ApiError("TooManyTagsError", f"The resource {rec_id(rec)} would have "
-                           f"{len(merged)} tags; at most {rules.MAX_SSM_TAGS} are allowed")
+            raise ApiError(
+                "TooManyTagsError",
+                f"The resource {rec_id(rec)} would have "
+                f"{len(merged)} tags; at most {rules.MAX_SSM_TAGS} are allowed",
+            )
         self._store(replace(rec, tags=merged))
         return {}
 
@@ -456,15 +497,17 @@ def rec_id(rec: ActivationRecord | InstanceRecord) -> str:
 def _too_long(value: str, member: str, high: int) -> str | None:
     if len(value) <= high:
         return None
-    return rules.constraint_message(value, member, f"Member must have length less than or "
-                                    f"equal to {high}")
+    return rules.constraint_message(
+        value, member, f"Member must have length less than or equal to {high}"
+    )
 
 
 def _valid_tags(tags: Tags, member: str) -> Tags:
     """SSM's TagKey (1-128) and TagValue (0-256) rules, checked as AWS checks them."""
     for i, (key, value) in enumerate(tags, start=1):
-        problem = (rules.ssm_text_problem(key, f"{member}.{i}.member.key", 1, 128)
-                   or rules.ssm_text_problem(value, f"{member}.{i}.member.value", 0, 256))
+        problem = rules.ssm_text_problem(
+            key, f"{member}.{i}.member.key", 1, 128
+        ) or rules.ssm_text_problem(value, f"{member}.{i}.member.value", 0, 256)
         if problem:
             raise ApiError("ValidationException", problem)
     return tags

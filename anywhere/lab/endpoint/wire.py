@@ -50,8 +50,13 @@ def decode_token(token: Any) -> int:
     return offset
 
 
-def page(items: list[dict[str, Any]], body: dict[str, Any], key: str, limits: tuple[int, int],
-         default: int) -> dict[str, Any]:
+def page(
+    items: list[dict[str, Any]],
+    body: dict[str, Any],
+    key: str,
+    limits: tuple[int, int],
+    default: int,
+) -> dict[str, Any]:
     """Cut one page out of `items` by MaxResults/NextToken, AWS-style."""
     size = body.get("MaxResults", default)
     low, high = limits

@@ -2,12 +2,13 @@
 is one AWS could give, judged by botocore's output shapes (and, for the agents' private SSM calls
 botocore does not ship, by shapes written from the SSM agent's SDK).
 
-The calls are found in the code, not listed by hand: every `_api.call`/`_api.pages` in
+The calls are found in the code, not listed by hand: every `_api.call`/`pages`/`tolerant` in
 `anywhere/aws/` and every action the lab agents send. A call with no answer checked here fails.
 """
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import logging
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 CLUSTER = "conformance"
 READY = "anywhere.ready"
-_CALL_SITE = re.compile(r"_api\.(?:call|pages)\(\s*self\._c\.(\w+),\s*\"(\w+)\"")
+_CALLERS = frozenset({"call", "pages", "tolerant"})
 _AGENT_CALL = re.compile(r"\"AmazonSSM\.(\w+)\"|f\"\{ECS\}\.(\w+)\"")
 
 
@@ -73,15 +74,41 @@ COMMON_ERRORS = frozenset(
 
 
 def tool_actions() -> set[tuple[str, str]]:
-    """(service, operation) of every AWS call in `anywhere/aws/`; each call site must parse."""
+    """(service, operation) of every AWS call in `anywhere/aws/`; each call site must parse.
+
+    A site is `self._api.<call|pages|tolerant>(<client>.<method>, ...)` where the client is
+    `self._c.<service>` or a local named after its service; botocore names the operation.
+    """
     found: set[tuple[str, str]] = set()
     for path in sorted((ROOT / "anywhere" / "aws").glob("*.py")):
-        text = path.read_text()
-        sites = text.count("_api.call(") + text.count("_api.pages(")
-        matches = _CALL_SITE.findall(text)
-        assert len(matches) == sites, f"{path.name}: a call site this test cannot read"
-        found |= set(matches)
+        for node in ast.walk(ast.parse(path.read_text())):
+            func = node.func if isinstance(node, ast.Call) else None
+            if not (isinstance(func, ast.Attribute) and func.attr in _CALLERS):
+                continue
+            if not (isinstance(func.value, ast.Attribute) and func.value.attr == "_api"):
+                continue
+            assert isinstance(node, ast.Call)
+            site = _operation(node.args[0] if node.args else None)
+            assert site is not None, f"{path.name}:{node.lineno}: a call site this test cannot read"
+            found.add(site)
+    assert found, "no AWS call found in anywhere/aws/"
     return found
+
+
+def _operation(method: ast.expr | None) -> tuple[str, str] | None:
+    if not isinstance(method, ast.Attribute):
+        return None
+    client = method.value
+    if isinstance(client, ast.Attribute):
+        service = client.attr
+    elif isinstance(client, ast.Name):
+        service = client.id
+    else:
+        return None
+    model = botocore.session.get_session().get_service_model(service)
+    names = {botocore.xform_name(op): op for op in model.operation_names}
+    operation = names.get(method.attr)
+    return (service, operation) if operation else None
 
 
 def agent_actions() -> set[tuple[str, str]]:

@@ -114,6 +114,21 @@ class Cursor:
         self.phase = phase
         self.control.enter(self.host, phase)
 
+    def failed(self, failure: FailureClass, reason: str, hint: str) -> HostOutcome:
+        """The host's FAILED outcome, in the phase it reached, with what it has learnt."""
+        return HostOutcome(
+            host=self.host,
+            status=Status.FAILED,
+            phase=self.phase,
+            failure=failure,
+            reason=reason,
+            hint=hint,
+            instance_id=self.instance_id,
+            container_instance_arn=self.container_arn,
+            decision=self.decision,
+            checks=self.checks,
+        )
+
 
 def guarded(
     host: Host, control: RunControl, journal: Journal, body: Callable[[Cursor], HostOutcome]
@@ -127,18 +142,7 @@ def guarded(
         journal.event(host.name, cursor.phase.value, "failed", exc.reason)
         # AWS throttling or 5xx past the retry budget fails the hosts it met, not the fleet.
         cls = failure_class(exc) if isinstance(exc, HostError) else FailureClass.AWS
-        outcome = HostOutcome(
-            host=host.name,
-            status=Status.FAILED,
-            phase=cursor.phase,
-            failure=cls,
-            reason=exc.reason,
-            hint=exc.hint,
-            instance_id=cursor.instance_id,
-            container_instance_arn=cursor.container_arn,
-            decision=cursor.decision,
-            checks=cursor.checks,
-        )
+        outcome = cursor.failed(cls, exc.reason, exc.hint)
     except Cancelled:
         journal.event(host.name, cursor.phase.value, "interrupted", "run interrupted")
         outcome = HostOutcome(

@@ -223,16 +223,7 @@ def _refusable(ctx: Context, options: DeregisterOptions, host: Host, cursor: Cur
         return _deregister(ctx, options, host, cursor)
     except DeregisterRefused as exc:
         ctx.journal.event(host.name, cursor.phase.value, "refused", exc.reason)
-        return HostOutcome(
-            host=host.name,
-            status=Status.FAILED,
-            phase=cursor.phase,
-            failure=FailureClass.DEREGISTER,
-            reason=exc.reason,
-            hint=exc.hint,
-            instance_id=cursor.instance_id,
-            container_instance_arn=cursor.container_arn,
-        )
+        return cursor.failed(FailureClass.DEREGISTER, exc.reason, exc.hint)
 
 
 def _deregister(

@@ -27,25 +27,12 @@ from anywhere.settings import Settings
 from anywhere.transport import Transport
 from tests.unit.cli_run import Cli
 from tests.unit.fakes import FakeAws, as_aws
+from tests.unit.test_report import HOST_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "inventory" / "example.yml"
 WEB01 = "web01.example.internal"
 
-HOST_KEYS = [
-    "host",
-    "status",
-    "phase",
-    "class",
-    "reason",
-    "hint",
-    "duration_s",
-    "decision",
-    "instance_id",
-    "container_instance_arn",
-    "agent_versions",
-    "checks",
-]
 DOCUMENT_KEYS = ["run_id", "command", "started_at", "finished_at", "counts", "hosts"]
 
 

@@ -24,6 +24,7 @@ from anywhere.errors import InventoryError, Problem
 from anywhere.inventory._ansible import (
     READERS,
     VARS_DIRS,
+    Unparsed,
     find_binary,
     list_inventory,
     needs_ansible,
@@ -109,8 +110,7 @@ def load_with_secrets(
     return LoadedInventory(inventory, MappingProxyType(dict(resolved.become_passwords)))
 
 
-def _read_tree(path: Path, ctx: PathBase, env: Mapping[str, str]) -> tuple[Tree, bool]:
-    """The parsed inventory, and whether ansible-inventory produced it."""
+def _reader(env: Mapping[str, str]) -> str:
     choice = env.get("ANYWHERE_INVENTORY_READER", "auto") or "auto"
     if choice not in READERS:
         raise InventoryError(
@@ -122,26 +122,50 @@ def _read_tree(path: Path, ctx: PathBase, env: Mapping[str, str]) -> tuple[Tree,
                 )
             ]
         )
-    wanted = choice == "ansible" or (choice == "auto" and needs_ansible(path))
-    binary = find_binary(env) if wanted else None
-    if binary is None:
-        if wanted:
-            raise InventoryError(
-                [
-                    Problem(
-                        str(path),
-                        None,
-                        "only Ansible reads this inventory "
-                        "fully (group_vars/, host_vars/, INI or a directory): "
-                        "install ansible-core or pass a plain YAML file",
-                    )
-                ]
-            )
+    return choice
+
+
+def _read_tree(path: Path, ctx: PathBase, env: Mapping[str, str]) -> tuple[Tree, bool]:
+    """The parsed inventory, and whether ansible-inventory produced it.
+
+    A YAML file is read here first, even when Ansible then resolves it (for `group_vars/`),
+    so its mistakes are reported at their lines; a file that is not YAML at all goes to
+    Ansible, whose plugins try each format in turn (an INI file named `.yml`)."""
+    choice = _reader(env)
+    own = None
+    if choice != "ansible" and path.suffix in (".yml", ".yaml") and path.is_file():
+        own = read(path, ctx)
+        if choice == "yaml" or (not own.not_yaml and (own.problems or not needs_ansible(path))):
+            return own, False
+    elif choice == "yaml" or (choice == "auto" and not needs_ansible(path)):
         return read(path, ctx), False
+    binary = find_binary(env)
+    if binary is None:
+        raise InventoryError(
+            [
+                Problem(
+                    str(path),
+                    None,
+                    "only Ansible reads this inventory "
+                    "fully (group_vars/, host_vars/, INI or a directory): "
+                    "install ansible-core or pass a plain YAML file",
+                )
+            ]
+        )
     refused = check_sources(path, VARS_DIRS)
     if refused:
         raise InventoryError([Problem(str(f), exc.line, exc.message) for f, exc in refused])
-    return tree_from_listing(list_inventory(path, binary, env), str(path), ctx), True
+    try:
+        listing = list_inventory(path, binary, env)
+    except Unparsed as exc:
+        if own is None or not own.problems:
+            raise
+        # Why it is not YAML, at its line, then why Ansible's other formats refuse it too.
+        first, others = own.problems[0], {k: v for k, v in exc.reasons.items() if k != "yaml"}
+        tried = "; ".join(f"{kind.upper()}: {why}" for kind, why in others.items())
+        message = f"{first.message} (nor is it {tried})" if tried else first.message
+        raise InventoryError([Problem(first.file, first.line, message)]) from None
+    return tree_from_listing(listing, str(path), ctx), True
 
 
 def load_inventory(

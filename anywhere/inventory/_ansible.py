@@ -9,23 +9,39 @@ variables under `_meta.hostvars`; we validate those with the same converters and
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from anywhere.errors import InventoryError, Problem
 from anywhere.inventory._base import PathBase
 from anywhere.inventory._source import GroupDef, HostDef, Reader, Tree
+from anywhere.inventory._warnings import problems_from_stderr
 
 BINARY = "ansible-inventory"
 # Selected by ANYWHERE_INVENTORY_READER: auto (default), ansible, yaml.
 READERS = ("auto", "ansible", "yaml")
 VARS_DIRS = ("group_vars", "host_vars")
 _TIMEOUT_S = 300.0
-# Passed through to ansible-inventory: what it needs to find its config, plugins and vaults.
+# Passed through to ansible-inventory; no ANSIBLE_* setting and no ansible.cfg is: a config
+# could run code here (a vault password script, a vars or inventory plugin from its paths).
 _PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")
+_FORCED_ENV = {
+    # Only the formats that parse text; `script` and `auto` (plugin configs) would run code.
+    "ANSIBLE_INVENTORY_ENABLED": "yaml,ini,toml",
+    "ANSIBLE_VARS_ENABLED": "host_group_vars",
+    # Ansible only warns about an unparsable source and lists nothing: make it an error.
+    "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+    # Warnings become problems (see _warnings): none may be hidden or coloured.
+    "ANSIBLE_DEPRECATION_WARNINGS": "True",
+    "ANSIBLE_DUPLICATE_YAML_DICT_KEY": "warn",
+    "ANSIBLE_NOCOLOR": "True",
+    "ANSIBLE_FORCE_COLOR": "False",
+}
 
 
 def find_binary(env: Mapping[str, str]) -> str | None:
@@ -47,28 +63,40 @@ def needs_ansible(path: Path) -> bool:
     return any((path.parent / d).is_dir() for d in VARS_DIRS)
 
 
+def child_env(env: Mapping[str, str], scratch: Path) -> dict[str, str]:
+    """The environment ansible-inventory runs in: an empty ansible.cfg (so none beside the
+    inventory or in HOME is read), its temporary files under `scratch`."""
+    config = scratch / "ansible.cfg"
+    config.write_text("", encoding="utf-8")
+    return {
+        **{k: env[k] for k in _PASS_ENV if k in env},
+        **_FORCED_ENV,
+        "ANSIBLE_CONFIG": str(config),
+        "ANSIBLE_LOCAL_TEMP": str(scratch / "tmp"),
+    }
+
+
 def list_inventory(path: Path, binary: str, env: Mapping[str, str]) -> dict[str, object]:
-    """Run `ansible-inventory -i PATH --list`; its JSON, or InventoryError."""
-    child_env = {k: env[k] for k in _PASS_ENV if k in env}
-    child_env.update({k: v for k, v in env.items() if k.startswith("ANSIBLE_")})
-    # Ansible only warns about an unparsable source and lists nothing: make it an error.
-    child_env["ANSIBLE_INVENTORY_UNPARSED_FAILED"] = "True"
+    """Run `ansible-inventory -i PATH --list`; its JSON, or InventoryError (also for each
+    warning it printed: see _warnings)."""
     try:
-        done = subprocess.run(
-            [binary, "-i", str(path.resolve()), "--list"],
-            capture_output=True,
-            text=True,
-            env=child_env,
-            cwd=str(path.parent if path.is_file() else path),
-            timeout=_TIMEOUT_S,
-            check=False,
-        )
+        with tempfile.TemporaryDirectory(prefix="anywhere-inventory-") as scratch:
+            done = subprocess.run(
+                [binary, "-i", str(path.resolve()), "--list"],
+                capture_output=True,
+                text=True,
+                env=child_env(env, Path(scratch)),
+                cwd=str(path.parent if path.is_file() else path),
+                timeout=_TIMEOUT_S,
+                check=False,
+            )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise InventoryError([Problem(str(path), None, f"{BINARY} did not run: {exc}")]) from None
     if done.returncode != 0:
-        lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
-        detail = lines[-1] if lines else f"exit {done.returncode}"
-        raise InventoryError([Problem(str(path), None, f"{BINARY} failed: {detail}")])
+        raise Unparsed(path, done.stderr)
+    warned = problems_from_stderr(done.stderr, str(path))
+    if warned:
+        raise InventoryError(warned)
     try:
         data = json.loads(done.stdout)
     except json.JSONDecodeError:
@@ -76,6 +104,28 @@ def list_inventory(path: Path, binary: str, env: Mapping[str, str]) -> dict[str,
     if not isinstance(data, dict):
         raise InventoryError([Problem(str(path), None, f"{BINARY} printed no mapping")])
     return data
+
+
+class Unparsed(InventoryError):
+    """Ansible read nothing: `reasons` has each format's own why, when it tried several."""
+
+    def __init__(self, path: Path, stderr: str) -> None:
+        lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+        matches = (_PLUGIN_FAILURE.match(ln) for ln in lines)
+        self.reasons = {m.group(1): m.group(2) for m in matches if m}
+        if self.reasons:
+            detail = "no format reads it: " + "; ".join(
+                f"as {kind.upper()}: {why}" for kind, why in self.reasons.items()
+            )
+        else:
+            detail = lines[-1] if lines else "no output"
+        super().__init__([Problem(str(path), None, f"{BINARY} failed: {detail}")])
+
+
+_PLUGIN_FAILURE = re.compile(
+    r"^\[WARNING\]: Failed to parse inventory with '(\w+)' plugin: "
+    r"(?:Failed to parse inventory: )?(.*)$"
+)
 
 
 def _names(entry: object, key: str) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import TaggedScalar
+from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.resolver import VersionedResolver, implicit_resolvers
 
@@ -28,6 +29,8 @@ from anywhere.inventory._ranges import MAX_HOSTS, expand_host
 from anywhere.inventory._values import ADDRESS_VARS, PORT_VARS, convert
 
 _SECTIONS = ("hosts", "children", "vars")
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_JINJA_NAMES = frozenset({"true", "false", "none", "True", "False", "None", "not"})
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 # PyYAML's YAML 1.1 booleans, which Ansible uses; ruamel's 1.1 also reads y/n as booleans.
 _PYYAML_BOOL = re.compile(
@@ -86,6 +89,7 @@ class Tree:
     hosts: Mapping[str, HostDef]  # in order of first appearance
     child_lines: Mapping[tuple[str, str], int]
     problems: tuple[Problem, ...]
+    not_yaml: bool = False  # not a YAML mapping at all: another format may read it (INI)
 
 
 @dataclass
@@ -147,6 +151,7 @@ class Reader:
         self.hosts: dict[str, HostDef] = {}
         self.memberships: dict[str, list[str]] = {}
         self.child_lines: dict[tuple[str, str], int] = {}
+        self.not_yaml = False
 
     def problem(self, line: int | None, message: str) -> None:
         self.problems[Problem(self.file, line, message)] = None
@@ -156,6 +161,7 @@ class Reader:
             self.problem(1, "empty inventory: no hosts")
             return
         if not isinstance(data, Mapping):
+            self.not_yaml = True
             self.problem(
                 1, f"the top level must be a mapping of groups (all: ...), not {_kind(data)}"
             )
@@ -231,6 +237,15 @@ class Reader:
             if not isinstance(name, str):
                 self.problem(
                     _line(node, name, value=False), f"variable name {name!r} must be a string"
+                )
+                continue
+            if not _VARIABLE_NAME.fullmatch(name) or name in _JINJA_NAMES:
+                # Ansible accepts it with a deprecation warning (an error from ansible-core
+                # 2.23); no template could name it.
+                self.problem(
+                    _line(node, name, value=False),
+                    f"invalid variable name {name!r}: letters, digits and '_', "
+                    "not starting with a digit",
                 )
                 continue
             if group is not None and name == "ansible_group_priority":
@@ -315,6 +330,9 @@ class Reader:
 
     def tree(self) -> Tree:
         self.groups.setdefault("all", _Group(1))
+        for name in sorted(set(self.hosts) & {*self.groups, "ungrouped"}):
+            # Ansible only warns; a pattern naming it would select the group, not the host.
+            self.problem(self.hosts[name].line, f"{name!r} names both a host and a group")
         groups = {
             name: GroupDef(
                 name, g.line, dict(g.vars), tuple(g.children), tuple(g.hosts), g.priority
@@ -322,7 +340,12 @@ class Reader:
             for name, g in self.groups.items()
         }
         return Tree(
-            self.file, groups, dict(self.hosts), dict(self.child_lines), tuple(self.problems)
+            self.file,
+            groups,
+            dict(self.hosts),
+            dict(self.child_lines),
+            tuple(self.problems),
+            self.not_yaml,
         )
 
 
@@ -353,9 +376,11 @@ def read(path: Path, ctx: PathBase) -> Tree:
             context = f" ({exc.context} at line {where.line + 1})"
         line = mark.line + 1 if mark else None
         reader.problem(line, f"YAML syntax error: {exc.problem}{context}")
+        reader.not_yaml = not isinstance(exc, DuplicateKeyError)
         return reader.tree()
     except YAMLError as exc:
         reader.problem(None, f"YAML syntax error: {exc}")
+        reader.not_yaml = True
         return reader.tree()
     reader.top(data)
     return reader.tree()

@@ -348,6 +348,7 @@ def fleet_inventory(aws: Aws, hosts: Sequence[Host], ready_attribute: str, sourc
     )
     header = (
         f"# The fleet of {source} as AWS sees it: {', '.join(EXPORT_VARS)} per host;\n"
-        f"# target ready hosts with `hosts: {READY_GROUP}`. Passwords are left out.\n"
+        f"# target ready hosts with `hosts: {READY_GROUP}`. Passwords are left out;\n"
+        "# vault-encrypted values stay encrypted.\n"
     )
     return header + body + "\n"

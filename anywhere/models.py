@@ -43,6 +43,21 @@ class Secret:
         raise TypeError("Secret values cannot be pickled")
 
 
+class Vaulted(Secret):
+    """An Ansible Vault value: the decrypted text, masked as any Secret, and the encrypted
+    envelope (`$ANSIBLE_VAULT;1.1;AES256...`) it came in, which is what an inventory written
+    back carries (`!vault`)."""
+
+    __slots__ = ("envelope",)
+
+    def __init__(self, value: str, envelope: str) -> None:
+        super().__init__(value)
+        self.envelope = envelope
+
+    def __repr__(self) -> str:
+        return "Vaulted('***')"
+
+
 def one_line_secret(secret: Secret) -> bool:
     """A password sent on a line of stdin (sudo -S) must hold no line break: the rest would
     be read by the command behind sudo."""

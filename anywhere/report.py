@@ -42,11 +42,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import StringIO
+from typing import Any
 
 from ruamel.yaml import YAML
 
 from anywhere.errors import ExitCode
-from anywhere.models import CheckResult, Host, HostOutcome, Secret, Status
+from anywhere.models import CheckResult, Host, HostOutcome, Secret, Status, Vaulted
 
 TABLE_HEADERS: tuple[str, ...] = (
     "host",
@@ -349,7 +350,8 @@ def retry_inventory(
         + (f" in run {one_line(run_id)}" if run_id else "")
         + ".",
         f"# Source inventory: {one_line(source)}",
-        "# Variables are resolved per host; passwords are left out (use --ask-become-pass).",
+        "# Variables are resolved per host; passwords are left out (use --ask-become-pass),"
+        "\n# vault-encrypted values stay encrypted (!vault).",
     ]
     if dropped:
         header.append(
@@ -360,16 +362,18 @@ def retry_inventory(
 
 
 def _plain_vars(variables: Mapping[str, object]) -> dict[str, object]:
+    # A vaulted value is kept, encrypted as it came (`!vault`); other secrets are left out.
     return {
         k: _plain(variables[k])
         for k in sorted(variables)
-        if k not in SECRET_VARIABLES and not isinstance(variables[k], Secret)
+        if isinstance(variables[k], Vaulted)
+        or (k not in SECRET_VARIABLES and not isinstance(variables[k], Secret))
     }
 
 
 def _plain(value: object) -> object:
     """Turn mappings/tuples/other objects into what the YAML dumper writes plainly."""
-    if value is None or isinstance(value, bool | int | float | str):
+    if value is None or isinstance(value, bool | int | float | str | Vaulted):
         return value
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items() if not isinstance(v, Secret)}
@@ -377,6 +381,10 @@ def _plain(value: object) -> object:
         items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
         return [_plain(v) for v in items if not isinstance(v, Secret)]
     return str(value)
+
+
+def _vault_node(representer: Any, value: Vaulted) -> Any:
+    return representer.represent_scalar("!vault", value.envelope.strip() + "\n", style="|")
 
 
 def _dump_yaml(doc: Mapping[str, object]) -> str:
@@ -387,6 +395,7 @@ def _dump_yaml(doc: Mapping[str, object]) -> str:
     yaml.default_flow_style = False
     yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
     yaml.width = 4096  # long values (proxy URLs, ssh args) stay on one line
+    yaml.representer.add_representer(Vaulted, _vault_node)
     out = StringIO()
     yaml.dump(doc, out)
     return out.getvalue()

@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -58,7 +58,31 @@ LIMIT = click.option(
     metavar="PATTERN",
     help="Ansible-style host pattern: names, groups, globs, a:b, a:&b, a:!b, ~regex.",
 )
-INVENTORY = click.argument("inventory_path", metavar="INVENTORY", type=click.Path(path_type=Path))
+F = TypeVar("F", bound=Callable[..., Any])
+_INVENTORY_ARG = click.argument(
+    "inventory_path", metavar="INVENTORY", type=click.Path(path_type=Path)
+)
+
+
+def _vault_file(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    # As ANSIBLE_VAULT_PASSWORD_FILE, which everything that reads the inventory honours.
+    if value is not None:
+        root = ctx.find_root().ensure_object(dict)
+        root["env"] = {**root.get("env", os.environ), "ANSIBLE_VAULT_PASSWORD_FILE": str(value)}
+
+
+_VAULT_OPTION = click.option(
+    "--vault-password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    expose_value=False,
+    callback=_vault_file,
+    help="Decrypt the inventory's !vault values with the password in this file "
+    "(default: $ANSIBLE_VAULT_PASSWORD_FILE; an executable file is refused).",
+)
+
+
+def INVENTORY(command: F) -> F:
+    return _INVENTORY_ARG(_VAULT_OPTION(command))
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})

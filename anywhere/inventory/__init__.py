@@ -8,8 +8,10 @@ ansible or yaml chooses. Every problem in a file is collected and raised at once
 
 Defaults that differ from Ansible's: `ansible_become` is true unless set, because
 registration installs system services as root; `ansible_become_user` must be root.
-`ansible_become_password` never reaches `Host.variables`: `load_with_secrets` hands it out
-separately, as `Secret`s keyed by host name.
+`ansible_become_password` reaches `Host.variables` only vault-encrypted (a `Vaulted`,
+written back encrypted): `load_with_secrets` hands it out separately, as `Secret`s keyed by
+host name. `!vault` values are decrypted with the password file ANSIBLE_VAULT_PASSWORD_FILE
+names (see `_vault`, `_unvault`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from anywhere.inventory._source import Tree, read
 from anywhere.inventory._ssh_config import SETTING as SSH_CONFIG_SETTING
 from anywhere.inventory._ssh_config import load_client_config
 from anywhere.inventory._values import ANYWHERE, convert
+from anywhere.inventory._vault import password as vault_password
 from anywhere.models import Inventory, Secret
 
 __all__ = [
@@ -88,7 +91,7 @@ def load_with_secrets(
     env = os.environ if env is None else env
     path = Path(path)
     base = path if path.is_dir() else path.parent
-    ctx = PathBase(base_dir=base.resolve(), home=env_home or Path.home())
+    ctx = PathBase(base.resolve(), env_home or Path.home(), vault_password=vault_password(env))
     tree, by_ansible = _read_tree(path, ctx, env)
     region, region_problems = _env_region(env, ctx.base_dir)
     ssh_config = load_client_config(env, ctx.home)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # C0 controls and DEL: a newline or CR in a value would start a new line (a new key) in
@@ -27,6 +27,7 @@ class PathBase:
 
     base_dir: Path  # the inventory file's directory: relative paths start here
     home: Path  # what `~` means
+    vault_password: bytes | None = field(default=None, repr=False)  # opens `!vault` values
 
 
 def type_name(value: object) -> str:

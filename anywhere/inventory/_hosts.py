@@ -31,6 +31,7 @@ from anywhere.models import (
     HostConfig,
     Secret,
     SshTarget,
+    Vaulted,
     one_line_secret,
 )
 
@@ -201,7 +202,10 @@ class _Builder:
                 return
             self.become[name] = password.value
             ssh = replace(ssh, become_password=password.value)
-        variables = {k: v.raw for k, v in merged.items() if not is_secret(k)}
+        # A vaulted secret stays: it is written back encrypted, never shown.
+        variables = {
+            k: v.raw for k, v in merged.items() if not is_secret(k) or isinstance(v.raw, Vaulted)
+        }
         if isinstance(variables.get("anywhere_proxy"), str):
             variables["anywhere_proxy"] = mask_url(str(variables["anywhere_proxy"]))
         self.hosts.append(

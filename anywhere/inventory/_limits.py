@@ -156,6 +156,11 @@ def check_sources(path: Path, vars_dirs: tuple[str, ...]) -> list[tuple[Path, In
                 return [(path, Invalid(f"more than {MAX_FILES:,} inventory files: refused"))]
             try:
                 text = read_text(file)
+                if text.startswith("$ANSIBLE_VAULT;"):
+                    raise Invalid(
+                        "a vault-encrypted file is not supported: anywhere could not keep its "
+                        "values masked; encrypt values (ansible-vault encrypt_string) instead"
+                    )
                 hosts += hosts_in_text(text)
                 if hosts > MAX_HOSTS:  # Ansible would expand every range before we see one
                     raise Invalid(f"host ranges name more than {MAX_HOSTS:,} hosts: refused")

@@ -26,6 +26,7 @@ from anywhere.errors import Problem
 from anywhere.inventory._base import Invalid, PathBase
 from anywhere.inventory._limits import check_yaml, read_text
 from anywhere.inventory._ranges import MAX_HOSTS, expand_host
+from anywhere.inventory._unvault import VAULT_KEY, unvault
 from anywhere.inventory._values import ADDRESS_VARS, PORT_VARS, convert
 
 _SECTIONS = ("hosts", "children", "vars")
@@ -101,17 +102,38 @@ class _Group:
     priority: int = 1
 
 
+_NESTED_VAULT = "vault-encrypted values inside a mapping or list are not supported"
+
+
+def _tag(value: TaggedScalar) -> str:
+    return str(getattr(value.tag, "value", value.tag))
+
+
 def _tagged(value: TaggedScalar) -> str:
-    tag = str(getattr(value.tag, "value", value.tag))
+    tag = _tag(value)
     if tag == "!unsafe":
         return str(value.value)
-    raise Invalid(f"values tagged {tag} are not supported (vault needs Ansible to decrypt)")
+    if tag == "!vault":
+        raise Invalid(_NESTED_VAULT)
+    raise Invalid(f"values tagged {tag} are not supported")
+
+
+def envelope(value: object) -> str | None:
+    """The vault envelope of a `!vault` value (YAML), or of `{__ansible_vault: ...}` (as
+    ansible-inventory --list prints one); None for any other value."""
+    if isinstance(value, TaggedScalar) and _tag(value) == "!vault":
+        return str(value.value)
+    if isinstance(value, Mapping) and list(value) == [VAULT_KEY]:
+        return str(value[VAULT_KEY])
+    return None
 
 
 def plain(value: object) -> object:
-    """ruamel's round-trip types → plain Python; refuses tags we cannot honour (`!vault`)."""
+    """ruamel's round-trip types → plain Python; refuses tags we cannot honour."""
     if isinstance(value, TaggedScalar):
         return _tagged(value)
+    if isinstance(value, Mapping) and VAULT_KEY in value:
+        raise Invalid(_NESTED_VAULT)
     if isinstance(value, Mapping):
         return {plain(k): plain(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -251,12 +273,20 @@ class Reader:
             if group is not None and name == "ansible_group_priority":
                 self.priority(node[name], line, group)
                 continue
+            vaulted = envelope(node[name])
+            if vaulted is not None:
+                opened = unvault(name, vaulted, self.ctx)
+                if isinstance(opened, str):
+                    self.problem(line, opened)
+                    result[name] = Var(None, None, line, ok=False)
+                else:
+                    result[name] = Var(opened[0], opened[1], line)
+                continue
             try:
                 raw = plain(node[name])
             except Invalid as exc:
-                if convert_needed(name):
-                    self.problem(line, f"{name}: {exc.message}")
-                continue  # unreadable, and not ours to read: leave it out
+                self.problem(line, f"{name}: {exc.message}")  # never dropped unsaid
+                continue
             try:
                 converted = convert(name, node[name], self.ctx)
                 result[name] = Var(raw, raw if converted is node[name] else converted, line)
@@ -347,10 +377,6 @@ class Reader:
             tuple(self.problems),
             self.not_yaml,
         )
-
-
-def convert_needed(name: str) -> bool:
-    return name.startswith(("anywhere_", "ansible_"))
 
 
 def _yaml() -> YAML:

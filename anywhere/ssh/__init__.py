@@ -39,6 +39,7 @@ from anywhere.ssh.hostkeys import (
     load_known_hosts,
     parse_jumps,
 )
+from anywhere.ssh.parsed import ByContent
 from anywhere.ssh.stream import Lines, pump
 from anywhere.ssh.wire import one_line
 from anywhere.transport import OutputSink, Transport
@@ -102,10 +103,15 @@ class _Dial:
 def _transport_factory(sock: Any, /, **kwargs: Any) -> paramiko.Transport:
     transport = paramiko.Transport(sock, **kwargs)
     options = transport.get_security_options()
-    kex = tuple(options.kex)
-    if _KEX_FIRST in kex:
-        options.kex = (_KEX_FIRST, *(k for k in kex if k != _KEX_FIRST))
+    options.kex = _first(_KEX_FIRST, tuple(options.kex))
     return transport
+
+
+def _first(preferred: str, offered: tuple[str, ...]) -> tuple[str, ...]:
+    """`offered` with `preferred` moved to the front, if paramiko offers it at all."""
+    if preferred not in offered:
+        return offered
+    return (preferred, *(name for name in offered if name != preferred))
 
 
 def _login(
@@ -114,7 +120,7 @@ def _login(
     client = paramiko.SSHClient()
     known_hosts, timeout = dial.known_hosts, dial.options.connect_timeout_s
     try:
-        load_known_hosts(client, known_hosts)
+        load_known_hosts(client, known_hosts, endpoint.known_hosts_name)
         client.set_missing_host_key_policy(
             KnownHostsPolicy(known_hosts, dial.options.accept_new_host_keys, endpoint)
         )
@@ -147,11 +153,15 @@ def _login(
     return client
 
 
+# One parse per key file content for the whole run (PKeys are immutable: shared safely).
+_KEYS = ByContent(paramiko.PKey.from_path)
+
+
 def _private_key(path: str) -> paramiko.PKey:
     # Loaded here, not by paramiko's key_filename: that tries each key type in turn and, when
     # the server refuses the key, re-raises the last type's parse error instead of the refusal.
     try:
-        return paramiko.PKey.from_path(Path(path).expanduser())
+        return _KEYS.get(Path(path).expanduser())
     except paramiko.PasswordRequiredException:
         raise AuthError(
             f"the private key {path} is encrypted",

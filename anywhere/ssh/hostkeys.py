@@ -17,6 +17,7 @@ import paramiko
 from paramiko.hostkeys import InvalidHostKey
 
 from anywhere.errors import HostKeyError, UnreachableError
+from anywhere.ssh.parsed import ByContent
 
 
 @dataclass(frozen=True)
@@ -111,13 +112,28 @@ def changed_key(hostname: str, expected: Any, got: Any, path: Path) -> HostKeyEr
     )
 
 
-def load_known_hosts(client: paramiko.SSHClient, path: Path) -> None:
-    if not path.is_file():
-        return
+def _parse_known_hosts(path: Path) -> paramiko.HostKeys:
     try:
-        client.load_host_keys(str(path))
+        return paramiko.HostKeys(str(path))
     except (OSError, paramiko.SSHException, ValueError, InvalidHostKey) as exc:
         raise HostKeyError(
             f"cannot read {path}: {' '.join(str(exc).split())[:200]}",
             "fix or remove the broken line",
         ) from None
+
+
+_KNOWN_HOSTS = ByContent(_parse_known_hosts)
+
+
+def load_known_hosts(client: paramiko.SSHClient, path: Path, name: str) -> None:
+    """Give `client` the keys `path` records for `name` (its known_hosts name): all that
+    paramiko looks up for this connection, from the file parsed once per content."""
+    if not path.is_file():
+        return
+    try:
+        recorded: Mapping[str, Any] = _KNOWN_HOSTS.get(path).lookup(name) or {}
+    except OSError as exc:
+        raise HostKeyError(f"cannot read {path}: {exc.strerror or exc}", "check the file") from None
+    keys = client.get_host_keys()
+    for kind, key in recorded.items():
+        keys.add(name, kind, key)

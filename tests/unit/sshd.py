@@ -126,6 +126,8 @@ class SshServer:
         self.motd = ""  # printed before every command, as a noisy login shell would
         self.commands: list[str] = []
         self.tunnels: list[tuple[str, int]] = []
+        self.ciphers: tuple[str, ...] | None = None  # what the server offers (None: paramiko's)
+        self.transports: list[paramiko.Transport] = []  # every connection, for inspection
         self._procs: list[subprocess.Popen[bytes]] = []
         self._transports: list[paramiko.Transport] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -154,7 +156,10 @@ class SshServer:
                 return
             transport = paramiko.Transport(conn)
             transport.add_server_key(self.host_key)
+            if self.ciphers is not None:
+                transport.get_security_options().ciphers = self.ciphers
             self._transports.append(transport)
+            self.transports.append(transport)
             connection = _Connection(self)
             # paramiko has no hook for "request answered": its private sender is wrapped.
             send = getattr(transport, "_send_user_message")  # noqa: B009

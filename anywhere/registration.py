@@ -357,21 +357,21 @@ def _last_line(text: str) -> str:
 
 @contextmanager
 def _remote_dir(transport: Transport) -> Iterator[str]:
-    """A private temp dir on the host, removed on every exit path."""
+    """A private temp dir on the host for the install, removed on every exit path: by the
+    install command itself once it has run (`render.install_command`), so a block that ends
+    normally costs no further command; here when the block fails."""
     made = transport.run(WORKDIR_COMMAND)
     if not made.ok:
         raise InstallError(f"cannot create a temp dir: {_last_line(made.stderr)}")
     workdir = made.stdout.strip()
-    remove = f"rm -rf {shlex.quote(workdir)}"
     try:
         yield workdir
     except BaseException:
         # The failure in flight says what went wrong; a connection lost (or a Ctrl-C) also
         # fails this clean-up, and the install command removes the dir on the host itself.
         with suppress(HostError):
-            transport.run(remove, sudo=True)
+            transport.run(f"rm -rf {shlex.quote(workdir)}", sudo=True)
         raise
-    transport.run(remove, sudo=True)
 
 
 def _read_installer(host: Host) -> bytes | None:

@@ -11,7 +11,9 @@ OUT ?= rendered
 DEMO_HOSTS ?= 3
 PYTEST_ARGS ?=
 BENCH_N ?= 20 50 100
-BENCH_RUNS ?= 3
+BENCH_RUNS ?= 5
+BENCH_LATENCY_MS ?= 0
+BENCH_ARGS ?=
 LIMIT_FLAG = $(if $(LIMIT),--limit '$(LIMIT)',)
 ENGINE ?=
 ENGINE_FLAG = $(if $(ENGINE),--engine $(ENGINE),)
@@ -82,8 +84,9 @@ deregister: install ## take hosts out (INVENTORY=… LIMIT=… required)
 	@test -n "$(LIMIT)" || { echo "deregister needs LIMIT=PATTERN" >&2; exit 2; }
 	$(ANYWHERE) deregister $(INVENTORY) $(LIMIT_FLAG)
 
-bench: install ## fleet benchmark on the lab (root; BENCH_N="20 50 100", quick: BENCH_N=20)
-	$(BIN)/python -m benchmarks.fleet --hosts $(BENCH_N) --runs $(BENCH_RUNS)
+bench: install ## fleet benchmark on the lab (root; BENCH_N="20 50 100", BENCH_LATENCY_MS="0 25")
+	$(BIN)/python -m benchmarks.fleet --hosts $(BENCH_N) --runs $(BENCH_RUNS) \
+	  --latency-ms $(BENCH_LATENCY_MS) $(BENCH_ARGS)
 
 clean: ## remove the venv, caches and build output (not the lab: use lab-down)
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .coverage rendered

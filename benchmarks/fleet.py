@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,12 +33,21 @@ from anywhere.checks import HOST_VERIFY_COMMAND
 from anywhere.lab import files
 from anywhere.lab.lab import Lab
 from benchmarks import table
+from benchmarks.far import Far, RelayRun, relayed_inventory
 from benchmarks.measure import AwsAudit, LabCpu, ProcessCost, SshdLog, machine, run_measured
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PLAYBOOK = ROOT / "ansible" / "check.yml"
 INSTALLER_MARK = "bench-installer-ms="
+TOOL_KEYS = {
+    "check": table.CHECK,
+    "floor": table.FLOOR,
+    "login": table.LOGIN,
+    "adhoc": table.ADHOC,
+    "playbook": table.PLAYBOOK,
+    "register": table.REGISTER,
+}
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,9 @@ class Config:
     skip_ansible: bool
     keep_lab: bool
     source: Path  # the tree whose `anywhere` is measured (PYTHONPATH for every command)
+    latencies: tuple[float, ...] = (0.0,)  # one way, ms; > 0: through the delaying relay
+    tools: tuple[str, ...] = table.TOOLS
+    register_runs: int | None = None  # default: runs
 
 
 class Bench:
@@ -70,19 +83,32 @@ class Bench:
         self.anywhere = [sys.executable, "-m", "anywhere"]
         self.samples: list[dict[str, Any]] = []
         self.wrapper = self._sleep_installer()
+        self.far = {
+            ms: Far(config.lab_index, lab.hosts, work, ms, 40000 + 1000 * config.lab_index)
+            for ms in config.latencies
+            if ms
+        }
 
     # ------------------------------------------------------------------ inputs
 
-    def inventory(self, n: int, *, slow_installer: bool = False) -> Path:
-        path = self.work / f"inventory-{n}{'-sleep' if slow_installer else ''}.yml"
+    def inventory(self, n: int, *, slow_installer: bool = False, latency: float = 0) -> Path:
+        path = self.work / f"inventory-{n}{'-sleep' if slow_installer else ''}-{latency:g}.yml"
         if not path.exists():
             text = files.inventory_text(
                 self.lab.dir, {h: self.lab.hosts[h] for h in self.names[:n]}
             )
             if slow_installer:
                 text = text.replace(str(self.lab.installer_path), str(self.wrapper))
+            if latency:
+                far = self.far[latency]
+                text = relayed_inventory(text, far.ports, self.known_hosts(latency))
             path.write_text(text)
         return path
+
+    def known_hosts(self, latency: float) -> Path:
+        if not latency:
+            return self.lab.known_hosts_path
+        return self.far[latency].known_hosts(self.lab.known_hosts_path)
 
     def _sleep_installer(self) -> Path:
         """The lab installer with a fixed sleep first, timing itself into its output."""
@@ -97,32 +123,35 @@ class Bench:
         path.chmod(0o755)
         return path
 
-    def hosts_json(self, n: int) -> Path:
-        path = self.work / f"hosts-{n}.json"
-        path.write_text(json.dumps([self.lab.hosts[h] for h in self.names[:n]]))
+    def hosts_json(self, n: int, latency: float = 0) -> Path:
+        path = self.work / f"hosts-{n}-{latency:g}.json"
+        names = self.names[:n]
+        far = self.far.get(latency)
+        path.write_text(json.dumps([far.endpoint(h) if far else self.lab.hosts[h] for h in names]))
         return path
 
-    def ssh_args(self) -> str:
-        return f"-o UserKnownHostsFile={self.lab.known_hosts_path} -o StrictHostKeyChecking=yes"
+    def ssh_args(self, latency: float = 0) -> str:
+        return f"-o UserKnownHostsFile={self.known_hosts(latency)} -o StrictHostKeyChecking=yes"
 
     # ------------------------------------------------------------------ commands
 
-    def argv(self, tool: str, n: int) -> list[str]:
+    def argv(self, tool: str, n: int, latency: float = 0) -> list[str]:
         c = str(self.config.concurrency)
+        inventory = str(self.inventory(n, latency=latency))
         if tool == table.CHECK:
-            return [*self.anywhere, "check", str(self.inventory(n)), "-c", c]
+            return [*self.anywhere, "check", inventory, "-c", c]
         if tool in (table.FLOOR, table.LOGIN):
             return [
                 sys.executable,
                 "-m",
                 "benchmarks.floor",
-                str(self.hosts_json(n)),
+                str(self.hosts_json(n, latency)),
                 "--user",
                 "deploy",
                 "--key",
                 str(self.lab.key_path),
                 "--known-hosts",
-                str(self.lab.known_hosts_path),
+                str(self.known_hosts(latency)),
                 "-c",
                 c,
                 *(["--command", "true"] if tool == table.LOGIN else []),
@@ -134,7 +163,7 @@ class Bench:
                 str(BIN / "ansible"),
                 "all",
                 "-i",
-                str(self.inventory(n)),
+                inventory,
                 "-m",
                 "shell",
                 "-a",
@@ -142,17 +171,17 @@ class Bench:
                 "-b",
                 "-f",
                 c,
-                f"--ssh-common-args={self.ssh_args()}",
+                f"--ssh-common-args={self.ssh_args(latency)}",
             ]
         if tool == table.PLAYBOOK:
             return [
                 str(BIN / "ansible-playbook"),
                 "-i",
-                str(self.inventory(n)),
+                inventory,
                 str(PLAYBOOK),
                 "-f",
                 c,
-                f"--ssh-common-args={self.ssh_args()}",
+                f"--ssh-common-args={self.ssh_args(latency)}",
             ]
         raise ValueError(tool)
 
@@ -164,15 +193,18 @@ class Bench:
         argv: Sequence[str],
         extra_env: Mapping[str, str] | None = None,
         after: Callable[[Path, ProcessCost], dict[str, Any]] | None = None,
+        latency: float = 0,
     ) -> None:
-        where = self.work / "samples" / f"{rnd}-{tool.replace(' ', '_')}-{n}"
+        where = self.work / "samples" / f"{rnd}-{tool.replace(' ', '_')}-{n}-{latency:g}"
         where.mkdir(parents=True)
         time.sleep(1.5)  # let the previous command's connections and load settle
         self.audit.reset()
         since = int(time.time())
         lab_cpu = LabCpu(self.lab, self.names[:n])
         hosts0, endpoint0 = lab_cpu.hosts_s(), lab_cpu.endpoint_s()
-        cost = run_measured(argv, {**self.env, **(extra_env or {})}, where)
+        far = self.far.get(latency)
+        with far.running(where) if far else nullcontext(RelayRun()) as relay:
+            cost = run_measured(argv, {**self.env, **(extra_env or {})}, where)
         time.sleep(0.5)  # journald on the hosts
         hosts_cpu, endpoint_cpu = lab_cpu.hosts_s() - hosts0, lab_cpu.endpoint_s() - endpoint0
         accepted = SshdLog(self.lab, self.names[:n]).accepted_since(since)
@@ -195,13 +227,17 @@ class Bench:
             "describe_calls": calls.describes,
             "aws_by_action": dict(calls.by_action),
             "describes_per_poll": table.describes_per_poll(calls.by_action, n, len(self.names)),
+            "latency_ms": latency,
+            **(far.sample_fields(relay, self.names[:n]) if far else {}),
         }
         if after is not None:
             sample.update(after(where, cost))
         self.samples.append(sample)
         status = "ok" if cost.rc == 0 else f"rc={cost.rc}: {cost.stderr.strip()[-300:]}"
+        trips = f"  rt/host {sample['round_trips_per_host']:g}" if far else ""
         print(
-            f"  round {rnd} {tool:27} N={n:<3} {cost.wall_s:7.1f} s  cpu {cost.cpu_s:6.1f} s"
+            f"  round {rnd} {tool:27} N={n:<3} {latency:>3g} ms {cost.wall_s:7.1f} s"
+            f"  cpu {cost.cpu_s:6.1f} s{trips}"
             f"  lab cpu {hosts_cpu + endpoint_cpu:6.1f} s  rss {cost.peak_rss_mb:5.0f} MB"
             f"  ssh {sample['ssh_total']:4}  "
             f"aws {calls.controller:4}  {status}",
@@ -210,7 +246,7 @@ class Bench:
 
     # ------------------------------------------------------------------ tools
 
-    def check_like(self, tool: str, n: int, rnd: int) -> None:
+    def check_like(self, tool: str, n: int, rnd: int, latency: float = 0) -> None:
         if tool == table.PLAYBOOK and not PLAYBOOK.exists():
             return
         extra: dict[str, str] = {}
@@ -229,18 +265,17 @@ class Bench:
         elif tool == table.CHECK:
             extra = {"ANYWHERE_RUN_DIR": str(self.work / "runs")}
         try:
-            self.measure(tool, n, rnd, self.argv(tool, n), extra)
+            self.measure(tool, n, rnd, self.argv(tool, n, latency), extra, latency=latency)
         finally:
             if cp_dir.exists():
                 close_masters(cp_dir)
 
-    def register(self, n: int, rnd: int) -> None:
-        inv = self.inventory(n, slow_installer=True)
+    def register(self, n: int, rnd: int, latency: float = 0) -> None:
         undo = subprocess.run(
             [
                 *self.anywhere,
                 "deregister",
-                str(inv),
+                str(self.inventory(n, slow_installer=True)),
                 "--limit",
                 "all",
                 "--yes",
@@ -262,7 +297,7 @@ class Bench:
         argv = [
             *self.anywhere,
             "register",
-            str(inv),
+            str(self.inventory(n, slow_installer=True, latency=latency)),
             "--yes",
             "-c",
             str(self.config.concurrency),
@@ -273,20 +308,27 @@ class Bench:
         def after(where: Path, cost: ProcessCost) -> dict[str, Any]:
             return register_extras(where, cost, n)
 
-        self.measure(table.REGISTER, n, rnd, argv, {"ANYWHERE_RUN_DIR": "runs"}, after)
+        self.measure(table.REGISTER, n, rnd, argv, {"ANYWHERE_RUN_DIR": "runs"}, after, latency)
 
     def run(self) -> None:
-        tools = [table.CHECK, table.FLOOR, table.LOGIN]
-        if not self.config.skip_ansible:
-            tools += [table.ADHOC, table.PLAYBOOK]
-        for rnd in range(1, self.config.runs + 1):
-            print(f"round {rnd}/{self.config.runs}", flush=True)
-            order = tools[rnd % len(tools) :] + tools[: rnd % len(tools)]
-            for n in self.config.sizes:
-                for tool in order:
-                    self.check_like(tool, n, rnd)
-            for n in self.config.register_sizes:
-                self.register(n, rnd)
+        config = self.config
+        tools = [t for t in table.TOOLS if t != table.REGISTER and t in config.tools]
+        if config.skip_ansible:
+            tools = [t for t in tools if t not in (table.ADHOC, table.PLAYBOOK)]
+        # Each round goes over every (latency, tool) pair, in an order rotated per round.
+        pairs = [(ms, t) for ms in config.latencies for t in tools]
+        register_runs = config.runs if config.register_runs is None else config.register_runs
+        for rnd in range(1, config.runs + 1):
+            print(f"round {rnd}/{config.runs}", flush=True)
+            order = pairs[rnd % len(pairs) :] + pairs[: rnd % len(pairs)] if pairs else []
+            for n in config.sizes:
+                for ms, tool in order:
+                    self.check_like(tool, n, rnd, ms)
+            if table.REGISTER not in config.tools or rnd > register_runs:
+                continue
+            for n in config.register_sizes:
+                for ms in config.latencies:
+                    self.register(n, rnd, ms)
 
 
 def register_extras(where: Path, cost: ProcessCost, n: int) -> dict[str, Any]:
@@ -371,7 +413,7 @@ def parse(argv: Sequence[str] | None) -> Config:
     p.add_argument(
         "--register-sizes", type=int, nargs="*", help="default: 1 and every --hosts size"
     )
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--runs", type=int, default=5)
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--installer-sleep", type=float, default=10.0)
     p.add_argument("--lab-name", default="bench")
@@ -379,6 +421,21 @@ def parse(argv: Sequence[str] | None) -> Config:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--skip-ansible", action="store_true")
     p.add_argument("--keep-lab", action="store_true", help="leave the lab up afterwards")
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="one-way delays to measure at (0: direct; >0: through benchmarks.relay)",
+    )
+    p.add_argument(
+        "--tools",
+        nargs="+",
+        choices=sorted(TOOL_KEYS),
+        default=sorted(TOOL_KEYS),
+        help="rows to measure (default: all)",
+    )
+    p.add_argument("--register-runs", type=int, help="register rounds (default: --runs)")
     p.add_argument(
         "--source",
         type=Path,
@@ -404,6 +461,9 @@ def parse(argv: Sequence[str] | None) -> Config:
         a.skip_ansible,
         a.keep_lab,
         a.source.resolve(),
+        tuple(sorted(set(a.latency_ms))),
+        tuple(TOOL_KEYS[k] for k in a.tools),
+        a.register_runs,
     )
 
 

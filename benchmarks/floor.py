@@ -6,7 +6,8 @@ Host keys are checked strictly against the given known_hosts file, as anywhere d
 
     python -m benchmarks.floor HOSTS.json --user deploy --key KEY --known-hosts FILE -c 50
 
-HOSTS.json is a list of addresses. Prints one summary line; exits 1 if any host failed.
+HOSTS.json is a list of addresses, each `ADDRESS` or `ADDRESS:PORT` (IPv4). Prints one summary
+line; exits 1 if any host failed.
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ def run_one(
     client = paramiko.SSHClient()
     client.load_host_keys(known_hosts)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    host, _, port = address.partition(":")
     try:
         client.connect(
-            address,
+            host,
+            int(port or 22),
             username=user,
             key_filename=key,
             look_for_keys=False,

@@ -29,6 +29,10 @@ AGENT_ACTIONS = frozenset(
         "DiscoverPollEndpoint",
         "SubmitContainerStateChange",
         "SubmitTaskStateChange",
+        # The lab ECS agent's task sync, once a heartbeat (the controller's deregister drain
+        # lists tasks too, but no measured command here does).
+        "ListTasks",
+        "DescribeTasks",
     }
 )
 DESCRIBE_ACTIONS = frozenset(
@@ -46,7 +50,7 @@ class ProcessCost:
     rc: int
     wall_s: float
     cpu_s: float  # user + system of the process and every descendant it waited for
-    peak_rss_mb: float  # the largest single process (wait4's ru_maxrss)
+    peak_rss_mb: float  # the largest single process (its VmHWM, sampled every 0.2 s)
     tree_rss_mb: float  # the largest sum over the live process tree, sampled every 0.2 s
     stdout: str
     stderr: str
@@ -77,7 +81,9 @@ def run_measured(
         rc=proc.returncode,
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
-        peak_rss_mb=usage.ru_maxrss / 1024,
+        # Not wait4's ru_maxrss: the kernel counts in it the parent's high-water mark of the
+        # address space the child had before exec (this process's, after fork or vfork).
+        peak_rss_mb=sampler.peak_one / 2**20,
         tree_rss_mb=sampler.peak / 2**20,
         stdout=out_path.read_text(errors="replace"),
         stderr=err_path.read_text(errors="replace"),
@@ -85,11 +91,13 @@ def run_measured(
 
 
 class _TreeSampler:
-    """Peak of the summed RSS of a process and its live descendants."""
+    """Peak of the summed RSS of a process and its live descendants, and the largest
+    high-water mark (VmHWM) any one of them reached."""
 
     def __init__(self, root: int) -> None:
         self.root = root
         self.peak = 0
+        self.peak_one = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -102,7 +110,9 @@ class _TreeSampler:
 
     def _loop(self) -> None:
         while not self._stop.wait(0.2):
-            self.peak = max(self.peak, sum(_rss(p) for p in _tree(self.root)))
+            tree = _tree(self.root)
+            self.peak = max(self.peak, sum(_rss(p) for p in tree))
+            self.peak_one = max(self.peak_one, *(_hwm(p) for p in tree))
 
 
 def _tree(root: int) -> list[int]:
@@ -116,6 +126,16 @@ def _tree(root: int) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def _hwm(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
 
 
 def _rss(pid: int) -> int:

@@ -1,4 +1,7 @@
-"""Samples → the results table: medians per (tool, N), ratios, and the issue's targets. Pure."""
+"""Samples → the results table: medians per (tool, N, latency), ratios, and the targets. Pure.
+
+Rows of one latency (0: the lab's own network; > 0: every SSH connection through the
+delaying relay) are compared only with each other."""
 
 from __future__ import annotations
 
@@ -40,6 +43,15 @@ class Row:
     overhead_per_host_s: float | None = None
     amortised_overhead_s: float | None = None
     lab_cpu_s: float | None = None  # the lab hosts' and the endpoint's CPU during the run
+    latency_ms: float = 0.0  # one way, added by the relay (0: no relay)
+    cpu_vs_floor: float | None = None  # controller CPU / the floor's at the same N and latency
+    round_trips_per_host: float | None = None  # SSH round trips per host (relay rows only)
+    relay_cpu_s: float | None = None  # the relay process's own CPU (never the controller's)
+
+    @property
+    def cpu_ms_per_host(self) -> float:
+        """The controller's CPU per host, start-up included (CPU s / N)."""
+        return self.cpu_s * 1000 / self.n
 
 
 def median(values: Sequence[float]) -> float:
@@ -60,18 +72,24 @@ def _lab_cpu(samples: Sequence[Sample]) -> float | None:
     return median(values) if values else None
 
 
+def latency(sample: Sample) -> float:
+    return float(sample.get("latency_ms") or 0.0)
+
+
 def rows(samples: Sequence[Sample]) -> list[Row]:
-    groups: dict[tuple[str, int], list[Sample]] = {}
+    groups: dict[tuple[str, int, float], list[Sample]] = {}
     for s in samples:
-        groups.setdefault((str(s["tool"]), int(s["n"])), []).append(s)
+        groups.setdefault((str(s["tool"]), int(s["n"]), latency(s)), []).append(s)
     walls = {key: median([float(s["wall_s"]) for s in group]) for key, group in groups.items()}
+    cpus = {key: median([float(s["cpu_s"]) for s in group]) for key, group in groups.items()}
     out = []
-    for (tool, n), group in sorted(
+    for (tool, n, lat), group in sorted(
         groups.items(),
-        key=lambda kv: (TOOLS.index(kv[0][0]) if kv[0][0] in TOOLS else 99, kv[0][1]),
+        key=lambda kv: (kv[0][2], TOOLS.index(kv[0][0]) if kv[0][0] in TOOLS else 99, kv[0][1]),
     ):
-        wall = walls[(tool, n)]
-        floor, adhoc = walls.get((FLOOR, n)), walls.get((ADHOC, n))
+        wall = walls[(tool, n, lat)]
+        floor, adhoc = walls.get((FLOOR, n, lat)), walls.get((ADHOC, n, lat))
+        floor_cpu = cpus.get((FLOOR, n, lat))
         comparable = tool != REGISTER
         out.append(
             Row(
@@ -94,6 +112,10 @@ def rows(samples: Sequence[Sample]) -> list[Row]:
                 overhead_per_host_s=_opt_median(group, "overhead_per_host_s"),
                 amortised_overhead_s=_opt_median(group, "amortised_overhead_s"),
                 lab_cpu_s=_lab_cpu(group),
+                latency_ms=lat,
+                cpu_vs_floor=cpus[(tool, n, lat)] / floor_cpu if floor_cpu and comparable else None,
+                round_trips_per_host=_opt_median(group, "round_trips_per_host"),
+                relay_cpu_s=_opt_median(group, "relay_cpu_s"),
             )
         )
     return out
@@ -133,7 +155,8 @@ class Target:
 
 
 def targets(table: Sequence[Row], big: int = 100, mid: int = 50) -> list[Target]:
-    by = {(r.tool, r.n): r for r in table}
+    by = {(r.tool, r.n): r for r in table if not r.latency_ms}
+    far = {(r.tool, r.n): r for r in table if r.latency_ms}
     out: list[Target] = []
 
     def add(name: str, row: Row | None, value: float | None, ok: bool, fmt: str) -> None:
@@ -153,6 +176,27 @@ def targets(table: Sequence[Row], big: int = 100, mid: int = 50) -> list[Target]
     )
     vs = check.vs_floor if check else None
     add(f"check ≤1.3x the paramiko floor (N={big})", check, vs, bool(vs and vs <= 1.3), "{:.2f}x")
+    cpu = check.cpu_vs_floor if check else None
+    adhoc = by.get((ADHOC, big))
+    beside = f" (Ansible ad hoc {adhoc.cpu_vs_floor:.1f}x)" if adhoc and adhoc.cpu_vs_floor else ""
+    add(
+        f"check's controller CPU per host ≤1.2x the floor's (N={big})",
+        check,
+        cpu,
+        bool(cpu and cpu <= 1.2),
+        "{:.2f}x" + beside,
+    )
+    far_check = far.get((CHECK, big))
+    far_vs = far_check.vs_floor if far_check else None
+    add(
+        f"check ≤1.2x the floor's wall behind {far_check.latency_ms:g} ms each way (N={big})"
+        if far_check
+        else f"check ≤1.2x the floor's wall behind the relay (N={big})",
+        far_check,
+        far_vs,
+        bool(far_vs and far_vs <= 1.2),
+        "{:.2f}x",
+    )
     ssh_rows = [r for r in table if r.tool in (CHECK, REGISTER)]
     worst = max((r.ssh_max_per_host for r in ssh_rows), default=None)
     least = min((r.ssh_per_host for r in ssh_rows), default=None)
@@ -205,9 +249,12 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
 HEADERS = (
     "tool",
     "N",
+    "latency ms",
     "runs",
     "wall s",
     "CPU s",
+    "CPU ms/host",
+    "CPU x floor",
     "lab CPU s",
     "RSS MB",
     "tree MB",
@@ -217,6 +264,8 @@ HEADERS = (
     "x floor",
     "Ansible ÷",
     "overhead s/host",
+    "RT/host",
+    "relay CPU s",
 )
 
 
@@ -224,9 +273,12 @@ def cells(row: Row) -> tuple[str, ...]:
     return (
         row.tool + (f" ({row.failed_runs} failed)" if row.failed_runs else ""),
         str(row.n),
+        f"{row.latency_ms:g}",
         str(row.runs),
         _fmt(row.wall_s),
         _fmt(row.cpu_s),
+        _fmt(row.cpu_ms_per_host),
+        _fmt(row.cpu_vs_floor, ".2f"),
         _fmt(row.lab_cpu_s),
         _fmt(row.peak_rss_mb, ".0f"),
         _fmt(row.tree_rss_mb, ".0f"),
@@ -236,6 +288,8 @@ def cells(row: Row) -> tuple[str, ...]:
         _fmt(row.vs_floor, ".2f"),
         _fmt(row.ansible_over),
         _fmt(row.amortised_overhead_s, ".2f"),
+        _fmt(row.round_trips_per_host),
+        _fmt(row.relay_cpu_s),
     )
 
 
@@ -265,4 +319,7 @@ def render_markdown(table: Sequence[Row], goals: Sequence[Target]) -> str:
 
 
 def as_json(table: Sequence[Row], goals: Sequence[Target]) -> dict[str, Any]:
-    return {"rows": [asdict(r) for r in table], "targets": [asdict(t) for t in goals]}
+    return {
+        "rows": [{**asdict(r), "cpu_ms_per_host": round(r.cpu_ms_per_host, 2)} for r in table],
+        "targets": [asdict(t) for t in goals],
+    }

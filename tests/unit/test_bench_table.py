@@ -91,3 +91,43 @@ def test_lab_cpu_is_hosts_plus_endpoint_median_and_absent_in_old_samples() -> No
     old = table.rows([sample(table.CHECK, 20, 5.0)])[0]
     assert old.lab_cpu_s is None
     assert table.cells(old)[table.HEADERS.index("lab CPU s")] == "-"
+
+
+def test_cpu_per_host_and_its_ratio_to_the_floor_for_every_row() -> None:
+    samples = [sample(table.CHECK, 100, 8.0, cpu_s=c) for c in (2.0, 2.4, 9.0)]
+    samples += [sample(table.FLOOR, 100, 8.0, cpu_s=c) for c in (2.0, 1.9, 2.1)]
+    samples += [sample(table.ADHOC, 100, 30.0, cpu_s=16.0)] * 5
+    rows = {r.tool: r for r in table.rows(samples)}
+    assert rows[table.CHECK].cpu_ms_per_host == 24.0  # median CPU / N
+    assert rows[table.CHECK].cpu_vs_floor == 1.2
+    assert rows[table.ADHOC].cpu_vs_floor == 8.0
+    cells = table.cells(rows[table.CHECK])
+    assert cells[table.HEADERS.index("CPU ms/host")] == "24.0"
+    assert cells[table.HEADERS.index("CPU x floor")] == "1.20"
+    goals = {t.name.split(" (")[0]: t for t in table.targets(list(rows.values()))}
+    cpu = goals["check's controller CPU per host ≤1.2x the floor's"]
+    assert (cpu.ok, cpu.value) == (True, "1.20x (Ansible ad hoc 8.0x)")
+
+
+def test_relay_rows_are_compared_only_with_relay_rows() -> None:
+    samples = [sample(table.CHECK, 100, 8.0), sample(table.FLOOR, 100, 8.0)]
+    far = {"latency_ms": 25.0, "relay_cpu_s": 0.5}
+    samples += [sample(table.CHECK, 100, w, round_trips_per_host=7.0, **far) for w in (13, 12)]
+    samples += [sample(table.FLOOR, 100, 10.0, round_trips_per_host=7.0, **far)]
+    rows = table.rows(samples)
+    assert [(r.tool, r.latency_ms) for r in rows] == [
+        (table.CHECK, 0.0),
+        (table.FLOOR, 0.0),
+        (table.CHECK, 25.0),
+        (table.FLOOR, 25.0),
+    ]
+    assert rows[0].vs_floor == 1.0 and rows[2].vs_floor == 1.25
+    assert rows[2].round_trips_per_host == 7.0 and rows[0].round_trips_per_host is None
+    cells = table.cells(rows[2])
+    assert cells[table.HEADERS.index("latency ms")] == "25"
+    assert cells[table.HEADERS.index("RT/host")] == "7.0"
+    assert cells[table.HEADERS.index("relay CPU s")] == "0.5"
+    goals = {t.name.split(" (")[0]: t for t in table.targets(rows)}
+    assert goals["check ≤1.3x the paramiko floor"].value == "1.00x"  # the direct rows
+    far_goal = goals["check ≤1.2x the floor's wall behind 25 ms each way"]
+    assert (far_goal.ok, far_goal.value) == (False, "1.25x")

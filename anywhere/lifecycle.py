@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from anywhere import checks
@@ -45,10 +47,39 @@ def aws_snapshot(ctx: Context, hosts: Sequence[Host]) -> AwsSnapshot:
     )
 
 
+class _SnapshotFailed(Exception):
+    """Carries the snapshot's error out of the workers: it fails the run, not one host."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@contextmanager
+def snapshot_ahead(ctx: Context, hosts: Sequence[Host]) -> Iterator[Callable[[], AwsSnapshot]]:
+    """`aws_snapshot` read on a thread of its own while the hosts are asked, so its describe
+    calls are not a pause before the first SSH connection; a host waits for it only once its
+    own side is read. Its error fails the run, as it did when it was read first."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aws-snapshot") as pool:
+        future = pool.submit(aws_snapshot, ctx, hosts)
+
+        def snapshot() -> AwsSnapshot:
+            try:
+                return future.result()
+            except Exception as exc:
+                raise _SnapshotFailed(exc) from None
+
+        try:
+            yield snapshot
+        except _SnapshotFailed as failed:
+            raise failed.error from None
+
+
 def check_job(
-    ctx: Context, options: CheckOptions, snapshot: AwsSnapshot
+    ctx: Context, options: CheckOptions, snapshot: Callable[[], AwsSnapshot]
 ) -> Callable[[Host, RunControl], HostOutcome]:
-    """Read-only verification of one host (plus the ready attribute, unless --no-mark)."""
+    """Read-only verification of one host (plus the ready attribute, unless --no-mark);
+    `snapshot` gives the fleet's AWS state (`snapshot_ahead`)."""
 
     def job(host: Host, control: RunControl) -> HostOutcome:
         return guarded(
@@ -59,11 +90,16 @@ def check_job(
 
 
 def _check(
-    ctx: Context, options: CheckOptions, snapshot: AwsSnapshot, host: Host, cursor: Cursor
+    ctx: Context,
+    options: CheckOptions,
+    fleet_state: Callable[[], AwsSnapshot],
+    host: Host,
+    cursor: Cursor,
 ) -> HostOutcome:
     cursor.stage(Phase.VERIFY)
     cluster = host.config.cluster
     host_results, facts, unreachable = _host_side(ctx, host)
+    snapshot = fleet_state()
     local_id = facts.instance_id if facts is not None else None
     known = ctx.known_by_host.get(host.name, ())
     instance_id = local_id or _best_known(snapshot, cluster, known)
@@ -298,4 +334,5 @@ __all__ = [
     "aws_snapshot",
     "check_job",
     "deregister_job",
+    "snapshot_ahead",
 ]

@@ -14,9 +14,9 @@ from anywhere.errors import ExitCode, UsageError
 from anywhere.lifecycle import (
     CheckOptions,
     DeregisterOptions,
-    aws_snapshot,
     check_job,
     deregister_job,
+    snapshot_ahead,
 )
 from anywhere.models import Host
 from anywhere.tasks import run_task
@@ -59,8 +59,9 @@ def check_cmd(
     """
     run = FleetRun.select(ctx, "check", inventory_path, limit, run_settings(ctx, flags))
     context = run.open()
-    snapshot = aws_snapshot(context, run.hosts)
-    summary = run.fleet(check_job(context, CheckOptions(mark=not no_mark), snapshot), quiet=as_json)
+    with snapshot_ahead(context, run.hosts) as snapshot:
+        job = check_job(context, CheckOptions(mark=not no_mark), snapshot)
+        summary = run.fleet(job, quiet=as_json)
     as_text = run.record(summary)
     if as_json:
         echo(context.journal.masked(as_text).rstrip("\n"))

@@ -82,7 +82,7 @@ def test_check_says_the_container_instance_is_inactive(tmp_path: Path) -> None:
     aws = ListsNoInactive()
     transport = SilentHost(_remembering(True))
     ctx = context(tmp_path, aws, {"h1": (MI,)}, connect=lambda h: transport)
-    out = check_job(ctx, CheckOptions(), aws_snapshot(ctx, [host("h1")]))(
+    out = check_job(ctx, CheckOptions(), lambda: aws_snapshot(ctx, [host("h1")]))(
         host("h1"), noop_control()
     )
     assert out.status is Status.FAILED

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
-from anywhere.lifecycle import CheckOptions, aws_snapshot, check_job
+from anywhere.errors import AwsError
+from anywhere.fleet import run_fleet
+from anywhere.lifecycle import CheckOptions, aws_snapshot, check_job, snapshot_ahead
 from anywhere.models import (
     FailureClass,
+    Host,
     Phase,
     Status,
 )
 from anywhere.tasks import TaskRefused, run_task
+from anywhere.transport import Transport
 from tests.unit.fakes import (
     FakeAws,
     SilentHost,
@@ -41,7 +46,7 @@ def test_snapshot_reads_every_host_in_one_batch(tmp_path: Path) -> None:
 def test_unreachable_host_is_judged_on_its_aws_side(tmp_path: Path) -> None:
     aws = FakeAws([managed("mi-1", "h1")], [container("mi-1")])
     ctx = context(tmp_path, aws, {"h1": ("mi-1",)})
-    job = check_job(ctx, CheckOptions(), aws_snapshot(ctx, [host("h1")]))
+    job = check_job(ctx, CheckOptions(), lambda: aws_snapshot(ctx, [host("h1")]))
     out = job(host("h1"), noop_control())
     assert out.status is Status.FAILED and out.failure is FailureClass.UNREACHABLE
     assert out.instance_id == "mi-1"
@@ -67,7 +72,7 @@ def test_check_verdict_and_mark(
     )
     transport = SilentHost(healthy_output(local))
     ctx = context(tmp_path, aws, {"h1": ("mi-1", "mi-2")}, connect=lambda h: transport)
-    out = check_job(ctx, CheckOptions(), aws_snapshot(ctx, [host("h1")]))(
+    out = check_job(ctx, CheckOptions(), lambda: aws_snapshot(ctx, [host("h1")]))(
         host("h1"), noop_control()
     )
     assert out.instance_id == "mi-2"
@@ -84,7 +89,9 @@ def test_an_interrupted_check_names_its_verify_phase(tmp_path: Path) -> None:
     ctx = context(tmp_path, FakeAws([], []), {})
     control = noop_control()
     control.cancel.set()
-    out = check_job(ctx, CheckOptions(), aws_snapshot(ctx, [host("h1")]))(host("h1"), control)
+    out = check_job(ctx, CheckOptions(), lambda: aws_snapshot(ctx, [host("h1")]))(
+        host("h1"), control
+    )
     assert (out.failure, out.phase) == (FailureClass.INTERRUPTED, Phase.VERIFY)
 
 
@@ -113,3 +120,44 @@ def test_run_task_constrains_to_ready_hosts_and_names_them(tmp_path: Path) -> No
     aws.failures, aws.placements = (), (("arn:task/1", "arn:ci/mi-1"),)
     run = run_task(ctx, [host("h1"), host("h2")], "web", 1, ())
     assert run.placed == (("arn:task/1", "h1"),)
+
+
+def test_the_snapshot_is_read_while_the_hosts_are_asked(tmp_path: Path) -> None:
+    # The describe calls wait until a host has been reached: had the snapshot been read
+    # before the fleet started, no host would be reached and the wait would time out.
+    reached = threading.Event()
+    aws = FakeAws([managed("mi-1", "h1")], [container("mi-1")])
+    aws.hooks["managed_instances"] = lambda: None if reached.wait(5) else pytest.fail("serial")
+    transport = SilentHost(healthy_output("mi-1"))
+
+    def connect(h: Host) -> Transport:
+        reached.set()
+        return transport
+
+    ctx = context(tmp_path, aws, {"h1": ("mi-1",)}, connect=connect)
+    with snapshot_ahead(ctx, [host("h1")]) as snapshot:
+        result = run_fleet(
+            [host("h1")],
+            check_job(ctx, CheckOptions(), snapshot),
+            concurrency=2,
+            fail_percent=100,
+            progress=lambda *_: None,
+        )
+    assert [o.status for o in result.outcomes] == [Status.READY]
+
+
+def test_a_failed_snapshot_fails_the_run_not_a_host(tmp_path: Path) -> None:
+    aws = FakeAws([managed("mi-1", "h1")], [container("mi-1")])
+    aws.fail["managed_instances"] = AwsError("AccessDenied: not allowed")
+    ctx = context(tmp_path, aws, {"h1": ("mi-1",)}, connect=lambda h: SilentHost("x"))
+    with (
+        pytest.raises(AwsError, match="AccessDenied"),
+        snapshot_ahead(ctx, [host("h1")]) as snapshot,
+    ):
+        run_fleet(
+            [host("h1")],
+            check_job(ctx, CheckOptions(), snapshot),
+            concurrency=2,
+            fail_percent=100,
+            progress=lambda *_: None,
+        )

@@ -139,4 +139,10 @@ class Far:
             "round_trips_max": max(counts, default=0),
             "relay_connections": len(run.report.get("connections", [])),
             "relay_refused": run.report.get("refused"),
+            # One host's conversations, burst by burst: what each round trip was.
+            "relay_trace": [
+                c.get("bursts", [])
+                for c in run.report.get("connections", [])
+                if names and by_address.get(str(c["target"])) == names[0]
+            ],
         }

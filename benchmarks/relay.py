@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from anywhere.lab.network import LabNet
 
@@ -79,20 +79,32 @@ def check_routes(
 
 @dataclass
 class Turns:
-    """Counts the turns of one connection's conversation (see the module's docstring)."""
+    """Counts the turns of one connection's conversation (see the module's docstring), and
+    keeps its first bursts (direction, bytes, ms since the first) to tell the turns apart."""
 
     turns: int = 0
     up_bytes: int = 0
     down_bytes: int = 0
+    bursts: list[tuple[Direction, int, int]] = field(default_factory=list)
     _last: Direction | None = None
+    _start: float | None = None
 
-    def saw(self, direction: Direction, size: int) -> None:
+    MAX_BURSTS: ClassVar[int] = 32
+
+    def saw(self, direction: Direction, size: int, now: float = 0.0) -> None:
         if direction == "up":
             self.up_bytes += size
         else:
             self.down_bytes += size
             if self._last == "up":
                 self.turns += 1
+        if self._start is None:
+            self._start = now
+        if direction == self._last and self.bursts:
+            d, n, ms = self.bursts[-1]
+            self.bursts[-1] = (d, n + size, ms)
+        elif len(self.bursts) < self.MAX_BURSTS:
+            self.bursts.append((direction, size, round((now - self._start) * 1000)))
         self._last = direction
 
     @property
@@ -118,6 +130,7 @@ class Conn:
             "down_bytes": self.turns.down_bytes,
             "seconds": round((self.ended or now) - self.started, 4),
             "open": self.ended is None,
+            "bursts": [list(b) for b in self.turns.bursts],
         }
 
 
@@ -238,7 +251,7 @@ class _Pipe:
             except OSError:
                 data = b""
             if data:
-                turns.saw(direction, len(data))
+                turns.saw(direction, len(data), loop.time())
             self.held.push(loop.time() + self.delay, data or None)
             self.ready.set()
             if not data:

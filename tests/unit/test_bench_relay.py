@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.far import per_host_round_trips, relayed_inventory, relayed_known_hosts
-from benchmarks.relay import Conn, InFlight, Limits, Relay, Route, Turns, check_routes
+from benchmarks.relay import Conn, Direction, InFlight, Limits, Relay, Route, Turns, check_routes
 
 
 def test_routes_only_to_the_labs_own_hosts() -> None:
@@ -30,12 +30,22 @@ def test_routes_only_to_the_labs_own_hosts() -> None:
 
 def test_turns_count_the_servers_answers_to_the_client() -> None:
     turns = Turns()
-    turns.saw("down", 20)  # the server's banner before the client spoke: no turn
-    for direction in ("up", "down", "down", "up", "up", "down", "up"):
-        turns.saw(direction, 10)
+    turns.saw("down", 20, 1.0)  # the server's banner before the client spoke: no turn
+    sequence: tuple[Direction, ...] = ("up", "down", "down", "up", "up", "down", "up")
+    for i, direction in enumerate(sequence):
+        turns.saw(direction, 10, 1.0 + (i + 1) / 1000)
     assert turns.turns == 2
     assert turns.round_trips == 3  # and the TCP handshake
     assert (turns.up_bytes, turns.down_bytes) == (40, 50)
+    # Consecutive reads of one direction are one burst, timed from the first byte.
+    assert turns.bursts == [
+        ("down", 20, 0),
+        ("up", 10, 1),
+        ("down", 20, 2),
+        ("up", 20, 4),
+        ("down", 10, 6),
+        ("up", 10, 7),
+    ]
 
 
 def test_in_flight_bytes_are_bounded() -> None:

@@ -9,6 +9,7 @@ variables under `_meta.hostvars`; we validate those with the same converters and
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -60,7 +61,8 @@ def needs_ansible(path: Path) -> bool:
         return any(p.is_file() or p.name in VARS_DIRS for p in path.iterdir())
     if path.suffix not in (".yml", ".yaml"):
         return path.exists()
-    return any((path.parent / d).is_dir() for d in VARS_DIRS)
+    # A vars "directory" that is a file goes to Ansible too, which warns: an error here.
+    return any(os.path.lexists(path.parent / d) for d in VARS_DIRS)
 
 
 def child_env(env: Mapping[str, str], scratch: Path) -> dict[str, str]:

@@ -31,6 +31,7 @@ from anywhere.inventory._values import ADDRESS_VARS, PORT_VARS, convert
 
 _SECTIONS = ("hosts", "children", "vars")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LOCALHOSTS = ("127.0.0.1", "localhost", "::1")
 _JINJA_NAMES = frozenset({"true", "false", "none", "True", "False", "None", "not"})
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 # PyYAML's YAML 1.1 booleans, which Ansible uses; ruamel's 1.1 also reads y/n as booleans.
@@ -363,6 +364,9 @@ class Reader:
         for name in sorted(set(self.hosts) & {*self.groups, "ungrouped"}):
             # Ansible only warns; a pattern naming it would select the group, not the host.
             self.problem(self.hosts[name].line, f"{name!r} names both a host and a group")
+        local = [h for h in self.hosts.values() if h.name in _LOCALHOSTS]
+        if len(local) > 1:  # Ansible warns and keeps the first as its implicit localhost
+            self.problem(local[1].line, f"{local[1].name!r} is another name for localhost")
         groups = {
             name: GroupDef(
                 name, g.line, dict(g.vars), tuple(g.children), tuple(g.hosts), g.priority

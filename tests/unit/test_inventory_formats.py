@@ -101,3 +101,19 @@ def test_ansible_cfg_beside_the_inventory_is_not_read(tmp_path: Path) -> None:
     inv.write_text("w1 ansible_host=10.0.0.1\n")
     load_inventory(inv, env=ENV, env_home=tmp_path)
     assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("reader", ["yaml", "ansible"])
+def test_two_names_for_localhost_are_an_error(tmp_path: Path, reader: str) -> None:
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  hosts:\n    localhost:\n    127.0.0.1:\n")
+    (found,) = problems(inv, ANYWHERE_INVENTORY_READER=reader)
+    assert "127.0.0.1" in found
+
+
+def test_group_vars_that_is_a_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "group_vars").write_text("x: 1\n")
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  hosts:\n    h1:\n")
+    (found,) = problems(inv)
+    assert "Found group_vars that is not a directory" in found

@@ -7,15 +7,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
-
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, TextIO
 
 from anywhere.fleet import ProgressState
 from anywhere.models import Phase, Status
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 SHOWN_IN_FLIGHT = 12
 
@@ -46,6 +44,10 @@ class ProgressView:
                 print(line, file=self._stream, flush=True)
 
     def render(self) -> RenderableType:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
         with self._lock:
             flying = sorted(self._phase.items())
             head = Text(
@@ -67,6 +69,10 @@ def progress_view(total: int, *, quiet: bool = False) -> Iterator[ProgressView]:
     if not live:
         yield view
         return
+    # rich is imported only for a terminal: off one, its ~80 ms of imports are pure start-up.
+    from rich.console import Console
+    from rich.live import Live
+
     console = Console(stderr=True)
     with Live(get_renderable=view.render, console=console, refresh_per_second=4, transient=True):
         yield view

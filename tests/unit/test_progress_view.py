@@ -4,6 +4,8 @@ host's status once it is done, counted against the hosts given."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 from rich.console import Group
@@ -45,3 +47,28 @@ def test_plain_lines_follow_the_fleets_events() -> None:
     rendered = view.render()
     assert isinstance(rendered, Group)
     assert str(rendered.renderables[0]) == "5/5 done · 1 failed · 0 in flight"
+
+
+def test_off_a_terminal_rich_is_never_imported() -> None:
+    # rich draws only the live view; its imports are ~80 ms of start-up for every run
+    # whose stderr is a file or a pipe (cron, CI, the benchmarks).
+    code = (
+        "import sys\n"
+        "import anywhere.cli\n"
+        "from anywhere.cli.view import progress_view\n"
+        "from anywhere.models import Phase, Status\n"
+        "anywhere.cli._register_subcommands()\n"
+        "with progress_view(1) as view:\n"
+        "    view('h1', Phase.VERIFY, 'start')\n"
+        "    view('h1', Phase.DONE, Status.READY)\n"
+        "print('rich' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.stdout.strip() == "False"
+    assert "[1/1] h1: ready (done)" in done.stderr

@@ -24,6 +24,7 @@ AGENT_MODULES = (
     "common.py",
     "sigv4.py",
     "ssm_agent.py",
+    "ssm_run_command.py",
     "ecs_agent.py",
     "docker_api.py",
     "docker_daemon.py",

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from anywhere.lab.agents import common
+from anywhere.lab.agents import common, ssm_run_command
 from anywhere.lab.agents.common import AgentSettings, ApiError, Client
 
 AGENT_VERSION = "3.3.1611.0"
@@ -253,6 +253,12 @@ class Daemon:
         client = self.client
         creds: dict[str, Any] | None = None
         failures = 0
+        # What the Run Command worker signs with: (instance id, region, credentials).
+        shared: list[tuple[str, str, dict[str, Any]] | None] = [None]
+        worker = ssm_run_command.Worker(
+            self.base, client, self.log, lambda: shared[0], AGENT_VERSION
+        )
+        threading.Thread(target=worker.run, args=(stop,), name="runcommand", daemon=True).start()
         self.log.info(
             "amazon-ssm-agent %s (lab) starting; endpoint %s",
             AGENT_VERSION,
@@ -275,6 +281,7 @@ class Daemon:
                 ):
                     creds = fetch_credentials(self.base, client, reg)
                     self.log.info("role credentials refreshed for %s", reg.instance_id)
+                    shared[0] = (reg.instance_id, reg.region, creds)
                 heartbeat(self.base, client, reg, creds)
                 if failures:
                     self.log.info("heartbeat resumed for %s", reg.instance_id)
@@ -282,6 +289,7 @@ class Daemon:
                 stop.wait(self.settings.heartbeat_s)
             except ApiError as err:
                 creds = None if err.code in HIBERNATE_CODES | CREDENTIAL_CODES else creds
+                shared[0] = shared[0] if creds else None
                 stop.wait(self._delay(err, failures))
                 failures += 1
         self.log.info("amazon-ssm-agent stopping")

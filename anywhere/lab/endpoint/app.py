@@ -24,7 +24,10 @@ from urllib.parse import parse_qs
 from xml.sax.saxutils import escape as xml_escape
 
 from anywhere.lab.endpoint import sigcheck
+from anywhere.lab.endpoint.ec2messages import TARGET_PREFIX as MESSAGES_PREFIX
+from anywhere.lab.endpoint.ec2messages import MessageService
 from anywhere.lab.endpoint.faults import FaultRule, FaultSpecError, FaultTable
+from anywhere.lab.endpoint.ssm_commands import SsmCommands
 from anywhere.lab.endpoint.ssm_hybrid import SsmHybrid
 from anywhere.lab.endpoint.wire import Answer, CallContext
 
@@ -144,6 +147,7 @@ class LabApp:
         account_of_key: Callable[[str], str],
         sleep: Callable[[float], None],
         clock: Callable[[], float] = time.time,
+        run_command: tuple[SsmCommands, MessageService] | None = None,
     ) -> None:
         self._moto = moto_app
         self._ssm = ssm
@@ -154,6 +158,8 @@ class LabApp:
         self._account_of_key = account_of_key
         self._sleep = sleep
         self._clock = clock
+        self._commands: SsmCommands | None = run_command[0] if run_command else None
+        self._messages: MessageService | None = run_command[1] if run_command else None
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -261,6 +267,14 @@ class LabApp:
             return None
         if not isinstance(body, dict):
             return None
+        if (
+            req.target_prefix == SSM_PREFIX
+            and self._commands
+            and self._commands.handles(req.action)
+        ):
+            return self._commands.handle(req.action, body, req.ctx)
+        if req.target_prefix == MESSAGES_PREFIX and self._messages is not None:
+            return self._messages.handle(req.action, body, req.ctx)
         if req.target_prefix == SSM_PREFIX and self._ssm.handles(req.action, body):
             return self._ssm.handle(req.action, body, req.ctx)
         if req.target_prefix == ECS_PREFIX and self._ecs is not None:

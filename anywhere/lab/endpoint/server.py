@@ -25,6 +25,7 @@ from anywhere.errors import EnvironmentProblem
 from anywhere.lab.endpoint.app import EcsHandler, LabApp, RequestCounter
 from anywhere.lab.endpoint.faults import FaultTable
 from anywhere.lab.endpoint.iam_roles import MotoRoles
+from anywhere.lab.endpoint.ssm_commands import build as build_run_command
 from anywhere.lab.endpoint.ssm_hybrid import DEFAULT_IAM_DELAY_S, SsmHybrid
 
 PINNED_MOTO = "5.2.5"
@@ -106,6 +107,7 @@ def build_app(
         log=log,
         account_of_key=get_account_id_from,
         sleep=time.sleep,
+        run_command=build_run_command(ssm.ping_status, time.time),
     )
 
 

@@ -171,6 +171,13 @@ class SsmHybrid:
                 and (rec.account, rec.region) == (account, region)
             )
 
+    def ping_status(self, account: str, region: str, instance_id: str) -> str | None:
+        """The instance's PingStatus, or None when it is no managed instance of the account."""
+        with self._lock:
+            if not self.is_registered(account, region, instance_id):
+                return None
+            return str(self._describe(self._instances[instance_id], self._clock())["PingStatus"])
+
     def handle(self, action: str, body: dict[str, Any], ctx: CallContext) -> Answer:
         handler: Callable[[dict[str, Any], CallContext], dict[str, Any]] = getattr(
             self, "_" + action

@@ -3,6 +3,11 @@ hosts, groups (with their children's hosts) and every merged variable, for each 
 anywhere's own YAML reader forced, and the default one (which resolves `group_vars/`,
 `host_vars/` and INI through Ansible's `--list`, then checks and resolves it itself).
 
+The default reader's `ansible-inventory --list` call is answered by the oracle process
+(what the real command prints: test_the_oracle_prints_what_ansible_inventory_prints), so
+what is compared there is anywhere's reading of the listing (checks, groups, precedence);
+anywhere's own YAML reader is compared with Ansible independently.
+
 Examples are derandomized (CI sees the same ones); a failing example is written to
 tests/cases/inventories/found/latest/ (hypothesis replays the smallest one last), where
 test_inventory_cases compares it with the oracle from then on.

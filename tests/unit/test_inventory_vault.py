@@ -7,11 +7,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 from ansible.parsing.vault import VaultLib, VaultSecret
 
 from anywhere import report
+from anywhere.ansible_engine import fleet_inventory
+from anywhere.aws import Aws
 from anywhere.cli import main
 from anywhere.errors import InventoryError
 from anywhere.inventory import load_with_secrets
@@ -183,3 +186,31 @@ def test_cli_takes_vault_password_file(tmp_path: Path, capsys: pytest.CaptureFix
     assert "api_token is vault-encrypted" in capsys.readouterr().err
     assert main(["inventory", "validate", "--vault-password-file", str(pw), str(inv)], env=env) == 0
     assert "t0ken" not in capsys.readouterr().out
+
+
+class _NoRegistrations:
+    """AWS knows none of the hosts (what export-ansible asks, answered empty)."""
+
+    def managed_instances_by_host(self, _hosts: object) -> dict[str, tuple[str, ...]]:
+        return {}
+
+    def managed_instances(self, _ids: object) -> dict[str, object]:
+        return {}
+
+    def container_instances(self, _cluster: object, _ids: object) -> dict[str, object]:
+        return {}
+
+
+def test_export_ansible_writes_vaulted_values_encrypted(tmp_path: Path) -> None:
+    inv = inventory(tmp_path)
+    pw = password_file(tmp_path)
+    loaded = load_with_secrets(inv, env={**ENV, "ANSIBLE_VAULT_PASSWORD_FILE": str(pw)})
+    aws = cast(Aws, _NoRegistrations())
+    text = fleet_inventory(aws, loaded.inventory.hosts, "anywhere.ready", str(inv))
+    assert "t0ken" not in text and "sudo pw" not in text
+    exported = tmp_path / "exported.yml"
+    exported.write_text(text)
+    variables, become = load(exported, ANSIBLE_VAULT_PASSWORD_FILE=str(pw))
+    token = variables["api_token"]
+    assert isinstance(token, Vaulted) and token.reveal() == "t0ken"
+    assert become is not None and become.reveal() == "sudo pw"

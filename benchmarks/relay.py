@@ -5,9 +5,10 @@
 ROUTES.json is a list of `[listen_port, target_address]`: the relay listens on
 127.0.0.1:listen_port and forwards to target_address:22. Every byte is held `delay` before it
 is passed on, in each direction, and the upstream connection is opened three one-way delays
-after the client's (SYN, SYN-ACK, ACK), so the client waits one round trip for the TCP
-handshake as it would across a real network. Prints `ready` once every port listens; on
-SIGTERM or SIGINT writes every connection's counts to STATS.json and exits.
+after the client's (SYN, SYN-ACK, ACK): what the client sends at once reaches the server then,
+and its first answer comes back one round trip after a real connect would have returned.
+Prints `ready` once every port listens; on SIGTERM or SIGINT writes every connection's counts
+to STATS.json and exits.
 
 Bounded: it listens on loopback only, forwards only to the lab's own subnet and port 22, holds
 at most `--max-connections` connections (more are closed at once and counted as refused) and
@@ -194,20 +195,29 @@ class Relay:
         loop = asyncio.get_running_loop()
         conn = Conn(route.target, loop.time())
         self.conns.append(conn)
+        up = _Pipe(InFlight(self.limits.max_buffer), self.delay)
+        # What the client sends at once is read now, due one delay later: it reaches the
+        # server as the handshake completes, as it would across the network.
+        reading = asyncio.ensure_future(up.read(client_r, self.limits.chunk, conn.turns, "up"))
         try:
             await asyncio.sleep(3 * self.delay)  # the TCP handshake across the network
             server_r, server_w = await asyncio.open_connection(route.target, self.target_port)
         except OSError:
+            reading.cancel()
             self._open -= 1
             conn.ended = loop.time()
             client_w.close()
             return
+        down = _Pipe(InFlight(self.limits.max_buffer), self.delay)
         try:
             await asyncio.gather(
-                self._pipe(client_r, server_w, conn.turns, "up"),
-                self._pipe(server_r, client_w, conn.turns, "down"),
+                reading,
+                up.write(server_w),
+                down.read(server_r, self.limits.chunk, conn.turns, "down"),
+                down.write(client_w),
             )
         finally:
+            reading.cancel()
             self._open -= 1
             conn.ended = loop.time()
             for w in (client_w, server_w):
@@ -215,19 +225,6 @@ class Relay:
 
     def report(self, now: float) -> dict[str, object]:
         return {"refused": self.refused, "connections": [c.as_dict(now) for c in self.conns]}
-
-    async def _pipe(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        turns: Turns,
-        direction: Direction,
-    ) -> None:
-        """Read, hold each chunk for the delay, write in order; half-close at the end."""
-        pipe = _Pipe(InFlight(self.limits.max_buffer), self.delay)
-        await asyncio.gather(
-            pipe.read(reader, self.limits.chunk, turns, direction), pipe.write(writer)
-        )
 
 
 class _Pipe:

@@ -33,6 +33,13 @@ AGENT_ACTIONS = frozenset(
         # lists tasks too, but no measured command here does).
         "ListTasks",
         "DescribeTasks",
+        # The lab SSM agent's Run Command worker (ec2messages long polls and replies).
+        "GetMessages",
+        "AcknowledgeMessage",
+        "SendReply",
+        "FailMessage",
+        "DeleteMessage",
+        "GetEndpoint",
     }
 )
 DESCRIBE_ACTIONS = frozenset(

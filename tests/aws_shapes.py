@@ -200,3 +200,61 @@ SSM_AGENT_MODEL = private_model(
         "Boolean": {"type": "boolean"},
     },
 )
+
+
+# From amazon-ssm-agent's vendored SDK (service/ssmmds/api.go): the message delivery service.
+EC2MESSAGES_MODEL = private_model(
+    "ec2messages",
+    "json",
+    "EC2WindowsMessageDeliveryService",
+    {
+        "GetEndpoint": "GetEndpointOutput",
+        "GetMessages": "GetMessagesOutput",
+        "AcknowledgeMessage": "Empty",
+        "SendReply": "SendReplyOutput",
+        "FailMessage": "Empty",
+        "DeleteMessage": "Empty",
+    },
+    {
+        "Empty": {"type": "structure", "members": {}},
+        "GetEndpointOutput": {"type": "structure", "members": {"Endpoint": {"shape": "String"}}},
+        "GetMessagesOutput": {
+            "type": "structure",
+            "members": {
+                "Destination": {"shape": "Destination"},
+                "Messages": {"shape": "MessageList"},
+                "MessagesRequestId": {"shape": "MessageId"},
+            },
+        },
+        "MessageList": {"type": "list", "member": {"shape": "Message"}},
+        "Message": {
+            "type": "structure",
+            "members": {
+                "CreatedDate": {"shape": "CreatedDate"},
+                "Destination": {"shape": "Destination"},
+                "MessageId": {"shape": "MessageId"},
+                "Payload": {"shape": "String"},
+                "PayloadDigest": {"shape": "String"},
+                "Topic": {"shape": "Topic"},
+            },
+        },
+        "SendReplyOutput": {
+            "type": "structure",
+            "members": {
+                "Description": {"shape": "String"},
+                "MessageId": {"shape": "MessageId"},
+                "ReplyId": {"shape": "MessageId"},
+                "ReplyStatus": {"shape": "ReplyStatus"},
+            },
+        },
+        "ReplyStatus": {
+            "type": "string",
+            "enum": ["Created", "Queued", "Acknowledged", "NoActionTaken"],
+        },
+        "CreatedDate": {"type": "string", "min": 24},
+        "Destination": {"type": "string", "min": 10},
+        "MessageId": {"type": "string", "min": 16},
+        "Topic": {"type": "string", "min": 1},
+        "String": {"type": "string"},
+    },
+)

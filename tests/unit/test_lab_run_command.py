@@ -339,3 +339,54 @@ def test_every_answer_fits_botocore_output_shapes(lab: Lab) -> None:
         out = lab.ok(action, body)
         found += problems(model.operation_model(action).output_shape, out, wire=True)
     assert found == []
+
+
+def test_message_service_answers_fit_the_agent_sdk_shapes(lab: Lab) -> None:
+    from tests.aws_shapes import EC2MESSAGES_MODEL, problems
+
+    lab.send(IDS[:1])
+    iid = IDS[0]
+    answers = {
+        "GetMessages": lab.agent(
+            iid, "GetMessages", {"Destination": iid, "MessagesRequestId": "r" * 36}
+        )
+    }
+    (msg,) = answers["GetMessages"][1]["Messages"]
+    mid = {"MessageId": msg["MessageId"]}
+    answers["GetEndpoint"] = lab.agent(iid, "GetEndpoint", {"Destination": iid})
+    answers["AcknowledgeMessage"] = lab.agent(iid, "AcknowledgeMessage", mid)
+    reply = {**mid, "ReplyId": "x" * 36, "Payload": json.dumps({"documentStatus": "InProgress"})}
+    answers["SendReply"] = lab.agent(iid, "SendReply", reply)
+    answers["FailMessage"] = lab.agent(
+        iid, "FailMessage", {**mid, "FailureType": "NoHandlerExists"}
+    )
+    answers["DeleteMessage"] = lab.agent(iid, "DeleteMessage", mid)
+    found: list[str] = []
+    for action, (status, out) in answers.items():
+        assert status == 200, (action, out)
+        shape = EC2MESSAGES_MODEL.operation_model(action).output_shape
+        found += problems(shape, out, f"{action}$", wire=True)
+    assert found == []
+
+
+def test_an_instance_deregistered_before_its_turn_is_undeliverable(lab: Lab) -> None:
+    cid = lab.send(IDS[:2], MaxConcurrency="1")
+    del lab.ping[IDS[1]]
+    lab.run(IDS[0], "Success", 0)
+    inv = lab.invocations(cid)[IDS[1]]
+    assert (inv["Status"], inv["StatusDetails"]) == ("Failed", "Undeliverable")
+    cmd = lab.command(cid)
+    assert (cmd["CompletedCount"], cmd["ErrorCount"]) == (2, 0)
+
+
+def test_cancel_some_instances_only(lab: Lab) -> None:
+    cid = lab.send(IDS[:2])
+    assert lab.error("CancelCommand", {"CommandId": cid, "InstanceIds": [IDS[2]]}) == (
+        "InvalidInstanceId"
+    )
+    assert lab.error("CancelCommand", {"CommandId": "0" * 36}) == "InvalidCommandId"
+    lab.ok("CancelCommand", {"CommandId": cid, "InstanceIds": [IDS[1]]})
+    lab.run(IDS[0], "Success", 0)
+    invs = lab.invocations(cid)
+    assert [invs[i]["Status"] for i in IDS[:2]] == ["Success", "Cancelled"]
+    assert lab.command(cid)["StatusDetails"] == "Incomplete"

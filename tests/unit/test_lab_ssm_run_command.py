@@ -3,9 +3,13 @@ resolution, and aws:runShellScript run for real under `sh` in a temporary direct
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from anywhere.lab.agents import ssm_run_command as rc
 
@@ -84,3 +88,53 @@ def test_a_missing_working_directory_fails(tmp_path: Path) -> None:
     props = {"runCommand": ["true"], "timeoutSeconds": "5", "workingDirectory": "/nonexistent/x"}
     rc.run_shell_script(props, tmp_path / "o", run)
     assert (run.status, run.code) == ("Failed", 1)
+
+
+class FakeClient:
+    """The endpoint as the worker sees it: records every call, answers {}."""
+
+    url = "http://127.0.0.1:9"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+
+    def call(self, target: str, body: dict[str, Any], auth: Any = None) -> dict[str, Any]:
+        with self.lock:
+            self.calls.append((target.rsplit(".", 1)[-1], dict(body)))
+        return {}
+
+
+def test_at_most_five_commands_run_at_once(tmp_path: Path, monkeypatch: Any) -> None:
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def plugin(props: Any, workdir: Path, run: rc.Run) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        run.status, run.code = "Success", 0
+
+    monkeypatch.setitem(rc.PLUGINS, "aws:runShellScript", plugin)
+    client = FakeClient()
+    creds = ("mi-0123456789abcdef0", "eu-west-1", {"AccessKeyId": "A", "SecretAccessKey": "S"})
+    worker = rc.Worker(tmp_path, client, logging.getLogger("t"), lambda: creds)  # type: ignore[arg-type]
+    content = {"runtimeConfig": {"aws:runShellScript": {"properties": [{"id": "0.x"}]}}}
+    for n in range(7):
+        payload = {"CommandId": f"c{n}", "DocumentContent": content, "Parameters": {}}
+        message = {
+            "MessageId": f"aws.ssm.c{n}.{creds[0]}",
+            "Topic": "aws.ssm.sendCommand.eu.west.1.1",
+            "Payload": json.dumps(payload),
+        }
+        worker.receive(message)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and sum(1 for a, _ in client.calls if a == "SendReply") < 14:
+        time.sleep(0.05)
+    finals = [
+        json.loads(b["Payload"])["documentStatus"] for a, b in client.calls if a == "SendReply"
+    ]
+    assert finals.count("Success") == 7
+    assert peak[0] == rc.COMMAND_WORKERS

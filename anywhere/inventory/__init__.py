@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -128,6 +128,14 @@ def _reader(env: Mapping[str, str]) -> str:
     return choice
 
 
+def _yaml_only(tree: Tree) -> Tree:
+    """The YAML reader's verdict on a file that is not YAML, saying that another reader
+    might read it (Ansible's plugins try INI too)."""
+    first, *rest = tree.problems
+    hint = f"{first.message} (ANYWHERE_INVENTORY_READER=yaml reads YAML only; auto tries INI too)"
+    return replace(tree, problems=(Problem(first.file, first.line, hint), *rest))
+
+
 def _read_tree(path: Path, ctx: PathBase, env: Mapping[str, str]) -> tuple[Tree, bool]:
     """The parsed inventory, and whether ansible-inventory produced it.
 
@@ -138,6 +146,8 @@ def _read_tree(path: Path, ctx: PathBase, env: Mapping[str, str]) -> tuple[Tree,
     own = None
     if choice != "ansible" and path.suffix in (".yml", ".yaml") and path.is_file():
         own = read(path, ctx)
+        if choice == "yaml" and own.not_yaml:
+            return _yaml_only(own), False
         if choice == "yaml" or (not own.not_yaml and (own.problems or not needs_ansible(path))):
             return own, False
     elif choice == "yaml" or (choice == "auto" and not needs_ansible(path)):

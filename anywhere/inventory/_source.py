@@ -8,7 +8,6 @@ a silently dropped host is worse than a failed run.
 
 from __future__ import annotations
 
-import datetime
 import difflib
 import re
 from collections.abc import Mapping
@@ -16,47 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import TaggedScalar
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.resolver import VersionedResolver, implicit_resolvers
 
 from anywhere.errors import Problem
 from anywhere.inventory._base import Invalid, PathBase
 from anywhere.inventory._limits import check_yaml, read_text
 from anywhere.inventory._ranges import MAX_HOSTS, expand_host
-from anywhere.inventory._unvault import VAULT_KEY, unvault
+from anywhere.inventory._unvault import unvault
 from anywhere.inventory._values import ADDRESS_VARS, PORT_VARS, convert
+from anywhere.inventory._yaml_values import envelope, plain, yaml_parser
 
 _SECTIONS = ("hosts", "children", "vars")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LOCALHOSTS = ("127.0.0.1", "localhost", "::1")
 _JINJA_NAMES = frozenset({"true", "false", "none", "True", "False", "None", "not"})
-_BOOL_TAG = "tag:yaml.org,2002:bool"
-# PyYAML's YAML 1.1 booleans, which Ansible uses; ruamel's 1.1 also reads y/n as booleans.
-_PYYAML_BOOL = re.compile(
-    r"^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE"
-    r"|on|On|ON|off|Off|OFF)\Z"
-)
-
-
-class _Yaml11Resolver(VersionedResolver):
-    """YAML 1.1 scalars as Ansible reads them (`yes` is true, `0644` is octal, `y` is text)."""
-
-    @property
-    def processing_version(self) -> Any:
-        return (1, 1)  # the constructors ask this too (octal ints)
-
-    @property
-    def versioned_resolver(self) -> Any:
-        table = self._version_implicit_resolver
-        if (1, 1) not in table:
-            for versions, tag, regexp, first in implicit_resolvers:
-                if (1, 1) in versions:
-                    chosen: Any = _PYYAML_BOOL if tag == _BOOL_TAG else regexp
-                    self.add_version_implicit_resolver((1, 1), tag, chosen, first)
-        return table[(1, 1)]
 
 
 @dataclass(frozen=True)
@@ -101,51 +74,6 @@ class _Group:
     children: list[str] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)
     priority: int = 1
-
-
-_NESTED_VAULT = "vault-encrypted values inside a mapping or list are not supported"
-
-
-def _tag(value: TaggedScalar) -> str:
-    return str(getattr(value.tag, "value", value.tag))
-
-
-def _tagged(value: TaggedScalar) -> str:
-    tag = _tag(value)
-    if tag == "!unsafe":
-        return str(value.value)
-    if tag == "!vault":
-        raise Invalid(_NESTED_VAULT)
-    raise Invalid(f"values tagged {tag} are not supported")
-
-
-def envelope(value: object) -> str | None:
-    """The vault envelope of a `!vault` value (YAML), or of `{__ansible_vault: ...}` (as
-    ansible-inventory --list prints one); None for any other value."""
-    if isinstance(value, TaggedScalar) and _tag(value) == "!vault":
-        return str(value.value)
-    if isinstance(value, Mapping) and list(value) == [VAULT_KEY]:
-        return str(value[VAULT_KEY])
-    return None
-
-
-def plain(value: object) -> object:
-    """ruamel's round-trip types → plain Python; refuses tags we cannot honour."""
-    if isinstance(value, TaggedScalar):
-        return _tagged(value)
-    if isinstance(value, Mapping) and VAULT_KEY in value:
-        raise Invalid(_NESTED_VAULT)
-    if isinstance(value, Mapping):
-        return {plain(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    if isinstance(value, datetime.date):
-        return value.isoformat()
-    # ruamel's ScalarInt/ScalarFloat/quoted strings are subclasses: keep only the base type.
-    for kind in (bool, int, float, str):
-        if isinstance(value, kind):
-            return kind(value)
-    return value
 
 
 def _line(node: object, key: object, *, value: bool) -> int:
@@ -383,19 +311,13 @@ class Reader:
         )
 
 
-def _yaml() -> YAML:
-    yaml = YAML(typ="rt", pure=True)
-    yaml.Resolver = _Yaml11Resolver
-    return yaml
-
-
 def read(path: Path, ctx: PathBase) -> Tree:
     """Parse `path`; every problem found lands in `Tree.problems` (nothing is raised)."""
     reader = Reader(str(path), ctx)
     try:
         text = read_text(path)
         check_yaml(text)
-        data = _yaml().load(text)
+        data = yaml_parser().load(text)
     except Invalid as exc:
         reader.problem(exc.line, exc.message)
         return reader.tree()

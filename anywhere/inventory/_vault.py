@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from anywhere.errors import InventoryError, Problem
 
 PASSWORD_FILE_ENV = "ANSIBLE_VAULT_PASSWORD_FILE"  # noqa: S105 - a variable name
+_IDENTITY_LIST_ENV = "ANSIBLE_VAULT_IDENTITY_LIST"
 _HEADER = "$ANSIBLE_VAULT;"
 _ROUNDS = 10_000
 _MAX_PASSWORD_FILE = 64 * 1024
@@ -66,6 +67,17 @@ def decrypt(envelope: str, password: bytes) -> str:
 def password(env: Mapping[str, str], cwd: Path | None = None) -> bytes | None:
     """The vault password from the file ANSIBLE_VAULT_PASSWORD_FILE names (None when unset);
     InventoryError when it is a script, missing or empty."""
+    if env.get(_IDENTITY_LIST_ENV):
+        raise InventoryError(
+            [
+                Problem(
+                    f"${_IDENTITY_LIST_ENV}",
+                    None,
+                    "vault ids are not supported: give one password file "
+                    f"(--vault-password-file or ${PASSWORD_FILE_ENV})",
+                )
+            ]
+        )
     name = env.get(PASSWORD_FILE_ENV, "")
     if not name:
         return None

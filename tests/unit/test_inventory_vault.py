@@ -214,3 +214,10 @@ def test_export_ansible_writes_vaulted_values_encrypted(tmp_path: Path) -> None:
     token = variables["api_token"]
     assert isinstance(token, Vaulted) and token.reveal() == "t0ken"
     assert become is not None and become.reveal() == "sudo pw"
+
+
+def test_vault_ids_are_refused_not_ignored(tmp_path: Path) -> None:
+    inv = inventory(tmp_path)
+    with pytest.raises(InventoryError) as info:
+        load(inv, ANSIBLE_VAULT_IDENTITY_LIST=f"prod@{password_file(tmp_path)}")
+    assert "vault ids are not supported: give one password file" in str(info.value)

@@ -297,12 +297,23 @@ def test_message_service_answers_only_the_instance_itself(lab: Lab) -> None:
     assert (status, out["__type"]) == (400, "InvalidMessageIdException")
 
 
-def test_an_unacknowledged_message_comes_back(lab: Lab) -> None:
-    lab.send(IDS[:1])
+def test_an_unacknowledged_message_comes_back_and_the_invocation_is_delayed(lab: Lab) -> None:
+    cid = lab.send(IDS[:1])
     assert len(lab.take(IDS[0])) == 1
     assert lab.take(IDS[0]) == []
+    assert lab.invocations(cid)[IDS[0]]["Status"] == "Pending"
     lab.clock.now += 10
-    assert len(lab.take(IDS[0])) == 1
+    assert lab.invocations(cid)[IDS[0]]["Status"] == "Delayed"
+    assert lab.command(cid)["Status"] == "InProgress"
+    lab.run(IDS[0], "Success", 0)
+    assert lab.invocations(cid)[IDS[0]]["Status"] == "Success"
+
+
+def test_a_deregistered_instance_is_refused_by_the_message_service(lab: Lab) -> None:
+    del lab.ping[IDS[0]]
+    body = {"Destination": IDS[0], "MessagesRequestId": "r" * 36}
+    status, out = lab.agent(IDS[0], "GetMessages", body)
+    assert (status, out["__type"]) == (400, "AccessDeniedException")
 
 
 def test_limits_round_percentages_down() -> None:

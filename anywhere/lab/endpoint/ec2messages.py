@@ -85,9 +85,14 @@ class Mailbox:
             ]
             return ready
 
-    def pending(self, destination: str) -> list[Message]:
+    def lapsed(self, destination: str, message_id: str) -> bool:
+        """True when the message was taken and its visibility timeout passed unacknowledged."""
+        now = self._clock()
         with self.changed:
-            return list(self._queues.get(destination, []))
+            return any(
+                m.message_id == message_id and 0 < m.visible_at <= now
+                for m in self._queues.get(destination, [])
+            )
 
 
 class Replies(Protocol):
@@ -120,8 +125,10 @@ class MessageService:
         self,
         mailbox: Mailbox,
         replies: Replies,
+        live: Callable[[str, str, str], bool],
         long_poll_s: float = DEFAULT_LONG_POLL_S,
     ) -> None:
+        self._live = live
         self._mailbox = mailbox
         self._replies = replies
         self._long_poll_s = long_poll_s
@@ -133,10 +140,11 @@ class MessageService:
             return 400, {"__type": "UnknownOperationException", "message": "[lab] " + action}
         try:
             caller = ctx.caller_instance_id
-            if caller is None:
+            if caller is None or not self._live(ctx.account, ctx.region, caller):
                 raise ApiError(
                     "AccessDeniedException",
-                    "Only a managed instance's own credentials may use the message service",
+                    "Only a registered managed instance's own credentials may use the "
+                    "message service",
                 )
             return 200, handler(body, caller)
         except ApiError as exc:

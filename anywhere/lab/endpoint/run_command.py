@@ -5,7 +5,9 @@ with the agent's reply: `Success`, `Failed`, `TimedOut` (details `ExecutionTimed
 `Cancelled`. SSM itself ends the others: at the command's expiry (TimeoutSeconds plus the
 document's execution timeout after the request) whatever is not finished is `TimedOut`
 (`DeliveryTimedOut`); once errors exceed MaxErrors the invocations not yet sent are
-`Terminated`; an instance deregistered before its turn is `Undeliverable`. No more invocations
+`Terminated`; an instance deregistered before its turn is `Undeliverable`. A message the agent
+took but did not acknowledge within its visibility timeout makes the invocation `Delayed`
+until the agent takes it again and acknowledges it. No more invocations
 are out (sent, not finished) than MaxConcurrency allows. The state moves on every call (`tick`).
 """
 
@@ -227,6 +229,11 @@ class RunCommand:
             for inv in waiting:
                 inv.end("Cancelled" if cmd.cancelled else "Terminated")
             return
+        for inv in invs:
+            # Taken by the agent but never acknowledged: SSM retries it, and says so.
+            pending = inv.details == "Pending" and inv.message_id
+            if pending and self._mailbox.lapsed(inv.instance_id, inv.message_id):
+                inv.details = "Delayed"
         out = sum(1 for inv in invs if inv.message_id and not inv.done)
         room = limit(cmd.max_concurrency, len(invs), at_least_one=True) - out
         for inv in waiting[: max(0, room)]:

@@ -313,5 +313,9 @@ def build(
 ) -> tuple[SsmCommands, MessageService]:
     """Run Command and the message service its agents poll, sharing one mailbox."""
     mailbox = Mailbox(clock)
-    state = RunCommand(clock, mailbox, lambda a, r, i: ping_status(a, r, i) is not None)
-    return SsmCommands(state, ping_status, clock), MessageService(mailbox, state)
+
+    def live(account: str, region: str, instance_id: str) -> bool:
+        return ping_status(account, region, instance_id) is not None
+
+    state = RunCommand(clock, mailbox, live)
+    return SsmCommands(state, ping_status, clock), MessageService(mailbox, state, live)

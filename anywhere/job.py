@@ -167,14 +167,21 @@ def read_host(ctx: Context, transport: Transport) -> checks.HostVerifyFacts:
 
 
 def run_logged(
-    ctx: Context, host: Host, transport: Transport, command: str, *, script: bool = False
+    ctx: Context,
+    host: Host,
+    transport: Transport,
+    command: str,
+    *,
+    script: bool = False,
+    timeout: float | None = None,
 ) -> CommandResult:
-    """Run `command` (or a whole script fed on stdin) with sudo, output into the journal."""
+    """Run `command` (or a whole script fed on stdin) with sudo, output into the journal;
+    `timeout` defaults to the command timeout."""
     argv, stdin = ("bash -s", command.encode()) if script else (command, b"")
     return transport.run(
         argv,
         sudo=True,
         stdin=stdin,
-        timeout=ctx.settings.command_timeout_s,
+        timeout=timeout or ctx.settings.command_timeout_s,
         on_output=lambda line: ctx.journal.output(host.name, line),
     )

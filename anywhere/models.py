@@ -100,6 +100,11 @@ class HostConfig:
     installer_path: str | None = None
     activation_ttl_minutes: int = 60
     ecs_endpoint: str | None = None
+    # Where `upgrade` takes ecs-init from (None: AWS's regional bucket) and what vouches for
+    # a package: sha256 per file name, or the signing key (a file on the controller).
+    ecs_package_url: str | None = None
+    ecs_package_sha256: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    ecs_package_gpg_key: str | None = None
 
     @property
     def proxy_password(self) -> str | None:

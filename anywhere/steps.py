@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 from anywhere import checks
 from anywhere.aws import Aws, AwsState, AwsView
+from anywhere.aws.adapter import TaskSummary
 from anywhere.errors import ActivationError, HostError
 from anywhere.journal import Journal
-from anywhere.models import CheckResult, Host, HostPlan, Phase
+from anywhere.models import CheckResult, ContainerInstance, Host, HostPlan, Phase
 from anywhere.plan import agent_owns_shared_credentials, decide
 from anywhere.settings import Settings
 
@@ -136,6 +137,7 @@ class Verdict:
     results: tuple[CheckResult, ...]
     instance_id: str | None
     container_arn: str | None
+    container: ContainerInstance | None = None  # ECS's view of it, as checked
 
     @property
     def failed(self) -> tuple[CheckResult, ...]:
@@ -165,14 +167,14 @@ def verify(
     of the mi- id they name."""
     cluster = host.config.cluster
     results = list(checks.evaluate_host(facts, cluster) if host_results is None else host_results)
-    mi, arn = facts.instance_id, None
+    mi, container = facts.instance_id, None
     if mi:
         state = remembered(view, host, mi, view.get(cluster, mi), facts)
         results += checks.evaluate_aws(
             mi, state.managed, state.container, cluster, expected_tags(host)
         )
-        arn = state.container.arn if state.container is not None else None
-    return Verdict(tuple(results), mi, arn)
+        container = state.container
+    return Verdict(tuple(results), mi, container.arn if container else None, container)
 
 
 def expected_tags(host: Host) -> dict[str, str]:
@@ -254,40 +256,75 @@ class Retirer:
     def _wait_drained(
         self, cluster: str, instance_id: str, arn: str, options: DeregisterOptions
     ) -> int:
-        """Tasks still running when draining is over: none left, the timeout passed, or only
-        standalone tasks are left (draining replaces a service's tasks and never stops the
-        ones RunTask/StartTask started, so waiting for them would wait out the timeout)."""
-        deadline = time.monotonic() + options.drain_timeout_s
-        while True:
-            container = self.view.get(cluster, instance_id).container
-            running = container.running_tasks if container else 0
-            if running == 0 or time.monotonic() >= deadline:
-                return running
-            tasks = self.aws.tasks_on(cluster, arn)
-            if tasks and all(t.standalone for t in tasks):
-                if options.force:
-                    return len(tasks)
-                shown = ", ".join(t.arn.rsplit("/", 1)[-1] for t in tasks[:3])
-                more = f" and {len(tasks) - 3} more" if len(tasks) > 3 else ""
-                raise DeregisterRefused(
-                    f"{len(tasks)} standalone task(s) still running on {instance_id} "
-                    f"({shown}{more}): draining never stops tasks that no service started "
-                    "(RunTask/StartTask); stop them or pass --force to orphan them",
-                    f"`aws ecs stop-task --cluster {cluster} --task ID` for each, then "
-                    "deregister again; with --force their containers keep running on the host",
-                )
-            time.sleep(self.settings.verify_poll_s)
+        drained = wait_drained(
+            self.aws, self.view, self.settings, cluster, instance_id, arn, options.drain_timeout_s
+        )
+        if drained.standalone and not options.force:
+            raise DeregisterRefused(
+                standalone_refusal(drained.standalone, instance_id),
+                f"`aws ecs stop-task --cluster {cluster} --task ID` for each, then "
+                "deregister again; with --force their containers keep running on the host",
+            )
+        return drained.running
+
+
+# --------------------------------------------------------------------------- drain
+
+
+@dataclass(frozen=True)
+class Drained:
+    running: int  # tasks still running when the wait ended
+    # Set when only standalone tasks are left: draining never stops those.
+    standalone: tuple[TaskSummary, ...] = ()
+
+
+def wait_drained(
+    aws: Aws,
+    view: AwsView,
+    settings: Settings,
+    cluster: str,
+    instance_id: str,
+    arn: str,
+    timeout_s: float,
+) -> Drained:
+    """Wait, after draining, until no task runs on the instance, the timeout passed, or only
+    standalone tasks are left (draining replaces a service's tasks and never stops the ones
+    RunTask/StartTask started, so waiting for them would wait out the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        container = view.get(cluster, instance_id).container
+        running = container.running_tasks if container else 0
+        if running == 0 or time.monotonic() >= deadline:
+            return Drained(running)
+        tasks = aws.tasks_on(cluster, arn)
+        if tasks and all(t.standalone for t in tasks):
+            return Drained(len(tasks), tuple(tasks))
+        time.sleep(settings.verify_poll_s)
+
+
+def standalone_refusal(tasks: Sequence[TaskSummary], instance_id: str) -> str:
+    """Why a host whose standalone tasks draining cannot move is refused."""
+    shown = ", ".join(t.arn.rsplit("/", 1)[-1] for t in tasks[:3])
+    more = f" and {len(tasks) - 3} more" if len(tasks) > 3 else ""
+    return (
+        f"{len(tasks)} standalone task(s) still running on {instance_id} ({shown}{more}): "
+        "draining never stops tasks that no service started (RunTask/StartTask); stop them "
+        "or pass --force to orphan them"
+    )
 
 
 __all__ = [
     "DeregisterOptions",
     "DeregisterRefused",
+    "Drained",
     "Probe",
     "Retirer",
     "Verdict",
     "assess",
     "expected_tags",
     "registration_refused",
+    "standalone_refusal",
     "sweep_activations",
     "verify",
+    "wait_drained",
 ]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from anywhere.aws.calls import AwsClients, Caller
 from anywhere.errors import ActivationError, AwsError
@@ -73,6 +73,7 @@ class TaskSummary:
     arn: str
     group: str  # `service:NAME` for a service's tasks, `family:NAME` for RunTask/StartTask
     started_by: str
+    container_arn: str = ""
 
     @property
     def standalone(self) -> bool:
@@ -370,19 +371,34 @@ class Aws:
 
     def tasks_on(self, cluster: str, arn: str) -> list[TaskSummary]:
         """The tasks meant to run (desired RUNNING) on one container instance."""
-        arns = [
-            task
-            for page in self._api.pages(
-                self._c.ecs.list_tasks,
-                tolerate={"ClusterNotFoundException"},
-            )(cluster=cluster, containerInstance=arn, desiredStatus="RUNNING")
-            for task in page.get("taskArns", [])
-        ]
+        return self._tasks(cluster, arn)
+
+    def tasks_by_instance(self, cluster: str) -> dict[str, list[TaskSummary]]:
+        """Every task meant to run in `cluster`, by container instance ARN: one listing
+        (100 a page) and ≤100 per describe for the whole fleet, not calls per host."""
+        out: dict[str, list[TaskSummary]] = {}
+        for task in self._tasks(cluster):
+            out.setdefault(task.container_arn, []).append(task)
+        return out
+
+    def _tasks(self, cluster: str, instance: str | None = None) -> list[TaskSummary]:
+        listing = self._api.pages(self._c.ecs.list_tasks, tolerate={"ClusterNotFoundException"})
+        pages = (
+            listing(cluster=cluster, desiredStatus="RUNNING", containerInstance=instance)
+            if instance
+            else listing(cluster=cluster, desiredStatus="RUNNING")
+        )
+        arns = [task for page in pages for task in page.get("taskArns", [])]
         out: list[TaskSummary] = []
         for chunk in _chunks(arns, ECS_DESCRIBE_BATCH):
             resp = self._api.call(self._c.ecs.describe_tasks)(cluster=cluster, tasks=chunk)
             out += [
-                TaskSummary(str(t["taskArn"]), str(t.get("group", "")), str(t.get("startedBy", "")))
+                TaskSummary(
+                    str(t["taskArn"]),
+                    str(t.get("group", "")),
+                    str(t.get("startedBy", "")),
+                    str(t.get("containerInstanceArn", "")),
+                )
                 for t in resp.get("tasks", [])
             ]
         return out
@@ -402,17 +418,27 @@ class Aws:
             self._api.call(self._c.ecs.delete_attributes)(cluster=cluster, attributes=[attr])
 
     def drain(self, cluster: str, arns: Sequence[str]) -> None:
+        self._set_state(cluster, arns, "DRAINING")
+
+    def undrain(self, cluster: str, arns: Sequence[str]) -> None:
+        """Back to ACTIVE: ECS places tasks on them again."""
+        self._set_state(cluster, arns, "ACTIVE")
+
+    def _set_state(
+        self, cluster: str, arns: Sequence[str], status: Literal["ACTIVE", "DRAINING"]
+    ) -> None:
         for chunk in _chunks(list(arns), ECS_STATE_BATCH):
             resp = self._api.call(self._c.ecs.update_container_instances_state)(
                 cluster=cluster,
                 containerInstances=chunk,
-                status="DRAINING",
+                status=status,
             )
             failures = [
                 f"{f.get('arn', '?')}: {f.get('reason', '?')}" for f in resp.get("failures", [])
             ]
             if failures:
-                raise AwsError(f"cannot drain in {cluster}: {'; '.join(failures)}")
+                verb = "drain" if status == "DRAINING" else "set ACTIVE"
+                raise AwsError(f"cannot {verb} in {cluster}: {'; '.join(failures)}")
 
     def deregister_container_instance(self, cluster: str, arn: str, force: bool) -> None:
         self._api.call(self._c.ecs.deregister_container_instance)(

@@ -266,7 +266,10 @@ def write_reports(
         retry = report.retry_inventory(hosts, failed, source, run_id=summary.run_id)
         target = paths.retry or journal.path / "retry.yml"
         atomic_write(target, retry, mode=0o600)
-        echo(f"{len(failed)} host(s) failed; retry with: anywhere register {target}", err=True)
+        echo(
+            f"{len(failed)} host(s) failed; retry with: anywhere {summary.command} {target}",
+            err=True,
+        )
     counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items() if n)
     echo(f"summary: {counts}", err=True)
     sys.stderr.flush()

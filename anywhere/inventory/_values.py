@@ -205,6 +205,26 @@ def _sha256(value: object, _ctx: PathBase) -> str:
     return text.lower()
 
 
+# The installer's package file names (amazon-ecs-init-<version>.<arch>.deb|rpm).
+_PACKAGE_FILE = re.compile(r"amazon-ecs-init-[0-9A-Za-z][0-9A-Za-z.+~-]{0,99}\.(?:deb|rpm)")
+
+
+def _package_pins(value: object, _ctx: PathBase) -> Mapping[str, str]:
+    mapping = _string_map(value)
+    result: dict[str, str] = {}
+    for key, raw in mapping.items():
+        line = _line_of_key(mapping, key)
+        if not isinstance(key, str) or not _PACKAGE_FILE.fullmatch(key):
+            raise Invalid(
+                f"{key!r}: keys are package file names, e.g. amazon-ecs-init-1.89.0-1.amd64.deb",
+                line,
+            )
+        if not isinstance(raw, str) or not _SHA256.fullmatch(raw):
+            raise Invalid(f"{key}: the sha256 must be 64 hexadecimal digits", line)
+        result[key] = raw.lower()
+    return result
+
+
 def _line_of_key(mapping: object, key: object) -> int | None:
     lc = getattr(mapping, "lc", None)
     try:
@@ -359,6 +379,9 @@ ANYWHERE: Mapping[str, Converter] = {
     "anywhere_known_hosts": _file_path,
     "anywhere_activation_ttl_minutes": _ttl,
     "anywhere_ecs_endpoint": _url(("http", "https")),
+    "anywhere_ecs_package_url": _url(("http", "https")),
+    "anywhere_ecs_package_sha256": _package_pins,
+    "anywhere_ecs_package_gpg_key": _existing_file,
 }
 
 ANSIBLE: Mapping[str, Converter] = {

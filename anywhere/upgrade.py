@@ -113,9 +113,9 @@ def make_plan(
     targets = _targets(ctx, hosts, states, sources, options)
     steps = []
     for host in hosts:
-        target, problem = targets.get(host.name, ("", "no target"))
+        target, problem = targets.get(host.name, ("", ""))
         state = states[host.name]
-        if problem:
+        if problem and state.facts is not None:
             steps.append(Step(host.name, Action.REFUSE, problem, target))
         else:
             steps.append(decide(state, target, drain=options.drain, force=options.force))
@@ -353,7 +353,7 @@ def _upgrade(
             cursor.stage(Phase.INSTALL)
             _install(ctx, host, transport, step.target, source)
         cursor.stage(Phase.VERIFY)
-        results, facts = _verify(ctx, host, transport, step.target)
+        results, upgraded = _verify(ctx, host, transport, step.target, state)
     finally:
         transport.close()
     cursor.checks = results
@@ -371,7 +371,6 @@ def _upgrade(
         ctx.aws.undrain(cluster, [arn])
     ctx.aws.set_ready(cluster, arn, ctx.settings.ready_attribute, True)
     ctx.journal.event(host.name, "upgrade", "done", step.target)
-    upgraded = replace(state, facts=facts)
     return HostOutcome(
         host=host.name,
         status=Status.READY,
@@ -421,14 +420,15 @@ def _install(ctx: Context, host: Host, transport: Transport, target: str, source
 
 
 def _verify(
-    ctx: Context, host: Host, transport: Transport, target: str
-) -> tuple[tuple[CheckResult, ...], PackageFacts]:
-    """Poll host and AWS until the host proves `target`, or the verify timeout passes."""
+    ctx: Context, host: Host, transport: Transport, target: str, state: HostState
+) -> tuple[tuple[CheckResult, ...], HostState]:
+    """Poll host and AWS until the host proves `target`, or the verify timeout passes; the
+    host's state as last seen."""
     deadline = time.monotonic() + ctx.settings.verify_timeout_s
     while True:
         facts = _read(ctx, transport)
         verdict = verify(ctx.view, host, facts.verify)
         results = upgraded_checks(facts, verdict.container, verdict.results, target)
         if all(c.ok for c in results) or time.monotonic() >= deadline:
-            return results, facts
+            return results, replace(state, facts=facts, container=verdict.container)
         time.sleep(ctx.settings.verify_poll_s)

@@ -246,8 +246,18 @@ class FakeAws:
         self._call("tasks_on", arn)
         return self.tasks
 
+    def tasks_by_instance(self, cluster: str) -> dict[str, list[TaskSummary]]:
+        self._call("tasks_by_instance", cluster)
+        out: dict[str, list[TaskSummary]] = {}
+        for task in self.tasks:
+            out.setdefault(task.container_arn, []).append(task)
+        return out
+
     def drain(self, cluster: str, arns: Sequence[str]) -> None:
         self._call("drain", tuple(arns))
+
+    def undrain(self, cluster: str, arns: Sequence[str]) -> None:
+        self._call("undrain", tuple(arns))
 
     def deregister_container_instance(self, cluster: str, arn: str, force: bool) -> None:
         self._call("deregister_container_instance", force)

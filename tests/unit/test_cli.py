@@ -37,6 +37,18 @@ CONTRACT = {
     ("check",): ["--limit", "--json", "--no-mark"],
     ("run-task",): ["--task-definition", "--count", "--constraint"],
     ("deregister",): ["--limit", "--yes", "--force", "--drain-timeout", "--keep-packages"],
+    ("upgrade",): [
+        "--limit",
+        "--ecs-version",
+        "--batch-size",
+        "--max-unavailable",
+        "--no-drain",
+        "--force",
+        "--via",
+        "--yes",
+        "--report-json",
+        "--fail-percent",
+    ],
     ("lab", "up"): ["--hosts"],
     ("lab", "down"): [],
     ("lab", "status"): [],
@@ -69,6 +81,7 @@ def test_top_level_help_lists_commands_and_exit_codes(cli: Cli) -> None:
         "check",
         "run-task",
         "deregister",
+        "upgrade",
         "lab",
     ):
         assert f"  {name} " in done.stdout
@@ -111,6 +124,24 @@ def test_bad_flag_is_usage_error(cli: Cli) -> None:
     done = cli("register", str(EXAMPLE), "--concurrency", "zero")
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--batch-size", "2", "--max-unavailable", "20%"], "mutually exclusive"),
+        (["--max-unavailable", "120%"], "not a percentage 1-100"),
+        (["--ecs-version", "1.90.0-1;reboot"], "not a package version"),
+        (["--via", "telnet"], "Invalid value for '--via'"),
+        ([], "set anywhere_ecs_package_sha256"),  # nothing would vouch for the package
+    ],
+)
+def test_upgrade_usage_errors_exit_2_before_anything_runs(
+    args: list[str], said: str, cli: Cli
+) -> None:
+    done = cli("upgrade", str(EXAMPLE), "--yes", *args)
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr and "Traceback" not in done.stderr
 
 
 def test_limit_matching_nothing_is_usage_error(cli: Cli) -> None:

@@ -18,10 +18,15 @@ LIMIT_FLAG = $(if $(LIMIT),--limit '$(LIMIT)',)
 ENGINE ?=
 ENGINE_FLAG = $(if $(ENGINE),--engine $(ENGINE),)
 FLEET ?= fleet.yml
+ECS_VERSION ?=
+BATCH ?=
+MAX_UNAVAILABLE ?=
+UPGRADE_FLAGS = $(if $(ECS_VERSION),--ecs-version '$(ECS_VERSION)',) \
+  $(if $(BATCH),--batch-size $(BATCH),) $(if $(MAX_UNAVAILABLE),--max-unavailable '$(MAX_UNAVAILABLE)',)
 
 .DEFAULT_GOAL := help
 .PHONY: help install lint test test-unit test-e2e demo clean lab-up lab-down plan register \
-        check-fleet deregister render bench playbook-register export-ansible
+        check-fleet deregister upgrade render bench playbook-register export-ansible
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -83,6 +88,9 @@ check-fleet: install ## verify hosts are fit for EXTERNAL tasks (INVENTORY=… L
 deregister: install ## take hosts out (INVENTORY=… LIMIT=… required)
 	@test -n "$(LIMIT)" || { echo "deregister needs LIMIT=PATTERN" >&2; exit 2; }
 	$(ANYWHERE) deregister $(INVENTORY) $(LIMIT_FLAG)
+
+upgrade: install ## rolling ecs-init upgrade (INVENTORY=… LIMIT=… ECS_VERSION=… BATCH=N or MAX_UNAVAILABLE=P%)
+	$(ANYWHERE) upgrade $(INVENTORY) $(LIMIT_FLAG) $(UPGRADE_FLAGS)
 
 bench: install ## fleet benchmark on the lab (root; BENCH_N="20 50 100", BENCH_LATENCY_MS="0 25")
 	$(BIN)/python -m benchmarks.fleet --hosts $(BENCH_N) --runs $(BENCH_RUNS) \

@@ -192,6 +192,7 @@ echo "package_version=$v"
 [ "$install" = yes ] || exit 0
 if [ "$fmt" = deb ]; then
   apt-mark unhold "$p" >/dev/null 2>&1
+  # The same version left half-configured by a failed install is configured again.
   DEBIAN_FRONTEND=noninteractive apt-get install -y --allow-downgrades \
     -o Dpkg::Options::=--force-confold "$d/$f" </dev/null ||
     fail 23 "installing $f failed (dpkg may have left it half-configured: see above)"

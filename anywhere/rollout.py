@@ -65,7 +65,7 @@ def decide(state: HostState, target: str, *, drain: bool, force: bool) -> Step:
         return step(Action.REFUSE, state.problem or "host not reachable")
     if not state.facts.format:
         return step(Action.REFUSE, "neither dpkg nor rpm on the host")
-    if not state.facts.package:
+    if not state.facts.package and not state.facts.agent:
         return step(Action.REFUSE, "ecs-init is not installed: `anywhere register` it first")
     container = state.container
     if container is None or container.status not in ("ACTIVE", "DRAINING"):
@@ -82,8 +82,16 @@ def decide(state: HostState, target: str, *, drain: bool, force: bool) -> Step:
             f"{len(state.standalone)} standalone task(s) ({shown}): draining never stops "
             "them; stop them or pass --force (they keep running through the restart)",
         )
-    was = state.installed or f"{state.facts.state or 'broken'} package"
-    return step(Action.UPGRADE, f"{was} -> {target}")
+    return step(Action.UPGRADE, f"{_was(state.facts)} -> {target}")
+
+
+def _was(facts: PackageFacts) -> str:
+    if facts.installed:
+        return facts.installed
+    if facts.state:
+        return f"{facts.state} package"  # what a failed install left (half-configured, ...)
+    # An agent running from no package (installed by hand): the package goes over it.
+    return f"agent {facts.agent} (no ecs-init package)"
 
 
 def batch_size(selected: int, size: int | None, max_unavailable_pct: int | None) -> int:

@@ -375,7 +375,7 @@ def _upgrade(
         host=host.name,
         status=Status.READY,
         phase=Phase.DONE,
-        reason=f"ecs-init {state.installed or 'broken'} -> {step.target}",
+        reason=step.reason,
         instance_id=cursor.instance_id,
         container_instance_arn=arn,
         agent_versions=_versions(upgraded),

@@ -321,6 +321,8 @@ def test_every_answer_is_one_aws_could_give(
     _run_a_task(aws, account, hosts[0].arn)
     hosts[0].poll_tasks()
     aws.drain(CLUSTER, [hosts[1].arn])
+    aws.undrain(CLUSTER, [hosts[1].arn])
+    aws.drain(CLUSTER, [hosts[1].arn])
     aws.forget_instance(CLUSTER, ids[1])
     aws.deregister_container_instance(CLUSTER, hosts[0].arn, force=True)
     aws.deregister_managed_instance(ids[0])
@@ -364,3 +366,4 @@ def _run_a_task(aws: Aws, account: str, arn: str) -> None:
         placement_constraints=[{"type": "memberOf", "expression": f"attribute:{READY} == true"}],
     )
     assert run.placements and run.placements[0][1] == arn, run.failures
+    assert [t.arn for t in aws.tasks_by_instance(CLUSTER)[arn]] == list(run.task_arns)

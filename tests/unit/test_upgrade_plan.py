@@ -266,6 +266,15 @@ def test_a_host_left_draining_is_finished_or_upgraded() -> None:
     assert step.action is Action.UPGRADE and "half-configured" in step.reason
 
 
+def test_an_agent_running_from_no_package_gets_the_package() -> None:
+    facts = parse_probe(probe_output(version=""))
+    step = decide(replace(state(OLD), facts=facts), NEW, drain=True, force=False)
+    assert (step.action, step.reason) == (
+        Action.UPGRADE,
+        f"agent 1.89.0 (no ecs-init package) -> {NEW}",
+    )
+
+
 def test_standalone_tasks_refuse_the_host_unless_forced_or_not_draining() -> None:
     busy = state(OLD, standalone=("t1", "t2"))
     refused = decide(busy, NEW, drain=True, force=False)
@@ -281,6 +290,7 @@ def test_standalone_tasks_refuse_the_host_unless_forced_or_not_draining() -> Non
         (state(OLD, "INACTIVE"), "not registered with ECS (INACTIVE)"),
         (replace(state(OLD), container=None), "no container instance"),
         (replace(state(OLD), facts=PackageFacts(format="deb")), "ecs-init is not installed"),
+        (replace(state(OLD), facts=PackageFacts(format="deb")), "`anywhere register` it first"),
         (replace(state(OLD), facts=PackageFacts()), "neither dpkg nor rpm"),
     ],
 )

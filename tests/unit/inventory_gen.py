@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ansible.parsing.vault import VaultLib, VaultSecret
 from hypothesis import assume
 from hypothesis import strategies as st
 
@@ -24,7 +25,7 @@ RANGES = {
     "r[08:10].lan": ("r08.lan", "r09.lan", "r10.lan"),
 }
 # Plain variables: YAML 1.1 scalars as written (Ansible and anywhere must type them alike).
-PLAIN_VALUES = (
+_SCALARS = (
     "1",
     "42",
     "-3",
@@ -50,6 +51,15 @@ PLAIN_VALUES = (
     "10.0.0.1",
     "a:b",
 )
+VAULT_PASSWORD = "generated"
+# A vaulted value (YAML only): Ansible lists it encrypted, anywhere decrypts and keeps it.
+VAULTED = (
+    "!vault |\n"
+    + VaultLib([("default", VaultSecret(VAULT_PASSWORD.encode()))])
+    .encrypt("vaulted text", VaultSecret(VAULT_PASSWORD.encode()))
+    .decode()
+)
+PLAIN_VALUES: tuple[str, ...] = (*_SCALARS, VAULTED)
 INI_VALUES = ("1", "42", "abc", "yes", "True", "0644", "1.5", "'quoted'", "a:b", "[1,2]")
 # Variables anywhere interprets: only values it accepts.
 CHECKED = {
@@ -98,7 +108,10 @@ class Model:
 
 
 def yaml_vars(values: Vars, indent: int) -> str:
-    return "".join(f"{' ' * indent}{k}: {v}\n" for k, v in values.items())
+    def value(text: str) -> str:  # a block scalar's lines go below its key, indented
+        return text.replace("\n", "\n" + " " * (indent + 2))
+
+    return "".join(f"{' ' * indent}{k}: {value(v)}\n" for k, v in values.items())
 
 
 def _yaml_group(model: Model, name: str, indent: int, seen: set[str]) -> str:

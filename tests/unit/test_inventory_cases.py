@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from anywhere.inventory import load_inventory
+from tests.unit.inventory_gen import VAULT_PASSWORD
 from tests.unit.inventory_oracle import Oracle
 from tests.unit.test_inventory_property import assert_same
 
@@ -31,7 +32,7 @@ def source_of(folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_case_reads_as_ansible_reads_it(folder: Path, oracle: Oracle) -> None:
+def test_case_reads_as_ansible_reads_it(folder: Path, oracle: Oracle, tmp_path: Path) -> None:
     source = source_of(folder)
     answer = oracle.answer(source)
     assert answer["warnings"] == [], "the case itself makes Ansible warn"
@@ -39,11 +40,14 @@ def test_case_reads_as_ansible_reads_it(folder: Path, oracle: Oracle) -> None:
     own_reader_too = source.suffix in (".yml", ".yaml") and not any(
         (folder / d).exists() for d in ("group_vars", "host_vars")
     )
+    password = tmp_path / "vault-password"  # the property test's, for the cases it found
+    password.write_text(VAULT_PASSWORD + "\n")
     for reader in ("auto", "yaml") if own_reader_too else ("auto",):
         env = {
             "AWS_REGION": "eu-west-1",
             "ANYWHERE_SSH_CONFIG": "none",
             "ANYWHERE_INVENTORY_READER": reader,
+            "ANSIBLE_VAULT_PASSWORD_FILE": str(password),
         }
         inventory = load_inventory(source, env=env, env_home=folder)
         assert_same(inventory, listing, reader)

@@ -4,6 +4,7 @@ does it already carry? One command (run as root), one parser, one evaluation."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from anywhere.models import CheckResult, LocalState
@@ -70,6 +71,9 @@ echo "registration_key=$v"
 yn ecs_init /usr/libexec/amazon-ecs-init
 yn agent_db /var/lib/ecs/data/agent.db
 echo "ecs_cluster=$(sed -n 's/^ECS_CLUSTER=//p' /etc/ecs/ecs.config 2>/dev/null | tail -n 1)"
+echo "machine_id=$(head -c 64 /etc/machine-id 2>/dev/null | tr -d '\n')"
+echo "docker_version=$(docker --version 2>/dev/null | head -n 1 | cut -c1-100)"
+echo "apparmor=$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)"
 exit 0
 """.strip()
 
@@ -95,6 +99,9 @@ class PreflightFacts:
     aws_env: tuple[str, ...] = ()
     aws_files: tuple[str, ...] = ()
     local: LocalState = field(default_factory=LocalState)
+    machine_id: str | None = None  # 32 hex digits, else None (the value is the host's)
+    docker_version: tuple[int, int] | None = None  # (major, minor) of `docker --version`
+    apparmor: bool | None = None
 
     @property
     def cgroup_version(self) -> str | None:
@@ -157,7 +164,24 @@ def parse_preflight(stdout: str) -> PreflightFacts:
         aws_env=tuple(f.get("aws_env", "").split()),
         aws_files=aws_files,
         local=_local_state(f),
+        machine_id=_machine_id(f.get("machine_id", "")),
+        docker_version=_docker_version(f.get("docker_version", "")),
+        apparmor={"Y": True, "N": False}.get(f.get("apparmor", "").strip()),
     )
+
+
+_MACHINE_ID = re.compile(r"[0-9a-f]{32}")
+_DOCKER = re.compile(r"Docker version ([0-9]{1,4})\.([0-9]{1,4})\b")
+
+
+def _machine_id(value: str) -> str | None:
+    value = value.strip().lower()
+    return value if _MACHINE_ID.fullmatch(value) else None
+
+
+def _docker_version(value: str) -> tuple[int, int] | None:
+    found = _DOCKER.match(value.strip())
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def _os(f: dict[str, str], key: str) -> str:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from anywhere import checks
+from anywhere import checks, checks_reach
 from anywhere.errors import (
     AnywhereError,
     HostError,
@@ -90,11 +90,11 @@ def install_hint(reason: str, log: str) -> str:
 def probe(ctx: Context, host: Host, transport: Transport, *, tidy: bool = False) -> Probe:
     """Preflight facts, host-side state, AWS-side state, and the decision: read-only, but
     for `tidy`, which also removes a killed run's work dirs (in the same round trip)."""
-    command = (
-        f"{STALE_WORKDIRS_COMMAND}\n{checks.PREFLIGHT_COMMAND}"
-        if tidy
-        else (checks.PREFLIGHT_COMMAND)
-    )
+    reach = checks_reach.reach_command(checks_reach.endpoints(host.config))
+    # The preflight command comes last: it ends the whole command with its `exit 0`.
+    command = f"{reach}\n{checks.PREFLIGHT_COMMAND}"
+    if tidy:
+        command = f"{STALE_WORKDIRS_COMMAND}\n{command}"
     pre = transport.run(command, sudo=True, timeout=ctx.settings.command_timeout_s)
     return assess(
         ctx.view,
@@ -138,11 +138,17 @@ def probe_only(ctx: Context) -> Callable[[Host, RunControl], HostOutcome]:
     return job
 
 
-class Registrar:
-    """Callable per host by `fleet.run_fleet`."""
+Found = Probe | HostError
+"""What the run's preflight round learnt of a host: its probe, or the failure to report."""
 
-    def __init__(self, ctx: Context) -> None:
+
+class Registrar:
+    """Callable per host by `fleet.run_fleet`. `found`: what a preflight round over the whole
+    run learnt per host (`preflight_round`); a host it names is not probed again."""
+
+    def __init__(self, ctx: Context, found: Mapping[str, Found] | None = None) -> None:
         self.ctx = ctx
+        self.found = found or {}
 
     def __call__(self, host: Host, control: RunControl) -> HostOutcome:
         return guarded(host, control, self.ctx.journal, lambda cursor: self._register(host, cursor))
@@ -150,6 +156,9 @@ class Registrar:
     def _register(self, host: Host, cursor: Cursor) -> HostOutcome:
         ctx = self.ctx
         cursor.stage(Phase.PREFLIGHT)
+        known = self.found.get(host.name)
+        if isinstance(known, HostError):
+            raise known
         sweep_activations(
             ctx.aws,
             host.name,
@@ -159,7 +168,7 @@ class Registrar:
         transport = ctx.connect(host)
         try:
             # Sudo is proven (or refused, as SudoError) by the preflight's own sudo run.
-            found = probe(ctx, host, transport, tidy=True)
+            found = known or probe(ctx, host, transport, tidy=True)
             cursor.instance_id = found.plan.instance_id
             cursor.decision = found.plan.decision
             cursor.checks = found.preflight

@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from anywhere import checks
+from anywhere import checks, checks_known, checks_reach
 from anywhere.aws import Aws, AwsState, AwsView
 from anywhere.aws.adapter import TaskSummary
+from anywhere.checks_preflight import PreflightFacts
 from anywhere.errors import ActivationError, HostError
 from anywhere.journal import Journal
 from anywhere.models import CheckResult, ContainerInstance, Host, HostPlan, Phase
@@ -29,6 +30,7 @@ class Probe:
     preflight: tuple[CheckResult, ...]
     host_checks: tuple[CheckResult, ...]
     aws: AwsState
+    facts: PreflightFacts | None = None
 
 
 def assess(
@@ -59,8 +61,11 @@ def assess(
         min_free_mb=settings.min_free_disk_mb,
         agent_credentials=agent_owns_shared_credentials(local, state.managed),
     )
+    preflight += checks_reach.evaluate_reach(
+        checks_reach.endpoints(host.config), preflight_output
+    ) + checks_known.known_warnings(facts)
     plan = decide(host, local, state.managed, state.container, host_checks, known)
-    return Probe(plan=plan, preflight=preflight, host_checks=host_checks, aws=state)
+    return Probe(plan=plan, preflight=preflight, host_checks=host_checks, aws=state, facts=facts)
 
 
 def remembered(

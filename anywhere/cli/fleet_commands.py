@@ -33,7 +33,8 @@ from anywhere.journal import (
     safe_file_name,
 )
 from anywhere.models import Host
-from anywhere.registration import Registrar, probe_only
+from anywhere.preflight_round import register_fleet
+from anywhere.registration import probe_only
 from anywhere.render import render_placeholder
 from anywhere.settings import Engine, Settings
 
@@ -216,7 +217,15 @@ def register_cmd(
         summary, private_dir = _with_ansible(run, cli_env(ctx))
     else:
         run.announce()
-        summary = run.fleet(Registrar(run.context), fail_percent=run.settings.fail_percent)
+        summary = run.execute(
+            lambda progress: register_fleet(
+                run.context,
+                run.hosts,
+                concurrency=run.settings.concurrency,
+                fail_percent=run.settings.fail_percent,
+                progress=progress,
+            )
+        )
     write_reports(run.context.journal, summary, run.inventory.path, run.hosts, reports)
     if chosen is Engine.ANSIBLE:
         echo(f"ansible-runner artifacts: {private_dir}", err=True)

@@ -133,12 +133,14 @@ def unmount_overlay(spec: HostSpec) -> None:
         _run(["umount", str(spec.root)])
 
 
-def provision(spec: HostSpec, identity: Identity) -> str:
-    """Write the host's own identity into its overlay; return its known_hosts key part."""
+def provision(spec: HostSpec, identity: Identity, extra_hosts: str = "") -> str:
+    """Write the host's own identity into its overlay (and `extra_hosts` lines into its
+    /etc/hosts); return its known_hosts key part."""
     etc = spec.root / "etc"
     (etc / "hostname").write_text(f"{spec.name}\n")
     (etc / "hosts").write_text(
         f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n{spec.address}\t{spec.name}\n"
+        + extra_hosts
     )
     (etc / "machine-id").write_text(os.urandom(16).hex() + "\n")
     key = write_host_key(spec)

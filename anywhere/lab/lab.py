@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from anywhere.errors import EnvironmentProblem
-from anywhere.lab import files, hosts, network, quirks, rootfs, state, teardown
+from anywhere.lab import files, hosts, network, quirks, reach, rootfs, state, teardown
 from anywhere.lab.hosts import HostSpec, Identity
 from anywhere.lab.network import LabNet
 from anywhere.lab.state import HostRecord, LabState
@@ -226,6 +226,7 @@ class Lab:
                     f"{self.net.index}"
                 )
             st = self._save(replace(st, bridge_created=True))
+            reach.add_addresses(self.net)
         total = max(count, len(st.hosts))
         state.reserve_inotify(self.dir, total)
         st = self._save(replace(st, inotify_registered=True))
@@ -267,7 +268,7 @@ class Lab:
         network.create_netns(self.net, number)
         hosts.make_cgroups(spec)
         hosts.mount_overlay(spec, layout.lowers[release])
-        rec = replace(rec, host_key=hosts.provision(spec, identity))
+        rec = replace(rec, host_key=hosts.provision(spec, identity, reach.hosts_lines(self.net)))
         quirks.apply(spec.root, spec.name, host_quirks, hosts.USER_HOMES)
         return self._save(st.with_host(rec))
 
@@ -311,6 +312,7 @@ class Lab:
             [self.net.bridge_ip, "127.0.0.1"],
             self.net.port,
             heartbeat_timeout_s,
+            reach_binds=tuple(reach.addresses(self.net).values()),
         )
         return self._save(replace(st, endpoint_pid=started.pid))
 
@@ -383,6 +385,11 @@ class Lab:
     def set_host_link(self, name: str, up: bool) -> None:
         """Unplug (connections then time out) or re-plug the host's network cable."""
         network.set_link(self.net, self.state().host(name).number, up)
+
+    def block_endpoint(self, name: str, endpoint: str, blocked: bool = True) -> str:
+        """From host `name`, refuse TCP to one AWS endpoint (role such as `ssm`, or its name)
+        as a host firewall would; `blocked=False` allows it again. Returns its address."""
+        return reach.block(self.net, self.state().host(name).number, endpoint, blocked)
 
     def regenerate_host_key(self, name: str, trust: bool = False) -> str:
         """Give the host a new SSH host key (sshd restarted); known_hosts keeps the old one

@@ -385,7 +385,8 @@ def test_plan_probes_and_changes_nothing(tmp_path: Path) -> None:
     assert "would fail preflight: arch" in out.reason
     assert [c.name for c in out.checks if not c.ok] == ["arch"]
     assert aws.called("create_activation") == [] and aws.called("set_ready") == []
-    assert target.commands() == [checks.PREFLIGHT_COMMAND]
+    [command] = target.commands()  # one round trip: reachability probes, then the preflight
+    assert command.endswith(checks.PREFLIGHT_COMMAND) and "reach=probed" in command
     assert target.closed
 
 

@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--bind", action="append", required=True, help="address (repeatable)")
     parser.add_argument("--port", type=int, default=4566)
+    parser.add_argument(
+        "--reach-bind", action="append", default=[], help="accept TCP 443 here (repeatable)"
+    )
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument(
         "--heartbeat-timeout",
@@ -40,7 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         iam_delay = args.iam_delay
         if iam_delay is None:
             iam_delay = float(os.environ.get("ANYWHERE_LAB_IAM_DELAY_S") or DEFAULT_IAM_DELAY_S)
-        serve(args.bind, args.port, args.state_dir, args.heartbeat_timeout, iam_delay)
+        serve(
+            args.bind,
+            args.port,
+            args.state_dir,
+            args.heartbeat_timeout,
+            iam_delay,
+            reach_binds=args.reach_bind,
+        )
     except (AnywhereError, OSError, ValueError) as exc:
         print(f"lab endpoint: {exc}", file=sys.stderr)
         return int(ExitCode.ENVIRONMENT)

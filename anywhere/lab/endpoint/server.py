@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -133,8 +134,11 @@ def serve(
     state_dir: Path,
     heartbeat_timeout_s: float,
     iam_delay_s: float = DEFAULT_IAM_DELAY_S,
+    reach_binds: Sequence[str] = (),
 ) -> None:
-    """Serve until SIGTERM/SIGINT (the body of `python -m anywhere.lab.endpoint`)."""
+    """Serve until SIGTERM/SIGINT (the body of `python -m anywhere.lab.endpoint`).
+    `reach_binds`: addresses where TCP 443 is accepted (and closed), as AWS's endpoints
+    accept it, for the hosts' reachability preflight."""
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import make_server
 
@@ -158,7 +162,9 @@ def serve(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    listeners = [_listen(address, REACH_PORT) for address in reach_binds]
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    threads += [threading.Thread(target=_accept, args=(s,), daemon=True) for s in listeners]
     for t in threads:
         t.start()
     _write_pid(state_dir / PID_FILE)
@@ -174,9 +180,31 @@ def serve(
     finally:
         for s in servers:
             s.shutdown()
+        for sock in listeners:
+            sock.close()
         with contextlib.suppress(FileNotFoundError):
             (state_dir / PID_FILE).unlink()
         log.info("stopped")
+
+
+REACH_PORT = 443
+
+
+def _listen(address: str, port: int) -> socket.socket:
+    try:
+        return socket.create_server((address, port), backlog=128)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot listen on {address}:{port}: {exc.strerror}") from None
+
+
+def _accept(sock: socket.socket) -> None:
+    """Accept and close: a TCP probe only needs the handshake to complete."""
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return  # closed at shutdown
+        conn.close()
 
 
 @dataclass(frozen=True)
@@ -233,6 +261,7 @@ def start(
     heartbeat_timeout_s: float = 30.0,
     timeout_s: float = 90.0,
     iam_delay_s: float | None = None,
+    reach_binds: Sequence[str] = (),
 ) -> EndpointProcess:
     """Start the endpoint process and wait until every bind address answers.
 
@@ -256,6 +285,8 @@ def start(
         cmd += ["--iam-delay", str(iam_delay_s)]
     for b in binds:
         cmd += ["--bind", b]
+    for b in reach_binds:
+        cmd += ["--reach-bind", b]
     env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
     out_path = state_dir / OUT_FILE
     with out_path.open("ab") as out:

@@ -1,0 +1,112 @@
+"""`register` in two rounds over the fleet's bounded pool: first every host's preflight
+(read-only), then, once all hosts have reported, the decisions only the whole run can make
+(clones), then the per-host register procedure, which takes over each host's preflight
+findings instead of probing it again.
+
+A barrier inside one round would deadlock once a run has more hosts than workers (a waiting
+host holds its worker while later hosts cannot start), and deciding as hosts arrive would let
+the first of two clones be activated before the second reports. So no activation is created
+before every host of the run has reported."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from anywhere.clones import CLONE_HINT, Identity, clone_failures
+from anywhere.errors import HostError, PreflightError
+from anywhere.fleet import Cancelled, FleetResult, ProgressFn, ProgressState, RunControl, run_fleet
+from anywhere.job import Context, Cursor
+from anywhere.models import Decision, FailureClass, Host, HostOutcome, Phase, Status
+from anywhere.registration import Found, Registrar, probe
+from anywhere.steps import Probe
+
+_INSTANCE_ID = re.compile(r"mi-[0-9A-Za-z]{1,40}")
+
+
+def register_fleet(
+    ctx: Context,
+    hosts: Sequence[Host],
+    *,
+    concurrency: int,
+    fail_percent: int,
+    progress: ProgressFn,
+) -> FleetResult:
+    """The preflight round, the run's cross-host verdicts, then register on every host."""
+    found: dict[str, Found] = {}
+
+    def preflight(host: Host, control: RunControl) -> HostOutcome:
+        cursor = Cursor(host.name, control)
+        try:
+            cursor.stage(Phase.PREFLIGHT)
+            transport = ctx.connect(host)
+            try:
+                found[host.name] = probe(ctx, host, transport, tidy=True)
+            finally:
+                transport.close()
+        except HostError as exc:
+            # Reported (journalled, classed) by the register round, like any host failure.
+            found[host.name] = exc
+        except Cancelled:
+            pass
+        # The round's own placeholder: never reported, the register round's outcome is.
+        return HostOutcome(host.name, Status.UNCHANGED, Phase.PREFLIGHT)
+
+    def starts_only(host: str, phase: Phase, state: ProgressState) -> None:
+        if state == "start":
+            progress(host, phase, state)
+
+    first = run_fleet(
+        hosts, preflight, concurrency=concurrency, fail_percent=100, progress=starts_only
+    )
+    if first.interrupted:
+        return _interrupted(ctx, hosts)
+    for name, reason in clone_failures(identities(found, ctx.known_by_host)).items():
+        found[name] = PreflightError(reason, CLONE_HINT)
+    return run_fleet(
+        hosts,
+        Registrar(ctx, found),
+        concurrency=concurrency,
+        fail_percent=fail_percent,
+        progress=progress,
+    )
+
+
+def identities(
+    found: Mapping[str, Found], known_by_host: Mapping[str, Sequence[str]]
+) -> list[Identity]:
+    """The identity facts of every host that reported them (values bounded and checked).
+    A host counts as the ready original only if AWS also lists its mi- id under its name: a
+    disk cloned after registration carries the same id, which AWS shows ready to both."""
+    return [
+        Identity(
+            host,
+            got.facts.machine_id,
+            _instance_id(got.facts.local.instance_id),
+            ready=got.plan.decision is Decision.SKIP_READY
+            and got.facts.local.instance_id in known_by_host.get(host, ()),
+        )
+        for host, got in found.items()
+        if isinstance(got, Probe) and got.facts is not None
+    ]
+
+
+def _instance_id(value: str | None) -> str | None:
+    return value if value and _INSTANCE_ID.fullmatch(value) else None
+
+
+def _interrupted(ctx: Context, hosts: Sequence[Host]) -> FleetResult:
+    outcomes = tuple(
+        HostOutcome(
+            host=h.name,
+            status=Status.NOT_RUN,
+            phase=Phase.PREFLIGHT,
+            failure=FailureClass.INTERRUPTED,
+            reason="run interrupted during the preflight round: nothing was changed",
+            hint="re-run register",
+        )
+        for h in hosts
+    )
+    for outcome in outcomes:
+        ctx.journal.outcome(outcome)
+    return FleetResult(outcomes=outcomes, interrupted=True)

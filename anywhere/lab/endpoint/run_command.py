@@ -320,8 +320,10 @@ class RunCommand:
                 if isinstance(runtime.get(plugin.name), dict):
                     plugin.update(runtime[plugin.name])
             details = _REPLY_DETAILS.get(str(reply.get("documentStatus")), inv.details)
-            if details != "InProgress" or inv.details != "Cancelling":
-                inv.end(details) if details in TERMINAL else setattr(inv, "details", details)
+            if details in TERMINAL:
+                inv.end(details)
+            elif inv.details != "Cancelling":  # a late InProgress does not undo a cancel
+                inv.details = details
             self.tick()
 
     def failed(self, message_id: str, failure_type: str) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
-from anywhere.models import CheckResult, ContainerInstance
+from anywhere.models import CheckResult, ContainerInstance, HostOutcome
 from anywhere.packages import PackageFacts, agent_version
 
 T = TypeVar("T")
@@ -37,6 +37,7 @@ class HostState:
     standalone: tuple[str, ...] = ()  # ids of tasks no service started
     ssm_aws: str = ""  # the SSM agent version SSM reports
     problem: str = ""  # why the host could not be asked
+    failed: HostOutcome | None = None  # the probe's failed outcome (unreachable, sudo, ...)
 
     @property
     def installed(self) -> str:

@@ -134,7 +134,9 @@ def probe(ctx: Context, hosts: Sequence[Host], progress: ProgressFn) -> dict[str
     )
     for outcome in result.outcomes:
         if outcome.host not in found:
-            found[outcome.host] = HostState(outcome.host, None, None, problem=outcome.reason)
+            found[outcome.host] = HostState(
+                outcome.host, None, None, problem=outcome.reason, failed=outcome
+            )
     return found
 
 
@@ -272,6 +274,8 @@ def _not_upgraded(step: Step, state: HostState, stopped: str, interrupted: bool)
     )
     if step.action is Action.SKIP:
         return base
+    if state.failed is not None:  # not even asked: its own class (unreachable, sudo, ...)
+        return state.failed
     if step.action is Action.REFUSE:
         return replace(
             base,

@@ -186,8 +186,9 @@ def test_unreachable_hosts_are_refused_and_the_rest_go_on(tmp_path: Path) -> Non
     connect = ctx.connect
     ctx = replace(ctx, connect=lambda h: fakes.refuse(h) if h.name == "h1" else connect(h))
     result = run(ctx, hosts, batch_size=2)
-    assert result.outcomes[0].status is Status.FAILED
-    assert "connection refused" in result.outcomes[0].reason
+    h1 = result.outcomes[0]
+    assert (h1.status, h1.failure) == (Status.FAILED, FailureClass.UNREACHABLE)
+    assert "connection refused" in h1.reason and h1.hint == "is sshd running?"
     assert [o.status for o in result.outcomes[1:]] == [Status.READY, Status.READY]
     assert by_name["h1"].installed == OLD
 

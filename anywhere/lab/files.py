@@ -19,6 +19,7 @@ KNOWN_HOSTS = "known_hosts"
 INVENTORY = "inventory.yml"
 ENV_SH = "env.sh"
 INSTALLER = "ecs-anywhere-install-lab.sh"
+PACKAGE_KEYS = "packages"  # the package-signing key (public half, GnuPG home) and SHA256SUMS
 CLUSTER = "lab"
 REGION = "us-east-1"
 IAM_ROLE = "anywhere-lab-host"
@@ -86,9 +87,13 @@ def write_known_hosts(labdir: Path, keys: Mapping[str, tuple[str, str]]) -> Path
 
 
 def inventory_text(
-    labdir: Path, hosts: Mapping[str, str], users: Mapping[str, str] | None = None
+    labdir: Path,
+    hosts: Mapping[str, str],
+    users: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> str:
-    """The lab inventory; `users` names hosts whose login user is not the default deploy."""
+    """The lab inventory; `users` names hosts whose login user is not the default deploy;
+    `extra` adds group vars (the package source, when the lab has an endpoint)."""
     lines = [
         "# Written by `anywhere lab up`; rewritten on every up.",
         "all:",
@@ -102,22 +107,26 @@ def inventory_text(
         "    anywhere_create_iam_role: true",
         "    anywhere_create_cluster: true",
         f"    anywhere_installer_path: {labdir / INSTALLER}",
+        *(f"    {k}: {v}" for k, v in (extra or {}).items()),
         "  children:",
         "    lab:",
         "      hosts:",
     ]
     for name, address in hosts.items():
         user = (users or {}).get(name)
-        extra = f", ansible_user: {user}" if user else ""
-        lines.append(f"        {name}: {{ansible_host: {address}{extra}}}")
+        login = f", ansible_user: {user}" if user else ""
+        lines.append(f"        {name}: {{ansible_host: {address}{login}}}")
     return "\n".join(lines) + "\n"
 
 
 def write_inventory(
-    labdir: Path, hosts: Mapping[str, str], users: Mapping[str, str] | None = None
+    labdir: Path,
+    hosts: Mapping[str, str],
+    users: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> Path:
     path = labdir / INVENTORY
-    write_private(path, inventory_text(labdir, hosts, users), 0o644)
+    write_private(path, inventory_text(labdir, hosts, users, extra), 0o644)
     return path
 
 

@@ -169,6 +169,27 @@ class Lab:
         return self.dir / files.INSTALLER
 
     @property
+    def package_root(self) -> Path:
+        """What the endpoint serves as S3 buckets (the ecs-init package source)."""
+        return self.dir / teardown.ENDPOINT_DIR / "packages"
+
+    @property
+    def package_url(self) -> str:
+        """The ecs-init package source as hosts reach it: AWS's regional bucket layout."""
+        return f"{self.host_endpoint_url}/amazon-ecs-agent-{files.REGION}"
+
+    @property
+    def package_key_path(self) -> Path:
+        """The lab's package-signing public key (armored, as AWS publishes theirs)."""
+        return self.dir / files.PACKAGE_KEYS / "amazon-ecs-agent.gpg"
+
+    def set_ecs_latest(self, version: str) -> None:
+        """Point the source's `-latest` objects at `version` (as before or after a release)."""
+        from anywhere.lab import packages
+
+        packages.set_latest(self.package_root / packages.bucket(files.REGION), version)
+
+    @property
     def endpoint_url(self) -> str:
         """The endpoint as the controller reaches it (loopback)."""
         return f"http://127.0.0.1:{self.net.port}"
@@ -318,18 +339,25 @@ class Lab:
 
     def _write_files(self, st: LabState) -> None:
         files.write_known_hosts(self.dir, {h.name: (h.address, h.host_key) for h in st.hosts})
+        extra: dict[str, str] = {}
+        if st.endpoint_pid is not None:
+            try:
+                from anywhere.lab import installer, packages
+            except ImportError as exc:
+                raise EnvironmentProblem(f"the lab installer is not available: {exc}") from exc
+            installer.write_installer(self.installer_path, self.host_endpoint_url)
+            packages.publish(self.package_root, files.REGION, self.dir / files.PACKAGE_KEYS)
+            extra = {
+                "anywhere_ecs_package_url": self.package_url,
+                "anywhere_ecs_package_gpg_key": str(self.package_key_path),
+            }
         files.write_inventory(
             self.dir,
             {h.name: h.address for h in st.hosts},
             {h.name: "ops" for h in st.hosts if "ops-login" in h.quirks},
+            extra,
         )
         files.write_env(self.dir, self.env())
-        if st.endpoint_pid is not None:
-            try:
-                from anywhere.lab import installer
-            except ImportError as exc:
-                raise EnvironmentProblem(f"the lab installer is not available: {exc}") from exc
-            installer.write_installer(self.installer_path, self.host_endpoint_url)
 
     # ------------------------------------------------------------------ per host
 

@@ -95,6 +95,10 @@ REQUIRED_TOOLS = {
     "ip": "iproute2",
     "ssh-keygen": "openssh-client",
     "openssl": "openssl",
+    # The lab's ecs-init package source: built with dpkg-deb, signed with the lab's key.
+    "dpkg-deb": "dpkg",
+    "gpg": "gnupg",
+    "gpgconf": "gnupg",
 }
 
 

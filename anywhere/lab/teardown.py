@@ -127,7 +127,7 @@ def _mounted_under(path: Path) -> bool:
 
 
 def _remove_files(directory: Path, st: LabState, keep_logs: bool) -> None:
-    for sub in (HOSTS_DIR, ENDPOINT_DIR, *(() if keep_logs else (LOGS_DIR,))):
+    for sub in (HOSTS_DIR, ENDPOINT_DIR, files.PACKAGE_KEYS, *(() if keep_logs else (LOGS_DIR,))):
         path = directory / sub
         if path.is_dir():
             if _mounted_under(path):  # never delete through a live mount

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -26,7 +27,22 @@ from typing import Any
 from anywhere.lab.agents import common, docker_api, ecs_task_sync
 from anywhere.lab.agents.common import AgentSettings, ApiError, Client
 
-AGENT_VERSION = "1.86.3"
+# The agent the lab installer embeds; a lab ecs-init package ships its own version beside
+# the agent's code (VERSION_FILE at the root of its tree), read once at start: a running agent
+# keeps reporting the version it started as until ecs restarts, as the real agent does.
+EMBEDDED_VERSION = "1.89.0"
+VERSION_FILE = "ECS_AGENT_VERSION"
+
+
+def packaged_version(tree: Path) -> str | None:
+    try:
+        text = (tree / VERSION_FILE).read_text().strip()
+    except OSError:
+        return None
+    return text if re.fullmatch(r"[0-9]+(\.[0-9]+){1,3}", text) else None
+
+
+AGENT_VERSION = packaged_version(Path(__file__).resolve().parents[3]) or EMBEDDED_VERSION
 VERSION_STRING = f"Amazon ECS Agent - v{AGENT_VERSION} (lab)"
 CONFIG_FILES = ("/etc/ecs/ecs.config", "/var/lib/ecs/ecs.config")
 CHECKPOINT = "/var/lib/ecs/data/agent.db"

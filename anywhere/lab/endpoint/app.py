@@ -19,11 +19,12 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape as xml_escape
 
-from anywhere.lab.endpoint import sigcheck
+from anywhere.lab.endpoint import package_source, sigcheck
 from anywhere.lab.endpoint.ec2messages import TARGET_PREFIX as MESSAGES_PREFIX
 from anywhere.lab.endpoint.ec2messages import MessageService
 from anywhere.lab.endpoint.faults import FaultRule, FaultSpecError, FaultTable
@@ -148,6 +149,7 @@ class LabApp:
         sleep: Callable[[float], None],
         clock: Callable[[], float] = time.time,
         run_command: tuple[SsmCommands, MessageService] | None = None,
+        packages_dir: Path | None = None,
     ) -> None:
         self._moto = moto_app
         self._ssm = ssm
@@ -160,6 +162,7 @@ class LabApp:
         self._clock = clock
         self._commands: SsmCommands | None = run_command[0] if run_command else None
         self._messages: MessageService | None = run_command[1] if run_command else None
+        self._packages = packages_dir
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -167,6 +170,12 @@ class LabApp:
             return self._control(environ, path, start_response)
         if path.startswith("/moto-api"):
             return self._moto(environ, start_response)
+        served = package_source.answer(self._packages, environ.get("REQUEST_METHOD", "GET"), path)
+        if served is not None:
+            status, kind, data = served
+            # werkzeug sends no body for HEAD itself.
+            self._counter.add("anonymous", "s3:GetObject", status)
+            return self._send(start_response, status, kind, data)
         started = time.monotonic()
         req = self._incoming(environ, path)
         status_box: list[int] = [0]

@@ -323,16 +323,8 @@ class EcsExternal:
             if instance.status != status:
                 instance.status = status
                 instance.version += 1
-            if status == DRAINING:
-                # AWS stops and replaces service tasks on draining instances, not others.
-                for task in list(state.live_tasks(instance.arn)):
-                    if task.group.startswith("service:"):
-                        ecs_tasks.stop(
-                            req,
-                            task,
-                            "Container instance is draining.",
-                            "ServiceSchedulerInitiated",
-                        )
+            # The service scheduler (reconcile) replaces the service tasks of a DRAINING
+            # instance; standalone tasks keep running.
             done.append(instance)
         self._reconcile(req, name)
         return {

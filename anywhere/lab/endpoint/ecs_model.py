@@ -102,6 +102,9 @@ class Service:
     deployment_id: str
     status: str = ACTIVE
     events: list[Json] = field(default_factory=list)
+    # deploymentConfiguration: how far a drain's replacements may go below/above desiredCount.
+    minimum_healthy_percent: int = 100
+    maximum_percent: int = 200
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 from anywhere.lab.endpoint import ecs_tasks
 from anywhere.lab.endpoint.ecs_model import (
     ACTIVE,
+    DRAINING,
     INACTIVE,
     ClusterState,
     EcsError,
@@ -17,6 +18,7 @@ from anywhere.lab.endpoint.ecs_model import (
     Json,
     Request,
     Service,
+    Task,
     cluster_name,
     invalid,
     last_part,
@@ -45,37 +47,98 @@ def _body_for(service: Service) -> Json:
 
 
 def reconcile(req: Request, name: str, state: ClusterState) -> None:
-    """Bring every ACTIVE service of the cluster to its desired count of RUNNING tasks."""
+    """Bring every ACTIVE service of the cluster to its desired count of RUNNING tasks on
+    ACTIVE instances, replacing the tasks of DRAINING instances within the service's
+    deploymentConfiguration."""
+    draining = {ci.arn for ci in state.instances.values() if ci.status == DRAINING}
     for service in state.services.values():
         if service.status != ACTIVE:
             continue
-        group = f"service:{service.name}"
-        running = [t for t in state.live_tasks() if t.group == group]
-        for task in running[service.desired_count :]:
-            reason = f"Scaling activity initiated by (deployment ecs-svc/{service.deployment_id})"
-            ecs_tasks.stop(req, task, reason, "ServiceSchedulerInitiated")
-        missing = service.desired_count - len(running)
-        if missing > 0:
-            demand = ecs_tasks.demand_for(
-                req, _body_for(service), group, f"ecs-svc/{service.deployment_id}"
-            )
-            placed, failures = ecs_tasks.place(req, name, state, demand, missing)
-            if failures:
-                reasons = sorted({f["reason"] for f in failures})
-                _event(
-                    req,
-                    service,
-                    f"(service {service.name}) was unable to place a task "
-                    "because no container instance met all of its requirements. Reasons: "
-                    f"{', '.join(reasons)}. [lab]",
-                )
-            elif placed:
-                _event(
-                    req, service, f"(service {service.name}) has started {len(placed)} tasks. [lab]"
-                )
-        if sum(1 for t in state.live_tasks() if t.group == group) == service.desired_count:
+        _scale_in(req, state, service, draining)
+        # Two rounds: below 100 % healthy, tasks stopped in the first make room in the second.
+        for _ in range(2):
+            if not _replace(req, name, state, service, draining):
+                break
+        live = _live(state, service)
+        if len(live) == service.desired_count and not [
+            t for t in live if t.container_instance_arn in draining
+        ]:
             _event(req, service, f"(service {service.name}) has reached a steady state.")
     sync_cluster_counts(req, name, state)
+
+
+def _live(state: ClusterState, service: Service) -> list[Task]:
+    return [t for t in state.live_tasks() if t.group == f"service:{service.name}"]
+
+
+def _scale_in(req: Request, state: ClusterState, service: Service, draining: set[str]) -> None:
+    """Above desiredCount (it was lowered): stop the surplus, draining instances' tasks first."""
+    live = _live(state, service)
+    ordered = [t for t in live if t.container_instance_arn in draining] + [
+        t for t in reversed(live) if t.container_instance_arn not in draining
+    ]
+    reason = f"Scaling activity initiated by (deployment ecs-svc/{service.deployment_id})"
+    for task in ordered[: max(0, len(live) - service.desired_count)]:
+        ecs_tasks.stop(req, task, reason, "ServiceSchedulerInitiated")
+
+
+def _replace(
+    req: Request, name: str, state: ClusterState, service: Service, draining: set[str]
+) -> bool:
+    """Start what is missing on ACTIVE instances (at most maximumPercent running), then stop
+    draining instances' tasks while minimumHealthyPercent stays running. With 100 % that
+    means one old task stops per replacement started: no room elsewhere, no progress (the
+    drain stalls, as on ECS). True if anything changed."""
+    live = _live(state, service)
+    old = [t for t in live if t.container_instance_arn in draining]
+    missing = service.desired_count - (len(live) - len(old))
+    ceiling = service.desired_count * service.maximum_percent // 100
+    placed: list[Task] = []
+    if missing > 0 and ceiling > len(live):
+        group = f"service:{service.name}"
+        demand = ecs_tasks.demand_for(
+            req, _body_for(service), group, f"ecs-svc/{service.deployment_id}"
+        )
+        placed, failures = ecs_tasks.place(
+            req, name, state, demand, min(missing, ceiling - len(live))
+        )
+        if failures:
+            reasons = sorted({f["reason"] for f in failures})
+            _event(
+                req,
+                service,
+                f"(service {service.name}) was unable to place a task "
+                "because no container instance met all of its requirements. Reasons: "
+                f"{', '.join(reasons)}. [lab]",
+            )
+        elif placed:
+            _event(req, service, f"(service {service.name}) has started {len(placed)} tasks. [lab]")
+    floor = -(-service.desired_count * service.minimum_healthy_percent // 100)
+    stoppable = old[: max(0, len(live) + len(placed) - floor)]
+    for task in stoppable:
+        ecs_tasks.stop(req, task, "Container instance is draining.", "ServiceSchedulerInitiated")
+    if stoppable:
+        _event(
+            req,
+            service,
+            f"(service {service.name}) has stopped {len(stoppable)} running tasks: "
+            "(container instance is draining). [lab]",
+        )
+    return bool(placed or stoppable)
+
+
+def _percentages(body: Json, current: tuple[int, int]) -> tuple[int, int]:
+    """(minimumHealthyPercent, maximumPercent) from a deploymentConfiguration, else current."""
+    config = body.get("deploymentConfiguration") or {}
+    if not isinstance(config, dict):
+        raise invalid("deploymentConfiguration must be an object.")
+    low = int(config.get("minimumHealthyPercent", current[0]))
+    high = int(config.get("maximumPercent", current[1]))
+    if not 0 <= low <= 100:
+        raise invalid("minimumHealthyPercent must be between 0 and 100. [lab]")
+    if high < 100:
+        raise invalid("maximumPercent must be 100 or more for a REPLICA service. [lab]")
+    return low, high
 
 
 def service_json(req: Request, service: Service, state: ClusterState, with_tags: bool) -> Json:
@@ -109,8 +172,8 @@ def service_json(req: Request, service: Service, state: ClusterState, with_tags:
         "taskDefinition": service.task_definition_arn,
         "deploymentConfiguration": {
             "deploymentCircuitBreaker": {"enable": False, "rollback": False},
-            "maximumPercent": 200,
-            "minimumHealthyPercent": 100,
+            "maximumPercent": service.maximum_percent,
+            "minimumHealthyPercent": service.minimum_healthy_percent,
         },
         "deployments": [deployment] if service.status == ACTIVE else [],
         "events": service.events,
@@ -157,6 +220,7 @@ class EcsServices:
             raise invalid("desiredCount must be 0 or more.")
         # Validates the task definition and constraints before anything is recorded.
         demand = ecs_tasks.demand_for(req, body, "", "")
+        low, high = _percentages(body, (100, 200))
         service = Service(
             arn=req.arn("service", f"{name}/{service_name}"),
             name=service_name,
@@ -168,6 +232,8 @@ class EcsServices:
             placement_strategy=list(body.get("placementStrategy") or []),
             tags=list(body.get("tags") or []),
             deployment_id=new_id()[:20],
+            minimum_healthy_percent=low,
+            maximum_percent=high,
         )
         state.services[service_name] = service
         reconcile(req, name, state)
@@ -199,6 +265,9 @@ class EcsServices:
             return None
         if service.status != ACTIVE:
             raise EcsError("ServiceNotActiveException", "Service was not ACTIVE.")
+        service.minimum_healthy_percent, service.maximum_percent = _percentages(
+            body, (service.minimum_healthy_percent, service.maximum_percent)
+        )
         if body.get("taskDefinition"):
             demand = ecs_tasks.demand_for(req, {**_body_for(service), **body}, "", "")
             if demand.task_definition.arn != service.task_definition_arn:

@@ -33,6 +33,8 @@ PINNED_MOTO = "5.2.5"
 PID_FILE = "endpoint.pid"
 LOG_FILE = "endpoint.log"
 OUT_FILE = "endpoint.out"
+# What the endpoint serves as AWS's regional agent bucket (see `anywhere.lab.packages`).
+PACKAGES_DIR = "packages"
 _MODULE = "anywhere.lab.endpoint"
 _ECS_MODULE = "anywhere.lab.endpoint.ecs_external"
 # The moto internals this package builds on; a moto upgrade that drops one must fail here.
@@ -86,7 +88,10 @@ def _load_ecs(ssm: SsmHybrid, heartbeat_timeout_s: float) -> EcsHandler | None:
 
 
 def build_app(
-    heartbeat_timeout_s: float, log: logging.Logger, iam_delay_s: float = DEFAULT_IAM_DELAY_S
+    heartbeat_timeout_s: float,
+    log: logging.Logger,
+    iam_delay_s: float = DEFAULT_IAM_DELAY_S,
+    packages_dir: Path | None = None,
 ) -> LabApp:
     check_moto()
     from moto.iam.models import get_account_id_from, iam_backends
@@ -109,6 +114,7 @@ def build_app(
         account_of_key=get_account_id_from,
         sleep=time.sleep,
         run_command=build_run_command(ssm.ping_status, time.time),
+        packages_dir=packages_dir,
     )
 
 
@@ -151,7 +157,7 @@ def serve(
     if _running_pid(state_dir) is not None:
         raise EnvironmentProblem(f"a lab endpoint already runs for {state_dir}")
     log = _file_logger(state_dir)
-    app = build_app(heartbeat_timeout_s, log, iam_delay_s)
+    app = build_app(heartbeat_timeout_s, log, iam_delay_s, state_dir / PACKAGES_DIR)
     servers = []
     for b in binds:
         try:

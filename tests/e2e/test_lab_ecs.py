@@ -284,6 +284,8 @@ def test_tasks_and_services_on_external_instances(
         desiredCount=2,
         launchType="EXTERNAL",
         placementConstraints=[{"type": "distinctInstance"}],
+        # Half may stop during a drain (at 100 % a drain with no room would stall instead).
+        deploymentConfiguration={"minimumHealthyPercent": 50, "maximumPercent": 200},
     )["service"]
     assert svc["runningCount"] == 2
     counts = aws.ecs.describe_container_instances(

@@ -108,6 +108,11 @@ class Aws:
         return self._c
 
     @property
+    def api(self) -> Caller:
+        """The counted, translating caller (for the topic modules beside this one)."""
+        return self._api
+
+    @property
     def calls(self) -> Mapping[str, int]:
         return self._api.counter.snapshot()
 

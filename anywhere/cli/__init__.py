@@ -219,9 +219,20 @@ def host_output_tee(ctx: click.Context) -> Callable[[str, str], None] | None:
 
 def _register_subcommands() -> None:
     # Imported here so `anywhere --help` stays fast and the lab stays optional.
-    from anywhere.cli import ansible_commands, fleet_commands, lifecycle_commands, upgrade_commands
+    from anywhere.cli import (
+        ansible_commands,
+        fleet_commands,
+        hygiene_commands,
+        lifecycle_commands,
+        upgrade_commands,
+    )
 
-    commands = (*fleet_commands.COMMANDS, *lifecycle_commands.COMMANDS, *upgrade_commands.COMMANDS)
+    commands = (
+        *fleet_commands.COMMANDS,
+        *lifecycle_commands.COMMANDS,
+        *upgrade_commands.COMMANDS,
+        *hygiene_commands.COMMANDS,
+    )
     for command in commands:
         app.add_command(command)
     inventory_group.add_command(ansible_commands.export_ansible)

@@ -21,6 +21,7 @@ from anywhere.cli import (
     print_table,
     select,
 )
+from anywhere.cli.hygiene_commands import STRICT_QUOTAS, quota_gate
 from anywhere.cli.runner import FleetRun, HostFlags, confirm, host_options, run_settings
 from anywhere.errors import ExitCode, HostRenderError, UsageError
 from anywhere.fleet import FleetResult, ProgressFn
@@ -78,14 +79,24 @@ def prepare_aws(ctx: Context, hosts: tuple[Host, ...]) -> None:
 @INVENTORY
 @LIMIT
 @host_options
+@STRICT_QUOTAS
 @click.pass_context
-def plan_cmd(ctx: click.Context, inventory_path: Path, limit: str | None, flags: HostFlags) -> int:
+def plan_cmd(
+    ctx: click.Context,
+    inventory_path: Path,
+    limit: str | None,
+    flags: HostFlags,
+    strict_quotas: bool,
+) -> int:
     """Show, read-only, what register would do to each host and why.
 
     Connects to every selected host (preflight only) and reads SSM and ECS; changes nothing.
+    Warns when registering would cross the standard SSM tier's 1,000 hybrid nodes.
     """
     run = FleetRun.select(ctx, "plan", inventory_path, limit, run_settings(ctx, flags))
-    summary = run.fleet(probe_only(run.open()), quiet=True)
+    run.open()
+    quota_gate(run, strict_quotas)
+    summary = run.fleet(probe_only(run.context), quiet=True)
     run.table(
         ("host", "would", "why", "steps"),
         [
@@ -180,6 +191,7 @@ def render_cmd(ctx: click.Context, inventory_path: Path, out: Path, limit: str |
     help="ssh: anywhere's own SSH fan-out (default, or ANYWHERE_ENGINE). ansible: run "
     "the host-side phases with ansible-runner and ansible/register.yml (same report).",
 )
+@STRICT_QUOTAS
 @click.pass_context
 def register_cmd(
     ctx: click.Context,
@@ -193,6 +205,7 @@ def register_cmd(
     retry_inventory: Path | None,
     run_dir: Path | None,
     engine: str | None,
+    strict_quotas: bool,
 ) -> int:
     """Take every selected host to ready for the EXTERNAL launch type.
 
@@ -212,6 +225,7 @@ def register_cmd(
     reports.check(run.settings)
     confirm(yes, f"Register {len(run.hosts)} host(s)?")
     prepare_aws(run.open(), run.hosts)
+    quota_gate(run, strict_quotas)
     if chosen is Engine.ANSIBLE:
         run.announce(" with ansible")
         summary, private_dir = _with_ansible(run, cli_env(ctx))

@@ -11,6 +11,7 @@ from anywhere import report
 from anywhere.cli import INVENTORY, LIMIT, AsciiFloatRange, AsciiIntRange, echo
 from anywhere.cli.runner import FleetRun, HostFlags, confirm, host_options, run_settings
 from anywhere.errors import ExitCode, UsageError
+from anywhere.journal import atomic_write, check_writable_file
 from anywhere.lifecycle import (
     CheckOptions,
     DeregisterOptions,
@@ -18,6 +19,7 @@ from anywhere.lifecycle import (
     deregister_job,
     snapshot_ahead,
 )
+from anywhere.metrics import textfile
 from anywhere.models import Host
 from anywhere.tasks import run_task
 
@@ -33,6 +35,12 @@ from anywhere.tasks import run_task
     help="Print one JSON record per host with every check (for cron and monitoring).",
 )
 @click.option(
+    "--prometheus",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Also write the verdicts as a node_exporter textfile (replaced atomically, 0644).",
+)
+@click.option(
     "--no-mark",
     is_flag=True,
     help="Leave the ready attribute alone (default: keep it only on passing hosts).",
@@ -44,6 +52,7 @@ def check_cmd(
     limit: str | None,
     flags: HostFlags,
     as_json: bool,
+    prometheus: Path | None,
     no_mark: bool,
 ) -> int:
     """Verify each selected host is fit for EXTERNAL tasks; exit 0 only if all are.
@@ -58,11 +67,16 @@ def check_cmd(
     --no-mark. Exit 0 only if every selected host passes, else 1.
     """
     run = FleetRun.select(ctx, "check", inventory_path, limit, run_settings(ctx, flags))
+    if prometheus is not None:
+        check_writable_file(prometheus, "--prometheus")
     context = run.open()
     with snapshot_ahead(context, run.hosts) as snapshot:
         job = check_job(context, CheckOptions(mark=not no_mark), snapshot)
         summary = run.fleet(job, quiet=as_json)
     as_text = run.record(summary)
+    if prometheus is not None:
+        ping = {mi: inst.ping_status for mi, inst in snapshot.managed.items()}
+        atomic_write(prometheus, context.journal.masked(textfile(summary, ping)), mode=0o644)
     if as_json:
         echo(context.journal.masked(as_text).rstrip("\n"))
     else:

@@ -30,6 +30,7 @@ from anywhere.lab.endpoint.ec2messages import MessageService
 from anywhere.lab.endpoint.faults import FaultRule, FaultSpecError, FaultTable
 from anywhere.lab.endpoint.ssm_commands import SsmCommands
 from anywhere.lab.endpoint.ssm_hybrid import SsmHybrid
+from anywhere.lab.endpoint.ssm_settings import ServiceSettings
 from anywhere.lab.endpoint.wire import Answer, CallContext
 
 Environ = dict[str, Any]
@@ -56,6 +57,8 @@ class EcsHandler(Protocol):
         region: str,
         caller_instance_id: str | None,
     ) -> tuple[int, dict[str, Any]] | None: ...
+
+    def advance(self, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -150,9 +153,11 @@ class LabApp:
         clock: Callable[[], float] = time.time,
         run_command: tuple[SsmCommands, MessageService] | None = None,
         packages_dir: Path | None = None,
+        settings: ServiceSettings | None = None,
     ) -> None:
         self._moto = moto_app
         self._ssm = ssm
+        self._settings = settings or ServiceSettings(clock)
         self._ecs = ecs
         self._faults = faults
         self._counter = counter
@@ -286,6 +291,8 @@ class LabApp:
             return self._messages.handle(req.action, body, req.ctx)
         if req.target_prefix == SSM_PREFIX and self._ssm.handles(req.action, body):
             return self._ssm.handle(req.action, body, req.ctx)
+        if req.target_prefix == SSM_PREFIX and self._settings.handles(req.action):
+            return self._settings.handle(req.action, body, req.ctx)
         if req.target_prefix == ECS_PREFIX and self._ecs is not None:
             return self._ecs.handle(
                 req.action, body, req.ctx.account, req.ctx.region, req.ctx.caller_instance_id
@@ -295,6 +302,16 @@ class LabApp:
     def _fault_answer(
         self, req: Incoming, rule: FaultRule, start_response: StartResponse
     ) -> Iterable[bytes]:
+        if rule.kind == "deny":
+            message = (
+                f"User: arn:aws:iam::{req.ctx.account}:user/lab is not authorized to perform: "
+                f"{req.service or 'unknown'}:{req.action} [lab] injected denial"
+            )
+            if req.protocol != "query":
+                return self._json(
+                    start_response, 400, {"__type": "AccessDeniedException", "message": message}
+                )
+            return self._query_error(req, 403, "AccessDenied", message, start_response)
         throttle = rule.kind == "throttle"
         status = 400 if throttle else rule.status
         message = "Rate exceeded [lab]" if throttle else "[lab] injected internal failure"
@@ -366,6 +383,8 @@ class LabApp:
         account = parse_qs(environ.get("QUERY_STRING", "")).get("account", [None])[0]
         if (method, path.rstrip("/")) == ("POST", "/_lab/faults"):
             return self._add_fault(environ, start_response)
+        if (method, path.rstrip("/")) == ("POST", "/_lab/clock/advance"):
+            return self._advance(environ, start_response)
         routes: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
             ("GET", "/_lab/health"): lambda: {"ok": True, "pid": os.getpid()},
             ("GET", "/_lab/audit"): lambda: {
@@ -380,6 +399,22 @@ class LabApp:
         if handler is None:
             return self._json(start_response, 404, {"message": f"[lab] no control {method} {path}"})
         return self._json(start_response, 200, handler())
+
+    def _advance(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """Let `seconds` (1 s to 400 days) pass for the records SSM and ECS keep."""
+        try:
+            seconds = json.loads(_read_body(environ) or b"{}").get("seconds")
+        except (ValueError, AttributeError):
+            seconds = None
+        if not isinstance(seconds, int | float) or not 1 <= seconds <= 400 * 86400:
+            return self._json(
+                start_response, 400, {"message": "[lab] 'seconds' must be a number in 1..34560000"}
+            )
+        self._ssm.advance(float(seconds))
+        if self._ecs is not None:
+            self._ecs.advance(float(seconds))
+        self._log.info("clock advanced by %.0fs", seconds)
+        return self._json(start_response, 200, {"advanced_s": float(seconds)})
 
     def _add_fault(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:

@@ -64,6 +64,11 @@ class LabControl:
             spec["match"] = match
         return int(self._call("POST", "/_lab/faults", spec)["id"])
 
+    def advance_clock(self, seconds: float) -> None:
+        """Let `seconds` pass for SSM's and ECS's records (pings, heartbeats, expiries age);
+        the hosts' and the tool's clocks stay real, so signatures still check."""
+        self._call("POST", "/_lab/clock/advance", {"seconds": seconds})
+
     def faults(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/_lab/faults")["faults"])
 

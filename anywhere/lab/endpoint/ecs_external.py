@@ -152,6 +152,18 @@ class EcsExternal:
                 return 400, {"__type": err.code, "message": f"{err.message} [lab]"}
         return None if result is None else (200, result)
 
+    def advance(self, seconds: float) -> None:
+        """[lab] time passes: heartbeats and task times move `seconds` into the past."""
+        with self._lock:
+            for state in self._store.states():
+                for instance in state.instances.values():
+                    instance.last_heartbeat -= seconds
+                    instance.registered_at -= seconds
+                for task in state.tasks.values():
+                    task.created_at -= seconds
+                    if task.stopped_at is not None:
+                        task.stopped_at -= seconds
+
     def _reconcile(self, req: Request, name: str) -> None:
         ecs_services.reconcile(req, name, self._store.cluster(req, name))
 

@@ -142,6 +142,10 @@ class EcsStore:
     def cluster(self, req: Request, name: str) -> ClusterState:
         return self._clusters.setdefault((req.account, req.region, name), ClusterState())
 
+    def states(self) -> list[ClusterState]:
+        """Every cluster of every account and region."""
+        return list(self._clusters.values())
+
     def clusters(self, req: Request) -> Iterator[tuple[str, ClusterState]]:
         for (account, region, name), state in list(self._clusters.items()):
             if (account, region) == (req.account, req.region):

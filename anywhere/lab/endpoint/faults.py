@@ -3,7 +3,8 @@
 A rule matches one action name (the part after the dot in `X-Amz-Target`, or `Action=` in a
 query-protocol body), optionally within one account and optionally only requests whose
 top-level parameters equal `match` (e.g. `{"DefaultInstanceName": "h2"}`: one host's calls).
-Error rules (throttle, 5xx), latency rules and expire rules are consumed independently, so a
+Error rules (throttle, 5xx, deny: the caller's IAM policy refuses the action), latency rules
+and expire rules are consumed independently, so a
 request can be both slowed and failed; within each kind the oldest rule with requests left
 wins. `expire` (CreateActivation only) makes the activation answered expire at once: what a
 host meets when its activation's expiry passed before it registered.
@@ -15,8 +16,14 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("throttle", "5xx", "latency", "expire")
-_SLOTS = {"throttle": "error", "5xx": "error", "latency": "latency", "expire": "expire"}
+KINDS = ("throttle", "5xx", "latency", "expire", "deny")
+_SLOTS = {
+    "throttle": "error",
+    "5xx": "error",
+    "deny": "error",
+    "latency": "latency",
+    "expire": "expire",
+}
 _MAX_LATENCY_MS = 120_000
 
 

@@ -214,6 +214,21 @@ class SsmHybrid:
             if rec is not None:
                 self._activations[activation_id] = replace(rec, expires_at=self._clock())
 
+    def advance(self, seconds: float) -> None:
+        """[lab] time passes: every activation and instance time moves `seconds` into the
+        past (expiries pass, last pings age). Issued credentials keep their expiry: clients
+        judge it by their own clocks, which do not move."""
+        with self._lock:
+            for aid, act in self._activations.items():
+                self._activations[aid] = replace(
+                    act, created_at=act.created_at - seconds, expires_at=act.expires_at - seconds
+                )
+            for mi, rec in self._instances.items():
+                ping = None if rec.last_ping is None else rec.last_ping - seconds
+                self._instances[mi] = replace(
+                    rec, registered_at=rec.registered_at - seconds, last_ping=ping
+                )
+
     # ---- activations ----
 
     def _CreateActivation(self, body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:

@@ -1,0 +1,119 @@
+"""What `gc` reads and the quota check asks: every container instance of a cluster (INACTIVE
+ones on their own), the activations anywhere created with their state, the account's hybrid
+node count and the SSM activation tier.
+
+Batched like the adapter: ECS listings 100 a page and describes ≤100 ARNs, SSM describes 50
+a page, DescribeActivations many host names a call. Removal reuses the adapter's calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from anywhere.aws.adapter import (
+    ECS_DESCRIBE_BATCH,
+    HOST_TAG,
+    RUN_TAG,
+    SSM_DESCRIBE_BATCH,
+    SSM_FILTER_VALUES,
+    Aws,
+    _chunks,
+    _container,
+)
+from anywhere.models import ContainerInstance
+
+ACTIVATION_TIER = "/ssm/managed-instance/activation-tier"
+# Who may not read a setting gets one of these; the quota check then warns and goes on.
+DENIED = frozenset({"AccessDeniedException", "AccessDenied"})
+
+
+@dataclass(frozen=True)
+class ActivationInfo:
+    """One activation anywhere created (tags `anywhere:host` and `anywhere:run`)."""
+
+    activation_id: str
+    host: str
+    expired: bool
+    registrations: int
+    limit: int
+    created: datetime | None
+
+
+class Hygiene:
+    """The reads behind `gc` and the quota check, through the adapter's clients and caller."""
+
+    def __init__(self, aws: Aws) -> None:
+        self._c = aws.clients
+        self._api = aws.api
+
+    def cluster_instances(self, cluster: str, status: str | None = None) -> list[ContainerInstance]:
+        """Every container instance ECS lists in `cluster` (default: all but INACTIVE, which
+        it lists only when asked by `status`); none when the cluster does not exist."""
+        extra = {"status": status} if status else {}
+        arns = [
+            arn
+            for page in self._api.pages(
+                self._c.ecs.list_container_instances,
+                tolerate={"ClusterNotFoundException"},
+            )(cluster=cluster, maxResults=100, **extra)  # type: ignore[arg-type]
+            for arn in page.get("containerInstanceArns", [])
+        ]
+        out: list[ContainerInstance] = []
+        for chunk in _chunks(arns, ECS_DESCRIBE_BATCH):
+            resp = self._api.call(self._c.ecs.describe_container_instances)(
+                cluster=cluster, containerInstances=chunk
+            )
+            out += [_container(raw, cluster) for raw in resp.get("containerInstances", [])]
+        return out
+
+    def activations(self, hosts: Sequence[str]) -> list[ActivationInfo]:
+        """The activations anywhere created for `hosts`, expired and used ones included.
+        Listed by DefaultInstanceName (DescribeActivations cannot filter by tag) and kept
+        only when both anywhere tags are there and the host tag names the same host."""
+        found: list[ActivationInfo] = []
+        for chunk in _chunks(sorted(set(hosts)), SSM_FILTER_VALUES):
+            names = set(chunk)
+            for page in self._api.pages(self._c.ssm.describe_activations)(
+                Filters=[{"FilterKey": "DefaultInstanceName", "FilterValues": chunk}],
+            ):
+                for act in page.get("ActivationList", []):
+                    tags = {t["Key"]: t["Value"] for t in act.get("Tags", [])}
+                    host = tags.get(HOST_TAG, "")
+                    if host not in names or RUN_TAG not in tags:
+                        continue
+                    if act.get("DefaultInstanceName") != host:
+                        continue
+                    found.append(
+                        ActivationInfo(
+                            activation_id=str(act["ActivationId"]),
+                            host=host,
+                            expired=bool(act.get("Expired", False)),
+                            registrations=int(act.get("RegistrationsCount", 0)),
+                            limit=int(act.get("RegistrationLimit", 1)),
+                            created=act.get("CreatedDate"),
+                        )
+                    )
+        return found
+
+    def hybrid_node_count(self) -> int:
+        """Managed instances (hybrid nodes, not EC2) registered in the account and region:
+        what the standard tier's limit counts, whatever their ping status."""
+        return sum(len(page) for page in self._hybrid_pages())
+
+    def _hybrid_pages(self) -> Iterator[list[object]]:
+        for page in self._api.pages(self._c.ssm.describe_instance_information)(
+            Filters=[{"Key": "ResourceType", "Values": ["ManagedInstance"]}],
+            MaxResults=SSM_DESCRIBE_BATCH,
+        ):
+            yield list(page.get("InstanceInformationList", []))
+
+    def activation_tier(self) -> str | None:
+        """`standard` or `advanced`; None when the caller may not read the setting."""
+        resp = self._api.tolerant(self._c.ssm.get_service_setting, DENIED)(
+            SettingId=ACTIVATION_TIER
+        )
+        if resp is None:
+            return None
+        return str(resp.get("ServiceSetting", {}).get("SettingValue", "")) or None

@@ -32,7 +32,7 @@ def test_durations_take_one_unit(text: str, seconds: int) -> None:
     assert parse_duration(text).total_seconds() == seconds
 
 
-@pytest.mark.parametrize("text", ["", "7", "d", "0d", "1w", "1.5h", "-1d", "1d2h", "７d", "1D"])
+@pytest.mark.parametrize("text", ["", "7", "d", "0d", "1w", "1.5h", "-1d", "1d2h", "1D", "\uff17d"])
 def test_bad_durations_are_one_line_usage_errors(text: str) -> None:
     with pytest.raises(UsageError) as err:
         parse_duration(text)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from anywhere.aws import Aws
-from anywhere.aws.hygiene import Hygiene
 
 STANDARD_TIER_LIMIT = 1000
 
@@ -54,5 +53,4 @@ def verdict(quota: Quota, new_nodes: int, region: str) -> Verdict:
 
 
 def read_quota(aws: Aws) -> Quota:
-    hygiene = Hygiene(aws)
-    return Quota(nodes=hygiene.hybrid_node_count(), tier=hygiene.activation_tier())
+    return Quota(*aws.quota())

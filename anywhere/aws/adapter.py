@@ -116,6 +116,13 @@ class Aws:
     def calls(self) -> Mapping[str, int]:
         return self._api.counter.snapshot()
 
+    def quota(self) -> tuple[int, str | None]:
+        """Hybrid nodes in the region, and the SSM activation tier (None: not readable)."""
+        from anywhere.aws.hygiene import Hygiene  # built on this module, so imported late
+
+        hygiene = Hygiene(self)
+        return hygiene.hybrid_node_count(), hygiene.activation_tier()
+
     # -- identity, role, cluster ------------------------------------------------------------
 
     def account(self) -> str:

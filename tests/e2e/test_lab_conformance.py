@@ -25,6 +25,7 @@ import pytest
 from botocore.model import ServiceModel
 
 from anywhere.aws import Aws, make_clients
+from anywhere.aws.hygiene import Hygiene
 from anywhere.lab.agents import common, ecs_agent, ecs_task_sync, ssm_agent
 from anywhere.lab.endpoint import server
 from tests.aws_shapes import SSM_AGENT_MODEL, problems
@@ -318,6 +319,7 @@ def test_every_answer_is_one_aws_could_give(
     assert aws.instance_tags(ids[0])["anywhere:host"] == "h0"
     seen = aws.container_instances(CLUSTER, ids)
     assert set(seen) == set(ids)
+    _hygiene_reads(aws, ids)
     _run_a_task(aws, account, hosts[0].arn)
     hosts[0].poll_tasks()
     aws.drain(CLUSTER, [hosts[1].arn])
@@ -335,6 +337,16 @@ def test_every_answer_is_one_aws_could_give(
     } <= checked.errors
     missing = (tool_actions() | agent_actions()) - checked.seen
     assert not missing, f"calls whose answers this test never checked: {sorted(missing)}"
+
+
+def _hygiene_reads(aws: Aws, ids: list[str]) -> None:
+    """What gc and the quota check read."""
+    hygiene = Hygiene(aws)
+    assert {c.ec2_instance_id for c in hygiene.cluster_instances(CLUSTER)} == set(ids)
+    assert hygiene.cluster_instances(CLUSTER, "INACTIVE") == []
+    assert [(a.host, a.registrations) for a in hygiene.activations(["h0"])] == [("h0", 1)]
+    assert hygiene.hybrid_node_count() == len(ids)
+    assert hygiene.activation_tier() == "standard"
 
 
 def _tolerated_errors(aws: Aws, gone: str) -> None:

@@ -165,6 +165,7 @@ class FakeAws:
         self.fail: dict[str, Exception] = {}
         self.hooks: dict[str, Callable[[], None]] = {}
         self.live_activations: dict[str, str] = {}  # id -> host
+        self.nodes_and_tier: tuple[int, str | None] = (0, "standard")
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -184,6 +185,9 @@ class FakeAws:
         """What a successful install does in AWS: `name` registered as `mi`."""
         self.managed[mi] = ManagedInstance(mi, "Online", name=name, tags={"anywhere:host": name})
         self.containers[mi] = container(mi, ready=False)
+
+    def quota(self) -> tuple[int, str | None]:
+        return self.nodes_and_tier  # a read: not recorded, `plan` may make it
 
     # IAM, ECS set-up
     def ensure_role(self, name: str, create: bool) -> str:

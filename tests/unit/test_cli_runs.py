@@ -279,3 +279,35 @@ def test_register_with_ansible_hands_the_play_mains_environment_and_reports_it(
         "summary: 1 failed",
         f"ansible-runner artifacts: {journal}/ansible",
     ]
+
+
+@pytest.mark.parametrize(("strict", "code"), [(False, 1), (True, 3)])
+def test_plan_warns_before_the_standard_tier_is_crossed_and_strict_refuses(
+    cli: Cli, fake_context: Callable[..., FakeAws], tmp_path: Path, strict: bool, code: int
+) -> None:
+    aws = fake_context(unreachable)
+    aws.nodes_and_tier = (998, "standard")  # the 4 web hosts would make 1,002
+    flags = ["--strict-quotas"] if strict else []
+    done = cli(
+        "plan", str(EXAMPLE), "--limit", "web", *flags, env={"ANYWHERE_RUN_DIR": str(tmp_path)}
+    )
+    assert done.returncode == code, done.stderr
+    said = [line for line in done.stderr.splitlines() if "1002" in line]
+    assert len(said) == 1 and "standard SSM tier's 1000" in said[0]
+    if strict:
+        assert done.stdout == ""  # refused before any host was asked
+
+
+def test_plan_says_nothing_on_the_advanced_tier(
+    cli: Cli, fake_context: Callable[..., FakeAws], tmp_path: Path
+) -> None:
+    aws = fake_context(unreachable)
+    aws.nodes_and_tier = (5000, "advanced")
+    done = cli("plan", str(EXAMPLE), "--limit", "web", env={"ANYWHERE_RUN_DIR": str(tmp_path)})
+    assert done.returncode == 1 and done.stderr == ""
+
+
+def test_gc_refuses_a_bad_duration_in_one_line(cli: Cli) -> None:
+    done = cli("gc", str(EXAMPLE), "--older-than", "7 days")
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "--older-than" in done.stderr

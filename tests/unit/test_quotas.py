@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from anywhere.aws.hygiene import ACTIVATION_TIER
+from anywhere.aws import HOST_TAG, RUN_TAG
+from anywhere.aws.hygiene import ACTIVATION_TIER, Hygiene
 from anywhere.quotas import STANDARD_TIER_LIMIT, Quota, read_quota, verdict
 from tests.unit.fakes import stubbed_aws
 
@@ -65,3 +66,57 @@ def test_a_denied_tier_read_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
             "get_service_setting", "AccessDeniedException", "not authorized", 400
         )
         assert read_quota(s.aws) == Quota(0, None)
+
+
+def test_cluster_instances_list_then_describe_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    arns = [f"arn:aws:ecs:us-east-1:1:container-instance/lab/{i:032x}" for i in range(101)]
+    with stubbed_aws(monkeypatch) as s:
+        s.ecs.add_response(
+            "list_container_instances",
+            {"containerInstanceArns": arns},
+            {"cluster": "lab", "maxResults": 100, "status": "INACTIVE"},
+        )
+        for chunk in (arns[:100], arns[100:]):
+            s.ecs.add_response(
+                "describe_container_instances",
+                {
+                    "containerInstances": [
+                        {"containerInstanceArn": a, "ec2InstanceId": "mi-1", "status": "INACTIVE"}
+                        for a in chunk
+                    ]
+                },
+                {"cluster": "lab", "containerInstances": chunk},
+            )
+        found = Hygiene(s.aws).cluster_instances("lab", "INACTIVE")
+    assert [c.arn for c in found] == arns and {c.status for c in found} == {"INACTIVE"}
+
+
+def test_only_activations_anywhere_made_for_that_host_are_listed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def act(ident: str, name: str, tags: dict[str, str]) -> dict[str, object]:
+        return {
+            "ActivationId": ident,
+            "DefaultInstanceName": name,
+            "Expired": True,
+            "RegistrationsCount": 1,
+            "RegistrationLimit": 1,
+            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+        }
+
+    ours = {HOST_TAG: "h1", RUN_TAG: "r"}
+    with stubbed_aws(monkeypatch) as s:
+        s.ssm.add_response(
+            "describe_activations",
+            {
+                "ActivationList": [
+                    act("a-ours", "h1", ours),
+                    act("a-someone", "h1", {}),
+                    act("a-no-run", "h1", {HOST_TAG: "h1"}),
+                    act("a-renamed", "h2", ours),
+                ]
+            },
+            {"Filters": [{"FilterKey": "DefaultInstanceName", "FilterValues": ["h1", "h2"]}]},
+        )
+        found = Hygiene(s.aws).activations(["h2", "h1"])
+    assert [(a.activation_id, a.host, a.expired) for a in found] == [("a-ours", "h1", True)]

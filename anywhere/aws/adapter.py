@@ -243,7 +243,7 @@ class Aws:
         `anywhere:host` tag names the same host, so an activation someone else made under
         that name, or ours for a host outside `hosts`, is never taken."""
         found: dict[str, list[str]] = {}
-        for chunk in _chunks(sorted(set(hosts)), SSM_FILTER_VALUES):
+        for chunk in chunks(sorted(set(hosts)), SSM_FILTER_VALUES):
             names = set(chunk)
             for page in self._api.pages(self._c.ssm.describe_activations)(
                 Filters=[{"FilterKey": "DefaultInstanceName", "FilterValues": chunk}],
@@ -262,7 +262,7 @@ class Aws:
     ) -> dict[str, ManagedInstance]:
         """SSM's view of `ids` (≤50 per call); ids SSM does not know are absent."""
         out: dict[str, ManagedInstance] = {}
-        for chunk in _chunks(sorted(set(ids)), SSM_DESCRIBE_BATCH):
+        for chunk in chunks(sorted(set(ids)), SSM_DESCRIBE_BATCH):
             for info in self._describe_ids(chunk):
                 out[info["InstanceId"]] = _managed(info)
         if with_tags:
@@ -279,7 +279,7 @@ class Aws:
         was wiped). The instance's Name (our DefaultInstanceName) names the host; tags are
         read only when the Name is not one of the hosts asked about."""
         found: dict[str, set[str]] = {}
-        for chunk in _chunks(sorted(set(hosts)), SSM_FILTER_VALUES):
+        for chunk in chunks(sorted(set(hosts)), SSM_FILTER_VALUES):
             names = set(chunk)
             for info in self._instance_info([{"Key": f"tag:{HOST_TAG}", "Values": chunk}]):
                 mi = str(info["InstanceId"])
@@ -358,13 +358,13 @@ class Aws:
             for arn in page.get("containerInstanceArns", [])
         ]
         out: dict[str, ContainerInstance] = {}
-        for chunk in _chunks(arns, ECS_DESCRIBE_BATCH):
+        for chunk in chunks(arns, ECS_DESCRIBE_BATCH):
             resp = self._api.call(self._c.ecs.describe_container_instances)(
                 cluster=cluster,
                 containerInstances=chunk,
             )
             for raw in resp.get("containerInstances", []):
-                ci = _container(raw, cluster)
+                ci = container_record(raw, cluster)
                 known = out.get(ci.ec2_instance_id)
                 # A host re-registered into the cluster may show twice; ACTIVE wins.
                 if ci.ec2_instance_id in wanted and (known is None or known.status != "ACTIVE"):
@@ -379,7 +379,7 @@ class Aws:
             {"ClusterNotFoundException", "InvalidParameterException"},
         )(cluster=cluster, containerInstances=[arn])
         found = resp.get("containerInstances", []) if resp else []
-        return _container(found[0], cluster) if found else None
+        return container_record(found[0], cluster) if found else None
 
     def tasks_on(self, cluster: str, arn: str) -> list[TaskSummary]:
         """The tasks meant to run (desired RUNNING) on one container instance."""
@@ -402,7 +402,7 @@ class Aws:
         )
         arns = [task for page in pages for task in page.get("taskArns", [])]
         out: list[TaskSummary] = []
-        for chunk in _chunks(arns, ECS_DESCRIBE_BATCH):
+        for chunk in chunks(arns, ECS_DESCRIBE_BATCH):
             resp = self._api.call(self._c.ecs.describe_tasks)(cluster=cluster, tasks=chunk)
             out += [
                 TaskSummary(
@@ -439,7 +439,7 @@ class Aws:
     def _set_state(
         self, cluster: str, arns: Sequence[str], status: Literal["ACTIVE", "DRAINING"]
     ) -> None:
-        for chunk in _chunks(list(arns), ECS_STATE_BATCH):
+        for chunk in chunks(list(arns), ECS_STATE_BATCH):
             resp = self._api.call(self._c.ecs.update_container_instances_state)(
                 cluster=cluster,
                 containerInstances=chunk,
@@ -506,7 +506,7 @@ class Aws:
         )
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
+def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
 
@@ -530,7 +530,7 @@ def _managed(info: InstanceInformationTypeDef) -> ManagedInstance:
     )
 
 
-def _container(raw: ContainerInstanceTypeDef, cluster: str) -> ContainerInstance:
+def container_record(raw: ContainerInstanceTypeDef, cluster: str) -> ContainerInstance:
     return ContainerInstance(
         arn=str(raw["containerInstanceArn"]),
         ec2_instance_id=str(raw.get("ec2InstanceId", "")),

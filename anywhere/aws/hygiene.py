@@ -19,8 +19,8 @@ from anywhere.aws.adapter import (
     SSM_DESCRIBE_BATCH,
     SSM_FILTER_VALUES,
     Aws,
-    _chunks,
-    _container,
+    chunks,
+    container_record,
 )
 from anywhere.models import ContainerInstance
 
@@ -61,11 +61,11 @@ class Hygiene:
             for arn in page.get("containerInstanceArns", [])
         ]
         out: list[ContainerInstance] = []
-        for chunk in _chunks(arns, ECS_DESCRIBE_BATCH):
+        for chunk in chunks(arns, ECS_DESCRIBE_BATCH):
             resp = self._api.call(self._c.ecs.describe_container_instances)(
                 cluster=cluster, containerInstances=chunk
             )
-            out += [_container(raw, cluster) for raw in resp.get("containerInstances", [])]
+            out += [container_record(raw, cluster) for raw in resp.get("containerInstances", [])]
         return out
 
     def activations(self, hosts: Sequence[str]) -> list[ActivationInfo]:
@@ -73,7 +73,7 @@ class Hygiene:
         Listed by DefaultInstanceName (DescribeActivations cannot filter by tag) and kept
         only when both anywhere tags are there and the host tag names the same host."""
         found: list[ActivationInfo] = []
-        for chunk in _chunks(sorted(set(hosts)), SSM_FILTER_VALUES):
+        for chunk in chunks(sorted(set(hosts)), SSM_FILTER_VALUES):
             names = set(chunk)
             for page in self._api.pages(self._c.ssm.describe_activations)(
                 Filters=[{"FilterKey": "DefaultInstanceName", "FilterValues": chunk}],

@@ -10,7 +10,7 @@ import click
 from anywhere import report
 from anywhere.cli import INVENTORY, LIMIT, echo
 from anywhere.cli.runner import FleetRun, confirm, region_of, run_settings
-from anywhere.errors import EnvironmentProblem
+from anywhere.errors import AwsError, EnvironmentProblem
 from anywhere.gc import Action, GcOptions, collect, parse_duration, plan_gc, read_state
 from anywhere.journal import atomic_write, check_writable_file
 from anywhere.quotas import read_quota, verdict
@@ -28,7 +28,12 @@ def quota_gate(run: FleetRun, strict: bool) -> None:
     not know yet would take the account past the standard tier's limit."""
     known = run.context.known_by_host
     new_nodes = sum(1 for h in run.hosts if not known.get(h.name))
-    said = verdict(read_quota(run.context.aws), new_nodes, region_of(run.hosts))
+    try:
+        quota = read_quota(run.context.aws)
+    except AwsError as exc:  # advisory: a count AWS would not give must not stop the run
+        echo(f"warning: could not check the SSM hybrid node quota: {exc}", err=True)
+        return
+    said = verdict(quota, new_nodes, region_of(run.hosts))
     if not said.message:
         return
     run.context.journal.event("-", "preflight", "quota", said.message)

@@ -18,7 +18,7 @@ import pytest
 from anywhere.ansible_engine import EngineRun
 from anywhere.aws import AwsView
 from anywhere.cli import fleet_commands, main, runner
-from anywhere.errors import UnreachableError
+from anywhere.errors import AwsError, UnreachableError
 from anywhere.fleet import FleetResult, ProgressFn
 from anywhere.job import Context
 from anywhere.journal import Journal
@@ -311,3 +311,17 @@ def test_gc_refuses_a_bad_duration_in_one_line(cli: Cli) -> None:
     done = cli("gc", str(EXAMPLE), "--older-than", "7 days")
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "--older-than" in done.stderr
+
+
+def test_a_quota_aws_will_not_count_is_a_warning(
+    cli: Cli, fake_context: Callable[..., FakeAws], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aws = fake_context(unreachable)
+
+    def throttled() -> tuple[int, str | None]:
+        raise AwsError("ssm.DescribeInstanceInformation: ThrottlingException", "retry later")
+
+    monkeypatch.setattr(aws, "quota", throttled)
+    done = cli("plan", str(EXAMPLE), "--limit", "web", env={"ANYWHERE_RUN_DIR": str(tmp_path)})
+    assert done.returncode == 1  # the hosts are unreachable; the plan itself ran
+    assert "could not check the SSM hybrid node quota" in done.stderr

@@ -73,9 +73,9 @@ def check_cmd(
     with snapshot_ahead(context, run.hosts) as snapshot:
         job = check_job(context, CheckOptions(mark=not no_mark), snapshot)
         summary = run.fleet(job, quiet=as_json)
+        ping = {mi: inst.ping_status for mi, inst in snapshot().managed.items()}
     as_text = run.record(summary)
     if prometheus is not None:
-        ping = {mi: inst.ping_status for mi, inst in snapshot.managed.items()}
         atomic_write(prometheus, context.journal.masked(textfile(summary, ping)), mode=0o644)
     if as_json:
         echo(context.journal.masked(as_text).rstrip("\n"))

@@ -51,6 +51,7 @@ from anywhere.models import (
     HostOutcome,
     Phase,
     Status,
+    Via,
 )
 from anywhere.render import Renderer
 from anywhere.settings import Settings
@@ -86,6 +87,9 @@ class Context:
     journal: Journal
     settings: Settings
     run_id: str
+    # How each host is reached (--via / anywhere_via): procedures that must order their steps
+    # around the transport ask it.
+    via: Callable[[Host], Via] = lambda host: Via.SSH
     # mi- ids AWS lists per host name (tag anywhere:host), fetched once for the whole run.
     known_by_host: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Activations an earlier run left per host name, listed once for the whole run (None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 from anywhere import checks
 from anywhere.aws import HOST_TAG, AwsSnapshot, AwsState
-from anywhere.errors import HostError
+from anywhere.errors import HostError, UnreachableError
 from anywhere.fleet import RunControl
 from anywhere.job import Context, Cursor, failure_class, guarded, read_host, run_logged
 from anywhere.models import (
@@ -19,6 +19,7 @@ from anywhere.models import (
     HostOutcome,
     Phase,
     Status,
+    Via,
 )
 from anywhere.render import render_cleanup
 from anywhere.steps import DeregisterOptions, DeregisterRefused, Retirer, remembered
@@ -212,20 +213,24 @@ def _host_side(
     try:
         transport = ctx.connect(host)
     except HostError as exc:
-        return _not_asked(exc)
+        return _not_asked(ctx, host, exc)
     try:
         # A sudo refusal surfaces from the first sudo command itself (SudoError).
         facts = read_host(ctx, transport)
     except HostError as exc:
-        return _not_asked(exc)
+        return _not_asked(ctx, host, exc)
     finally:
         transport.close()
     return checks.evaluate_host(facts, host.config.cluster), facts, None
 
 
-def _not_asked(exc: HostError) -> tuple[tuple[CheckResult, ...], None, _Unreachable]:
+def _not_asked(
+    ctx: Context, host: Host, exc: HostError
+) -> tuple[tuple[CheckResult, ...], None, _Unreachable]:
+    """The host could not be asked: a failed check named after the way it was tried (ssh,
+    ssm), with why."""
     gone = _Unreachable(failure_class(exc), exc.reason, exc.hint)
-    return (CheckResult("ssh", False, exc.reason, exc.hint),), None, gone
+    return (CheckResult(ctx.via(host).value, False, exc.reason, exc.hint),), None, gone
 
 
 def _mark(ctx: Context, host: Host, arn: str, current: str | None, *, ready: bool) -> None:
@@ -266,9 +271,8 @@ def _deregister(
     ctx: Context, options: DeregisterOptions, host: Host, cursor: Cursor
 ) -> HostOutcome:
     notes: list[str] = []
-    transport = _try_connect(ctx, host, notes)
+    transport, local_id = _reach(ctx, host, notes)
     try:
-        local_id = read_host(ctx, transport).instance_id if transport else None
         ids = sorted({*(ctx.known_by_host.get(host.name, ())), *([local_id] if local_id else [])})
         cursor.instance_id = local_id or (ids[-1] if ids else None)
 
@@ -278,10 +282,18 @@ def _deregister(
                 cursor.stage(phase)
 
         retirer = Retirer(ctx.aws, ctx.view, ctx.settings, ctx.journal)
-        notes += retirer.retire(host, ids, options, enter)
-        if transport is not None:
-            notes.extend(_wipe_host(ctx, options, host, transport))
-            notes.append("agent state removed from the host")
+        if transport is not None and ctx.via(host) is Via.SSM:
+            # Run Command reaches the host only while its managed instance is registered,
+            # and the wipe stops the agent that would reply: ECS side, then the wipe (run
+            # after the reply), then SSM. A re-run finds the agent gone and does the rest.
+            notes += retirer.retire(host, ids, options, enter, managed=False)
+            notes.append(_wipe_later(ctx, options, host, transport))
+            notes += retirer.retire_managed(host, ids, enter)
+        else:
+            notes += retirer.retire(host, ids, options, enter)
+            if transport is not None:
+                notes.extend(_wipe_host(ctx, options, host, transport))
+                notes.append("agent state removed from the host")
     finally:
         if transport is not None:
             transport.close()
@@ -295,14 +307,22 @@ def _deregister(
     )
 
 
-def _try_connect(ctx: Context, host: Host, notes: list[str]) -> Transport | None:
+def _reach(ctx: Context, host: Host, notes: list[str]) -> tuple[Transport | None, str | None]:
+    """The host's transport and the mi- id its registration file names; (None, None) when it
+    cannot be reached (then AWS side only). Through Run Command that shows only at the first
+    command (agent not Online, command never fetched)."""
     try:
         transport = ctx.connect(host)
         transport.become()
     except HostError as exc:
         notes.append(f"host not reachable ({exc.reason}): AWS side only")
-        return None
-    return transport
+        return None, None
+    try:
+        return transport, read_host(ctx, transport).instance_id
+    except UnreachableError as exc:
+        transport.close()
+        notes.append(f"host not reachable ({exc.reason}): AWS side only")
+        return None, None
 
 
 def _wipe_host(
@@ -328,11 +348,68 @@ def _wipe_host(
     ]
 
 
+WIPE_END = "ANYWHERE_WIPE_END"
+WIPE_SETTLE_S = 5  # after the command's shell exits, time for the agent to send its reply
+
+
+def deferred_wipe(script: str, unit: str) -> str:
+    """A command that starts `script` in the transient unit `unit` once the command itself
+    has ended (and its SSM agent replied): the script stops that agent, and a unit of its
+    own outlives it, which a child of the agent's command would not. Nothing in the unit's
+    command line carries a `$`, which systemd would expand there."""
+    if any(line == WIPE_END for line in script.splitlines()):
+        raise ValueError("the script holds its own heredoc terminator")
+    path = f"/run/{unit}.sh"
+    return "\n".join(
+        [
+            "command -v systemd-run >/dev/null 2>&1 || { echo 'anywhere: no systemd-run: "
+            "the wipe cannot outlive the SSM agent' >&2; exit 3; }",
+            "umask 077",
+            "{",
+            "printf 'pid=%s\\n' \"$$\"",
+            f"cat <<'{WIPE_END}'",
+            "trap 'rm -f -- \"$0\"' EXIT",
+            'while kill -0 "$pid" 2>/dev/null; do sleep 1; done',
+            f"sleep {WIPE_SETTLE_S}",
+            script,
+            WIPE_END,
+            f"}} > {path}",
+            f"systemd-run --unit={unit} --description='anywhere deregister: host wipe' "
+            f"/bin/bash {path} >/dev/null || exit 3",
+            f"echo 'anywhere: wipe started in {unit}'",
+        ]
+    )
+
+
+def _wipe_later(ctx: Context, options: DeregisterOptions, host: Host, transport: Transport) -> str:
+    """Start the clean-up script on the host in a transient unit that outlives the SSM agent
+    it stops (its end shows in the host's journal, not here)."""
+    script = render_cleanup(
+        host,
+        remove_config=True,
+        remove_logs=True,
+        remove_packages=not options.keep_packages,
+        renderer=ctx.renderer,
+    )
+    unit = f"anywhere-wipe-{ctx.run_id}"
+    res = run_logged(ctx, host, transport, deferred_wipe(script.text, unit))
+    if not res.ok:
+        said = (res.stderr.strip().splitlines() or [f"exit {res.exit_status}"])[-1]
+        raise DeregisterRefused(
+            f"host wipe could not be started through Run Command: {said}",
+            "the host stays registered with SSM: fix it and run deregister again, or use --via ssh",
+        )
+    return (
+        f"host wipe started in {unit} (stops the SSM agent; see journalctl -u {unit} on the host)"
+    )
+
+
 __all__ = [
     "CheckOptions",
     "DeregisterOptions",
     "aws_snapshot",
     "check_job",
+    "deferred_wipe",
     "deregister_job",
     "snapshot_ahead",
 ]

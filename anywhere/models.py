@@ -80,6 +80,13 @@ class SshTarget:
     become_password: Secret | None = None
 
 
+class Via(StrEnum):
+    """How the host-side commands of `check`, `deregister` (and `upgrade`) reach a host."""
+
+    SSH = "ssh"  # one SSH connection per host
+    SSM = "ssm"  # SSM Run Command to the host's managed instance (registered hosts only)
+
+
 @dataclass(frozen=True)
 class HostConfig:
     """What to make of a host: from `anywhere_*` variables."""
@@ -105,6 +112,7 @@ class HostConfig:
     ecs_package_url: str | None = None
     ecs_package_sha256: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     ecs_package_gpg_key: str | None = None
+    via: Via | None = None  # anywhere_via; an explicit --via wins
 
     @property
     def proxy_password(self) -> str | None:

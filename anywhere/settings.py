@@ -39,6 +39,10 @@ class Settings:
     ready_attribute: str = READY_ATTRIBUTE
     become_password: Secret | None = None
     engine: Engine = Engine.SSH
+    # --via ssm: how often Run Command results are read, and how long a command may stay
+    # Pending (the agent not fetching it) before it is cancelled and the host reported.
+    ssm_poll_s: float = 1.0
+    ssm_pending_timeout_s: float = 60.0
 
 
 _ENV_PREFIX = "ANYWHERE_"
@@ -79,6 +83,8 @@ _RANGES: Mapping[str, tuple[float, float]] = {
     "max_clock_skew_s": (0.001, 86400),
     "min_free_disk_mb": (0, 10_000_000),
     "aws_max_attempts": (1, 50),
+    "ssm_poll_s": (0.001, 3600),
+    "ssm_pending_timeout_s": (0.001, 86400),
 }
 # ASCII only, no `_` separators: what int()/float() accept beyond that is no number to a reader.
 _INT = re.compile(r"[+-]?[0-9]{1,12}")

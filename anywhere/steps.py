@@ -221,21 +221,47 @@ class Retirer:
         instance_ids: Sequence[str],
         options: DeregisterOptions,
         enter: EnterPhase = lambda phase, arn: None,
+        *,
+        managed: bool = True,
     ) -> list[str]:
-        """Retire every mi- id of `host`; returns what was done, one note each."""
+        """Retire every mi- id of `host`; returns what was done, one note each. Without
+        `managed`, the ECS side only: `retire_managed` does the rest later."""
         notes: list[str] = []
         for instance_id in instance_ids:
-            self._retire_instance(host, instance_id, options, enter)
-            notes.append(f"{instance_id} deregistered")
+            self._retire_instance(host, instance_id, options, enter, managed)
+            if managed:
+                notes.append(f"{instance_id} deregistered")
         if not instance_ids:
             notes.append("AWS knows no instance for this host")
+        return notes + (self._sweep(host, enter) if managed else [])
+
+    def retire_managed(
+        self, host: Host, instance_ids: Sequence[str], enter: EnterPhase
+    ) -> list[str]:
+        """The SSM side of `retire(managed=False)`: the mi- ids, then leftover activations."""
+        notes: list[str] = []
+        for instance_id in instance_ids:
+            enter(Phase.DEREGISTER, None)
+            self.aws.deregister_managed_instance(instance_id)
+            notes.append(f"{instance_id} deregistered")
+            if self.journal is not None:
+                self.journal.event(host.name, "deregister", "done", instance_id)
+        return notes + self._sweep(host, enter)
+
+    def _sweep(self, host: Host, enter: EnterPhase) -> list[str]:
         enter(Phase.CLEANUP, None)
-        for activation_id in sweep_activations(self.aws, host.name):
-            notes.append(f"deleted leftover activation {activation_id}")
-        return notes
+        return [
+            f"deleted leftover activation {activation_id}"
+            for activation_id in sweep_activations(self.aws, host.name)
+        ]
 
     def _retire_instance(
-        self, host: Host, instance_id: str, options: DeregisterOptions, enter: EnterPhase
+        self,
+        host: Host,
+        instance_id: str,
+        options: DeregisterOptions,
+        enter: EnterPhase,
+        managed: bool,
     ) -> None:
         cluster = host.config.cluster
         state = self.view.get(cluster, instance_id)
@@ -252,10 +278,10 @@ class Retirer:
                 )
             enter(Phase.DEREGISTER, container.arn)
             self.aws.deregister_container_instance(cluster, container.arn, force=options.force)
-        if state.managed is not None:
+        if managed and state.managed is not None:
             enter(Phase.DEREGISTER, None)
             self.aws.deregister_managed_instance(instance_id)
-        if self.journal is not None:
+        if self.journal is not None and managed:
             self.journal.event(host.name, "deregister", "done", instance_id)
 
     def _wait_drained(

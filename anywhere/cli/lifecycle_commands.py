@@ -10,6 +10,7 @@ import click
 from anywhere import report
 from anywhere.cli import INVENTORY, LIMIT, AsciiFloatRange, AsciiIntRange, echo
 from anywhere.cli.runner import FleetRun, HostFlags, confirm, host_options, run_settings
+from anywhere.cli.transports import via_option
 from anywhere.errors import ExitCode, UsageError
 from anywhere.journal import atomic_write, check_writable_file
 from anywhere.lifecycle import (
@@ -20,7 +21,7 @@ from anywhere.lifecycle import (
     snapshot_ahead,
 )
 from anywhere.metrics import textfile
-from anywhere.models import Host
+from anywhere.models import Host, Via
 from anywhere.tasks import run_task
 
 
@@ -45,6 +46,7 @@ from anywhere.tasks import run_task
     is_flag=True,
     help="Leave the ready attribute alone (default: keep it only on passing hosts).",
 )
+@via_option
 @click.pass_context
 def check_cmd(
     ctx: click.Context,
@@ -54,6 +56,7 @@ def check_cmd(
     as_json: bool,
     prometheus: Path | None,
     no_mark: bool,
+    via: Via | None,
 ) -> int:
     """Verify each selected host is fit for EXTERNAL tasks; exit 0 only if all are.
 
@@ -65,8 +68,12 @@ def check_cmd(
     hosts still get their AWS-side state. AWS is read in batches (50 SSM ids, 100 ECS ARNs a
     call), not per host. The ready attribute (anywhere.ready) follows the verdict unless
     --no-mark. Exit 0 only if every selected host passes, else 1.
+
+    With --via ssm the host side goes through SSM Run Command (≤50 hosts a SendCommand, to
+    Online managed instances only; the others fail `unreachable` with their PingStatus) and
+    is judged by the same checks as over SSH.
     """
-    run = FleetRun.select(ctx, "check", inventory_path, limit, run_settings(ctx, flags))
+    run = FleetRun.select(ctx, "check", inventory_path, limit, run_settings(ctx, flags), via=via)
     if prometheus is not None:
         check_writable_file(prometheus, "--prometheus")
     context = run.open()
@@ -169,6 +176,7 @@ def run_task_cmd(
     help="Seconds to wait for tasks to stop after draining.",
 )
 @click.option("--keep-packages", is_flag=True, help="Leave the agent packages installed.")
+@via_option
 @click.pass_context
 def deregister_cmd(
     ctx: click.Context,
@@ -179,6 +187,7 @@ def deregister_cmd(
     force: bool,
     drain_timeout: float,
     keep_packages: bool,
+    via: Via | None,
 ) -> int:
     """Take the selected hosts out of ECS and SSM and wipe their agent state.
 
@@ -187,10 +196,17 @@ def deregister_cmd(
     on the host `ecs` and the SSM agent stopped, /var/lib/ecs, /etc/ecs, /var/lib/amazon/ssm
     and logs removed (packages too unless --keep-packages); leftover activations deleted.
     --limit is required, so a whole fleet is never removed by accident.
+
+    With --via ssm the host is wiped through SSM Run Command before its managed instance is
+    deregistered (after that Run Command cannot reach it): the command starts the wipe in a
+    transient systemd unit that runs once the command has replied, as the wipe stops the SSM
+    agent; its end is in the host's journal (journalctl -u anywhere-wipe-RUN_ID).
     """
     if not limit:
         raise UsageError("deregister needs --limit PATTERN (use --limit all for every host)")
-    run = FleetRun.select(ctx, "deregister", inventory_path, limit, run_settings(ctx, flags))
+    run = FleetRun.select(
+        ctx, "deregister", inventory_path, limit, run_settings(ctx, flags), via=via
+    )
     context = run.open()
     _print_removal_plan(run.hosts, context.known_by_host, keep_packages)
     confirm(yes, f"Deregister {len(run.hosts)} host(s)?")

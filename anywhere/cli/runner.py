@@ -21,14 +21,14 @@ import click
 from anywhere import report
 from anywhere.aws import Aws, AwsView, make_clients
 from anywhere.cli import AsciiIntRange, cli_settings, echo, host_output_tee, print_table, select
+from anywhere.cli.transports import Reach
 from anywhere.cli.view import progress_view
 from anywhere.errors import UsageError
 from anywhere.fleet import FleetResult, HostJob, ProgressFn, run_fleet
 from anywhere.job import Context
 from anywhere.journal import Journal, check_writable_dir
-from anywhere.models import Host, Inventory, Secret
+from anywhere.models import Host, Inventory, Secret, Via
 from anywhere.settings import Settings, become_password
-from anywhere.ssh import SshOptions, connect
 
 
 def region_of(hosts: Sequence[Host]) -> str:
@@ -138,6 +138,7 @@ class FleetRun:
     inventory: Inventory
     hosts: tuple[Host, ...]
     tee: Callable[[str, str], None] | None = None
+    via: Via | None = None  # --via, when given
     _context: Context | None = field(default=None, repr=False)
 
     @classmethod
@@ -148,9 +149,11 @@ class FleetRun:
         inventory_path: Path,
         limit: str | None,
         settings: Settings,
+        *,
+        via: Via | None = None,
     ) -> FleetRun:
         inv, hosts = select(ctx, inventory_path, limit)
-        return cls(command, settings, inv, hosts, tee=host_output_tee(ctx))
+        return cls(command, settings, inv, hosts, tee=host_output_tee(ctx), via=via)
 
     @property
     def context(self) -> Context:
@@ -160,7 +163,7 @@ class FleetRun:
 
     def open(self) -> Context:
         """The run's context (AWS checked at once: exit 3); every job works through it."""
-        self._context = open_context(self.settings, self.hosts, self.command, self.tee)
+        self._context = open_context(self.settings, self.hosts, self.command, self.tee, self.via)
         return self._context
 
     def execute(
@@ -217,28 +220,26 @@ def open_context(
     hosts: tuple[Host, ...],
     command: str,
     tee: Callable[[str, str], None] | None = None,
+    via: Via | None = None,
 ) -> Context:
-    """The composition root: AWS clients, the journal, SSH, built once per run."""
+    """The composition root: AWS clients, the journal, the transports, built once per run."""
     check_writable_dir(settings.run_dir, "run directory (--run-dir, ANYWHERE_RUN_DIR)")
     aws = Aws(make_clients(region_of(hosts), max_attempts=settings.aws_max_attempts))
     aws.account()  # fail fast (exit 3) on credentials or endpoint problems
     journal = Journal.create(settings.run_dir, command, tee=tee)
     mask_secrets(journal, settings, hosts)
-    options = SshOptions(
-        connect_timeout_s=settings.connect_timeout_s,
-        command_timeout_s=settings.command_timeout_s,
-        accept_new_host_keys=settings.accept_new_host_keys,
-        become_password=settings.become_password,
-    )
     names = [h.name for h in hosts]
+    known_by_host = aws.managed_instances_by_host(names)
+    reach = Reach(settings, aws, known_by_host, via)
     return Context(
         aws=aws,
         view=AwsView(aws, settings.verify_poll_s),
-        connect=lambda host: connect(host.name, host.ssh, options),
+        connect=reach.connect,
+        via=reach.via,
         journal=journal,
         settings=settings,
         run_id=journal.run_id,
-        known_by_host=aws.managed_instances_by_host(names),
+        known_by_host=known_by_host,
         # What a killed run left behind; `plan` changes nothing, so it does not look.
         leftovers=aws.leftover_activations_by_host(names) if command == "register" else None,
     )

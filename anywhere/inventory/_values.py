@@ -21,7 +21,7 @@ from anywhere.inventory._base import (
     type_name,
 )
 from anywhere.inventory._ssh_args import ssh_args
-from anywhere.models import READY_ATTRIBUTE, Secret
+from anywhere.models import READY_ATTRIBUTE, Secret, Via
 
 Converter = Callable[[object, PathBase], object]
 
@@ -361,6 +361,10 @@ def _host_key_checking(value: object, ctx: PathBase) -> bool:
     return True
 
 
+def _via(value: object, ctx: PathBase) -> Via:
+    return Via(str(_one_of(tuple(Via))(value, ctx)))
+
+
 ANYWHERE: Mapping[str, Converter] = {
     "anywhere_cluster": _matching(_CLUSTER, "cluster name (letters, digits, '-', '_')"),
     "anywhere_region": _matching(_REGION, "AWS region"),
@@ -382,6 +386,7 @@ ANYWHERE: Mapping[str, Converter] = {
     "anywhere_ecs_package_url": _url(("http", "https")),
     "anywhere_ecs_package_sha256": _package_pins,
     "anywhere_ecs_package_gpg_key": _existing_file,
+    "anywhere_via": _via,
 }
 
 ANSIBLE: Mapping[str, Converter] = {

@@ -52,7 +52,11 @@ def fake_context(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeAws]:
         aws = FakeAws()
 
         def open_context(
-            settings: Settings, hosts: tuple[Host, ...], command: str, tee: Any = None
+            settings: Settings,
+            hosts: tuple[Host, ...],
+            command: str,
+            tee: Any = None,
+            via: Any = None,
         ) -> Context:
             journal = Journal.create(settings.run_dir, command)
             return Context(

@@ -127,6 +127,8 @@ class Broker:
     def _execute(self, batch: _Batch) -> None:
         targets = self._targets(batch.requests)
         by_id = {mi: r for r, mi in targets.items()}
+        if not by_id:
+            return
         sent, refused = self._rc.send(
             list(by_id),
             batch.command,

@@ -34,9 +34,9 @@ CONTRACT = {
         "--accept-new-host-keys",
         "--ask-become-pass",
     ],
-    ("check",): ["--limit", "--json", "--no-mark"],
+    ("check",): ["--limit", "--json", "--no-mark", "--via"],
     ("run-task",): ["--task-definition", "--count", "--constraint"],
-    ("deregister",): ["--limit", "--yes", "--force", "--drain-timeout", "--keep-packages"],
+    ("deregister",): ["--limit", "--yes", "--force", "--drain-timeout", "--keep-packages", "--via"],
     ("upgrade",): [
         "--limit",
         "--ecs-version",

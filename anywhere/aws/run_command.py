@@ -80,7 +80,7 @@ class RunCommand:
     """Run Command over the run's SSM client, every call counted (one `Caller` per run)."""
 
     def __init__(self, clients: AwsClients, api: Caller) -> None:
-        self._ssm = clients.ssm
+        self._c = clients
         self._api = api
 
     def send(
@@ -103,7 +103,7 @@ class RunCommand:
         pending = [
             list(instance_ids[i : i + SEND_BATCH]) for i in range(0, len(instance_ids), SEND_BATCH)
         ]
-        send = self._api.tolerant(self._ssm.send_command, {"InvalidInstanceId"})
+        send = self._api.tolerant(self._c.ssm.send_command, {"InvalidInstanceId"})
         while pending:
             ids = pending.pop()
             most, errors = limits(len(ids), concurrency, fail_percent)
@@ -130,7 +130,7 @@ class RunCommand:
 
     def invocations(self, command_id: str) -> Iterator[Invocation]:
         """Every host's invocation of `command_id` with its (possibly cut) output."""
-        for page in self._api.pages(self._ssm.list_command_invocations)(
+        for page in self._api.pages(self._c.ssm.list_command_invocations)(
             CommandId=command_id, Details=True, MaxResults=LIST_PAGE
         ):
             for raw in page.get("CommandInvocations", []):
@@ -138,7 +138,7 @@ class RunCommand:
 
     def full(self, command_id: str, instance_id: str) -> Invocation:
         """One host's invocation with its whole output (24,000/8,000 characters)."""
-        resp = self._api.call(self._ssm.get_command_invocation)(
+        resp = self._api.call(self._c.ssm.get_command_invocation)(
             CommandId=command_id, InstanceId=instance_id, PluginName=PLUGIN
         )
         return Invocation(
@@ -153,9 +153,9 @@ class RunCommand:
     def cancel(self, command_id: str, instance_ids: Sequence[str]) -> None:
         """Cancel `command_id` on `instance_ids`; one that already finished is fine."""
         try:
-            self._api.tolerant(self._ssm.cancel_command, {"InvalidCommandId", "InvalidInstanceId"})(
-                CommandId=command_id, InstanceIds=list(instance_ids)
-            )
+            self._api.tolerant(
+                self._c.ssm.cancel_command, {"InvalidCommandId", "InvalidInstanceId"}
+            )(CommandId=command_id, InstanceIds=list(instance_ids))
         except AwsError:
             # Cancelling is best effort: the host is reported either way.
             return

@@ -126,7 +126,7 @@ class Broker:
 
     def _execute(self, batch: _Batch) -> None:
         targets = self._targets(batch.requests)
-        by_id = {mi: r for r, mi in targets.items()}
+        by_id = {state.instance_id: r for r, state in targets.items()}
         if not by_id:
             return
         sent, refused = self._rc.send(
@@ -146,23 +146,30 @@ class Broker:
                     "check the SSM agent on the host, or use --via ssh",
                 ),
             )
+        pings = {state.instance_id: state.ping_status for state in targets.values()}
         for command in sent:
-            self._collect(command, by_id, batch.timeout_s)
+            self._collect(command, by_id, batch.timeout_s, pings)
 
-    def _targets(self, requests: Sequence[_Request]) -> dict[_Request, str]:
+    def _targets(self, requests: Sequence[_Request]) -> dict[_Request, ManagedInstance]:
         """Each request's Online mi- id; the others are finished as unreachable."""
         known = self._lookup(sorted({mi for r in requests for mi in r.candidates}))
-        out: dict[_Request, str] = {}
+        out: dict[_Request, ManagedInstance] = {}
         for request in requests:
             states = [known[mi] for mi in request.candidates if mi in known]
             online = [s for s in states if s.ping_status == "Online"]
             if online:
-                out[request] = max(online, key=_recency).instance_id
+                out[request] = max(online, key=_recency)
                 continue
             request.finish(None, _not_online(request.candidates, states))
         return out
 
-    def _collect(self, sent: Sent, by_id: Mapping[str, _Request], timeout_s: float) -> None:
+    def _collect(
+        self,
+        sent: Sent,
+        by_id: Mapping[str, _Request],
+        timeout_s: float,
+        pings: Mapping[str, str],
+    ) -> None:
         """Poll the command's invocations until each host's is final; cancel those that
         outstay their bound (Pending: the agent is not fetching commands)."""
         started = self._clock()
@@ -177,7 +184,7 @@ class Broker:
                     if got.cut:
                         got = self._rc.full(sent.command_id, mi)
                     by_id[mi].finish(*_judged(got, timeout_s))
-            overdue = self._overdue(waiting, seen, self._clock() - started, timeout_s)
+            overdue = self._overdue(waiting, seen, self._clock() - started, timeout_s, pings)
             if overdue:
                 self._rc.cancel(sent.command_id, sorted(overdue))
                 for mi, error in overdue.items():
@@ -190,6 +197,7 @@ class Broker:
         seen: Mapping[str, Invocation],
         elapsed: float,
         timeout_s: float,
+        pings: Mapping[str, str],
     ) -> dict[str, HostError]:
         out: dict[str, HostError] = {}
         bound = self._s.pending_timeout_s
@@ -198,7 +206,7 @@ class Broker:
             if status in ("Pending", "Delayed") and elapsed >= bound:
                 out[mi] = UnreachableError(
                     f"Run Command stayed {status} on {mi} for {bound:g} s (the SSM agent did "
-                    "not fetch it): cancelled",
+                    f"not fetch it; PingStatus was {pings.get(mi, '?')}): cancelled",
                     "check the SSM agent on the host (ANYWHERE_SSM_PENDING_TIMEOUT_S sets the "
                     "wait)",
                 )

@@ -26,6 +26,7 @@ from botocore.model import ServiceModel
 
 from anywhere.aws import Aws, make_clients
 from anywhere.aws.hygiene import Hygiene
+from anywhere.aws.run_command import RunCommand
 from anywhere.lab.agents import common, ecs_agent, ecs_task_sync, ssm_agent
 from anywhere.lab.endpoint import server
 from tests.aws_shapes import SSM_AGENT_MODEL, problems
@@ -320,6 +321,7 @@ def test_every_answer_is_one_aws_could_give(
     seen = aws.container_instances(CLUSTER, ids)
     assert set(seen) == set(ids)
     _hygiene_reads(aws, ids)
+    _run_a_command(aws, ids[0])
     _run_a_task(aws, account, hosts[0].arn)
     hosts[0].poll_tasks()
     aws.drain(CLUSTER, [hosts[1].arn])
@@ -334,6 +336,7 @@ def test_every_answer_is_one_aws_could_give(
         ("GetRole", "NoSuchEntity"),
         ("DeleteActivation", "InvalidActivationId"),
         ("ListContainerInstances", "ClusterNotFoundException"),
+        ("SendCommand", "InvalidInstanceId"),
     } <= checked.errors
     missing = (tool_actions() | agent_actions()) - checked.seen
     assert not missing, f"calls whose answers this test never checked: {sorted(missing)}"
@@ -349,10 +352,31 @@ def _hygiene_reads(aws: Aws, ids: list[str]) -> None:
     assert hygiene.activation_tier() == "standard"
 
 
+def _run_a_command(aws: Aws, instance_id: str) -> None:
+    """Run Command as `--via ssm` uses it: send, read back in pages and whole, cancel."""
+    rc = RunCommand(aws.clients, aws.api)
+    sent, refused = rc.send(
+        [instance_id],
+        "echo conformance",
+        execution_timeout_s=60,
+        delivery_timeout_s=60,
+        concurrency=50,
+        fail_percent=100,
+    )
+    assert refused == [] and [s.instance_ids for s in sent] == [(instance_id,)]
+    assert [i.instance_id for i in rc.invocations(sent[0].command_id)] == [instance_id]
+    assert rc.full(sent[0].command_id, instance_id).instance_id == instance_id
+    rc.cancel(sent[0].command_id, [instance_id])
+
+
 def _tolerated_errors(aws: Aws, gone: str) -> None:
     """The errors the tool tolerates, provoked: their codes must be AWS's."""
     aws.delete_activation("00000000-0000-4000-8000-000000000000")
     aws.deregister_managed_instance(gone)
+    sent, refused = RunCommand(aws.clients, aws.api).send(
+        [gone], "true", execution_timeout_s=60, delivery_timeout_s=60, concurrency=1, fail_percent=0
+    )
+    assert (sent, refused) == ([], [gone])
     assert aws.container_instances("no-such-cluster", [gone]) == {}
 
 

@@ -335,7 +335,7 @@ def _checked(tmp_path: Path, via: Via, output: str) -> HostOutcome:
         return ssh_host if via is Via.SSH else SsmTransport(h.name, [MI], broker, 9)
 
     ctx = replace(context(tmp_path / via.value, aws, {"h1": (MI,)}, connect), via=lambda h: via)
-    out = check_job(ctx, CheckOptions(mark=False), aws_snapshot(ctx, [host("h1")]))(
+    out = check_job(ctx, CheckOptions(mark=False), lambda: aws_snapshot(ctx, [host("h1")]))(
         host("h1"), noop_control()
     )
     assert (rc.sends == [(MI,)]) is (via is Via.SSM)
@@ -352,7 +352,7 @@ def test_a_host_whose_agent_is_offline_fails_the_ssm_check_as_unreachable(tmp_pa
         ),
         via=lambda h: Via.SSM,
     )
-    out = check_job(ctx, CheckOptions(mark=False), aws_snapshot(ctx, [host("h1")]))(
+    out = check_job(ctx, CheckOptions(mark=False), lambda: aws_snapshot(ctx, [host("h1")]))(
         host("h1"), noop_control()
     )
     assert (out.status, out.failure) == (Status.FAILED, FailureClass.UNREACHABLE)

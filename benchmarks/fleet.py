@@ -42,6 +42,7 @@ PLAYBOOK = ROOT / "ansible" / "check.yml"
 INSTALLER_MARK = "bench-installer-ms="
 TOOL_KEYS = {
     "check": table.CHECK,
+    "check-ssm": table.CHECK_SSM,
     "floor": table.FLOOR,
     "login": table.LOGIN,
     "adhoc": table.ADHOC,
@@ -138,8 +139,9 @@ class Bench:
     def argv(self, tool: str, n: int, latency: float = 0) -> list[str]:
         c = str(self.config.concurrency)
         inventory = str(self.inventory(n, latency=latency))
-        if tool == table.CHECK:
-            return [*self.anywhere, "check", inventory, "-c", c]
+        if tool in (table.CHECK, table.CHECK_SSM):
+            via = ["--via", "ssm"] if tool == table.CHECK_SSM else []
+            return [*self.anywhere, "check", inventory, "-c", c, *via]
         if tool in (table.FLOOR, table.LOGIN):
             return [
                 sys.executable,
@@ -262,7 +264,7 @@ class Bench:
                 "ANSIBLE_PIPELINING": "True",
                 "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
             }
-        elif tool == table.CHECK:
+        elif tool in (table.CHECK, table.CHECK_SSM):
             extra = {"ANYWHERE_RUN_DIR": str(self.work / "runs")}
         try:
             self.measure(tool, n, rnd, self.argv(tool, n, latency), extra, latency=latency)

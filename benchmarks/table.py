@@ -12,12 +12,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 CHECK = "anywhere check"
+CHECK_SSM = "anywhere check --via ssm"  # through SSM Run Command: no SSH connection
 FLOOR = "paramiko floor"
 LOGIN = "paramiko login only"  # the floor's pool running `true`: SSH login + sudo, no checks
 ADHOC = "ansible ad hoc"
 PLAYBOOK = "ansible-playbook check.yml"
 REGISTER = "anywhere register"
-TOOLS = (CHECK, FLOOR, LOGIN, ADHOC, PLAYBOOK, REGISTER)
+TOOLS = (CHECK, CHECK_SSM, FLOOR, LOGIN, ADHOC, PLAYBOOK, REGISTER)
 
 Sample = Mapping[str, Any]
 

@@ -102,7 +102,7 @@ def test_check_via_ssm_needs_no_ssh(ssmlab: Lab, tmp_path: Path) -> None:
     }
     failed = {c["name"] for c in hosts["h2"]["checks"] if not c["ok"]}
     assert {"docker", "docker-info"} <= failed and "docker" in hosts["h2"]["reason"]
-    assert hosts["h4"]["failure"] == "unreachable"
+    assert hosts["h4"]["class"] == "unreachable"
     assert f"{mi['h4']} PingStatus ConnectionLost" in hosts["h4"]["reason"]
     # One SendCommand for the three Online hosts (≤50 a call); none to h4.
     assert control.audit()["requests"].get("SendCommand") == 1

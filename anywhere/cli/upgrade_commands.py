@@ -12,6 +12,7 @@ from anywhere.cli import INVENTORY, LIMIT, AsciiFloatRange, AsciiIntRange, echo
 from anywhere.cli.fleet_commands import ReportPaths, write_reports
 from anywhere.cli.runner import FleetRun, HostFlags, confirm, host_options, run_settings
 from anywhere.errors import UsageError
+from anywhere.models import Via
 from anywhere.packages import VERSION
 from anywhere.rollout import Action, batch_size
 from anywhere.upgrade import UpgradeOptions, UpgradePlan, make_plan, package_sources, rollout
@@ -127,7 +128,8 @@ def upgrade_cmd(
     if batch_size is not None and max_unavailable is not None:
         raise UsageError("--batch-size and --max-unavailable are mutually exclusive")
     settings = run_settings(ctx, flags, run_dir=run_dir)
-    run = FleetRun.select(ctx, "upgrade", inventory_path, limit, settings)
+    # Only ssh so far: given, it also wins over an inventory's anywhere_via.
+    run = FleetRun.select(ctx, "upgrade", inventory_path, limit, settings, via=Via(via))
     reports = ReportPaths(json=report_json)
     reports.check(run.settings)
     package_sources(run.hosts)  # exit 2 now for a host nothing would vouch for

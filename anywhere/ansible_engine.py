@@ -28,6 +28,7 @@ from anywhere import report
 from anywhere.ansible_bridge import HostFailure, PlaybookRun, run_playbook
 from anywhere.ansible_ops import HostRecord, Operations, dispatch
 from anywhere.aws import Aws
+from anywhere.aws.external import is_ready
 from anywhere.errors import AnywhereError, EnvironmentProblem
 from anywhere.fleet import FleetResult, ProgressFn
 from anywhere.job import Context
@@ -323,14 +324,7 @@ def fleet_inventory(aws: Aws, hosts: Sequence[Host], ready_attribute: str, sourc
         )
         chosen = ranked[-1] if ranked else None
         container = containers.get((host.config.cluster, chosen)) if chosen else None
-        online = chosen in managed and managed[chosen].ping_status == "Online"
-        ready = bool(
-            online
-            and container is not None
-            and container.status == "ACTIVE"
-            and container.agent_connected
-            and container.attributes.get(ready_attribute) == "true"
-        )
+        ready = is_ready(managed.get(chosen) if chosen else None, container, ready_attribute)
         values = dict(
             zip(EXPORT_VARS, (chosen, container.arn if container else None, ready), strict=True)
         )

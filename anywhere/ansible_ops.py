@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from anywhere import checks
-from anywhere.aws import Aws, AwsView, make_clients
+from anywhere.aws import Aws, AwsSnapshot, AwsView, make_clients
 from anywhere.errors import AnywhereError, UsageError
 from anywhere.inventory import load_inventory
 from anywhere.journal import Journal
@@ -219,10 +219,10 @@ class Operations:
             except AnywhereError:
                 continue  # single-use and short-lived: it expires on its own
 
-    def verify(self, host: str, state: str) -> dict[str, Any]:
+    def verify(self, host: str, state: str, fleet: AwsSnapshot | None = None) -> dict[str, Any]:
         """Host-side checks from the verify command's output, and AWS's view of the host."""
         facts = checks.parse_host_verify(state)
-        verdict = verify(self.view, self.host(host), facts)
+        verdict = verify(self.view, self.host(host), facts, fleet=fleet)
         rec = self.record(host)
         rec.checks = verdict.results
         rec.instance_id = verdict.instance_id or rec.instance_id
@@ -236,6 +236,22 @@ class Operations:
             "failed": list(verdict.reasons),
             "hint": verdict.hint,
         }
+
+    def verify_fleet(self, states: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+        """`verify` for every host of a play at once (a run_once task): AWS is read in one
+        batch for all of them (tag lookup, ≤50 ids a describe, one ECS listing per cluster),
+        so a play's AWS calls do not grow with its hosts."""
+        names = sorted(states)
+        hosts = [self.host(h) for h in names]
+        known = (
+            {h: self.known_by_host.get(h, ()) for h in names}
+            if self.known_by_host is not None
+            else self.aws.managed_instances_by_host(names)
+        )
+        fleet = self.view.snapshot(
+            {(h.config.cluster, mi): h.name for h in hosts for mi in known.get(h.name, ())}
+        )
+        return {h: self.verify(h, states[h], fleet) for h in names}
 
     def mark_ready(self, host: str, container_arn: str, stale: Sequence[str]) -> dict[str, bool]:
         h = self.host(host)
@@ -277,6 +293,9 @@ _OPS: Mapping[str, Handler] = {
     "activation": lambda ops, a: ops.activation(str(a["host"])),
     "release": lambda ops, a: ops.release(str(a["host"]), str(a["activation_id"])),
     "verify": lambda ops, a: ops.verify(str(a["host"]), str(a["state"])),
+    "verify_fleet": lambda ops, a: ops.verify_fleet(
+        {str(h): str(s) for h, s in dict(a["states"]).items()}
+    ),
     "mark_ready": lambda ops, a: ops.mark_ready(
         str(a["host"]), str(a["container_arn"]), [str(s) for s in a.get("stale") or ()]
     ),
@@ -309,29 +328,41 @@ def dispatch(ops: Operations, op: str, args: Mapping[str, Any]) -> object:
     return handler(ops, args)
 
 
-def local_operations(inventory_path: str, host: str) -> Operations:
-    """Operations for one host, built here from the inventory and the AWS environment (a
-    person running `ansible-playbook`)."""
+def local_operations(inventory_path: str, *names: str) -> Operations:
+    """Operations for hosts of one region, built here from the inventory and the AWS
+    environment (a person running `ansible-playbook`)."""
     env = os.environ
-    found = load_inventory(Path(inventory_path), env=env).host(host)
-    region = found.config.region
-    if not region:
-        raise UsageError(f"{host}: no region: set anywhere_region or AWS_DEFAULT_REGION")
+    inventory = load_inventory(Path(inventory_path), env=env)
+    found = {name: inventory.host(name) for name in names}
+    regions = set()
+    for name, h in found.items():
+        if not h.config.region:
+            raise UsageError(f"{name}: no region: set anywhere_region or AWS_DEFAULT_REGION")
+        regions.add(h.config.region)
+    if len(regions) != 1:
+        raise UsageError(f"hosts of one region only, not {', '.join(sorted(regions))}")
     settings = load_settings(env)
-    aws = Aws(make_clients(region, max_attempts=settings.aws_max_attempts))
+    aws = Aws(make_clients(regions.pop(), max_attempts=settings.aws_max_attempts))
     return Operations(
-        aws,
-        AwsView(aws, settings.verify_poll_s),
-        {host: found},
-        settings,
-        run_id="ansible-playbook",
+        aws, AwsView(aws, settings.verify_poll_s), found, settings, run_id="ansible-playbook"
     )
 
 
-def run_local(
-    factory: Callable[[str, str], Operations], op: str, args: Mapping[str, Any]
-) -> object:
-    """One operation in this process; `command` needs neither inventory nor AWS."""
+def run_local(factory: Callable[..., Operations], op: str, args: Mapping[str, Any]) -> object:
+    """One operation in this process; `command` needs neither inventory nor AWS.
+    `verify_fleet` is answered region by region (one set of clients each)."""
     if op == "command":
         return COMMANDS[str(args["name"])]
-    return dispatch(factory(str(args["inventory"]), str(args["host"])), op, args)
+    inventory = str(args["inventory"])
+    if op == "verify_fleet":
+        states = {str(h): str(s) for h, s in dict(args["states"]).items()}
+        loaded = load_inventory(Path(inventory), env=os.environ)
+        regions: dict[str, list[str]] = {}
+        for name in states:
+            regions.setdefault(str(loaded.host(name).config.region), []).append(name)
+        answer: dict[str, object] = {}
+        for names in regions.values():
+            ops = factory(inventory, *names)
+            answer.update(ops.verify_fleet({n: states[n] for n in names}))
+        return answer
+    return dispatch(factory(inventory, str(args["host"])), op, args)

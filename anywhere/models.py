@@ -261,6 +261,7 @@ class ManagedInstance:
     ping_status: str
     name: str = ""
     agent_version: str = ""
+    ip_address: str = ""
     registration_date: datetime | None = None
     last_ping: datetime | None = None
     tags: Mapping[str, str] = field(default_factory=lambda: EMPTY)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from anywhere import checks, checks_known, checks_reach
-from anywhere.aws import Aws, AwsState, AwsView
+from anywhere.aws import HOST_TAG, Aws, AwsSnapshot, AwsState, AwsView
 from anywhere.aws.adapter import TaskSummary
 from anywhere.checks_preflight import PreflightFacts
 from anywhere.errors import ActivationError, HostError
@@ -167,17 +167,19 @@ def verify(
     host: Host,
     facts: checks.HostVerifyFacts,
     host_results: Sequence[CheckResult] | None = None,
+    fleet: AwsSnapshot | None = None,
 ) -> Verdict:
     """The host's verify facts (with their verdicts when already evaluated) and AWS's view
-    of the mi- id they name."""
+    of the mi- id they name. With `fleet` (read for many hosts by their anywhere:host tag),
+    that tag is the one required, as `check` requires; an id it lacks is read alone."""
     cluster = host.config.cluster
     results = list(checks.evaluate_host(facts, cluster) if host_results is None else host_results)
     mi, container = facts.instance_id, None
     if mi:
-        state = remembered(view, host, mi, view.get(cluster, mi), facts)
-        results += checks.evaluate_aws(
-            mi, state.managed, state.container, cluster, expected_tags(host)
-        )
+        known = fleet.get(cluster, mi) if fleet is not None else None
+        state = remembered(view, host, mi, known or view.get(cluster, mi), facts)
+        tags = {HOST_TAG: host.name} if known is not None else expected_tags(host)
+        results += checks.evaluate_aws(mi, state.managed, state.container, cluster, tags)
         container = state.container
     return Verdict(tuple(results), mi, container.arn if container else None, container)
 

@@ -342,12 +342,13 @@ class Aws:
     # -- container instances (ECS) ----------------------------------------------------------
 
     def container_instances(
-        self, cluster: str, mi_ids: Sequence[str]
+        self, cluster: str, mi_ids: Sequence[str] | None
     ) -> dict[str, ContainerInstance]:
-        """ECS's view of `mi_ids` in `cluster`, keyed by mi- id: one listing of the cluster
-        (100 per page) and ≤100 ARNs per describe, never a call per host."""
-        wanted = set(mi_ids)
-        if not wanted:
+        """ECS's view of `mi_ids` (None: every external instance) in `cluster`, keyed by mi-
+        id: one listing of the cluster (100 per page) and ≤100 ARNs per describe, never a
+        call per host."""
+        wanted = set(mi_ids) if mi_ids is not None else None
+        if wanted is not None and not wanted:
             return {}
         arns = [
             arn
@@ -367,7 +368,12 @@ class Aws:
                 ci = container_record(raw, cluster)
                 known = out.get(ci.ec2_instance_id)
                 # A host re-registered into the cluster may show twice; ACTIVE wins.
-                if ci.ec2_instance_id in wanted and (known is None or known.status != "ACTIVE"):
+                chosen = (
+                    ci.ec2_instance_id.startswith("mi-")
+                    if wanted is None
+                    else (ci.ec2_instance_id in wanted)
+                )
+                if chosen and (known is None or known.status != "ACTIVE"):
                     out[ci.ec2_instance_id] = ci
         return out
 
@@ -525,6 +531,7 @@ def _managed(info: InstanceInformationTypeDef) -> ManagedInstance:
         ping_status=str(info.get("PingStatus", "")),
         name=str(info.get("Name", "")),
         agent_version=str(info.get("AgentVersion", "")),
+        ip_address=str(info.get("IPAddress", "")),
         registration_date=info.get("RegistrationDate"),
         last_ping=info.get("LastPingDateTime"),
     )

@@ -75,6 +75,25 @@ def test_check_playbook_passes_ready_hosts_and_fails_the_fresh_one(alab: Lab) ->
     assert "failed=1" in lines["h3"]
 
 
+def test_inventory_plugin_lists_the_ready_hosts(alab: Lab, tmp_path: Path) -> None:
+    config = tmp_path / "fleet.anywhere.yml"
+    config.write_text("plugin: anywhere\nregion: us-east-1\nclusters: [lab]\n")
+    listed = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK.parent / "ansible-inventory"), "-i", str(config), "--list"],
+        env=lab_env(alab, ANSIBLE_CONFIG=str(PLAYBOOKS / "ansible.cfg"), HOME=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    doc = json.loads(listed.stdout)
+    assert sorted(doc["ecs_anywhere_ready"]["hosts"]) == ["h1", "h2"], listed.stderr
+    assert "h1" in doc["ecs_cluster_lab"]["hosts"]
+    h1 = doc["_meta"]["hostvars"]["h1"]
+    assert str(h1["ecs_anywhere_instance_id"]).startswith("mi-")
+    assert h1["ecs_anywhere_agent_versions"]["ssm"] and h1["ecs_anywhere_agent_versions"]["ecs"]
+
+
 def test_engine_ansible_gives_the_built_in_report(alab: Lab, tmp_path: Path) -> None:
     inv = str(alab.inventory_path)
     ansible_report = tmp_path / "ansible.json"

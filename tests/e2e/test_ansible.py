@@ -19,6 +19,7 @@ import boto3
 import pytest
 from ruamel.yaml import YAML
 
+from anywhere.lab.endpoint.control import LabControl
 from anywhere.lab.lab import Lab
 from tests.e2e.conftest import module_lab
 from tests.e2e.helpers import anywhere, lab_env, lab_secrets, leaks, read_json, tree_text
@@ -67,8 +68,15 @@ def test_playbook_registers_two_hosts_and_check_agrees(alab: Lab) -> None:
 
 
 def test_check_playbook_passes_ready_hosts_and_fails_the_fresh_one(alab: Lab) -> None:
+    control = LabControl(alab.endpoint_url)
+    control.reset_audit()
     done = _playbook(alab, "check.yml")
+    requests = control.audit()["requests"]
     assert done.returncode != 0
+    # AWS is read once for the play: tag lookup, describe, one ECS listing and describe
+    # (4 calls per registered host before).
+    reads = ("DescribeInstanceInformation", "ListTagsForResource", "ListContainerInstances")
+    assert sum(requests.get(a, 0) for a in (*reads, "DescribeContainerInstances")) == 4, requests
     recap = done.stdout.split("PLAY RECAP")[-1]
     lines = {ln.split()[0]: ln for ln in recap.splitlines() if ln.strip()[:1] == "h"}
     assert "failed=0" in lines["h1"] and "failed=0" in lines["h2"]

@@ -27,10 +27,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from anywhere.lab.agents import common, ssm_run_command
+from anywhere.lab.agents import common, ssm_run_command, ssm_update
 from anywhere.lab.agents.common import AgentSettings, ApiError, Client
 
-AGENT_VERSION = "3.3.1611.0"
+# The version the lab installer installs; an update replaces it (`ssm_update.installed`).
+AGENT_VERSION = ssm_update.RELEASES[0]
 REGISTRATION_KEY = "/var/lib/amazon/ssm/Vault/Store/RegistrationKey"
 FINGERPRINT_FILE = "/var/lib/amazon/ssm/Vault/Store/InstanceFingerprint"
 REGISTRATION_FILE = "/var/lib/amazon/ssm/registration"
@@ -217,12 +218,14 @@ def _ip_address(endpoint_url: str) -> str:
         return "127.0.0.1"
 
 
-def heartbeat(base: Path, client: Client, reg: Registration, creds: Mapping[str, Any]) -> None:
+def heartbeat(
+    base: Path, client: Client, reg: Registration, creds: Mapping[str, Any], version: str
+) -> None:
     release = _os_release(base)
     body = {
         "InstanceId": reg.instance_id,
         "AgentName": "amazon-ssm-agent",
-        "AgentVersion": AGENT_VERSION,
+        "AgentVersion": version,
         "PlatformName": release.get("NAME", "Linux"),
         "PlatformType": "Linux",
         "PlatformVersion": release.get("VERSION_ID", ""),
@@ -255,13 +258,12 @@ class Daemon:
         failures = 0
         # What the Run Command worker signs with: (instance id, region, credentials).
         shared: list[tuple[str, str, dict[str, Any]] | None] = [None]
-        worker = ssm_run_command.Worker(
-            self.base, client, self.log, lambda: shared[0], AGENT_VERSION
-        )
+        version = ssm_update.installed(self.base)
+        worker = ssm_run_command.Worker(self.base, client, self.log, lambda: shared[0], version)
         threading.Thread(target=worker.run, args=(stop,), name="runcommand", daemon=True).start()
         self.log.info(
             "amazon-ssm-agent %s (lab) starting; endpoint %s",
-            AGENT_VERSION,
+            version,
             self.settings.endpoint_url,
         )
         while not stop.is_set():
@@ -282,7 +284,7 @@ class Daemon:
                     creds = fetch_credentials(self.base, client, reg)
                     self.log.info("role credentials refreshed for %s", reg.instance_id)
                     shared[0] = (reg.instance_id, reg.region, creds)
-                heartbeat(self.base, client, reg, creds)
+                heartbeat(self.base, client, reg, creds, version)
                 if failures:
                     self.log.info("heartbeat resumed for %s", reg.instance_id)
                 failures = 0
@@ -331,10 +333,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
     args = _parser().parse_args(argv)
-    if args.version:
-        print(f"SSM Agent version: {AGENT_VERSION} (lab, {platform.machine()})")
-        return 0
     base = common.root(env)
+    if args.version:
+        print(f"SSM Agent version: {ssm_update.installed(base)} (lab, {platform.machine()})")
+        return 0
     try:
         settings = common.load_settings(base, env)
     except ValueError as err:

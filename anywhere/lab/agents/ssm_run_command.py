@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from anywhere.lab.agents import common
+from anywhere.lab.agents import common, ssm_update
 from anywhere.lab.agents.common import ApiError, Client
 
 TARGET = "EC2WindowsMessageDeliveryService"
@@ -103,6 +103,7 @@ class Run:
     stderr: str = ""
     started: str = field(default_factory=iso)
     ended: str = ""
+    agent: str = ""  # the running agent's version (aws:updateSsmAgent compares with it)
 
 
 def _read(path: Path, limit: int) -> str:
@@ -175,9 +176,18 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float, cancel: threading.Event
     return True
 
 
+def update_ssm_agent(props: Mapping[str, Any], workdir: Path, run: Run) -> None:
+    """aws:updateSsmAgent: decided here; status RESTARTING hands the install, the restart and
+    the final reply over (`Worker.hand_over`, then the new agent's `report_update`)."""
+    run.status, run.code, run.stdout, run.stderr = ssm_update.decide(run.agent, props)
+    if run.status != ssm_update.RESTARTING:
+        run.ended = iso()
+
+
 # Plugin name -> its runner; another document's plugin is one entry more.
 PLUGINS: dict[str, Callable[[Mapping[str, Any], Path, Run], None]] = {
     "aws:runShellScript": run_shell_script,
+    "aws:updateSsmAgent": update_ssm_agent,
 }
 
 
@@ -218,11 +228,15 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         failures = 0
+        reported = False
         while not stop.is_set():
             got = self.credentials()
             if got is None:
                 stop.wait(1.0)
                 continue
+            if not reported:
+                reported = True
+                self.report_update()
             if not self.busy.acquire(timeout=1.0):
                 continue
             self.busy.release()
@@ -313,6 +327,9 @@ class Worker:
             props = resolve(((config or {}).get("properties") or [{}])[0], params)
             self._run_plugin(command_id, name, props, run)
             status = run.status
+        if status == ssm_update.RESTARTING:
+            self.hand_over(message_id, command_id, runs)
+            return
         self.log.info("command %s: %s", command_id, status)
         self.reply(message_id, command_id, status, runs)
 
@@ -329,7 +346,42 @@ class Worker:
             f"{ORCHESTRATION_ROOT}/{instance}/document/orchestration/{command_id}/"
             f"{name.replace(':', '')}/{str(props.get('id', '0')).replace(':', '')}",
         )
+        run.agent = self.version
         plugin(props, workdir, run)
+
+    def hand_over(self, message_id: str, command_id: str, runs: Mapping[str, Run]) -> None:
+        """Install the new agent and restart the service; the agent that starts replies."""
+        name, run = next((n, r) for n, r in runs.items() if r.status == ssm_update.RESTARTING)
+        target = run.stdout.split()[-1]
+        self.log.info("command %s: updating to %s, restarting", command_id, target)
+        pending = {
+            "MessageId": message_id,
+            "CommandId": command_id,
+            "Plugin": name,
+            "Target": target,
+            "Started": run.started,
+            "Output": run.stdout,
+        }
+        ssm_update.replace_and_restart(self.base, target, pending)
+
+    def report_update(self) -> None:
+        """The final reply of an update the previous agent started, if any."""
+        pending = ssm_update.take_pending(self.base)
+        if pending is None:
+            return
+        target = str(pending.get("Target", ""))
+        run = Run(started=str(pending.get("Started", "")) or iso(), ended=iso())
+        run.stdout = str(pending.get("Output", ""))
+        if self.version == target:
+            run.status, run.code = "Success", 0
+            run.stdout += f"\n{ssm_update.AGENT_NAME} updated successfully to {target}"
+        else:
+            run.status, run.code = "Failed", 1
+            run.stderr = f"{ssm_update.AGENT_NAME} is {self.version} after the update to {target}"
+        command_id = str(pending.get("CommandId", ""))
+        self.log.info("command %s: %s", command_id, run.status)
+        plugin = str(pending.get("Plugin", "aws:updateSsmAgent"))
+        self.reply(str(pending.get("MessageId", "")), command_id, run.status, {plugin: run})
 
     def reply(
         self, message_id: str, command_id: str, status: str, results: Mapping[str, Run]

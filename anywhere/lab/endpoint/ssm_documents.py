@@ -3,7 +3,8 @@
 Each document is its content as the agent receives it (`{{ name }}` placeholders left in, the
 parameters sent beside it) plus the parameter rules SSM applies at `SendCommand`: type
 (`String` takes one value, `StringList` one or more), `default`, `allowedPattern` (matched
-against the whole value), `minItems`, `maxChars`. A new document is one entry in `DOCUMENTS`.
+against the whole value), `allowedValues`, `minItems`, `maxChars`. A new document is one
+entry in `DOCUMENTS`.
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ def _value(name: str, rule: Mapping[str, Any], raw: list[str] | None) -> list[st
                 f'Parameter "{name}" "{value}" failed to satisfy constraint: '
                 f"the value must match the pattern {pattern}",
             )
+        allowed = rule.get("allowedValues")
+        if allowed is not None and value not in allowed:
+            raise ApiError(
+                "InvalidParameters",
+                f'Parameter "{name}" "{value}" is not one of the allowed values {list(allowed)}',
+            )
         if "maxChars" in rule and len(value) > int(rule["maxChars"]):
             raise ApiError(
                 "InvalidParameters",
@@ -134,7 +141,49 @@ RUN_SHELL_SCRIPT = Document(
     timeout_parameter="executionTimeout",
 )
 
-DOCUMENTS: dict[str, Document] = {RUN_SHELL_SCRIPT.name: RUN_SHELL_SCRIPT}
+UPDATE_SSM_AGENT = Document(
+    name="AWS-UpdateSSMAgent",
+    content={
+        "schemaVersion": "1.2",
+        "description": "Update the Amazon SSM Agent to the latest version or specified version.",
+        "parameters": {
+            "version": {
+                "default": "",
+                "description": (
+                    "(Optional) A specific version of the Amazon SSM Agent to install. If not "
+                    "specified, the agent will be updated to the latest version."
+                ),
+                "type": "String",
+            },
+            "allowDowngrade": {
+                "default": "false",
+                "description": (
+                    "(Optional) Allow the Amazon SSM Agent service to be downgraded to an "
+                    "earlier version."
+                ),
+                "type": "String",
+                "allowedValues": ["true", "false"],
+            },
+        },
+        "runtimeConfig": {
+            "aws:updateSsmAgent": {
+                "properties": [
+                    {
+                        "agentName": "amazon-ssm-agent",
+                        "source": (
+                            "https://s3.{Region}.amazonaws.com/amazon-ssm-{Region}/"
+                            "ssm-agent-manifest.json"
+                        ),
+                        "allowDowngrade": "{{ allowDowngrade }}",
+                        "targetVersion": "{{ version }}",
+                    }
+                ]
+            }
+        },
+    },
+)
+
+DOCUMENTS: dict[str, Document] = {d.name: d for d in (RUN_SHELL_SCRIPT, UPDATE_SSM_AGENT)}
 
 
 def document(name: Any, version: Any) -> Document:

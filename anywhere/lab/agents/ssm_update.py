@@ -1,0 +1,93 @@
+"""The lab SSM agent's self-update (`aws:updateSsmAgent`, the AWS-UpdateSSMAgent document).
+
+As the real updater: the target (the asked version, else the newest release) is checked
+against the releases offered and against `allowDowngrade`; an agent already at the target
+answers Success without touching anything; otherwise the new agent replaces the installed one
+(in the lab: the version file the agent and its `-version` read), the agent service is
+restarted, and the NEW agent reports the command's result after its start, from the update
+state the old one left behind.
+
+Stdlib only, Python 3.9: this runs on the lab hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from anywhere.lab.agents import common
+
+AGENT_NAME = "amazon-ssm-agent"
+# [lab] The releases the lab's agent manifest offers, oldest first; the first is what the lab
+# installer installs.
+RELEASES = ("3.3.1611.0", "3.3.1802.0")
+# [lab] The installed agent's version: what the "new binary" brings.
+VERSION_FILE = "/usr/share/amazon-ssm-agent/VERSION"
+# The update state the old agent leaves for the new one (the real updater's update context).
+PENDING_FILE = "/var/lib/amazon/ssm/update/pending.json"
+# The plugin status that hands the command's final reply to the restarted agent.
+RESTARTING = "Restarting"
+_VERSION = re.compile(r"[0-9]+(\.[0-9]+){3}")
+
+
+def installed(base: Path) -> str:
+    path = common.under(base, VERSION_FILE)
+    try:
+        value = path.read_text().strip()
+    except OSError:
+        return RELEASES[0]
+    return value if _VERSION.fullmatch(value) else RELEASES[0]
+
+
+def _key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def decide(current: str, props: Mapping[str, Any]) -> tuple[str, int, str, str]:
+    """(status, exit code, stdout, stderr) before anything is replaced; status RESTARTING
+    means: replace the agent with the version in stdout's last word and restart."""
+    target = str(props.get("targetVersion") or "").strip() or RELEASES[-1]
+    downgrade = str(props.get("allowDowngrade") or "false").lower() == "true"
+    if target not in RELEASES:
+        return "Failed", 1, "", f"{AGENT_NAME} {target} is not a released version [lab]"
+    if target == current:
+        skipped = f"{AGENT_NAME} {current} has already been installed, update skipped"
+        return "Success", 0, skipped, ""
+    if _key(target) < _key(current) and not downgrade:
+        return (
+            "Failed",
+            1,
+            "",
+            f"updating {AGENT_NAME} from {current} to {target} is a downgrade: "
+            "set allowDowngrade to true",
+        )
+    return RESTARTING, 0, f"Updating {AGENT_NAME} from {current} to {target}", ""
+
+
+def replace_and_restart(base: Path, target: str, pending: Mapping[str, Any]) -> None:
+    """Install `target` and restart the agent service; the new agent sends the reply."""
+    common.write_private(common.under(base, PENDING_FILE), json.dumps(pending))
+    common.write_private(common.under(base, VERSION_FILE), target + "\n", mode=0o644)
+    if str(base) == "/":
+        # Not waited for: systemd stops this very process.
+        subprocess.Popen(
+            ["systemctl", "--no-block", "restart", f"{AGENT_NAME}.service"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def take_pending(base: Path) -> dict[str, Any] | None:
+    """The update a previous agent left to report, removed so it is reported once."""
+    path = common.under(base, PENDING_FILE)
+    data = common.read_json(path)
+    if data is None:
+        return None
+    path.unlink()
+    return dict(data)

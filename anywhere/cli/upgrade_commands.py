@@ -16,8 +16,10 @@ from anywhere.models import Via
 from anywhere.packages import VERSION
 from anywhere.rollout import Action, batch_size
 from anywhere.upgrade import UpgradeOptions, UpgradePlan, make_plan, package_sources, rollout
+from anywhere.upgrade_ssm import plan_agents, upgrade_agents
 
 _PERCENT = re.compile(r"([0-9]{1,3})%?")
+_SSM_VERSION = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){3}")
 
 
 class Percent(click.ParamType[int, Any]):
@@ -53,6 +55,16 @@ class Percent(click.ParamType[int, Any]):
     "--max-unavailable",
     type=Percent(),
     help="Hosts upgraded at once as a percentage of the selected hosts, e.g. 20%.",
+)
+@click.option(
+    "--ssm-agent",
+    is_flag=True,
+    help="Upgrade the SSM agent instead, through Run Command (AWS-UpdateSSMAgent).",
+)
+@click.option(
+    "--ssm-agent-version",
+    metavar="V",
+    help="With --ssm-agent: the SSM agent version to install (default: the newest release).",
 )
 @click.option("--no-drain", is_flag=True, help="Upgrade in place: tasks keep running.")
 @click.option(
@@ -101,6 +113,8 @@ def upgrade_cmd(
     ecs_version: str | None,
     batch_size: int | None,
     max_unavailable: int | None,
+    ssm_agent: bool,
+    ssm_agent_version: str | None,
     no_drain: bool,
     force: bool,
     drain_timeout: float,
@@ -122,7 +136,19 @@ def upgrade_cmd(
     verify (package, agent and ECS versions, agentConnected, every check of `check`);
     undrain; mark ready. A failed batch stops the rollout and leaves its hosts drained;
     re-running resumes (hosts at the target are skipped, hosts left DRAINING finished).
+
+    With --ssm-agent, the SSM agent is upgraded instead: AWS-UpdateSSMAgent goes to the
+    hosts' Online managed instances (<=50 a SendCommand), and each host is verified as SSM
+    sees it (Online, its AgentVersion changed or at --ssm-agent-version).
     """
+    if ssm_agent_version is not None and not _SSM_VERSION.fullmatch(ssm_agent_version):
+        raise UsageError(
+            f"--ssm-agent-version {ssm_agent_version!r}: not a version (e.g. 3.3.1802.0)"
+        )
+    if ssm_agent_version is not None and not ssm_agent:
+        raise UsageError("--ssm-agent-version needs --ssm-agent")
+    if ssm_agent and ecs_version is not None:
+        raise UsageError("--ssm-agent upgrades the SSM agent alone: run --ecs-version separately")
     if ecs_version is not None and not VERSION.fullmatch(ecs_version):
         raise UsageError(f"--ecs-version {ecs_version!r}: not a package version (e.g. 1.89.0-1)")
     if batch_size is not None and max_unavailable is not None:
@@ -132,6 +158,8 @@ def upgrade_cmd(
     run = FleetRun.select(ctx, "upgrade", inventory_path, limit, settings, via=Via(via))
     reports = ReportPaths(json=report_json)
     reports.check(run.settings)
+    if ssm_agent:
+        return _ssm_agent(run, inventory_path, ssm_agent_version or "", fail_percent, yes, reports)
     package_sources(run.hosts)  # exit 2 now for a host nothing would vouch for
     options = UpgradeOptions(
         version=ecs_version,
@@ -186,6 +214,35 @@ def _print_plan(run: FleetRun, plan: UpgradePlan) -> None:
     for step in plan.steps:
         if step.action is Action.REFUSE:
             echo(f"refused: {step.host}: {step.reason}", err=True)
+
+
+def _ssm_agent(
+    run: FleetRun, inventory: Path, version: str, fail_percent: int, yes: bool, reports: ReportPaths
+) -> int:
+    context = run.open()
+    run.announce(" of the SSM agent via Run Command")
+    steps = plan_agents(context, run.hosts, version, progress=lambda *_: None)
+    rows = [
+        (
+            s.host,
+            s.instance_id or "-",
+            s.ping or "-",
+            s.current or "-",
+            s.target,
+            s.action.value,
+            s.reason,
+        )
+        for s in steps
+    ]
+    run.table(("host", "instance", "ping", "ssm (AWS)", "target", "action", "why"), rows)
+    todo = sum(1 for s in steps if s.action is Action.UPGRADE)
+    if todo:
+        confirm(yes, f"Upgrade the SSM agent on {todo} host(s)?")
+    summary = run.execute(lambda _: upgrade_agents(context, steps, version, fail_percent))
+    write_reports(context.journal, summary, run.inventory.path, run.hosts, reports)
+    if summary.unfinished:
+        echo(f"to resume: anywhere upgrade {inventory} --ssm-agent with the same flags", err=True)
+    return summary.exit_code
 
 
 COMMANDS = (upgrade_cmd,)

@@ -219,7 +219,11 @@ def _ip_address(endpoint_url: str) -> str:
 
 
 def heartbeat(
-    base: Path, client: Client, reg: Registration, creds: Mapping[str, Any], version: str
+    base: Path,
+    client: Client,
+    reg: Registration,
+    creds: Mapping[str, Any],
+    version: str = AGENT_VERSION,
 ) -> None:
     release = _os_release(base)
     body = {

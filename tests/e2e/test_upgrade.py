@@ -16,6 +16,7 @@ import boto3
 import pytest
 
 from anywhere.lab import packages
+from anywhere.lab.agents import ssm_update
 from anywhere.lab.lab import Lab
 from tests.e2e.conftest import SPARE_INDEX, module_lab
 from tests.e2e.helpers import anywhere, read_json
@@ -186,3 +187,48 @@ def test_rolling_upgrade_stops_at_a_failed_host_and_a_rerun_finishes(
         assert "amazon-ecs-init" in held, host
     samples = first.seen + second.seen
     assert samples and min(samples) >= 3, samples
+
+
+def _ssm(lab: Lab) -> Any:
+    env = lab.env()
+    return boto3.client(
+        "ssm",
+        endpoint_url=lab.endpoint_url,
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def test_ssm_agent_upgrade_goes_through_run_command(served: Lab, tmp_path: Path) -> None:
+    lab = served
+    old, new = ssm_update.RELEASES[0], ssm_update.RELEASES[-1]
+    report = tmp_path / "ssm.json"
+    done = anywhere(
+        lab,
+        "upgrade",
+        str(lab.inventory_path),
+        "--limit",
+        "h1,h2",
+        "--ssm-agent",
+        "--yes",
+        "--report-json",
+        str(report),
+        run_dir=tmp_path / "runs",
+        timeout=300,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    hosts = {h["host"]: h for h in read_json(report)["hosts"]}
+    assert sorted(hosts) == ["h1", "h2"]
+    for host in ("h1", "h2"):
+        assert hosts[host]["status"] == "ready", out[-3000:]
+        assert f"{old} -> {new}" in hosts[host]["reason"]
+        assert new in lab.exec(host, ["amazon-ssm-agent", "-version"]).stdout
+    ssm = _ssm(lab)
+    commands = ssm.list_commands()["Commands"]
+    updates = [c["Status"] for c in commands if c["DocumentName"] == "AWS-UpdateSSMAgent"]
+    assert updates == ["Success"]
+    infos = ssm.describe_instance_information()["InstanceInformationList"]
+    versions = {i["Name"]: (i["AgentVersion"], i["PingStatus"]) for i in infos}
+    assert versions["h1"] == (new, "Online") and versions["h3"][0] == old, versions

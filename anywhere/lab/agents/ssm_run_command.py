@@ -352,36 +352,17 @@ class Worker:
     def hand_over(self, message_id: str, command_id: str, runs: Mapping[str, Run]) -> None:
         """Install the new agent and restart the service; the agent that starts replies."""
         name, run = next((n, r) for n, r in runs.items() if r.status == ssm_update.RESTARTING)
-        target = run.stdout.split()[-1]
-        self.log.info("command %s: updating to %s, restarting", command_id, target)
-        pending = {
-            "MessageId": message_id,
-            "CommandId": command_id,
-            "Plugin": name,
-            "Target": target,
-            "Started": run.started,
-            "Output": run.stdout,
-        }
-        ssm_update.replace_and_restart(self.base, target, pending)
+        self.log.info("command %s: updating, restarting the agent", command_id)
+        ssm_update.hand_over(self.base, message_id, command_id, name, run.started, run.stdout)
 
     def report_update(self) -> None:
         """The final reply of an update the previous agent started, if any."""
-        pending = ssm_update.take_pending(self.base)
-        if pending is None:
-            return
-        target = str(pending.get("Target", ""))
-        run = Run(started=str(pending.get("Started", "")) or iso(), ended=iso())
-        run.stdout = str(pending.get("Output", ""))
-        if self.version == target:
-            run.status, run.code = "Success", 0
-            run.stdout += f"\n{ssm_update.AGENT_NAME} updated successfully to {target}"
-        else:
-            run.status, run.code = "Failed", 1
-            run.stderr = f"{ssm_update.AGENT_NAME} is {self.version} after the update to {target}"
-        command_id = str(pending.get("CommandId", ""))
-        self.log.info("command %s: %s", command_id, run.status)
-        plugin = str(pending.get("Plugin", "aws:updateSsmAgent"))
-        self.reply(str(pending.get("MessageId", "")), command_id, run.status, {plugin: run})
+        done = ssm_update.finish(self.base, self.version)
+        if done is not None:
+            run = Run(status=done.status, code=done.code, stdout=done.stdout, ended=iso())
+            run.started, run.stderr = done.started, done.stderr
+            self.log.info("command %s: %s", done.command_id, run.status)
+            self.reply(done.message_id, done.command_id, run.status, {done.plugin: run})
 
     def reply(
         self, message_id: str, command_id: str, status: str, results: Mapping[str, Run]

@@ -16,6 +16,7 @@ import json
 import re
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,20 @@ def decide(current: str, props: Mapping[str, Any]) -> tuple[str, int, str, str]:
     return RESTARTING, 0, f"Updating {AGENT_NAME} from {current} to {target}", ""
 
 
-def replace_and_restart(base: Path, target: str, pending: Mapping[str, Any]) -> None:
-    """Install `target` and restart the agent service; the new agent sends the reply."""
+def hand_over(
+    base: Path, message_id: str, command_id: str, plugin: str, started: str, stdout: str
+) -> None:
+    """Install the target (the last word of `decide`'s stdout) and restart the agent service;
+    the new agent sends the reply (`finish`)."""
+    target = stdout.rsplit(maxsplit=1)[-1]
+    pending = {
+        "MessageId": message_id,
+        "CommandId": command_id,
+        "Plugin": plugin,
+        "Target": target,
+        "Started": started,
+        "Output": stdout,
+    }
     common.write_private(common.under(base, PENDING_FILE), json.dumps(pending))
     common.write_private(common.under(base, VERSION_FILE), target + "\n", mode=0o644)
     if str(base) == "/":
@@ -83,11 +96,35 @@ def replace_and_restart(base: Path, target: str, pending: Mapping[str, Any]) -> 
         )
 
 
-def take_pending(base: Path) -> dict[str, Any] | None:
-    """The update a previous agent left to report, removed so it is reported once."""
+@dataclass(frozen=True)
+class Finished:
+    message_id: str
+    command_id: str
+    plugin: str
+    status: str
+    code: int
+    stdout: str
+    stderr: str
+    started: str
+
+
+def finish(base: Path, version: str) -> Finished | None:
+    """The result of an update a previous agent started (judged by the running agent's
+    `version`), taken once; None when there is none."""
     path = common.under(base, PENDING_FILE)
-    data = common.read_json(path)
-    if data is None:
+    pending = common.read_json(path)
+    if pending is None:
         return None
     path.unlink()
-    return dict(data)
+    target, stdout = str(pending.get("Target", "")), str(pending.get("Output", ""))
+    ok = version == target
+    return Finished(
+        message_id=str(pending.get("MessageId", "")),
+        command_id=str(pending.get("CommandId", "")),
+        plugin=str(pending.get("Plugin", "aws:updateSsmAgent")),
+        status="Success" if ok else "Failed",
+        code=0 if ok else 1,
+        stdout=f"{stdout}\n{AGENT_NAME} updated successfully to {target}" if ok else stdout,
+        stderr="" if ok else f"{AGENT_NAME} is {version} after the update to {target}",
+        started=str(pending.get("Started", "")),
+    )

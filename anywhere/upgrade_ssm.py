@@ -15,13 +15,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from anywhere.aws.ssm_agent_update import AgentUpdater, Update
+from anywhere.aws.run_command import Invocation, RunCommand
 from anywhere.fleet import FleetResult, ProgressFn
 from anywhere.job import Context
 from anywhere.models import FailureClass, Host, HostOutcome, ManagedInstance, Phase, Status
 from anywhere.rollout import Action, HostState
 from anywhere.upgrade import probe
 
+DOCUMENT = "AWS-UpdateSSMAgent"
 LATEST = "newest"
 # What the agent's updater says when the agent is already at the version it would install.
 ALREADY = "has already been installed"
@@ -85,22 +86,25 @@ def upgrade_agents(
     steps: Sequence[AgentStep],
     version: str,
     fail_percent: int,
-    updater: AgentUpdater | None = None,
+    updater: RunCommand | None = None,
 ) -> FleetResult:
     """Send AWS-UpdateSSMAgent to every host to upgrade, wait, verify; one outcome per step."""
     todo = [s for s in steps if s.action is Action.UPGRADE]
-    updater = updater or AgentUpdater(ctx.aws.clients, ctx.aws.api)
-    sent, refused = (
-        updater.send(
+    updater = updater or RunCommand(ctx.aws.clients, ctx.aws.api)
+    batches, refused = (
+        updater.send_document(
             [s.instance_id for s in todo],
-            version=version,
-            delivery_timeout_s=int(ctx.settings.install_timeout_s),
+            DOCUMENT,
+            {"version": [version], "allowDowngrade": ["false"]},
+            delivery_timeout_s=ctx.settings.install_timeout_s,
             concurrency=ctx.settings.concurrency,
             fail_percent=fail_percent,
+            comment="anywhere upgrade --ssm-agent",
         )
         if todo
-        else ({}, [])
+        else ([], [])
     )
+    sent = {mi: b.command_id for b in batches for mi in b.instance_ids}
     for s in todo:
         ctx.journal.event(s.host, Phase.INSTALL.value, "sent", sent.get(s.instance_id, "refused"))
     results = _wait(ctx, updater, sent)
@@ -119,12 +123,12 @@ def upgrade_agents(
     return FleetResult(tuple(outcomes), False)
 
 
-def _wait(ctx: Context, updater: AgentUpdater, sent: Mapping[str, str]) -> dict[str, Update]:
+def _wait(ctx: Context, updater: RunCommand, sent: Mapping[str, str]) -> dict[str, Invocation]:
     """Every sent host's invocation, polled until all are done or the install timeout passes;
     the ones still running then are cancelled (and reported as they were)."""
     commands = sorted(set(sent.values()))
     deadline = time.monotonic() + ctx.settings.install_timeout_s
-    seen: dict[str, Update] = {}
+    seen: dict[str, Invocation] = {}
     while commands:
         for command_id in commands:
             seen.update((u.instance_id, u) for u in updater.invocations(command_id))
@@ -140,7 +144,7 @@ def _wait(ctx: Context, updater: AgentUpdater, sent: Mapping[str, str]) -> dict[
 
 
 def _verify(
-    ctx: Context, todo: Sequence[AgentStep], results: Mapping[str, Update], version: str
+    ctx: Context, todo: Sequence[AgentStep], results: Mapping[str, Invocation], version: str
 ) -> dict[str, ManagedInstance]:
     """SSM's view of the hosts whose update succeeded, polled until each is Online at its
     expected version or the verify timeout passes."""
@@ -163,7 +167,7 @@ def _verify(
 
 
 def _upgraded(
-    step: AgentStep, result: Update | None, info: ManagedInstance | None, version: str
+    step: AgentStep, result: Invocation | None, info: ManagedInstance | None, version: str
 ) -> bool:
     if result is None or result.status != "Success" or info is None:
         return False
@@ -171,11 +175,11 @@ def _upgraded(
         return False
     if version:
         return info.agent_version == version
-    return info.agent_version != step.current or ALREADY in result.output
+    return info.agent_version != step.current or ALREADY in result.stdout
 
 
 def _outcome(
-    step: AgentStep, result: Update | None, info: ManagedInstance | None, version: str
+    step: AgentStep, result: Invocation | None, info: ManagedInstance | None, version: str
 ) -> HostOutcome:
     versions = {"ssm-aws": info.agent_version if info else step.current}
     base = HostOutcome(
@@ -196,7 +200,7 @@ def _outcome(
         status = result.status if result else "no invocation"
         return _failed(step, FailureClass.TIMEOUT, f"AWS-UpdateSSMAgent still {status}: cancelled")
     if result.status != "Success":
-        detail = result.output.strip().splitlines()[-1:] or [result.details]
+        detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [result.details]
         return _failed(
             step, FailureClass.INSTALL, f"AWS-UpdateSSMAgent {result.status}: {detail[0]}"
         )

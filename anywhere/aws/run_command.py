@@ -10,7 +10,7 @@ Nothing secret may go into a command: its parameters show in the console and Lis
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -94,7 +94,33 @@ class RunCommand:
         fail_percent: int,
         comment: str = "anywhere",
     ) -> tuple[list[Sent], list[str]]:
-        """Send `command` to `instance_ids` (≤50 a call). A batch SSM refuses for an invalid
+        """Send `command` to `instance_ids` with AWS-RunShellScript (see `send_document`)."""
+        parameters = {
+            "commands": [command],
+            "executionTimeout": [str(clamp(execution_timeout_s, EXECUTION_TIMEOUT))],
+        }
+        return self.send_document(
+            instance_ids,
+            DOCUMENT,
+            parameters,
+            delivery_timeout_s=delivery_timeout_s,
+            concurrency=concurrency,
+            fail_percent=fail_percent,
+            comment=comment,
+        )
+
+    def send_document(
+        self,
+        instance_ids: Sequence[str],
+        document: str,
+        parameters: Mapping[str, list[str]],
+        *,
+        delivery_timeout_s: float,
+        concurrency: int,
+        fail_percent: int,
+        comment: str = "anywhere",
+    ) -> tuple[list[Sent], list[str]]:
+        """Send `document` to `instance_ids` (≤50 a call). A batch SSM refuses for an invalid
         instance (InvalidInstanceId: unknown, deregistered or not online) is split in halves
         and sent again, so one such id costs only itself; returns what was sent and the ids
         SSM refused alone."""
@@ -109,11 +135,8 @@ class RunCommand:
             most, errors = limits(len(ids), concurrency, fail_percent)
             resp = send(
                 InstanceIds=ids,
-                DocumentName=DOCUMENT,
-                Parameters={
-                    "commands": [command],
-                    "executionTimeout": [str(clamp(execution_timeout_s, EXECUTION_TIMEOUT))],
-                },
+                DocumentName=document,
+                Parameters=dict(parameters),
                 TimeoutSeconds=clamp(delivery_timeout_s, DELIVERY_TIMEOUT),
                 MaxConcurrency=most,
                 MaxErrors=errors,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from botocore.stub import ANY, Stubber
 
-from anywhere.aws.ssm_agent_update import AgentUpdater, Update
+from anywhere.aws.run_command import Invocation, RunCommand, Sent
 from anywhere.job import Context
 from anywhere.models import FailureClass, Host, Status
 from anywhere.rollout import Action
@@ -35,13 +35,13 @@ def send_params(ids: list[str]) -> dict[str, object]:
 
 
 @pytest.fixture
-def ssm(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[AgentUpdater, Stubber]]:
+def ssm(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[RunCommand, Stubber]]:
     with stubbed_aws(monkeypatch) as stub:
-        yield AgentUpdater(stub.aws.clients, stub.aws.api), stub.ssm
+        yield RunCommand(stub.aws.clients, stub.aws.api), stub.ssm
 
 
 def test_at_most_50_ids_a_call_and_a_refused_batch_is_split(
-    ssm: tuple[AgentUpdater, Stubber],
+    ssm: tuple[RunCommand, Stubber],
 ) -> None:
     updater, stub = ssm
     ids = [f"mi-{n:017x}" for n in range(52)]
@@ -54,12 +54,17 @@ def test_at_most_50_ids_a_call_and_a_refused_batch_is_split(
         "send_command", "InvalidInstanceId", expected_params=send_params(ids[50:51])
     )
     stub.add_response("send_command", {"Command": {"CommandId": C1}}, send_params(ids[:50]))
-    sent, refused = updater.send(
-        ids, version="", delivery_timeout_s=900, concurrency=50, fail_percent=0
+    sent, refused = updater.send_document(
+        ids,
+        "AWS-UpdateSSMAgent",
+        {"version": [""], "allowDowngrade": ["false"]},
+        delivery_timeout_s=900,
+        concurrency=50,
+        fail_percent=0,
     )
     stub.assert_no_pending_responses()
     assert refused == [ids[50]]
-    assert {sent[mi] for mi in ids[:50]} == {C1} and sent[ids[51]] == C2
+    assert sent == [Sent(C2, (ids[51],)), Sent(C1, tuple(ids[:50]))]
 
 
 class FakeUpdater:
@@ -70,16 +75,20 @@ class FakeUpdater:
         self.aws, self.stays = aws, set(stays)
         self.sent: list[list[str]] = []
 
-    def send(self, ids: Sequence[str], **_: object) -> tuple[dict[str, str], list[str]]:
+    def send_document(
+        self, ids: Sequence[str], document: str, parameters: object, **_: object
+    ) -> tuple[list[Sent], list[str]]:
+        assert document == "AWS-UpdateSSMAgent"
         self.sent.append(list(ids))
         for mi in ids:
             if mi not in self.stays:
                 self.aws.managed[mi] = replace(self.aws.managed[mi], agent_version=NEW)
-        return {mi: "c1" for mi in ids}, []
+        return [Sent("c1", tuple(ids))], []
 
-    def invocations(self, command_id: str) -> Iterator[Update]:
+    def invocations(self, command_id: str) -> Iterator[Invocation]:
+        said = f"Updating amazon-ssm-agent from {OLD} to {NEW}"
         for mi in (mi for batch in self.sent for mi in batch):
-            yield Update(mi, "Success", "Success", f"Updating amazon-ssm-agent from {OLD} to {NEW}")
+            yield Invocation(mi, "Success", "Success", 0, said, "")
 
     def cancel(self, command_id: str, ids: Sequence[str]) -> None:
         raise AssertionError("nothing to cancel")

@@ -48,6 +48,8 @@ CONTRACT = {
         "--yes",
         "--report-json",
         "--fail-percent",
+        "--ssm-agent",
+        "--ssm-agent-version",
     ],
     ("lab", "up"): ["--hosts"],
     ("lab", "down"): [],
@@ -134,6 +136,9 @@ def test_bad_flag_is_usage_error(cli: Cli) -> None:
         (["--ecs-version", "1.90.0-1;reboot"], "not a package version"),
         (["--via", "telnet"], "Invalid value for '--via'"),
         ([], "set anywhere_ecs_package_sha256"),  # nothing would vouch for the package
+        (["--ssm-agent", "--ssm-agent-version", "3.3;reboot"], "not a version"),
+        (["--ssm-agent-version", "3.3.1802.0"], "needs --ssm-agent"),
+        (["--ssm-agent", "--ecs-version", "1.90.0-1"], "SSM agent alone"),
     ],
 )
 def test_upgrade_usage_errors_exit_2_before_anything_runs(

@@ -92,6 +92,10 @@ for b in amazon-ssm-agent /snap/amazon-ssm-agent/current/amazon-ssm-agent; do
     echo "ssm_version=$("$b" -version 2>/dev/null | head -n 1)"; break
   fi
 done
+e='ecs-[at]-[0-9]{1,3}\.[a-z0-9-]{1,30}\.amazonaws\.com(\.cn)?'
+l=/var/log/ecs/ecs-agent.log
+n=$(tail -c 262144 "$l" 2>/dev/null | grep -aEo "$e" | sort -u | head -n 4 | tr '\n' ' ')
+echo "agent_endpoints=$n"
 exit 0
 """.strip()
 
@@ -136,6 +140,8 @@ class HostVerifyFacts:
     # checkpoint, /var/lib/ecs/data/agent.db): how a deregistered one is found, as
     # ListContainerInstances no longer lists it.
     container_arn: str | None = None
+    # The ECS agent's ACS/TCS endpoints (ecs-a-*, ecs-t-*) as its log names them.
+    agent_endpoints: tuple[str, ...] = ()
 
     def unit(self, name: str) -> UnitState:
         return self.units.get(name, UnitState(None, "none"))
@@ -172,7 +178,14 @@ def parse_host_verify(stdout: str) -> HostVerifyFacts:
         container_arn=_container_arn(
             str((metadata or {}).get("ContainerInstanceArn") or ""), facts.get("checkpoint_arn", "")
         ),
+        agent_endpoints=tuple(
+            n for n in facts.get("agent_endpoints", "").split()[:4] if _AGENT_ENDPOINT.fullmatch(n)
+        ),
     )
+
+
+# The ECS agent logs the ACS/TCS websocket URLs it connects to (names DiscoverPollEndpoint gave).
+_AGENT_ENDPOINT = re.compile(r"ecs-[at]-[0-9]{1,3}\.[a-z0-9-]{1,30}\.amazonaws\.com(\.cn)?")
 
 
 _CONTAINER_ARN = re.compile(
@@ -304,11 +317,13 @@ def evaluate_aws(
     container: ContainerInstance | None,
     expected_cluster: str,
     expected_tags: Mapping[str, str],
+    agent_endpoints: tuple[str, ...] = (),
 ) -> tuple[CheckResult, ...]:
-    """AWS's view of the host: SSM managed instance, then the ECS container instance."""
+    """AWS's view of the host: SSM managed instance, then the ECS container instance.
+    `agent_endpoints`: the ECS agent's own endpoints, named when it is not connected."""
     return (
         *_aws_ssm(instance_id, managed, expected_tags),
-        *_aws_ecs(instance_id, container, expected_cluster),
+        *_aws_ecs(instance_id, container, expected_cluster, agent_endpoints),
     )
 
 
@@ -351,7 +366,10 @@ def _aws_ssm(
 
 
 def _aws_ecs(
-    instance_id: str, container: ContainerInstance | None, expected_cluster: str
+    instance_id: str,
+    container: ContainerInstance | None,
+    expected_cluster: str,
+    agent_endpoints: tuple[str, ...] = (),
 ) -> tuple[CheckResult, ...]:
     if container is None:
         observed = f"no container instance for {instance_id} in {expected_cluster}"
@@ -365,8 +383,9 @@ def _aws_ecs(
             "agent connected" if container.agent_connected else "agent not connected",
             ""
             if container.agent_connected
-            else "the ECS agent does not reach ECS's agent endpoints (ecs-a-*, "
-            "ecs-t-*): check firewall and proxy, then `systemctl restart ecs`",
+            else "the ECS agent does not reach ECS's agent endpoints ("
+            + (", ".join(agent_endpoints) or "ecs-a-*, ecs-t-*")
+            + " on 443): check firewall and proxy, then `systemctl restart ecs`",
         ),
         CheckResult(
             "ecs-external",

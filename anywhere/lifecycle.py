@@ -115,7 +115,12 @@ def _check(
         *host_results,
         *(
             checks.evaluate_aws(
-                instance_id, state.managed, state.container, cluster, {HOST_TAG: host.name}
+                instance_id,
+                state.managed,
+                state.container,
+                cluster,
+                {HOST_TAG: host.name},
+                facts.agent_endpoints if facts is not None else (),
             )
             if instance_id
             else _UNKNOWN

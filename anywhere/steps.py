@@ -179,7 +179,9 @@ def verify(
         known = fleet.get(cluster, mi) if fleet is not None else None
         state = remembered(view, host, mi, known or view.get(cluster, mi), facts)
         tags = {HOST_TAG: host.name} if known is not None else expected_tags(host)
-        results += checks.evaluate_aws(mi, state.managed, state.container, cluster, tags)
+        results += checks.evaluate_aws(
+            mi, state.managed, state.container, cluster, tags, facts.agent_endpoints
+        )
         container = state.container
     return Verdict(tuple(results), mi, container.arn if container else None, container)
 

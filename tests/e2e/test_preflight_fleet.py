@@ -102,3 +102,15 @@ def test_a_clone_of_a_ready_host_fails_alone(fleet: Lab, first_run: dict[str, An
     assert (hosts["h1"]["class"], hosts["h1"]["phase"]) == ("preflight", "preflight")
     assert "registered and ready: h4" in hosts["h1"]["reason"]
     assert "h1" not in _activated(fleet)
+
+
+def test_the_agent_log_names_its_channels_as_check_reads_them(
+    fleet: Lab, first_run: dict[str, Any]
+) -> None:
+    from anywhere import checks
+
+    line = next(ln for ln in checks.HOST_VERIFY_COMMAND.splitlines() if ln.startswith("e="))
+    found = fleet.exec(
+        "h4", ["grep", "-aEo", line[3:-1], "/var/log/ecs/ecs-agent.log"]
+    ).stdout.split()
+    assert set(found) == {"ecs-a-1.us-east-1.amazonaws.com", "ecs-t-1.us-east-1.amazonaws.com"}

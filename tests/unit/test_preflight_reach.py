@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -154,3 +155,45 @@ def test_no_probe_no_verdict_and_missing_tools_pass_with_a_note() -> None:
     assert note.ok and "not probed" in note.observed
     [missing] = evaluate_reach((point,), "reach=probed 1\n")
     assert not missing.ok and "not reported" in missing.observed
+
+
+REAL_AGENT_LOG = (
+    'level=info time=2026-01-01T00:00:00Z msg="Establishing a Websocket connection" '
+    'module=client.go url="wss://ecs-a-3.eu-west-1.amazonaws.com/ws?agentHash=abc"\n'
+    'level=warn msg="Error connecting to TCS" url="wss://ecs-t-3.eu-west-1.amazonaws.com/ws"\n'
+    "level=info msg=noise ecs-a-99999.x.amazonaws.com ecs-b-1.eu-west-1.amazonaws.com\n"
+)
+
+
+def test_check_names_the_agent_channels_its_log_gives() -> None:
+    from anywhere import checks
+    from tests.unit.fakes import container
+
+    # The host command's own expression, over what an agent logs.
+    line = next(ln for ln in checks.HOST_VERIFY_COMMAND.splitlines() if ln.startswith("e="))
+    found = subprocess.run(
+        ["grep", "-aEo", line[3:-1]],
+        input=REAL_AGENT_LOG,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    assert sorted(set(found)) == [
+        "ecs-a-3.eu-west-1.amazonaws.com",
+        "ecs-t-3.eu-west-1.amazonaws.com",
+    ]
+    facts = checks.parse_host_verify(
+        "agent_endpoints=ecs-a-3.eu-west-1.amazonaws.com $(boom) ecs-t-3.eu-west-1.amazonaws.com\n"
+    )
+    assert facts.agent_endpoints == (
+        "ecs-a-3.eu-west-1.amazonaws.com",
+        "ecs-t-3.eu-west-1.amazonaws.com",
+    )
+    mi = "mi-0123456789abcdef0"
+    lost = replace(container(mi), agent_connected=False)
+    results = checks.evaluate_aws(mi, None, lost, "lab", {}, facts.agent_endpoints)
+    [connected] = [c for c in results if c.name == "ecs-connected"]
+    assert not connected.ok
+    assert "(ecs-a-3.eu-west-1.amazonaws.com, ecs-t-3.eu-west-1.amazonaws.com on 443)" in (
+        connected.hint
+    )

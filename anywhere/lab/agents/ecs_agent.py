@@ -432,13 +432,15 @@ class Agent:
             arn,
             self.log,
         )
+        seen: tuple[str, ...] = ()
         while not stop.is_set():
             try:
-                client.call(
+                found = client.call(
                     f"{ECS}.DiscoverPollEndpoint",
                     {"containerInstance": arn, "cluster": config.cluster},
                     auth=self._auth(config),
                 )
+                seen = self._log_channels(found, seen)
                 if failures:
                     self.log.info("Connected to ECS again")
                 failures = 0
@@ -459,6 +461,18 @@ class Agent:
                 stop.wait(common.backoff(failures, 1.0, self.settings.heartbeat_s))
                 failures += 1
         return 0
+
+    def _log_channels(self, found: dict[str, Any], seen: tuple[str, ...]) -> tuple[str, ...]:
+        """Name the agent channels DiscoverPollEndpoint gave (ACS, TCS) when they change, as
+        the real agent logs the websocket URL it connects to (operators grep for them)."""
+        urls = tuple(
+            str(found.get(k) or "") for k in ("endpoint", "telemetryEndpoint") if found.get(k)
+        )
+        if urls != seen:
+            for url in urls:
+                ws = "wss://" + url.split("://", 1)[-1].rstrip("/") + "/ws"
+                self.log.info('Establishing a Websocket connection url="%s"', ws)
+        return urls
 
     def _sync_tasks(self, tasks: ecs_task_sync.TaskSync) -> None:
         try:

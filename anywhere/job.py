@@ -179,9 +179,13 @@ def run_logged(
     script: bool = False,
     timeout: float | None = None,
 ) -> CommandResult:
-    """Run `command` (or a whole script fed on stdin) with sudo, output into the journal;
+    """Run `command` (or a whole script for bash) with sudo, output into the journal;
     `timeout` defaults to the command timeout."""
-    argv, stdin = ("bash -s", command.encode()) if script else (command, b"")
+    argv, stdin = command, b""
+    if script and ctx.via(host) is Via.SSM:
+        argv = script_inline(command)  # Run Command has no stdin
+    elif script:
+        argv, stdin = "bash -s", command.encode()
     return transport.run(
         argv,
         sudo=True,
@@ -189,3 +193,16 @@ def run_logged(
         timeout=timeout or ctx.settings.command_timeout_s,
         on_output=lambda line: ctx.journal.output(host.name, line),
     )
+
+
+SCRIPT_END = "ANYWHERE_SCRIPT_END"
+
+
+def script_inline(script: str) -> str:
+    """`bash -s` fed `script` from a quoted here-document: the same bash, reading the same
+    stdin, as over SSH, for a transport without stdin (the script shows in the command's
+    parameters, so it must carry no secret)."""
+    if any(line == SCRIPT_END for line in script.splitlines()):
+        raise ValueError("the script holds its own here-document terminator")
+    body = script.rstrip("\n")
+    return f"bash -s <<'{SCRIPT_END}'\n{body}\n{SCRIPT_END}\n"

@@ -11,6 +11,7 @@ import click
 from anywhere.cli import INVENTORY, LIMIT, AsciiFloatRange, AsciiIntRange, echo
 from anywhere.cli.fleet_commands import ReportPaths, write_reports
 from anywhere.cli.runner import FleetRun, HostFlags, confirm, host_options, run_settings
+from anywhere.cli.transports import via_option
 from anywhere.errors import UsageError
 from anywhere.models import Via
 from anywhere.packages import VERSION
@@ -86,13 +87,7 @@ class Percent(click.ParamType[int, Any]):
     show_default=True,
     help="Stop after a batch once more than this % of the hosts to upgrade failed.",
 )
-@click.option(
-    "--via",
-    type=click.Choice(["ssh"]),
-    default="ssh",
-    show_default=True,
-    help="How host-side commands reach the hosts.",
-)
+@via_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
     "--report-json",
@@ -119,7 +114,7 @@ def upgrade_cmd(
     force: bool,
     drain_timeout: float,
     fail_percent: int,
-    via: str,
+    via: Via | None,
     yes: bool,
     report_json: Path | None,
     run_dir: Path | None,
@@ -136,6 +131,7 @@ def upgrade_cmd(
     verify (package, agent and ECS versions, agentConnected, every check of `check`);
     undrain; mark ready. A failed batch stops the rollout and leaves its hosts drained;
     re-running resumes (hosts at the target are skipped, hosts left DRAINING finished).
+    With --via ssm every host-side step goes through SSM Run Command (no SSH needed).
 
     With --ssm-agent, the SSM agent is upgraded instead: AWS-UpdateSSMAgent goes to the
     hosts' Online managed instances (<=50 a SendCommand), and each host is verified as SSM
@@ -154,8 +150,7 @@ def upgrade_cmd(
     if batch_size is not None and max_unavailable is not None:
         raise UsageError("--batch-size and --max-unavailable are mutually exclusive")
     settings = run_settings(ctx, flags, run_dir=run_dir)
-    # Only ssh so far: given, it also wins over an inventory's anywhere_via.
-    run = FleetRun.select(ctx, "upgrade", inventory_path, limit, settings, via=Via(via))
+    run = FleetRun.select(ctx, "upgrade", inventory_path, limit, settings, via=via)
     reports = ReportPaths(json=report_json)
     reports.check(run.settings)
     if ssm_agent:
@@ -171,7 +166,7 @@ def upgrade_cmd(
         fail_percent=fail_percent,
     )
     context = run.open()
-    run.announce(f" via {via}")
+    run.announce(f" via {via.value}" if via else "")
     plan = make_plan(context, run.hosts, options, progress=lambda *_: None)
     _print_plan(run, plan)
     todo = sum(1 for s in plan.steps if s.action in (Action.UPGRADE, Action.FINISH))

@@ -232,3 +232,42 @@ def test_ssm_agent_upgrade_goes_through_run_command(served: Lab, tmp_path: Path)
     infos = ssm.describe_instance_information()["InstanceInformationList"]
     versions = {i["Name"]: (i["AgentVersion"], i["PingStatus"]) for i in infos}
     assert versions["h1"] == (new, "Online") and versions["h3"][0] == old, versions
+
+
+def test_upgrade_via_ssm_moves_one_host_without_ssh(served: Lab, tmp_path: Path) -> None:
+    """Every host step over Run Command with sshd stopped: probe, package script (no stdin),
+    restart of ecs (the SSM agent still replies), verify."""
+    lab = served
+    query = ["dpkg-query", "-W", "-f", "${Version}", "amazon-ecs-init"]
+    target = OLD if lab.exec("h1", query).stdout.strip() == NEW else NEW
+    lab.exec("h1", ["systemctl", "stop", "ssh.socket", "ssh"])
+    try:
+        report = tmp_path / "ssm.json"
+        done = anywhere(
+            lab,
+            "upgrade",
+            str(lab.inventory_path),
+            "--limit",
+            "h1",
+            "--ecs-version",
+            target,
+            "--no-drain",
+            "--via",
+            "ssm",
+            "--yes",
+            "--report-json",
+            str(report),
+            run_dir=tmp_path / "runs",
+            timeout=300,
+            ANYWHERE_SSM_POLL_S="0.5",
+        )
+    finally:
+        lab.exec("h1", ["systemctl", "start", "ssh"])
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    (h1,) = read_json(report)["hosts"]
+    assert (h1["host"], h1["status"]) == ("h1", "ready"), out[-3000:]
+    assert lab.exec("h1", query).stdout.strip() == target
+    instance = _instances(lab)["h1"]
+    assert instance["versionInfo"]["agentVersion"] == packages.agent_version(target)
+    assert instance["agentConnected"] and _ready(instance)

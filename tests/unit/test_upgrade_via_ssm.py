@@ -14,6 +14,7 @@ from anywhere.fleet import FleetResult
 from anywhere.job import SCRIPT_END, script_inline
 from anywhere.models import CommandResult, Host, Via
 from anywhere.transport import Transport
+from tests.unit.cli_run import Cli
 from tests.unit.test_upgrade_run import fleet, run
 from tests.unit.test_via_ssm import FAST, FakeRunCommand, online
 
@@ -82,3 +83,16 @@ def test_a_script_inline_runs_as_bash_fed_it_on_stdin() -> None:
     assert inline.stdout == fed.stdout and "a b $x $HOME tick" in inline.stdout
     with pytest.raises(ValueError, match="terminator"):
         script_inline(f"echo\n{SCRIPT_END}\nrm -rf /\n")
+
+
+def test_upgrade_takes_the_same_via_as_check_and_deregister(cli: Cli) -> None:
+    """One `--via` option (choices, help, inventory precedence) for every such command."""
+
+    def via_help(command: str) -> str:
+        done = cli(command, "--help")
+        assert done.returncode == 0, done.stderr
+        option = done.stdout.split("\n  --via ", 1)[1]  # the option's row, not the docstring
+        return " ".join(option.split("\n  -", 1)[0].split())
+
+    assert via_help("upgrade") == via_help("check") == via_help("deregister")
+    assert via_help("upgrade").startswith("[ssh|ssm]")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import platform
 import re
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from anywhere.errors import EnvironmentProblem
 from anywhere.lab import installer
-from anywhere.lab.agents import ecs_agent
+from anywhere.lab.agents import ecs_agent, ssm_update
 
 # Oldest first; the last is what `-latest` names. Package versions carry the Debian revision,
 # the agent's version is the part before it (as the real package's rules derive it).
@@ -280,6 +281,7 @@ def publish(
     `region`; the public key goes to `key_dir/amazon-ecs-agent.gpg`. Returns the bucket dir.
     Does nothing when every file is there already (a second `lab up`)."""
     arch = arch or deb_arch()
+    publish_ssm_manifest(root, region)
     target = root / bucket(region)
     wanted = [deb_name(v, arch) for v in versions]
     if (
@@ -299,6 +301,25 @@ def publish(
     sums = [f"{sha256(target / n)}  {n}\n" for n in wanted]
     (key_dir / SUMS_FILE).write_text("".join(sums))
     return target
+
+
+def publish_ssm_manifest(root: Path, region: str) -> Path:
+    """The SSM agent's release manifest in its regional bucket, as the agent's updater reads
+    it: the lab agent's releases (`ssm_update.RELEASES`)."""
+    path = root / f"amazon-ssm-{region}" / ssm_update.MANIFEST
+    files = [
+        {
+            "Name": f"{ssm_update.AGENT_NAME}-linux-{arch}.tar.gz",
+            "AvailableVersions": [{"Version": v} for v in ssm_update.RELEASES],
+        }
+        for arch in ("amd64", "arm64")
+    ]
+    manifest = {
+        "ManifestFormatVersion": "1.0",
+        "Packages": [{"Name": ssm_update.AGENT_NAME, "Files": files}],
+    }
+    _write(path, json.dumps(manifest, indent=1) + "\n")
+    return path
 
 
 def set_latest(target: Path, version: str, arch: str | None = None) -> None:

@@ -289,6 +289,22 @@ class Client:
         except (urllib.error.URLError, OSError) as err:
             raise ApiError("", str(getattr(err, "reason", err))) from None
 
+    def get(self, path: str) -> bytes:
+        """An anonymous GET of `path` on the endpoint (its package source)."""
+        if urllib.parse.urlsplit(self.url).scheme not in ("http", "https"):
+            raise ApiError("", f"[lab] not an http(s) endpoint: {self.url}")
+        url = self.url + "/" + path.lstrip("/")
+        request = urllib.request.Request(url, method="GET")  # noqa: S310
+        try:
+            with opener(self.url, self.http_proxy, self.no_proxy).open(
+                request, timeout=self.timeout_s
+            ) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as err:
+            raise ApiError(f"HTTP{err.code}", str(err.reason), err.code) from None
+        except (urllib.error.URLError, OSError) as err:
+            raise ApiError("", str(getattr(err, "reason", err))) from None
+
 
 def _decode(raw: bytes) -> dict[str, Any]:
     try:

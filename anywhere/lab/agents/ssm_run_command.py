@@ -104,6 +104,9 @@ class Run:
     started: str = field(default_factory=iso)
     ended: str = ""
     agent: str = ""  # the running agent's version (aws:updateSsmAgent compares with it)
+    # GET of a path on the endpoint's package source, with the instance's region
+    fetch: Callable[[str], bytes] | None = None
+    region: str = ""
 
 
 def _read(path: Path, limit: int) -> str:
@@ -179,7 +182,15 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float, cancel: threading.Event
 def update_ssm_agent(props: Mapping[str, Any], workdir: Path, run: Run) -> None:
     """aws:updateSsmAgent: decided here; status RESTARTING hands the install, the restart and
     the final reply over (`Worker.hand_over`, then the new agent's `report_update`)."""
-    run.status, run.code, run.stdout, run.stderr = ssm_update.decide(run.agent, props)
+    path = ssm_update.manifest_path(props, run.region)
+    try:
+        assert run.fetch is not None
+        offered = ssm_update.releases(run.fetch(path))
+    except (ApiError, ValueError, AttributeError) as err:
+        run.status, run.code, run.ended = "Failed", 1, iso()
+        run.stderr = f"failed to download the manifest {path}: {err}"
+        return
+    run.status, run.code, run.stdout, run.stderr = ssm_update.decide(run.agent, props, offered)
     if run.status != ssm_update.RESTARTING:
         run.ended = iso()
 
@@ -346,7 +357,7 @@ class Worker:
             f"{ORCHESTRATION_ROOT}/{instance}/document/orchestration/{command_id}/"
             f"{name.replace(':', '')}/{str(props.get('id', '0')).replace(':', '')}",
         )
-        run.agent = self.version
+        run.agent, run.fetch, run.region = self.version, self.client.get, got[1] if got else ""
         plugin(props, workdir, run)
 
     def hand_over(self, message_id: str, command_id: str, runs: Mapping[str, Run]) -> None:

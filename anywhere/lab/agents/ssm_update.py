@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,13 @@ from typing import Any
 from anywhere.lab.agents import common
 
 AGENT_NAME = "amazon-ssm-agent"
-# [lab] The releases the lab's agent manifest offers, oldest first; the first is what the lab
-# installer installs.
+# [lab] The releases the lab's agent manifest offers (`anywhere.lab.packages` publishes it),
+# oldest first; the first is what the lab installer installs.
 RELEASES = ("3.3.1611.0", "3.3.1802.0")
 # [lab] The installed agent's version: what the "new binary" brings.
 VERSION_FILE = "/usr/share/amazon-ssm-agent/VERSION"
+# The release manifest in the agent's regional bucket (the document's `source`).
+MANIFEST = "ssm-agent-manifest.json"
 # The update state the old agent leaves for the new one (the real updater's update context).
 PENDING_FILE = "/var/lib/amazon/ssm/update/pending.json"
 # The plugin status that hands the command's final reply to the restarted agent.
@@ -48,13 +51,38 @@ def _key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
-def decide(current: str, props: Mapping[str, Any]) -> tuple[str, int, str, str]:
-    """(status, exit code, stdout, stderr) before anything is replaced; status RESTARTING
-    means: replace the agent with the version in stdout's last word and restart."""
-    target = str(props.get("targetVersion") or "").strip() or RELEASES[-1]
+def manifest_path(props: Mapping[str, Any], region: str) -> str:
+    """The manifest's path in the document's `source` URL, `{Region}` filled in; [lab] it is
+    fetched path-style from the lab endpoint, which serves the agent buckets."""
+    source = str(props.get("source") or "").replace("{Region}", region)
+    return urllib.parse.urlsplit(source).path
+
+
+def releases(manifest: bytes) -> list[str]:
+    """The agent versions a manifest offers, oldest first."""
+    data = json.loads(manifest.decode())
+    found = {
+        str(v.get("Version", ""))
+        for package in data.get("Packages", [])
+        if package.get("Name") == AGENT_NAME
+        for file in package.get("Files", [])
+        for v in file.get("AvailableVersions", [])
+    }
+    return sorted((v for v in found if _VERSION.fullmatch(v)), key=_key)
+
+
+def decide(
+    current: str, props: Mapping[str, Any], offered: Sequence[str]
+) -> tuple[str, int, str, str]:
+    """(status, exit code, stdout, stderr) before anything is replaced, from the versions the
+    manifest `offered`; status RESTARTING means: replace the agent with the version in
+    stdout's last word and restart."""
+    if not offered:
+        return "Failed", 1, "", f"the {MANIFEST} lists no {AGENT_NAME} version"
+    target = str(props.get("targetVersion") or "").strip() or offered[-1]
     downgrade = str(props.get("allowDowngrade") or "false").lower() == "true"
-    if target not in RELEASES:
-        return "Failed", 1, "", f"{AGENT_NAME} {target} is not a released version [lab]"
+    if target not in offered:
+        return "Failed", 1, "", f"{AGENT_NAME} {target} is not in the {MANIFEST}"
     if target == current:
         skipped = f"{AGENT_NAME} {current} has already been installed, update skipped"
         return "Success", 0, skipped, ""

@@ -1,6 +1,6 @@
-"""The lab's package source as S3 serves AWS's regional agent bucket: anonymous path-style
-GET/HEAD of `/<bucket>/<key>` for the files under the endpoint's `packages/` dir (written by
-`anywhere.lab.packages`), S3's error shapes otherwise. Nothing is listed, as on AWS.
+"""The lab's package source as S3 serves AWS's regional agent buckets (ECS, SSM): anonymous
+path-style GET/HEAD of `/<bucket>/<key>` for the files under the endpoint's `packages/` dir
+(written by `anywhere.lab.packages`), S3's error shapes otherwise. Nothing is listed, as on AWS.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 # Only the buckets AWS's installer downloads from; any other path stays moto's.
-_PATH = re.compile(r"^/(amazon-ecs-agent-[a-z0-9-]+)(?:/(.*))?$")
+_PATH = re.compile(r"^/(amazon-ecs-agent-[a-z0-9-]+|amazon-ssm-[a-z0-9-]+)(?:/(.*))?$")
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 Answer = tuple[int, str, bytes]
@@ -39,4 +39,5 @@ def answer(root: Path | None, method: str, path: str) -> Answer | None:
         return _error(404, "NoSuchKey", "The specified key does not exist.", path)
     data = target.read_bytes()
     kind = "application/pgp-signature" if key.endswith(".asc") else "binary/octet-stream"
+    kind = "application/json" if key.endswith(".json") else kind
     return 200, kind, data

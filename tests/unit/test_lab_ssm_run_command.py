@@ -104,6 +104,9 @@ class FakeClient:
             self.calls.append((target.rsplit(".", 1)[-1], dict(body)))
         return {}
 
+    def get(self, path: str) -> bytes:
+        raise AssertionError(f"no package source here: {path}")
+
 
 def test_at_most_five_commands_run_at_once(tmp_path: Path, monkeypatch: Any) -> None:
     running, peak, lock = [0], [0], threading.Lock()

@@ -357,7 +357,8 @@ class Worker:
             f"{ORCHESTRATION_ROOT}/{instance}/document/orchestration/{command_id}/"
             f"{name.replace(':', '')}/{str(props.get('id', '0')).replace(':', '')}",
         )
-        run.agent, run.fetch, run.region = self.version, self.client.get, got[1] if got else ""
+        run.agent, run.region = self.version, got[1] if got else ""
+        run.fetch = self.client.get
         plugin(props, workdir, run)
 
     def hand_over(self, message_id: str, command_id: str, runs: Mapping[str, Run]) -> None:

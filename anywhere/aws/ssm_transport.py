@@ -29,6 +29,7 @@ Lookup = Callable[[Sequence[str]], Mapping[str, ManagedInstance]]
 
 NO_STDIN_HINT = "use --via ssh for this host"
 PUT_LIMIT = 24_000  # bytes a `put` may carry inside a command's parameters
+COMMAND_LIMIT = 64 * 1024  # bytes of parameters SSM takes in one command (its document cap)
 
 
 @dataclass(frozen=True)
@@ -286,6 +287,13 @@ class SsmTransport:
             raise HostError(
                 "this step needs stdin, which SSM Run Command has none of (and its "
                 "parameters, visible to anyone who lists commands, must carry no secret)",
+                NO_STDIN_HINT,
+            )
+        if len(command.encode()) > COMMAND_LIMIT:
+            # Refused here, for this host alone: SSM would refuse the whole batch's command.
+            raise HostError(
+                f"the command is {len(command.encode())} bytes: more than a Run Command "
+                f"carries ({COMMAND_LIMIT})",
                 NO_STDIN_HINT,
             )
         result = self._broker.run(

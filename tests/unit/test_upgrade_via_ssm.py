@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from anywhere.aws.ssm_transport import Broker, SsmTransport
+from anywhere.aws.ssm_transport import COMMAND_LIMIT, Broker, SsmTransport
+from anywhere.errors import HostError
 from anywhere.fleet import FleetResult
 from anywhere.job import SCRIPT_END, script_inline
 from anywhere.models import CommandResult, Host, Via
 from anywhere.transport import Transport
 from tests.unit.cli_run import Cli
 from tests.unit.test_upgrade_run import fleet, run
-from tests.unit.test_via_ssm import FAST, FakeRunCommand, online
+from tests.unit.test_via_ssm import FAST, MI, FakeRunCommand, online
 
 HEAD = f"bash -s <<'{SCRIPT_END}'\n"
 
@@ -96,3 +97,14 @@ def test_upgrade_takes_the_same_via_as_check_and_deregister(cli: Cli) -> None:
 
     assert via_help("upgrade") == via_help("check") == via_help("deregister")
     assert via_help("upgrade").startswith("[ssh|ssm]")
+
+
+def test_a_script_too_large_for_run_command_fails_its_host_before_any_send() -> None:
+    """E.g. a signing key file of many signatures inlined into the package script."""
+    rc = FakeRunCommand(lambda mi, command: CommandResult(0, "ok\n", ""))
+    transport = SsmTransport("h1", [MI], Broker(rc, online(MI), FAST), 9)
+    assert transport.run(script_inline("echo ok")).stdout == "ok\n"
+    with pytest.raises(HostError, match=r"bytes: more than a Run Command carries") as caught:
+        transport.run(script_inline("k=" + "A" * COMMAND_LIMIT))
+    assert caught.value.hint == "use --via ssh for this host"
+    assert rc.sends == [(MI,)]

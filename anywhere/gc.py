@@ -45,6 +45,20 @@ def parse_duration(text: str, flag: str = "--older-than") -> timedelta:
     return timedelta(seconds=int(found.group(1)) * _UNIT_S[found.group(2)])
 
 
+# SSM's own pattern for a managed instance id; anything else is refused before AWS sees it.
+_MANAGED_ID = re.compile(r"mi-[0-9A-Za-z]{17}")
+
+
+def managed_ids(ids: Collection[str]) -> tuple[str, ...]:
+    """The --id values, each a managed instance id (`mi-` and 17 characters), else exit 2."""
+    for value in ids:
+        if _MANAGED_ID.fullmatch(value) is None:
+            raise UsageError(
+                f"--id {value[:80]!r}: not a managed instance id (mi- and 17 characters)"
+            )
+    return tuple(ids)
+
+
 def show(age: timedelta) -> str:
     """An age in its largest whole unit, for a reason a person reads."""
     seconds = int(age.total_seconds())

@@ -11,7 +11,15 @@ from anywhere import report
 from anywhere.cli import INVENTORY, LIMIT, echo
 from anywhere.cli.runner import FleetRun, confirm, region_of, run_settings
 from anywhere.errors import AwsError, EnvironmentProblem
-from anywhere.gc import Action, GcOptions, collect, parse_duration, plan_gc, read_state
+from anywhere.gc import (
+    Action,
+    GcOptions,
+    collect,
+    managed_ids,
+    parse_duration,
+    plan_gc,
+    read_state,
+)
 from anywhere.journal import atomic_write, check_writable_file
 from anywhere.quotas import read_quota, verdict
 
@@ -92,7 +100,7 @@ def gc_cmd(
     cannot delete them) and, with --include-unknown, unclaimed container instances. Each
     item says why. Exit 0 when every removal succeeded, 1 if one failed.
     """
-    options = GcOptions(parse_duration(older_than), include_unknown, ids)
+    options = GcOptions(parse_duration(older_than), include_unknown, managed_ids(ids))
     run = FleetRun.select(ctx, "gc", inventory_path, limit, run_settings(ctx))
     if report_json is not None:
         check_writable_file(report_json, "--report-json")

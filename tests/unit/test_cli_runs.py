@@ -317,6 +317,16 @@ def test_gc_refuses_a_bad_duration_in_one_line(cli: Cli) -> None:
     assert done.stderr.strip().count("\n") == 0 and "--older-than" in done.stderr
 
 
+@pytest.mark.parametrize(
+    "value", ["mi-1;reboot", "i-0123456789abcdef0", "mi-" + "a" * 400, "mi-x\nmi-y"]
+)
+def test_gc_refuses_an_id_that_is_no_managed_instance_in_one_line(cli: Cli, value: str) -> None:
+    done = cli("gc", str(EXAMPLE), "--id", value)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "--id" in done.stderr
+    assert len(done.stderr) < 300
+
+
 def test_a_quota_aws_will_not_count_is_a_warning(
     cli: Cli, fake_context: Callable[..., FakeAws], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

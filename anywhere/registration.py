@@ -307,7 +307,12 @@ class Registrar:
             if refused is not None:
                 raise refused
             tail = _last_line(result.stdout + "\n" + result.stderr)
-            reason = f"install script exited {result.exit_status}: {tail}"
+            ended = (
+                "ended without an exit status (killed by a signal?)"
+                if result.exit_status == -1
+                else f"exited {result.exit_status}"
+            )
+            reason = f"install script {ended}: {tail}"
             raise InstallError(
                 reason, install_hint(reason, f"the run directory ({self.ctx.journal.path})")
             )

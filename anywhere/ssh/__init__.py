@@ -51,6 +51,8 @@ _KEX_FIRST = "curve25519-sha256@libssh.org"
 # offer it negotiates the next one as before.
 _CIPHER_FIRST = "aes128-gcm@openssh.com"
 _KEEPALIVE_S = 30
+# How long a command that ended without an exit status waits to see its connection go too.
+LOST_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -348,6 +350,25 @@ class _SshTransport:
         transport = self._client.get_transport()
         return transport is not None and transport.is_active()
 
+    def _gone(self) -> bool:
+        """Whether the connection went with a command that ended without an exit status.
+
+        Both a signal (sshd sends no exit-status then) and a lost connection end a command so;
+        a host that reboots or stops sshd kills the command a moment before the connection, and
+        paramiko closes the channel before it marks the transport dead. So the transport gets a
+        moment to notice, then a round trip (a channel opened and closed) decides."""
+        deadline = time.monotonic() + LOST_GRACE_S
+        while self._alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            return True
+        try:
+            transport.open_session(timeout=self._options.connect_timeout_s).close()
+        except (OSError, paramiko.SSHException, EOFError):
+            return True
+        return False
+
     def _lost(self, during: str) -> UnreachableError:
         return UnreachableError(
             f"connection to {self._target.address}:{self._target.port} lost during {during}",
@@ -422,7 +443,7 @@ class _SshTransport:
                 f"`{_brief(brief)}` still running after {limit:g} s",
                 "look at the host (hung install or slow mirror?) or raise the timeout",
             )
-        if status == -1 and not self._alive():
+        if status == -1 and self._gone():
             raise self._lost(f"`{_brief(brief)}`")
         return _outcome(status, out, err, tty)
 

@@ -34,6 +34,7 @@ HANG_KNOB = "/etc/anywhere-lab/faults/install-hangs"
 INSTALL_TIMEOUT_S = "30"
 # What the host-side fault watchers wait for before they strike (lab exec, as root).
 INSTALLER_RUNS = ["pgrep", "-f", INSTALLER_NAME]
+INSTALLER_PID = ["pgrep", "-of", INSTALLER_NAME]
 SSM_REGISTERED = ["test", "-s", "/var/lib/amazon/ssm/registration"]
 
 
@@ -67,6 +68,10 @@ def _when(
 
 def _reboot(lab: Lab, host: str) -> Callable[[], None]:
     def strike() -> None:
+        # Frozen first (its whole process group), so the power-off finds the install where
+        # the probe did whatever the machine's speed: a re-run from any later point has tests
+        # of its own (an interrupted install left registered, in test_register_resume.py).
+        lab.exec(host, ["sh", "-c", f"kill -STOP -- -$(ps -o pgid= -p $({' '.join(INSTALLER_PID)}))"])
         lab.stop_host(host)
         lab.start_host(host)
 

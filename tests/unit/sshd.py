@@ -200,6 +200,9 @@ class SshServer:
         if "DROP-CONNECTION" in command:
             channel.get_transport().close()
             return
+        if "NO-EXIT-STATUS" in command:  # as sshd when a signal killed the command
+            channel.close()
+            return
         status = self._on_pty(channel, command) if tty else self._on_pipes(channel, command)
         with suppress(OSError, EOFError):
             channel.send_exit_status(status if status >= 0 else 128 - status)

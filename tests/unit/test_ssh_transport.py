@@ -249,6 +249,31 @@ def test_a_dropped_connection_is_unreachable(server: SshServer, tmp_path: Path) 
         transport.close()
 
 
+def test_a_connection_dropped_before_paramiko_notices_is_still_unreachable(
+    server: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # paramiko closes a dead connection's channels before it marks the transport inactive:
+    # a command that ends in that gap must not pass for one that exited -1.
+    transport = open_to(server, tmp_path)
+    monkeypatch.setattr(paramiko.Transport, "is_active", lambda self: True)
+    try:
+        with pytest.raises(UnreachableError, match="lost during"):
+            transport.run("echo DROP-CONNECTION")
+    finally:
+        transport.close()
+
+
+def test_a_command_without_an_exit_status_on_a_live_connection_is_its_own_failure(
+    server: SshServer, tmp_path: Path
+) -> None:
+    transport = open_to(server, tmp_path)
+    try:
+        assert transport.run("echo NO-EXIT-STATUS").exit_status == -1
+        assert transport.run("echo still-usable").stdout == "still-usable\n"
+    finally:
+        transport.close()
+
+
 def test_a_jump_host_tunnels_to_the_target(server: SshServer, tmp_path: Path) -> None:
     # The server is its own jump host: the hop logs in, then tunnels to the same port.
     jump = f"tester@127.0.0.1:{server.port}"

@@ -71,6 +71,8 @@ echo "registration_key=$v"
 yn ecs_init /usr/libexec/amazon-ecs-init
 yn agent_db /var/lib/ecs/data/agent.db
 echo "ecs_cluster=$(sed -n 's/^ECS_CLUSTER=//p' /etc/ecs/ecs.config 2>/dev/null | tail -n 1)"
+v=no; grep -qsx 'ECS_EXTERNAL=true' /var/lib/ecs/ecs.config /etc/ecs/ecs.config && v=yes
+echo "ecs_external=$v"
 echo "machine_id=$(head -c 64 /etc/machine-id 2>/dev/null | tr -d '\n')"
 echo "docker_version=$(docker --version 2>/dev/null | head -n 1 | cut -c1-100)"
 echo "apparmor=$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)"
@@ -207,6 +209,7 @@ def _local_state(f: dict[str, str]) -> LocalState:
         has_ecs_init=f.get("ecs_init") == "yes",
         has_agent_db=f.get("agent_db") == "yes",
         ecs_cluster=f.get("ecs_cluster", "").strip() or None,
+        has_agent_config=f.get("ecs_external") != "no",
     )
 
 

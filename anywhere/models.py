@@ -225,6 +225,9 @@ class LocalState:
     has_ecs_init: bool = False
     has_agent_db: bool = False
     ecs_cluster: str | None = None
+    # ECS_EXTERNAL=true in the agent's config: the installer writes it after the ecs-init
+    # package, so ecs-init without it is an install that stopped in between.
+    has_agent_config: bool = True
 
     @property
     def has_leftovers(self) -> bool:

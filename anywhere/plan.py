@@ -109,11 +109,13 @@ def _choose(
     problems = _readiness_problems(managed, container, host_checks)
     if not problems:
         return Decision.SKIP_READY, (f"already ready as {mi}",)
-    if not local.has_ecs_init:
+    if not (local.has_ecs_init and local.has_agent_config):
         # Registered, then the install stopped (its controller killed, the host rebooted):
         # the installer keeps an existing registration, so installing again finishes it.
+        # A restart alone would start an agent with no ECS_EXTERNAL (it then looks for EC2).
+        what = "no ecs-init" if not local.has_ecs_init else "ecs-init without ECS_EXTERNAL=true"
         return Decision.REGISTER, (
-            f"registered as {mi} but the install did not finish (no ecs-init): install again, "
+            f"registered as {mi} but the install did not finish ({what}): install again, "
             f"keeping {mi}",
         )
     return Decision.REPAIR, tuple(problems)

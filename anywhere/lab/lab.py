@@ -392,13 +392,14 @@ class Lab:
             full, input=input, capture_output=capture, text=True, timeout=timeout, check=False
         )
 
-    def stop_host(self, name: str) -> None:
-        """Power the host off (its address then refuses connections); start_host undoes it."""
+    def stop_host(self, name: str, *, power_cut: bool = False) -> None:
+        """Power the host off (its address then refuses connections); start_host undoes it.
+        `power_cut`: no shutdown, every process dies at once (no FIN, no exit status)."""
         with state.locked(self.dir / ".lock"):
             st = self.state()
             rec = st.host(name)
             if rec.pid is not None:
-                hosts.stop(self.spec(rec.number), rec.pid)
+                hosts.stop(self.spec(rec.number), rec.pid, 0.0 if power_cut else 30.0)
             self._save(st.with_host(replace(rec, pid=None)))
 
     def start_host(self, name: str) -> None:

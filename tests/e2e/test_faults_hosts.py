@@ -3,12 +3,15 @@
 Per fault: the host's outcome class and hint, the other hosts unaffected, no activation left
 alive, nothing of the install left running or on disk, and a re-run (faults removed where an
 operator would remove them) that converges: same `mi-` ids, no duplicate managed or container
-instances. Unreachable hosts, changed host keys and installers that exit non-zero are in
-test_register_failures.py.
+instances. Two installs stop dead at fixed points (a power loss right after the SSM
+registration, and right after the ecs-init package, before its config): the re-run, after a
+reboot, finishes both keeping their ids. Unreachable hosts, changed host keys and installers
+that exit non-zero are in test_register_failures.py.
 """
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,13 +31,18 @@ from tests.e2e.conftest import module_lab
 from tests.e2e.helpers import anywhere, read_json
 
 INDEX = 9
-HOSTS = 8
-HEALTHY, AUTH, SUDO, SKEW, DISK, HANG, DROP, REBOOT = (f"h{n}" for n in range(1, HOSTS + 1))
+HOSTS = 10
+HEALTHY, AUTH, SUDO, SKEW, DISK, HANG, DROP, REBOOT, STOP_REG, STOP_ECS = (
+    f"h{n}" for n in range(1, HOSTS + 1)
+)
 HANG_KNOB = "/etc/anywhere-lab/faults/install-hangs"
+STOP_KNOB = "/etc/anywhere-lab/faults/install-stops-after"
+STOPS = {STOP_REG: "ssm-registered", STOP_ECS: "ecs-init-installed"}
 INSTALL_TIMEOUT_S = "30"
 # What the host-side fault watchers wait for before they strike (lab exec, as root).
-INSTALLER_RUNS = ["pgrep", "-f", INSTALLER_NAME]
-INSTALLER_PID = ["pgrep", "-of", INSTALLER_NAME]
+# The installer itself running (not its download or upload, which name it too).
+INSTALLER_RUNS = ["pgrep", "-f", f"^bash .*/{INSTALLER_NAME}"]
+INSTALLER_PID = ["pgrep", "-of", f"^bash .*/{INSTALLER_NAME}"]
 SSM_REGISTERED = ["test", "-s", "/var/lib/amazon/ssm/registration"]
 
 
@@ -68,11 +76,12 @@ def _when(
 
 def _reboot(lab: Lab, host: str) -> Callable[[], None]:
     def strike() -> None:
-        # Frozen first (its whole process group), so the power-off finds the install where
-        # the probe did whatever the machine's speed: a re-run from any later point has tests
-        # of its own (an interrupted install left registered, in test_register_resume.py).
-        lab.exec(host, ["sh", "-c", f"kill -STOP -- -$(ps -o pgid= -p $({' '.join(INSTALLER_PID)}))"])
-        lab.stop_host(host)
+        # Frozen first (its whole process group), then the power cut: the install stops where
+        # the probe found it whatever the machine's speed, and no exit status can race the
+        # connection's end (a clean shutdown's would). Later stopping points are STOPS.
+        group = f"$(ps -o pgid= -p $({shlex.join(INSTALLER_PID)}))"
+        lab.exec(host, ["sh", "-c", f"kill -STOP -- -{group}"])
+        lab.stop_host(host, power_cut=True)
         lab.start_host(host)
 
     return strike
@@ -106,6 +115,9 @@ def _register(lab: Lab, out: Path, *extra: str, **env: Any) -> dict[str, Any]:
 def faulted(flab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     flab.exec(AUTH, ["rm", "-f", "/home/deploy/.ssh/authorized_keys"])
     flab.exec(HANG, ["sh", "-c", f"mkdir -p {Path(HANG_KNOB).parent} && touch {HANG_KNOB}"])
+    for host, step in STOPS.items():
+        knob = f"mkdir -p {Path(STOP_KNOB).parent} && echo {step} > {STOP_KNOB}"
+        flab.exec(host, ["sh", "-c", knob])
     watchers = [
         _when(flab, DROP, SSM_REGISTERED, _drop_ssh(flab, DROP)),
         _when(flab, REBOOT, INSTALLER_RUNS, _reboot(flab, REBOOT)),
@@ -140,6 +152,8 @@ def test_each_fault_has_its_class_and_a_hint(faulted: dict[str, Any]) -> None:
         HANG: ("failed", "timeout"),
         DROP: ("failed", "unreachable"),
         REBOOT: ("failed", "unreachable"),
+        STOP_REG: ("failed", "install"),
+        STOP_ECS: ("failed", "install"),
     }, result.stderr[-3000:]
     for host, record in faulted["hosts"].items():
         assert host == HEALTHY or (record["reason"] and record["hint"]), record
@@ -165,7 +179,7 @@ def test_no_activation_left_alive(faulted: dict[str, Any]) -> None:
     activations = faulted["audit"]["activations"]
     # Hosts refused before the install (auth, sudo, clock) never got one.
     assert sorted(a["DefaultInstanceName"] for a in activations) == sorted(
-        [HEALTHY, DISK, HANG, DROP, REBOOT]
+        [HEALTHY, DISK, HANG, DROP, REBOOT, STOP_REG, STOP_ECS]
     )
     assert all(a["Deleted"] for a in activations), activations
 
@@ -174,7 +188,7 @@ def test_nothing_of_the_install_left_on_the_hosts(flab: Lab, faulted: dict[str, 
     """The hung installer was stopped on its host (not just abandoned), the dropped one ended
     with its connection, and no host keeps a work dir or an activation code."""
     codes = [str(a["ActivationCode"]) for a in faulted["audit"]["activations"]]
-    for host in (DISK, HANG, DROP, REBOOT):
+    for host in (DISK, HANG, DROP, REBOOT, STOP_REG, STOP_ECS):
         left = _settled(partial(_leftovers, flab, host, codes))
         assert left == "", f"{host}: {left}"
 
@@ -234,6 +248,10 @@ def rerun(
     flab.exec(DISK, ["mount", "-o", "remount,size=16m", quirks.SMALL_DISK_PATH])
     flab.exec(HANG, ["rm", "-f", HANG_KNOB])
     flab.start_host(REBOOT)  # no-op when it is up already
+    for host in STOPS:  # the power comes back
+        flab.exec(host, ["rm", "-f", STOP_KNOB])
+        flab.stop_host(host)
+        flab.start_host(host)
     run = _register(
         flab,
         tmp_path_factory.mktemp("rerun"),
@@ -252,7 +270,7 @@ def test_rerun_converges(flab: Lab, faulted: dict[str, Any], rerun: dict[str, An
         got[DROP] = ("ready", None)
     failed = {h: r["reason"] for h, r in rerun["hosts"].items() if r["status"] == "failed"}
     assert got == {
-        **{h: ("ready", None) for h in (AUTH, SUDO, DISK, HANG, DROP, REBOOT)},
+        **{h: ("ready", None) for h in (AUTH, SUDO, DISK, HANG, DROP, REBOOT, *STOPS)},
         HEALTHY: ("unchanged", None),
         SKEW: ("failed", "preflight"),
     }, (failed, rerun["result"].stderr[-1000:])
@@ -263,7 +281,7 @@ def test_rerun_converges(flab: Lab, faulted: dict[str, Any], rerun: dict[str, An
         for m in faulted["audit"]["managed_instances"]
         if not m.get("Deregistered")
     }
-    assert HEALTHY in registered and DISK in registered, registered
+    assert {HEALTHY, DISK, *STOPS} <= set(registered), registered
     assert {h: _record(rerun, h)["instance_id"] for h in registered} == registered
     assert all(a["Deleted"] for a in rerun["audit"]["activations"])
 

@@ -262,3 +262,28 @@ def test_preflight_tells_a_failed_registrations_key_from_a_real_one(
     done = subprocess.run(["sh", "-c", snippet], capture_output=True, text=True, check=True)
     assert done.stdout == f"registration_key={expected}\n"
     assert "mi-" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("agent_config", "expected"),
+    [
+        (None, False),
+        ("AWS_DEFAULT_REGION=us-east-1\n", False),
+        ("AWS_DEFAULT_REGION=us-east-1\nECS_EXTERNAL=true\n", True),
+        ("ECS_EXTERNAL=false\n", False),
+    ],
+)
+def test_preflight_reads_whether_the_agent_config_was_written(
+    tmp_path: Path, agent_config: str | None, expected: bool
+) -> None:
+    lines = checks.PREFLIGHT_COMMAND.splitlines()
+    start = next(i for i, ln in enumerate(lines) if "ECS_EXTERNAL=true" in ln)
+    cfg = tmp_path / "ecs.config"
+    if agent_config is not None:
+        cfg.write_text(agent_config)
+    snippet = "\n".join(lines[start : start + 2]).replace(
+        "/var/lib/ecs/ecs.config /etc/ecs/ecs.config", f"{cfg} {tmp_path}/absent"
+    )
+    done = subprocess.run(["sh", "-c", snippet], capture_output=True, text=True, check=True)
+    local = checks.parse_preflight(done.stdout).local
+    assert local.has_agent_config is expected, done.stdout

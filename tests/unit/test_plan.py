@@ -117,6 +117,16 @@ def test_an_install_stopped_after_registering_is_finished_keeping_the_id() -> No
     assert "did not finish" in plan.reasons[0]
 
 
+def test_ecs_init_without_its_agent_config_is_installed_again_not_restarted() -> None:
+    # Stopped after the ecs-init package, before the installer wrote ECS_EXTERNAL=true: a
+    # restart would start an agent that looks for EC2; installing again writes the config.
+    stopped = replace(REGISTERED, has_agent_db=False, has_agent_config=False)
+    plan = decide(HOST, stopped, ONLINE, None, DOCKER_DOWN, remote_instance_ids=(MI,))
+    assert plan.decision is Decision.REGISTER, plan.reasons
+    assert "ECS_EXTERNAL" in plan.reasons[0] and plan.stale_instance_ids == ()
+    assert decide(HOST, REGISTERED, ONLINE, None, DOCKER_DOWN).decision is Decision.REPAIR
+
+
 def test_failed_registration_is_stale_state_to_clean() -> None:
     local = LocalState(has_registration_key=True, registration_key_placeholder=True)
     plan = decide(HOST, local, None, None, ())

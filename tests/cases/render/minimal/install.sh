@@ -102,6 +102,18 @@ if [ -x "$ROOT/usr/libexec/amazon-ecs-init" ]; then
   log "ecs-init already installed: wrote $agent_cfg; the agents are started after the installer"
 fi
 
+# A registration kept from an install that stopped early (power lost, connection dropped)
+# may have an SSM agent that was never enabled: the installer keeps the registration and
+# starts no agent for it, and the ECS agent waits for the credentials only that agent shares.
+if have_systemd && [ -s "$ROOT/var/lib/amazon/ssm/registration" ]; then
+  for unit in amazon-ssm-agent snap.amazon-ssm-agent.amazon-ssm-agent; do
+    if systemctl cat -- "$unit.service" >/dev/null 2>&1 && ! systemctl is-active --quiet -- "$unit.service"; then
+      log "the host keeps its registration: starting $unit"
+      systemctl enable --now -- "$unit.service" >/dev/null 2>&1 || warn "could not start $unit"
+    fi
+  done
+fi
+
 log "running the ECS Anywhere installer"
 set +e
 bash "$installer" --region us-east-1 --cluster default --docker-install-source all ${no_start[@]+"${no_start[@]}"} \

@@ -18,7 +18,7 @@ from anywhere.errors import HostError, PreflightError
 from anywhere.fleet import Cancelled, FleetResult, ProgressFn, ProgressState, RunControl, run_fleet
 from anywhere.job import Context, Cursor
 from anywhere.models import Decision, FailureClass, Host, HostOutcome, Phase, Status
-from anywhere.registration import Found, Registrar, probe
+from anywhere.registration import Found, KeptConnections, Registrar, probe
 from anywhere.steps import Probe
 
 _INSTANCE_ID = re.compile(r"mi-[0-9A-Za-z]{1,40}")
@@ -34,16 +34,23 @@ def register_fleet(
 ) -> FleetResult:
     """The preflight round, the run's cross-host verdicts, then register on every host."""
     found: dict[str, Found] = {}
+    kept = KeptConnections(concurrency)
 
     def preflight(host: Host, control: RunControl) -> HostOutcome:
         cursor = Cursor(host.name, control)
         try:
             cursor.stage(Phase.PREFLIGHT)
             transport = ctx.connect(host)
+            keep = False
             try:
-                found[host.name] = probe(ctx, host, transport, tidy=True)
+                got = found[host.name] = probe(ctx, host, transport, tidy=True)
+                # A ready host needs no second login; the first hosts to change keep theirs.
+                keep = got.plan.decision is not Decision.SKIP_READY and kept.keep(
+                    host.name, transport
+                )
             finally:
-                transport.close()
+                if not keep:
+                    transport.close()
         except HostError as exc:
             # Reported (journalled, classed) by the register round, like any host failure.
             found[host.name] = exc
@@ -56,20 +63,26 @@ def register_fleet(
         if state == "start":
             progress(host, phase, state)
 
-    first = run_fleet(
-        hosts, preflight, concurrency=concurrency, fail_percent=100, progress=starts_only
-    )
-    if first.interrupted:
-        return _interrupted(ctx, hosts)
-    for name, reason in clone_failures(identities(found, ctx.known_by_host)).items():
-        found[name] = PreflightError(reason, CLONE_HINT)
-    return run_fleet(
-        hosts,
-        Registrar(ctx, found),
-        concurrency=concurrency,
-        fail_percent=fail_percent,
-        progress=progress,
-    )
+    try:
+        first = run_fleet(
+            hosts, preflight, concurrency=concurrency, fail_percent=100, progress=starts_only
+        )
+        if first.interrupted:
+            return _interrupted(ctx, hosts)
+        for name, reason in clone_failures(identities(found, ctx.known_by_host)).items():
+            found[name] = PreflightError(reason, CLONE_HINT)
+            if (refused := kept.take(name)) is not None:
+                refused.close()
+        return run_fleet(
+            hosts,
+            Registrar(ctx, found, kept),
+            concurrency=concurrency,
+            fail_percent=fail_percent,
+            progress=progress,
+        )
+    finally:
+        # Hosts the register round never started (interrupted, --fail-percent) or refused.
+        kept.close_all()
 
 
 def identities(

@@ -7,6 +7,7 @@ Runs inside the job kernel (`anywhere.job`) and reaches the host only through it
 from __future__ import annotations
 
 import shlex
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -142,13 +143,48 @@ Found = Probe | HostError
 """What the run's preflight round learnt of a host: its probe, or the failure to report."""
 
 
+class KeptConnections:
+    """Connections the preflight round leaves open for the register round: at most `limit`
+    (the run's concurrency, so the hosts the register round starts first), each taken once;
+    the rest log in again. Thread-safe: both rounds' workers use it."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._open: dict[str, Transport] = {}
+        self._lock = threading.Lock()
+
+    def keep(self, host: str, transport: Transport) -> bool:
+        with self._lock:
+            if len(self._open) >= self._limit:
+                return False
+            self._open[host] = transport
+            return True
+
+    def take(self, host: str) -> Transport | None:
+        with self._lock:
+            return self._open.pop(host, None)
+
+    def close_all(self) -> None:
+        with self._lock:
+            left, self._open = list(self._open.values()), {}
+        for transport in left:
+            transport.close()
+
+
 class Registrar:
     """Callable per host by `fleet.run_fleet`. `found`: what a preflight round over the whole
-    run learnt per host (`preflight_round`); a host it names is not probed again."""
+    run learnt per host (`preflight_round`); a host it names is not probed again. `kept`:
+    that round's connections still open, taken (once) instead of logging in again."""
 
-    def __init__(self, ctx: Context, found: Mapping[str, Found] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        found: Mapping[str, Found] | None = None,
+        kept: KeptConnections | None = None,
+    ) -> None:
         self.ctx = ctx
         self.found = found or {}
+        self.kept = kept
 
     def __call__(self, host: Host, control: RunControl) -> HostOutcome:
         return guarded(host, control, self.ctx.journal, lambda cursor: self._register(host, cursor))
@@ -165,22 +201,28 @@ class Registrar:
             None if ctx.leftovers is None else ctx.leftovers.get(host.name, ()),
             lambda gone: ctx.journal.event(host.name, "activate", "leftover-deleted", gone),
         )
-        transport = ctx.connect(host)
+        if isinstance(known, Probe) and known.plan.decision is Decision.SKIP_READY:
+            # Found ready by the preflight round (host and AWS): no second login.
+            return self._skip(host, self._decided(host, known, cursor), cursor)
+        transport = (self.kept.take(host.name) if self.kept else None) or ctx.connect(host)
         try:
             # Sudo is proven (or refused, as SudoError) by the preflight's own sudo run.
-            found = known or probe(ctx, host, transport, tidy=True)
-            cursor.instance_id = found.plan.instance_id
-            cursor.decision = found.plan.decision
-            cursor.checks = found.preflight
-            cursor.stage(Phase.DECIDE)
-            ctx.journal.event(
-                host.name, "decide", found.plan.decision.value, "; ".join(found.plan.reasons)
-            )
+            found = self._decided(host, known or probe(ctx, host, transport, tidy=True), cursor)
             if found.plan.decision is Decision.SKIP_READY:
                 return self._skip(host, found, cursor)
             return self._change(host, transport, found, cursor)
         finally:
             transport.close()
+
+    def _decided(self, host: Host, found: Probe, cursor: Cursor) -> Probe:
+        cursor.instance_id = found.plan.instance_id
+        cursor.decision = found.plan.decision
+        cursor.checks = found.preflight
+        cursor.stage(Phase.DECIDE)
+        self.ctx.journal.event(
+            host.name, "decide", found.plan.decision.value, "; ".join(found.plan.reasons)
+        )
+        return found
 
     def _skip(self, host: Host, found: Probe, cursor: Cursor) -> HostOutcome:
         container = found.aws.container

@@ -397,6 +397,7 @@ class FakeHost:
         timeout: float | None = None,
         on_output: OutputSink | None = None,
     ) -> CommandResult:
+        assert not self.closed, f"{self.host}: a command on a closed transport"
         self.ran.append(Ran(command, sudo, stdin, tuple(secret_stdin)))
         result = self._answer(command)
         if on_output is not None:

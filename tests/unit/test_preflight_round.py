@@ -1,6 +1,7 @@
 """register's preflight round: clones are found once every host has reported, and fail
 preflight before any activation exists for them, also when the pool is smaller than the
-fleet; a clone of a host that is already ready fails alone."""
+fleet; a clone of a host that is already ready fails alone; the register round takes over the
+preflight round's connections (up to the concurrency) instead of logging in again."""
 
 from __future__ import annotations
 
@@ -24,7 +25,11 @@ def run(
     concurrency: int = 1,
     known: dict[str, tuple[str, ...]] | None = None,
 ) -> FleetResult:
-    ctx = context(tmp_path, aws, known or {}, connect=lambda h: targets[h.name])
+    def connect(h: Host) -> Transport:
+        targets[h.name].closed = False  # a new connection to the same fake host
+        return targets[h.name]
+
+    ctx = context(tmp_path, aws, known or {}, connect=connect)
     return register_fleet(
         ctx,
         [host(name) for name in targets],
@@ -96,3 +101,28 @@ def test_a_host_that_fails_to_report_is_reported_once_by_the_register_round(
     assert (got.failure, got.reason) == (FailureClass.UNREACHABLE, "connection refused")
     journal = "".join(p.read_text() for p in tmp_path.rglob("*.jsonl"))
     assert journal.count('"outcome"') == 1
+
+
+def test_the_register_round_takes_over_the_preflight_rounds_connections(tmp_path: Path) -> None:
+    aws = FakeAws([managed(MI, "h1")], [container(MI, ready=True)])
+    targets = {"h1": FakeHost(host="h1", aws=aws, mi=MI)}
+    for n in range(2, 6):
+        targets[f"h{n}"] = FakeHost(host=f"h{n}", aws=aws, install_mi=f"mi-0000000000000000{n}")
+    logins: list[str] = []
+
+    def connect(h: Host) -> Transport:
+        logins.append(h.name)
+        targets[h.name].closed = False
+        return targets[h.name]
+
+    ctx = context(tmp_path, aws, {"h1": (MI,)}, connect=connect)
+    result = register_fleet(
+        ctx, [host(n) for n in targets], concurrency=2, fail_percent=100, progress=lambda *_: None
+    )
+    statuses = {o.host: o.status for o in result.outcomes}
+    assert statuses == {"h1": Status.UNCHANGED, **{f"h{n}": Status.READY for n in range(2, 6)}}
+    # The ready host: one login (nothing to do on it after the preflight). Of the four to
+    # install, the two the pool can hold kept their preflight connection; two log in again.
+    assert logins.count("h1") == 1
+    assert sorted(logins.count(f"h{n}") for n in range(2, 6)) == [1, 1, 2, 2]
+    assert all(t.closed for t in targets.values())

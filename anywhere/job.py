@@ -21,6 +21,7 @@ procedures unchanged.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -206,3 +207,31 @@ def script_inline(script: str) -> str:
         raise ValueError("the script holds its own here-document terminator")
     body = script.rstrip("\n")
     return f"bash -s <<'{SCRIPT_END}'\n{body}\n{SCRIPT_END}\n"
+
+
+class KeptConnections:
+    """Connections the preflight round leaves open for the register round: at most `limit`
+    (the run's concurrency, so the hosts the register round starts first), each taken once;
+    the rest log in again. Thread-safe: both rounds' workers use it."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._open: dict[str, Transport] = {}
+        self._lock = threading.Lock()
+
+    def keep(self, host: str, transport: Transport) -> bool:
+        with self._lock:
+            if len(self._open) >= self._limit:
+                return False
+            self._open[host] = transport
+            return True
+
+    def take(self, host: str) -> Transport | None:
+        with self._lock:
+            return self._open.pop(host, None)
+
+    def close_all(self) -> None:
+        with self._lock:
+            left, self._open = list(self._open.values()), {}
+        for transport in left:
+            transport.close()

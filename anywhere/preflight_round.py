@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from anywhere.clones import CLONE_HINT, Identity, clone_failures
 from anywhere.errors import HostError, PreflightError
 from anywhere.fleet import Cancelled, FleetResult, ProgressFn, ProgressState, RunControl, run_fleet
-from anywhere.job import Context, Cursor
+from anywhere.job import Context, Cursor, KeptConnections
 from anywhere.models import Decision, FailureClass, Host, HostOutcome, Phase, Status
-from anywhere.registration import Found, KeptConnections, Registrar, probe
+from anywhere.registration import Found, Registrar, probe
 from anywhere.steps import Probe
 
 _INSTANCE_ID = re.compile(r"mi-[0-9A-Za-z]{1,40}")

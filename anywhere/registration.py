@@ -7,7 +7,6 @@ Runs inside the job kernel (`anywhere.job`) and reaches the host only through it
 from __future__ import annotations
 
 import shlex
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -24,7 +23,7 @@ from anywhere.errors import (
     VerifyError,
 )
 from anywhere.fleet import RunControl
-from anywhere.job import Context, Cursor, guarded, read_host, run_logged
+from anywhere.job import Context, Cursor, KeptConnections, guarded, read_host, run_logged
 from anywhere.models import (
     Activation,
     CheckResult,
@@ -141,34 +140,6 @@ def probe_only(ctx: Context) -> Callable[[Host, RunControl], HostOutcome]:
 
 Found = Probe | HostError
 """What the run's preflight round learnt of a host: its probe, or the failure to report."""
-
-
-class KeptConnections:
-    """Connections the preflight round leaves open for the register round: at most `limit`
-    (the run's concurrency, so the hosts the register round starts first), each taken once;
-    the rest log in again. Thread-safe: both rounds' workers use it."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._open: dict[str, Transport] = {}
-        self._lock = threading.Lock()
-
-    def keep(self, host: str, transport: Transport) -> bool:
-        with self._lock:
-            if len(self._open) >= self._limit:
-                return False
-            self._open[host] = transport
-            return True
-
-    def take(self, host: str) -> Transport | None:
-        with self._lock:
-            return self._open.pop(host, None)
-
-    def close_all(self) -> None:
-        with self._lock:
-            left, self._open = list(self._open.values()), {}
-        for transport in left:
-            transport.close()
 
 
 class Registrar:

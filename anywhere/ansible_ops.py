@@ -22,6 +22,7 @@ from typing import Any
 
 from anywhere import checks
 from anywhere.aws import Aws, AwsSnapshot, AwsView, make_clients
+from anywhere.clones import CLONE_HINT, clone_failures, from_plain
 from anywhere.errors import AnywhereError, UsageError
 from anywhere.inventory import load_inventory
 from anywhere.journal import Journal
@@ -42,6 +43,7 @@ from anywhere.steps import (
     DeregisterRefused,
     Retirer,
     assess,
+    identity,
     sweep_activations,
     verify,
 )
@@ -121,13 +123,14 @@ class Operations:
         host's leftover activations (a killed run's) are deleted first."""
         h = self.host(host)
         self._sweep(host)
+        known = self._known(host)
         found = assess(
             self.view,
             self.settings,
             h,
             preflight,
             lambda: checks.parse_host_verify(state),
-            self._known(host),
+            known,
             self.clock(),
         )
         plan, container = found.plan, found.aws.container
@@ -135,6 +138,7 @@ class Operations:
         rec.decision, rec.reasons, rec.instance_id = plan.decision, plan.reasons, plan.instance_id
         rec.checks = found.host_checks if plan.decision is Decision.SKIP_READY else found.preflight
         failed = [c for c in found.preflight if not c.ok]
+        ident = identity(host, found, known)
         return {
             "decision": plan.decision.value,
             "reasons": list(plan.reasons),
@@ -145,6 +149,14 @@ class Operations:
             "hint": failed[0].hint if failed else "",
             "installer_path": h.config.installer_path,
             "installer_name": INSTALLER_NAME,
+            # For the play's clone verdict (`clones`), once every host has decided.
+            "identity": None
+            if ident is None
+            else {
+                "machine_id": ident.machine_id,
+                "instance_id": ident.instance_id,
+                "ready": ident.ready,
+            },
         }
 
     def _sweep(self, host: str) -> None:
@@ -286,6 +298,7 @@ Handler = Callable[[Operations, Mapping[str, Any]], object]
 
 _OPS: Mapping[str, Handler] = {
     "command": lambda ops, a: COMMANDS[str(a["name"])],
+    "clones": lambda ops, a: clone_verdicts(dict(a["identities"])),
     "decide": lambda ops, a: ops.decide(str(a["host"]), str(a["preflight"]), str(a["state"])),
     "script": lambda ops, a: ops.script(str(a["host"]), str(a.get("kind", "install"))),
     "install_command": lambda ops, a: ops.install_command(str(a["host"]), str(a["workdir"])),
@@ -318,6 +331,13 @@ def _deregister_options(args: Mapping[str, Any]) -> DeregisterOptions:
     if drain < 0:
         raise UsageError(f"drain_timeout must not be negative, not {timeout!r}")
     return DeregisterOptions(force=bool(force), drain_timeout_s=drain)
+
+
+def clone_verdicts(identities: Mapping[str, object]) -> dict[str, dict[str, str]]:
+    """{host: {reason, hint}} for the play's hosts that fail as clones, from what each host's
+    `decide` answered as its identity (the whole play's, gathered by one task)."""
+    found = [i for h, v in identities.items() if (i := from_plain(str(h), v)) is not None]
+    return {h: {"reason": r, "hint": CLONE_HINT} for h, r in clone_failures(found).items()}
 
 
 def dispatch(ops: Operations, op: str, args: Mapping[str, Any]) -> object:
@@ -353,6 +373,8 @@ def run_local(factory: Callable[..., Operations], op: str, args: Mapping[str, An
     `verify_fleet` is answered region by region (one set of clients each)."""
     if op == "command":
         return COMMANDS[str(args["name"])]
+    if op == "clones":
+        return clone_verdicts(dict(args["identities"]))
     inventory = str(args["inventory"])
     if op == "verify_fleet":
         states = {str(h): str(s) for h, s in dict(args["states"]).items()}

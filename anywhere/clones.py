@@ -5,7 +5,8 @@ two hosts. Decided once every host of the run has reported its preflight facts."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 CLONE_HINT = (
@@ -14,6 +15,10 @@ CLONE_HINT = (
     "state (`rm -rf /var/lib/amazon/ssm/Vault /var/lib/amazon/ssm/registration "
     "/var/lib/ecs/data`), then re-run register"
 )
+
+
+_INSTANCE_ID = re.compile(r"mi-[0-9A-Za-z]{1,40}")
+_MACHINE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,26 @@ class Identity:
     machine_id: str | None
     instance_id: str | None
     ready: bool = False
+
+
+def checked_instance_id(value: str | None) -> str | None:
+    """`value` if it is an SSM managed instance id, else None."""
+    return value if value and _INSTANCE_ID.fullmatch(value) else None
+
+
+def from_plain(host: str, value: object) -> Identity | None:
+    """An Identity from its JSON form (`{"machine_id", "instance_id", "ready"}`, as a playbook
+    hands it back); None for anything else. Values that are not ids count as absent."""
+    if not isinstance(value, Mapping):
+        return None
+    machine = value.get("machine_id")
+    mi = value.get("instance_id")
+    return Identity(
+        host,
+        machine if isinstance(machine, str) and _MACHINE_ID.fullmatch(machine) else None,
+        checked_instance_id(mi if isinstance(mi, str) else None),
+        ready=value.get("ready") is True,
+    )
 
 
 def clone_failures(identities: Sequence[Identity]) -> dict[str, str]:

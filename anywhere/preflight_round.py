@@ -10,7 +10,6 @@ before every host of the run has reported."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 from anywhere.clones import CLONE_HINT, Identity, clone_failures
@@ -19,9 +18,7 @@ from anywhere.fleet import Cancelled, FleetResult, ProgressFn, ProgressState, Ru
 from anywhere.job import Context, Cursor, KeptConnections
 from anywhere.models import Decision, FailureClass, Host, HostOutcome, Phase, Status
 from anywhere.registration import Found, Registrar, probe
-from anywhere.steps import Probe
-
-_INSTANCE_ID = re.compile(r"mi-[0-9A-Za-z]{1,40}")
+from anywhere.steps import Probe, identity
 
 
 def register_fleet(
@@ -88,24 +85,12 @@ def register_fleet(
 def identities(
     found: Mapping[str, Found], known_by_host: Mapping[str, Sequence[str]]
 ) -> list[Identity]:
-    """The identity facts of every host that reported them (values bounded and checked).
-    A host counts as the ready original only if AWS also lists its mi- id under its name: a
-    disk cloned after registration carries the same id, which AWS shows ready to both."""
+    """The identity facts of every host that reported them (values bounded and checked)."""
     return [
-        Identity(
-            host,
-            got.facts.machine_id,
-            _instance_id(got.facts.local.instance_id),
-            ready=got.plan.decision is Decision.SKIP_READY
-            and got.facts.local.instance_id in known_by_host.get(host, ()),
-        )
+        ident
         for host, got in found.items()
-        if isinstance(got, Probe) and got.facts is not None
+        if isinstance(got, Probe) and (ident := identity(host, got, known_by_host.get(host, ())))
     ]
-
-
-def _instance_id(value: str | None) -> str | None:
-    return value if value and _INSTANCE_ID.fullmatch(value) else None
 
 
 def _interrupted(ctx: Context, hosts: Sequence[Host]) -> FleetResult:

@@ -13,9 +13,10 @@ from anywhere import checks, checks_known, checks_reach
 from anywhere.aws import HOST_TAG, Aws, AwsSnapshot, AwsState, AwsView
 from anywhere.aws.adapter import TaskSummary
 from anywhere.checks_preflight import PreflightFacts
+from anywhere.clones import Identity, checked_instance_id
 from anywhere.errors import ActivationError, HostError
 from anywhere.journal import Journal
-from anywhere.models import CheckResult, ContainerInstance, Host, HostPlan, Phase
+from anywhere.models import CheckResult, ContainerInstance, Decision, Host, HostPlan, Phase
 from anywhere.plan import agent_owns_shared_credentials, decide
 from anywhere.settings import Settings
 
@@ -66,6 +67,22 @@ def assess(
     ) + checks_known.known_warnings(facts)
     plan = decide(host, local, state.managed, state.container, host_checks, known)
     return Probe(plan=plan, preflight=preflight, host_checks=host_checks, aws=state, facts=facts)
+
+
+def identity(host: str, found: Probe, known: Sequence[str]) -> Identity | None:
+    """What `found` says of the host's identity, for the run's clone verdict; None when the
+    preflight reported nothing. The host counts as the ready original only if AWS also lists
+    its mi- id under its name (`known`): a disk cloned after registration carries the same
+    id, which AWS shows ready to both."""
+    if found.facts is None:
+        return None
+    local = found.facts.local.instance_id
+    return Identity(
+        host,
+        found.facts.machine_id,
+        checked_instance_id(local),
+        ready=found.plan.decision is Decision.SKIP_READY and local in known,
+    )
 
 
 def remembered(

@@ -1,7 +1,7 @@
 """Preflight decisions a fleet needs, on a lab of four: two hosts cloned from one image (same
 /etc/machine-id) and a host whose firewall refuses the SSM endpoint all fail preflight before
 any activation exists for them, in the same register run in which the fourth host registers.
-A cloned host next to a ready original fails alone on a later run."""
+A cloned host next to a ready original fails alone on a later run, with either engine."""
 
 from __future__ import annotations
 
@@ -36,11 +36,15 @@ def _set_machine_id(lab: Lab, host: str, value: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def _register(lab: Lab, out: Path, name: str, *limit: str) -> tuple[Any, dict[str, Any]]:
+def _register(
+    lab: Lab, out: Path, name: str, *limit: str, engine: str = "ssh"
+) -> tuple[Any, dict[str, Any]]:
     report = out / f"{name}.json"
     args = ["register", str(lab.inventory_path), "--yes", "--report-json", str(report)]
     if limit:
         args += ["--limit", ":".join(limit)]
+    if engine != "ssh":
+        args += ["--engine", engine]
     done = anywhere(lab, *args, run_dir=out / "runs")
     by_host = {h["host"]: h for h in read_json(report)["hosts"]} if report.exists() else {}
     return done, by_host
@@ -116,6 +120,18 @@ def test_a_clone_of_a_ready_host_fails_alone(fleet: Lab, first_run: dict[str, An
     assert done.returncode == 1, done.stderr[-2000:]
     assert (hosts["h4"]["status"], hosts["h4"]["decision"]) == ("unchanged", "skip-ready"), hosts
     assert (hosts["h1"]["class"], hosts["h1"]["phase"]) == ("preflight", "preflight")
+    assert "registered and ready: h4" in hosts["h1"]["reason"]
+    assert "h1" not in _activated(fleet)
+
+
+def test_the_ansible_engine_fails_the_clone_alone_too(
+    fleet: Lab, first_run: dict[str, Any]
+) -> None:
+    # State of the test above: h1 carries the ready h4's machine-id.
+    done, hosts = _register(fleet, first_run["out"], "engine", "h1", "h4", engine="ansible")
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert hosts["h4"]["status"] == "unchanged", hosts
+    assert (hosts["h1"]["class"], hosts["h1"]["phase"]) == ("preflight", "preflight"), hosts
     assert "registered and ready: h4" in hosts["h1"]["reason"]
     assert "h1" not in _activated(fleet)
 

@@ -206,3 +206,36 @@ def test_the_ansible_engine_deletes_what_a_broken_play_left(
         assert (out.status, out.failure) == (Status.FAILED, FailureClass.INSTALL)
     assert len(aws.called("delete_activation")) == 1
     assert aws.live_activations == {}
+
+
+def test_the_play_fails_clones_from_what_each_host_decided() -> None:
+    # The same machine-id on h1 and h2 (a cloned image), h3 apart: the play's one `clones`
+    # ask, over every host's `decide` answer, fails exactly the two, with the hint.
+    shared, other = "0f" * 16, "1e" * 16
+    ops = operations(FakeAws())
+    ops.hosts.update({"h2": host("h2"), "h3": host("h3")})
+    identities = {}
+    for name, machine in (("h1", shared), ("h2", shared.upper()), ("h3", other)):
+        answer = dispatch(
+            ops,
+            "decide",
+            {"host": name, "preflight": preflight_output(machine_id=machine), "state": ""},
+        )
+        assert isinstance(answer, dict)
+        identities[name] = json.loads(json.dumps(answer["identity"]))  # as hostvars hold it
+    verdict = dispatch(ops, "clones", {"identities": identities})
+    assert isinstance(verdict, dict) and sorted(verdict) == ["h1", "h2"]
+    assert "shared with h2" in verdict["h1"]["reason"]
+    assert "systemd-machine-id-setup" in verdict["h1"]["hint"]
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [None, "0f0f", {"machine_id": "../../etc", "instance_id": "mi-1; rm -rf /"}, {"ready": "yes"}],
+)
+def test_clone_verdicts_ignore_what_is_not_an_identity(hostile: object) -> None:
+    ident = {"machine_id": "0f" * 16, "instance_id": None, "ready": False}
+    verdict = dispatch(
+        operations(FakeAws()), "clones", {"identities": {"h1": ident, "h2": hostile}}
+    )
+    assert verdict == {}

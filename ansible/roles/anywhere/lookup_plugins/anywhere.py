@@ -2,8 +2,9 @@
 
     query('anywhere', OPERATION, host=inventory_hostname, inventory=inventory_file, ...)[0]
 
-Operations: command, decide, script, activation, release, verify, verify_fleet (states={host:
-output}, no host), mark_ready, retire (see `anywhere.ansible_ops`). When `anywhere register
+Operations: command, decide, clones (identities={host: decide's identity}, no host), script,
+activation, release, verify, verify_fleet (states={host: output}, no host), mark_ready, retire
+(see `anywhere.ansible_ops`). When `anywhere register
 --engine ansible` runs the playbook it sets ANYWHERE_CONTROL_SOCKET and answers there (AWS
 credentials stay in that process); otherwise the operation runs here, with the controller's
 AWS environment, on the inventory anywhere reads.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from anywhere import checks, checks_known, checks_reach
 from anywhere.aws import HOST_TAG, Aws, AwsSnapshot, AwsState, AwsView
-from anywhere.aws.adapter import TaskSummary
+from anywhere.aws.containers import TaskSummary
 from anywhere.checks_preflight import PreflightFacts
 from anywhere.clones import Identity, checked_instance_id
 from anywhere.errors import ActivationError, HostError

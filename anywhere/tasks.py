@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from anywhere.aws.adapter import TaskDefinition
+from anywhere.aws.containers import TaskDefinition
 from anywhere.errors import AnywhereError, ExitCode, UsageError
 from anywhere.job import Context
 from anywhere.models import Host

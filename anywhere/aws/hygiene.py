@@ -12,16 +12,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from anywhere.aws.adapter import (
+from anywhere.aws.adapter import Aws
+from anywhere.aws.base import (
     ECS_DESCRIBE_BATCH,
     HOST_TAG,
     RUN_TAG,
     SSM_DESCRIBE_BATCH,
     SSM_FILTER_VALUES,
-    Aws,
     chunks,
-    container_record,
 )
+from anywhere.aws.containers import container_record
 from anywhere.models import ContainerInstance
 
 ACTIVATION_TIER = "/ssm/managed-instance/activation-tier"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Protocol
 
-from anywhere.aws.adapter import HOST_TAG
+from anywhere.aws.base import HOST_TAG
 from anywhere.errors import AnywhereError
 from anywhere.models import ContainerInstance, ManagedInstance
 

@@ -23,8 +23,8 @@ from botocore.stub import Stubber
 
 from anywhere import checks
 from anywhere.aws import Aws, AwsView, RunTaskResult
-from anywhere.aws.adapter import TaskDefinition, TaskSummary
 from anywhere.aws.calls import make_clients
+from anywhere.aws.containers import TaskDefinition, TaskSummary
 from anywhere.errors import ActivationError, AwsError, UnreachableError
 from anywhere.fleet import RunControl
 from anywhere.job import Connect, Context

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from anywhere.aws.adapter import HOST_TAG
+from anywhere.aws.base import HOST_TAG
 from anywhere.errors import ActivationError, AwsError
 from tests.unit.fakes import Stubbed, stubbed_aws
 

@@ -8,7 +8,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from anywhere.aws import Aws
-from anywhere.aws.adapter import ROLE_WAIT_S
+from anywhere.aws.activations import ROLE_WAIT_S
 from anywhere.errors import ActivationError
 from tests.unit.fakes import stubbed_aws
 

@@ -9,7 +9,7 @@ import pytest
 
 from anywhere.ansible_ops import Operations, dispatch
 from anywhere.aws import AwsView
-from anywhere.aws.adapter import TaskSummary
+from anywhere.aws.containers import TaskSummary
 from anywhere.errors import UsageError
 from anywhere.settings import Settings
 from anywhere.steps import DeregisterOptions, DeregisterRefused, Retirer

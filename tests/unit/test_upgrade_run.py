@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from anywhere.aws.adapter import TaskSummary
+from anywhere.aws.containers import TaskSummary
 from anywhere.errors import UsageError
 from anywhere.fleet import FleetResult
 from anywhere.job import Context

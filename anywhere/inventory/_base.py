@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,9 @@ class PathBase:
     base_dir: Path  # the inventory file's directory: relative paths start here
     home: Path  # what `~` means
     vault_password: bytes | None = field(default=None, repr=False)  # opens `!vault` values
+
+
+Converter = Callable[[object, PathBase], object]
 
 
 def type_name(value: object) -> str:
@@ -80,3 +83,10 @@ def ssh_word_path(value: object, ctx: PathBase) -> Path:
             "(not starting with '-'): it becomes one ssh argument"
         )
     return resolve_path(text, ctx)
+
+
+def existing_file(value: object, ctx: PathBase) -> str:
+    path = resolve_path(value, ctx)
+    if not path.is_file():
+        raise Invalid(f"not a regular file: {path}" if path.exists() else f"no such file: {path}")
+    return str(path)

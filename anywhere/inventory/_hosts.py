@@ -14,17 +14,11 @@ from types import MappingProxyType
 
 from anywhere.errors import Problem
 from anywhere.inventory._base import Invalid
+from anywhere.inventory._connection_values import ADDRESS_VARS, PORT_VARS, USER_VARS, is_secret
 from anywhere.inventory._source import GroupDef, Tree, Var
 from anywhere.inventory._ssh_args import SshArgs
 from anywhere.inventory._ssh_config import ClientConfig
-from anywhere.inventory._values import (
-    ADDRESS_VARS,
-    PORT_VARS,
-    USER_VARS,
-    host_name_problem,
-    is_secret,
-    mask_url,
-)
+from anywhere.inventory._values import host_name_problem, mask_url
 from anywhere.models import (
     DEFAULT_INSTALLER_URL,
     Host,

@@ -20,10 +20,11 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from anywhere.errors import Problem
 from anywhere.inventory._base import Invalid, PathBase
+from anywhere.inventory._connection_values import ADDRESS_VARS, PORT_VARS
 from anywhere.inventory._limits import check_yaml, read_text
 from anywhere.inventory._ranges import MAX_HOSTS, expand_host
 from anywhere.inventory._unvault import unvault
-from anywhere.inventory._values import ADDRESS_VARS, PORT_VARS, convert
+from anywhere.inventory._values import convert
 from anywhere.inventory._yaml_values import envelope, plain, yaml_parser
 
 _SECTIONS = ("hosts", "children", "vars")

@@ -29,9 +29,10 @@ from paramiko.ssh_exception import ConfigParseError
 
 from anywhere.errors import InventoryError, Problem
 from anywhere.inventory._base import Invalid, PathBase, control_check
+from anywhere.inventory._connection_values import ANSIBLE
 from anywhere.inventory._limits import read_text
 from anywhere.inventory._ssh_args import checked_proxy_jump
-from anywhere.inventory._values import ANSIBLE, ANYWHERE
+from anywhere.inventory._values import ANYWHERE
 
 SETTING = "ANYWHERE_SSH_CONFIG"
 DISABLED = "none"

@@ -9,7 +9,8 @@ commands and host records, which would unmask them, so they are refused.
 from __future__ import annotations
 
 from anywhere.inventory._base import Invalid, PathBase
-from anywhere.inventory._values import ANSIBLE, ANYWHERE, convert, is_secret
+from anywhere.inventory._connection_values import ANSIBLE, is_secret
+from anywhere.inventory._values import ANYWHERE, convert
 from anywhere.inventory._vault import PASSWORD_FILE_ENV, VaultError, decrypt
 from anywhere.models import Vaulted
 

@@ -1,7 +1,8 @@
 """One converter per variable we interpret: raw YAML value → checked Python value.
 
 Converters see one definition site at a time (a group's or a host's `vars`), so a bad value
-is reported once, at its own line, however many hosts inherit it.
+is reported once, at its own line, however many hosts inherit it. This module holds anywhere's
+own `anywhere_*` variables; Ansible's connection variables are in `_connection_values`.
 """
 
 from __future__ import annotations
@@ -9,24 +10,21 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from anywhere.inventory._base import (
+    Converter,
     Invalid,
     PathBase,
+    existing_file,
     nonempty_text,
-    resolve_path,
     ssh_word_path,
     type_name,
 )
-from anywhere.inventory._ssh_args import ssh_args
-from anywhere.models import READY_ATTRIBUTE, Secret, Via
+from anywhere.inventory._connection_values import ANSIBLE
+from anywhere.models import READY_ATTRIBUTE, Via
 
-Converter = Callable[[object, PathBase], object]
-
-_TRUE = ("yes", "on", "true", "1", "y", "t")
-_FALSE = ("no", "off", "false", "0", "n", "f")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
 _CLUSTER = re.compile(r"[A-Za-z0-9_-]{1,255}")
 _ROLE = re.compile(r"[A-Za-z0-9_+=,.@-]{1,64}")
@@ -43,7 +41,6 @@ _SSM_SIGNS = frozenset("_.:/=+-@")
 RESERVED_TAGS = ("anywhere:host", "anywhere:run")
 MAX_TAGS = 50 - len(RESERVED_TAGS)
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-_DIGITS = re.compile(r"[0-9]+")  # ASCII only: a fullwidth digit is no port to ssh
 _DOCKER_SOURCES = ("all", "docker", "distro", "none")
 # RFC 3986's characters but the single quote (systemd's EnvironmentFile parses quotes inside
 # a value; write %27): no space, quote, backslash or control character can reach the script,
@@ -69,54 +66,10 @@ def host_name_problem(name: str) -> str | None:
     return None
 
 
-# What may open an ssh argument: a leading '-' would be read as an option (-oProxyCommand=...),
-# and neither a user nor an address holds whitespace or shell punctuation.
-_SSH_WORD = re.compile(r"[^\s'\"`$;&|<>(){}\\*?!#~=,/%^-][^\s'\"`$;&|<>(){}\\*?!#=,/^]*")
-
-
-def ssh_word_problem(text: str) -> str | None:
-    """Why `text` cannot be an ssh user or address, or None."""
-    if _SSH_WORD.fullmatch(text):
-        return None
-    return (
-        f"{text!r} cannot be an ssh user or address: no leading '-', whitespace or shell "
-        "punctuation"
-    )
-
-
-def _ssh_word(value: object, _ctx: PathBase) -> str:
-    text = nonempty_text(value)
-    problem = ssh_word_problem(text)
-    if problem:
-        raise Invalid(problem)
-    return text
-
-
 def _strict_bool(value: object, _ctx: PathBase) -> bool:
     if not isinstance(value, bool):
         raise Invalid(f"must be true or false, not {type_name(value)}")
     return value
-
-
-def ansible_bool(value: object, _ctx: PathBase) -> bool:
-    """Ansible's own `boolean()`: real booleans, 0/1 and the usual words."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | str):
-        word = str(value).strip().lower()
-        if word in _TRUE:
-            return True
-        if word in _FALSE:
-            return False
-    raise Invalid(f"must be true or false, not {type_name(value)}")
-
-
-def _port(value: object, _ctx: PathBase) -> int:
-    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()) and len(value.strip()) < 6:
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise Invalid(f"must be a port number 1-65535, not {type_name(value)}")
-    return int(value)
 
 
 def _ttl(value: object, _ctx: PathBase) -> int:
@@ -179,13 +132,6 @@ def mask_url(url: str) -> str:
         # Unparsable (a bad port or IPv6 bracket): hide whatever could be credentials.
         scheme, sep, rest = url.partition("://")
         return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
-
-
-def _existing_file(value: object, ctx: PathBase) -> str:
-    path = resolve_path(value, ctx)
-    if not path.is_file():
-        raise Invalid(f"not a regular file: {path}" if path.exists() else f"no such file: {path}")
-    return str(path)
 
 
 def _file_path(value: object, ctx: PathBase) -> str:
@@ -317,50 +263,6 @@ def _no_proxy(value: object, _ctx: PathBase) -> tuple[str, ...]:
     return entries
 
 
-def _become_method(value: object, _ctx: PathBase) -> str:
-    text = nonempty_text(value)
-    if text != "sudo":
-        raise Invalid(f"only sudo is supported, not {text!r}")
-    return text
-
-
-def _connection(value: object, _ctx: PathBase) -> str:
-    text = nonempty_text(value)
-    if text == "local":
-        raise Invalid("'local' is not supported: anywhere registers hosts over SSH")
-    if text not in ("ssh", "smart", "paramiko", "paramiko_ssh"):
-        raise Invalid(f"only ssh connections are supported, not {text!r}")
-    return text
-
-
-def _secret(value: object, _ctx: PathBase) -> Secret:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise Invalid(f"must be a string, not {type(value).__name__}")
-    return Secret(str(value))
-
-
-def _refuse_password(value: object, _ctx: PathBase) -> object:
-    raise Invalid(
-        "password logins are not supported: use ansible_ssh_private_key_file or an ssh-agent"
-    )
-
-
-def _refuse_ssh_override(value: object, _ctx: PathBase) -> object:
-    raise Invalid(
-        "is not supported: it changes the program or options ssh runs with on the controller "
-        "(--engine ansible); use ansible_ssh_common_args with -o ProxyJump / UserKnownHostsFile"
-    )
-
-
-def _host_key_checking(value: object, ctx: PathBase) -> bool:
-    if not ansible_bool(value, ctx):
-        raise Invalid(
-            "host keys are always checked: trust keys with anywhere_known_hosts or "
-            "--accept-new-host-keys"
-        )
-    return True
-
-
 def _via(value: object, ctx: PathBase) -> Via:
     return Via(str(_one_of(tuple(Via))(value, ctx)))
 
@@ -379,73 +281,15 @@ ANYWHERE: Mapping[str, Converter] = {
     "anywhere_docker_install_source": _one_of(_DOCKER_SOURCES),
     "anywhere_installer_url": _url(("https",)),
     "anywhere_installer_sha256": _sha256,
-    "anywhere_installer_path": _existing_file,
+    "anywhere_installer_path": existing_file,
     "anywhere_known_hosts": _file_path,
     "anywhere_activation_ttl_minutes": _ttl,
     "anywhere_ecs_endpoint": _url(("http", "https")),
     "anywhere_ecs_package_url": _url(("http", "https")),
     "anywhere_ecs_package_sha256": _package_pins,
-    "anywhere_ecs_package_gpg_key": _existing_file,
+    "anywhere_ecs_package_gpg_key": existing_file,
     "anywhere_via": _via,
 }
-
-ANSIBLE: Mapping[str, Converter] = {
-    "ansible_host": _ssh_word,
-    "ansible_port": _port,
-    "ansible_user": _ssh_word,
-    "ansible_ssh_private_key_file": _existing_file,
-    "ansible_private_key_file": _existing_file,
-    "ansible_ssh_common_args": ssh_args,
-    "ansible_ssh_extra_args": ssh_args,
-    "ansible_become": ansible_bool,
-    "ansible_become_user": nonempty_text,
-    "ansible_become_method": _become_method,
-    "ansible_become_password": _secret,
-    "ansible_become_pass": _secret,
-    "ansible_connection": _connection,
-    "ansible_password": _refuse_password,
-    "ansible_ssh_pass": _refuse_password,
-    "ansible_ssh_password": _refuse_password,
-    # Each would replace what anywhere passes to OpenSSH (-F, the checked options) or run
-    # another program on the controller.
-    "ansible_ssh_args": _refuse_ssh_override,
-    "ansible_ssh_executable": _refuse_ssh_override,
-    "ansible_sftp_executable": _refuse_ssh_override,
-    "ansible_scp_executable": _refuse_ssh_override,
-    "ansible_sftp_extra_args": _refuse_ssh_override,
-    "ansible_scp_extra_args": _refuse_ssh_override,
-    "ansible_ssh_pkcs11_provider": _refuse_ssh_override,
-    "ansible_host_key_checking": _host_key_checking,
-    "ansible_ssh_host_key_checking": _host_key_checking,
-    "ansible_ssh_host": _ssh_word,
-    "ansible_ssh_port": _port,
-    "ansible_ssh_user": _ssh_word,
-}
-
-# Where the ssh connection plugin reads its address, port and user, lowest precedence first:
-# its config manager walks each option's `vars:` list and the last one set wins, wherever in
-# the inventory each was set (a group's ansible_ssh_host beats a host's ansible_host).
-ADDRESS_VARS = ("ansible_host", "ansible_ssh_host")
-PORT_VARS = ("ansible_port", "ansible_ssh_port")
-USER_VARS = ("ansible_user", "ansible_ssh_user")
-
-# Never copied into Host.variables: they are secrets, or may be.
-SECRET_VARIABLES = frozenset(
-    {
-        "ansible_become_password",
-        "ansible_become_pass",
-        "ansible_password",
-        "ansible_ssh_pass",
-        "ansible_ssh_password",
-        "ansible_sudo_pass",
-        "ansible_sudo_password",
-    }
-)
-_SECRET_SUFFIXES = ("_pass", "_password", "_passwd", "_secret", "_token")
-
-
-def is_secret(name: str) -> bool:
-    return name in SECRET_VARIABLES or name.lower().endswith(_SECRET_SUFFIXES)
 
 
 def convert(name: str, value: object, ctx: PathBase) -> object:

@@ -13,7 +13,8 @@ import pytest
 
 from anywhere.errors import InventoryError
 from anywhere.inventory import load_inventory, select
-from anywhere.inventory._values import is_secret, mask_url
+from anywhere.inventory._connection_values import is_secret
+from anywhere.inventory._values import mask_url
 from anywhere.models import Inventory
 
 ROOT = Path(__file__).resolve().parents[2]

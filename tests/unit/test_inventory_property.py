@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 
 from anywhere.errors import InventoryError, Problem
 from anywhere.inventory import _ansible, load_inventory
-from anywhere.inventory._values import is_secret, mask_url
+from anywhere.inventory._connection_values import is_secret
+from anywhere.inventory._values import mask_url
 from anywhere.models import Inventory, Vaulted
 from tests.unit.inventory_gen import VAULT_PASSWORD, Group, Model, models
 from tests.unit.inventory_oracle import Oracle, all_groups, group_hosts, real_list

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from anywhere.inventory._base import Invalid, PathBase
+from anywhere.inventory._connection_values import is_secret
 from anywhere.inventory._ranges import expand_host
 from anywhere.inventory._ssh_args import SshArgs, ssh_args
-from anywhere.inventory._values import convert, is_secret, mask_url
+from anywhere.inventory._values import convert, mask_url
 
 CTX = PathBase(base_dir=Path("/inv"), home=Path("/home/ops"))
 

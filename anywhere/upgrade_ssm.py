@@ -20,7 +20,7 @@ from anywhere.fleet import FleetResult, ProgressFn
 from anywhere.job import Context
 from anywhere.models import FailureClass, Host, HostOutcome, ManagedInstance, Phase, Status
 from anywhere.rollout import Action, HostState
-from anywhere.upgrade import probe
+from anywhere.upgrade_plan import probe
 
 DOCUMENT = "AWS-UpdateSSMAgent"
 LATEST = "newest"

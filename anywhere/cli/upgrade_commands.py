@@ -16,7 +16,8 @@ from anywhere.errors import UsageError
 from anywhere.models import Via
 from anywhere.packages import VERSION
 from anywhere.rollout import Action, batch_size
-from anywhere.upgrade import UpgradeOptions, UpgradePlan, make_plan, package_sources, rollout
+from anywhere.upgrade import rollout
+from anywhere.upgrade_plan import UpgradeOptions, UpgradePlan, make_plan, package_sources
 from anywhere.upgrade_ssm import plan_agents, upgrade_agents
 
 _PERCENT = re.compile(r"([0-9]{1,3})%?")

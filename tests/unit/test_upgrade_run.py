@@ -24,7 +24,8 @@ from anywhere.models import (
 from anywhere.packages import PROBE_COMMAND
 from anywhere.settings import Settings
 from anywhere.transport import OutputSink
-from anywhere.upgrade import UpgradeOptions, make_plan, package_sources, rollout
+from anywhere.upgrade import rollout
+from anywhere.upgrade_plan import UpgradeOptions, make_plan, package_sources
 from tests.unit import fakes
 from tests.unit.fakes import FakeAws, FakeHost, container
 from tests.unit.test_upgrade_plan import NEW, OLD, armor, probe_output

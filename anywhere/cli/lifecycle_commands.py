@@ -11,15 +11,10 @@ from anywhere import report
 from anywhere.cli import INVENTORY, LIMIT, AsciiFloatRange, AsciiIntRange, echo
 from anywhere.cli.runner import FleetRun, HostFlags, confirm, host_options, run_settings
 from anywhere.cli.transports import via_option
+from anywhere.deregister import DeregisterOptions, deregister_job
 from anywhere.errors import ExitCode, UsageError
 from anywhere.journal import atomic_write, check_writable_file
-from anywhere.lifecycle import (
-    CheckOptions,
-    DeregisterOptions,
-    check_job,
-    deregister_job,
-    snapshot_ahead,
-)
+from anywhere.lifecycle import CheckOptions, check_job, snapshot_ahead
 from anywhere.metrics import textfile
 from anywhere.models import Host, Via
 from anywhere.tasks import run_task

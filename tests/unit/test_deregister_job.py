@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from anywhere.lifecycle import DeregisterOptions, deregister_job
+from anywhere.deregister import DeregisterOptions, deregister_job
 from anywhere.models import FailureClass, Status
 from anywhere.render import render_cleanup
 from tests.unit.fakes import (

@@ -24,15 +24,9 @@ from anywhere.aws.run_command import (
 )
 from anywhere.aws.ssm_transport import Broker, BrokerSettings, SsmTransport
 from anywhere.cli.transports import Reach
+from anywhere.deregister import DeregisterOptions, deferred_wipe, deregister_job
 from anywhere.errors import HostError, UnreachableError
-from anywhere.lifecycle import (
-    CheckOptions,
-    DeregisterOptions,
-    aws_snapshot,
-    check_job,
-    deferred_wipe,
-    deregister_job,
-)
+from anywhere.lifecycle import CheckOptions, aws_snapshot, check_job
 from anywhere.models import (
     CommandResult,
     FailureClass,

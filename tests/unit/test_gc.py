@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -162,15 +163,33 @@ def test_collect_removes_only_what_the_plan_marked_container_first() -> None:
     remover = Remover(fail="mi-5")
     recorded: list[HostOutcome] = []
     outcomes = collect(remover, items, recorded.append)  # type: ignore[arg-type]
-    assert remover.calls == [
+    # Items go at once, so only each item's own order is fixed: its container instance first.
+    assert sorted(remover.calls) == [
+        ("delete_activation", "a-1"),
         ("deregister_container_instance", "lab", "arn:ci/mi-2", "True"),
         ("deregister_managed_instance", "mi-2"),
-        ("delete_activation", "a-1"),
     ]
+    assert remover.calls.index(("deregister_container_instance", "lab", "arn:ci/mi-2", "True")) < (
+        remover.calls.index(("deregister_managed_instance", "mi-2"))
+    )
     assert [o.status for o in outcomes] == [
         Status.REMOVED,
         Status.UNCHANGED,
         Status.REMOVED,
         Status.FAILED,
     ]
-    assert recorded == outcomes and "old" in outcomes[3].reason
+    assert sorted(recorded, key=outcomes.index) == outcomes and "old" in outcomes[3].reason
+
+
+def test_collect_removes_several_items_at_once() -> None:
+    # Each removal waits until three are in flight: one after another, the barrier breaks.
+    gate = threading.Barrier(3, timeout=5)
+
+    class Slow(Remover):
+        def deregister_managed_instance(self, ident: str) -> None:
+            gate.wait()
+            super().deregister_managed_instance(ident)
+
+    items = [GcItem(Kind.INSTANCE, f"mi-{n}", f"h{n}", Action.REMOVE, "old") for n in range(3)]
+    outcomes = collect(Slow(), items, lambda o: None, workers=3)  # type: ignore[arg-type]
+    assert [o.status for o in outcomes] == [Status.REMOVED] * 3

@@ -212,8 +212,14 @@ def test_the_play_fails_clones_from_what_each_host_decided() -> None:
     # The same machine-id on h1 and h2 (a cloned image), h3 apart: the play's one `clones`
     # ask, over every host's `decide` answer, fails exactly the two, with the hint.
     shared, other = "0f" * 16, "1e" * 16
-    ops = operations(FakeAws())
-    ops.hosts.update({"h2": host("h2"), "h3": host("h3")})
+    aws = FakeAws()
+    ops = Operations(
+        as_aws(aws),
+        AwsView(aws, 0.0, window_s=0.0),
+        {n: host(n) for n in ("h1", "h2", "h3")},
+        Settings(),
+        "run-1",
+    )
     identities = {}
     for name, machine in (("h1", shared), ("h2", shared.upper()), ("h3", other)):
         answer = dispatch(

@@ -49,9 +49,10 @@ lint: install ## ruff (lint, format check), mypy --strict (code, tests, benchmar
 # The unit run alone must cover 85 % of anywhere/ outside lab/ (pyproject: tool.coverage).
 COV_ARGS = --cov --cov-report=term --cov-fail-under=85
 
+# The slowest e2e steps are listed after the run: the time budget of `make test` is watched.
 test: lint ## lint, then every test: unit (with coverage) then e2e on the lab (root)
 	$(BIN)/pytest -q -rs -m 'not e2e' $(COV_ARGS) $(PYTEST_ARGS)
-	$(BIN)/pytest -q -rs -m e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rs -m e2e --durations=12 $(PYTEST_ARGS)
 
 test-unit: install ## pure tests only (no root needed), with their coverage
 	$(BIN)/pytest -q -m 'not e2e' $(COV_ARGS) $(PYTEST_ARGS)

@@ -31,6 +31,7 @@ from anywhere.aws import Aws
 from anywhere.aws.external import is_ready
 from anywhere.errors import AnywhereError, EnvironmentProblem
 from anywhere.fleet import FleetResult, ProgressFn
+from anywhere.installation import INSTALL_TIMEOUT_HINT, install_hint
 from anywhere.job import Context
 from anywhere.models import (
     ContainerInstance,
@@ -41,7 +42,6 @@ from anywhere.models import (
     Phase,
     Status,
 )
-from anywhere.registration import INSTALL_TIMEOUT_HINT, install_hint
 from anywhere.render import INSTALL_TIMED_OUT
 
 SOCKET_ENV = "ANYWHERE_CONTROL_SOCKET"

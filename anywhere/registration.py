@@ -2,48 +2,20 @@
 verify → mark ready, over one connection to the host, turning expected failures into data.
 
 Runs inside the job kernel (`anywhere.job`) and reaches the host only through its
-`Transport`."""
+`Transport`. The install step itself (activation, scripts, installer) is `installation`."""
 
 from __future__ import annotations
 
-import shlex
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 
 from anywhere import checks, checks_reach
-from anywhere.errors import (
-    AnywhereError,
-    HostError,
-    HostRenderError,
-    InstallError,
-    PreflightError,
-    RemoteTimeout,
-    VerifyError,
-)
+from anywhere.errors import HostError, PreflightError, VerifyError
 from anywhere.fleet import RunControl
-from anywhere.job import Context, Cursor, KeptConnections, guarded, read_host, run_logged
-from anywhere.models import (
-    Activation,
-    CheckResult,
-    Decision,
-    Host,
-    HostOutcome,
-    Phase,
-    Secret,
-    Status,
-)
-from anywhere.render import (
-    DISK_FULL,
-    INSTALL_KILL_AFTER_S,
-    INSTALL_TIMED_OUT,
-    install_command,
-    pushed_installer_name,
-    render_cleanup,
-    render_install,
-)
-from anywhere.steps import Probe, assess, registration_refused, sweep_activations, verify
+from anywhere.installation import install, run_checked
+from anywhere.job import Context, Cursor, KeptConnections, guarded, read_host
+from anywhere.models import CheckResult, Decision, Host, HostOutcome, Phase, Status
+from anywhere.steps import Probe, assess, sweep_activations, verify
 from anywhere.transport import Transport
 
 # systemctl restart order matters: the ECS agent needs Docker, and both need SSM credentials.
@@ -56,35 +28,6 @@ REPAIR_COMMAND = (
 # Work directories (`mktemp -d /tmp/anywhere.XXXXXXXX`) that a killed controller never
 # removed: a host is worked on by one register at a time, so any there before it is stale.
 STALE_WORKDIRS_COMMAND = "find /tmp -maxdepth 1 -type d -name 'anywhere.????????' -exec rm -rf {} +"
-WORKDIR_COMMAND = "umask 077 && mktemp -d /tmp/anywhere.XXXXXXXX"
-
-
-@contextmanager
-def _host_render() -> Iterator[None]:
-    """A script that does not render for this host fails this host, never the fleet."""
-    try:
-        yield
-    except HostRenderError as exc:
-        raise PreflightError(
-            f"the install script does not render: {exc}",
-            "check this host's anywhere_* values (anywhere render shows the script)",
-        ) from None
-
-
-INSTALL_TIMEOUT_HINT = (
-    "look at the host log in the run directory (a held package lock or a "
-    "slow mirror?), or raise ANYWHERE_INSTALL_TIMEOUT_S"
-)
-
-
-def install_hint(reason: str, log: str) -> str:
-    """The hint for a failed install script, from its reason (its last line of output)."""
-    if DISK_FULL in reason:
-        return (
-            "free space on the host (`df -h`; /var, /var/lib and /tmp) and re-run: "
-            f"the host log is in {log}"
-        )
-    return f"see the host log in {log}"
 
 
 def probe(ctx: Context, host: Host, transport: Transport, *, tidy: bool = False) -> Probe:
@@ -230,9 +173,9 @@ class Registrar:
                 )
         if decision is Decision.REPAIR:
             cursor.stage(Phase.INSTALL)
-            self._run_logged(host, transport, REPAIR_COMMAND)
+            run_checked(self.ctx, host, transport, REPAIR_COMMAND)
         else:
-            self._install(host, transport, cursor, decision)
+            install(self.ctx, host, transport, cursor, decision)
         cursor.stage(Phase.VERIFY)
         results, instance_id, arn, versions = self._verify(host, transport, cursor)
         cursor.instance_id, cursor.container_arn = instance_id, arn
@@ -251,95 +194,6 @@ class Registrar:
             agent_versions=versions,
             checks=results,
         )
-
-    def _install(
-        self, host: Host, transport: Transport, cursor: Cursor, decision: Decision
-    ) -> None:
-        ctx = self.ctx
-        installer = pushed_installer_name(host)
-        # Read before the activation exists: a file gone since the inventory was loaded is
-        # this host's failure, with nothing on AWS to undo.
-        payload = _read_installer(host) if installer else None
-        cursor.stage(Phase.ACTIVATE)
-        activation = ctx.aws.create_activation(
-            host.name,
-            host.config.iam_role,
-            host.config.activation_ttl_minutes,
-            host.config.tags,
-            ctx.run_id,
-        )
-        ctx.journal.mask(activation.code)
-        ctx.journal.event(host.name, "activate", "created", activation.activation_id)
-        try:
-            cursor.stage(Phase.RENDER)
-            with _host_render():
-                script = render_install(host, installer_name=installer, renderer=ctx.renderer)
-                cleanup = render_cleanup(host, renderer=ctx.renderer).text
-            cursor.stage(Phase.INSTALL)
-            if decision is Decision.REREGISTER:
-                self._run_logged(host, transport, cleanup, script=True)
-            with _remote_dir(transport) as workdir:
-                transport.put(script.text.encode(), f"{workdir}/install.sh", 0o700)
-                if payload is not None and installer:
-                    transport.put(payload, f"{workdir}/{installer}", 0o700)
-                self._run_install(host, transport, workdir, activation)
-        finally:
-            self._delete_activation(host, activation)
-
-    def _delete_activation(self, host: Host, activation: Activation) -> None:
-        # A failed delete must not hide the install error that may be in flight; the
-        # activation is single-use and expires on its own, so record it and go on.
-        try:
-            self.ctx.aws.delete_activation(activation.activation_id)
-        except AnywhereError as exc:
-            self.ctx.journal.event(host.name, "activate", "delete-failed", str(exc))
-            return
-        self.ctx.journal.event(host.name, "activate", "deleted", activation.activation_id)
-
-    def _run_install(
-        self, host: Host, transport: Transport, workdir: str, activation: Activation
-    ) -> None:
-        # The code travels only on the channel's stdin: never in argv, files or the script.
-        limit = self.ctx.settings.install_timeout_s
-        started = time.monotonic()
-        result = transport.run(
-            install_command(workdir, limit),
-            sudo=True,
-            secret_stdin=(Secret(activation.activation_id), activation.code),
-            # The host's own `timeout` stops the install first; this only outlasts it.
-            timeout=limit + INSTALL_KILL_AFTER_S + self.ctx.settings.connect_timeout_s,
-            on_output=lambda line: self.ctx.journal.output(host.name, line),
-        )
-        if result.exit_status in INSTALL_TIMED_OUT and time.monotonic() - started >= limit:
-            raise RemoteTimeout(
-                f"install still running after {limit:g} s: stopped on the host",
-                INSTALL_TIMEOUT_HINT,
-            )
-        if not result.ok:
-            refused = registration_refused(result.stdout + "\n" + result.stderr)
-            if refused is not None:
-                raise refused
-            tail = _last_line(result.stdout + "\n" + result.stderr)
-            ended = (
-                "ended without an exit status (killed by a signal?)"
-                if result.exit_status == -1
-                else f"exited {result.exit_status}"
-            )
-            reason = f"install script {ended}: {tail}"
-            raise InstallError(
-                reason, install_hint(reason, f"the run directory ({self.ctx.journal.path})")
-            )
-
-    def _run_logged(
-        self, host: Host, transport: Transport, command: str, *, script: bool = False
-    ) -> None:
-        result = run_logged(self.ctx, host, transport, command, script=script)
-        if not result.ok:
-            raise InstallError(
-                f"`{command.splitlines()[0][:60]}` exited {result.exit_status}: "
-                f"{_last_line(result.stderr or result.stdout)}",
-                "see the host log in the run directory",
-            )
 
     def _verify(
         self, host: Host, transport: Transport, cursor: Cursor
@@ -375,41 +229,3 @@ class Registrar:
         for instance_id in stale:
             self.ctx.aws.forget_instance(host.config.cluster, instance_id)
             self.ctx.journal.event(host.name, "mark-ready", "stale-removed", instance_id)
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else "(no output)"
-
-
-@contextmanager
-def _remote_dir(transport: Transport) -> Iterator[str]:
-    """A private temp dir on the host for the install, removed on every exit path: by the
-    install command itself once it has run (`render.install_command`), so a block that ends
-    normally costs no further command; here when the block fails."""
-    made = transport.run(WORKDIR_COMMAND)
-    if not made.ok:
-        raise InstallError(f"cannot create a temp dir: {_last_line(made.stderr)}")
-    workdir = made.stdout.strip()
-    try:
-        yield workdir
-    except BaseException:
-        # The failure in flight says what went wrong; a connection lost (or a Ctrl-C) also
-        # fails this clean-up, and the install command removes the dir on the host itself.
-        with suppress(HostError):
-            transport.run(f"rm -rf {shlex.quote(workdir)}", sudo=True)
-        raise
-
-
-def _read_installer(host: Host) -> bytes | None:
-    """The local installer the inventory names (anywhere_installer_path), or None."""
-    path = host.config.installer_path
-    if not path:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise InstallError(
-            f"cannot read the installer {path}: {exc.strerror or exc}",
-            "restore the file anywhere_installer_path names, or drop the setting",
-        ) from None

@@ -16,8 +16,9 @@ from anywhere.ansible_bridge import HostFailure, HostStats, PlaybookRun
 from anywhere.ansible_engine import outcome_for
 from anywhere.ansible_ops import HostRecord
 from anywhere.errors import UnreachableError
+from anywhere.installation import install_hint
 from anywhere.models import CommandResult, Decision, FailureClass, Status
-from anywhere.registration import Registrar, install_hint
+from anywhere.registration import Registrar
 from anywhere.render import DISK_FULL, INSTALL_TIMED_OUT, install_command
 from tests.unit.fakes import FakeAws, FakeHost, context, host, noop_control
 from tests.unit.test_render_run import ACTIVATION_ID, CODE, Box, box, make_host, run_install

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from anywhere import report
+from anywhere import retry
 from anywhere.ansible_bridge import HostFailure, PlaybookRun, run_playbook
 from anywhere.ansible_ops import HostRecord, Operations, dispatch
 from anywhere.aws import Aws
@@ -332,7 +332,7 @@ def fleet_inventory(aws: Aws, hosts: Sequence[Host], ready_attribute: str, sourc
         exported.append(
             replace(host, variables={**host.variables, **values}, groups=(*host.groups, group))
         )
-    text = report.retry_inventory(
+    text = retry.retry_inventory(
         exported, [h.name for h in exported], source, proxy_credentials=False
     )
     body = "\n".join(

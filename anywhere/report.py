@@ -1,4 +1,5 @@
-"""What a run did, per host: a table, a JSON document, JUnit XML and a retry inventory.
+"""What a run did, per host: a table, a JSON document and JUnit XML (the retry inventory of
+the hosts left to do is `retry`).
 
 Pure: every function takes models and returns a string (or rows); nothing here reads or
 writes files. Only model fields reach the output, and `Secret` renders as `***`, so no
@@ -38,16 +39,11 @@ import json
 import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from io import StringIO
-from typing import Any
-
-from ruamel.yaml import YAML
 
 from anywhere.errors import ExitCode
-from anywhere.models import CheckResult, Host, HostOutcome, Secret, Status, Vaulted
+from anywhere.models import CheckResult, HostOutcome, Status
 
 TABLE_HEADERS: tuple[str, ...] = (
     "host",
@@ -57,20 +53,6 @@ TABLE_HEADERS: tuple[str, ...] = (
     "reason",
     "mi-id",
     "duration",
-)
-
-# Variables that can hold credentials. `Host.variables` should already be free of them; the
-# retry inventory drops them again so a stale value is never copied into a new file.
-SECRET_VARIABLES = frozenset(
-    {
-        "ansible_password",
-        "ansible_ssh_pass",
-        "ansible_ssh_password",
-        "ansible_become_password",
-        "ansible_become_pass",
-        "ansible_sudo_pass",
-        "ansible_sudo_password",
-    }
 )
 
 # Characters XML 1.0 cannot carry at all, even escaped (terminal escapes, NUL ...).
@@ -300,102 +282,3 @@ def _details_text(o: HostOutcome) -> str:
 def _x(text: str) -> str:
     """Make text representable in XML 1.0 (ElementTree escapes markup but not these)."""
     return _XML_INVALID.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
-
-
-# --------------------------------------------------------------------------- retry inventory
-
-
-def retry_inventory(
-    hosts: Sequence[Host],
-    failed: Iterable[str],
-    source: str,
-    run_id: str = "",
-    *,
-    proxy_credentials: bool = True,
-) -> str:
-    """An Ansible YAML inventory of exactly the `failed` hosts, each with every resolved
-    variable, so `anywhere register retry.yml` works without the source inventory.
-
-    Group membership is kept (as `children` without variables) so `--limit GROUP` still
-    selects; the variables are already resolved per host, so group vars are not needed.
-    `Host.variables` holds a proxy URL's password masked; a masked value would be used as
-    the password, so the URL is written as the source inventory has it (the caller writes
-    the file 0600), or, without `proxy_credentials`, left out with a note.
-    Raises ValueError for a failed name that is not among `hosts`.
-    """
-    wanted = set(failed)
-    unknown = wanted - {h.name for h in hosts}
-    if unknown:
-        raise ValueError(f"not in the inventory: {', '.join(sorted(unknown))}")
-    chosen = [h for h in hosts if h.name in wanted]
-    host_vars = {h.name: _plain_vars(h.variables) for h in chosen}
-    dropped = []
-    for h in chosen:
-        if "anywhere_proxy" in host_vars[h.name] and h.config.proxy_password:
-            if proxy_credentials:
-                host_vars[h.name]["anywhere_proxy"] = h.config.proxy
-            else:
-                del host_vars[h.name]["anywhere_proxy"]
-                dropped.append(h.name)
-    groups: dict[str, dict[str, None]] = {}
-    for h in chosen:
-        for g in h.groups:
-            if g not in ("all", "ungrouped"):
-                groups.setdefault(g, {})[h.name] = None
-    top: dict[str, object] = {"hosts": {n: (v or None) for n, v in host_vars.items()}}
-    if groups:
-        top["children"] = {g: {"hosts": groups[g]} for g in sorted(groups)}
-    header = [
-        f"# Retry inventory: the {len(chosen)} host(s) that did not finish"
-        + (f" in run {one_line(run_id)}" if run_id else "")
-        + ".",
-        f"# Source inventory: {one_line(source)}",
-        "# Variables are resolved per host; passwords are left out (use --ask-become-pass),"
-        "\n# vault-encrypted values stay encrypted (!vault).",
-    ]
-    if dropped:
-        header.append(
-            "# anywhere_proxy (it holds a password) is left out for: "
-            + one_line(", ".join(dropped))
-        )
-    return "\n".join(header) + "\n" + _dump_yaml({"all": top})
-
-
-def _plain_vars(variables: Mapping[str, object]) -> dict[str, object]:
-    # A vaulted value is kept, encrypted as it came (`!vault`); other secrets are left out.
-    return {
-        k: _plain(variables[k])
-        for k in sorted(variables)
-        if isinstance(variables[k], Vaulted)
-        or (k not in SECRET_VARIABLES and not isinstance(variables[k], Secret))
-    }
-
-
-def _plain(value: object) -> object:
-    """Turn mappings/tuples/other objects into what the YAML dumper writes plainly."""
-    if value is None or isinstance(value, bool | int | float | str | Vaulted):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items() if not isinstance(v, Secret)}
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
-        return [_plain(v) for v in items if not isinstance(v, Secret)]
-    return str(value)
-
-
-def _vault_node(representer: Any, value: Vaulted) -> Any:
-    return representer.represent_scalar("!vault", value.envelope.strip() + "\n", style="|")
-
-
-def _dump_yaml(doc: Mapping[str, object]) -> str:
-    yaml = YAML(typ="safe", pure=True)
-    # Ansible reads inventories as YAML 1.1, where `on`, `yes`, `no` are booleans: declaring
-    # 1.1 makes the dumper quote such strings so they come back as strings.
-    yaml.version = (1, 1)
-    yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
-    yaml.width = 4096  # long values (proxy URLs, ssh args) stay on one line
-    yaml.representer.add_representer(Vaulted, _vault_node)
-    out = StringIO()
-    yaml.dump(doc, out)
-    return out.getvalue()

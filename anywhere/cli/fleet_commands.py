@@ -37,6 +37,7 @@ from anywhere.models import Host
 from anywhere.preflight_round import register_fleet
 from anywhere.registration import probe_only
 from anywhere.render import render_placeholder
+from anywhere.retry import retry_inventory
 from anywhere.settings import Engine, Settings
 
 
@@ -286,7 +287,7 @@ def write_reports(
             atomic_write(path, journal.masked(text), mode=0o644)
     failed = list(summary.unfinished)
     if failed:
-        retry = report.retry_inventory(hosts, failed, source, run_id=summary.run_id)
+        retry = retry_inventory(hosts, failed, source, run_id=summary.run_id)
         target = paths.retry or journal.path / "retry.yml"
         atomic_write(target, retry, mode=0o600)
         echo(

@@ -12,7 +12,6 @@ from typing import cast
 import pytest
 from ansible.parsing.vault import VaultLib, VaultSecret
 
-from anywhere import report
 from anywhere.ansible_engine import fleet_inventory
 from anywhere.aws import Aws
 from anywhere.cli import main
@@ -20,6 +19,7 @@ from anywhere.errors import InventoryError
 from anywhere.inventory import load_with_secrets
 from anywhere.inventory._vault import VaultError, decrypt
 from anywhere.models import Secret, Vaulted
+from anywhere.retry import retry_inventory
 
 PASSWORD = "correct horse"
 ENV = {"AWS_REGION": "eu-west-1", "ANYWHERE_SSH_CONFIG": "none"}
@@ -155,7 +155,7 @@ def test_retry_inventory_writes_vaulted_values_back_encrypted(tmp_path: Path) ->
     inv = inventory(tmp_path)
     pw = password_file(tmp_path)
     loaded = load_with_secrets(inv, env={**ENV, "ANSIBLE_VAULT_PASSWORD_FILE": str(pw)})
-    text = report.retry_inventory(loaded.inventory.hosts, ["h1"], str(inv))
+    text = retry_inventory(loaded.inventory.hosts, ["h1"], str(inv))
     assert "t0ken" not in text and "sudo pw" not in text
     retry = tmp_path / "retry.yml"
     retry.write_text(text)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from anywhere import report
+from anywhere import report, retry
 from anywhere.models import (
     CheckResult,
     Decision,
@@ -269,7 +269,7 @@ def test_table_rows(mixed: report.RunSummary) -> None:
 
 
 def test_retry_inventory_lists_exactly_the_failed_hosts(mixed: report.RunSummary) -> None:
-    text = report.retry_inventory(
+    text = retry.retry_inventory(
         load_hosts(), mixed.unfinished, "inventory/prod.yml", run_id=mixed.run_id
     )
     doc = YAML(typ="safe", pure=True).load(text)
@@ -304,14 +304,14 @@ def test_retry_inventory_never_copies_passwords() -> None:
             }
         ),
     )
-    text = report.retry_inventory([host], ["h"], "src.yml")
+    text = retry.retry_inventory([host], ["h"], "src.yml")
     assert "hunter" not in text
     assert YAML(typ="safe", pure=True).load(text)["all"]["hosts"]["h"] == {"nested": {"keep": 1}}
 
 
 def test_retry_inventory_rejects_unknown_hosts() -> None:
     with pytest.raises(ValueError, match="ghost"):
-        report.retry_inventory(load_hosts(), ["db-1", "ghost"], "src.yml")
+        retry.retry_inventory(load_hosts(), ["db-1", "ghost"], "src.yml")
 
 
 def test_retry_inventory_reads_back_with_ansible(
@@ -322,7 +322,7 @@ def test_retry_inventory_reads_back_with_ansible(
     if not tool.exists() and shutil.which("ansible-inventory") is None:
         pytest.skip("ansible-inventory is not installed")
     path = tmp_path / "retry.yml"
-    path.write_text(report.retry_inventory(load_hosts(), mixed.unfinished, "src.yml"))
+    path.write_text(retry.retry_inventory(load_hosts(), mixed.unfinished, "src.yml"))
     done = subprocess.run(
         [str(tool if tool.exists() else "ansible-inventory"), "-i", str(path), "--list"],
         capture_output=True,
@@ -348,7 +348,7 @@ def test_yaml_dump_quotes_values_that_would_change_type() -> None:
     # YAML 1.1 (what Ansible reads) turns on/yes/no/y into booleans and 0755 into octal.
     values = {"a": "yes", "b": "0755", "c": "null", "d": "1.0", "on": "off", "y": "n", "e": "~"}
     host = Host("h", SshTarget("a"), variables=MappingProxyType(values))
-    text = report.retry_inventory([host], ["h"], "s")
+    text = retry.retry_inventory([host], ["h"], "s")
     assert YAML(typ="safe", pure=True).load(StringIO(text))["all"]["hosts"]["h"] == values
     for line in text.splitlines():
         if line.strip().startswith(("a:", "b:", "'on'", "'y'")):

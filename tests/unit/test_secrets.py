@@ -17,6 +17,7 @@ from anywhere.cli.runner import mask_secrets
 from anywhere.errors import InventoryError, UsageError
 from anywhere.journal import Journal
 from anywhere.models import FailureClass, HostOutcome, Phase, Secret, Status
+from anywhere.retry import retry_inventory
 from anywhere.settings import Settings, from_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ def _inventory(tmp_path: Path, extra: str = "") -> Path:
 def test_retry_inventory_carries_the_real_proxy_url_not_a_mask(tmp_path: Path) -> None:
     hosts = inventory.load_inventory(_inventory(tmp_path), env={}).hosts
     retry = tmp_path / "retry.yml"
-    retry.write_text(report.retry_inventory(hosts, ["h2"], "inv.yml"), encoding="utf-8")
+    retry.write_text(retry_inventory(hosts, ["h2"], "inv.yml"), encoding="utf-8")
     assert "***" not in retry.read_text()
     again = inventory.load_inventory(retry, env={}).hosts
     assert [h.name for h in again] == ["h2"]
@@ -46,7 +47,7 @@ def test_retry_inventory_carries_the_real_proxy_url_not_a_mask(tmp_path: Path) -
 
 def test_exported_inventory_leaves_a_proxy_password_out_and_says_so(tmp_path: Path) -> None:
     hosts = inventory.load_inventory(_inventory(tmp_path), env={}).hosts
-    text = report.retry_inventory(hosts, ["h1"], "inv.yml", proxy_credentials=False)
+    text = retry_inventory(hosts, ["h1"], "inv.yml", proxy_credentials=False)
     assert "s3cr" not in text and "***" not in text
     assert "# anywhere_proxy (it holds a password) is left out for: h1" in text
 

@@ -111,18 +111,7 @@ def _check(
     results = (
         *_local_state(local_id, unreachable, instance_id, state),
         *host_results,
-        *(
-            checks.evaluate_aws(
-                instance_id,
-                state.managed,
-                state.container,
-                cluster,
-                {HOST_TAG: host.name},
-                facts.agent_endpoints if facts is not None else (),
-            )
-            if instance_id
-            else _UNKNOWN
-        ),
+        *_aws_side(host, instance_id, state, facts),
     )
     failed = [c for c in results if not c.ok]
     container = state.container
@@ -142,6 +131,33 @@ def _check(
         container_instance_arn=container.arn if container else None,
         checks=results,
     )
+    return _verdict(base, failed, unreachable)
+
+
+def _aws_side(
+    host: Host,
+    instance_id: str | None,
+    state: AwsState,
+    facts: checks.HostVerifyFacts | None,
+) -> tuple[CheckResult, ...]:
+    """AWS's verdicts on the host, or that AWS lists no mi- id for it."""
+    if not instance_id:
+        return _UNKNOWN
+    return checks.evaluate_aws(
+        instance_id,
+        state.managed,
+        state.container,
+        host.config.cluster,
+        {HOST_TAG: host.name},
+        facts.agent_endpoints if facts is not None else (),
+    )
+
+
+def _verdict(
+    base: HostOutcome, failed: Sequence[CheckResult], unreachable: _Unreachable | None
+) -> HostOutcome:
+    """The host's outcome from its failed checks: ready, unreachable (as it was tried), or
+    failed verification."""
     if not failed:
         return base
     if unreachable is not None:

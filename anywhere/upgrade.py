@@ -156,13 +156,7 @@ def _upgrade(
     cursor.instance_id, cursor.container_arn = state.facts.verify.instance_id, arn
     drained = state.draining
     if step.action is Action.UPGRADE and (options.drain or drained):
-        cursor.stage(Phase.DRAIN)
-        if not drained:
-            ctx.aws.set_ready(cluster, arn, ctx.settings.ready_attribute, False)
-            ctx.aws.drain(cluster, [arn])
-            ctx.journal.event(host.name, "drain", "draining", arn)
-            drained = True
-        _wait_drained(ctx, options, host, cursor.instance_id or "", arn)
+        drained = _drain(ctx, options, host, cursor, arn, drained)
     transport = ctx.connect(host)
     try:
         transport.become()
@@ -198,6 +192,20 @@ def _upgrade(
         agent_versions=_versions(upgraded),
         checks=results,
     )
+
+
+def _drain(
+    ctx: Context, options: UpgradeOptions, host: Host, cursor: Cursor, arn: str, drained: bool
+) -> bool:
+    """Drain the host (unless a run before left it DRAINING), then wait for its tasks to go."""
+    cursor.stage(Phase.DRAIN)
+    if not drained:
+        cluster = host.config.cluster
+        ctx.aws.set_ready(cluster, arn, ctx.settings.ready_attribute, False)
+        ctx.aws.drain(cluster, [arn])
+        ctx.journal.event(host.name, "drain", "draining", arn)
+    _wait_drained(ctx, options, host, cursor.instance_id or "", arn)
+    return True
 
 
 def _wait_drained(

@@ -2,8 +2,9 @@
 
 moto 5.2.5 cannot register an instance without an EC2 identity document, drops attributes and
 tags, reports every agent as connected and deletes instances on deregistration. `EcsExternal`
-answers those calls (and, through `ecs_tasks`/`ecs_services`, EXTERNAL tasks and services) from
-its own records, and returns None for anything moto answers correctly.
+answers those calls (and, through `ecs_tasks`/`ecs_services`/`ecs_attributes`, EXTERNAL tasks,
+services, attributes and tags) from its own records, and returns None for anything moto answers
+correctly.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any, Protocol
 
 from moto.core.exceptions import ServiceException
 
-from anywhere.lab.endpoint import ecs_placement, ecs_services, ecs_tasks, rules
+from anywhere.lab.endpoint import ecs_attributes, ecs_placement, ecs_services, ecs_tasks, rules
+from anywhere.lab.endpoint.ecs_attributes import attributes_from, check_custom_limit, checked_tags
 from anywhere.lab.endpoint.ecs_model import (
     ACTIVE,
     DRAINING,
@@ -25,8 +27,6 @@ from anywhere.lab.endpoint.ecs_model import (
     Handler,
     Json,
     Request,
-    Service,
-    Task,
     cluster_name,
     connected,
     default_resources,
@@ -38,46 +38,11 @@ from anywhere.lab.endpoint.ecs_model import (
     page,
 )
 
-TARGET_TYPE = "container-instance"
-
 
 class ManagedInstances(Protocol):
     """The SSM side of the endpoint, as far as ECS needs it."""
 
     def is_registered(self, account: str, region: str, instance_id: str) -> bool: ...
-
-
-def _attributes_from(items: list[Json]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for item in items:
-        name = str(item.get("name") or "")
-        value = item.get("value")
-        text = None if value is None else str(value)
-        problem = rules.ecs_attribute_problem(name, text)
-        if problem:
-            raise invalid(problem)
-        out[name] = text
-    return out
-
-
-def _checked_tags(tags: list[Json]) -> list[Json]:
-    problem = rules.ecs_tags_problem(
-        [(str(t.get("key") or ""), str(t.get("value") or "")) for t in tags]
-    )
-    if problem:
-        raise invalid(problem)
-    return tags
-
-
-def _check_custom_limit(instance_id: str, attributes: dict[str, str | None]) -> None:
-    custom = sum(1 for name in attributes if rules.is_custom_attribute(name))
-    if custom > rules.MAX_CUSTOM_ATTRIBUTES:
-        raise EcsError(
-            "AttributeLimitExceededException",
-            f"Container instance {instance_id} would have {custom} custom "
-            f"attributes; you can apply up to {rules.MAX_CUSTOM_ATTRIBUTES} custom "
-            "attributes for each resource.",
-        )
 
 
 class EcsExternal:
@@ -99,6 +64,7 @@ class EcsExternal:
         self._lock = threading.RLock()
         tasks = ecs_tasks.EcsTasks(self._store, self._reconcile)
         services = ecs_services.EcsServices(self._store)
+        attributes = ecs_attributes.EcsAttributes(self._store)
         self._handlers: dict[str, Handler] = {
             "RegisterContainerInstance": self.register_container_instance,
             "DiscoverPollEndpoint": self.discover_poll_endpoint,
@@ -106,12 +72,12 @@ class EcsExternal:
             "DescribeContainerInstances": self.describe_container_instances,
             "UpdateContainerInstancesState": self.update_container_instances_state,
             "DeregisterContainerInstance": self.deregister_container_instance,
-            "PutAttributes": self.put_attributes,
-            "DeleteAttributes": self.delete_attributes,
-            "ListAttributes": self.list_attributes,
-            "ListTagsForResource": self.list_tags_for_resource,
-            "TagResource": self.tag_resource,
-            "UntagResource": self.untag_resource,
+            "PutAttributes": attributes.put_attributes,
+            "DeleteAttributes": attributes.delete_attributes,
+            "ListAttributes": attributes.list_attributes,
+            "ListTagsForResource": attributes.list_tags_for_resource,
+            "TagResource": attributes.tag_resource,
+            "UntagResource": attributes.untag_resource,
             "RegisterTaskDefinition": lambda req, body, _c: ecs_tasks.register_task_definition(
                 req, body
             ),
@@ -196,7 +162,7 @@ class EcsExternal:
         mi = self._caller(req, caller)
         name = cluster_name(req, body.get("cluster"))
         state = self._store.cluster(req, name)
-        given = _attributes_from(list(body.get("attributes") or []))
+        given = attributes_from(list(body.get("attributes") or []))
         saved = find_instance(state, str(body.get("containerInstanceArn") or ""))
         if saved is not None and saved.status == INACTIVE:
             # The agent restarted with the checkpoint of a deregistered instance.
@@ -209,8 +175,8 @@ class EcsExternal:
             )
         instance = held[1] if held is not None else None
         attributes = {**(instance.attributes if instance is not None else {}), **given}
-        _check_custom_limit(instance.id if instance else "(new)", attributes)
-        tags = _checked_tags(list(body.get("tags") or (instance.tags if instance else [])))
+        check_custom_limit(instance.id if instance else "(new)", attributes)
+        tags = checked_tags(list(body.get("tags") or (instance.tags if instance else [])))
         if instance is None:
             instance = ContainerInstance(
                 arn=req.arn("container-instance", f"{name}/{new_id()}"),
@@ -375,102 +341,3 @@ class EcsExternal:
             instance.version += 1
         self._reconcile(req, name)
         return {"containerInstance": instance_json(instance, state, req, False)}
-
-    def _targets(self, req: Request, body: Json) -> list[tuple[ContainerInstance, str, str | None]]:
-        """Resolve PutAttributes/DeleteAttributes items to (instance, name, value)."""
-        state = self._store.cluster(req, cluster_name(req, body.get("cluster")))
-        items = list(body.get("attributes") or [])
-        if not 1 <= len(items) <= 10:
-            raise invalid("attributes must list between 1 and 10 attributes.")
-        resolved = []
-        for item in items:
-            if item.get("targetType", TARGET_TYPE) != TARGET_TYPE:
-                raise invalid(f"Unsupported targetType: {item.get('targetType')}.")
-            target = str(item.get("targetId") or "")
-            instance = find_instance(state, target) if target else None
-            if instance is None:
-                raise EcsError("TargetNotFoundException", f"Could not find {target}.")
-            ((attr_name, value),) = _attributes_from([item]).items()
-            resolved.append((instance, attr_name, value))
-        return resolved
-
-    def put_attributes(self, req: Request, body: Json, caller: str | None) -> Json | None:
-        resolved = self._targets(req, body)
-        after: dict[str, dict[str, str | None]] = {}
-        for instance, attr_name, value in resolved:
-            after.setdefault(instance.id, dict(instance.attributes))[attr_name] = value
-        for instance_id, attributes in after.items():
-            _check_custom_limit(instance_id, attributes)
-        for instance, attr_name, value in resolved:
-            instance.attributes[attr_name] = value
-        return {"attributes": self._echo(resolved)}
-
-    def delete_attributes(self, req: Request, body: Json, caller: str | None) -> Json | None:
-        resolved = self._targets(req, body)
-        for instance, attr_name, _value in resolved:
-            instance.attributes.pop(attr_name, None)
-        return {"attributes": self._echo(resolved)}
-
-    @staticmethod
-    def _echo(resolved: list[tuple[ContainerInstance, str, str | None]]) -> list[Json]:
-        return [
-            {
-                "name": n,
-                "targetType": TARGET_TYPE,
-                "targetId": ci.arn,
-                **({"value": v} if v is not None else {}),
-            }
-            for ci, n, v in resolved
-        ]
-
-    def list_attributes(self, req: Request, body: Json, caller: str | None) -> Json | None:
-        state = self._store.cluster(req, cluster_name(req, body.get("cluster")))
-        if body.get("targetType") != TARGET_TYPE:
-            raise invalid("targetType must be container-instance.")
-        wanted_name = body.get("attributeName")
-        wanted_value = body.get("attributeValue")
-        if wanted_value is not None and wanted_name is None:
-            raise invalid("attributeValue requires attributeName.")
-        found = [
-            (ci, n, v)
-            for ci in state.instances.values()
-            if ci.status != INACTIVE
-            for n, v in ci.attributes.items()
-            if wanted_name in (None, n) and wanted_value in (None, v)
-        ]
-        items, token = page(found, body)
-        return {"attributes": self._echo(items), **({"nextToken": token} if token else {})}
-
-    def _tagged(self, req: Request, arn: str) -> ContainerInstance | Task | Service | None:
-        for _, state in self._store.clusters(req):
-            holders: list[ContainerInstance | Task | Service] = [
-                *state.instances.values(),
-                *state.tasks.values(),
-                *state.services.values(),
-            ]
-            for holder in holders:
-                if holder.arn == arn:
-                    return holder
-        return None
-
-    def list_tags_for_resource(self, req: Request, body: Json, caller: str | None) -> Json | None:
-        holder = self._tagged(req, str(body.get("resourceArn") or ""))
-        return None if holder is None else {"tags": holder.tags}
-
-    def tag_resource(self, req: Request, body: Json, caller: str | None) -> Json | None:
-        holder = self._tagged(req, str(body.get("resourceArn") or ""))
-        if holder is None:
-            return None
-        added = {str(t.get("key")): t for t in body.get("tags") or []}
-        holder.tags = _checked_tags(
-            [t for t in holder.tags if t.get("key") not in added] + list(added.values())
-        )
-        return {}
-
-    def untag_resource(self, req: Request, body: Json, caller: str | None) -> Json | None:
-        holder = self._tagged(req, str(body.get("resourceArn") or ""))
-        if holder is None:
-            return None
-        gone = set(body.get("tagKeys") or [])
-        holder.tags = [t for t in holder.tags if t.get("key") not in gone]
-        return {}

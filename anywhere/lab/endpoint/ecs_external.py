@@ -15,7 +15,14 @@ from typing import Any, Protocol
 
 from moto.core.exceptions import ServiceException
 
-from anywhere.lab.endpoint import ecs_attributes, ecs_placement, ecs_services, ecs_tasks, rules
+from anywhere.lab.endpoint import (
+    ecs_attributes,
+    ecs_placement,
+    ecs_scheduling,
+    ecs_services,
+    ecs_tasks,
+    rules,
+)
 from anywhere.lab.endpoint.ecs_attributes import attributes_from, check_custom_limit, checked_tags
 from anywhere.lab.endpoint.ecs_model import (
     ACTIVE,
@@ -78,7 +85,7 @@ class EcsExternal:
             "ListTagsForResource": attributes.list_tags_for_resource,
             "TagResource": attributes.tag_resource,
             "UntagResource": attributes.untag_resource,
-            "RegisterTaskDefinition": lambda req, body, _c: ecs_tasks.register_task_definition(
+            "RegisterTaskDefinition": lambda req, body, _c: ecs_scheduling.register_task_definition(
                 req, body
             ),
             "RunTask": tasks.run_task,
@@ -330,7 +337,7 @@ class EcsExternal:
                 "stop them or deregister with force."
             )
         for task in running:
-            ecs_tasks.stop(
+            ecs_scheduling.stop(
                 req,
                 task,
                 "Container instance deregistered with force; the task is orphaned.",

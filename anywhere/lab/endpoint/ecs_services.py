@@ -7,7 +7,7 @@ drains or leaves, a task stops, the service is created, updated or described).
 
 from __future__ import annotations
 
-from anywhere.lab.endpoint import ecs_tasks
+from anywhere.lab.endpoint import ecs_scheduling
 from anywhere.lab.endpoint.ecs_model import (
     ACTIVE,
     DRAINING,
@@ -79,7 +79,7 @@ def _scale_in(req: Request, state: ClusterState, service: Service, draining: set
     ]
     reason = f"Scaling activity initiated by (deployment ecs-svc/{service.deployment_id})"
     for task in ordered[: max(0, len(live) - service.desired_count)]:
-        ecs_tasks.stop(req, task, reason, "ServiceSchedulerInitiated")
+        ecs_scheduling.stop(req, task, reason, "ServiceSchedulerInitiated")
 
 
 def _replace(
@@ -96,10 +96,10 @@ def _replace(
     placed: list[Task] = []
     if missing > 0 and ceiling > len(live):
         group = f"service:{service.name}"
-        demand = ecs_tasks.demand_for(
+        demand = ecs_scheduling.demand_for(
             req, _body_for(service), group, f"ecs-svc/{service.deployment_id}"
         )
-        placed, failures = ecs_tasks.place(
+        placed, failures = ecs_scheduling.place(
             req, name, state, demand, min(missing, ceiling - len(live))
         )
         if failures:
@@ -116,7 +116,9 @@ def _replace(
     floor = -(-service.desired_count * service.minimum_healthy_percent // 100)
     stoppable = old[: max(0, len(live) + len(placed) - floor)]
     for task in stoppable:
-        ecs_tasks.stop(req, task, "Container instance is draining.", "ServiceSchedulerInitiated")
+        ecs_scheduling.stop(
+            req, task, "Container instance is draining.", "ServiceSchedulerInitiated"
+        )
     if stoppable:
         _event(
             req,
@@ -219,7 +221,7 @@ class EcsServices:
         if count < 0:
             raise invalid("desiredCount must be 0 or more.")
         # Validates the task definition and constraints before anything is recorded.
-        demand = ecs_tasks.demand_for(req, body, "", "")
+        demand = ecs_scheduling.demand_for(req, body, "", "")
         low, high = _percentages(body, (100, 200))
         service = Service(
             arn=req.arn("service", f"{name}/{service_name}"),
@@ -269,13 +271,13 @@ class EcsServices:
             body, (service.minimum_healthy_percent, service.maximum_percent)
         )
         if body.get("taskDefinition"):
-            demand = ecs_tasks.demand_for(req, {**_body_for(service), **body}, "", "")
+            demand = ecs_scheduling.demand_for(req, {**_body_for(service), **body}, "", "")
             if demand.task_definition.arn != service.task_definition_arn:
                 # A new deployment replaces every task of the old one.
                 service.task_definition_arn = demand.task_definition.arn
                 service.deployment_id = new_id()[:20]
                 for task in [t for t in state.live_tasks() if t.group == f"service:{service.name}"]:
-                    ecs_tasks.stop(
+                    ecs_scheduling.stop(
                         req,
                         task,
                         "Deployment replaced the task. [lab]",
@@ -293,7 +295,7 @@ class EcsServices:
         if service.desired_count > 0 and not body.get("force"):
             raise invalid("The service cannot be stopped while it is scaled above 0.")
         for task in [t for t in state.live_tasks() if t.group == f"service:{service.name}"]:
-            ecs_tasks.stop(req, task, "Service deleted. [lab]", "ServiceSchedulerInitiated")
+            ecs_scheduling.stop(req, task, "Service deleted. [lab]", "ServiceSchedulerInitiated")
         service.desired_count = 0
         service.status = INACTIVE
         sync_cluster_counts(req, name, state)

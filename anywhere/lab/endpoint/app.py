@@ -9,43 +9,41 @@ moto's own `x-moto-account-id` header, so moto and the lab agree on whose state 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs
-from xml.sax.saxutils import escape as xml_escape
 
 from anywhere.lab.endpoint import package_source, sigcheck
 from anywhere.lab.endpoint.ec2messages import TARGET_PREFIX as MESSAGES_PREFIX
 from anywhere.lab.endpoint.ec2messages import MessageService
-from anywhere.lab.endpoint.faults import FaultRule, FaultSpecError, FaultTable
+from anywhere.lab.endpoint.faults import FaultSpecError, FaultTable
+from anywhere.lab.endpoint.incoming import (
+    Environ,
+    Incoming,
+    StartResponse,
+    credential_scope,
+    params,
+    read_body,
+)
+from anywhere.lab.endpoint.replies import fault_answer, query_error, send, send_json
 from anywhere.lab.endpoint.ssm_commands import SsmCommands
 from anywhere.lab.endpoint.ssm_hybrid import SsmHybrid
 from anywhere.lab.endpoint.ssm_settings import ServiceSettings
 from anywhere.lab.endpoint.wire import Answer, CallContext
 
-Environ = dict[str, Any]
-StartResponse = Callable[..., Any]
 WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 DEFAULT_ACCOUNT = "123456789012"
 DEFAULT_REGION = "us-east-1"
 SSM_PREFIX = "AmazonSSM"
 ECS_PREFIX = "AmazonEC2ContainerServiceV20141113"
-JSON_TYPE = "application/x-amz-json-1.1"
-_QUERY_XMLNS = {
-    "iam": "https://iam.amazonaws.com/doc/2010-05-08/",
-    "sts": "https://sts.amazonaws.com/doc/2011-06-15/",
-}
 
 
 class EcsHandler(Protocol):
@@ -59,20 +57,6 @@ class EcsHandler(Protocol):
     ) -> tuple[int, dict[str, Any]] | None: ...
 
     def advance(self, seconds: float) -> None: ...
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """What the lab needs to know about one AWS request; never logged whole."""
-
-    method: str
-    path: str
-    protocol: str  # "json" | "query" | "rest"
-    target_prefix: str  # e.g. "AmazonSSM"; "" unless JSON protocol
-    action: str
-    body: bytes
-    service: str  # from the credential scope, "" when unsigned
-    ctx: CallContext
 
 
 class RequestCounter:
@@ -101,39 +85,6 @@ class RequestCounter:
                     requests[action] += n
                     statuses.setdefault(action, Counter())[str(status)] += n
         return {"requests": dict(requests), "statuses": {k: dict(v) for k, v in statuses.items()}}
-
-
-def _credential_scope(auth: str) -> list[str]:
-    """`AWS4-HMAC-SHA256 Credential=KEY/date/region/service/aws4_request, ...` → its fields."""
-    for part in auth.replace(",", " ").split():
-        if part.startswith("Credential="):
-            fields = part[len("Credential=") :].split("/")
-            if len(fields) == 5:
-                return fields
-    return []
-
-
-def _read_body(environ: Environ) -> bytes:
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    body = environ["wsgi.input"].read(length) if length > 0 else b""
-    # moto reads the body again itself.
-    environ["wsgi.input"] = io.BytesIO(body)
-    environ["CONTENT_LENGTH"] = str(len(body))
-    return body
-
-
-def _params(req: Incoming) -> dict[str, Any]:
-    """A request's top-level parameters, for fault rules that match one host's calls."""
-    if req.protocol == "query":
-        return {k: v[0] for k, v in parse_qs(req.body.decode("utf-8", "replace")).items()}
-    try:
-        body = json.loads(req.body or b"{}")
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 class LabApp:
@@ -180,7 +131,7 @@ class LabApp:
             status, kind, data = served
             # werkzeug sends no body for HEAD itself.
             self._counter.add("anonymous", "s3:GetObject", status)
-            return self._send(start_response, status, kind, data)
+            return send(start_response, status, kind, data)
         started = time.monotonic()
         req = self._incoming(environ, path)
         status_box: list[int] = [0]
@@ -193,7 +144,7 @@ class LabApp:
             result = self._dispatch(environ, req, recording_start)
         except Exception:
             self._log.exception("lab handler failed for %s", req.action)
-            result = self._json(
+            result = send_json(
                 recording_start,
                 500,
                 {"__type": "InternalFailure", "message": "[lab] internal error in the endpoint"},
@@ -210,9 +161,9 @@ class LabApp:
         return result
 
     def _incoming(self, environ: Environ, path: str) -> Incoming:
-        body = _read_body(environ)
+        body = read_body(environ)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
-        scope = _credential_scope(environ.get("HTTP_AUTHORIZATION", ""))
+        scope = credential_scope(environ.get("HTTP_AUTHORIZATION", ""))
         service = scope[3] if scope else ""
         ctx = self._context(environ, scope, target, body)
         method = environ.get("REQUEST_METHOD", "GET")
@@ -254,24 +205,24 @@ class LabApp:
         refusal = sigcheck.check(environ, req.body, self._clock(), self._ssm.issued)
         if refusal is not None:
             if req.protocol == "query":
-                return self._query_error(
+                return query_error(
                     req, refusal.query_status, refusal.query_code, refusal.message, start_response
                 )
-            return self._json(
+            return send_json(
                 start_response,
                 refusal.json_status,
                 {"__type": refusal.json_code, "message": refusal.message},
             )
-        hit = self._faults.take(req.action, req.ctx.account, _params(req))
+        hit = self._faults.take(req.action, req.ctx.account, params(req))
         if hit.delay_s:
             self._sleep(hit.delay_s)
         if hit.error is not None:
-            return self._fault_answer(req, hit.error, start_response)
+            return fault_answer(req, hit.error, start_response)
         answer = self._lab_answer(req) if req.protocol == "json" else None
         if answer is not None:
             if hit.expire and answer[0] == 200:
                 self._ssm.expire_now(str(answer[1].get("ActivationId", "")))
-            return self._json(start_response, *answer)
+            return send_json(start_response, *answer)
         return self._moto(environ, start_response)
 
     def _lab_answer(self, req: Incoming) -> Answer | None:
@@ -299,81 +250,6 @@ class LabApp:
             )
         return None
 
-    def _fault_answer(
-        self, req: Incoming, rule: FaultRule, start_response: StartResponse
-    ) -> Iterable[bytes]:
-        if rule.kind == "deny":
-            message = (
-                f"User: arn:aws:iam::{req.ctx.account}:user/lab is not authorized to perform: "
-                f"{req.service or 'unknown'}:{req.action} [lab] injected denial"
-            )
-            if req.protocol != "query":
-                return self._json(
-                    start_response, 400, {"__type": "AccessDeniedException", "message": message}
-                )
-            return self._query_error(req, 403, "AccessDenied", message, start_response)
-        throttle = rule.kind == "throttle"
-        status = 400 if throttle else rule.status
-        message = "Rate exceeded [lab]" if throttle else "[lab] injected internal failure"
-        if req.protocol != "query":
-            code = "ThrottlingException" if throttle else "InternalFailure"
-            return self._json(start_response, status, {"__type": code, "message": message})
-        code = "Throttling" if throttle else "InternalFailure"
-        return self._query_error(req, status, code, message, start_response, sender=throttle)
-
-    def _query_error(
-        self,
-        req: Incoming,
-        status: int,
-        code: str,
-        message: str,
-        start_response: StartResponse,
-        *,
-        sender: bool = True,
-    ) -> Iterable[bytes]:
-        rid = str(uuid.uuid4())
-        error = (
-            f"<Error><Type>{'Sender' if sender else 'Receiver'}</Type><Code>{code}</Code>"
-            f"<Message>{xml_escape(message)}</Message></Error>"
-        )
-        if req.service == "ec2":
-            xml = f"<Response><Errors>{error}</Errors><RequestID>{rid}</RequestID></Response>"
-        else:
-            xmlns = _QUERY_XMLNS.get(req.service, "")
-            xml = (
-                f'<ErrorResponse xmlns="{xmlns}">{error}<RequestId>{rid}</RequestId>'
-                "</ErrorResponse>"
-            )
-        return self._send(start_response, status, "text/xml", xml.encode())
-
-    def _json(
-        self, start_response: StartResponse, status: int, payload: dict[str, Any]
-    ) -> Iterable[bytes]:
-        return self._send(start_response, status, JSON_TYPE, json.dumps(payload).encode())
-
-    @staticmethod
-    def _send(
-        start_response: StartResponse, status: int, content_type: str, data: bytes
-    ) -> Iterable[bytes]:
-        reason = {
-            200: "OK",
-            400: "Bad Request",
-            403: "Forbidden",
-            404: "Not Found",
-            405: "Method Not Allowed",
-            500: "Internal Server Error",
-            503: "Service Unavailable",
-        }.get(status, "Error")
-        start_response(
-            f"{status} {reason}",
-            [
-                ("Content-Type", content_type),
-                ("Content-Length", str(len(data))),
-                ("x-amzn-RequestId", str(uuid.uuid4())),
-            ],
-        )
-        return [data]
-
     # ---- /_lab/ controls ----
 
     def _control(
@@ -397,32 +273,32 @@ class LabApp:
         }
         handler = routes.get((method, path.rstrip("/")))
         if handler is None:
-            return self._json(start_response, 404, {"message": f"[lab] no control {method} {path}"})
-        return self._json(start_response, 200, handler())
+            return send_json(start_response, 404, {"message": f"[lab] no control {method} {path}"})
+        return send_json(start_response, 200, handler())
 
     def _advance(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Let `seconds` (1 s to 400 days) pass for the records SSM and ECS keep."""
         try:
-            seconds = json.loads(_read_body(environ) or b"{}").get("seconds")
+            seconds = json.loads(read_body(environ) or b"{}").get("seconds")
         except (ValueError, AttributeError):
             seconds = None
         if not isinstance(seconds, int | float) or not 1 <= seconds <= 400 * 86400:
-            return self._json(
+            return send_json(
                 start_response, 400, {"message": "[lab] 'seconds' must be a number in 1..34560000"}
             )
         self._ssm.advance(float(seconds))
         if self._ecs is not None:
             self._ecs.advance(float(seconds))
         self._log.info("clock advanced by %.0fs", seconds)
-        return self._json(start_response, 200, {"advanced_s": float(seconds)})
+        return send_json(start_response, 200, {"advanced_s": float(seconds)})
 
     def _add_fault(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
-            spec = json.loads(_read_body(environ) or b"{}")
+            spec = json.loads(read_body(environ) or b"{}")
             if not isinstance(spec, dict):
                 raise FaultSpecError("the body must be a JSON object")
             rule = self._faults.add(spec)
         except (ValueError, FaultSpecError) as exc:
-            return self._json(start_response, 400, {"message": f"[lab] {exc}"})
+            return send_json(start_response, 400, {"message": f"[lab] {exc}"})
         self._log.info("fault added: %s %s x%d", rule.action, rule.kind, rule.count)
-        return self._json(start_response, 200, {"id": rule.rule_id})
+        return send_json(start_response, 200, {"id": rule.rule_id})

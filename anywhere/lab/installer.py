@@ -25,6 +25,7 @@ AGENT_MODULES = (
     "sigv4.py",
     "ssm_agent.py",
     "ssm_run_command.py",
+    "ssm_plugins.py",
     "ssm_update.py",
     "ecs_agent.py",
     "docker_api.py",

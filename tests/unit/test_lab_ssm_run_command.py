@@ -11,30 +11,31 @@ import time
 from pathlib import Path
 from typing import Any
 
+from anywhere.lab.agents import ssm_plugins
 from anywhere.lab.agents import ssm_run_command as rc
 
 
 def test_output_fits_when_short() -> None:
-    assert rc.truncate_output("out\n", "") == "out\n"
-    assert rc.truncate_output("out\n", "err") == "out\n\n----------ERROR-------\nerr"
+    assert ssm_plugins.truncate_output("out\n", "") == "out\n"
+    assert ssm_plugins.truncate_output("out\n", "err") == "out\n\n----------ERROR-------\nerr"
 
 
 def test_output_cuts_both_when_both_are_long() -> None:
-    text = rc.truncate_output("o" * 5000, "e" * 5000)
-    assert len(text) <= rc.MAX_OUTPUT
+    text = ssm_plugins.truncate_output("o" * 5000, "e" * 5000)
+    assert len(text) <= ssm_plugins.MAX_OUTPUT
     assert "---Output truncated---" in text
     assert text.endswith("---Error truncated----")
 
 
 def test_output_keeps_short_stderr_whole() -> None:
-    text = rc.truncate_output("o" * 5000, "tail")
-    assert len(text) <= rc.MAX_OUTPUT
+    text = ssm_plugins.truncate_output("o" * 5000, "tail")
+    assert len(text) <= ssm_plugins.MAX_OUTPUT
     assert text.endswith("\n----------ERROR-------\ntail")
 
 
 def test_string_prefix_marks_the_cut() -> None:
-    assert rc.string_prefix("abc", 4, "--") == "abc"
-    assert rc.string_prefix("abcd", 4, "--") == "ab--"
+    assert ssm_plugins.string_prefix("abc", 4, "--") == "abc"
+    assert ssm_plugins.string_prefix("abcd", 4, "--") == "ab--"
 
 
 def test_placeholders_resolve_to_parameter_values() -> None:
@@ -47,10 +48,10 @@ def test_placeholders_resolve_to_parameter_values() -> None:
     assert got == {"runCommand": ["a", "b"], "timeoutSeconds": "9", "x": "a-z"}
 
 
-def _run(tmp_path: Path, commands: list[str], timeout: str = "30") -> rc.Run:
-    run = rc.Run()
+def _run(tmp_path: Path, commands: list[str], timeout: str = "30") -> ssm_plugins.Run:
+    run = ssm_plugins.Run()
     props = {"runCommand": commands, "timeoutSeconds": timeout, "workingDirectory": ""}
-    rc.run_shell_script(props, tmp_path / "orchestration", run)
+    ssm_plugins.run_shell_script(props, tmp_path / "orchestration", run)
     return run
 
 
@@ -70,7 +71,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "child"
     started = time.monotonic()
     run = _run(tmp_path, [f"sh -c 'echo $$ > {pidfile}; exec sleep 60' &", "sleep 60"], "1")
-    assert (run.status, run.code) == ("TimedOut", rc.STOPPED_EXIT_CODE)
+    assert (run.status, run.code) == ("TimedOut", ssm_plugins.STOPPED_EXIT_CODE)
     assert time.monotonic() - started < 30
     child = int(pidfile.read_text())
     for _ in range(50):
@@ -84,9 +85,9 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
 
 
 def test_a_missing_working_directory_fails(tmp_path: Path) -> None:
-    run = rc.Run()
+    run = ssm_plugins.Run()
     props = {"runCommand": ["true"], "timeoutSeconds": "5", "workingDirectory": "/nonexistent/x"}
-    rc.run_shell_script(props, tmp_path / "o", run)
+    ssm_plugins.run_shell_script(props, tmp_path / "o", run)
     assert (run.status, run.code) == ("Failed", 1)
 
 
@@ -111,7 +112,7 @@ class FakeClient:
 def test_at_most_five_commands_run_at_once(tmp_path: Path, monkeypatch: Any) -> None:
     running, peak, lock = [0], [0], threading.Lock()
 
-    def plugin(props: Any, workdir: Path, run: rc.Run) -> None:
+    def plugin(props: Any, workdir: Path, run: ssm_plugins.Run) -> None:
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -120,7 +121,7 @@ def test_at_most_five_commands_run_at_once(tmp_path: Path, monkeypatch: Any) -> 
             running[0] -= 1
         run.status, run.code = "Success", 0
 
-    monkeypatch.setitem(rc.PLUGINS, "aws:runShellScript", plugin)
+    monkeypatch.setitem(ssm_plugins.PLUGINS, "aws:runShellScript", plugin)
     client = FakeClient()
     creds = ("mi-0123456789abcdef0", "eu-west-1", {"AccessKeyId": "A", "SecretAccessKey": "S"})
     worker = rc.Worker(tmp_path, client, logging.getLogger("t"), lambda: creds)  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ AGENT_MODULES = (
     "ssm_plugins.py",
     "ssm_update.py",
     "ecs_agent.py",
+    "ecs_config.py",
     "docker_api.py",
     "docker_daemon.py",
     "docker_cli.py",

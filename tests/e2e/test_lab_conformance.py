@@ -28,7 +28,7 @@ from botocore.model import ServiceModel
 from anywhere.aws import Aws, make_clients
 from anywhere.aws.hygiene import Hygiene
 from anywhere.aws.run_command import RunCommand
-from anywhere.lab.agents import common, ecs_agent, ecs_task_sync, ssm_agent
+from anywhere.lab.agents import common, ecs_agent, ecs_config, ecs_task_sync, ssm_agent
 from anywhere.lab.endpoint import server
 from tests.aws_shapes import SSM_AGENT_MODEL, problems
 from tests.e2e.test_lab_endpoint import _start
@@ -265,7 +265,7 @@ class Host:
         return self.client.call(f"{ecs_agent.ECS}.{action}", body, auth=auth)
 
     def register_ecs(self) -> None:
-        config = ecs_agent.EcsConfig(cluster=CLUSTER, region=REGION, external=True)
+        config = ecs_config.EcsConfig(cluster=CLUSTER, region=REGION, external=True)
         answer = self.ecs(
             "RegisterContainerInstance", ecs_agent.registration_body(config, "25.0.0", None)
         )

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from anywhere.aws import Aws, make_clients
-from anywhere.lab.agents import common, ecs_agent, ssm_agent
+from anywhere.lab.agents import common, ecs_agent, ecs_config, ssm_agent
 from anywhere.lab.endpoint import server
 
 pytestmark = pytest.mark.e2e
@@ -99,13 +99,13 @@ def join(aws: Aws, endpoint: str, root: Path, name: str) -> tuple[str, str]:
     config.parent.mkdir(parents=True)
     config.write_text(f"ECS_CLUSTER={CLUSTER}\nECS_EXTERNAL=true\nAWS_DEFAULT_REGION={REGION}\n")
     agent = ecs_agent.Agent(base, common.AgentSettings(endpoint), logging.getLogger("fleet"))
-    arn = agent._register(threading.Event(), client, ecs_agent.load_config(base), "25.0.0", None)
+    arn = agent._register(threading.Event(), client, ecs_config.load_config(base), "25.0.0", None)
     assert arn, f"{name} did not register"
     # Connected only once its agent has polled, as ECS counts a real agent.
     client.call(
         f"{ecs_agent.ECS}.DiscoverPollEndpoint",
         {"containerInstance": arn, "cluster": CLUSTER},
-        auth=agent._auth(ecs_agent.load_config(base)),
+        auth=agent._auth(ecs_config.load_config(base)),
     )
     return reg.instance_id, arn
 

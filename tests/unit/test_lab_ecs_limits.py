@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from anywhere.lab.agents import common, ecs_agent
+from anywhere.lab.agents import common, ecs_agent, ecs_config
 from tests.unit.test_lab_ecs_external import Lab
 
 
@@ -176,12 +176,12 @@ class RefusingClient(common.Client):
 
 def test_the_lab_agent_treats_an_inactive_refusal_as_terminal(tmp_path: Path) -> None:
     class Signed(ecs_agent.Agent):
-        def _auth(self, config: ecs_agent.EcsConfig) -> common.Signer:
+        def _auth(self, config: ecs_config.EcsConfig) -> common.Signer:
             return lambda url, headers, body: {}  # credentials are not the point
 
     agent = Signed(tmp_path, common.AgentSettings("http://127.0.0.1:9"), logging.getLogger("test"))
     client = RefusingClient()
-    config = ecs_agent.EcsConfig(cluster="c1", region="r", external=True)
+    config = ecs_config.EcsConfig(cluster="c1", region="r", external=True)
     with pytest.raises(ecs_agent.TerminalError, match="is inactive"):
         agent._register(threading.Event(), client, config, "25.0", "arn:ci/c1/0123abcd")
     assert len(client.asked) == 1  # not retried

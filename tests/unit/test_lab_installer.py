@@ -22,7 +22,15 @@ from typing import Any
 import pytest
 
 from anywhere.lab import installer
-from anywhere.lab.agents import common, docker_api, docker_cli, docker_daemon, ecs_agent, ssm_agent
+from anywhere.lab.agents import (
+    common,
+    docker_api,
+    docker_cli,
+    docker_daemon,
+    ecs_agent,
+    ecs_config,
+    ssm_agent,
+)
 
 URL = "http://10.200.0.1:4566"
 VALUE_FLAGS = (
@@ -216,18 +224,18 @@ def test_payload_carries_stdlib_only_agents() -> None:
 
 
 def test_env_file_parsing_and_first_file_wins() -> None:
-    etc = ecs_agent.parse_env_file(
+    etc = ecs_config.parse_env_file(
         "# comment\nECS_CLUSTER=a\n\nECS_CLUSTER=b\nHTTP_PROXY='http://p:3128'\nnot a line\n"
     )
     assert etc == {"ECS_CLUSTER": "b", "HTTP_PROXY": "http://p:3128"}
-    lib = ecs_agent.parse_env_file("ECS_CLUSTER=c\nAWS_DEFAULT_REGION=eu-west-1\n")
-    merged = ecs_agent.merge_first_wins(etc, lib)
-    config = ecs_agent.config_from_values(merged)
+    lib = ecs_config.parse_env_file("ECS_CLUSTER=c\nAWS_DEFAULT_REGION=eu-west-1\n")
+    merged = ecs_config.merge_first_wins(etc, lib)
+    config = ecs_config.config_from_values(merged)
     assert (config.cluster, config.region, config.http_proxy) == ("b", "eu-west-1", "http://p:3128")
 
 
 def test_attributes_and_tags_are_json_objects() -> None:
-    config = ecs_agent.config_from_values(
+    config = ecs_config.config_from_values(
         {
             "ECS_INSTANCE_ATTRIBUTES": '{"rack": "r1", "zone": "z"}',
             "ECS_CONTAINER_INSTANCE_TAGS": '{"team": "a"}',
@@ -237,12 +245,12 @@ def test_attributes_and_tags_are_json_objects() -> None:
     assert config.attributes == {"rack": "r1", "zone": "z"} and config.tags == {"team": "a"}
     assert config.external and config.cluster == "default"
     for bad in ('["rack"]', "{rack: r1}", '{"n": 1}'):
-        with pytest.raises(ecs_agent.ConfigError, match="ECS_INSTANCE_ATTRIBUTES"):
-            ecs_agent.config_from_values({"ECS_INSTANCE_ATTRIBUTES": bad})
+        with pytest.raises(ecs_config.ConfigError, match="ECS_INSTANCE_ATTRIBUTES"):
+            ecs_config.config_from_values({"ECS_INSTANCE_ATTRIBUTES": bad})
 
 
 def test_custom_attributes_and_tags_only_at_first_registration() -> None:
-    config = ecs_agent.config_from_values(
+    config = ecs_config.config_from_values(
         {"ECS_INSTANCE_ATTRIBUTES": '{"rack": "r1"}', "ECS_CONTAINER_INSTANCE_TAGS": '{"t": "v"}'}
     )
     first = ecs_agent.registration_body(config, "24.0.9", None)
@@ -265,12 +273,12 @@ def test_checkpoint_for_another_cluster_stops_the_agent(tmp_path: Path) -> None:
     agent = ecs_agent.Agent(tmp_path, common.AgentSettings("http://127.0.0.1:9"), log)
     stop = threading.Event()
     assert agent.run(stop) == ecs_agent.EXIT_TERMINAL
-    config = ecs_agent.config_from_values({"ECS_CLUSTER": "old"})
+    config = ecs_config.config_from_values({"ECS_CLUSTER": "old"})
     assert (
-        ecs_agent.check_checkpoint({"Cluster": "old", "ContainerInstanceArn": "arn:ci/1"}, config)
+        ecs_config.check_checkpoint({"Cluster": "old", "ContainerInstanceArn": "arn:ci/1"}, config)
         == "arn:ci/1"
     )
-    assert ecs_agent.check_checkpoint(None, config) is None
+    assert ecs_config.check_checkpoint(None, config) is None
 
 
 @pytest.mark.parametrize(
@@ -552,18 +560,18 @@ def test_fresh_shared_credentials_file(tmp_path: Path) -> None:
 
 def test_only_ecs_external_with_a_region_makes_an_external_agent() -> None:
     closed = "http://127.0.0.1:9/latest/dynamic/instance-identity/document"
-    external = ecs_agent.config_from_values(
+    external = ecs_config.config_from_values(
         {"ECS_EXTERNAL": "true", "AWS_DEFAULT_REGION": "us-east-1"}
     )
-    ecs_agent.require_external(external, closed)
+    ecs_config.require_external(external, closed)
     body = ecs_agent.registration_body(external, "24.0.9", None)
     assert {"name": ecs_agent.EXTERNAL_CAPABILITY} in body["attributes"]
-    with pytest.raises(ecs_agent.ConfigError, match="needs a region"):
-        ecs_agent.require_external(ecs_agent.config_from_values({"ECS_EXTERNAL": "true"}), closed)
+    with pytest.raises(ecs_config.ConfigError, match="needs a region"):
+        ecs_config.require_external(ecs_config.config_from_values({"ECS_EXTERNAL": "true"}), closed)
     for values in ({}, {"AWS_DEFAULT_REGION": "us-east-1"}, {"ECS_EXTERNAL": "false"}):
-        config = ecs_agent.config_from_values(values)
-        with pytest.raises(ecs_agent.ConfigError, match="instance identity document"):
-            ecs_agent.require_external(config, closed)
+        config = ecs_config.config_from_values(values)
+        with pytest.raises(ecs_config.ConfigError, match="instance identity document"):
+            ecs_config.require_external(config, closed)
         names = {
             a["name"] for a in ecs_agent.registration_body(config, "24.0.9", None)["attributes"]
         }

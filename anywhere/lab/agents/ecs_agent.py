@@ -1,11 +1,12 @@
 """Lab ECS agent: registers the host as an external container instance and keeps it connected.
 
-Reads `/etc/ecs/ecs.config` then `/var/lib/ecs/ecs.config` (the first file wins on a duplicate
-key); only `ECS_EXTERNAL=true` with a region makes it an external instance (anything else exits
-terminally, as the real agent cannot get an EC2 identity there). Waits for Docker and for the
-SSM agent's role credentials (default profile of /root/.aws/credentials), registers (custom
-attributes and tags only on the first registration), checkpoints to `/var/lib/ecs/data/agent.db`,
-serves the introspection API on `127.0.0.1:51678` and heartbeats with `DiscoverPollEndpoint`.
+Reads `/etc/ecs/ecs.config` then `/var/lib/ecs/ecs.config` (`ecs_config`: the first file wins on
+a duplicate key); only `ECS_EXTERNAL=true` with a region makes it an external instance
+(anything else exits terminally, as the real agent cannot get an EC2 identity there). Waits
+for Docker and for the SSM agent's role credentials (default profile of /root/.aws/credentials),
+registers (custom attributes and tags only on the first registration), checkpoints to
+`/var/lib/ecs/data/agent.db`, serves the introspection API on `127.0.0.1:51678` and heartbeats
+with `DiscoverPollEndpoint`.
 """
 
 from __future__ import annotations
@@ -19,13 +20,20 @@ import re
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from anywhere.lab.agents import common, docker_api, ecs_task_sync
 from anywhere.lab.agents.common import AgentSettings, ApiError, Client
+from anywhere.lab.agents.ecs_config import (
+    ConfigError,
+    EcsConfig,
+    check_checkpoint,
+    load_config,
+    require_external,
+)
 
 # The agent the lab installer embeds; a lab ecs-init package ships its own version beside
 # the agent's code (VERSION_FILE at the root of its tree), read once at start: a running agent
@@ -44,7 +52,6 @@ def packaged_version(tree: Path) -> str | None:
 
 AGENT_VERSION = packaged_version(Path(__file__).resolve().parents[3]) or EMBEDDED_VERSION
 VERSION_STRING = f"Amazon ECS Agent - v{AGENT_VERSION} (lab)"
-CONFIG_FILES = ("/etc/ecs/ecs.config", "/var/lib/ecs/ecs.config")
 CHECKPOINT = "/var/lib/ecs/data/agent.db"
 LOG_FILE = "/var/log/ecs/ecs-agent.log"
 METADATA_PORT = 51678
@@ -73,12 +80,6 @@ CAPABILITIES = (
     "com.amazonaws.ecs.capability.logging-driver.none",
     *(f"com.amazonaws.ecs.capability.docker-remote-api.1.{minor}" for minor in range(17, 45)),
 )
-# Without ECS_EXTERNAL the agent takes itself for an EC2 instance and asks IMDS who it is.
-IMDS_IDENTITY = "http://169.254.169.254/latest/dynamic/instance-identity/document"
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used; the agent exits terminally, as the real one does."""
 
 
 class TerminalError(RuntimeError):
@@ -88,103 +89,6 @@ class TerminalError(RuntimeError):
 def is_inactive_refusal(err: ApiError) -> bool:
     """ECS's answer to a checkpoint whose container instance was deregistered (INACTIVE)."""
     return err.code == "ClientException" and "is inactive" in err.message
-
-
-def parse_env_file(text: str) -> dict[str, str]:
-    """`KEY=VALUE` lines; `#` comments and blanks skipped; a later line wins within one file."""
-    values: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
-
-
-def merge_first_wins(*layers: Mapping[str, str]) -> dict[str, str]:
-    merged: dict[str, str] = {}
-    for layer in layers:
-        for key, value in layer.items():
-            merged.setdefault(key, value)
-    return merged
-
-
-def _json_object(values: Mapping[str, str], key: str) -> dict[str, str]:
-    raw = values.get(key, "").strip()
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError as err:
-        raise ConfigError(f"Invalid format for {key}, expected a json object: {err}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise ConfigError(f"Invalid format for {key}, expected a json object of strings")
-    return {str(k): v for k, v in data.items()}
-
-
-@dataclass(frozen=True)
-class EcsConfig:
-    cluster: str = "default"
-    region: str = ""
-    external: bool = False
-    backend_host: str = ""
-    gpu: bool = False
-    http_proxy: str = ""
-    no_proxy: str = ""
-    attributes: Mapping[str, str] = field(default_factory=dict)
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-
-def config_from_values(values: Mapping[str, str]) -> EcsConfig:
-    return EcsConfig(
-        cluster=values.get("ECS_CLUSTER") or "default",
-        region=values.get("AWS_DEFAULT_REGION", ""),
-        external=values.get("ECS_EXTERNAL", "").lower() == "true",
-        backend_host=values.get("ECS_BACKEND_HOST", ""),
-        gpu=values.get("ECS_ENABLE_GPU_SUPPORT", "").lower() == "true",
-        http_proxy=values.get("HTTP_PROXY", ""),
-        no_proxy=values.get("NO_PROXY", ""),
-        attributes=_json_object(values, "ECS_INSTANCE_ATTRIBUTES"),
-        tags=_json_object(values, "ECS_CONTAINER_INSTANCE_TAGS"),
-    )
-
-
-def load_config(base: Path) -> EcsConfig:
-    layers = []
-    for name in CONFIG_FILES:
-        path = common.under(base, name)
-        layers.append(parse_env_file(path.read_text()) if path.is_file() else {})
-    return config_from_values(merge_first_wins(*layers))
-
-
-def require_external(config: EcsConfig, imds_url: str = IMDS_IDENTITY) -> None:
-    """ConfigError unless the configuration makes an external instance the agent can run as.
-
-    Without `ECS_EXTERNAL=true` the agent is an EC2 agent: it needs the instance identity
-    document from IMDS, which an on-premises host does not have.
-    """
-    if config.external:
-        if not config.region:
-            raise ConfigError(
-                "ECS_EXTERNAL=true needs a region: AWS_DEFAULT_REGION is not set "
-                "in /etc/ecs/ecs.config or /var/lib/ecs/ecs.config"
-            )
-        return
-    try:
-        common.opener(imds_url).open(imds_url, timeout=1.0).close()
-    except OSError as err:
-        raise ConfigError(
-            f"Unable to get the instance identity document from EC2 instance "
-            f"metadata ({getattr(err, 'reason', err)}); not an EC2 instance and "
-            f"ECS_EXTERNAL is not true"
-        ) from None
-    raise ConfigError(
-        "[lab] EC2 container instances are not part of the lab: set ECS_EXTERNAL=true"
-    )
 
 
 def _memory_mb() -> int:
@@ -239,21 +143,6 @@ def registration_body(config: EcsConfig, docker_version: str, arn: str | None) -
         attributes.extend({"name": k, "value": v} for k, v in sorted(config.attributes.items()))
         body["tags"] = [{"key": k, "value": v} for k, v in sorted(config.tags.items())]
     return body
-
-
-def check_checkpoint(checkpoint: Mapping[str, Any] | None, config: EcsConfig) -> str | None:
-    """The saved ARN to re-use; ConfigError when the saved cluster is not the configured one."""
-    if not checkpoint:
-        return None
-    saved = str(checkpoint.get("Cluster", ""))
-    if saved and saved != config.cluster:
-        raise ConfigError(
-            f"Data mismatch; saved cluster '{saved}' does not match configured "
-            f"cluster '{config.cluster}'. Perhaps you want to delete the "
-            f"configured checkpoint file?"
-        )
-    arn = checkpoint.get("ContainerInstanceArn")
-    return str(arn) if arn else None
 
 
 def _metadata_handler(state: Mapping[str, Any]) -> type[BaseHTTPRequestHandler]:

@@ -8,30 +8,21 @@ Everything `up` creates is recorded in the lab's state file before or as it is c
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from anywhere.errors import EnvironmentProblem
 from anywhere.lab import files, hosts, network, quirks, reach, rootfs, state, teardown
-from anywhere.lab.hosts import HostSpec, Identity
+from anywhere.lab.handle import require_root
+from anywhere.lab.host_control import HostControl
+from anywhere.lab.hosts import Identity
 from anywhere.lab.network import LabNet
 from anywhere.lab.state import HostRecord, LabState
 from anywhere.lab.status import HostStatus, LabStatus, endpoint_answers
 
-CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-BOOT_WORKERS = 32
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        raise EnvironmentProblem("the lab needs root (namespaces, mounts, systemd-nspawn)")
 
 
 def lab_dir_for(name: str, state_root: Path | None = None) -> Path:
@@ -49,13 +40,10 @@ class _Layout:
     quirks: Mapping[str, tuple[str, ...]]
 
 
-class Lab:
-    """A handle on one lab; all facts live in its state file, re-read on each call."""
-
-    def __init__(self, name: str, index: int, directory: Path) -> None:
-        self.name = name
-        self.net = LabNet(index)
-        self.dir = directory
+class Lab(HostControl):
+    """A handle on one lab; all facts live in its state file, re-read on each call. Bring-up,
+    status and teardown are here; facts come from `LabHandle`, per-host control from
+    `HostControl`."""
 
     # ------------------------------------------------------------------ construction
 
@@ -140,84 +128,6 @@ class Lab:
             raise EnvironmentProblem(f"lab {name!r} is not up (no state in {directory})")
         return cls(recorded.name, recorded.index, directory)
 
-    # ------------------------------------------------------------------ facts
-
-    def state(self) -> LabState:
-        recorded = state.load(self.dir)
-        if recorded is None:
-            raise EnvironmentProblem(f"lab {self.name!r} is not up (no state in {self.dir})")
-        return recorded
-
-    @property
-    def inventory_path(self) -> Path:
-        return self.dir / files.INVENTORY
-
-    @property
-    def known_hosts_path(self) -> Path:
-        return self.dir / files.KNOWN_HOSTS
-
-    @property
-    def key_path(self) -> Path:
-        return self.dir / files.CLIENT_KEY
-
-    @property
-    def ops_password_path(self) -> Path:
-        return self.dir / files.OPS_PASSWORD
-
-    @property
-    def installer_path(self) -> Path:
-        return self.dir / files.INSTALLER
-
-    @property
-    def package_root(self) -> Path:
-        """What the endpoint serves as S3 buckets (the ecs-init package source)."""
-        return self.dir / teardown.ENDPOINT_DIR / "packages"
-
-    @property
-    def package_url(self) -> str:
-        """The ecs-init package source as hosts reach it: AWS's regional bucket layout."""
-        return f"{self.host_endpoint_url}/amazon-ecs-agent-{files.REGION}"
-
-    @property
-    def package_key_path(self) -> Path:
-        """The lab's package-signing public key (armored, as AWS publishes theirs)."""
-        return self.dir / files.PACKAGE_KEYS / "amazon-ecs-agent.gpg"
-
-    def set_ecs_latest(self, version: str) -> None:
-        """Point the source's `-latest` objects at `version` (as before or after a release)."""
-        from anywhere.lab import packages
-
-        packages.set_latest(self.package_root / packages.bucket(files.REGION), version)
-
-    @property
-    def endpoint_url(self) -> str:
-        """The endpoint as the controller reaches it (loopback)."""
-        return f"http://127.0.0.1:{self.net.port}"
-
-    @property
-    def host_endpoint_url(self) -> str:
-        """The endpoint as lab hosts reach it (the bridge address)."""
-        return f"http://{self.net.bridge_ip}:{self.net.port}"
-
-    @property
-    def hosts(self) -> dict[str, str]:
-        """Host name -> address, in host order."""
-        return {h.name: h.address for h in self.state().hosts}
-
-    def env(self) -> dict[str, str]:
-        return files.env_vars(self.dir, self.net.port)
-
-    def spec(self, number: int) -> HostSpec:
-        name = self.net.host_name(number)
-        return HostSpec(
-            name=name,
-            address=self.net.host_ip(number),
-            netns=self.net.netns(number),
-            machine=self.net.netns(number),
-            dir=self.dir / "hosts" / name,
-            cgroup=f"anywhere-lab/{self.name}/{name}",
-        )
-
     # ------------------------------------------------------------------ up
 
     def _bring_up(
@@ -262,10 +172,6 @@ class Lab:
         self._wait_booted(st.hosts)
         self._write_files(st)
 
-    def _save(self, st: LabState) -> LabState:
-        state.save(self.dir, st)
-        return st
-
     def _create_host(
         self, st: LabState, number: int, identity: Identity, layout: _Layout
     ) -> LabState:
@@ -292,34 +198,6 @@ class Lab:
         rec = replace(rec, host_key=hosts.provision(spec, identity, reach.hosts_lines(self.net)))
         quirks.apply(spec.root, spec.name, host_quirks, hosts.USER_HOMES)
         return self._save(st.with_host(rec))
-
-    def _boot(self, st: LabState, rec: HostRecord) -> LabState:
-        spec = self.spec(rec.number)
-        for path in rec.cgroups:  # a stopped container may leave its subgroups behind
-            hosts.remove_cgroup(Path(path))
-        pid = hosts.start(spec, hosts.make_cgroups(spec), quirks.nspawn_args(rec.quirks))
-        return self._save(st.with_host(replace(rec, pid=pid)))
-
-    def _wait_booted(self, records: Sequence[HostRecord]) -> None:
-        deadline = time.monotonic() + 120.0 + 1.5 * len(records)
-
-        def wait(rec: HostRecord) -> str | None:
-            spec = self.spec(rec.number)
-            try:
-                assert rec.pid is not None
-                hosts.wait_booted(spec, rec.pid, deadline)
-                hosts.wait_ssh(spec, deadline)
-            except EnvironmentProblem as exc:
-                return str(exc)
-            return None
-
-        workers = max(1, min(BOOT_WORKERS, len(records)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            problems = [p for p in pool.map(wait, records) if p]
-        if problems:
-            raise EnvironmentProblem(
-                f"{len(problems)} of {len(records)} lab hosts did not come up: {problems[0]}"
-            )
 
     def _ensure_endpoint(self, st: LabState, heartbeat_timeout_s: float) -> LabState:
         if st.endpoint_pid is not None and endpoint_answers(self.endpoint_url):
@@ -358,89 +236,6 @@ class Lab:
             extra,
         )
         files.write_env(self.dir, self.env())
-
-    # ------------------------------------------------------------------ per host
-
-    def _running(self, name: str) -> tuple[HostRecord, int]:
-        """The host's record and its container's PID 1; EnvironmentProblem if not running."""
-        require_root()
-        rec = self.state().host(name)
-        spec = self.spec(rec.number)
-        init = None
-        if rec.pid is not None and hosts.is_nspawn_of(rec.pid, spec):
-            init = hosts.container_init(rec.pid)
-        if init is None:
-            raise EnvironmentProblem(f"lab host {name} is not running")
-        return rec, init
-
-    def exec(
-        self,
-        host: str,
-        argv: Sequence[str],
-        *,
-        capture: bool = True,
-        input: str | None = None,
-        timeout: float | None = None,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run argv as root inside `host` (nsenter into its PID 1), with a clean environment."""
-        _, init = self._running(host)
-        full = hosts.nsenter_argv(
-            init,
-            ["/usr/bin/env", "-i", f"PATH={CONTAINER_PATH}", "HOME=/root", "LANG=C.UTF-8", *argv],
-        )
-        return subprocess.run(
-            full, input=input, capture_output=capture, text=True, timeout=timeout, check=False
-        )
-
-    def stop_host(self, name: str, *, power_cut: bool = False) -> None:
-        """Power the host off (its address then refuses connections); start_host undoes it.
-        `power_cut`: no shutdown, every process dies at once (no FIN, no exit status)."""
-        with state.locked(self.dir / ".lock"):
-            st = self.state()
-            rec = st.host(name)
-            if rec.pid is not None:
-                hosts.stop(self.spec(rec.number), rec.pid, 0.0 if power_cut else 30.0)
-            self._save(st.with_host(replace(rec, pid=None)))
-
-    def start_host(self, name: str) -> None:
-        """Boot a stopped host again and wait until it is up; no-op if it runs."""
-        with state.locked(self.dir / ".lock"):
-            st = self.state()
-            rec = st.host(name)
-            if rec.pid is None or not hosts.is_nspawn_of(rec.pid, self.spec(rec.number)):
-                st = self._boot(st, rec)
-            self._wait_booted([st.host(name)])
-
-    def set_host_link(self, name: str, up: bool) -> None:
-        """Unplug (connections then time out) or re-plug the host's network cable."""
-        network.set_link(self.net, self.state().host(name).number, up)
-
-    def block_endpoint(self, name: str, endpoint: str, blocked: bool = True) -> str:
-        """From host `name`, refuse TCP to one AWS endpoint (role such as `ssm`, or its name)
-        as a host firewall would; `blocked=False` allows it again. Returns its address."""
-        return reach.block(self.net, self.state().host(name).number, endpoint, blocked)
-
-    def regenerate_host_key(self, name: str, trust: bool = False) -> str:
-        """Give the host a new SSH host key (sshd restarted); known_hosts keeps the old one
-        unless `trust`. Returns the new key ('ssh-ed25519 AAAA…')."""
-        with state.locked(self.dir / ".lock"):
-            st = self.state()
-            rec = st.host(name)
-            key = hosts.write_host_key(self.spec(rec.number))
-            done = self.exec(name, ["systemctl", "restart", "ssh"])
-            if done.returncode != 0:
-                raise EnvironmentProblem(f"{name}: sshd restart failed: {done.stderr.strip()}")
-            st = self._save(st.with_host(replace(rec, host_key=key)))
-            if trust:
-                self.refresh_known_hosts()
-            return key
-
-    def refresh_known_hosts(self) -> Path:
-        """Rewrite known_hosts from every host's current key."""
-        st = self.state()
-        return files.write_known_hosts(
-            self.dir, {h.name: (h.address, h.host_key) for h in st.hosts}
-        )
 
     # ------------------------------------------------------------------ status and down
 

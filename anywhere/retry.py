@@ -13,22 +13,9 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from anywhere.inventory import is_secret
 from anywhere.models import Host, Secret, Vaulted
 from anywhere.report import one_line
-
-# Variables that can hold credentials. `Host.variables` should already be free of them; the
-# retry inventory drops them again so a stale value is never copied into a new file.
-SECRET_VARIABLES = frozenset(
-    {
-        "ansible_password",
-        "ansible_ssh_pass",
-        "ansible_ssh_password",
-        "ansible_become_password",
-        "ansible_become_pass",
-        "ansible_sudo_pass",
-        "ansible_sudo_password",
-    }
-)
 
 
 def retry_inventory(
@@ -93,7 +80,8 @@ def _plain_vars(variables: Mapping[str, object]) -> dict[str, object]:
         k: _plain(variables[k])
         for k in sorted(variables)
         if isinstance(variables[k], Vaulted)
-        or (k not in SECRET_VARIABLES and not isinstance(variables[k], Secret))
+        # `Host.variables` should hold none of them already: never copy a stale one again.
+        or (not is_secret(k) and not isinstance(variables[k], Secret))
     }
 
 

@@ -33,6 +33,7 @@ from anywhere.inventory._ansible import (
     tree_from_listing,
 )
 from anywhere.inventory._base import Invalid, PathBase
+from anywhere.inventory._connection_values import is_secret
 from anywhere.inventory._hosts import describe, resolve
 from anywhere.inventory._limits import check_sources
 from anywhere.inventory._patterns import select
@@ -48,6 +49,7 @@ __all__ = [
     "VARIABLES",
     "LoadedInventory",
     "describe",
+    "is_secret",
     "load_inventory",
     "load_with_secrets",
     "select",

@@ -19,23 +19,8 @@ from anywhere.lab.agents import ssm_agent
 
 TEMPLATE = Path(__file__).with_name("installer.sh.in")
 AGENTS_DIR = Path(__file__).with_name("agents")
-AGENT_MODULES = (
-    "__init__.py",
-    "common.py",
-    "sigv4.py",
-    "ssm_agent.py",
-    "ssm_run_command.py",
-    "ssm_plugins.py",
-    "ssm_update.py",
-    "ecs_agent.py",
-    "ecs_config.py",
-    "docker_api.py",
-    "docker_daemon.py",
-    "docker_cli.py",
-    "docker_engine.py",
-    "docker_container.py",
-    "ecs_task_sync.py",
-)
+# Every module of the agents' package goes to the hosts: one left out would fail only there.
+AGENT_MODULES = tuple(sorted(p.name for p in AGENTS_DIR.glob("*.py")))
 # On hosts the agents live in a package tree of their own, with stub parents, so that
 # `anywhere.lab.agents.*` imports resolve without the rest of anywhere.
 _STUB = '"""Package stub for the lab agents on lab hosts."""\n'

@@ -105,8 +105,13 @@ class Registrar:
 
     def _register(self, host: Host, cursor: Cursor) -> HostOutcome:
         ctx = self.ctx
-        cursor.stage(Phase.PREFLIGHT)
         known = self.found.get(host.name)
+        if known is None:
+            cursor.stage(Phase.PREFLIGHT)
+        else:
+            # The preflight round showed this phase already: said once, still the phase
+            # a failure found there is reported in.
+            cursor.phase = Phase.PREFLIGHT
         if isinstance(known, HostError):
             raise known
         sweep_activations(

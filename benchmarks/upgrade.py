@@ -16,30 +16,15 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import boto3
 
 from anywhere.lab.lab import Lab
+from benchmarks.lab_service import Sampler, serve
 from benchmarks.measure import AwsAudit
 
 SERVICE = "bench-upgrade"
-CLUSTER = "lab"
-
-
-def _ecs(lab: Lab) -> Any:
-    env = lab.env()
-    return boto3.client(
-        "ecs",
-        endpoint_url=lab.endpoint_url,
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
 
 
 class Counted:
@@ -52,20 +37,6 @@ class Counted:
         self.calls[action] = self.calls.get(action, 0) + 1
 
 
-def running(ecs: Any) -> int:
-    arns = [
-        arn
-        for page in ecs.get_paginator("list_tasks").paginate(cluster=CLUSTER, serviceName=SERVICE)
-        for arn in page["taskArns"]
-    ]
-    tasks = [
-        t
-        for start in range(0, len(arns), 100)
-        for t in ecs.describe_tasks(cluster=CLUSTER, tasks=arns[start : start + 100])["tasks"]
-    ]
-    return sum(1 for t in tasks if t.get("lastStatus") == "RUNNING")
-
-
 def anywhere(lab: Lab, work: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**lab.env(), "ANYWHERE_RUN_DIR": str(work / "runs"), "ANYWHERE_SSH_CONFIG": "none"}
     return subprocess.run(
@@ -75,29 +46,6 @@ def anywhere(lab: Lab, work: Path, *args: str) -> subprocess.CompletedProcess[st
         text=True,
         check=False,
     )
-
-
-def serve(lab: Lab, count: int) -> None:
-    ecs = _ecs(lab)
-    ecs.register_task_definition(
-        family=SERVICE,
-        networkMode="bridge",
-        requiresCompatibilities=["EXTERNAL"],
-        containerDefinitions=[{"name": "web", "image": "nginx", "memory": 32}],
-    )
-    ecs.create_service(
-        cluster=CLUSTER,
-        serviceName=SERVICE,
-        taskDefinition=SERVICE,
-        desiredCount=count,
-        launchType="EXTERNAL",
-        deploymentConfiguration={"minimumHealthyPercent": 100, "maximumPercent": 200},
-    )
-    deadline = time.monotonic() + 300
-    while running(ecs) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the service never ran {count} tasks")
-        time.sleep(2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,27 +69,19 @@ def _measure(lab: Lab, a: argparse.Namespace) -> int:
     done = anywhere(lab, work, "register", str(lab.inventory_path), "--yes")
     if done.returncode != 0:
         raise RuntimeError(f"registering the fleet failed: {done.stderr[-800:]}")
-    serve(lab, a.hosts)
+    serve(lab, SERVICE, a.hosts, timeout_s=300, poll_s=2)
     audit = AwsAudit(lab.endpoint_url)
-    ecs, seen, stop, own = _ecs(lab), [], threading.Event(), Counted()
-    ecs.meta.events.register("before-call.ecs.*", lambda model, **_: own(model.name))
-
-    def sample() -> None:
-        while not stop.is_set():
-            seen.append(running(ecs))
-            stop.wait(0.5)
-
-    sampler = threading.Thread(target=sample, daemon=True)
+    sampler, own = Sampler(lab, SERVICE, interval_s=0.5), Counted()
+    sampler.ecs.meta.events.register("before-call.ecs.*", lambda model, **_: own(model.name))
     audit.reset()
-    sampler.start()
-    t0 = time.monotonic()
-    done = anywhere(
-        lab, work, "upgrade", str(lab.inventory_path), "--yes",
-        "--max-unavailable", f"{a.max_unavailable}%",
-    )  # fmt: skip
-    wall = time.monotonic() - t0
-    stop.set()
-    sampler.join()
+    with sampler:
+        t0 = time.monotonic()
+        done = anywhere(
+            lab, work, "upgrade", str(lab.inventory_path), "--yes",
+            "--max-unavailable", f"{a.max_unavailable}%",
+        )  # fmt: skip
+        wall = time.monotonic() - t0
+    seen = sampler.seen
     calls = audit.calls()
     # What anywhere asked: the audit less the sampler's calls and the hosts' package downloads.
     mine = {

@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from anywhere.lab.endpoint.control import LabControl
 from anywhere.lab.lab import Lab
+from benchmarks.lab_service import CLUSTER, lab_client
 
 
 def lab_env(lab: Lab, **extra: str) -> dict[str, str]:
@@ -55,6 +58,51 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def register_fleet(lab: Lab, run_dir: Path) -> None:
+    """`anywhere register` of every lab host, which must succeed: the set-up of a module lab."""
+    done = anywhere(lab, "register", str(lab.inventory_path), "--yes", run_dir=run_dir)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def run_with_report(
+    lab: Lab, work: Path, name: str, *args: str, **kwargs: Any
+) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, Any]]]:
+    """`anywhere ARGS --report-json WORK/NAME.json` (run dir WORK/runs): the process, and the
+    report's hosts by name (none when it wrote no report)."""
+    report = work / f"{name}.json"
+    done = anywhere(lab, *args, "--report-json", str(report), run_dir=work / "runs", **kwargs)
+    hosts = {h["host"]: h for h in read_json(report)["hosts"]} if report.exists() else {}
+    return done, hosts
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
+    """`check()`'s first true answer, polled every 0.5 s; an assertion error after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+    return found
+
+
+def container_instances(lab: Lab) -> dict[str, dict[str, Any]]:
+    """Host name → its container instance (ACTIVE or DRAINING), by the mi- id the host holds."""
+    ecs = lab_client(lab, "ecs")
+    arns = [
+        arn
+        for status in ("ACTIVE", "DRAINING")
+        for arn in ecs.list_container_instances(cluster=CLUSTER, status=status)[
+            "containerInstanceArns"
+        ]
+    ]
+    found = ecs.describe_container_instances(cluster=CLUSTER, containerInstances=arns)
+    by_mi = {c["ec2InstanceId"]: c for c in found["containerInstances"]}
+    out = {}
+    for host in lab.hosts:
+        reg = lab.exec(host, ["cat", "/var/lib/amazon/ssm/registration"]).stdout
+        out[host] = by_mi[json.loads(reg)["ManagedInstanceID"]]
+    return out
+
+
 SSM_TRUST = json.dumps(
     {
         "Version": "2012-10-17",
@@ -74,8 +122,6 @@ def activation_with_role(
 ) -> dict[str, Any]:
     """CreateActivation naming `role`, created first if missing (trusting SSM), retried while
     SSM does not see the role yet, as AWS (and the lab endpoint) answer for new roles."""
-    import time
-
     from botocore.exceptions import ClientError
 
     try:
@@ -99,8 +145,6 @@ def activation_with_role(
 def role_seen_by_ssm(lab: Lab) -> None:
     """Make the lab inventory's IAM role (as `anywhere_create_iam_role` would) and wait until
     SSM sees it: for tests that count CreateActivation refusals of their own making."""
-    import time
-
     import boto3
 
     from anywhere.aws import Aws

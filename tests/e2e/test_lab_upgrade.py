@@ -7,23 +7,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
 
 from anywhere.lab import packages
 from anywhere.lab.lab import Lab
+from benchmarks.lab_service import CLUSTER, create_service, lab_client
 from tests.e2e.conftest import SPARE_INDEX, module_lab
-from tests.e2e.helpers import anywhere
+from tests.e2e.helpers import container_instances, register_fleet, wait_for
 
 pytestmark = pytest.mark.e2e
 
-CLUSTER = "lab"
 OLD, NEW = packages.ECS_INIT_VERSIONS
 KNOB = packages.POSTINST_KNOB
 
@@ -35,48 +32,8 @@ def booted() -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def uplab(booted: Lab, tmp_path_factory: pytest.TempPathFactory) -> Lab:
-    runs = tmp_path_factory.mktemp("upgrade-register")
-    done = anywhere(booted, "register", str(booted.inventory_path), "--yes", run_dir=runs)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    register_fleet(booted, tmp_path_factory.mktemp("upgrade-register"))
     return booted
-
-
-def _ecs(lab: Lab) -> Any:
-    return boto3.client(
-        "ecs",
-        endpoint_url=lab.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
-def _wait(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-    return found
-
-
-def _instances(lab: Lab) -> dict[str, dict[str, Any]]:
-    """Host name → container instance (by its mi- id, read from the host)."""
-    ecs = _ecs(lab)
-    arns = [
-        a
-        for status in ("ACTIVE", "DRAINING")
-        for a in ecs.list_container_instances(cluster=CLUSTER, status=status)[
-            "containerInstanceArns"
-        ]
-    ]
-    found = ecs.describe_container_instances(cluster=CLUSTER, containerInstances=arns)
-    by_mi = {c["ec2InstanceId"]: c for c in found["containerInstances"]}
-    out = {}
-    for host in lab.hosts:
-        reg = lab.exec(host, ["cat", "/var/lib/amazon/ssm/registration"]).stdout
-        out[host] = by_mi[json.loads(reg)["ManagedInstanceID"]]
-    return out
 
 
 def _introspection_version(lab: Lab, host: str) -> str:
@@ -134,15 +91,15 @@ def test_source_serves_two_signed_versions(uplab: Lab, tmp_path: Path) -> None:
 
 def test_newer_package_runs_after_a_restart_and_aws_sees_it(uplab: Lab) -> None:
     old_agent, new_agent = (packages.agent_version(v) for v in (OLD, NEW))
-    assert _instances(uplab)["h1"]["versionInfo"]["agentVersion"] == old_agent
+    assert container_instances(uplab)["h1"]["versionInfo"]["agentVersion"] == old_agent
     done = _install(uplab, "h1", NEW)
     assert done.returncode == 0, done.stdout + done.stderr
     assert _dpkg_status(uplab, "h1") == f"{NEW} ii"
     # The package's scripts do not restart ecs: the running agent is still the old one.
     assert f"v{old_agent} " in _introspection_version(uplab, "h1")
     assert uplab.exec("h1", ["systemctl", "restart", "ecs"]).returncode == 0
-    _wait(lambda: f"v{new_agent} " in _introspection_version(uplab, "h1"), "the new agent")
-    info = _instances(uplab)["h1"]
+    wait_for(lambda: f"v{new_agent} " in _introspection_version(uplab, "h1"), "the new agent")
+    info = container_instances(uplab)["h1"]
     assert info["versionInfo"]["agentVersion"] == new_agent
     assert info["agentConnected"]
 
@@ -162,23 +119,11 @@ def test_post_install_fault_fails_until_switched_off(uplab: Lab) -> None:
 
 
 def test_drain_replaces_first_and_stalls_without_room(uplab: Lab) -> None:
-    ecs = _ecs(uplab)
-    ecs.register_task_definition(
-        family="upgrade-web",
-        networkMode="bridge",
-        requiresCompatibilities=["EXTERNAL"],
-        containerDefinitions=[{"name": "web", "image": "nginx", "memory": 32}],
+    ecs = lab_client(uplab, "ecs")
+    create_service(
+        ecs, "web", 2, family="upgrade-web", placementConstraints=[{"type": "distinctInstance"}]
     )
-    ecs.create_service(
-        cluster=CLUSTER,
-        serviceName="web",
-        taskDefinition="upgrade-web",
-        desiredCount=2,
-        launchType="EXTERNAL",
-        placementConstraints=[{"type": "distinctInstance"}],
-        deploymentConfiguration={"minimumHealthyPercent": 100, "maximumPercent": 200},
-    )
-    arn = {h: c["containerInstanceArn"] for h, c in _instances(uplab).items()}
+    arn = {h: c["containerInstanceArn"] for h, c in container_instances(uplab).items()}
     host_of = {v: k for k, v in arn.items()}
 
     def hosts_running() -> list[str]:

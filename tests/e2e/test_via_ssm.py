@@ -11,56 +11,36 @@ loaded machine.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from anywhere.lab.endpoint.control import LabControl
 from anywhere.lab.lab import Lab
+from benchmarks.lab_service import lab_client
 from tests.e2e.conftest import SPARE_INDEX, module_lab
-from tests.e2e.helpers import anywhere
+from tests.e2e.helpers import anywhere, register_fleet, wait_for
 
 pytestmark = pytest.mark.e2e
 HOSTS = 4
 HEARTBEAT_TIMEOUT_S = 20.0
+# Short Run Command polls, and a command an agent does not fetch given up on after 20 s.
+SSM_POLLS: dict[str, Any] = {"ANYWHERE_SSM_POLL_S": "0.5", "ANYWHERE_SSM_PENDING_TIMEOUT_S": "20"}
 
 
 @pytest.fixture(scope="module")
 def ssmlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     for lab in module_lab("viassm", SPARE_INDEX, HOSTS, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S):
-        runs = tmp_path_factory.mktemp("viassm-register")
-        done = anywhere(lab, "register", str(lab.inventory_path), "--yes", run_dir=runs)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        register_fleet(lab, tmp_path_factory.mktemp("viassm-register"))
         yield lab
-
-
-def _ssm(lab: Lab) -> Any:
-    env = lab.env()
-    return boto3.client(
-        "ssm",
-        endpoint_url=lab.endpoint_url,
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
 
 
 def _registration(lab: Lab, host: str) -> str:
     return lab.exec(
         host, ["sh", "-c", "cat /var/lib/amazon/ssm/registration 2>/dev/null; true"]
     ).stdout
-
-
-def _wait(check: Callable[[], Any], what: str, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-    return found
 
 
 def test_check_via_ssm_needs_no_ssh(ssmlab: Lab, tmp_path: Path) -> None:
@@ -70,7 +50,7 @@ def test_check_via_ssm_needs_no_ssh(ssmlab: Lab, tmp_path: Path) -> None:
     lab.exec("h2", ["systemctl", "stop", "docker"])
     for host in lab.hosts:
         lab.exec(host, ["systemctl", "stop", "ssh.socket", "ssh"])
-    ssm = _ssm(lab)
+    ssm = lab_client(lab, "ssm")
 
     def lost() -> bool:
         found = ssm.describe_instance_information(
@@ -78,7 +58,7 @@ def test_check_via_ssm_needs_no_ssh(ssmlab: Lab, tmp_path: Path) -> None:
         )["InstanceInformationList"]
         return bool(found) and found[0]["PingStatus"] == "ConnectionLost"
 
-    _wait(lost, "h4's agent to show ConnectionLost", HEARTBEAT_TIMEOUT_S + 30)
+    wait_for(lost, "h4's agent to show ConnectionLost", HEARTBEAT_TIMEOUT_S + 30)
     control = LabControl(lab.endpoint_url)
     control.reset_audit()
     done = anywhere(
@@ -89,8 +69,7 @@ def test_check_via_ssm_needs_no_ssh(ssmlab: Lab, tmp_path: Path) -> None:
         "--via",
         "ssm",
         run_dir=tmp_path / "runs",
-        ANYWHERE_SSM_POLL_S="0.5",
-        ANYWHERE_SSM_PENDING_TIMEOUT_S="20",
+        **SSM_POLLS,
     )
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     hosts = {h["host"]: h for h in json.loads(done.stdout)["hosts"]}
@@ -124,8 +103,7 @@ def test_deregister_via_ssm_wipes_then_deregisters(ssmlab: Lab, tmp_path: Path) 
         "--via",
         "ssm",
         run_dir=tmp_path / "runs",
-        ANYWHERE_SSM_POLL_S="0.5",
-        ANYWHERE_SSM_PENDING_TIMEOUT_S="20",
+        **SSM_POLLS,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "wipe started" in done.stdout
@@ -135,7 +113,7 @@ def test_deregister_via_ssm_wipes_then_deregisters(ssmlab: Lab, tmp_path: Path) 
         probe = lab.exec("h1", ["sh", "-c", f"ls -d {' '.join(gone)} 2>/dev/null; true"])
         return not probe.stdout.strip()
 
-    _wait(wiped, "the wipe on h1", 60)
+    wait_for(wiped, "the wipe on h1", 60)
     assert lab.exec("h1", ["systemctl", "is-active", "amazon-ssm-agent"]).stdout.strip() != "active"
-    left = _ssm(lab).describe_instance_information()["InstanceInformationList"]
+    left = lab_client(lab, "ssm").describe_instance_information()["InstanceInformationList"]
     assert mi not in {i["InstanceId"] for i in left}

@@ -58,10 +58,11 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def register_fleet(lab: Lab, run_dir: Path) -> None:
+def register_fleet(lab: Lab, run_dir: Path) -> subprocess.CompletedProcess[str]:
     """`anywhere register` of every lab host, which must succeed: the set-up of a module lab."""
     done = anywhere(lab, "register", str(lab.inventory_path), "--yes", run_dir=run_dir)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
 
 
 def run_with_report(

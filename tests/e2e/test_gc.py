@@ -13,9 +13,8 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import boto3
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,8 +22,9 @@ from anywhere.aws import HOST_TAG, RUN_TAG
 from anywhere.lab.endpoint.control import LabControl
 from anywhere.lab.files import IAM_ROLE
 from anywhere.lab.lab import Lab
+from benchmarks.lab_service import lab_client
 from tests.e2e.conftest import SPARE_INDEX, module_lab
-from tests.e2e.helpers import anywhere, lab_env
+from tests.e2e.helpers import anywhere, lab_env, register_fleet
 
 HOSTS = 4
 CLUSTER = "lab"
@@ -40,26 +40,14 @@ def gclab() -> Iterator[Lab]:
 def registered(gclab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Lab:
     """Every host registered by a caller who may not read the activation tier."""
     LabControl(gclab.endpoint_url).add_fault("GetServiceSetting", "deny")
-    runs = tmp_path_factory.mktemp("gc-register")
-    done = anywhere(gclab, "register", str(gclab.inventory_path), "--yes", run_dir=runs)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = register_fleet(gclab, tmp_path_factory.mktemp("gc-register"))
     assert "cannot read the SSM activation tier" in done.stderr
     return gclab
 
 
-def _client(lab: Lab, service: Literal["ecs", "ssm"]) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=lab.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 def _instances(lab: Lab) -> dict[str, dict[str, Any]]:
     """host → its managed instance as SSM describes it."""
-    pages = _client(lab, "ssm").get_paginator("describe_instance_information").paginate()
+    pages = lab_client(lab, "ssm").get_paginator("describe_instance_information").paginate()
     return {i["Name"]: i for p in pages for i in p["InstanceInformationList"]}
 
 
@@ -100,7 +88,7 @@ def test_gc_collects_exactly_the_dead_host(registered: Lab, tmp_path: Path) -> N
     lab = registered
     before = _instances(lab)
     dead_mi = before[DEAD]["InstanceId"]
-    ssm = _client(lab, "ssm")
+    ssm = lab_client(lab, "ssm")
     leftover = ssm.create_activation(  # what a killed register run leaves behind
         IamRole=IAM_ROLE,
         RegistrationLimit=1,
@@ -126,7 +114,7 @@ def test_gc_collects_exactly_the_dead_host(registered: Lab, tmp_path: Path) -> N
     assert any(r["container_instance_arn"] for r in records)
     after = _instances(lab)
     assert DEAD not in after and alive <= set(after)
-    ecs = _client(lab, "ecs")
+    ecs = lab_client(lab, "ecs")
     listed_arns = ecs.list_container_instances(cluster=CLUSTER)["containerInstanceArns"]
     described = ecs.describe_container_instances(cluster=CLUSTER, containerInstances=listed_arns)
     assert dead_mi not in {c["ec2InstanceId"] for c in described["containerInstances"]}

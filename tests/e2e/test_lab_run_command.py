@@ -18,6 +18,7 @@ import boto3
 import pytest
 
 from anywhere.lab.lab import Lab
+from benchmarks.lab_service import lab_client
 from tests.e2e.conftest import SPARE_INDEX, module_lab
 from tests.e2e.helpers import activation_with_role
 
@@ -33,14 +34,7 @@ def rclab() -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def ssm(rclab: Lab) -> Any:
-    env = rclab.env()
-    return boto3.client(
-        "ssm",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
+    return lab_client(rclab, "ssm")
 
 
 def _install(lab: Lab, host: str, activation: dict[str, Any]) -> str:

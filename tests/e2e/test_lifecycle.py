@@ -7,19 +7,18 @@ unless it says otherwise (deregister and reimage come last).
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import boto3
 import pytest
 
 from anywhere.lab.endpoint.control import LabControl
 from anywhere.lab.lab import Lab
 from anywhere.models import READY_ATTRIBUTE
+from benchmarks.lab_service import lab_client
 from tests.e2e.conftest import module_lab
-from tests.e2e.helpers import anywhere
+from tests.e2e.helpers import anywhere, register_fleet, wait_for
 
 INDEX = 3
 HOSTS = 4
@@ -34,9 +33,7 @@ def lifelab() -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def registered(lifelab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Lab:
-    runs = tmp_path_factory.mktemp("life-register")
-    done = anywhere(lifelab, "register", str(lifelab.inventory_path), "--yes", run_dir=runs)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    register_fleet(lifelab, tmp_path_factory.mktemp("life-register"))
     return lifelab
 
 
@@ -73,19 +70,9 @@ def test_rerun_on_hosts_with_the_agents_credentials_changes_nothing(
     assert rc == 0
 
 
-def _client(lab: Lab, service: Literal["ecs", "ssm"]) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=lab.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 def _containers(lab: Lab) -> dict[str, dict[str, Any]]:
     """mi- id → container instance, over every status the cluster still lists."""
-    ecs = _client(lab, "ecs")
+    ecs = lab_client(lab, "ecs")
     arns = [
         a
         for status in ("ACTIVE", "DRAINING", "INACTIVE")
@@ -100,7 +87,7 @@ def _containers(lab: Lab) -> dict[str, dict[str, Any]]:
 
 
 def _ready_arns(lab: Lab) -> set[str]:
-    listed = _client(lab, "ecs").list_attributes(
+    listed = lab_client(lab, "ecs").list_attributes(
         cluster=CLUSTER,
         targetType="container-instance",
         attributeName=READY_ATTRIBUTE,
@@ -111,7 +98,7 @@ def _ready_arns(lab: Lab) -> set[str]:
 
 def _managed(lab: Lab) -> dict[str, str]:
     """mi- id → host name for every managed instance SSM lists."""
-    pages = _client(lab, "ssm").get_paginator("describe_instance_information").paginate()
+    pages = lab_client(lab, "ssm").get_paginator("describe_instance_information").paginate()
     return {i["InstanceId"]: i.get("Name", "") for p in pages for i in p["InstanceInformationList"]}
 
 
@@ -132,18 +119,9 @@ def _unit(lab: Lab, host: str, unit: str) -> str:
     return lab.exec(host, ["systemctl", "is-active", unit]).stdout.strip()
 
 
-def _wait(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-    return found
-
-
 def _agent_up(lab: Lab, host: str) -> None:
     url = "http://localhost:51678/v1/metadata"
-    _wait(
+    wait_for(
         lambda: "ContainerInstanceArn" in lab.exec(host, ["curl", "-s", url]).stdout,
         f"the ECS agent on {host}",
     )
@@ -160,7 +138,7 @@ def _task_containers(lab: Lab, host: str) -> list[str]:
 
 
 def _stop_all_tasks(lab: Lab) -> None:
-    ecs = _client(lab, "ecs")
+    ecs = lab_client(lab, "ecs")
     for task in ecs.list_tasks(cluster=CLUSTER)["taskArns"]:
         ecs.stop_task(cluster=CLUSTER, task=task, reason="test clean-up")
 
@@ -172,7 +150,7 @@ def test_check_follows_docker_and_gates_run_task(registered: Lab, tmp_path: Path
     assert all(r["status"] == "ready" for r in hosts.values())
     by_host = {h: r["container_instance_arn"] for h, r in hosts.items()}
     assert _ready_arns(lab) == set(by_host.values())
-    ecs = _client(lab, "ecs")
+    ecs = lab_client(lab, "ecs")
     ecs.register_task_definition(
         family="life-web",
         networkMode="bridge",
@@ -272,7 +250,7 @@ def test_a_docker_call_starts_docker_again_but_not_ecs(registered: Lab) -> None:
 
 def test_run_task_refuses_awsvpc_and_unmet_constraints(registered: Lab, tmp_path: Path) -> None:
     lab = registered
-    ecs = _client(lab, "ecs")
+    ecs = lab_client(lab, "ecs")
     ecs.register_task_definition(
         family="life-vpc",
         networkMode="awsvpc",
@@ -348,7 +326,7 @@ def test_out_of_band_deregistration_is_named_and_reregistered(
     lab = registered
     _, hosts = _check(lab, tmp_path, "--no-mark")
     arn, old = hosts["h4"]["container_instance_arn"], hosts["h4"]["instance_id"]
-    _client(lab, "ecs").deregister_container_instance(
+    lab_client(lab, "ecs").deregister_container_instance(
         cluster=CLUSTER, containerInstance=arn, force=True
     )
     rc, hosts = _check(lab, tmp_path, "--limit", "h4")
@@ -524,7 +502,7 @@ def test_register_repairs_reimaged_host(registered: Lab, tmp_path: Path) -> None
 
 def _run_port_task(lab: Lab, host: str, tmp_path: Path) -> str:
     """Run a task publishing host port 8080 on `host`; its ARN once its port answers there."""
-    ecs = _client(lab, "ecs")
+    ecs = lab_client(lab, "ecs")
     ecs.register_task_definition(
         family="life-port",
         networkMode="bridge",
@@ -549,7 +527,7 @@ def _run_port_task(lab: Lab, host: str, tmp_path: Path) -> str:
         run_dir=tmp_path / "runs",
     )
     assert done.returncode == 0 and f" on {host}" in done.stdout, done.stdout + done.stderr
-    _wait(
+    wait_for(
         lambda: "[lab] container ecs-life-port-" in _served(lab, host, 8080),
         f"the task's port on {host}",
     )
@@ -585,11 +563,11 @@ def test_forced_deregistration_alone_leaves_the_task_running(
 ) -> None:
     lab = registered
     task = _run_port_task(lab, "h4", tmp_path)
-    ecs = _client(lab, "ecs")
+    ecs = lab_client(lab, "ecs")
     arn = ecs.describe_tasks(cluster=CLUSTER, tasks=[task])["tasks"][0]["containerInstanceArn"]
     ecs.deregister_container_instance(cluster=CLUSTER, containerInstance=arn, force=True)
     # The agent learns that its instance is inactive, exits terminally (5) and stays down...
-    _wait(lambda: _unit(lab, "h4", "ecs") == "failed", "the ECS agent's terminal exit")
+    wait_for(lambda: _unit(lab, "h4", "ecs") == "failed", "the ECS agent's terminal exit")
     shown = lab.exec(
         "h4", ["systemctl", "show", "ecs", "-p", "ExecMainStatus", "-p", "NRestarts"]
     ).stdout.split()

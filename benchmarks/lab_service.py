@@ -15,7 +15,7 @@ from anywhere.lab.lab import Lab
 CLUSTER = "lab"
 
 
-def lab_client(lab: Lab, service: Literal["ecs", "ssm"]) -> Any:
+def lab_client(lab: Lab, service: Literal["ecs", "ssm", "iam", "sts"]) -> Any:
     """A boto3 client for `service` on the lab's endpoint."""
     env = lab.env()
     return boto3.client(

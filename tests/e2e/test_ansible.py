@@ -13,14 +13,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
 from ruamel.yaml import YAML
 
 from anywhere.lab.endpoint.control import LabControl
 from anywhere.lab.lab import Lab
+from benchmarks.lab_service import lab_client
 from tests.e2e.conftest import module_lab
 from tests.e2e.helpers import anywhere, lab_env, lab_secrets, leaks, read_json, tree_text
 
@@ -199,18 +198,8 @@ def test_export_lists_ready_hosts_with_their_ids(alab: Lab, tmp_path: Path) -> N
     assert listed.returncode == 0, listed.stderr
 
 
-def _ecs(lab: Lab) -> Any:
-    return boto3.client(
-        "ecs",
-        endpoint_url=lab.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 def test_deregister_playbook_refuses_a_busy_host_unless_forced(alab: Lab) -> None:
-    ecs = _ecs(alab)
+    ecs = lab_client(alab, "ecs")
     ecs.register_task_definition(
         family="ansible-busy",
         networkMode="bridge",

@@ -19,14 +19,14 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
 
-import boto3
 import pytest
 
 from anywhere.lab.endpoint.control import LabControl
 from anywhere.lab.files import IAM_ROLE
 from anywhere.lab.lab import Lab
+from benchmarks.lab_service import lab_client
 from tests.e2e.conftest import module_lab
 from tests.e2e.helpers import anywhere, lab_env, read_json, role_seen_by_ssm
 
@@ -67,17 +67,6 @@ def faultlab() -> Iterator[Lab]:
     yield from module_lab("faultsaws", INDEX, HOSTS)
 
 
-def _client(lab: Lab, service: Literal["ssm", "ecs", "iam", "sts"]) -> Any:
-    env = lab.env()
-    return boto3.client(
-        service,
-        endpoint_url=lab.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
-
-
 def _register(lab: Lab, out: Path, name: str, *limit: str) -> tuple[Any, dict[str, Any]]:
     report = out / f"{name}.json"
     args = ["register", str(lab.inventory_path), "--yes", "--report-json", str(report)]
@@ -100,12 +89,12 @@ def _alive_activations(lab: Lab, names: tuple[str, ...]) -> list[dict[str, Any]]
 
 
 def _instances_by_name(lab: Lab) -> Counter[str]:
-    listed = _client(lab, "ssm").get_paginator("describe_instance_information").paginate()
+    listed = lab_client(lab, "ssm").get_paginator("describe_instance_information").paginate()
     return Counter(i["Name"] for page in listed for i in page["InstanceInformationList"])
 
 
 def _containers_by_mi(lab: Lab) -> Counter[str]:
-    ecs = _client(lab, "ecs")
+    ecs = lab_client(lab, "ecs")
     arns = ecs.list_container_instances(cluster="lab")["containerInstanceArns"]
     if not arns:
         return Counter()
@@ -252,7 +241,7 @@ def _await_installers_gone(lab: Lab) -> None:
 
 def test_a_run_killed_mid_install_is_finished_by_the_next(faultlab: Lab, tmp_path: Path) -> None:
     role_seen_by_ssm(faultlab)
-    ssm = _client(faultlab, "ssm")
+    ssm = lab_client(faultlab, "ssm")
     # Activations this run must leave alone: one of anywhere's for a host outside the run,
     # and someone else's that happens to carry a host's name.
     outside = ssm.create_activation(

@@ -19,7 +19,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from anywhere.lab import quirks
@@ -27,6 +26,7 @@ from anywhere.lab.endpoint.control import LabControl
 from anywhere.lab.files import CLUSTER
 from anywhere.lab.lab import Lab
 from anywhere.render import INSTALLER_NAME
+from benchmarks.lab_service import lab_client
 from tests.e2e.conftest import module_lab
 from tests.e2e.helpers import anywhere, read_json
 
@@ -295,21 +295,10 @@ def test_rerun_leaves_one_managed_and_one_container_instance_per_host(
         by_name.setdefault(m["Name"], []).append(m["InstanceId"])
     ready = {h: r["instance_id"] for h, r in rerun["hosts"].items() if r["status"] != "failed"}
     assert {h: ids for h, ids in by_name.items()} == {h: [i] for h, i in ready.items()}
-    ecs = _ecs(flab)
+    ecs = lab_client(flab, "ecs")
     arns = ecs.list_container_instances(cluster=CLUSTER, status="ACTIVE")["containerInstanceArns"]
     found = ecs.describe_container_instances(cluster=CLUSTER, containerInstances=arns)
     assert sorted(c["ec2InstanceId"] for c in found["containerInstances"]) == sorted(ready.values())
-
-
-def _ecs(lab: Lab) -> Any:
-    env = lab.env()
-    return boto3.client(
-        "ecs",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
 
 
 def test_skewed_agents_are_refused_as_aws_refuses_them(

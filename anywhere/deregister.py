@@ -13,7 +13,7 @@ from anywhere.errors import HostError, UnreachableError
 from anywhere.fleet import RunControl
 from anywhere.job import Context, Cursor, guarded, read_host, run_logged
 from anywhere.models import FailureClass, Host, HostOutcome, Phase, Status, Via
-from anywhere.render import render_cleanup
+from anywhere.render import RenderedScript, render_cleanup
 from anywhere.steps import DeregisterOptions, DeregisterRefused, Retirer
 from anywhere.transport import Transport
 
@@ -100,17 +100,22 @@ def _reach(ctx: Context, host: Host, notes: list[str]) -> tuple[Transport | None
         return None, None
 
 
-def _wipe_host(
-    ctx: Context, options: DeregisterOptions, host: Host, transport: Transport
-) -> list[str]:
-    """Run the clean-up script; what it stopped on the way (orphaned task containers)."""
-    script = render_cleanup(
+def _wipe_script(ctx: Context, options: DeregisterOptions, host: Host) -> RenderedScript:
+    """The clean-up script that takes the host back to unregistered (config and logs too)."""
+    return render_cleanup(
         host,
         remove_config=True,
         remove_logs=True,
         remove_packages=not options.keep_packages,
         renderer=ctx.renderer,
     )
+
+
+def _wipe_host(
+    ctx: Context, options: DeregisterOptions, host: Host, transport: Transport
+) -> list[str]:
+    """Run the clean-up script; what it stopped on the way (orphaned task containers)."""
+    script = _wipe_script(ctx, options, host)
     res = run_logged(ctx, host, transport, script.text, script=True)
     if not res.ok:
         raise DeregisterRefused(
@@ -159,13 +164,7 @@ def deferred_wipe(script: str, unit: str) -> str:
 def _wipe_later(ctx: Context, options: DeregisterOptions, host: Host, transport: Transport) -> str:
     """Start the clean-up script on the host in a transient unit that outlives the SSM agent
     it stops (its end shows in the host's journal, not here)."""
-    script = render_cleanup(
-        host,
-        remove_config=True,
-        remove_logs=True,
-        remove_packages=not options.keep_packages,
-        renderer=ctx.renderer,
-    )
+    script = _wipe_script(ctx, options, host)
     unit = f"anywhere-wipe-{ctx.run_id}"
     res = run_logged(ctx, host, transport, deferred_wipe(script.text, unit))
     if not res.ok:

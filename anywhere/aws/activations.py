@@ -3,7 +3,7 @@ has not yet shown SSM a new role, deleted after use, and found again when a run 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -12,7 +12,7 @@ from anywhere.errors import ActivationError
 from anywhere.models import Activation, Secret
 
 if TYPE_CHECKING:
-    from mypy_boto3_ssm.type_defs import CreateActivationResultTypeDef
+    from mypy_boto3_ssm.type_defs import ActivationTypeDef, CreateActivationResultTypeDef
 
 MAX_TTL_MINUTES = 30 * 24 * 60  # CreateActivation: expiry at most 30 days ahead
 # IAM is eventually consistent: SSM may not see a role created seconds ago. Its answer then:
@@ -88,6 +88,16 @@ class ActivationCalls(AwsBase):
         `anywhere:host` tag names the same host, so an activation someone else made under
         that name, or ours for a host outside `hosts`, is never taken."""
         found: dict[str, list[str]] = {}
+        for host, act, _ in self.host_activations(hosts):
+            found.setdefault(host, []).append(str(act["ActivationId"]))
+        return {h: tuple(ids) for h, ids in found.items()}
+
+    def host_activations(
+        self, hosts: Sequence[str]
+    ) -> Iterator[tuple[str, ActivationTypeDef, dict[str, str]]]:
+        """(host, activation, its tags) for every activation whose `anywhere:host` tag names
+        one of `hosts` and whose DefaultInstanceName is that host. DescribeActivations cannot
+        filter by tag: they are listed by DefaultInstanceName, many names a call."""
         for chunk in chunks(sorted(set(hosts)), SSM_FILTER_VALUES):
             names = set(chunk)
             for page in self._api.pages(self._c.ssm.describe_activations)(
@@ -95,7 +105,6 @@ class ActivationCalls(AwsBase):
             ):
                 for act in page.get("ActivationList", []):
                     tags = {t["Key"]: t["Value"] for t in act.get("Tags", [])}
-                    host = tags.get(HOST_TAG)
+                    host = tags.get(HOST_TAG, "")
                     if host in names and act.get("DefaultInstanceName") == host:
-                        found.setdefault(host, []).append(str(act["ActivationId"]))
-        return {h: tuple(ids) for h, ids in found.items()}
+                        yield host, act, tags

@@ -15,10 +15,8 @@ from datetime import datetime
 from anywhere.aws.adapter import Aws
 from anywhere.aws.base import (
     ECS_DESCRIBE_BATCH,
-    HOST_TAG,
     RUN_TAG,
     SSM_DESCRIBE_BATCH,
-    SSM_FILTER_VALUES,
     chunks,
 )
 from anywhere.aws.containers import container_record
@@ -45,6 +43,7 @@ class Hygiene:
     """The reads behind `gc` and the quota check, through the adapter's clients and caller."""
 
     def __init__(self, aws: Aws) -> None:
+        self._aws = aws
         self._c = aws.clients
         self._api = aws.api
 
@@ -72,30 +71,18 @@ class Hygiene:
         """The activations anywhere created for `hosts`, expired and used ones included.
         Listed by DefaultInstanceName (DescribeActivations cannot filter by tag) and kept
         only when both anywhere tags are there and the host tag names the same host."""
-        found: list[ActivationInfo] = []
-        for chunk in chunks(sorted(set(hosts)), SSM_FILTER_VALUES):
-            names = set(chunk)
-            for page in self._api.pages(self._c.ssm.describe_activations)(
-                Filters=[{"FilterKey": "DefaultInstanceName", "FilterValues": chunk}],
-            ):
-                for act in page.get("ActivationList", []):
-                    tags = {t["Key"]: t["Value"] for t in act.get("Tags", [])}
-                    host = tags.get(HOST_TAG, "")
-                    if host not in names or RUN_TAG not in tags:
-                        continue
-                    if act.get("DefaultInstanceName") != host:
-                        continue
-                    found.append(
-                        ActivationInfo(
-                            activation_id=str(act["ActivationId"]),
-                            host=host,
-                            expired=bool(act.get("Expired", False)),
-                            registrations=int(act.get("RegistrationsCount", 0)),
-                            limit=int(act.get("RegistrationLimit", 1)),
-                            created=act.get("CreatedDate"),
-                        )
-                    )
-        return found
+        return [
+            ActivationInfo(
+                activation_id=str(act["ActivationId"]),
+                host=host,
+                expired=bool(act.get("Expired", False)),
+                registrations=int(act.get("RegistrationsCount", 0)),
+                limit=int(act.get("RegistrationLimit", 1)),
+                created=act.get("CreatedDate"),
+            )
+            for host, act, tags in self._aws.host_activations(hosts)
+            if RUN_TAG in tags
+        ]
 
     def hybrid_node_count(self) -> int:
         """Managed instances (hybrid nodes, not EC2) registered in the account and region:

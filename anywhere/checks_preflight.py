@@ -166,7 +166,7 @@ def parse_preflight(stdout: str) -> PreflightFacts:
         aws_env=tuple(f.get("aws_env", "").split()),
         aws_files=aws_files,
         local=_local_state(f),
-        machine_id=_machine_id(f.get("machine_id", "")),
+        machine_id=machine_id(f.get("machine_id", "")),
         docker_version=_docker_version(f.get("docker_version", "")),
         apparmor={"Y": True, "N": False}.get(f.get("apparmor", "").strip()),
     )
@@ -176,7 +176,8 @@ _MACHINE_ID = re.compile(r"[0-9a-f]{32}")
 _DOCKER = re.compile(r"Docker version ([0-9]{1,4})\.([0-9]{1,4})\b")
 
 
-def _machine_id(value: str) -> str | None:
+def machine_id(value: str) -> str | None:
+    """`value` as a machine-id (32 hex digits, lower case), else None."""
     value = value.strip().lower()
     return value if _MACHINE_ID.fullmatch(value) else None
 

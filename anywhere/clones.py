@@ -9,6 +9,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from anywhere.checks_preflight import machine_id
+
 CLONE_HINT = (
     "give each clone its own identity before registering it: regenerate the machine-id "
     "(`rm -f /etc/machine-id && systemd-machine-id-setup`, then reboot) and wipe the cloned SSM "
@@ -18,7 +20,6 @@ CLONE_HINT = (
 
 
 _INSTANCE_ID = re.compile(r"mi-[0-9A-Za-z]{1,40}")
-_MACHINE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def from_plain(host: str, value: object) -> Identity | None:
     mi = value.get("instance_id")
     return Identity(
         host,
-        machine if isinstance(machine, str) and _MACHINE_ID.fullmatch(machine) else None,
+        machine_id(machine) if isinstance(machine, str) else None,
         checked_instance_id(mi if isinstance(mi, str) else None),
         ready=value.get("ready") is True,
     )
